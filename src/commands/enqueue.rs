@@ -1,0 +1,103 @@
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use rust_decimal::Decimal;
+
+use crate::domain::{Currency, ExpectedValues, PaymentId};
+use crate::settings::Settings;
+use crate::store::{self, EnqueueOutcome, NewPayment};
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The payment id in Freedom Pay's system.
+    #[arg(value_parser = parse_payment_id)]
+    pub payment_id: PaymentId,
+    /// The amount the merchant expects, a decimal with a dot (e.g. 5000.00).
+    #[arg(long, value_name = "D", value_parser = parse_amount)]
+    pub amount: Option<Decimal>,
+    /// The expected currency, ISO 4217 (e.g. KZT).
+    #[arg(long, value_name = "C", value_parser = parse_currency)]
+    pub currency: Option<Currency>,
+    /// The merchant's order id, compared with the provider's orderId.
+    #[arg(long, value_name = "O")]
+    pub order_id: Option<String>,
+    /// The merchant's own expiry, RFC 3339 (e.g. 2025-07-11T12:00:00Z).
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the payment was created, RFC 3339 [default: now]. An integer provider lifetime
+    /// counts from here.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+pub fn parse_payment_id(raw: &str) -> Result<PaymentId, String> {
+    PaymentId::parse(raw).map_err(|e| e.to_string())
+}
+
+/// An exact, non-negative decimal with a dot; a comma gets a specific hint.
+pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
+    if raw.contains(',') {
+        return Err(
+            "use a dot as the decimal separator and no thousands separators (e.g. 1234.50)".into(),
+        );
+    }
+    let amount: Decimal = raw
+        .trim()
+        .parse()
+        .map_err(|_| "not a decimal number (e.g. 1234.50)".to_owned())?;
+    if amount.is_sign_negative() {
+        return Err("must not be negative".into());
+    }
+    Ok(amount)
+}
+
+pub fn parse_currency(raw: &str) -> Result<Currency, String> {
+    raw.parse::<Currency>().map_err(|e| e.to_string())
+}
+
+pub fn parse_rfc3339(raw: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| "not an RFC 3339 timestamp (e.g. 2025-07-11T12:00:00Z)".to_owned())
+}
+
+pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    let payment = NewPayment {
+        payment_id: args.payment_id,
+        expected: ExpectedValues {
+            amount: args.amount,
+            currency: args.currency,
+            order_id: args.order_id,
+        },
+        created_at: args.created_at,
+        expires_at: args.expires_at,
+    };
+    let pool = store::connect(&settings.database).await?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .context("could not get a database connection")?;
+    let outcome = store::enqueue(&mut conn, &payment)
+        .await
+        .with_context(|| format!("could not enqueue payment {}", payment.payment_id))?;
+    let id = &payment.payment_id;
+    Ok(match outcome {
+        EnqueueOutcome::Created => {
+            println!("enqueued payment {id}");
+            ExitCode::SUCCESS
+        }
+        EnqueueOutcome::AlreadyTracked => {
+            println!("payment {id} is already tracked with the same values; nothing changed");
+            ExitCode::SUCCESS
+        }
+        EnqueueOutcome::Conflict(differences) => {
+            eprintln!(
+                "error: payment {id} is already tracked with different values, kept as stored: {}",
+                differences.join("; ")
+            );
+            ExitCode::FAILURE
+        }
+    })
+}

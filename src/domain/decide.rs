@@ -1,0 +1,902 @@
+//! The reconciliation rules, as one pure function.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rust_decimal::Decimal;
+
+use super::types::{
+    Expiry, FlagKind, Invoice, Lifetime, LifetimeSource, NewFlag, ProviderStatus, StatusChange,
+    Tracked,
+};
+
+/// The settings the rules depend on (the `poll` and `reconcile` sections, already validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Delays between checks of a non-terminal payment: the n-th answer is followed by
+    /// `recheck[n]`, the last entry repeating. Never empty.
+    pub recheck: Vec<Duration>,
+    /// Delay before the one confirmation re-check of a newly terminal payment.
+    pub confirm_after: Duration,
+    /// How long past its lifetime a payment may stay unsettled before it is flagged.
+    pub lifetime_grace: Duration,
+    /// How long after `created_at` "not found" is still normal (new payments are invisible
+    /// for up to about a minute).
+    pub not_found_grace: Duration,
+    /// After this long since `created_at` without a terminal status, polling stops.
+    pub max_age: Duration,
+    /// Largest difference between expected and provider amount that is not a mismatch.
+    pub amount_tolerance: Decimal,
+    /// Backoff after a failed attempt: doubles from `retry_min` up to `retry_max`, jittered.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        Self {
+            recheck: vec![
+                Duration::from_secs(30),
+                minutes(1),
+                minutes(5),
+                minutes(15),
+                minutes(60),
+            ],
+            confirm_after: minutes(30),
+            lifetime_grace: minutes(15),
+            not_found_grace: minutes(10),
+            max_age: minutes(7 * 24 * 60),
+            amount_tolerance: Decimal::ZERO,
+            retry_min: Duration::from_secs(5),
+            retry_max: minutes(5),
+        }
+    }
+}
+
+/// What one poll of the provider produced, already classified by the provider client.
+/// (Rate limiting and fatal configuration errors never reach the core: they are about the
+/// connection to the provider, not about a payment.)
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollResult {
+    /// The provider answered with the payment's invoice.
+    Invoice(Box<Invoice>),
+    /// The provider says it does not know this payment id.
+    NotFound,
+    /// The provider answered with an error about this payment that is not "not found".
+    Rejected { code: String, description: String },
+    /// No usable answer: a timeout, a connection error, a 5xx, an unreadable body.
+    Failed { reason: String },
+}
+
+/// A random fraction in thousandths, supplied by the caller so that [`decide`] stays pure.
+/// Backoff delays are spread over `[delay / 2, delay]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Jitter(u16);
+
+impl Jitter {
+    pub const NONE: Jitter = Jitter(1000);
+
+    pub fn from_permille(permille: u16) -> Self {
+        Self(permille.min(1000))
+    }
+
+    fn spread(self, delay: Duration) -> Duration {
+        let half = delay / 2;
+        half + half * u32::from(self.0) / 1000
+    }
+}
+
+/// The core's answer: the payment's new state, the history to append and the flags to change.
+/// The shell writes all of it in one transaction, or none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub observed_at: DateTime<Utc>,
+    /// The provider answered (an invoice, "not found" or another error about the payment).
+    pub answered: bool,
+    pub status: Option<ProviderStatus>,
+    pub change: Option<StatusChange>,
+    pub settled_at: Option<DateTime<Utc>>,
+    pub provider_expiry: Option<Expiry>,
+    pub checks: i32,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub not_found_since: Option<DateTime<Utc>>,
+    /// `None`: stop polling (confirmed terminal, or abandoned).
+    pub next_check_at: Option<DateTime<Utc>>,
+    pub open: Vec<NewFlag>,
+    pub resolve: Vec<FlagKind>,
+}
+
+/// What an observation says about one flag's condition.
+enum Finding {
+    Holds {
+        expected: Option<String>,
+        actual: Option<String>,
+    },
+    Clear,
+    /// This observation cannot tell: leave the flag as it is.
+    Unknown,
+}
+
+fn holds(expected: impl ToString, actual: impl ToString) -> Finding {
+    Finding::Holds {
+        expected: Some(expected.to_string()),
+        actual: Some(actual.to_string()),
+    }
+}
+
+fn after(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// Decides what one poll result means for a payment.
+///
+/// `now` is the time of the observation; `jitter` spreads retry backoff.
+pub fn decide(
+    before: &Tracked,
+    result: &PollResult,
+    now: DateTime<Utc>,
+    policy: &Policy,
+    jitter: Jitter,
+) -> Verdict {
+    let answered = !matches!(result, PollResult::Failed { .. });
+    let checks = before.checks + i32::from(answered);
+
+    let (status, provider_expiry) = match result {
+        PollResult::Invoice(invoice) => (
+            Some(invoice.status.clone()),
+            invoice
+                .lifetime
+                .map(|lifetime| resolve_lifetime(lifetime, before.created_at))
+                .or(before.provider_expiry),
+        ),
+        _ => (before.status.clone(), before.provider_expiry),
+    };
+    let change = match (&before.status, &status) {
+        (from, Some(to)) if from.as_ref() != Some(to) => Some(StatusChange {
+            from: from.clone(),
+            to: to.clone(),
+        }),
+        _ => None,
+    };
+    let settled_at = match &change {
+        Some(change) if change.to.is_terminal() => Some(now),
+        Some(_) => None,
+        None => before.settled_at,
+    };
+
+    let expiry = provider_expiry.map(|e| e.at).or(before.merchant_expires_at);
+    let lifetime_check_at = expiry.map(|at| after(at, policy.lifetime_grace));
+    let abandon_at = after(before.created_at, policy.max_age);
+    let is_terminal = status.as_ref().is_some_and(ProviderStatus::is_terminal);
+    let abandoned = !is_terminal && now >= abandon_at;
+
+    let findings = [
+        (
+            FlagKind::AmountMismatch,
+            amount_finding(before, result, policy),
+        ),
+        (FlagKind::CurrencyMismatch, currency_finding(before, result)),
+        (FlagKind::OrderMismatch, order_finding(before, result)),
+        (
+            FlagKind::LifetimeExceeded,
+            lifetime_finding(status.as_ref(), expiry, lifetime_check_at, now),
+        ),
+        (
+            FlagKind::NotFound,
+            not_found_finding(before, result, now, policy),
+        ),
+        (FlagKind::UnknownStatus, unknown_status_finding(result)),
+        (
+            FlagKind::TerminalStatusChanged,
+            terminal_change_finding(change.as_ref()),
+        ),
+        (
+            FlagKind::PollingAbandoned,
+            if abandoned {
+                holds(
+                    format!(
+                        "a terminal status within {}",
+                        humantime::format_duration(policy.max_age)
+                    ),
+                    status.as_ref().map_or("no answer", ProviderStatus::as_str),
+                )
+            } else if is_terminal {
+                Finding::Clear
+            } else {
+                Finding::Unknown
+            },
+        ),
+    ];
+    let mut open = Vec::new();
+    let mut resolve = Vec::new();
+    for (kind, finding) in findings {
+        let is_open = before.open_flags.contains(&kind);
+        match finding {
+            Finding::Holds { expected, actual } if !is_open => open.push(NewFlag {
+                kind,
+                expected,
+                actual,
+            }),
+            Finding::Clear if is_open => resolve.push(kind),
+            _ => {}
+        }
+    }
+
+    let cap = |next: DateTime<Utc>| {
+        let mut next = next.min(abandon_at);
+        if let Some(check_at) = lifetime_check_at.filter(|&at| at > now) {
+            next = next.min(check_at);
+        }
+        next
+    };
+    let next_check_at = match result {
+        _ if abandoned => None,
+        PollResult::Invoice(_) if is_terminal => {
+            let confirmed = change.is_none();
+            (!confirmed).then(|| after(now, policy.confirm_after))
+        }
+        PollResult::Failed { .. } => {
+            let exponent = before.attempts.clamp(0, 20) as u32;
+            let backoff = policy
+                .retry_min
+                .saturating_mul(1 << exponent)
+                .min(policy.retry_max);
+            Some(cap(after(now, jitter.spread(backoff))))
+        }
+        _ => {
+            let index = (before.checks.max(0) as usize).min(policy.recheck.len() - 1);
+            Some(cap(after(now, policy.recheck[index])))
+        }
+    };
+
+    let (attempts, last_error) = match result {
+        PollResult::Invoice(_) | PollResult::NotFound => (0, None),
+        PollResult::Rejected { code, description } => (
+            before.attempts + 1,
+            Some(format!("provider error {code}: {description}")),
+        ),
+        PollResult::Failed { reason } => (before.attempts + 1, Some(reason.clone())),
+    };
+    let not_found_since = match result {
+        PollResult::NotFound => Some(before.not_found_since.unwrap_or(now)),
+        PollResult::Invoice(_) => None,
+        _ => before.not_found_since,
+    };
+
+    Verdict {
+        observed_at: now,
+        answered,
+        status,
+        change,
+        settled_at,
+        provider_expiry,
+        checks,
+        attempts,
+        last_error,
+        not_found_since,
+        next_check_at,
+        open,
+        resolve,
+    }
+}
+
+/// An RFC 3339 lifetime is the absolute expiry; an integer is seconds from creation.
+fn resolve_lifetime(lifetime: Lifetime, created_at: DateTime<Utc>) -> Expiry {
+    match lifetime {
+        Lifetime::Until(at) => Expiry {
+            at,
+            source: LifetimeSource::ProviderDatetime,
+        },
+        Lifetime::Seconds(seconds) => Expiry {
+            at: created_at
+                .checked_add_signed(TimeDelta::seconds(seconds))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            source: LifetimeSource::ProviderSeconds,
+        },
+    }
+}
+
+fn amount_finding(before: &Tracked, result: &PollResult, policy: &Policy) -> Finding {
+    let PollResult::Invoice(invoice) = result else {
+        return Finding::Unknown;
+    };
+    match (before.expected.amount, invoice.amount) {
+        (None, _) => Finding::Clear,
+        (Some(_), None) => Finding::Unknown,
+        (Some(expected), Some(actual)) if (actual - expected).abs() > policy.amount_tolerance => {
+            holds(expected, actual)
+        }
+        (Some(_), Some(_)) => Finding::Clear,
+    }
+}
+
+fn currency_finding(before: &Tracked, result: &PollResult) -> Finding {
+    let PollResult::Invoice(invoice) = result else {
+        return Finding::Unknown;
+    };
+    match (before.expected.currency, invoice.currency) {
+        (None, _) => Finding::Clear,
+        (Some(_), None) => Finding::Unknown,
+        (Some(expected), Some(actual)) if expected != actual => holds(expected, actual),
+        (Some(_), Some(_)) => Finding::Clear,
+    }
+}
+
+fn order_finding(before: &Tracked, result: &PollResult) -> Finding {
+    let PollResult::Invoice(invoice) = result else {
+        return Finding::Unknown;
+    };
+    match (&before.expected.order_id, &invoice.order_id) {
+        (None, _) => Finding::Clear,
+        (Some(_), None) => Finding::Unknown,
+        (Some(expected), Some(actual)) if expected != actual => holds(expected, actual),
+        (Some(_), Some(_)) => Finding::Clear,
+    }
+}
+
+/// Lifetime plus grace passed without `success` or `error`. `incomplete` is the provider
+/// saying the lifetime ran out, so it counts even when no expiry is known.
+fn lifetime_finding(
+    status: Option<&ProviderStatus>,
+    expiry: Option<DateTime<Utc>>,
+    check_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Finding {
+    if status.is_some_and(ProviderStatus::is_paid_or_failed) {
+        return Finding::Clear;
+    }
+    let shown = status.map_or("no answer", ProviderStatus::as_str);
+    match (expiry, check_at) {
+        (Some(expiry), Some(check_at)) if now >= check_at => {
+            holds(format!("settled by {}", expiry.to_rfc3339()), shown)
+        }
+        (None, _) if status == Some(&ProviderStatus::Incomplete) => Finding::Holds {
+            expected: None,
+            actual: Some(shown.to_owned()),
+        },
+        _ => Finding::Clear,
+    }
+}
+
+fn not_found_finding(
+    before: &Tracked,
+    result: &PollResult,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Finding {
+    match result {
+        PollResult::Invoice(_) => Finding::Clear,
+        PollResult::NotFound if now >= after(before.created_at, policy.not_found_grace) => {
+            Finding::Holds {
+                expected: None,
+                actual: Some(format!(
+                    "not found since {}",
+                    before.not_found_since.unwrap_or(now).to_rfc3339()
+                )),
+            }
+        }
+        _ => Finding::Unknown,
+    }
+}
+
+fn unknown_status_finding(result: &PollResult) -> Finding {
+    match result {
+        PollResult::Invoice(invoice) => match &invoice.status {
+            ProviderStatus::Other(raw) => Finding::Holds {
+                expected: None,
+                actual: Some(raw.clone()),
+            },
+            _ => Finding::Clear,
+        },
+        _ => Finding::Unknown,
+    }
+}
+
+/// A terminal status that later changes needs a person: the flag is never cleared by the
+/// daemon, only by hand.
+fn terminal_change_finding(change: Option<&StatusChange>) -> Finding {
+    match change {
+        Some(StatusChange {
+            from: Some(from),
+            to,
+        }) if from.is_terminal() => holds(from, to),
+        _ => Finding::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::types::{Currency, ExpectedValues, PaymentId};
+
+    fn dec(exact: &str) -> Decimal {
+        exact.parse().unwrap()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 7, 11, 10, 0, 0).unwrap()
+    }
+
+    fn at(minutes: i64) -> DateTime<Utc> {
+        t0() + TimeDelta::minutes(minutes)
+    }
+
+    fn tracked() -> Tracked {
+        Tracked::new(PaymentId::parse("1001").unwrap(), t0())
+    }
+
+    fn invoice(status: &str) -> Invoice {
+        Invoice {
+            status: ProviderStatus::parse(status),
+            amount: Some(dec("5000")),
+            currency: Some("KZT".parse().unwrap()),
+            fee: Some(dec("0")),
+            discount: None,
+            freedom_id: None,
+            order_id: Some("A-1".into()),
+            merchant_id: None,
+            merchant_name: None,
+            description: None,
+            lifetime: None,
+            facilitator_iban: None,
+            mcc: None,
+            dt: None,
+        }
+    }
+
+    fn decide_at(before: &Tracked, result: PollResult, minutes: i64) -> Verdict {
+        decide(
+            before,
+            &result,
+            at(minutes),
+            &Policy::default(),
+            Jitter::NONE,
+        )
+    }
+
+    /// The state the shell would store after `verdict`: what the next poll starts from.
+    fn apply(before: &Tracked, verdict: &Verdict) -> Tracked {
+        let mut next = before.clone();
+        next.status = verdict.status.clone();
+        next.provider_expiry = verdict.provider_expiry;
+        next.checks = verdict.checks;
+        next.attempts = verdict.attempts;
+        next.not_found_since = verdict.not_found_since;
+        next.settled_at = verdict.settled_at;
+        for flag in &verdict.open {
+            next.open_flags.insert(flag.kind);
+        }
+        for kind in &verdict.resolve {
+            next.open_flags.remove(kind);
+        }
+        next
+    }
+
+    fn opened(verdict: &Verdict) -> Vec<FlagKind> {
+        verdict.open.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn first_answer_is_a_transition_from_nothing() {
+        let v = decide_at(
+            &tracked(),
+            PollResult::Invoice(Box::new(invoice("process"))),
+            1,
+        );
+        assert_eq!(
+            v.change,
+            Some(StatusChange {
+                from: None,
+                to: ProviderStatus::Process
+            })
+        );
+        assert_eq!(v.checks, 1);
+        assert_eq!(v.settled_at, None);
+        assert_eq!(v.next_check_at, Some(at(1) + TimeDelta::seconds(30)));
+        assert!(v.open.is_empty() && v.resolve.is_empty());
+    }
+
+    #[test]
+    fn the_same_status_again_is_not_a_transition_and_rechecks_follow_the_schedule() {
+        let mut state = tracked();
+        let mut nexts = Vec::new();
+        for minute in 0..7 {
+            let v = decide_at(
+                &state,
+                PollResult::Invoice(Box::new(invoice("process"))),
+                minute,
+            );
+            assert_eq!(v.change.is_some(), minute == 0);
+            nexts.push(v.next_check_at.unwrap() - at(minute));
+            state = apply(&state, &v);
+        }
+        let expected: Vec<_> = [30, 60, 300, 900, 3600, 3600, 3600]
+            .into_iter()
+            .map(TimeDelta::seconds)
+            .collect();
+        assert_eq!(nexts, expected);
+    }
+
+    #[test]
+    fn a_terminal_status_gets_one_confirmation_recheck_then_polling_stops() {
+        let state = apply(
+            &tracked(),
+            &decide_at(
+                &tracked(),
+                PollResult::Invoice(Box::new(invoice("process"))),
+                0,
+            ),
+        );
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("success"))), 5);
+        assert_eq!(v.change.as_ref().unwrap().to, ProviderStatus::Success);
+        assert_eq!(v.settled_at, Some(at(5)));
+        assert_eq!(v.next_check_at, Some(at(35)));
+
+        let state = apply(&state, &v);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            35,
+        );
+        assert_eq!(v.change, None);
+        assert_eq!(v.next_check_at, None, "confirmed terminal stops polling");
+        assert_eq!(v.settled_at, Some(at(5)), "settled time is kept");
+        assert!(v.open.is_empty());
+    }
+
+    #[test]
+    fn error_is_terminal_and_failed_is_not_a_lifetime_problem() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("error"))), 600);
+        assert_eq!(v.change.as_ref().unwrap().to, ProviderStatus::Error);
+        assert!(opened(&v).is_empty());
+        assert_eq!(v.next_check_at, Some(at(630)));
+    }
+
+    #[test]
+    fn a_terminal_status_that_changes_is_a_transition_and_a_flag_and_is_confirmed_again() {
+        let mut state = tracked();
+        state.status = Some(ProviderStatus::Incomplete);
+        state.checks = 3;
+        state.settled_at = Some(at(1));
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            30,
+        );
+        assert_eq!(
+            v.change,
+            Some(StatusChange {
+                from: Some(ProviderStatus::Incomplete),
+                to: ProviderStatus::Success
+            })
+        );
+        assert_eq!(v.settled_at, Some(at(30)));
+        assert_eq!(v.open.len(), 1);
+        assert_eq!(v.open[0].kind, FlagKind::TerminalStatusChanged);
+        assert_eq!(v.open[0].expected.as_deref(), Some("incomplete"));
+        assert_eq!(v.open[0].actual.as_deref(), Some("success"));
+        assert_eq!(v.next_check_at, Some(at(60)));
+
+        // A later answer never clears it: a person must look.
+        let state = apply(&state, &v);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            60,
+        );
+        assert!(v.resolve.is_empty());
+        assert_eq!(v.next_check_at, None);
+    }
+
+    #[test]
+    fn amount_mismatch_respects_tolerance_and_clears_when_amounts_agree() {
+        let mut state = tracked();
+        state.expected.amount = Some(dec("5000.00"));
+        let mut paid_less = invoice("success");
+        paid_less.amount = Some(dec("4999.99"));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(paid_less.clone())), 1);
+        assert_eq!(opened(&v), vec![FlagKind::AmountMismatch]);
+        assert_eq!(v.open[0].expected.as_deref(), Some("5000.00"));
+        assert_eq!(v.open[0].actual.as_deref(), Some("4999.99"));
+
+        let lenient = Policy {
+            amount_tolerance: dec("0.01"),
+            ..Policy::default()
+        };
+        let v2 = decide(
+            &state,
+            &PollResult::Invoice(Box::new(paid_less)),
+            at(1),
+            &lenient,
+            Jitter::NONE,
+        );
+        assert!(v2.open.is_empty(), "within tolerance");
+
+        let state = apply(&state, &v);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            31,
+        );
+        assert_eq!(v.resolve, vec![FlagKind::AmountMismatch]);
+    }
+
+    #[test]
+    fn nothing_is_compared_when_the_merchant_gave_nothing() {
+        let mut other = invoice("success");
+        other.amount = Some(dec("1"));
+        other.currency = Some("USD".parse().unwrap());
+        other.order_id = Some("zzz".into());
+        let v = decide_at(&tracked(), PollResult::Invoice(Box::new(other)), 1);
+        assert!(v.open.is_empty());
+    }
+
+    #[test]
+    fn currency_and_order_mismatches_are_flagged_and_cleared() {
+        let mut state = tracked();
+        state.expected = ExpectedValues {
+            amount: None,
+            currency: Some("USD".parse::<Currency>().unwrap()),
+            order_id: Some("B-2".into()),
+        };
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 1);
+        assert_eq!(
+            opened(&v),
+            vec![FlagKind::CurrencyMismatch, FlagKind::OrderMismatch]
+        );
+        let state = apply(&state, &v);
+        let mut fixed = invoice("process");
+        fixed.currency = Some("USD".parse().unwrap());
+        fixed.order_id = Some("B-2".into());
+        let v = decide_at(&state, PollResult::Invoice(Box::new(fixed)), 2);
+        assert_eq!(
+            v.resolve,
+            vec![FlagKind::CurrencyMismatch, FlagKind::OrderMismatch]
+        );
+    }
+
+    #[test]
+    fn a_missing_provider_value_neither_raises_nor_clears() {
+        let mut state = tracked();
+        state.expected.amount = Some(dec("10"));
+        state.open_flags = BTreeSet::from([FlagKind::AmountMismatch]);
+        let mut no_amount = invoice("process");
+        no_amount.amount = None;
+        let v = decide_at(&state, PollResult::Invoice(Box::new(no_amount)), 1);
+        assert!(v.open.is_empty() && v.resolve.is_empty());
+    }
+
+    #[test]
+    fn lifetime_in_seconds_counts_from_creation_and_caps_the_next_check() {
+        let mut lived = invoice("process");
+        lived.lifetime = Some(Lifetime::Seconds(1800));
+        let mut state = tracked();
+        state.checks = 4; // the schedule is at one hour by now
+        let v = decide_at(&state, PollResult::Invoice(Box::new(lived.clone())), 20);
+        assert_eq!(
+            v.provider_expiry,
+            Some(Expiry {
+                at: at(30),
+                source: LifetimeSource::ProviderSeconds
+            })
+        );
+        // expiry 10:30 + 15 min grace: never scheduled past the lifetime check
+        assert_eq!(v.next_check_at, Some(at(45)));
+        assert!(v.open.is_empty());
+
+        let state = apply(&state, &v);
+        let v = decide_at(&state, PollResult::Invoice(Box::new(lived)), 45);
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        assert_eq!(
+            v.next_check_at,
+            Some(at(105)),
+            "past the check, the schedule resumes"
+        );
+    }
+
+    #[test]
+    fn lifetime_exceeded_covers_waiting_and_incomplete_and_clears_on_success() {
+        let mut lived = invoice("waiting");
+        lived.lifetime = Some(Lifetime::Until(at(60)));
+        let v = decide_at(&tracked(), PollResult::Invoice(Box::new(lived.clone())), 80);
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        assert_eq!(
+            v.provider_expiry.unwrap().source,
+            LifetimeSource::ProviderDatetime
+        );
+
+        lived.status = ProviderStatus::Incomplete;
+        let v = decide_at(&tracked(), PollResult::Invoice(Box::new(lived.clone())), 80);
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+
+        let state = apply(&tracked(), &v);
+        lived.status = ProviderStatus::Success;
+        let v = decide_at(&state, PollResult::Invoice(Box::new(lived)), 100);
+        assert!(v.resolve.contains(&FlagKind::LifetimeExceeded));
+        assert!(opened(&v).contains(&FlagKind::TerminalStatusChanged));
+    }
+
+    #[test]
+    fn incomplete_without_a_known_expiry_is_a_lifetime_flag() {
+        let v = decide_at(
+            &tracked(),
+            PollResult::Invoice(Box::new(invoice("incomplete"))),
+            1,
+        );
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+    }
+
+    #[test]
+    fn the_merchant_expiry_applies_until_the_provider_states_a_lifetime() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        let v = decide_at(&state, PollResult::NotFound, 3);
+        assert_eq!(v.next_check_at, Some(at(3) + TimeDelta::seconds(30)));
+        state.checks = 4;
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 5);
+        assert_eq!(v.next_check_at, Some(at(25)), "capped at expiry + grace");
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("process"))),
+            25,
+        );
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+    }
+
+    #[test]
+    fn not_found_is_normal_at_first_and_flagged_after_the_grace_period() {
+        let v = decide_at(&tracked(), PollResult::NotFound, 1);
+        assert!(v.open.is_empty());
+        assert_eq!(v.not_found_since, Some(at(1)));
+        assert_eq!(v.change, None);
+        assert_eq!(v.checks, 1);
+
+        let state = apply(&tracked(), &v);
+        let v = decide_at(&state, PollResult::NotFound, 11);
+        assert_eq!(opened(&v), vec![FlagKind::NotFound]);
+        assert_eq!(v.not_found_since, Some(at(1)), "the first sighting is kept");
+
+        let state = apply(&state, &v);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("process"))),
+            12,
+        );
+        assert_eq!(v.resolve, vec![FlagKind::NotFound]);
+        assert_eq!(v.not_found_since, None);
+    }
+
+    #[test]
+    fn an_unknown_status_is_kept_non_terminal_and_flagged_until_known() {
+        let v = decide_at(
+            &tracked(),
+            PollResult::Invoice(Box::new(invoice("refunded"))),
+            1,
+        );
+        assert_eq!(v.status, Some(ProviderStatus::Other("refunded".into())));
+        assert_eq!(opened(&v), vec![FlagKind::UnknownStatus]);
+        assert_eq!(v.open[0].actual.as_deref(), Some("refunded"));
+        assert!(v.next_check_at.is_some());
+        let state = apply(&tracked(), &v);
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("success"))), 2);
+        assert_eq!(v.resolve, vec![FlagKind::UnknownStatus]);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_with_jitter_and_keep_state() {
+        let mut state = tracked();
+        state.status = Some(ProviderStatus::Process);
+        state.checks = 2;
+        let failed = || PollResult::Failed {
+            reason: "timeout".into(),
+        };
+        let mut delays = Vec::new();
+        for _ in 0..8 {
+            let v = decide(&state, &failed(), at(0), &Policy::default(), Jitter::NONE);
+            assert_eq!(v.change, None);
+            assert!(!v.answered);
+            assert_eq!(v.checks, 2);
+            assert_eq!(v.last_error.as_deref(), Some("timeout"));
+            delays.push((v.next_check_at.unwrap() - at(0)).num_seconds());
+            state = apply(&state, &v);
+        }
+        assert_eq!(delays, vec![5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(state.attempts, 8);
+
+        let v = decide(
+            &state,
+            &failed(),
+            at(0),
+            &Policy::default(),
+            Jitter::from_permille(0),
+        );
+        assert_eq!((v.next_check_at.unwrap() - at(0)).num_seconds(), 150);
+
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 0);
+        assert_eq!((v.attempts, v.last_error), (0, None));
+    }
+
+    #[test]
+    fn other_provider_errors_are_recorded_and_rechecked_on_schedule() {
+        let v = decide_at(
+            &tracked(),
+            PollResult::Rejected {
+                code: "500".into(),
+                description: "Internal".into(),
+            },
+            1,
+        );
+        assert!(v.answered);
+        assert_eq!(
+            v.last_error.as_deref(),
+            Some("provider error 500: Internal")
+        );
+        assert_eq!(v.next_check_at, Some(at(1) + TimeDelta::seconds(30)));
+        assert!(v.open.is_empty());
+    }
+
+    #[test]
+    fn polling_is_abandoned_after_the_maximum_age_and_resumed_flags_clear_on_terminal() {
+        let mut state = tracked();
+        state.status = Some(ProviderStatus::Process);
+        state.checks = 30;
+        let week = 7 * 24 * 60;
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("process"))),
+            week - 30,
+        );
+        assert_eq!(
+            v.next_check_at,
+            Some(at(week)),
+            "never past the abandon time"
+        );
+
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("process"))),
+            week,
+        );
+        assert_eq!(v.next_check_at, None);
+        assert_eq!(opened(&v), vec![FlagKind::PollingAbandoned]);
+
+        let failing = decide_at(
+            &state,
+            PollResult::Failed {
+                reason: "connection refused".into(),
+            },
+            week + 1,
+        );
+        assert_eq!(failing.next_check_at, None);
+
+        let state = apply(&state, &v);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            week + 60,
+        );
+        assert_eq!(v.resolve, vec![FlagKind::PollingAbandoned]);
+    }
+
+    #[test]
+    fn an_open_flag_is_not_opened_twice() {
+        let mut state = tracked();
+        state.expected.amount = Some(dec("1"));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 1);
+        assert_eq!(opened(&v), vec![FlagKind::AmountMismatch]);
+        let state = apply(&state, &v);
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 2);
+        assert!(v.open.is_empty());
+    }
+}

@@ -1,0 +1,13 @@
+//! The pure core: the types the daemon reasons about and [`decide`], the one function that
+//! turns "what we knew" plus "what the provider just said" into a verdict.
+//!
+//! Nothing here performs I/O or reads a clock: time, randomness and settings are inputs.
+
+mod decide;
+mod types;
+
+pub use decide::{Jitter, Policy, PollResult, Verdict, decide};
+pub use types::{
+    Currency, ExpectedValues, Expiry, FlagKind, InvalidInput, Invoice, Lifetime, LifetimeSource,
+    NewFlag, PaymentId, ProviderStatus, StatusChange, Tracked,
+};

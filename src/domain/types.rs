@@ -1,0 +1,372 @@
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+/// Input that failed validation at the boundary; the message names what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
+
+/// A payment id in the aggregator's system. Documented as a string, shown as a number:
+/// we keep it as text and accept any printable id, but never an empty one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PaymentId(String);
+
+impl PaymentId {
+    /// Longest id accepted at intake; the schema enforces the same bound.
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
+        if raw.trim().is_empty() {
+            return Err(InvalidInput("payment id is empty".into()));
+        }
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(InvalidInput(format!(
+                "payment id is longer than {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InvalidInput(
+                "payment id contains a control character".into(),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PaymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An ISO 4217 alphabetic code: exactly three uppercase ASCII letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII uppercase letters are ever stored.
+        std::str::from_utf8(&self.0).expect("currency is ASCII")
+    }
+}
+
+impl FromStr for Currency {
+    type Err = InvalidInput;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        match raw.as_bytes() {
+            [a, b, c] if [a, b, c].iter().all(|b| b.is_ascii_uppercase()) => Ok(Self([*a, *b, *c])),
+            _ => Err(InvalidInput(format!(
+                "currency {raw:?} is not an ISO 4217 code (three uppercase letters, e.g. KZT)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `paymentStatus` as the provider reports it. The group is marked "Developing", so a value we
+/// do not know is kept verbatim, treated as non-terminal and flagged for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProviderStatus {
+    /// Paid.
+    Success,
+    /// Failed.
+    Error,
+    /// The payment's lifetime ran out unpaid.
+    Incomplete,
+    /// Waiting for the payer or the payment system.
+    Process,
+    /// Undocumented; most likely "created, no attempt yet".
+    Waiting,
+    Other(String),
+}
+
+impl ProviderStatus {
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "success" => Self::Success,
+            "error" => Self::Error,
+            "incomplete" => Self::Incomplete,
+            "process" => Self::Process,
+            "waiting" => Self::Waiting,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Success => "success",
+            Self::Error => "error",
+            Self::Incomplete => "incomplete",
+            Self::Process => "process",
+            Self::Waiting => "waiting",
+            Self::Other(raw) => raw,
+        }
+    }
+
+    /// Terminal statuses stop regular polling (after one confirmation re-check).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Success | Self::Error | Self::Incomplete)
+    }
+
+    /// Paid or failed: the answers that settle whether a lifetime ran out unpaid.
+    pub fn is_paid_or_failed(&self) -> bool {
+        matches!(self, Self::Success | Self::Error)
+    }
+}
+
+impl fmt::Display for ProviderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kinds of discrepancy the daemon flags. The schema's check constraint lists the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FlagKind {
+    AmountMismatch,
+    CurrencyMismatch,
+    OrderMismatch,
+    LifetimeExceeded,
+    NotFound,
+    UnknownStatus,
+    TerminalStatusChanged,
+    PollingAbandoned,
+}
+
+impl FlagKind {
+    pub const ALL: [FlagKind; 8] = [
+        Self::AmountMismatch,
+        Self::CurrencyMismatch,
+        Self::OrderMismatch,
+        Self::LifetimeExceeded,
+        Self::NotFound,
+        Self::UnknownStatus,
+        Self::TerminalStatusChanged,
+        Self::PollingAbandoned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AmountMismatch => "amount_mismatch",
+            Self::CurrencyMismatch => "currency_mismatch",
+            Self::OrderMismatch => "order_mismatch",
+            Self::LifetimeExceeded => "lifetime_exceeded",
+            Self::NotFound => "not_found",
+            Self::UnknownStatus => "unknown_status",
+            Self::TerminalStatusChanged => "terminal_status_changed",
+            Self::PollingAbandoned => "polling_abandoned",
+        }
+    }
+}
+
+impl FromStr for FlagKind {
+    type Err = InvalidInput;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == raw)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|k| k.as_str()).collect();
+                InvalidInput(format!(
+                    "unknown flag kind {raw:?}; expected one of {}",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+impl fmt::Display for FlagKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The provider's `lifetime`: documented as a UTC date-time, shown as an integer. We read an
+/// integer as seconds counted from the payment's creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    Until(DateTime<Utc>),
+    Seconds(i64),
+}
+
+/// Where an effective expiry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifetimeSource {
+    ProviderDatetime,
+    ProviderSeconds,
+}
+
+impl LifetimeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ProviderDatetime => "provider_datetime",
+            Self::ProviderSeconds => "provider_seconds",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "provider_datetime" => Some(Self::ProviderDatetime),
+            "provider_seconds" => Some(Self::ProviderSeconds),
+            _ => None,
+        }
+    }
+}
+
+/// An expiry the provider stated, resolved to an instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    pub at: DateTime<Utc>,
+    pub source: LifetimeSource,
+}
+
+/// A parsed success body of `invoice/info`. Fields the provider calls required may still be
+/// missing: the reader is tolerant and the raw body is kept beside this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoice {
+    pub status: ProviderStatus,
+    pub amount: Option<Decimal>,
+    pub currency: Option<Currency>,
+    pub fee: Option<Decimal>,
+    pub discount: Option<Decimal>,
+    pub freedom_id: Option<String>,
+    pub order_id: Option<String>,
+    pub merchant_id: Option<String>,
+    pub merchant_name: Option<String>,
+    pub description: Option<String>,
+    pub lifetime: Option<Lifetime>,
+    pub facilitator_iban: Option<String>,
+    pub mcc: Option<String>,
+    /// The provider's timestamp of this answer.
+    pub dt: Option<DateTime<Utc>>,
+}
+
+/// What the merchant said it expects. Only what was given is compared.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExpectedValues {
+    pub amount: Option<Decimal>,
+    pub currency: Option<Currency>,
+    pub order_id: Option<String>,
+}
+
+/// Everything the core needs to know about a payment before a poll: the claimed row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracked {
+    pub payment_id: PaymentId,
+    pub expected: ExpectedValues,
+    pub created_at: DateTime<Utc>,
+    /// The merchant's own expiry from intake.
+    pub merchant_expires_at: Option<DateTime<Utc>>,
+    /// The provider's last known status; `None` before the first answer.
+    pub status: Option<ProviderStatus>,
+    /// The expiry the provider stated in an earlier answer.
+    pub provider_expiry: Option<Expiry>,
+    /// Answers received so far.
+    pub checks: i32,
+    /// Consecutive failed attempts.
+    pub attempts: i32,
+    pub not_found_since: Option<DateTime<Utc>>,
+    /// When the current terminal status was first observed.
+    pub settled_at: Option<DateTime<Utc>>,
+    pub open_flags: BTreeSet<FlagKind>,
+}
+
+impl Tracked {
+    /// A payment as intake creates it: nothing observed yet.
+    pub fn new(payment_id: PaymentId, created_at: DateTime<Utc>) -> Self {
+        Self {
+            payment_id,
+            expected: ExpectedValues::default(),
+            created_at,
+            merchant_expires_at: None,
+            status: None,
+            provider_expiry: None,
+            checks: 0,
+            attempts: 0,
+            not_found_since: None,
+            settled_at: None,
+            open_flags: BTreeSet::new(),
+        }
+    }
+}
+
+/// A status change to append to the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub from: Option<ProviderStatus>,
+    pub to: ProviderStatus,
+}
+
+/// A flag to open, with the values that triggered it (as text, for people).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewFlag {
+    pub kind: FlagKind,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payment_ids_must_be_printable_and_non_empty() {
+        assert!(PaymentId::parse("1234567890").is_ok());
+        assert!(PaymentId::parse("Счет-1").is_ok());
+        assert_eq!(
+            PaymentId::parse("   ").unwrap_err().0,
+            "payment id is empty"
+        );
+        assert!(PaymentId::parse("a\tb").is_err());
+        assert!(PaymentId::parse(&"9".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn currencies_are_three_uppercase_letters() {
+        assert_eq!("KZT".parse::<Currency>().unwrap().as_str(), "KZT");
+        for bad in ["kzt", "KZ", "KZTT", "K1T", "", "ТЕН"] {
+            assert!(bad.parse::<Currency>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_and_keep_unknown_values() {
+        for raw in [
+            "success",
+            "error",
+            "incomplete",
+            "process",
+            "waiting",
+            "refunded",
+        ] {
+            assert_eq!(ProviderStatus::parse(raw).as_str(), raw);
+        }
+        assert!(ProviderStatus::parse("incomplete").is_terminal());
+        assert!(!ProviderStatus::parse("refunded").is_terminal());
+        assert!(!ProviderStatus::parse("waiting").is_terminal());
+    }
+
+    #[test]
+    fn flag_kinds_round_trip() {
+        for kind in FlagKind::ALL {
+            assert_eq!(kind.as_str().parse::<FlagKind>().unwrap(), kind);
+        }
+        assert!("amount".parse::<FlagKind>().is_err());
+    }
+}

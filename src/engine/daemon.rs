@@ -1,0 +1,74 @@
+//! The scheduled daemon: tokio-cron-scheduler fires [`Engine::reconcile_due`] on
+//! `poll.schedule`. This adapter is the only code that knows about the scheduler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, SweepStop};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "poll.schedule {schedule:?} is not a cron expression with seconds (e.g. \"*/10 * * * * *\"): {reason}"
+    )]
+    Schedule { schedule: String, reason: String },
+    #[error("the scheduler failed: {0}")]
+    Scheduler(#[from] JobSchedulerError),
+}
+
+/// Runs sweeps on `schedule` (cron with seconds, UTC) until `shutdown` fires, then waits for
+/// the running sweep to drain. A firing while a sweep still runs is skipped: the running
+/// sweep already covers everything due.
+pub async fn run_daemon(
+    engine: Engine,
+    schedule: &str,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let running = Arc::new(tokio::sync::Mutex::new(()));
+    let job = {
+        let running = Arc::clone(&running);
+        let shutdown = shutdown.clone();
+        Job::new_async(schedule, move |_id, _scheduler| {
+            let engine = engine.clone();
+            let running = Arc::clone(&running);
+            let shutdown = shutdown.clone();
+            Box::pin(async move {
+                let Ok(_guard) = running.try_lock() else {
+                    tracing::debug!("previous sweep still running; this firing is skipped");
+                    return;
+                };
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                match engine.reconcile_due(&shutdown).await {
+                    Ok(outcome) => {
+                        if let SweepStop::Halted { reason, until } = outcome.stop {
+                            tracing::error!(%until, "polling halted by a fatal provider error: {reason}");
+                        }
+                    }
+                    Err(e) => tracing::error!("sweep failed: {e}"),
+                }
+            })
+        })
+        .map_err(|e| DaemonError::Schedule {
+            schedule: schedule.to_owned(),
+            reason: e.to_string(),
+        })?
+    };
+
+    let mut scheduler = JobScheduler::new().await?;
+    scheduler.add(job).await?;
+    scheduler.start().await?;
+    tracing::info!(schedule, "daemon started");
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: no new sweeps; waiting for the running one to drain");
+    scheduler.shutdown().await?;
+    // The running sweep saw the same token; it releases its claims before it returns.
+    let _ = tokio::time::timeout(Duration::from_secs(3600), running.lock()).await;
+    tracing::info!("stopped");
+    Ok(())
+}

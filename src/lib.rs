@@ -1,0 +1,36 @@
+//! freedompay-recon: reconciles Freedom Pay payments against what the merchant expected.
+//!
+//! How data flows:
+//!
+//! ```text
+//! intake (SQL insert, `enqueue`) ─► recon.payments
+//!        │ claim (lease, SKIP LOCKED)                                  store
+//!        ▼
+//! sweep: pace (rate limit, Retry-After gate) ─► signed GET invoice/info  engine, provider
+//!        │ observation (typed, raw body kept)
+//!        ▼
+//! decide (pure: transition, flags, next check) ─► one transaction       domain, store
+//!        │
+//!        ▼
+//! recon.reconciliation / recon.open_discrepancies views for finance
+//! ```
+//!
+//! Modules:
+//! - [`domain`]: ids, money, statuses, flags and [`domain::decide`], the pure rules. No I/O.
+//! - [`provider`]: the Freedom Pay client: JWS signer, tolerant parser, error classification.
+//! - [`store`]: every SQL statement: intake, claim, record, release, migrations.
+//! - [`engine`]: one sweep (claim → pace → poll → decide → record) and the cron adapter.
+//! - [`settings`], [`telemetry`]: configuration layers and logging.
+//! - [`simulator`]: a local stand-in for the provider, signature check included.
+//! - [`commands`]: one function per command-line command.
+
+#![forbid(unsafe_code)]
+
+pub mod commands;
+pub mod domain;
+pub mod engine;
+pub mod provider;
+pub mod settings;
+pub mod simulator;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,33 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use freedompay_recon::commands::{Cli, execute};
+use freedompay_recon::settings::Settings;
+use freedompay_recon::telemetry;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(&settings.log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command, &settings)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::debug!("command failed: {e:?}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! The HTTP side: one signed GET per poll, a capped body read, and [`classify`], the one
+//! function that decides what any response or failure means.
+
+use std::sync::Once;
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::FixedOffset;
+use reqwest::Url;
+use reqwest::header::RETRY_AFTER;
+
+use super::INVOICE_INFO_PATH;
+use super::jws::Signer;
+use super::parse::{Body, parse_body};
+use crate::domain::{PaymentId, PollResult};
+use crate::settings::ProviderSettings;
+
+/// What a response (or the lack of one) means. Decided in [`classify`] and nowhere else.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Classified {
+    /// The provider answered about this payment: an invoice, "not found", another error.
+    Answer(PollResult),
+    /// No usable answer this time (timeout, connection error, 5xx, unreadable body):
+    /// try this payment again later.
+    Retryable(String),
+    /// The provider asks us to slow down: every worker pauses this long.
+    RateLimited(Duration),
+    /// Our configuration is wrong (credentials, signature, base URL): stop polling.
+    Fatal(String),
+}
+
+/// One poll's result, with the body kept for the history when it was readable JSON.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub classified: Classified,
+    /// The body as received, when it parsed (an invoice or a partner error).
+    pub raw_body: Option<String>,
+    pub http_status: Option<u16>,
+    pub elapsed: Duration,
+}
+
+/// Limits that shape classification, from the provider settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub naive_offset: FixedOffset,
+    pub default_retry_after: Duration,
+    pub max_retry_after: Duration,
+}
+
+/// Classifies an HTTP response.
+///
+/// * 200 (or any status) with a readable invoice: an answer.
+/// * A partner error body: "not found" or another per-payment error is an answer; one about
+///   the signature or credentials is fatal.
+/// * 401/403: fatal. 429 and 503 with `Retry-After`: rate limited (429 without it too, for
+///   `default_retry_after`). Other 5xx: retryable.
+/// * Other 4xx without a readable error body (a wrong base URL, say): fatal, because every
+///   request would fail the same way.
+/// * An unreadable 2xx body (HTML, truncated or invalid JSON, over the size cap): retryable.
+pub fn classify(
+    status: u16,
+    retry_after: Option<&str>,
+    body: Result<&[u8], String>,
+    now: SystemTime,
+    limits: &Limits,
+) -> Classified {
+    let pause = |raw: Option<&str>| {
+        raw.and_then(|raw| parse_retry_after(raw, now))
+            .map(|d| d.min(limits.max_retry_after))
+    };
+    match status {
+        401 | 403 => {
+            return Classified::Fatal(format!(
+                "the provider refused our credentials (HTTP {status}); check provider.auth_id, \
+                 provider.secret and provider.params"
+            ));
+        }
+        429 => {
+            return Classified::RateLimited(
+                pause(retry_after).unwrap_or(limits.default_retry_after),
+            );
+        }
+        503 => {
+            if let Some(pause) = pause(retry_after) {
+                return Classified::RateLimited(pause);
+            }
+        }
+        _ => {}
+    }
+    if status >= 500 {
+        return Classified::Retryable(format!("provider returned HTTP {status}"));
+    }
+    let body = match body {
+        Ok(body) => body,
+        Err(reason) => return Classified::Retryable(reason),
+    };
+    match parse_body(body, limits.naive_offset) {
+        Ok(Body::Invoice(invoice)) => Classified::Answer(PollResult::Invoice(invoice)),
+        Ok(Body::ApiError(error)) if error.is_auth_failure() => Classified::Fatal(format!(
+            "the provider rejected the request: {} (code {}); check provider.auth_id, \
+             provider.secret and provider.params",
+            error.description.as_deref().unwrap_or("no description"),
+            error.code.as_deref().unwrap_or("none"),
+        )),
+        Ok(Body::ApiError(error)) if error.is_not_found() => {
+            Classified::Answer(PollResult::NotFound)
+        }
+        Ok(Body::ApiError(error)) => Classified::Answer(PollResult::Rejected {
+            code: error.code.unwrap_or_default(),
+            description: error.description.unwrap_or_default(),
+        }),
+        Err(parse_error) if (400..500).contains(&status) => Classified::Fatal(format!(
+            "the provider answered HTTP {status} ({parse_error}); check provider.base_url"
+        )),
+        Err(parse_error) => {
+            Classified::Retryable(format!("unreadable body (HTTP {status}): {parse_error}"))
+        }
+    }
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP date.
+fn parse_retry_after(raw: &str, now: SystemTime) -> Option<Duration> {
+    let raw = raw.trim();
+    if let Ok(seconds) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(raw).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// A setting that prevents building the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ProviderSettingsError(String);
+
+/// The Freedom Pay Partner API client. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct ProviderClient {
+    http: reqwest::Client,
+    endpoint: Url,
+    signer: Signer,
+    max_body_bytes: usize,
+    limits: Limits,
+}
+
+static CRYPTO_PROVIDER: Once = Once::new();
+
+impl ProviderClient {
+    pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderSettingsError> {
+        use secrecy::ExposeSecret;
+
+        let err = |m: String| ProviderSettingsError(m);
+        if settings.auth_id.trim().is_empty() {
+            return Err(err(
+                "provider.auth_id is not set: put it in the config file or set \
+                 FREEDOMPAY_RECON__PROVIDER__AUTH_ID"
+                    .into(),
+            ));
+        }
+        if settings.secret.expose_secret().is_empty() {
+            return Err(err(
+                "provider.secret is not set: set FREEDOMPAY_RECON__PROVIDER__SECRET \
+                 (systemd: in the EnvironmentFile)"
+                    .into(),
+            ));
+        }
+        let mut endpoint = Url::parse(&settings.base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none())
+            .ok_or_else(|| {
+                err(format!(
+                    "provider.base_url {:?} is not an http(s) URL such as https://api.freedompay.kz",
+                    settings.base_url
+                ))
+            })?;
+        let path = format!(
+            "{}{INVOICE_INFO_PATH}",
+            endpoint.path().trim_end_matches('/')
+        );
+        endpoint.set_path(&path);
+
+        // reqwest is built without a default TLS crypto backend; use ring, as sqlx does.
+        CRYPTO_PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
+            .timeout(settings.timeout)
+            .connect_timeout(settings.connect_timeout)
+            .build()
+            .map_err(|e| err(format!("cannot build the HTTP client: {e}")))?;
+        let limits = Limits {
+            naive_offset: settings.naive_offset().map_err(|e| err(e.to_string()))?,
+            default_retry_after: settings.default_retry_after,
+            max_retry_after: settings.max_retry_after,
+        };
+        Ok(Self {
+            http,
+            endpoint,
+            signer: Signer::new(
+                settings.auth_id.clone(),
+                settings.secret.clone(),
+                settings.params,
+            ),
+            max_body_bytes: settings.max_body_bytes,
+            limits,
+        })
+    }
+
+    /// `GET /v5/partner/invoice/info?payment_id=…`, signed, classified.
+    pub async fn invoice_info(&self, payment_id: &PaymentId) -> Fetched {
+        let started = Instant::now();
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("payment_id", payment_id.as_str())
+            .finish();
+        let mut url = self.endpoint.clone();
+        url.set_query(Some(&query));
+        let signature = self.signer.sign_get(url.path(), &query);
+
+        let response = self
+            .http
+            .get(url)
+            .header("X-JWS-Signature", signature)
+            .send()
+            .await;
+        let mut response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                return Fetched {
+                    classified: Classified::Retryable(describe_transport_error(&e)),
+                    raw_body: None,
+                    http_status: None,
+                    elapsed: started.elapsed(),
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = self.read_capped(&mut response).await;
+        let classified = classify(
+            status.as_u16(),
+            retry_after.as_deref(),
+            body.as_deref().map_err(Clone::clone),
+            SystemTime::now(),
+            &self.limits,
+        );
+        let raw_body = match (&classified, body) {
+            (Classified::Answer(_) | Classified::Fatal(_), Ok(bytes)) => {
+                String::from_utf8(bytes).ok()
+            }
+            _ => None,
+        };
+        Fetched {
+            classified,
+            raw_body,
+            http_status: Some(status.as_u16()),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Reads at most `max_body_bytes`; a larger body is an error, never buffered whole.
+    async fn read_capped(&self, response: &mut reqwest::Response) -> Result<Vec<u8>, String> {
+        let cap = self.max_body_bytes;
+        if response
+            .content_length()
+            .is_some_and(|len| len as usize > cap)
+        {
+            return Err(format!("body larger than {cap} bytes"));
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > cap {
+                        return Err(format!("body larger than {cap} bytes"));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body),
+                Err(e) => return Err(describe_transport_error(&e)),
+            }
+        }
+    }
+}
+
+fn describe_transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "body could not be read"
+    } else {
+        "request failed"
+    };
+    // Only the causes, not reqwest's own message: that one repeats the URL, and the
+    // payment id is a span field already.
+    let mut reason = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            naive_offset: FixedOffset::east_opt(5 * 3600).unwrap(),
+            default_retry_after: Duration::from_secs(5),
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+
+    fn at(status: u16, retry_after: Option<&str>, body: &str) -> Classified {
+        classify(
+            status,
+            retry_after,
+            Ok(body.as_bytes()),
+            SystemTime::UNIX_EPOCH,
+            &limits(),
+        )
+    }
+
+    const INVOICE: &str = r#"{"paymentStatus":"process","amount":10,"currency":"KZT"}"#;
+
+    #[test]
+    fn a_readable_invoice_is_an_answer() {
+        assert!(matches!(
+            at(200, None, INVOICE),
+            Classified::Answer(PollResult::Invoice(_))
+        ));
+    }
+
+    #[test]
+    fn partner_errors_are_per_payment_or_fatal() {
+        assert_eq!(
+            at(
+                200,
+                None,
+                r#"{"status":"error","error_code":"404","error_description":"Payment not found"}"#
+            ),
+            Classified::Answer(PollResult::NotFound)
+        );
+        assert_eq!(
+            at(
+                200,
+                None,
+                r#"{"status":"error","error_code":77,"error_description":"Try later"}"#
+            ),
+            Classified::Answer(PollResult::Rejected {
+                code: "77".into(),
+                description: "Try later".into()
+            })
+        );
+        assert!(matches!(
+            at(
+                200,
+                None,
+                r#"{"status":"error","error_code":1001,"error_description":"Invalid signature"}"#
+            ),
+            Classified::Fatal(_)
+        ));
+        assert_eq!(
+            at(
+                404,
+                None,
+                r#"{"status":"error","error_code":"404","error_description":"Payment not found"}"#
+            ),
+            Classified::Answer(PollResult::NotFound)
+        );
+    }
+
+    #[test]
+    fn credentials_and_wrong_urls_are_fatal() {
+        assert!(matches!(at(401, None, ""), Classified::Fatal(m) if m.contains("provider.secret")));
+        assert!(matches!(at(403, None, INVOICE), Classified::Fatal(_)));
+        assert!(
+            matches!(at(404, None, "<html>Not Found</html>"), Classified::Fatal(m) if m.contains("base_url"))
+        );
+    }
+
+    #[test]
+    fn rate_limits_pause_for_retry_after_capped() {
+        assert_eq!(
+            at(429, Some("7"), ""),
+            Classified::RateLimited(Duration::from_secs(7))
+        );
+        assert_eq!(
+            at(429, None, ""),
+            Classified::RateLimited(Duration::from_secs(5))
+        );
+        assert_eq!(
+            at(503, Some("2"), ""),
+            Classified::RateLimited(Duration::from_secs(2))
+        );
+        assert_eq!(
+            at(429, Some("86400"), ""),
+            Classified::RateLimited(Duration::from_secs(300))
+        );
+        assert_eq!(
+            at(429, Some("Thu, 01 Jan 1970 00:00:42 GMT"), ""),
+            Classified::RateLimited(Duration::from_secs(42))
+        );
+    }
+
+    #[test]
+    fn server_errors_and_unreadable_bodies_are_retryable() {
+        let html = include_str!("../../../shared/provider/responses/gateway-502.html");
+        assert!(matches!(at(502, None, html), Classified::Retryable(_)));
+        assert!(matches!(at(503, None, ""), Classified::Retryable(_)));
+        assert!(matches!(at(500, None, INVOICE), Classified::Retryable(_)));
+        assert!(matches!(at(200, None, html), Classified::Retryable(m) if m.contains("not JSON")));
+        assert!(matches!(
+            at(200, None, &INVOICE[..20]),
+            Classified::Retryable(_)
+        ));
+        let too_big = classify(
+            200,
+            None,
+            Err("body larger than 1048576 bytes".into()),
+            SystemTime::UNIX_EPOCH,
+            &limits(),
+        );
+        assert_eq!(
+            too_big,
+            Classified::Retryable("body larger than 1048576 bytes".into())
+        );
+    }
+}

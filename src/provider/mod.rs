@@ -1,0 +1,13 @@
+//! The Freedom Pay Partner API client: the `X-JWS-Signature` signer, the request, a tolerant
+//! parser for what comes back, and the one place that classifies every failure.
+
+mod client;
+mod jws;
+mod parse;
+
+pub use client::{Classified, Fetched, ProviderClient, ProviderSettingsError, classify};
+pub use jws::{ParamsMode, Signer, VerifyError, protected_header, sign_detached, verify_detached};
+pub use parse::{ApiError, Body, ParseError, parse_body, parse_timestamp};
+
+/// The one endpoint the daemon polls.
+pub const INVOICE_INFO_PATH: &str = "/v5/partner/invoice/info";

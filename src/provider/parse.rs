@@ -1,0 +1,491 @@
+//! A tolerant reader for `invoice/info` bodies: accepts the shapes the provider is known to
+//! send (numbers as strings, ids as numbers, lifetimes as seconds, naive timestamps), ignores
+//! fields it does not know, and says exactly which field was unreadable when one is.
+//!
+//! Amounts never pass through a float: `serde_json` is built with `arbitrary_precision`, so a
+//! JSON number keeps its exact text and is parsed straight into a `Decimal`.
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+use crate::domain::{Currency, Invoice, Lifetime, ProviderStatus};
+
+/// What a readable body says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Invoice(Box<Invoice>),
+    /// The documented partner error shape: `{"status":"error","error_code":...}`.
+    ApiError(ApiError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// `error_code`, which the provider sends as a string in one place and an integer in another.
+    pub code: Option<String>,
+    pub description: Option<String>,
+    pub dt: Option<DateTime<Utc>>,
+}
+
+impl ApiError {
+    /// The provider does not know the payment id (yet: new payments are invisible for a while).
+    pub fn is_not_found(&self) -> bool {
+        self.code.as_deref() == Some("404")
+            || self
+                .description
+                .as_deref()
+                .is_some_and(|d| d.to_ascii_lowercase().contains("not found"))
+    }
+
+    /// The provider rejected our credentials rather than the payment.
+    pub fn is_auth_failure(&self) -> bool {
+        self.description.as_deref().is_some_and(|d| {
+            let d = d.to_ascii_lowercase();
+            [
+                "signature",
+                "auth",
+                "unauthori",
+                "forbidden",
+                "access denied",
+            ]
+            .iter()
+            .any(|word| d.contains(word))
+        })
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("body is not JSON: {0}")]
+    NotJson(String),
+    #[error("body is JSON but neither an invoice nor a partner error")]
+    UnexpectedShape,
+    #[error("field `{field}`: {problem}")]
+    BadField {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+fn bad(field: &'static str, problem: impl Into<String>) -> ParseError {
+    ParseError::BadField {
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// Reads a body. `naive_offset` is the zone of timestamps sent without one.
+pub fn parse_body(bytes: &[u8], naive_offset: FixedOffset) -> Result<Body, ParseError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let Value::Object(object) = value else {
+        return Err(ParseError::UnexpectedShape);
+    };
+    let fields = Fields {
+        object: &object,
+        naive_offset,
+    };
+    if object.contains_key("paymentStatus") {
+        return fields
+            .invoice()
+            .map(|invoice| Body::Invoice(Box::new(invoice)));
+    }
+    if object.get("status").and_then(Value::as_str) == Some("error") {
+        return Ok(Body::ApiError(ApiError {
+            code: fields.text("error_code")?,
+            description: fields.text("error_description")?,
+            dt: fields.timestamp("dt")?,
+        }));
+    }
+    Err(ParseError::UnexpectedShape)
+}
+
+struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    naive_offset: FixedOffset,
+}
+
+impl Fields<'_> {
+    /// A present, non-null value; an empty string counts as absent.
+    fn get(&self, field: &'static str) -> Option<&Value> {
+        match self.object.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.trim().is_empty() => None,
+            Some(value) => Some(value),
+        }
+    }
+
+    fn invoice(&self) -> Result<Invoice, ParseError> {
+        let status = match self.get("paymentStatus") {
+            Some(Value::String(s)) => ProviderStatus::parse(s.trim()),
+            Some(other) => return Err(bad("paymentStatus", format!("{other} is not a string"))),
+            None => return Err(bad("paymentStatus", "missing")),
+        };
+        Ok(Invoice {
+            status,
+            amount: self.decimal("amount")?,
+            currency: self.currency("currency")?,
+            fee: self.decimal("fee")?,
+            discount: self.decimal("discount")?,
+            freedom_id: self.text("freedomId")?,
+            order_id: self.text("orderId")?,
+            merchant_id: self.text("merchantId")?,
+            merchant_name: self.text("merchantName")?,
+            description: self.text("description")?,
+            lifetime: self.lifetime("lifetime")?,
+            facilitator_iban: self.text("facilitatorIBAN")?,
+            mcc: self.text("mcc")?,
+            dt: self.timestamp("dt")?,
+        })
+    }
+
+    /// A string, or a number kept as its exact text (ids such as `merchantId: 555555`).
+    fn text(&self, field: &'static str) -> Result<Option<String>, ParseError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(other) => Err(bad(field, format!("{other} is not a string or number"))),
+        }
+    }
+
+    /// A JSON number or a numeric string, exactly.
+    fn decimal(&self, field: &'static str) -> Result<Option<Decimal>, ParseError> {
+        let text = match self.get(field) {
+            None => return Ok(None),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s.trim().to_owned(),
+            Some(other) => return Err(bad(field, format!("{other} is not a number"))),
+        };
+        let parsed = if text.contains(['e', 'E']) {
+            Decimal::from_scientific(&text)
+        } else {
+            text.parse::<Decimal>()
+        };
+        parsed
+            .map(Some)
+            .map_err(|_| bad(field, format!("{text:?} is not an exact decimal")))
+    }
+
+    fn currency(&self, field: &'static str) -> Result<Option<Currency>, ParseError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => s.parse().map(Some).map_err(|e| bad(field, format!("{e}"))),
+            Some(other) => Err(bad(field, format!("{other} is not a string"))),
+        }
+    }
+
+    fn timestamp(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, ParseError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse_timestamp(s, self.naive_offset)
+                .map(Some)
+                .ok_or_else(|| bad(field, format!("{s:?} is not a timestamp"))),
+            Some(other) => Err(bad(field, format!("{other} is not a timestamp string"))),
+        }
+    }
+
+    /// Documented as a date-time, shown as an integer: an integer (or a string of digits)
+    /// is a number of seconds.
+    fn lifetime(&self, field: &'static str) -> Result<Option<Lifetime>, ParseError> {
+        let seconds = |text: &str| {
+            text.parse::<i64>()
+                .ok()
+                .filter(|s| *s >= 0)
+                .map(Lifetime::Seconds)
+        };
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Number(n)) => seconds(&n.to_string())
+                .map(Some)
+                .ok_or_else(|| bad(field, format!("{n} is not a whole number of seconds"))),
+            Some(Value::String(s)) => seconds(s.trim())
+                .or_else(|| parse_timestamp(s, self.naive_offset).map(Lifetime::Until))
+                .map(Some)
+                .ok_or_else(|| bad(field, format!("{s:?} is neither seconds nor a date-time"))),
+            Some(other) => Err(bad(field, format!("{other} is not a date-time or seconds"))),
+        }
+    }
+}
+
+/// RFC 3339 with or without fractions; a naive `YYYY-MM-DD[ T]HH:MM:SS[.f]` is read in
+/// `naive_offset` (Asia/Almaty, UTC+5, unless configured otherwise).
+pub fn parse_timestamp(raw: &str, naive_offset: FixedOffset) -> Option<DateTime<Utc>> {
+    let raw = raw.trim();
+    if let Ok(parsed) = DateTime::parse_from_rfc3339(raw) {
+        return Some(parsed.with_timezone(&Utc));
+    }
+    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+        .and_then(|naive| naive_offset.from_local_datetime(&naive).single())
+        .map(|local| local.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn almaty() -> FixedOffset {
+        FixedOffset::east_opt(5 * 3600).unwrap()
+    }
+
+    fn sample(name: &str) -> Vec<u8> {
+        let path: PathBuf = [
+            env!("CARGO_MANIFEST_DIR"),
+            "..",
+            "shared",
+            "provider",
+            "responses",
+            name,
+        ]
+        .iter()
+        .collect();
+        std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+    }
+
+    fn invoice(name: &str) -> Invoice {
+        match parse_body(&sample(name), almaty()) {
+            Ok(Body::Invoice(invoice)) => *invoice,
+            other => panic!("{name}: expected an invoice, got {other:?}"),
+        }
+    }
+
+    fn utc(raw: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(raw)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn dec(raw: &str) -> Decimal {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn every_sample_is_covered_by_a_test() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/provider/responses");
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "api-error-int-code.json",
+                "api-error-not-found.json",
+                "error-status.json",
+                "gateway-502.html",
+                "incomplete-expired.json",
+                "process-documented-types.json",
+                "seed-example-verbatim.txt",
+                "success-seed-example.json",
+                "unknown-status-extra-fields.json",
+                "waiting-amounts-as-strings.json",
+            ],
+            "a new sample needs its own test below"
+        );
+    }
+
+    #[test]
+    fn success_seed_example() {
+        let inv = invoice("success-seed-example.json");
+        assert_eq!(inv.status, ProviderStatus::Success);
+        assert_eq!(inv.amount, Some(dec("5000")));
+        assert_eq!(inv.currency.unwrap().as_str(), "KZT");
+        assert_eq!(inv.fee, Some(dec("0")));
+        assert_eq!(inv.discount, Some(dec("0")));
+        assert_eq!(inv.freedom_id.as_deref(), Some("FID123456987ID"));
+        assert_eq!(inv.order_id.as_deref(), Some("payment_123"));
+        assert_eq!(
+            inv.merchant_id.as_deref(),
+            Some("555555"),
+            "a number kept as text"
+        );
+        assert_eq!(inv.merchant_name.as_deref(), Some("Merchant name"));
+        assert_eq!(inv.description.as_deref(), Some("Ticket"));
+        assert_eq!(inv.lifetime, Some(Lifetime::Seconds(86400)));
+        assert_eq!(
+            inv.facilitator_iban.as_deref(),
+            Some("KZ505518729251417KZT")
+        );
+        assert_eq!(inv.mcc.as_deref(), Some("5599"));
+        assert_eq!(inv.dt, Some(utc("2025-07-11T11:19:49Z")));
+    }
+
+    #[test]
+    fn seed_example_verbatim_is_unreadable_not_a_crash() {
+        let err = parse_body(&sample("seed-example-verbatim.txt"), almaty()).unwrap_err();
+        assert!(matches!(err, ParseError::NotJson(_)), "{err}");
+    }
+
+    #[test]
+    fn gateway_html_is_unreadable() {
+        let err = parse_body(&sample("gateway-502.html"), almaty()).unwrap_err();
+        assert!(matches!(err, ParseError::NotJson(_)), "{err}");
+    }
+
+    #[test]
+    fn process_with_documented_types_and_fractional_amount() {
+        let inv = invoice("process-documented-types.json");
+        assert_eq!(inv.status, ProviderStatus::Process);
+        assert_eq!(inv.amount, Some(dec("12500.5")));
+        assert_eq!(inv.fee, None);
+        assert_eq!(inv.discount, None);
+        assert_eq!(inv.freedom_id, None);
+        assert_eq!(
+            inv.lifetime,
+            Some(Lifetime::Until(utc("2025-07-12T11:19:49Z")))
+        );
+        assert_eq!(inv.dt, Some(utc("2025-07-11T11:19:49.123456Z")));
+    }
+
+    #[test]
+    fn waiting_with_amounts_as_strings_and_a_naive_timestamp() {
+        let inv = invoice("waiting-amounts-as-strings.json");
+        assert_eq!(inv.status, ProviderStatus::Waiting);
+        assert_eq!(inv.amount, Some(dec("1234567.89")));
+        assert_eq!(inv.currency.unwrap().as_str(), "USD");
+        assert_eq!(inv.fee, Some(dec("12.35")));
+        assert_eq!(inv.discount, Some(dec("0.01")));
+        assert_eq!(inv.order_id.as_deref(), Some("00102"), "leading zeros kept");
+        assert_eq!(
+            inv.lifetime,
+            Some(Lifetime::Until(utc("2025-07-11T18:59:59Z"))),
+            "an explicit +05:00 offset"
+        );
+        assert_eq!(
+            inv.dt,
+            Some(utc("2025-07-11T11:19:49Z")),
+            "naive time read as Almaty (UTC+5)"
+        );
+    }
+
+    #[test]
+    fn error_status_is_an_invoice_with_a_failed_payment() {
+        let inv = invoice("error-status.json");
+        assert_eq!(inv.status, ProviderStatus::Error);
+        assert_eq!(inv.amount, Some(dec("990.00")));
+        assert_eq!(
+            inv.amount.unwrap().to_string(),
+            "990.00",
+            "scale kept exactly"
+        );
+        assert_eq!(inv.order_id.as_deref(), Some("A-77"));
+    }
+
+    #[test]
+    fn incomplete_expired() {
+        let inv = invoice("incomplete-expired.json");
+        assert_eq!(inv.status, ProviderStatus::Incomplete);
+        assert!(inv.status.is_terminal());
+        assert_eq!(inv.amount, Some(dec("15000")));
+        assert_eq!(
+            inv.lifetime,
+            Some(Lifetime::Until(utc("2025-07-10T09:00:00Z")))
+        );
+    }
+
+    #[test]
+    fn unknown_status_with_extra_fields_is_kept_verbatim() {
+        let inv = invoice("unknown-status-extra-fields.json");
+        assert_eq!(inv.status, ProviderStatus::Other("refunded".into()));
+        assert_eq!(inv.amount, Some(dec("700")));
+        assert_eq!(inv.lifetime, Some(Lifetime::Seconds(3600)));
+    }
+
+    #[test]
+    fn api_error_with_a_string_code_is_not_found() {
+        let Body::ApiError(err) =
+            parse_body(&sample("api-error-not-found.json"), almaty()).unwrap()
+        else {
+            panic!("expected an API error")
+        };
+        assert_eq!(err.code.as_deref(), Some("404"));
+        assert!(err.is_not_found());
+        assert!(!err.is_auth_failure());
+        assert_eq!(err.dt, Some(utc("2025-07-11T11:19:49Z")));
+    }
+
+    #[test]
+    fn api_error_with_an_integer_code_is_an_auth_failure() {
+        let Body::ApiError(err) = parse_body(&sample("api-error-int-code.json"), almaty()).unwrap()
+        else {
+            panic!("expected an API error")
+        };
+        assert_eq!(err.code.as_deref(), Some("1001"));
+        assert_eq!(err.description.as_deref(), Some("Invalid signature"));
+        assert!(err.is_auth_failure());
+        assert!(!err.is_not_found());
+        assert_eq!(err.dt, None);
+    }
+
+    #[test]
+    fn amounts_stay_exact_beyond_float_precision() {
+        let body = br#"{"paymentStatus":"success","amount":9999999999.99,"fee":1e2}"#;
+        let Body::Invoice(inv) = parse_body(body, almaty()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(inv.amount.unwrap().to_string(), "9999999999.99");
+        assert_eq!(inv.fee, Some(dec("100")));
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: [(&[u8], &str); 6] = [
+            (br#"{"paymentStatus":"success","amount":"12,50"}"#, "amount"),
+            (
+                br#"{"paymentStatus":"success","currency":"kzt"}"#,
+                "currency",
+            ),
+            (br#"{"paymentStatus":"success","dt":"yesterday"}"#, "dt"),
+            (br#"{"paymentStatus":"success","lifetime":-5}"#, "lifetime"),
+            (br#"{"paymentStatus":7}"#, "paymentStatus"),
+            (
+                br#"{"paymentStatus":"success","orderId":{"a":1}}"#,
+                "orderId",
+            ),
+        ];
+        for (body, field) in cases {
+            match parse_body(body, almaty()) {
+                Err(ParseError::BadField { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_body(b"[1,2]", almaty()),
+            Err(ParseError::UnexpectedShape)
+        );
+        assert_eq!(
+            parse_body(br#"{"status":"ok"}"#, almaty()),
+            Err(ParseError::UnexpectedShape)
+        );
+        assert!(matches!(
+            parse_body(br#"{"paymentStatus":"succ"#, almaty()),
+            Err(ParseError::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn timestamps_in_every_seen_form() {
+        let expected = utc("2025-07-11T11:19:49Z");
+        for raw in [
+            "2025-07-11T11:19:49+00:00",
+            "2025-07-11T11:19:49Z",
+            "2025-07-11 16:19:49",
+            "2025-07-11T16:19:49",
+        ] {
+            assert_eq!(parse_timestamp(raw, almaty()), Some(expected), "{raw}");
+        }
+        assert_eq!(
+            parse_timestamp("2025-07-11T11:19:49.123456Z", almaty())
+                .unwrap()
+                .timestamp_subsec_micros(),
+            123456
+        );
+        assert_eq!(parse_timestamp("11.07.2025", almaty()), None);
+    }
+}

@@ -1,0 +1,548 @@
+//! The typed settings tree, loaded in layers by the `config` crate:
+//!
+//! 1. built-in defaults ([`DEFAULTS`]),
+//! 2. a TOML file: `--config FILE`, else `/etc/freedompay-recon/config.toml` when it exists,
+//! 3. `DATABASE_URL`, for `database.url`,
+//! 4. environment variables `FREEDOMPAY_RECON__SECTION__KEY` (e.g. `FREEDOMPAY_RECON__PROVIDER__SECRET`).
+//!
+//! Credentials are `SecretString`s: a `Debug` print or an error never shows them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::FixedOffset;
+use config::{Config, Environment, File, FileFormat};
+use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer};
+use sqlx::postgres::PgConnectOptions;
+
+use crate::domain::Policy;
+use crate::provider::ParamsMode;
+
+/// Where the daemon looks for its config file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/freedompay-recon/config.toml";
+
+/// Prefix of the environment variables that override settings.
+pub const ENV_PREFIX: &str = "FREEDOMPAY_RECON";
+
+/// Every default, in the same format a config file uses. `config.example.toml` documents them.
+pub const DEFAULTS: &str = r#"
+[database]
+url = "postgres://127.0.0.1:5432/freedompay_recon"
+max_connections = 10
+connect_timeout = "5s"
+
+[provider]
+base_url = "https://api.freedompay.kz"
+auth_id = ""
+secret = ""
+params = "query"
+timeout = "10s"
+connect_timeout = "5s"
+max_body_bytes = 1048576
+naive_utc_offset = "+05:00"
+default_retry_after = "5s"
+max_retry_after = "5m"
+
+[poll]
+schedule = "*/10 * * * * *"
+rate_per_second = 20
+burst = 1
+concurrency = 16
+recheck = ["30s", "1m", "5m", "15m", "1h"]
+lease = "5m"
+batch_size = 500
+confirm_after = "30m"
+lifetime_grace = "15m"
+not_found_grace = "10m"
+max_age = "7days"
+retry_min = "5s"
+retry_max = "5m"
+drain_timeout = "20s"
+
+[reconcile]
+amount_tolerance = "0"
+
+[log]
+format = "text"
+filter = "info"
+"#;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub provider: ProviderSettings,
+    pub poll: PollSettings,
+    pub reconcile: ReconcileSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// May carry a password, hence secret.
+    pub url: SecretString,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    pub base_url: String,
+    /// The partner id; text, because ids may have leading zeros.
+    pub auth_id: String,
+    pub secret: SecretString,
+    /// What the JWS `params` field carries for a GET: `query` or `empty`.
+    pub params: ParamsMode,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// A larger body is unreadable (and retried), never buffered whole.
+    pub max_body_bytes: usize,
+    /// The zone of provider timestamps sent without one (`+05:00`: Asia/Almaty).
+    pub naive_utc_offset: String,
+    /// The pause after a 429 that carries no `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub default_retry_after: Duration,
+    /// The longest pause a `Retry-After` may impose.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollSettings {
+    /// Cron with seconds, in UTC.
+    pub schedule: String,
+    /// Requests per second to the provider from this process; 0 means unlimited.
+    pub rate_per_second: u32,
+    /// Requests allowed back to back above the steady rate.
+    pub burst: u32,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    #[serde(deserialize_with = "durations")]
+    pub recheck: Vec<Duration>,
+    /// How long a claim is held before another sweep or instance may take it over.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Payments claimed per claim query.
+    pub batch_size: u32,
+    #[serde(with = "humantime_serde")]
+    pub confirm_after: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lifetime_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub not_found_grace: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// On SIGTERM, how long in-flight polls may take before their leases are released.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Write it as a string ("0.01") so it stays exact.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount_tolerance: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// A setting that cannot be used, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+fn invalid(key: &str, problem: impl std::fmt::Display) -> SettingsError {
+    SettingsError::Invalid(format!("{key}: {problem}"))
+}
+
+/// `["30s", "1m"]` in a file; `30s,1m` in an environment variable.
+fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Csv(String),
+    }
+    let items = match Form::deserialize(deserializer)? {
+        Form::List(items) => items,
+        Form::Csv(csv) => csv.split(',').map(|s| s.trim().to_owned()).collect(),
+    };
+    items
+        .iter()
+        .map(|item| {
+            humantime::parse_duration(item)
+                .map_err(|e| serde::de::Error::custom(format!("{item:?} is not a duration: {e}")))
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Loads settings from the layers above, reading the process environment.
+    pub fn load(config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(config_file, std::env::vars().collect())
+    }
+
+    /// As [`Settings::load`], with the environment given (tests pass their own).
+    pub fn load_from(
+        config_file: Option<&Path>,
+        env: HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+
+        let file = match config_file {
+            Some(path) if !path.is_file() => {
+                return Err(SettingsError::File {
+                    path: path.to_owned(),
+                    reason: "no such file; pass an existing TOML file to --config".into(),
+                });
+            }
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        };
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
+                path: path.clone(),
+                reason: format!("cannot read it: {e}"),
+            })?;
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+        }
+
+        let prefixed_url = format!("{ENV_PREFIX}__DATABASE__URL");
+        if let Some(url) = env
+            .get("DATABASE_URL")
+            .filter(|_| !env.contains_key(&prefixed_url))
+        {
+            builder = builder
+                .set_override("database.url", url.as_str())
+                .expect("a static key");
+        }
+        builder = builder.add_source(
+            Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .ignore_empty(true)
+                .source(Some(env.into_iter().collect())),
+        );
+
+        let origin = file
+            .as_ref()
+            .map_or("defaults and environment".to_owned(), |p| {
+                p.display().to_string()
+            });
+        let settings: Settings =
+            builder
+                .build()
+                .and_then(Config::try_deserialize)
+                .map_err(|e| match &file {
+                    Some(path) => SettingsError::File {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    },
+                    None => SettingsError::Invalid(format!("{e} (in {origin})")),
+                })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        self.database.connect_options()?;
+        self.provider.naive_offset()?;
+        let poll = &self.poll;
+        if poll.concurrency == 0 {
+            return Err(invalid("poll.concurrency", "must be at least 1"));
+        }
+        if poll.batch_size == 0 {
+            return Err(invalid("poll.batch_size", "must be at least 1"));
+        }
+        if poll.recheck.is_empty() || poll.recheck.iter().any(Duration::is_zero) {
+            return Err(invalid(
+                "poll.recheck",
+                "give at least one non-zero duration, e.g. [\"30s\", \"5m\"]",
+            ));
+        }
+        if poll.lease <= self.provider.timeout + poll.drain_timeout {
+            return Err(invalid(
+                "poll.lease",
+                format!(
+                    "{} must be longer than provider.timeout plus poll.drain_timeout ({}), \
+                     or a slow poll could lose its claim",
+                    humantime::format_duration(poll.lease),
+                    humantime::format_duration(self.provider.timeout + poll.drain_timeout)
+                ),
+            ));
+        }
+        if poll.retry_min.is_zero() || poll.retry_min > poll.retry_max {
+            return Err(invalid(
+                "poll.retry_min",
+                "must be non-zero and at most poll.retry_max",
+            ));
+        }
+        if self.reconcile.amount_tolerance.is_sign_negative() {
+            return Err(invalid(
+                "reconcile.amount_tolerance",
+                "must not be negative",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules' settings, for the pure core.
+    pub fn policy(&self) -> Policy {
+        let poll = &self.poll;
+        Policy {
+            recheck: poll.recheck.clone(),
+            confirm_after: poll.confirm_after,
+            lifetime_grace: poll.lifetime_grace,
+            not_found_grace: poll.not_found_grace,
+            max_age: poll.max_age,
+            amount_tolerance: self.reconcile.amount_tolerance,
+            retry_min: poll.retry_min,
+            retry_max: poll.retry_max,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    pub fn connect_options(&self) -> Result<PgConnectOptions, SettingsError> {
+        let url = self.url.expose_secret();
+        let postgres = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme));
+        // sqlx's message may quote the URL, password included: say it in our words.
+        postgres
+            .then(|| PgConnectOptions::from_str(url).ok())
+            .flatten()
+            .ok_or_else(|| {
+                invalid(
+                    "database.url",
+                    "not a PostgreSQL URL; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+                )
+            })
+    }
+
+    /// Host, port and database, for messages (never the password).
+    pub fn describe(&self) -> String {
+        match self.connect_options() {
+            Ok(options) => format!(
+                "{}:{}/{}",
+                options.get_host(),
+                options.get_port(),
+                options.get_database().unwrap_or("(default database)")
+            ),
+            Err(_) => "(invalid database.url)".into(),
+        }
+    }
+}
+
+impl ProviderSettings {
+    pub fn naive_offset(&self) -> Result<FixedOffset, SettingsError> {
+        self.naive_utc_offset.parse::<FixedOffset>().map_err(|_| {
+            invalid(
+                "provider.naive_utc_offset",
+                format!("{:?} is not an offset like +05:00", self.naive_utc_offset),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_alone_are_valid() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.poll.recheck.len(), 5);
+        assert_eq!(s.poll.recheck[4], Duration::from_secs(3600));
+        assert_eq!(s.poll.lease, Duration::from_secs(300));
+        assert_eq!(s.provider.params, ParamsMode::Query);
+        assert_eq!(s.reconcile.amount_tolerance, Decimal::ZERO);
+    }
+
+    #[test]
+    fn file_then_database_url_then_prefixed_environment() {
+        let f = file(
+            r#"
+            [database]
+            url = "postgres://file-host/db"
+            [provider]
+            auth_id = "007"
+            [poll]
+            rate_per_second = 50
+            recheck = ["10s", "2m"]
+            [reconcile]
+            amount_tolerance = "0.01"
+            "#,
+        );
+        let s = Settings::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(s.database.describe(), "file-host:5432/db");
+        assert_eq!(s.provider.auth_id, "007", "leading zeros kept");
+        assert_eq!(s.poll.rate_per_second, 50);
+        assert_eq!(
+            s.poll.recheck,
+            [Duration::from_secs(10), Duration::from_secs(120)]
+        );
+        assert_eq!(s.reconcile.amount_tolerance.to_string(), "0.01");
+
+        let s = Settings::load_from(
+            Some(f.path()),
+            env(&[
+                ("DATABASE_URL", "postgres://env-host/envdb"),
+                ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "7"),
+                ("FREEDOMPAY_RECON__POLL__RECHECK", "1s,2s,3s"),
+                ("FREEDOMPAY_RECON__PROVIDER__SECRET", "s3cr3t"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.describe(), "env-host:5432/envdb");
+        assert_eq!(s.poll.rate_per_second, 7);
+        assert_eq!(s.poll.recheck.len(), 3);
+        assert_eq!(s.provider.secret.expose_secret(), "s3cr3t");
+
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://env-host/envdb"),
+                ("FREEDOMPAY_RECON__DATABASE__URL", "postgres://prefixed/db2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.describe(), "prefixed:5432/db2");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("FREEDOMPAY_RECON__PROVIDER__SECRET", "top-secret-value"),
+                ("DATABASE_URL", "postgres://u:db-password@h/d"),
+            ]),
+        )
+        .unwrap();
+        let dump = format!("{s:?}");
+        assert!(!dump.contains("top-secret-value"), "{dump}");
+        assert!(!dump.contains("db-password"), "{dump}");
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let cases = [
+            (
+                "FREEDOMPAY_RECON__POLL__CONCURRENCY",
+                "0",
+                "poll.concurrency",
+            ),
+            ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "many", "concurrency"),
+            (
+                "FREEDOMPAY_RECON__POLL__RECHECK",
+                "soon",
+                "\"soon\" is not a duration",
+            ),
+            ("FREEDOMPAY_RECON__POLL__LEASE", "5s", "poll.lease"),
+            (
+                "FREEDOMPAY_RECON__PROVIDER__NAIVE_UTC_OFFSET",
+                "Almaty",
+                "naive_utc_offset",
+            ),
+            ("FREEDOMPAY_RECON__PROVIDER__PARAMS", "body", "params"),
+            (
+                "FREEDOMPAY_RECON__RECONCILE__AMOUNT_TOLERANCE",
+                "1,5",
+                "amount_tolerance",
+            ),
+            (
+                "FREEDOMPAY_RECON__POLL__RATE_PER_SECOUND",
+                "5",
+                "rate_per_secound",
+            ),
+            ("DATABASE_URL", "mysql://x:pw@y/z", "database.url"),
+        ];
+        for (key, value, named) in cases {
+            let err = Settings::load_from(None, env(&[(key, value)]))
+                .err()
+                .unwrap_or_else(|| panic!("{key}={value} accepted"));
+            let message = err.to_string();
+            assert!(message.contains(named), "{key}={value}: {message}");
+            assert!(!message.contains("pw@"), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_missing_or_broken_config_file_is_named() {
+        let missing = Path::new("/nonexistent/freedompay.toml");
+        let err = Settings::load_from(Some(missing), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/freedompay.toml"));
+
+        let broken = file("[poll\nrate = ");
+        let err = Settings::load_from(Some(broken.path()), env(&[])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&broken.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_matches_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"));
+        let example = Settings::load_from(Some(path), env(&[])).unwrap();
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(
+            format!("{:?}", example.poll),
+            format!("{:?}", defaults.poll)
+        );
+        assert_eq!(
+            format!("{:?}", example.reconcile),
+            format!("{:?}", defaults.reconcile)
+        );
+        assert_eq!(example.provider.base_url, defaults.provider.base_url);
+    }
+}

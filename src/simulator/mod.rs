@@ -1,0 +1,423 @@
+//! A stand-in for Freedom Pay's `GET /v5/partner/invoice/info`, speaking its real protocol:
+//! it verifies `X-JWS-Signature` with the configured partner credentials (401 with the
+//! provider's error shape when wrong) and answers each payment id from a scripted sequence
+//! of replies, the last one repeating.
+//!
+//! Tests drive the daemon against it; `freedompay-recon simulate` serves it to people.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::provider::{INVOICE_INFO_PATH, ParamsMode, verify_detached};
+
+/// One scripted reply.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    /// A JSON body (an invoice, a partner error, anything), HTTP 200 unless given.
+    Json {
+        body: Value,
+        #[serde(default = "ok")]
+        http_status: u16,
+    },
+    /// Any HTTP status with a text body (HTML, truncated JSON, nothing) and an optional
+    /// `Retry-After`.
+    Text {
+        #[serde(default = "ok")]
+        http_status: u16,
+        #[serde(default)]
+        body: String,
+        #[serde(default)]
+        content_type: Option<String>,
+        #[serde(default)]
+        retry_after: Option<String>,
+    },
+    /// Waits, then sends `then`.
+    Delay {
+        #[serde(with = "humantime_serde")]
+        delay: Duration,
+        then: Box<Reply>,
+    },
+    /// Sends the headers, then drops the connection mid-body.
+    Drop,
+}
+
+fn ok() -> u16 {
+    200
+}
+
+impl Reply {
+    /// An invoice body with the given status and amount; adjust with [`Reply::with`].
+    pub fn invoice(status: &str, amount: &str, currency: &str) -> Self {
+        Self::Json {
+            body: json!({
+                "paymentStatus": status,
+                "amount": exact_number(amount),
+                "currency": currency,
+                "fee": exact_number("0"),
+                "discount": exact_number("0"),
+                "orderId": null,
+                "merchantId": "555555",
+                "merchantName": "Simulated merchant",
+                "description": "simulated payment",
+                "lifetime": 86400,
+                "facilitatorIBAN": "KZ505518729251417KZT",
+                "dt": chrono::Utc::now().to_rfc3339(),
+            }),
+            http_status: 200,
+        }
+    }
+
+    /// Sets a field of a JSON body (a no-op on other replies).
+    pub fn with(mut self, field: &str, value: Value) -> Self {
+        if let Self::Json {
+            body: Value::Object(map),
+            ..
+        } = &mut self
+        {
+            map.insert(field.to_owned(), value);
+        }
+        self
+    }
+
+    /// The provider's "not found" partner error.
+    pub fn not_found() -> Self {
+        Self::Json {
+            body: json!({
+                "status": "error",
+                "error_code": "404",
+                "error_description": "Payment not found",
+                "dt": chrono::Utc::now().to_rfc3339(),
+            }),
+            http_status: 200,
+        }
+    }
+
+    pub fn status(http_status: u16, retry_after: Option<&str>) -> Self {
+        Self::Text {
+            http_status,
+            body: String::new(),
+            content_type: None,
+            retry_after: retry_after.map(str::to_owned),
+        }
+    }
+
+    pub fn text(http_status: u16, body: &str, content_type: &str) -> Self {
+        Self::Text {
+            http_status,
+            body: body.to_owned(),
+            content_type: Some(content_type.to_owned()),
+            retry_after: None,
+        }
+    }
+
+    pub fn delayed(self, delay: Duration) -> Self {
+        Self::Delay {
+            delay,
+            then: Box::new(self),
+        }
+    }
+}
+
+/// A JSON number with exactly this text (`serde_json` keeps it with `arbitrary_precision`).
+pub fn exact_number(text: &str) -> Value {
+    serde_json::from_str::<serde_json::Number>(text)
+        .map(Value::Number)
+        .unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// Which replies each payment id gets.
+#[derive(Debug, Clone, Default)]
+pub struct Scenario {
+    exact: HashMap<String, Vec<Reply>>,
+    /// `(prefix, replies)`: ids starting with the prefix; the longest prefix wins.
+    prefixes: Vec<(String, Vec<Reply>)>,
+    /// For ids nothing else matches; "not found" when empty.
+    fallback: Vec<Reply>,
+}
+
+impl Scenario {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replies for one id, in order; the last repeats.
+    pub fn payment(mut self, id: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
+        self.exact
+            .insert(id.to_owned(), replies.into_iter().collect());
+        self
+    }
+
+    /// Replies for every id that starts with `prefix`.
+    pub fn prefix(mut self, prefix: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
+        self.prefixes
+            .push((prefix.to_owned(), replies.into_iter().collect()));
+        self.prefixes
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        self
+    }
+
+    pub fn fallback(mut self, replies: impl IntoIterator<Item = Reply>) -> Self {
+        self.fallback = replies.into_iter().collect();
+        self
+    }
+
+    fn replies_for(&self, id: &str) -> &[Reply] {
+        if let Some(replies) = self.exact.get(id) {
+            return replies;
+        }
+        self.prefixes
+            .iter()
+            .find(|(prefix, _)| id.starts_with(prefix.as_str()))
+            .map_or(&self.fallback, |(_, replies)| replies)
+    }
+}
+
+/// The partner credentials the simulator accepts.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub auth_id: String,
+    pub secret: SecretString,
+    pub params: ParamsMode,
+}
+
+/// A request the simulator received.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub payment_id: String,
+    /// When the request arrived.
+    pub at: Instant,
+    /// The HTTP status answered (0 for a dropped connection).
+    pub http_status: u16,
+}
+
+struct Shared {
+    credentials: Credentials,
+    scenario: Mutex<Scenario>,
+    calls: Mutex<HashMap<String, usize>>,
+    log: Mutex<Vec<LoggedRequest>>,
+    keep_log: bool,
+}
+
+/// A running simulator; stops when dropped.
+pub struct Simulator {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Simulator {
+    /// Serves on `listener` until dropped. `keep_log` records every request (tests); leave it
+    /// off for long runs.
+    pub fn spawn(
+        listener: TcpListener,
+        credentials: Credentials,
+        scenario: Scenario,
+        keep_log: bool,
+    ) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            credentials,
+            scenario: Mutex::new(scenario),
+            calls: Mutex::new(HashMap::new()),
+            log: Mutex::new(Vec::new()),
+            keep_log,
+        });
+        let stop = CancellationToken::new();
+        let app = Router::new()
+            .route(INVOICE_INFO_PATH, get(invoice_info))
+            .with_state(Arc::clone(&shared));
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(until.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!("simulator stopped: {e}");
+            }
+        });
+        Ok(Self { addr, shared, stop })
+    }
+
+    /// The base URL to put in `provider.base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the scenario; per-id positions carry on.
+    pub fn set_scenario(&self, scenario: Scenario) {
+        *self.shared.scenario.lock().expect("scenario lock") = scenario;
+    }
+
+    /// Every request so far (when started with `keep_log`).
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.log.lock().expect("log lock").clone()
+    }
+
+    /// Requests per payment id so far.
+    pub fn calls(&self) -> HashMap<String, usize> {
+        self.shared.calls.lock().expect("calls lock").clone()
+    }
+
+    pub fn total_calls(&self) -> usize {
+        self.shared.calls.lock().expect("calls lock").values().sum()
+    }
+}
+
+fn partner_error(http: StatusCode, code: Value, description: &str) -> Response {
+    let body = json!({
+        "status": "error",
+        "error_code": code,
+        "error_description": description,
+        "dt": chrono::Utc::now().to_rfc3339(),
+    });
+    (
+        http,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn invoice_info(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let arrived = Instant::now();
+    let query = query.unwrap_or_default();
+    if let Err(reason) = check_signature(&shared.credentials, &headers, &query) {
+        tracing::debug!("simulator refused a request: {reason}");
+        return partner_error(StatusCode::UNAUTHORIZED, json!(1001), "Invalid signature");
+    }
+    let Some(payment_id) = form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "payment_id")
+        .map(|(_, value)| value.into_owned())
+    else {
+        return partner_error(
+            StatusCode::BAD_REQUEST,
+            json!("400"),
+            "payment_id is required",
+        );
+    };
+
+    let reply = {
+        let mut calls = shared.calls.lock().expect("calls lock");
+        let n = calls.entry(payment_id.clone()).or_insert(0);
+        let scenario = shared.scenario.lock().expect("scenario lock");
+        let replies = scenario.replies_for(&payment_id);
+        let reply = replies
+            .get(*n)
+            .or(replies.last())
+            .cloned()
+            .unwrap_or_else(Reply::not_found);
+        *n += 1;
+        reply
+    };
+    let response = render(reply).await;
+    if shared.keep_log {
+        let status = response.status().as_u16();
+        shared.log.lock().expect("log lock").push(LoggedRequest {
+            payment_id,
+            at: arrived,
+            http_status: status,
+        });
+    }
+    response
+}
+
+fn check_signature(
+    credentials: &Credentials,
+    headers: &HeaderMap,
+    query: &str,
+) -> Result<(), String> {
+    let signature = headers
+        .get("x-jws-signature")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no X-JWS-Signature header")?;
+    let header = verify_detached(
+        signature,
+        b"",
+        credentials.secret.expose_secret().as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
+    let expected_params = match credentials.params {
+        ParamsMode::Query => query,
+        ParamsMode::Empty => "",
+    };
+    if header.auth_id != credentials.auth_id {
+        return Err(format!("unknown auth_id {:?}", header.auth_id));
+    }
+    if header.uri != INVOICE_INFO_PATH || header.method != "GET" || header.params != expected_params
+    {
+        return Err("the signed uri, method or params do not match the request".into());
+    }
+    Ok(())
+}
+
+async fn render(reply: Reply) -> Response {
+    let mut reply = reply;
+    while let Reply::Delay { delay, then } = reply {
+        tokio::time::sleep(delay).await;
+        reply = *then;
+    }
+    match reply {
+        Reply::Json { body, http_status } => (
+            status_code(http_status),
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
+        Reply::Text {
+            http_status,
+            body,
+            content_type,
+            retry_after,
+        } => {
+            let mut response = (status_code(http_status), body).into_response();
+            let headers = response.headers_mut();
+            if let Some(value) = content_type.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert("content-type", value);
+            }
+            if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert("retry-after", value);
+            }
+            response
+        }
+        Reply::Drop => {
+            let broken = futures_util::stream::iter([
+                Ok(axum::body::Bytes::from_static(b"{\"paymentStatus\":")),
+                Err(std::io::Error::other("connection dropped by the scenario")),
+            ]);
+            let mut response = Response::new(Body::from_stream(broken));
+            *response.status_mut() = StatusCode::OK;
+            response
+        }
+        Reply::Delay { .. } => unreachable!("delays are unwrapped above"),
+    }
+}
+
+fn status_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}

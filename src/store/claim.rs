@@ -1,0 +1,178 @@
+//! Claiming due payments under a lease, and giving claims back.
+//!
+//! A claim sets `next_check_at` to the lease expiry and a fresh `lease_token`. So a claimed
+//! row is not due again until its lease runs out, a crashed daemon's claims fall due again by
+//! themselves, and a write carrying a stale token (its lease was taken over) is ignored.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+use super::{StoreError, millis};
+use crate::domain::{
+    ExpectedValues, Expiry, FlagKind, LifetimeSource, PaymentId, ProviderStatus, Tracked,
+};
+
+/// A payment this process now holds a lease on.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub tracked: Tracked,
+    pub lease_token: i64,
+    /// The database's clock at the claim: observation times count from here, so every
+    /// instance measures time on the same clock.
+    pub claimed_at: DateTime<Utc>,
+    /// The row was still leased by an earlier claim whose lease ran out (a crashed or stuck
+    /// daemon).
+    pub recovered: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimedRow {
+    payment_id: String,
+    expected_amount: Option<Decimal>,
+    expected_currency: Option<String>,
+    order_id: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    status: Option<String>,
+    lifetime_ends_at: Option<DateTime<Utc>>,
+    lifetime_source: Option<String>,
+    checks: i32,
+    attempts: i32,
+    not_found_since: Option<DateTime<Utc>>,
+    settled_at: Option<DateTime<Utc>>,
+    open_flags: Vec<String>,
+    lease_token: i64,
+    claimed_at: DateTime<Utc>,
+    recovered: bool,
+}
+
+/// Claims up to `limit` payments due at or before `due_by` (the database's `now()` when
+/// `None`), oldest first, skipping rows another transaction holds.
+pub async fn claim_due(
+    pool: &PgPool,
+    owner: &str,
+    limit: u32,
+    lease: Duration,
+    due_by: Option<DateTime<Utc>>,
+) -> Result<Vec<Claimed>, StoreError> {
+    let rows = sqlx::query_as::<_, ClaimedRow>(
+        "with due as (
+             select payment_id, lease_token as previous_token
+             from recon.payments
+             where next_check_at <= coalesce($1, now())
+             order by next_check_at
+             limit $2
+             for update skip locked
+         )
+         update recon.payments p
+         set lease_token = nextval('recon.lease_tokens'),
+             lease_owner = $3,
+             next_check_at = now() + $4 * interval '1 millisecond'
+         from due
+         where p.payment_id = due.payment_id
+         returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
+                   p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
+                   p.checks, p.attempts, p.not_found_since, p.settled_at,
+                   array(select d.kind from recon.discrepancies d
+                         where d.payment_id = p.payment_id and d.resolved_at is null)
+                       as open_flags,
+                   p.lease_token as lease_token,
+                   now() as claimed_at,
+                   due.previous_token is not null as recovered",
+    )
+    .bind(due_by)
+    .bind(i64::from(limit))
+    .bind(owner)
+    .bind(millis(lease))
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(ClaimedRow::into_claimed)
+        .collect())
+}
+
+impl ClaimedRow {
+    /// Rows the daemon cannot read back (a caller wrote an invalid value past the schema's
+    /// checks) are skipped with a warning; their lease runs out and they are retried.
+    fn into_claimed(self) -> Option<Claimed> {
+        let payment_id = match PaymentId::parse(&self.payment_id) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(payment.id = %self.payment_id, "skipping payment: {e}");
+                return None;
+            }
+        };
+        let currency = match self
+            .expected_currency
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+        {
+            Ok(currency) => currency,
+            Err(e) => {
+                tracing::warn!(payment.id = %payment_id, "skipping payment: expected_currency: {e}");
+                return None;
+            }
+        };
+        let provider_expiry = self.lifetime_ends_at.zip(
+            self.lifetime_source
+                .as_deref()
+                .and_then(LifetimeSource::parse),
+        );
+        let open_flags: BTreeSet<FlagKind> = self
+            .open_flags
+            .iter()
+            .filter_map(|kind| kind.parse().ok())
+            .collect();
+        Some(Claimed {
+            tracked: Tracked {
+                payment_id,
+                expected: ExpectedValues {
+                    amount: self.expected_amount,
+                    currency,
+                    order_id: self.order_id,
+                },
+                created_at: self.created_at,
+                merchant_expires_at: self.expires_at,
+                status: self.status.as_deref().map(ProviderStatus::parse),
+                provider_expiry: provider_expiry.map(|(at, source)| Expiry { at, source }),
+                checks: self.checks,
+                attempts: self.attempts,
+                not_found_since: self.not_found_since,
+                settled_at: self.settled_at,
+                open_flags,
+            },
+            lease_token: self.lease_token,
+            claimed_at: self.claimed_at,
+            recovered: self.recovered,
+        })
+    }
+}
+
+/// Gives back claims that were not completed (shutdown, a lease about to run out): the
+/// payments are due again at once. Only rows still holding the given tokens are touched.
+pub async fn release(pool: &PgPool, claims: &[(PaymentId, i64)]) -> Result<u64, StoreError> {
+    if claims.is_empty() {
+        return Ok(0);
+    }
+    let (ids, tokens): (Vec<&str>, Vec<i64>) = claims
+        .iter()
+        .map(|(id, token)| (id.as_str(), *token))
+        .unzip();
+    let result = sqlx::query(
+        "update recon.payments p
+         set lease_token = null, lease_owner = null, next_check_at = now()
+         from unnest($1::text[], $2::int8[]) as c(payment_id, lease_token)
+         where p.payment_id = c.payment_id and p.lease_token = c.lease_token",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}

@@ -1,0 +1,303 @@
+//! Writing verdicts: the payment's new state, its transition and its flag changes, for a
+//! whole batch of payments, in one statement and so in one transaction.
+//!
+//! Every part is conditional on the claim's `lease_token`: a verdict whose lease was taken
+//! over, or one written twice, changes nothing. Transitions are also unique per observation
+//! number, and flags per open (payment, kind), so no replay can duplicate history.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::domain::{Invoice, PaymentId, Verdict};
+
+/// One payment's verdict, as the sweep hands it to the store.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub payment_id: PaymentId,
+    pub lease_token: i64,
+    pub verdict: Verdict,
+    /// The answer the verdict was made from, when the provider sent an invoice.
+    pub invoice: Option<Invoice>,
+    /// The body as received, when it was readable JSON.
+    pub raw_body: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordOutcome {
+    /// Verdicts written; the others had lost their lease.
+    pub applied: u64,
+    pub transitions: u64,
+    pub flags_opened: u64,
+    pub flags_resolved: u64,
+}
+
+/// Columns of `unnest`, one vector per column.
+#[derive(Default)]
+struct Columns {
+    payment_id: Vec<String>,
+    lease_token: Vec<i64>,
+    has_invoice: Vec<bool>,
+    answered: Vec<bool>,
+    observed_at: Vec<DateTime<Utc>>,
+    status: Vec<Option<String>>,
+    amount: Vec<Option<Decimal>>,
+    currency: Vec<Option<String>>,
+    fee: Vec<Option<Decimal>>,
+    discount: Vec<Option<Decimal>>,
+    provider_order_id: Vec<Option<String>>,
+    freedom_id: Vec<Option<String>>,
+    merchant_id: Vec<Option<String>>,
+    provider_dt: Vec<Option<DateTime<Utc>>>,
+    lifetime_ends_at: Vec<Option<DateTime<Utc>>>,
+    lifetime_source: Vec<Option<&'static str>>,
+    body: Vec<Option<String>>,
+    checks: Vec<i32>,
+    attempts: Vec<i32>,
+    last_error: Vec<Option<String>>,
+    settled_at: Vec<Option<DateTime<Utc>>>,
+    not_found_since: Vec<Option<DateTime<Utc>>>,
+    next_check_at: Vec<Option<DateTime<Utc>>>,
+    // transitions
+    t_payment_id: Vec<String>,
+    t_lease_token: Vec<i64>,
+    t_observation_no: Vec<i32>,
+    t_from: Vec<Option<String>>,
+    t_to: Vec<String>,
+    t_observed_at: Vec<DateTime<Utc>>,
+    t_provider_dt: Vec<Option<DateTime<Utc>>>,
+    t_body: Vec<Option<String>>,
+    // flags opened
+    o_payment_id: Vec<String>,
+    o_lease_token: Vec<i64>,
+    o_kind: Vec<&'static str>,
+    o_expected: Vec<Option<String>>,
+    o_actual: Vec<Option<String>>,
+    o_detected_at: Vec<DateTime<Utc>>,
+    // flags resolved
+    r_payment_id: Vec<String>,
+    r_lease_token: Vec<i64>,
+    r_kind: Vec<&'static str>,
+    r_resolved_at: Vec<DateTime<Utc>>,
+}
+
+/// PostgreSQL's `jsonb` cannot hold `\u0000`; such a body is kept as a JSON string instead.
+fn storable_json(raw: &str) -> String {
+    if raw.contains("\\u0000") {
+        serde_json::Value::String(raw.to_owned()).to_string()
+    } else {
+        raw.to_owned()
+    }
+}
+
+impl Columns {
+    fn push(&mut self, item: &Recorded) {
+        let v = &item.verdict;
+        let id = item.payment_id.as_str().to_owned();
+        let invoice = item.invoice.as_ref();
+        let body = item.raw_body.as_deref().map(storable_json);
+
+        self.payment_id.push(id.clone());
+        self.lease_token.push(item.lease_token);
+        self.has_invoice.push(invoice.is_some());
+        self.answered.push(v.answered);
+        self.observed_at.push(v.observed_at);
+        self.status
+            .push(v.status.as_ref().map(|s| s.as_str().to_owned()));
+        self.amount.push(invoice.and_then(|i| i.amount));
+        self.currency
+            .push(invoice.and_then(|i| i.currency).map(|c| c.to_string()));
+        self.fee.push(invoice.and_then(|i| i.fee));
+        self.discount.push(invoice.and_then(|i| i.discount));
+        self.provider_order_id
+            .push(invoice.and_then(|i| i.order_id.clone()));
+        self.freedom_id
+            .push(invoice.and_then(|i| i.freedom_id.clone()));
+        self.merchant_id
+            .push(invoice.and_then(|i| i.merchant_id.clone()));
+        self.provider_dt.push(invoice.and_then(|i| i.dt));
+        self.lifetime_ends_at.push(v.provider_expiry.map(|e| e.at));
+        self.lifetime_source
+            .push(v.provider_expiry.map(|e| e.source.as_str()));
+        self.body.push(body.clone().filter(|_| invoice.is_some()));
+        self.checks.push(v.checks);
+        self.attempts.push(v.attempts);
+        self.last_error.push(v.last_error.clone());
+        self.settled_at.push(v.settled_at);
+        self.not_found_since.push(v.not_found_since);
+        self.next_check_at.push(v.next_check_at);
+
+        if let Some(change) = &v.change {
+            self.t_payment_id.push(id.clone());
+            self.t_lease_token.push(item.lease_token);
+            self.t_observation_no.push(v.checks);
+            self.t_from
+                .push(change.from.as_ref().map(|s| s.as_str().to_owned()));
+            self.t_to.push(change.to.as_str().to_owned());
+            self.t_observed_at.push(v.observed_at);
+            self.t_provider_dt.push(invoice.and_then(|i| i.dt));
+            self.t_body.push(body);
+        }
+        for flag in &v.open {
+            self.o_payment_id.push(id.clone());
+            self.o_lease_token.push(item.lease_token);
+            self.o_kind.push(flag.kind.as_str());
+            self.o_expected.push(flag.expected.clone());
+            self.o_actual.push(flag.actual.clone());
+            self.o_detected_at.push(v.observed_at);
+        }
+        for kind in &v.resolve {
+            self.r_payment_id.push(id.clone());
+            self.r_lease_token.push(item.lease_token);
+            self.r_kind.push(kind.as_str());
+            self.r_resolved_at.push(v.observed_at);
+        }
+    }
+}
+
+/// Writes a batch of verdicts atomically. Returns what was applied.
+pub async fn record_verdicts(
+    pool: &PgPool,
+    items: &[Recorded],
+) -> Result<RecordOutcome, StoreError> {
+    if items.is_empty() {
+        return Ok(RecordOutcome::default());
+    }
+    let mut c = Columns::default();
+    for item in items {
+        c.push(item);
+    }
+    let (applied, transitions, flags_opened, flags_resolved): (i64, i64, i64, i64) =
+        sqlx::query_as(
+            "with v as (
+                 select * from unnest(
+                     $1::text[], $2::int8[], $3::bool[], $4::bool[], $5::timestamptz[],
+                     $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[],
+                     $11::text[], $12::text[], $13::text[], $14::timestamptz[],
+                     $15::timestamptz[], $16::text[], $17::text[], $18::int4[], $19::int4[],
+                     $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[])
+                 as v(payment_id, lease_token, has_invoice, answered, observed_at,
+                      status, amount, currency, fee, discount,
+                      provider_order_id, freedom_id, merchant_id, provider_dt,
+                      lifetime_ends_at, lifetime_source, body, checks, attempts,
+                      last_error, settled_at, not_found_since, next_check_at)
+             ),
+             applied as (
+                 update recon.payments p set
+                     status            = v.status,
+                     amount            = case when v.has_invoice then v.amount else p.amount end,
+                     currency          = case when v.has_invoice then v.currency else p.currency end,
+                     fee               = case when v.has_invoice then v.fee else p.fee end,
+                     discount          = case when v.has_invoice then v.discount else p.discount end,
+                     provider_order_id = case when v.has_invoice then v.provider_order_id else p.provider_order_id end,
+                     freedom_id        = case when v.has_invoice then v.freedom_id else p.freedom_id end,
+                     merchant_id       = case when v.has_invoice then v.merchant_id else p.merchant_id end,
+                     provider_dt       = case when v.has_invoice then v.provider_dt else p.provider_dt end,
+                     last_body         = case when v.has_invoice then v.body::jsonb else p.last_body end,
+                     lifetime_ends_at  = v.lifetime_ends_at,
+                     lifetime_source   = v.lifetime_source,
+                     checks            = v.checks,
+                     first_checked_at  = case when v.answered then coalesce(p.first_checked_at, v.observed_at) else p.first_checked_at end,
+                     last_checked_at   = case when v.answered then v.observed_at else p.last_checked_at end,
+                     attempts          = v.attempts,
+                     last_error        = v.last_error,
+                     settled_at        = v.settled_at,
+                     not_found_since   = v.not_found_since,
+                     next_check_at     = v.next_check_at,
+                     lease_token       = null,
+                     lease_owner       = null
+                 from v
+                 where p.payment_id = v.payment_id and p.lease_token = v.lease_token
+                 returning p.payment_id, v.lease_token
+             ),
+             transitions as (
+                 insert into recon.status_transitions
+                     (payment_id, observation_no, from_status, to_status, observed_at, provider_dt, body)
+                 select t.payment_id, t.observation_no, t.from_status, t.to_status, t.observed_at,
+                        t.provider_dt, coalesce(t.body::jsonb, 'null'::jsonb)
+                 from unnest($24::text[], $25::int8[], $26::int4[], $27::text[], $28::text[],
+                             $29::timestamptz[], $30::timestamptz[], $31::text[])
+                      as t(payment_id, lease_token, observation_no, from_status, to_status,
+                           observed_at, provider_dt, body)
+                 where (t.payment_id, t.lease_token) in (select payment_id, lease_token from applied)
+                 on conflict (payment_id, observation_no) do nothing
+                 returning 1
+             ),
+             opened as (
+                 insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+                 select o.payment_id, o.kind, o.expected, o.actual, o.detected_at
+                 from unnest($32::text[], $33::int8[], $34::text[], $35::text[], $36::text[],
+                             $37::timestamptz[])
+                      as o(payment_id, lease_token, kind, expected, actual, detected_at)
+                 where (o.payment_id, o.lease_token) in (select payment_id, lease_token from applied)
+                 on conflict (payment_id, kind) where resolved_at is null do nothing
+                 returning 1
+             ),
+             resolved as (
+                 update recon.discrepancies d set
+                     resolved_at = r.resolved_at,
+                     resolved_by = 'daemon',
+                     resolution  = 'cleared by a later observation'
+                 from unnest($38::text[], $39::int8[], $40::text[], $41::timestamptz[])
+                      as r(payment_id, lease_token, kind, resolved_at)
+                 where d.payment_id = r.payment_id and d.kind = r.kind and d.resolved_at is null
+                   and (r.payment_id, r.lease_token) in (select payment_id, lease_token from applied)
+                 returning 1
+             )
+             select (select count(*) from applied),
+                    (select count(*) from transitions),
+                    (select count(*) from opened),
+                    (select count(*) from resolved)",
+        )
+        .bind(&c.payment_id)
+        .bind(&c.lease_token)
+        .bind(&c.has_invoice)
+        .bind(&c.answered)
+        .bind(&c.observed_at)
+        .bind(&c.status)
+        .bind(&c.amount)
+        .bind(&c.currency)
+        .bind(&c.fee)
+        .bind(&c.discount)
+        .bind(&c.provider_order_id)
+        .bind(&c.freedom_id)
+        .bind(&c.merchant_id)
+        .bind(&c.provider_dt)
+        .bind(&c.lifetime_ends_at)
+        .bind(&c.lifetime_source)
+        .bind(&c.body)
+        .bind(&c.checks)
+        .bind(&c.attempts)
+        .bind(&c.last_error)
+        .bind(&c.settled_at)
+        .bind(&c.not_found_since)
+        .bind(&c.next_check_at)
+        .bind(&c.t_payment_id)
+        .bind(&c.t_lease_token)
+        .bind(&c.t_observation_no)
+        .bind(&c.t_from)
+        .bind(&c.t_to)
+        .bind(&c.t_observed_at)
+        .bind(&c.t_provider_dt)
+        .bind(&c.t_body)
+        .bind(&c.o_payment_id)
+        .bind(&c.o_lease_token)
+        .bind(&c.o_kind)
+        .bind(&c.o_expected)
+        .bind(&c.o_actual)
+        .bind(&c.o_detected_at)
+        .bind(&c.r_payment_id)
+        .bind(&c.r_lease_token)
+        .bind(&c.r_kind)
+        .bind(&c.r_resolved_at)
+        .fetch_one(pool)
+        .await?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(RecordOutcome {
+        applied: count(applied),
+        transitions: count(transitions),
+        flags_opened: count(flags_opened),
+        flags_resolved: count(flags_resolved),
+    })
+}
