@@ -1,0 +1,176 @@
+//! The command line, run as a real process.
+
+use std::process::{Command, Output};
+
+use freedompay_recon::simulator::{Reply, Scenario};
+
+use crate::helpers::{TestApp, AUTH_ID, SECRET};
+
+/// Runs the binary with the test's database and simulator in its environment.
+async fn run(app: &TestApp, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.db.url)
+        .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url())
+        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
+        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
+        .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
+        .env("RUST_LOG", "warn");
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {
+    let app = TestApp::new(Scenario::new()).await;
+    let args = [
+        "enqueue", "555", "--amount", "5000.00", "--currency", "KZT", "--order-id", "A-1",
+        "--expires-at", "2030-01-01T00:00:00Z",
+    ];
+    let first = run(&app, &args, &[]).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first).trim(), "enqueued payment 555");
+
+    let again = run(&app, &args, &[]).await;
+    assert!(again.status.success());
+    assert!(stdout(&again).contains("already tracked with the same values; nothing changed"));
+
+    let conflict = run(&app, &["enqueue", "555", "--amount", "4000"], &[]).await;
+    assert_eq!(conflict.status.code(), Some(1));
+    let message = stderr(&conflict);
+    assert!(message.contains("expected_amount: stored 5000.00, offered 4000"), "{message}");
+    let stored: String = sqlx::query_scalar(
+        "select expected_amount::text from recon.payments where payment_id = '555'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(stored, "5000.00");
+    assert_eq!(app.count("select count(*) from recon.payments").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
+    let app = TestApp::new(Scenario::new()).await;
+    let cases: [(&[&str], &str); 5] = [
+        (&["enqueue", "1", "--amount", "12,50"], "use a dot as the decimal separator"),
+        (&["enqueue", "1", "--amount", "ten"], "not a decimal number"),
+        (&["enqueue", "1", "--currency", "kzt"], "not an ISO 4217 code"),
+        (&["enqueue", "1", "--expires-at", "tomorrow"], "not an RFC 3339 timestamp"),
+        (&["enqueue", "  "], "payment id is empty"),
+    ];
+    for (args, expected) in cases {
+        let output = run(&app, args, &[]).await;
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let message = stderr(&output);
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert!(message.lines().next().unwrap().starts_with("error: "), "{message}");
+    }
+    assert_eq!(app.count("select count(*) from recon.payments").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_and_a_bad_config_are_named() {
+    let app = TestApp::new(Scenario::new()).await;
+    let down = run(
+        &app,
+        &["enqueue", "1"],
+        &[("DATABASE_URL", "postgres://nobody:hunter2@127.0.0.1:1/nowhere")],
+    )
+    .await;
+    assert_eq!(down.status.code(), Some(1));
+    let message = stderr(&down);
+    assert!(message.contains("cannot connect to PostgreSQL at 127.0.0.1:1/nowhere"), "{message}");
+    assert!(!message.contains("hunter2"), "the password leaked: {message}");
+    assert_eq!(message.trim().lines().count(), 1, "{message}");
+
+    let missing = run(&app, &["--config", "/nonexistent.toml", "migrate"], &[]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("config file /nonexistent.toml"));
+
+    let bad = run(&app, &["migrate"], &[("FREEDOMPAY_RECON__POLL__CONCURRENCY", "0")]).await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("poll.concurrency: must be at least 1"), "{}", stderr(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_the_parsed_answer_and_writes_nothing() {
+    let app = TestApp::new(Scenario::new().payment(
+        "777",
+        [Reply::invoice("success", "5000.50", "KZT").with("orderId", serde_json::json!("A-7"))],
+    ))
+    .await;
+    let output = run(&app, &["check", "777"], &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for line in ["status:       success", "amount:       5000.50", "order_id:     A-7", "raw body:"] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    assert_eq!(app.count("select count(*) from recon.payments").await, 0);
+
+    let rejected = run(&app, &["check", "777"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")]).await;
+    assert_eq!(rejected.status.code(), Some(1));
+    assert!(stdout(&rejected).contains("REJECTED"), "{}", stdout(&rejected));
+    assert!(!stdout(&rejected).contains("wrong\""));
+
+    let unset = run(&app, &["check", "777"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "")]).await;
+    assert_eq!(unset.status.code(), Some(1));
+    assert!(stderr(&unset).contains("provider.secret is not set"), "{}", stderr(&unset));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_migrates_reconciles_everything_due_and_exits() {
+    let app = TestApp::new(
+        Scenario::new().prefix("o-", [Reply::invoice("success", "10", "KZT")]),
+    )
+    .await;
+    for id in ["o-1", "o-2", "o-3"] {
+        let output = run(&app, &["enqueue", id, "--amount", "10", "--currency", "KZT"], &[]).await;
+        assert!(output.status.success());
+    }
+    let output = run(&app, &["run", "--once"], &[]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("claimed 3, recorded 3"), "{}", stdout(&output));
+    assert_eq!(
+        app.count("select count(*) from recon.reconciliation where status = 'success'").await,
+        3
+    );
+
+    let fatal = run(&app, &["run", "--once"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")]).await;
+    // Nothing is due now, so nothing is asked and nothing fails.
+    assert!(fatal.status.success());
+    sqlx::query("update recon.payments set next_check_at = now()")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let fatal = run(&app, &["run", "--once"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")]).await;
+    assert_eq!(fatal.status.code(), Some(1));
+    assert!(stderr(&fatal).contains("polling stopped"), "{}", stderr(&fatal));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_explains_every_command() {
+    let app = TestApp::new(Scenario::new()).await;
+    let output = run(&app, &["--help"], &[]).await;
+    let text = stdout(&output);
+    for command in ["migrate", "run", "enqueue", "check"] {
+        assert!(text.contains(command), "{command} missing from --help");
+    }
+    let run_help = stdout(&run(&app, &["run", "--help"], &[]).await);
+    assert!(run_help.contains("--once"));
+}

@@ -1,0 +1,319 @@
+//! Shared test fixtures: a fresh PostgreSQL database per test, the provider simulator, and
+//! an engine wired to both with the same settings loader the daemon uses.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use freedompay_recon::engine::{Engine, SweepOutcome};
+use freedompay_recon::provider::{ParamsMode, ProviderClient};
+use freedompay_recon::settings::Settings;
+use freedompay_recon::simulator::{Credentials, Scenario, Simulator};
+use freedompay_recon::store;
+use secrecy::SecretString;
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+pub const AUTH_ID: &str = "13989";
+pub const SECRET: &str = "partner-secret-for-tests";
+
+/// The server tests create their databases on: `DATABASE_URL`, else a testcontainers
+/// PostgreSQL (needs Docker).
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => start_container(),
+    })
+}
+
+/// Starts PostgreSQL in Docker on a thread that keeps it alive for the whole test run.
+fn start_container() -> String {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner as _;
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the container");
+        runtime.block_on(async move {
+            match Postgres::default().start().await {
+                Ok(container) => {
+                    let port = container.get_host_port_ipv4(5432).await;
+                    let _ = tx.send(port.map(|port| {
+                        format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
+                    }).map_err(|e| e.to_string()));
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+            }
+        });
+    });
+    match rx.recv().expect("the container thread answers") {
+        Ok(url) => url,
+        Err(e) => panic!(
+            "DATABASE_URL is not set and no PostgreSQL container could be started ({e}).\n\
+             Either set DATABASE_URL to a PostgreSQL server the tests may create databases on \
+             (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres), or start Docker."
+        ),
+    }
+}
+
+/// A database of its own for one test, migrated; dropped when the test ends.
+pub struct TestDb {
+    pub pool: PgPool,
+    pub url: String,
+    name: String,
+    server: PgConnectOptions,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let server: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+        let mut admin = server.connect().await.unwrap_or_else(|e| {
+            panic!("cannot connect to the test PostgreSQL server from DATABASE_URL: {e}")
+        });
+        drop_abandoned_databases(&mut admin).await;
+        let name = format!(
+            "fpr_test_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        admin.close().await.ok();
+
+        let options = server.clone().database(&name);
+        let pool = PgPool::connect_with(options.clone()).await.expect("connect");
+        store::migrate(&pool).await.expect("migrations apply");
+        let url = options.to_url_lossy().to_string();
+        Self {
+            pool,
+            url,
+            name,
+            server,
+        }
+    }
+}
+
+/// Test databases whose process is gone (a crashed or killed run) are dropped.
+async fn drop_abandoned_databases(admin: &mut PgConnection) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let mut first = false;
+    ONCE.call_once(|| first = true);
+    if !first {
+        return;
+    }
+    let names: Vec<String> =
+        sqlx::query_scalar("select datname from pg_database where datname like 'fpr\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap_or_default();
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "drop database if exists {name} with (force)"
+            )))
+            .execute(&mut *admin)
+            .await;
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let server = self.server.clone();
+        let pool = self.pool.clone();
+        // The test's runtime is going away: drop the database from a thread of our own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                pool.close().await;
+                if let Ok(mut admin) = server.connect().await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Settings as the daemon would load them, pointing at `db` and `sim`, plus `overrides`
+/// (environment-style keys such as `FREEDOMPAY_RECON__POLL__CONCURRENCY`).
+pub fn settings(db: &TestDb, sim: &Simulator, overrides: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("FREEDOMPAY_RECON__PROVIDER__BASE_URL", &sim.base_url()),
+        ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID),
+        ("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET),
+        ("FREEDOMPAY_RECON__PROVIDER__TIMEOUT", "5s"),
+        ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0"),
+        ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "8"),
+        ("FREEDOMPAY_RECON__POLL__LEASE", "60s"),
+        ("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s"),
+        ("FREEDOMPAY_RECON__POLL__RETRY_MIN", "1s"),
+        ("FREEDOMPAY_RECON__POLL__RETRY_MAX", "2s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (key, value) in overrides {
+        env.insert((*key).to_owned(), (*value).to_owned());
+    }
+    Settings::load_from(None, env).expect("test settings are valid")
+}
+
+/// A simulator accepting the test credentials.
+pub async fn simulator(scenario: Scenario) -> Simulator {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::spawn(
+        listener,
+        Credentials {
+            auth_id: AUTH_ID.into(),
+            secret: SecretString::from(SECRET),
+            params: ParamsMode::Query,
+        },
+        scenario,
+        true,
+    )
+    .unwrap()
+}
+
+/// A database, a simulator and an engine wired together.
+pub struct TestApp {
+    pub db: TestDb,
+    pub sim: Simulator,
+    pub settings: Settings,
+    pub engine: Engine,
+}
+
+impl TestApp {
+    pub async fn new(scenario: Scenario) -> Self {
+        Self::with(scenario, &[]).await
+    }
+
+    pub async fn with(scenario: Scenario, overrides: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await;
+        let sim = simulator(scenario).await;
+        let settings = settings(&db, &sim, overrides);
+        let engine = engine(&db, &settings);
+        Self {
+            db,
+            sim,
+            settings,
+            engine,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.db.pool
+    }
+
+    pub async fn sweep(&self) -> SweepOutcome {
+        self.engine
+            .reconcile_due(&CancellationToken::new())
+            .await
+            .expect("sweep runs")
+    }
+
+    /// Enqueues payments by plain SQL, as other systems do.
+    pub async fn insert(&self, sql_values: &str) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "insert into recon.payments (payment_id, expected_amount, expected_currency, order_id, created_at, expires_at) values {sql_values}"
+        )))
+        .execute(self.pool())
+        .await
+        .expect("insert payments");
+    }
+
+    pub async fn insert_ids(&self, ids: &[&str]) {
+        for id in ids {
+            sqlx::query("insert into recon.payments (payment_id) values ($1)")
+                .bind(id)
+                .execute(self.pool())
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Time passes: every payment still polled is due now.
+    pub async fn fast_forward(&self) {
+        sqlx::query(
+            "update recon.payments set next_check_at = now() - interval '1 millisecond'
+             where next_check_at is not null",
+        )
+        .execute(self.pool())
+        .await
+        .unwrap();
+    }
+
+    pub async fn status(&self, id: &str) -> Option<String> {
+        sqlx::query_scalar("select status from recon.payments where payment_id = $1")
+            .bind(id)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
+    /// `(from, to)` transitions of one payment, in order.
+    pub async fn transitions(&self, id: &str) -> Vec<(Option<String>, String)> {
+        sqlx::query_as(
+            "select from_status, to_status from recon.status_transitions
+             where payment_id = $1 order by observation_no",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await
+        .unwrap()
+    }
+
+    pub async fn open_flags(&self, id: &str) -> Vec<String> {
+        sqlx::query_scalar("select open_flags from recon.reconciliation where payment_id = $1")
+            .bind(id)
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Every flag of a payment ever raised: `(kind, resolved)`.
+    pub async fn flag_history(&self, id: &str) -> Vec<(String, bool)> {
+        sqlx::query_as(
+            "select kind, resolved_at is not null from recon.discrepancies
+             where payment_id = $1 order by id",
+        )
+        .bind(id)
+        .fetch_all(self.pool())
+        .await
+        .unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(self.pool())
+            .await
+            .unwrap()
+    }
+}
+
+pub fn engine(db: &TestDb, settings: &Settings) -> Engine {
+    let provider = ProviderClient::new(&settings.provider).expect("provider client");
+    Engine::new(db.pool.clone(), provider, settings)
+}

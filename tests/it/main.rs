@@ -1,0 +1,10 @@
+//! Integration tests: a real PostgreSQL (a fresh database per test) and the provider
+//! simulator on loopback, speaking the real protocol with signatures.
+
+mod cli;
+mod flags;
+mod helpers;
+mod leases;
+mod pacing;
+mod provider_faults;
+mod statuses;
