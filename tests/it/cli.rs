@@ -4,7 +4,7 @@ use std::process::{Command, Output};
 
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::{TestApp, AUTH_ID, SECRET};
+use crate::helpers::{AUTH_ID, SECRET, TestApp};
 
 /// Runs the binary with the test's database and simulator in its environment.
 async fn run(app: &TestApp, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
@@ -39,8 +39,16 @@ fn stderr(output: &Output) -> String {
 async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {
     let app = TestApp::new(Scenario::new()).await;
     let args = [
-        "enqueue", "555", "--amount", "5000.00", "--currency", "KZT", "--order-id", "A-1",
-        "--expires-at", "2030-01-01T00:00:00Z",
+        "enqueue",
+        "555",
+        "--amount",
+        "5000.00",
+        "--currency",
+        "KZT",
+        "--order-id",
+        "A-1",
+        "--expires-at",
+        "2030-01-01T00:00:00Z",
     ];
     let first = run(&app, &args, &[]).await;
     assert!(first.status.success(), "{}", stderr(&first));
@@ -53,7 +61,10 @@ async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {
     let conflict = run(&app, &["enqueue", "555", "--amount", "4000"], &[]).await;
     assert_eq!(conflict.status.code(), Some(1));
     let message = stderr(&conflict);
-    assert!(message.contains("expected_amount: stored 5000.00, offered 4000"), "{message}");
+    assert!(
+        message.contains("expected_amount: stored 5000.00, offered 4000"),
+        "{message}"
+    );
     let stored: String = sqlx::query_scalar(
         "select expected_amount::text from recon.payments where payment_id = '555'",
     )
@@ -68,10 +79,19 @@ async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {
 async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
     let app = TestApp::new(Scenario::new()).await;
     let cases: [(&[&str], &str); 5] = [
-        (&["enqueue", "1", "--amount", "12,50"], "use a dot as the decimal separator"),
+        (
+            &["enqueue", "1", "--amount", "12,50"],
+            "use a dot as the decimal separator",
+        ),
         (&["enqueue", "1", "--amount", "ten"], "not a decimal number"),
-        (&["enqueue", "1", "--currency", "kzt"], "not an ISO 4217 code"),
-        (&["enqueue", "1", "--expires-at", "tomorrow"], "not an RFC 3339 timestamp"),
+        (
+            &["enqueue", "1", "--currency", "kzt"],
+            "not an ISO 4217 code",
+        ),
+        (
+            &["enqueue", "1", "--expires-at", "tomorrow"],
+            "not an RFC 3339 timestamp",
+        ),
         (&["enqueue", "  "], "payment id is empty"),
     ];
     for (args, expected) in cases {
@@ -79,7 +99,10 @@ async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let message = stderr(&output);
         assert!(message.contains(expected), "{args:?}: {message}");
-        assert!(message.lines().next().unwrap().starts_with("error: "), "{message}");
+        assert!(
+            message.lines().next().unwrap().starts_with("error: "),
+            "{message}"
+        );
     }
     assert_eq!(app.count("select count(*) from recon.payments").await, 0);
 }
@@ -90,22 +113,40 @@ async fn an_unreachable_database_and_a_bad_config_are_named() {
     let down = run(
         &app,
         &["enqueue", "1"],
-        &[("DATABASE_URL", "postgres://nobody:hunter2@127.0.0.1:1/nowhere")],
+        &[(
+            "DATABASE_URL",
+            "postgres://nobody:hunter2@127.0.0.1:1/nowhere",
+        )],
     )
     .await;
     assert_eq!(down.status.code(), Some(1));
     let message = stderr(&down);
-    assert!(message.contains("cannot connect to PostgreSQL at 127.0.0.1:1/nowhere"), "{message}");
-    assert!(!message.contains("hunter2"), "the password leaked: {message}");
+    assert!(
+        message.contains("cannot connect to PostgreSQL at 127.0.0.1:1/nowhere"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("hunter2"),
+        "the password leaked: {message}"
+    );
     assert_eq!(message.trim().lines().count(), 1, "{message}");
 
     let missing = run(&app, &["--config", "/nonexistent.toml", "migrate"], &[]).await;
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("config file /nonexistent.toml"));
 
-    let bad = run(&app, &["migrate"], &[("FREEDOMPAY_RECON__POLL__CONCURRENCY", "0")]).await;
+    let bad = run(
+        &app,
+        &["migrate"],
+        &[("FREEDOMPAY_RECON__POLL__CONCURRENCY", "0")],
+    )
+    .await;
     assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("poll.concurrency: must be at least 1"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("poll.concurrency: must be at least 1"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,49 +159,94 @@ async fn check_prints_the_parsed_answer_and_writes_nothing() {
     let output = run(&app, &["check", "777"], &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
-    for line in ["status:       success", "amount:       5000.50", "order_id:     A-7", "raw body:"] {
+    for line in [
+        "status:       success",
+        "amount:       5000.50",
+        "order_id:     A-7",
+        "raw body:",
+    ] {
         assert!(text.contains(line), "{line:?} missing from:\n{text}");
     }
     assert_eq!(app.count("select count(*) from recon.payments").await, 0);
 
-    let rejected = run(&app, &["check", "777"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")]).await;
+    let rejected = run(
+        &app,
+        &["check", "777"],
+        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
+    )
+    .await;
     assert_eq!(rejected.status.code(), Some(1));
-    assert!(stdout(&rejected).contains("REJECTED"), "{}", stdout(&rejected));
+    assert!(
+        stdout(&rejected).contains("REJECTED"),
+        "{}",
+        stdout(&rejected)
+    );
     assert!(!stdout(&rejected).contains("wrong\""));
 
-    let unset = run(&app, &["check", "777"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "")]).await;
+    let unset = run(
+        &app,
+        &["check", "777"],
+        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "")],
+    )
+    .await;
     assert_eq!(unset.status.code(), Some(1));
-    assert!(stderr(&unset).contains("provider.secret is not set"), "{}", stderr(&unset));
+    assert!(
+        stderr(&unset).contains("provider.secret is not set"),
+        "{}",
+        stderr(&unset)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_migrates_reconciles_everything_due_and_exits() {
-    let app = TestApp::new(
-        Scenario::new().prefix("o-", [Reply::invoice("success", "10", "KZT")]),
-    )
-    .await;
+    let app =
+        TestApp::new(Scenario::new().prefix("o-", [Reply::invoice("success", "10", "KZT")])).await;
     for id in ["o-1", "o-2", "o-3"] {
-        let output = run(&app, &["enqueue", id, "--amount", "10", "--currency", "KZT"], &[]).await;
+        let output = run(
+            &app,
+            &["enqueue", id, "--amount", "10", "--currency", "KZT"],
+            &[],
+        )
+        .await;
         assert!(output.status.success());
     }
     let output = run(&app, &["run", "--once"], &[]).await;
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).contains("claimed 3, recorded 3"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).contains("claimed 3, recorded 3"),
+        "{}",
+        stdout(&output)
+    );
     assert_eq!(
-        app.count("select count(*) from recon.reconciliation where status = 'success'").await,
+        app.count("select count(*) from recon.reconciliation where status = 'success'")
+            .await,
         3
     );
 
-    let fatal = run(&app, &["run", "--once"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")]).await;
+    let fatal = run(
+        &app,
+        &["run", "--once"],
+        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
+    )
+    .await;
     // Nothing is due now, so nothing is asked and nothing fails.
     assert!(fatal.status.success());
     sqlx::query("update recon.payments set next_check_at = now()")
         .execute(app.pool())
         .await
         .unwrap();
-    let fatal = run(&app, &["run", "--once"], &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")]).await;
+    let fatal = run(
+        &app,
+        &["run", "--once"],
+        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
+    )
+    .await;
     assert_eq!(fatal.status.code(), Some(1));
-    assert!(stderr(&fatal).contains("polling stopped"), "{}", stderr(&fatal));
+    assert!(
+        stderr(&fatal).contains("polling stopped"),
+        "{}",
+        stderr(&fatal)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

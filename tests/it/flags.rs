@@ -74,12 +74,11 @@ async fn amount_currency_and_order_mismatches_are_raised_then_cleared() {
         assert_eq!(app.open_flags(id).await, Vec::<String>::new(), "{id}");
         assert_eq!(app.flag_history(id).await, [flag(kind, true)], "{id}");
     }
-    let resolved_by: String = sqlx::query_scalar(
-        "select resolved_by from recon.discrepancies where payment_id = 'amt'",
-    )
-    .fetch_one(app.pool())
-    .await
-    .unwrap();
+    let resolved_by: String =
+        sqlx::query_scalar("select resolved_by from recon.discrepancies where payment_id = 'amt'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
     assert_eq!(resolved_by, "daemon");
 }
 
@@ -87,15 +86,20 @@ async fn amount_currency_and_order_mismatches_are_raised_then_cleared() {
 async fn nothing_is_compared_when_nothing_was_expected_and_tolerance_applies() {
     let app = TestApp::with(
         Scenario::new()
-            .payment("blank", [Reply::invoice("success", "1", "USD").with("orderId", json!("z"))])
+            .payment(
+                "blank",
+                [Reply::invoice("success", "1", "USD").with("orderId", json!("z"))],
+            )
             .payment("close", [Reply::invoice("success", "4999.99", "KZT")])
             .payment("far", [Reply::invoice("success", "4999.98", "KZT")]),
         &[("FREEDOMPAY_RECON__RECONCILE__AMOUNT_TOLERANCE", "0.01")],
     )
     .await;
     app.insert_ids(&["blank"]).await;
-    app.insert("('close', 5000, 'KZT', null, now(), null), ('far', 5000, 'KZT', null, now(), null)")
-        .await;
+    app.insert(
+        "('close', 5000, 'KZT', null, now(), null), ('far', 5000, 'KZT', null, now(), null)",
+    )
+    .await;
     app.sweep().await;
     assert_eq!(app.open_flags("blank").await, Vec::<String>::new());
     assert_eq!(app.open_flags("close").await, Vec::<String>::new());
@@ -104,13 +108,14 @@ async fn nothing_is_compared_when_nothing_was_expected_and_tolerance_applies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flag_stays_a_single_open_row_while_the_condition_holds() {
-    let app = TestApp::new(
-        Scenario::new().payment("m", [Reply::invoice("process", "1", "KZT")]),
-    )
-    .await;
+    let app =
+        TestApp::new(Scenario::new().payment("m", [Reply::invoice("process", "1", "KZT")])).await;
     app.insert("('m', 2, 'KZT', null, now(), null)").await;
     sweeps(&app, 4).await;
-    assert_eq!(app.flag_history("m").await, [flag("amount_mismatch", false)]);
+    assert_eq!(
+        app.flag_history("m").await,
+        [flag("amount_mismatch", false)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +131,10 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_cleared_by_succ
                 ],
             )
             // Seconds count from created_at: 600 s after a creation 2 hours ago has passed.
-            .payment("secs", [Reply::invoice("waiting", "10", "KZT").with("lifetime", json!(600))])
+            .payment(
+                "secs",
+                [Reply::invoice("waiting", "10", "KZT").with("lifetime", json!(600))],
+            )
             // The merchant's own expiry applies while the provider states none.
             .payment("merchant", [Reply::not_found()]),
     )
@@ -152,7 +160,10 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_cleared_by_succ
 
     app.fast_forward().await;
     app.sweep().await;
-    assert_eq!(app.flag_history("late").await, [flag("lifetime_exceeded", true)]);
+    assert_eq!(
+        app.flag_history("late").await,
+        [flag("lifetime_exceeded", true)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,14 +171,22 @@ async fn not_found_is_flagged_only_after_the_grace_period_and_cleared_by_an_answ
     let app = TestApp::new(
         Scenario::new()
             .payment("new", [Reply::not_found()])
-            .payment("old", [Reply::not_found(), Reply::invoice("process", "1", "KZT")]),
+            .payment(
+                "old",
+                [Reply::not_found(), Reply::invoice("process", "1", "KZT")],
+            ),
     )
     .await;
     app.insert_ids(&["new"]).await;
-    app.insert("('old', null, null, null, now() - interval '1 hour', null)").await;
+    app.insert("('old', null, null, null, now() - interval '1 hour', null)")
+        .await;
 
     app.sweep().await;
-    assert_eq!(app.open_flags("new").await, Vec::<String>::new(), "normal at first");
+    assert_eq!(
+        app.open_flags("new").await,
+        Vec::<String>::new(),
+        "normal at first"
+    );
     assert_eq!(app.open_flags("old").await, ["not_found"]);
     assert_eq!(app.status("old").await, None);
     assert!(app.transitions("old").await.is_empty());
@@ -175,12 +194,11 @@ async fn not_found_is_flagged_only_after_the_grace_period_and_cleared_by_an_answ
     app.fast_forward().await;
     app.sweep().await;
     assert_eq!(app.flag_history("old").await, [flag("not_found", true)]);
-    let not_found_since: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "select not_found_since from recon.payments where payment_id = 'old'",
-    )
-    .fetch_one(app.pool())
-    .await
-    .unwrap();
+    let not_found_since: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select not_found_since from recon.payments where payment_id = 'old'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
     assert_eq!(not_found_since, None);
 }
 
@@ -249,7 +267,10 @@ async fn a_terminal_status_that_changes_is_flagged_and_left_for_a_person() {
     .fetch_one(app.pool())
     .await
     .unwrap();
-    assert_eq!((expected.as_str(), actual.as_str()), ("incomplete", "success"));
+    assert_eq!(
+        (expected.as_str(), actual.as_str()),
+        ("incomplete", "success")
+    );
     // Later identical answers do not clear it; the payment is confirmed and done.
     assert_eq!(app.open_flags("t").await, ["terminal_status_changed"]);
     assert_eq!(app.sim.calls()["t"], 3);
@@ -265,7 +286,8 @@ async fn polling_is_abandoned_after_the_maximum_age_and_the_flag_clears_on_a_ter
         ],
     ))
     .await;
-    app.insert("('old', null, null, null, now() - interval '8 days', null)").await;
+    app.insert("('old', null, null, null, now() - interval '8 days', null)")
+        .await;
     app.sweep().await;
     assert_eq!(
         app.open_flags("old").await,
@@ -273,7 +295,11 @@ async fn polling_is_abandoned_after_the_maximum_age_and_the_flag_clears_on_a_ter
         "open_flags is sorted"
     );
     app.fast_forward().await;
-    assert_eq!(app.sweep().await.claimed, 0, "abandoned payments are not polled");
+    assert_eq!(
+        app.sweep().await.claimed,
+        0,
+        "abandoned payments are not polled"
+    );
 
     // An operator asks for one more look.
     sqlx::query("update recon.payments set next_check_at = now() where payment_id = 'old'")
@@ -284,6 +310,9 @@ async fn polling_is_abandoned_after_the_maximum_age_and_the_flag_clears_on_a_ter
     assert_eq!(app.open_flags("old").await, Vec::<String>::new());
     assert_eq!(
         app.flag_history("old").await,
-        [flag("lifetime_exceeded", true), flag("polling_abandoned", true)]
+        [
+            flag("lifetime_exceeded", true),
+            flag("polling_abandoned", true)
+        ]
     );
 }

@@ -43,9 +43,12 @@ fn start_container() -> String {
             match Postgres::default().start().await {
                 Ok(container) => {
                     let port = container.get_host_port_ipv4(5432).await;
-                    let _ = tx.send(port.map(|port| {
-                        format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
-                    }).map_err(|e| e.to_string()));
+                    let _ = tx.send(
+                        port.map(|port| {
+                            format!("postgres://postgres:postgres@127.0.0.1:{port}/postgres")
+                        })
+                        .map_err(|e| e.to_string()),
+                    );
                     std::future::pending::<()>().await;
                 }
                 Err(e) => {
@@ -92,7 +95,9 @@ impl TestDb {
         admin.close().await.ok();
 
         let options = server.clone().database(&name);
-        let pool = PgPool::connect_with(options.clone()).await.expect("connect");
+        let pool = PgPool::connect_with(options.clone())
+            .await
+            .expect("connect");
         store::migrate(&pool).await.expect("migrations apply");
         let url = options.to_url_lossy().to_string();
         Self {

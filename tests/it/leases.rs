@@ -7,7 +7,7 @@ use freedompay_recon::simulator::{Reply, Scenario};
 use freedompay_recon::store;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{engine, TestApp};
+use crate::helpers::{TestApp, engine};
 
 async fn insert_many(app: &TestApp, prefix: &str, n: usize) {
     sqlx::query(
@@ -46,22 +46,30 @@ async fn two_sweeps_racing_on_the_same_rows_never_poll_a_payment_twice() {
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a.claimed + b.claimed, 400);
-    assert!(a.claimed > 0 && b.claimed > 0, "both sweeps took work: {a:?} {b:?}");
+    assert!(
+        a.claimed > 0 && b.claimed > 0,
+        "both sweeps took work: {a:?} {b:?}"
+    );
     assert_eq!(a.recorded + b.recorded, 400);
 
     let calls = app.sim.calls();
     assert_eq!(calls.len(), 400);
-    assert!(calls.values().all(|&n| n == 1), "a payment was polled twice");
-    assert_eq!(app.count("select count(*) from recon.status_transitions").await, 400);
+    assert!(
+        calls.values().all(|&n| n == 1),
+        "a payment was polled twice"
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.status_transitions")
+            .await,
+        400
+    );
     assert_eq!(leases_held(&app).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
-    let app = TestApp::new(
-        Scenario::new().prefix("c-", [Reply::invoice("process", "10", "KZT")]),
-    )
-    .await;
+    let app =
+        TestApp::new(Scenario::new().prefix("c-", [Reply::invoice("process", "10", "KZT")])).await;
     insert_many(&app, "c-", 5).await;
     // A daemon claims everything, then dies without writing or releasing.
     let crashed = store::claim_due(app.pool(), "crashed:1", 100, Duration::from_secs(1), None)
@@ -76,7 +84,11 @@ async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let after = app.sweep().await;
     assert_eq!((after.claimed, after.recovered, after.recorded), (5, 5, 5));
-    assert_eq!(app.count("select count(*) from recon.status_transitions").await, 5);
+    assert_eq!(
+        app.count("select count(*) from recon.status_transitions")
+            .await,
+        5
+    );
 
     // The crashed daemon comes back and writes its stale verdicts: they are refused.
     let stale: Vec<_> = crashed
@@ -127,12 +139,17 @@ async fn shutdown_lets_in_flight_polls_finish_and_releases_the_rest() {
     stopper.await.unwrap();
 
     assert_eq!(outcome.stop, SweepStop::Cancelled);
-    assert_eq!(outcome.recorded, 2, "the two in-flight polls finished: {outcome:?}");
+    assert_eq!(
+        outcome.recorded, 2,
+        "the two in-flight polls finished: {outcome:?}"
+    );
     assert_eq!(outcome.recorded + outcome.released, outcome.claimed);
     assert_eq!(leases_held(&app).await, 0);
     assert_eq!(
-        app.count("select count(*) from recon.payments where checks = 0 and next_check_at <= now()")
-            .await,
+        app.count(
+            "select count(*) from recon.payments where checks = 0 and next_check_at <= now()"
+        )
+        .await,
         18,
         "released payments are due again at once"
     );
@@ -157,8 +174,15 @@ async fn polls_that_outlast_the_drain_timeout_are_released_not_lost() {
     });
     let started = std::time::Instant::now();
     let outcome = app.engine.reconcile_due(&shutdown).await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(2), "drained in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "drained in time"
+    );
     assert_eq!((outcome.recorded, outcome.released), (0, 3));
     assert_eq!(leases_held(&app).await, 0);
-    assert_eq!(app.count("select count(*) from recon.status_transitions").await, 0);
+    assert_eq!(
+        app.count("select count(*) from recon.status_transitions")
+            .await,
+        0
+    );
 }

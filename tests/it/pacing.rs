@@ -5,7 +5,7 @@ use std::time::Duration;
 use freedompay_recon::engine::SweepStop;
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::{engine, settings, TestApp};
+use crate::helpers::{TestApp, engine, settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_pauses_every_worker() {
@@ -13,7 +13,10 @@ async fn a_429_with_retry_after_pauses_every_worker() {
         Scenario::new()
             .payment(
                 "p-0",
-                [Reply::status(429, Some("1")), Reply::invoice("process", "1", "KZT")],
+                [
+                    Reply::status(429, Some("1")),
+                    Reply::invoice("process", "1", "KZT"),
+                ],
             )
             .prefix(
                 "p-",
@@ -23,14 +26,21 @@ async fn a_429_with_retry_after_pauses_every_worker() {
     )
     .await;
     let ids: Vec<String> = (0..12).map(|i| format!("p-{i}")).collect();
-    app.insert_ids(&ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    app.insert_ids(&ids.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
 
     let outcome = app.sweep().await;
     assert_eq!(outcome.rate_limited, 1);
-    assert_eq!(outcome.recorded, 12, "every payment answered after the pause");
+    assert_eq!(
+        outcome.recorded, 12,
+        "every payment answered after the pause"
+    );
 
     let log = app.sim.requests();
-    let limited = log.iter().find(|r| r.http_status == 429).expect("the 429 was served");
+    let limited = log
+        .iter()
+        .find(|r| r.http_status == 429)
+        .expect("the 429 was served");
     // Requests already in flight may land just after the 429 was sent; the next one must
     // wait out the pause.
     let after: Vec<Duration> = log
@@ -44,7 +54,11 @@ async fn a_429_with_retry_after_pauses_every_worker() {
         .count();
     assert_eq!(too_early, 0, "requests during the pause: {after:?}");
     assert!(after.iter().any(|d| *d >= Duration::from_millis(950)));
-    assert_eq!(app.sim.calls()["p-0"], 2, "the limited payment is asked again");
+    assert_eq!(
+        app.sim.calls()["p-0"],
+        2,
+        "the limited payment is asked again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,29 +72,47 @@ async fn requests_follow_the_rate_limit() {
     )
     .await;
     let ids: Vec<String> = (0..30).map(|i| format!("r-{i}")).collect();
-    app.insert_ids(&ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    app.insert_ids(&ids.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
     let started = std::time::Instant::now();
     app.sweep().await;
-    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
 
     let times: Vec<_> = app.sim.requests().iter().map(|r| r.at).collect();
     let max_in_a_second = times
         .iter()
-        .map(|start| times.iter().filter(|t| **t >= *start && **t - *start < Duration::from_secs(1)).count())
+        .map(|start| {
+            times
+                .iter()
+                .filter(|t| **t >= *start && **t - *start < Duration::from_secs(1))
+                .count()
+        })
         .max()
         .unwrap();
-    assert!(max_in_a_second <= 21, "{max_in_a_second} requests in one second");
+    assert!(
+        max_in_a_second <= 21,
+        "{max_in_a_second} requests in one second"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_signature_stops_the_sweep_and_holds_polling_off() {
-    let app = TestApp::new(Scenario::new().prefix("f-", [Reply::invoice("process", "1", "KZT")])).await;
+    let app =
+        TestApp::new(Scenario::new().prefix("f-", [Reply::invoice("process", "1", "KZT")])).await;
     let ids: Vec<String> = (0..50).map(|i| format!("f-{i}")).collect();
-    app.insert_ids(&ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    app.insert_ids(&ids.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
     let wrong = settings(
         &app.db,
         &app.sim,
-        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "not-the-partner-secret")],
+        &[(
+            "FREEDOMPAY_RECON__PROVIDER__SECRET",
+            "not-the-partner-secret",
+        )],
     );
     let engine = engine(&app.db, &wrong);
     let token = tokio_util::sync::CancellationToken::new();

@@ -12,12 +12,36 @@ async fn unusable_answers_are_retried_with_backoff_and_never_become_history() {
     let answer = Reply::invoice("process", "1", "KZT");
     let app = TestApp::with(
         Scenario::new()
-            .payment("html", [Reply::text(502, html, "text/html"), answer.clone()])
-            .payment("html200", [Reply::text(200, html, "text/html"), answer.clone()])
-            .payment("truncated", [Reply::text(200, r#"{"paymentStatus":"succ"#, "application/json"), answer.clone()])
-            .payment("huge", [Reply::text(200, &"x".repeat(2 * 1024 * 1024), "application/json"), answer.clone()])
+            .payment(
+                "html",
+                [Reply::text(502, html, "text/html"), answer.clone()],
+            )
+            .payment(
+                "html200",
+                [Reply::text(200, html, "text/html"), answer.clone()],
+            )
+            .payment(
+                "truncated",
+                [
+                    Reply::text(200, r#"{"paymentStatus":"succ"#, "application/json"),
+                    answer.clone(),
+                ],
+            )
+            .payment(
+                "huge",
+                [
+                    Reply::text(200, &"x".repeat(2 * 1024 * 1024), "application/json"),
+                    answer.clone(),
+                ],
+            )
             .payment("dropped", [Reply::Drop, answer.clone()])
-            .payment("slow", [answer.clone().delayed(Duration::from_secs(3)), answer.clone()])
+            .payment(
+                "slow",
+                [
+                    answer.clone().delayed(Duration::from_secs(3)),
+                    answer.clone(),
+                ],
+            )
             .payment("unavailable", [Reply::status(503, None), answer.clone()]),
         &[
             ("FREEDOMPAY_RECON__PROVIDER__TIMEOUT", "1s"),
@@ -26,11 +50,22 @@ async fn unusable_answers_are_retried_with_backoff_and_never_become_history() {
         ],
     )
     .await;
-    let ids = ["html", "html200", "truncated", "huge", "dropped", "slow", "unavailable"];
+    let ids = [
+        "html",
+        "html200",
+        "truncated",
+        "huge",
+        "dropped",
+        "slow",
+        "unavailable",
+    ];
     app.insert_ids(&ids).await;
 
     let outcome = app.sweep().await;
-    assert_eq!((outcome.recorded, outcome.failed, outcome.transitions), (7, 7, 0));
+    assert_eq!(
+        (outcome.recorded, outcome.failed, outcome.transitions),
+        (7, 7, 0)
+    );
     let rows: Vec<(String, i32, Option<String>, bool)> = sqlx::query_as(
         "select payment_id, attempts, last_error, next_check_at > now() + interval '10 seconds'
          from recon.payments order by payment_id",
@@ -56,7 +91,10 @@ async fn unusable_answers_are_retried_with_backoff_and_never_become_history() {
 
     app.fast_forward().await;
     let retried = app.sweep().await;
-    assert_eq!((retried.recorded, retried.failed, retried.transitions), (7, 0, 7));
+    assert_eq!(
+        (retried.recorded, retried.failed, retried.transitions),
+        (7, 0, 7)
+    );
     assert_eq!(
         app.count("select count(*) from recon.payments where attempts = 0 and last_error is null and status = 'process'")
             .await,

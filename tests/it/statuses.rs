@@ -1,6 +1,6 @@
 //! Status paths and their history.
 
-use freedompay_recon::domain::{decide, Jitter, Policy, PollResult};
+use freedompay_recon::domain::{Jitter, Policy, PollResult, decide};
 use freedompay_recon::simulator::{Reply, Scenario};
 use freedompay_recon::store::{self, Recorded};
 use serde_json::json;
@@ -24,7 +24,10 @@ async fn a_payment_inserted_by_plain_sql_goes_process_to_success_and_stops_after
     app.insert_ids(&["1001"]).await;
 
     let first = app.sweep().await;
-    assert_eq!((first.claimed, first.recorded, first.transitions), (1, 1, 1));
+    assert_eq!(
+        (first.claimed, first.recorded, first.transitions),
+        (1, 1, 1)
+    );
     assert_eq!(app.status("1001").await.as_deref(), Some("process"));
 
     app.fast_forward().await;
@@ -37,7 +40,11 @@ async fn a_payment_inserted_by_plain_sql_goes_process_to_success_and_stops_after
     let third = app.sweep().await;
     assert_eq!((third.claimed, third.transitions), (1, 0));
     app.fast_forward().await;
-    assert_eq!(app.sweep().await.claimed, 0, "a confirmed payment is not polled again");
+    assert_eq!(
+        app.sweep().await.claimed,
+        0,
+        "a confirmed payment is not polled again"
+    );
 
     assert_eq!(
         app.transitions("1001").await,
@@ -107,21 +114,18 @@ async fn error_and_incomplete_are_terminal_paths() {
         .count("select count(*) from recon.reconciliation where polling_finished")
         .await;
     assert_eq!(finished, 2);
-    let (expires_at_source,): (Option<String>,) = sqlx::query_as(
-        "select expiry_source from recon.reconciliation where payment_id = 'i-1'",
-    )
-    .fetch_one(app.pool())
-    .await
-    .unwrap();
+    let (expires_at_source,): (Option<String>,) =
+        sqlx::query_as("select expiry_source from recon.reconciliation where payment_id = 'i-1'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
     assert_eq!(expires_at_source.as_deref(), Some("provider_datetime"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_answer_seen_again_writes_no_second_transition() {
-    let app = TestApp::new(
-        Scenario::new().payment("p", [Reply::invoice("process", "100", "KZT")]),
-    )
-    .await;
+    let app =
+        TestApp::new(Scenario::new().payment("p", [Reply::invoice("process", "100", "KZT")])).await;
     app.insert_ids(&["p"]).await;
     for _ in 0..4 {
         app.sweep().await;
@@ -147,7 +151,10 @@ async fn a_retried_poll_after_a_server_error_records_one_transition() {
     app.insert_ids(&["r"]).await;
 
     let failed = app.sweep().await;
-    assert_eq!((failed.recorded, failed.failed, failed.transitions), (1, 1, 0));
+    assert_eq!(
+        (failed.recorded, failed.failed, failed.transitions),
+        (1, 1, 0)
+    );
     let (attempts, last_error, status): (i32, Option<String>, Option<String>) = sqlx::query_as(
         "select attempts, last_error, status from recon.payments where payment_id = 'r'",
     )
@@ -167,23 +174,37 @@ async fn a_retried_poll_after_a_server_error_records_one_transition() {
 async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('w', 100, 'KZT', null, now(), null)").await;
-    let claimed = store::claim_due(app.pool(), "test", 10, std::time::Duration::from_secs(60), None)
-        .await
-        .unwrap();
+    let claimed = store::claim_due(
+        app.pool(),
+        "test",
+        10,
+        std::time::Duration::from_secs(60),
+        None,
+    )
+    .await
+    .unwrap();
     let claim = &claimed[0];
     let Reply::Json { body, .. } = Reply::invoice("success", "90", "KZT") else {
         unreachable!()
     };
     let raw = body.to_string();
-    let freedompay_recon::provider::Body::Invoice(invoice) = freedompay_recon::provider::parse_body(
-        raw.as_bytes(),
-        chrono::FixedOffset::east_opt(5 * 3600).unwrap(),
-    )
-    .unwrap() else {
+    let freedompay_recon::provider::Body::Invoice(invoice) =
+        freedompay_recon::provider::parse_body(
+            raw.as_bytes(),
+            chrono::FixedOffset::east_opt(5 * 3600).unwrap(),
+        )
+        .unwrap()
+    else {
         unreachable!()
     };
     let result = PollResult::Invoice(invoice.clone());
-    let verdict = decide(&claim.tracked, &result, claim.claimed_at, &Policy::default(), Jitter::NONE);
+    let verdict = decide(
+        &claim.tracked,
+        &result,
+        claim.claimed_at,
+        &Policy::default(),
+        Jitter::NONE,
+    );
     let item = Recorded {
         payment_id: claim.tracked.payment_id.clone(),
         lease_token: claim.lease_token,
@@ -192,13 +213,23 @@ async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
         raw_body: Some(raw),
     };
 
-    let first = store::record_verdicts(app.pool(), std::slice::from_ref(&item)).await.unwrap();
-    assert_eq!((first.applied, first.transitions, first.flags_opened), (1, 1, 1));
-    let again = store::record_verdicts(app.pool(), &[item.clone(), item]).await.unwrap();
+    let first = store::record_verdicts(app.pool(), std::slice::from_ref(&item))
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.applied, first.transitions, first.flags_opened),
+        (1, 1, 1)
+    );
+    let again = store::record_verdicts(app.pool(), &[item.clone(), item])
+        .await
+        .unwrap();
     assert_eq!(again, store::RecordOutcome::default());
 
     assert_eq!(app.transitions("w").await, [t(None, "success")]);
-    assert_eq!(app.flag_history("w").await, [("amount_mismatch".to_owned(), false)]);
+    assert_eq!(
+        app.flag_history("w").await,
+        [("amount_mismatch".to_owned(), false)]
+    );
     let body_kept: String = sqlx::query_scalar(
         "select body->>'paymentStatus' from recon.status_transitions where payment_id = 'w'",
     )
@@ -215,7 +246,8 @@ async fn amounts_are_stored_exactly() {
         [Reply::invoice("success", "9999999999.99", "KZT").with("fee", json!("12.35"))],
     ))
     .await;
-    app.insert("('x', 9999999999.99, 'KZT', null, now(), null)").await;
+    app.insert("('x', 9999999999.99, 'KZT', null, now(), null)")
+        .await;
     app.sweep().await;
     let (amount, fee, difference): (String, String, String) = sqlx::query_as(
         "select amount::text, fee::text, amount_difference::text
@@ -224,6 +256,9 @@ async fn amounts_are_stored_exactly() {
     .fetch_one(app.pool())
     .await
     .unwrap();
-    assert_eq!((amount.as_str(), fee.as_str(), difference.as_str()), ("9999999999.99", "12.35", "0.00"));
+    assert_eq!(
+        (amount.as_str(), fee.as_str(), difference.as_str()),
+        ("9999999999.99", "12.35", "0.00")
+    );
     assert_eq!(app.open_flags("x").await, Vec::<String>::new());
 }
