@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sd_notify::NotifyState;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
@@ -63,12 +64,39 @@ pub async fn run_daemon(
     scheduler.add(job).await?;
     scheduler.start().await?;
     tracing::info!(schedule, "daemon started");
+    // The caller connected and migrated before calling us: we are ready.
+    notify_systemd(NotifyState::Ready);
 
-    shutdown.cancelled().await;
+    // Under systemd with WatchdogSec=, ping at half the interval from this loop: if the
+    // runtime hangs, the pings stop and systemd restarts the daemon.
+    let mut watchdog_usec = 0;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
+        .then(|| Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(100)));
+    let mut ticks = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = ticks.tick() => {
+                if watchdog.is_some() {
+                    notify_systemd(NotifyState::Watchdog);
+                }
+            }
+        }
+    }
+
+    notify_systemd(NotifyState::Stopping);
     tracing::info!("shutting down: no new sweeps; waiting for the running one to drain");
     scheduler.shutdown().await?;
-    // The running sweep saw the same token; it releases its claims before it returns.
-    let _ = tokio::time::timeout(Duration::from_secs(3600), running.lock()).await;
+    // The running sweep saw the same token: it drains within poll.drain_timeout and releases
+    // its claims before it returns.
+    let _guard = running.lock().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Tells systemd (`Type=notify`) about our state; a no-op when not run by systemd.
+fn notify_systemd(state: NotifyState) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!("could not notify systemd: {e}");
+    }
 }

@@ -216,9 +216,9 @@ impl Engine {
 }
 
 fn hostname() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    gethostname::gethostname()
+        .into_string()
         .ok()
-        .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
 }
 

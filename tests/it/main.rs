@@ -2,9 +2,11 @@
 //! simulator on loopback, speaking the real protocol with signatures.
 
 mod cli;
+mod daemon;
 mod flags;
 mod helpers;
 mod leases;
 mod pacing;
 mod provider_faults;
 mod statuses;
+mod systemd;

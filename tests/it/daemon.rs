@@ -1,0 +1,145 @@
+//! The scheduled daemon, in process and as a real process under SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use freedompay_recon::engine::run_daemon;
+use freedompay_recon::simulator::{Reply, Scenario};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{AUTH_ID, SECRET, TestApp};
+
+async fn wait_for(app: &TestApp, sql: &str, expected: i64, within: Duration) -> i64 {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let n = app.count(sql).await;
+        if n == expected || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cron_schedule_fires_sweeps_until_shutdown() {
+    let app =
+        TestApp::new(Scenario::new().prefix("d-", [Reply::invoice("process", "1", "KZT")])).await;
+    app.insert_ids(&["d-1", "d-2"]).await;
+    let shutdown = CancellationToken::new();
+    let daemon = tokio::spawn(run_daemon(
+        app.engine.clone(),
+        "* * * * * *",
+        shutdown.clone(),
+    ));
+    let polled = wait_for(
+        &app,
+        "select count(*) from recon.payments where checks = 1",
+        2,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(polled, 2, "a scheduled sweep reconciled both payments");
+
+    // Added while running: picked up by a later firing.
+    app.insert_ids(&["d-3"]).await;
+    let polled = wait_for(
+        &app,
+        "select count(*) from recon.payments where checks = 1",
+        3,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(polled, 3);
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), daemon)
+        .await
+        .expect("the daemon stops promptly")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_schedule_is_named() {
+    let app = TestApp::new(Scenario::new()).await;
+    let err = run_daemon(app.engine.clone(), "every minute", CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("poll.schedule \"every minute\""),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_daemon_exits_zero_and_leaves_no_lease() {
+    let app = TestApp::new(Scenario::new().prefix(
+        "t-",
+        [Reply::invoice("process", "1", "KZT").delayed(Duration::from_millis(300))],
+    ))
+    .await;
+    sqlx::query(
+        "insert into recon.payments (payment_id) select 't-' || g from generate_series(1, 200) g",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"))
+        .arg("run")
+        .env_clear()
+        .env("DATABASE_URL", &app.db.url)
+        .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url())
+        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
+        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
+        .env("FREEDOMPAY_RECON__POLL__SCHEDULE", "* * * * * *")
+        .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
+        .env("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4")
+        .env("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the daemon starts");
+
+    // Wait until it is mid-sweep: some payments done, most still claimed or due.
+    let started = wait_for(
+        &app,
+        "select least(count(*), 1) from recon.payments where checks > 0",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(started, 1, "the daemon began polling");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let exit = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&exit.stderr);
+    assert_eq!(exit.status.code(), Some(0), "{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert_eq!(
+        app.count("select count(*) from recon.payments where lease_token is not null")
+            .await,
+        0,
+        "every claim was written or released"
+    );
+    let done = app
+        .count("select count(*) from recon.payments where checks > 0")
+        .await;
+    assert!(
+        done < 200,
+        "the sweep was interrupted, not finished ({done})"
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.status_transitions")
+            .await,
+        done,
+        "one transition per polled payment"
+    );
+}

@@ -1,0 +1,71 @@
+//! The systemd unit is part of the product: it must verify cleanly and stay hardened.
+
+use std::process::Command;
+
+/// The shipped unit with `ExecStart` pointing at the binary under test (verify checks that
+/// the executable exists), written to a temporary directory under its own name.
+fn unit_under_test() -> (tempfile::TempDir, std::path::PathBuf) {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/freedompay-recon.service"
+    ))
+    .unwrap();
+    assert!(unit.contains("ExecStart=/usr/bin/freedompay-recon run"));
+    let unit = unit.replace(
+        "ExecStart=/usr/bin/freedompay-recon",
+        &format!("ExecStart={}", env!("CARGO_BIN_EXE_freedompay-recon")),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("freedompay-recon.service");
+    std::fs::write(&path, unit).unwrap();
+    (dir, path)
+}
+
+fn systemd_analyze(args: &[&str]) -> Option<std::process::Output> {
+    match Command::new("systemd-analyze").args(args).output() {
+        Ok(output) => Some(output),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("systemd-analyze is not installed; the unit was not checked");
+            None
+        }
+        Err(e) => panic!("systemd-analyze: {e}"),
+    }
+}
+
+#[test]
+fn the_unit_verifies_without_a_single_warning() {
+    let (_dir, path) = unit_under_test();
+    let Some(output) = systemd_analyze(&["verify", "--man=no", path.to_str().unwrap()]) else {
+        return;
+    };
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{said}");
+    assert_eq!(said.trim(), "", "systemd-analyze verify complained");
+}
+
+#[test]
+fn the_unit_exposure_score_is_ok() {
+    let (_dir, path) = unit_under_test();
+    let Some(output) = systemd_analyze(&[
+        "security",
+        "--offline=true",
+        "--no-pager",
+        "--threshold=20",
+        path.to_str().unwrap(),
+    ]) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exposure above 2.0:\n{text}");
+    let score: f64 = text
+        .lines()
+        .find_map(|line| line.split("freedompay-recon.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|score| score.parse().ok())
+        .expect("an overall exposure line");
+    assert!(score < 2.0, "exposure {score}");
+}
