@@ -402,7 +402,7 @@ impl Sweep {
         let payment_id = claim.tracked.payment_id.clone();
         let span = tracing::debug_span!("poll", payment.id = %payment_id);
         async {
-            let claimed_locally = Instant::now();
+            let claimed_locally = Instant::from_std(claim.claimed_instant);
             // Leave a request's worth of time before the lease runs out: a later write
             // would be refused anyway.
             let lease_deadline =

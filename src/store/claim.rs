@@ -5,7 +5,7 @@
 //! themselves, and a write carrying a stale token (its lease was taken over) is ignored.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -24,6 +24,8 @@ pub struct Claimed {
     /// The database's clock at the claim: observation times count from here, so every
     /// instance measures time on the same clock.
     pub claimed_at: DateTime<Utc>,
+    /// This process's monotonic clock at the claim: lease deadlines count from here.
+    pub claimed_instant: Instant,
     /// The row was still leased by an earlier claim whose lease ran out (a crashed or stuck
     /// daemon).
     pub recovered: bool,
@@ -90,16 +92,17 @@ pub async fn claim_due(
     .bind(millis(lease))
     .fetch_all(pool)
     .await?;
+    let now = Instant::now();
     Ok(rows
         .into_iter()
-        .filter_map(ClaimedRow::into_claimed)
+        .filter_map(|row| row.into_claimed(now))
         .collect())
 }
 
 impl ClaimedRow {
     /// Rows the daemon cannot read back (a caller wrote an invalid value past the schema's
     /// checks) are skipped with a warning; their lease runs out and they are retried.
-    fn into_claimed(self) -> Option<Claimed> {
+    fn into_claimed(self, claimed_instant: Instant) -> Option<Claimed> {
         let payment_id = match PaymentId::parse(&self.payment_id) {
             Ok(id) => id,
             Err(e) => {
@@ -149,6 +152,7 @@ impl ClaimedRow {
             },
             lease_token: self.lease_token,
             claimed_at: self.claimed_at,
+            claimed_instant,
             recovered: self.recovered,
         })
     }
