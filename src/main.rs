@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use freedompay_recon::commands::{Cli, execute};
+use freedompay_recon::commands::{Cli, Command, execute};
 use freedompay_recon::settings::Settings;
 use freedompay_recon::telemetry;
 
@@ -14,7 +14,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(&settings.log);
+    let mut log = settings.log.clone();
+    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo shows its own progress; the daemon's retry warnings would drown it.
+        log.filter = "error".into();
+    }
+    telemetry::init(&log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

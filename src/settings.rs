@@ -31,7 +31,7 @@ pub const ENV_PREFIX: &str = "FREEDOMPAY_RECON";
 /// Every default, in the same format a config file uses. `config.example.toml` documents them.
 pub const DEFAULTS: &str = r#"
 [database]
-url = "postgres://127.0.0.1:5432/freedompay_recon"
+url = "postgres://postgres@127.0.0.1:5432/freedompay_recon"
 max_connections = 10
 connect_timeout = "5s"
 

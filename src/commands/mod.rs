@@ -1,8 +1,10 @@
 //! The command line: one small module per command, each a thin composition of the library.
 
 mod check;
+mod demo;
 mod enqueue;
 mod run;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,7 +13,9 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::Settings;
 
+pub use demo::DemoArgs;
 pub use enqueue::EnqueueArgs;
+pub use simulate::SimulateArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +61,13 @@ pub enum Command {
         /// The payment id in Freedom Pay's system.
         payment_id: String,
     },
+    /// Serve a local stand-in for Freedom Pay's invoice/info endpoint (signature checked
+    /// with provider.auth_id and provider.secret), for trying the daemon without credentials.
+    Simulate(SimulateArgs),
+    /// Show the whole product working: create and migrate a database, start the simulator,
+    /// enqueue a few hundred payments, run the daemon until each is settled or flagged, and
+    /// print a summary.
+    Demo(DemoArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -71,5 +82,23 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Run { once } => run::run(settings, once).await,
         Command::Enqueue(args) => enqueue::enqueue(settings, args).await,
         Command::Check { payment_id } => check::check(settings, &payment_id).await,
+        Command::Simulate(args) => simulate::simulate(settings, args).await,
+        Command::Demo(args) => demo::demo(settings, args).await,
+    }
+}
+
+/// Resolves on SIGTERM (what systemd sends) or SIGINT (Ctrl-C).
+pub(crate) async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        },
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops this");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("SIGINT received");
+        }
     }
 }

@@ -42,17 +42,6 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
 
 /// SIGTERM (what systemd sends) or SIGINT (Ctrl-C) starts a graceful shutdown.
 async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    super::wait_for_shutdown_signal().await;
     shutdown.cancel();
 }

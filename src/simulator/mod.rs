@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::provider::{INVOICE_INFO_PATH, ParamsMode, verify_detached};
 
+mod scenario;
+
+pub use scenario::{Builtin, Scenario, ScenarioError, expected_amount};
+
 /// One scripted reply.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -139,53 +143,6 @@ pub fn exact_number(text: &str) -> Value {
     serde_json::from_str::<serde_json::Number>(text)
         .map(Value::Number)
         .unwrap_or_else(|_| Value::String(text.to_owned()))
-}
-
-/// Which replies each payment id gets.
-#[derive(Debug, Clone, Default)]
-pub struct Scenario {
-    exact: HashMap<String, Vec<Reply>>,
-    /// `(prefix, replies)`: ids starting with the prefix; the longest prefix wins.
-    prefixes: Vec<(String, Vec<Reply>)>,
-    /// For ids nothing else matches; "not found" when empty.
-    fallback: Vec<Reply>,
-}
-
-impl Scenario {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Replies for one id, in order; the last repeats.
-    pub fn payment(mut self, id: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
-        self.exact
-            .insert(id.to_owned(), replies.into_iter().collect());
-        self
-    }
-
-    /// Replies for every id that starts with `prefix`.
-    pub fn prefix(mut self, prefix: &str, replies: impl IntoIterator<Item = Reply>) -> Self {
-        self.prefixes
-            .push((prefix.to_owned(), replies.into_iter().collect()));
-        self.prefixes
-            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        self
-    }
-
-    pub fn fallback(mut self, replies: impl IntoIterator<Item = Reply>) -> Self {
-        self.fallback = replies.into_iter().collect();
-        self
-    }
-
-    fn replies_for(&self, id: &str) -> &[Reply] {
-        if let Some(replies) = self.exact.get(id) {
-            return replies;
-        }
-        self.prefixes
-            .iter()
-            .find(|(prefix, _)| id.starts_with(prefix.as_str()))
-            .map_or(&self.fallback, |(_, replies)| replies)
-    }
 }
 
 /// The partner credentials the simulator accepts.
@@ -325,13 +282,11 @@ async fn invoice_info(
     let reply = {
         let mut calls = shared.calls.lock().expect("calls lock");
         let n = calls.entry(payment_id.clone()).or_insert(0);
-        let scenario = shared.scenario.lock().expect("scenario lock");
-        let replies = scenario.replies_for(&payment_id);
-        let reply = replies
-            .get(*n)
-            .or(replies.last())
-            .cloned()
-            .unwrap_or_else(Reply::not_found);
+        let reply = shared
+            .scenario
+            .lock()
+            .expect("scenario lock")
+            .reply(&payment_id, *n);
         *n += 1;
         reply
     };

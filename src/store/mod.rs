@@ -4,6 +4,7 @@
 mod claim;
 mod intake;
 mod record;
+pub mod summary;
 
 use std::time::Duration;
 
@@ -56,6 +57,41 @@ fn describe_connect_error(e: &sqlx::Error) -> String {
         sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
         other => other.to_string(),
     }
+}
+
+/// Creates the database `settings.url` names when it does not exist yet, connecting to the
+/// server's `postgres` database to do so. Returns whether it was created.
+pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<bool, StoreError> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+
+    let options = settings.connect_options()?;
+    let name = options
+        .get_database()
+        .unwrap_or("freedompay_recon")
+        .to_owned();
+    let unreachable = |e: sqlx::Error| StoreError::Connect {
+        target: settings.describe(),
+        reason: describe_connect_error(&e),
+    };
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(unreachable)?;
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {quoted}")))
+            .execute(&mut admin)
+            .await?;
+    }
+    admin.close().await.ok();
+    Ok(!exists)
 }
 
 /// Applies pending migrations. Safe to run from several instances at once: sqlx serialises

@@ -137,27 +137,60 @@ async fn drop_abandoned_databases(admin: &mut PgConnection) {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let server = self.server.clone();
-        let pool = self.pool.clone();
-        // The test's runtime is going away: drop the database from a thread of our own.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
+        drop_database(&self.server, &self.name, Some(self.pool.clone()));
+    }
+}
+
+/// Drops a test database from a thread of its own: the test's runtime is going away.
+fn drop_database(server: &PgConnectOptions, name: &str, pool: Option<PgPool>) {
+    let (server, name) = (server.clone(), name.to_owned());
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            if let Some(pool) = pool {
                 pool.close().await;
-                if let Ok(mut admin) = server.connect().await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "drop database if exists {name} with (force)"
-                    )))
-                    .execute(&mut admin)
-                    .await;
-                }
-            });
-        })
-        .join();
+            }
+            if let Ok(mut admin) = server.connect().await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "drop database if exists {name} with (force)"
+                )))
+                .execute(&mut admin)
+                .await;
+            }
+        });
+    })
+    .join();
+}
+
+/// The URL of a database that does not exist yet (for commands that create it); dropped,
+/// if it was created, when the test ends.
+pub struct MissingDb {
+    pub url: String,
+    name: String,
+    server: PgConnectOptions,
+}
+
+impl MissingDb {
+    pub fn new(label: &str) -> Self {
+        let server: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+        let name = format!("fpr_test_{}_{label}", std::process::id());
+        let url = server.clone().database(&name).to_url_lossy().to_string();
+        Self { url, name, server }
+    }
+
+    pub async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url)
+            .await
+            .expect("the database exists now")
+    }
+}
+
+impl Drop for MissingDb {
+    fn drop(&mut self) {
+        drop_database(&self.server, &self.name, None);
     }
 }
 

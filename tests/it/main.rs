@@ -3,6 +3,7 @@
 
 mod cli;
 mod daemon;
+mod demo;
 mod flags;
 mod helpers;
 mod leases;

@@ -1,0 +1,219 @@
+//! `freedompay-recon demo`: the whole product on a fresh machine, against the built-in
+//! simulator, through the same daemon code path as `run`.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Currency, ExpectedValues, PaymentId};
+use crate::engine::{Engine, run_daemon};
+use crate::provider::ProviderClient;
+use crate::settings::Settings;
+use crate::simulator::{Builtin, Credentials, Scenario, Simulator, expected_amount};
+use crate::store::{self, NewPayment, summary};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many payments to enqueue.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub payments: u32,
+    /// Give up (exit 1) if the payments are not all settled or flagged by then.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+const DEMO_AUTH_ID: &str = "demo";
+const DEMO_SECRET: &str = "demo-secret";
+
+/// The demo's own settings: the configured database, the in-process simulator, and a fast
+/// schedule so that a few hundred payments settle in seconds rather than hours.
+fn demo_settings(settings: &Settings, simulator: &Simulator) -> Settings {
+    let mut demo = settings.clone();
+    demo.provider.base_url = simulator.base_url();
+    demo.provider.auth_id = DEMO_AUTH_ID.into();
+    demo.provider.secret = SecretString::from(DEMO_SECRET);
+    demo.provider.default_retry_after = Duration::from_secs(1);
+    let poll = &mut demo.poll;
+    poll.schedule = "* * * * * *".into();
+    poll.rate_per_second = 500;
+    poll.burst = 20;
+    poll.concurrency = 16;
+    poll.recheck = vec![Duration::from_secs(1)];
+    poll.confirm_after = Duration::from_secs(2);
+    poll.lifetime_grace = Duration::from_secs(1);
+    poll.not_found_grace = Duration::from_secs(3);
+    poll.retry_min = Duration::from_secs(1);
+    poll.retry_max = Duration::from_secs(2);
+    demo
+}
+
+pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let database = settings.database.describe();
+    if store::create_database_if_missing(&settings.database).await? {
+        println!("created database {database}");
+    }
+    let pool = store::connect(&settings.database).await?;
+    store::migrate(&pool).await?;
+    println!("database {database} is migrated");
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let simulator = Simulator::spawn(
+        listener,
+        Credentials {
+            auth_id: DEMO_AUTH_ID.into(),
+            secret: SecretString::from(DEMO_SECRET),
+            params: settings.provider.params,
+        },
+        Scenario::builtin(Builtin::Realistic),
+        false,
+    )?;
+    println!(
+        "Freedom Pay simulator (realistic mix) on {}",
+        simulator.base_url()
+    );
+    let demo = demo_settings(settings, &simulator);
+
+    let prefix = format!("demo-{}-", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    enqueue_payments(&pool, &prefix, args.payments).await?;
+    println!("enqueued {} payments {prefix}0001..", args.payments);
+
+    let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, &demo);
+    let shutdown = CancellationToken::new();
+    let (daemon, finished) = tokio::join!(
+        run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
+        async {
+            let finished = watch_progress(&pool, &prefix, args.timeout).await;
+            shutdown.cancel();
+            finished
+        }
+    );
+    daemon.context("the daemon stopped")?;
+    let finished = finished?;
+
+    print_summary(&pool, &prefix).await?;
+    if finished {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: not every payment was settled or flagged within {}",
+            humantime::format_duration(args.timeout)
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn enqueue_payments(pool: &sqlx::PgPool, prefix: &str, count: u32) -> anyhow::Result<()> {
+    let kzt: Currency = "KZT".parse().expect("a valid code");
+    let mut tx = pool.begin().await?;
+    for n in 1..=count {
+        let id = format!("{prefix}{n:04}");
+        let payment = NewPayment {
+            payment_id: PaymentId::parse(&id)?,
+            expected: ExpectedValues {
+                amount: Some(expected_amount(&id)),
+                currency: Some(kzt),
+                order_id: None,
+            },
+            created_at: None,
+            expires_at: None,
+        };
+        store::enqueue(&mut tx, &payment).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Prints a progress line until every payment is settled or flagged; false on timeout or
+/// Ctrl-C.
+async fn watch_progress(
+    pool: &sqlx::PgPool,
+    prefix: &str,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let interactive = std::io::stdout().is_terminal();
+    let mut ticks = tokio::time::interval(Duration::from_millis(500));
+    let interrupted = super::wait_for_shutdown_signal();
+    tokio::pin!(interrupted);
+    let mut last_line = String::new();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = &mut interrupted => return Ok(false),
+        }
+        let p = summary::progress(pool, prefix).await?;
+        let line = format!(
+            "[{:>4.1}s] {}/{} settled or flagged ({} settled, {} flagged)",
+            started.elapsed().as_secs_f32(),
+            p.done,
+            p.total,
+            p.settled,
+            p.flagged
+        );
+        if interactive {
+            print!("\r{line}");
+            std::io::stdout().flush().ok();
+        } else if line[8..] != last_line.get(8..).unwrap_or_default()[..] {
+            println!("{line}");
+        }
+        last_line = line;
+        if p.done == p.total {
+            if interactive {
+                println!();
+            }
+            return Ok(true);
+        }
+        if started.elapsed() >= timeout {
+            if interactive {
+                println!();
+            }
+            return Ok(false);
+        }
+    }
+}
+
+async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> {
+    println!("\npayments by provider status");
+    for (status, n) in summary::status_counts(pool, prefix).await? {
+        println!(
+            "  {:<14} {n:>6}",
+            status.as_deref().unwrap_or("(no answer)")
+        );
+    }
+    println!("\ntotals by currency (expected by the merchant; paid as the provider reports)");
+    println!(
+        "  {:<8} {:>8} {:>16} {:>8} {:>16} {:>12}",
+        "currency", "expected", "amount", "paid", "amount", "fees"
+    );
+    let show = |d: Option<rust_decimal::Decimal>| d.map_or("-".to_owned(), |d| d.to_string());
+    for t in summary::currency_totals(pool, prefix).await? {
+        println!(
+            "  {:<8} {:>8} {:>16} {:>8} {:>16} {:>12}",
+            t.currency.as_deref().unwrap_or("-"),
+            t.expected_payments,
+            show(t.expected),
+            t.paid_payments,
+            show(t.paid),
+            show(t.fees)
+        );
+    }
+    println!("\nopen discrepancies by kind");
+    let flags = summary::open_flag_counts(pool, prefix).await?;
+    if flags.is_empty() {
+        println!("  (none)");
+    }
+    for (kind, n) in flags {
+        println!("  {kind:<24} {n:>6}");
+    }
+    println!(
+        "\nEvery row is in recon.reconciliation; try:\n  select * from recon.open_discrepancies where payment_id like '{prefix}%';"
+    );
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The simulator as a command, and the one-command demo.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::helpers::MissingDb;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+/// The number printed after `label` on a summary line, e.g. `  success   170`.
+fn summary_number(text: &str, label: &str) -> i64 {
+    text.lines()
+        .find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some(label))
+                .then(|| words.next())
+                .flatten()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_summary() {
+    let db = MissingDb::new("demo");
+    let mut command = binary();
+    command
+        .args(["demo", "--payments", "200"])
+        .env("DATABASE_URL", &db.url);
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(elapsed.as_secs() < 60, "the demo took {elapsed:?}");
+    assert!(text.contains("created database"), "{text}");
+    assert!(text.contains("200/200 settled or flagged"), "{text}");
+
+    let pool = db.pool().await;
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from recon.reconciliation group by status order by status",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 200);
+    for (status, n) in &counts {
+        assert!(
+            ["success", "error", "incomplete"].contains(&status.as_str()),
+            "unsettled status {status}"
+        );
+        assert_eq!(summary_number(&text, status), *n, "{status} in:\n{text}");
+    }
+    assert!(summary_number(&text, "success") > 120, "{text}");
+
+    let flags: Vec<(String, i64)> =
+        sqlx::query_as("select kind, count(*) from recon.open_discrepancies group by kind")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(!flags.is_empty());
+    for (kind, n) in &flags {
+        assert_eq!(summary_number(&text, kind), *n, "{kind} in:\n{text}");
+    }
+    // Expired unpaid payments are flagged; paid ones carry the provider's fee.
+    let incomplete = summary_number(&text, "incomplete");
+    assert_eq!(summary_number(&text, "lifetime_exceeded"), incomplete);
+    let fees: Option<rust_decimal::Decimal> =
+        sqlx::query_scalar("select sum(fee) from recon.reconciliation where status = 'success'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(fees.unwrap() > rust_decimal::Decimal::ZERO);
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_serves_signed_requests_and_refuses_bad_signatures() {
+    let mut server = binary()
+        .args(["simulate", "--listen", "127.0.0.1:0", "--builtin", "paid"])
+        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "demo")
+        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", "demo-secret")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut output = BufReader::new(server.stdout.take().unwrap());
+    let mut first_line = String::new();
+    output.read_line(&mut first_line).unwrap();
+    let base_url = first_line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+        .to_owned();
+    assert!(
+        !base_url.ends_with(":0"),
+        "the bound port is printed: {base_url}"
+    );
+
+    let check = |secret: &str| {
+        let mut command = binary();
+        command
+            .args(["check", "4242"])
+            .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", &base_url)
+            .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "demo")
+            .env("FREEDOMPAY_RECON__PROVIDER__SECRET", secret);
+        command
+    };
+    let mut good = check("demo-secret");
+    let good = tokio::task::spawn_blocking(move || good.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(good.status.success(), "{text}");
+    assert!(text.contains("status:       success"), "{text}");
+
+    let mut bad = check("guessed-secret");
+    let bad = tokio::task::spawn_blocking(move || bad.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text.contains("response:     HTTP 401"), "{text}");
+    assert!(
+        text.contains(r#""error_description":"Invalid signature""#),
+        "{text}"
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let mut farewell = String::new();
+    output.read_line(&mut farewell).unwrap();
+    assert_eq!(
+        farewell.trim(),
+        "requests answered: 1",
+        "the refused request is not counted"
+    );
+}
