@@ -23,9 +23,11 @@
 //! - [`settings`], [`telemetry`]: configuration layers and logging.
 //! - [`simulator`]: a local stand-in for the provider, signature check included.
 //! - [`commands`]: one function per command-line command.
+//! - [`bench`]: the benchmark harness behind `freedompay-recon bench`.
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod commands;
 pub mod domain;
 pub mod engine;

@@ -1,5 +1,6 @@
 //! The command line: one small module per command, each a thin composition of the library.
 
+mod bench;
 mod check;
 mod demo;
 mod enqueue;
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::Settings;
 
+pub use bench::BenchArgs;
 pub use demo::DemoArgs;
 pub use enqueue::EnqueueArgs;
 pub use simulate::SimulateArgs;
@@ -68,6 +70,9 @@ pub enum Command {
     /// enqueue a few hundred payments, run the daemon until each is settled or flagged, and
     /// print a summary.
     Demo(DemoArgs),
+    /// Measure throughput, rate fidelity, claim cost and memory against the simulator on a
+    /// scratch database (created next to database.url, then dropped); prints a Markdown table.
+    Bench(BenchArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -84,6 +89,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Check { payment_id } => check::check(settings, &payment_id).await,
         Command::Simulate(args) => simulate::simulate(settings, args).await,
         Command::Demo(args) => demo::demo(settings, args).await,
+        Command::Bench(args) => bench::bench(settings, args).await,
     }
 }
 

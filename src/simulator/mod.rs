@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -168,7 +169,7 @@ struct Shared {
     scenario: Mutex<Scenario>,
     calls: Mutex<HashMap<String, usize>>,
     log: Mutex<Vec<LoggedRequest>>,
-    keep_log: bool,
+    keep_log: AtomicBool,
 }
 
 /// A running simulator; stops when dropped.
@@ -199,7 +200,7 @@ impl Simulator {
             scenario: Mutex::new(scenario),
             calls: Mutex::new(HashMap::new()),
             log: Mutex::new(Vec::new()),
-            keep_log,
+            keep_log: AtomicBool::new(keep_log),
         });
         let stop = CancellationToken::new();
         let app = Router::new()
@@ -230,6 +231,16 @@ impl Simulator {
     /// Every request so far (when started with `keep_log`).
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.shared.log.lock().expect("log lock").clone()
+    }
+
+    /// Starts or stops recording every request.
+    pub fn record_requests(&self, on: bool) {
+        self.shared.keep_log.store(on, Ordering::Relaxed);
+    }
+
+    /// The recorded requests, emptying the record.
+    pub fn take_requests(&self) -> Vec<LoggedRequest> {
+        std::mem::take(&mut *self.shared.log.lock().expect("log lock"))
     }
 
     /// Requests per payment id so far.
@@ -291,7 +302,7 @@ async fn invoice_info(
         reply
     };
     let response = render(reply).await;
-    if shared.keep_log {
+    if shared.keep_log.load(Ordering::Relaxed) {
         let status = response.status().as_u16();
         shared.log.lock().expect("log lock").push(LoggedRequest {
             payment_id,

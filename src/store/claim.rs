@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use super::{StoreError, millis};
 use crate::domain::{
@@ -52,46 +52,48 @@ struct ClaimedRow {
     recovered: bool,
 }
 
+/// The claim statement: `$1` due by (null: now), `$2` limit, `$3` owner, `$4` lease in
+/// milliseconds. Public so the benchmark can show its plan.
+pub const CLAIM_SQL: &str = "with due as (
+     select ctid, lease_token as previous_token
+     from recon.payments
+     where next_check_at <= coalesce($1, now())
+     order by next_check_at
+     limit $2
+     for update skip locked
+ )
+ update recon.payments p
+ set lease_token = nextval('recon.lease_tokens'),
+     lease_owner = $3,
+     next_check_at = now() + $4 * interval '1 millisecond'
+ from due
+ where p.ctid = due.ctid
+ returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
+           p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
+           p.checks, p.attempts, p.not_found_since, p.settled_at,
+           array(select d.kind from recon.discrepancies d
+                 where d.payment_id = p.payment_id and d.resolved_at is null)
+               as open_flags,
+           p.lease_token as lease_token,
+           now() as claimed_at,
+           due.previous_token is not null as recovered";
+
 /// Claims up to `limit` payments due at or before `due_by` (the database's `now()` when
 /// `None`), oldest first, skipping rows another transaction holds.
-pub async fn claim_due(
-    pool: &PgPool,
+pub async fn claim_due<'e>(
+    executor: impl PgExecutor<'e>,
     owner: &str,
     limit: u32,
     lease: Duration,
     due_by: Option<DateTime<Utc>>,
 ) -> Result<Vec<Claimed>, StoreError> {
-    let rows = sqlx::query_as::<_, ClaimedRow>(
-        "with due as (
-             select payment_id, lease_token as previous_token
-             from recon.payments
-             where next_check_at <= coalesce($1, now())
-             order by next_check_at
-             limit $2
-             for update skip locked
-         )
-         update recon.payments p
-         set lease_token = nextval('recon.lease_tokens'),
-             lease_owner = $3,
-             next_check_at = now() + $4 * interval '1 millisecond'
-         from due
-         where p.payment_id = due.payment_id
-         returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
-                   p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
-                   p.checks, p.attempts, p.not_found_since, p.settled_at,
-                   array(select d.kind from recon.discrepancies d
-                         where d.payment_id = p.payment_id and d.resolved_at is null)
-                       as open_flags,
-                   p.lease_token as lease_token,
-                   now() as claimed_at,
-                   due.previous_token is not null as recovered",
-    )
-    .bind(due_by)
-    .bind(i64::from(limit))
-    .bind(owner)
-    .bind(millis(lease))
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query_as::<_, ClaimedRow>(CLAIM_SQL)
+        .bind(due_by)
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(millis(lease))
+        .fetch_all(executor)
+        .await?;
     let now = Instant::now();
     Ok(rows
         .into_iter()

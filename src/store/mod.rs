@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-pub use claim::{Claimed, claim_due, release};
+pub use claim::{CLAIM_SQL, Claimed, claim_due, release};
 pub use intake::{EnqueueOutcome, NewPayment, enqueue};
 pub use record::{RecordOutcome, Recorded, record_verdicts};
 

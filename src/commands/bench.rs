@@ -1,0 +1,62 @@
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::bench::{BenchOptions, run_bench};
+use crate::settings::Settings;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A small run (a few hundred payments) that checks every phase works; for CI.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Payments in the throughput run.
+    #[arg(long)]
+    pub payments: Option<u32>,
+    /// Requests in flight in the throughput and memory runs.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// poll.rate_per_second in the rate-fidelity run.
+    #[arg(long)]
+    pub rate: Option<u32>,
+    /// Length of the rate-fidelity run, in seconds.
+    #[arg(long)]
+    pub rate_seconds: Option<u32>,
+    /// Rows in the table for the claim-cost run.
+    #[arg(long)]
+    pub claim_rows: Option<u32>,
+    /// Backlog sizes for the memory run, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    pub backlogs: Option<Vec<u32>>,
+    /// How long the daemon works on each backlog in the memory run, in seconds.
+    #[arg(long)]
+    pub rss_seconds: Option<u32>,
+}
+
+/// Benchmarks on a scratch database on the server database.url points at.
+pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let mut options = if args.smoke {
+        BenchOptions::smoke()
+    } else {
+        BenchOptions::full()
+    };
+    options.payments = args.payments.unwrap_or(options.payments);
+    options.concurrency = args.concurrency.unwrap_or(options.concurrency);
+    options.rate = args.rate.unwrap_or(options.rate);
+    options.rate_seconds = args.rate_seconds.unwrap_or(options.rate_seconds);
+    options.claim_rows = args.claim_rows.unwrap_or(options.claim_rows);
+    options.backlogs = args.backlogs.unwrap_or(options.backlogs);
+    options.rss_seconds = args.rss_seconds.unwrap_or(options.rss_seconds);
+    anyhow::ensure!(
+        options.payments > 0 && options.rate > 0,
+        "--payments and --rate must be positive"
+    );
+
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let report = run_bench(&settings.database, &options).await?;
+    print!(
+        "{}",
+        report.to_markdown(&format!("freedompay-recon {}", command.join(" ")))
+    );
+    Ok(ExitCode::SUCCESS)
+}
