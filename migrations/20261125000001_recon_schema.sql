@@ -37,7 +37,7 @@ create table recon.payments (
     lifetime_ends_at  timestamptz,
     lifetime_source   text check (lifetime_source in ('provider_datetime', 'provider_seconds')),
     -- the last successfully parsed body, verbatim (never granted to readers)
-    last_body         jsonb,
+    last_body         json,
 
     -- daemon state: bookkeeping ----------------------------------------------------------
     -- answers received (invoice or "not found"); also numbers the observations
@@ -51,25 +51,27 @@ create table recon.payments (
     -- consecutive failed attempts (timeouts, 5xx, unreadable bodies); reset by any answer
     attempts          integer not null default 0,
     last_error        text,
-    -- when the payment is next due; null = no longer polled (confirmed terminal or abandoned).
-    -- While a payment is claimed this holds the lease expiry, so a crashed daemon's claims
-    -- fall due again by themselves and claiming needs only this one column.
+    -- when the payment is next due; null = no longer polled (confirmed terminal or abandoned)
     next_check_at     timestamptz default now(),
-    -- the current claim: a fresh token per claim, so a late write from a lost lease is ignored
+    -- the current claim: a fresh token per claim, so a late write from a lost lease is ignored.
+    -- A due payment is claimable when it holds no lease or its lease has run out, so a crashed
+    -- daemon's claims come back by themselves. No index covers these columns, so claiming
+    -- and releasing are HOT updates.
     lease_token       bigint,
-    lease_owner       text
-);
+    lease_owner       text,
+    lease_expires_at  timestamptz
+) with (fillfactor = 50);
 
 comment on table recon.payments is
     'One row per tracked Freedom Pay payment. Callers insert payment_id and optionally the expected values; the daemon owns every other column.';
 
--- Claiming scans only due rows in due order, whatever the size of the table.
+-- Claiming scans only due rows in due order, whatever the size of the table. (fillfactor
+-- leaves room on each page for the HOT update of a claim.)
 create index payments_due_idx on recon.payments (next_check_at) where next_check_at is not null;
 
 create sequence recon.lease_tokens;
 
 create table recon.status_transitions (
-    id              bigint generated always as identity primary key,
     payment_id      text not null references recon.payments (payment_id) on delete cascade,
     -- the payment's observation number (payments.checks after it); at most one transition
     -- per observation, so a replayed write can never add a second row
@@ -78,8 +80,9 @@ create table recon.status_transitions (
     to_status       text not null,
     observed_at     timestamptz not null,
     provider_dt     timestamptz,
-    body            jsonb not null,
-    unique (payment_id, observation_no)
+    -- the provider's body, verbatim
+    body            json not null,
+    primary key (payment_id, observation_no)
 );
 
 comment on table recon.status_transitions is

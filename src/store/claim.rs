@@ -1,8 +1,9 @@
 //! Claiming due payments under a lease, and giving claims back.
 //!
-//! A claim sets `next_check_at` to the lease expiry and a fresh `lease_token`. So a claimed
-//! row is not due again until its lease runs out, a crashed daemon's claims fall due again by
-//! themselves, and a write carrying a stale token (its lease was taken over) is ignored.
+//! A claim gives a due row a fresh `lease_token` and a `lease_expires_at`. A leased row is not
+//! claimable until its lease runs out, so a crashed daemon's claims come back by themselves,
+//! and a write carrying a stale token (its lease was taken over) is ignored. The lease
+//! columns are not indexed, so a claim is a HOT update: no index is touched.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -58,6 +59,7 @@ pub const CLAIM_SQL: &str = "with due as (
      select ctid, lease_token as previous_token
      from recon.payments
      where next_check_at <= coalesce($1, now())
+       and (lease_expires_at is null or lease_expires_at <= now())
      order by next_check_at
      limit $2
      for update skip locked
@@ -65,7 +67,7 @@ pub const CLAIM_SQL: &str = "with due as (
  update recon.payments p
  set lease_token = nextval('recon.lease_tokens'),
      lease_owner = $3,
-     next_check_at = now() + $4 * interval '1 millisecond'
+     lease_expires_at = now() + $4 * interval '1 millisecond'
  from due
  where p.ctid = due.ctid
  returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
@@ -161,7 +163,8 @@ impl ClaimedRow {
 }
 
 /// Gives back claims that were not completed (shutdown, a lease about to run out): the
-/// payments are due again at once. Only rows still holding the given tokens are touched.
+/// payments are claimable again at once (they are still due). Only rows still holding the
+/// given tokens are touched.
 pub async fn release(pool: &PgPool, claims: &[(PaymentId, i64)]) -> Result<u64, StoreError> {
     if claims.is_empty() {
         return Ok(0);
@@ -172,7 +175,7 @@ pub async fn release(pool: &PgPool, claims: &[(PaymentId, i64)]) -> Result<u64, 
         .unzip();
     let result = sqlx::query(
         "update recon.payments p
-         set lease_token = null, lease_owner = null, next_check_at = now()
+         set lease_token = null, lease_owner = null, lease_expires_at = null
          from unnest($1::text[], $2::int8[]) as c(payment_id, lease_token)
          where p.payment_id = c.payment_id and p.lease_token = c.lease_token",
     )

@@ -82,21 +82,12 @@ struct Columns {
     r_resolved_at: Vec<DateTime<Utc>>,
 }
 
-/// PostgreSQL's `jsonb` cannot hold `\u0000`; such a body is kept as a JSON string instead.
-fn storable_json(raw: &str) -> String {
-    if raw.contains("\\u0000") {
-        serde_json::Value::String(raw.to_owned()).to_string()
-    } else {
-        raw.to_owned()
-    }
-}
-
 impl Columns {
     fn push(&mut self, item: &Recorded) {
         let v = &item.verdict;
         let id = item.payment_id.as_str().to_owned();
         let invoice = item.invoice.as_ref();
-        let body = item.raw_body.as_deref().map(storable_json);
+        let body = item.raw_body.clone();
 
         self.payment_id.push(id.clone());
         self.lease_token.push(item.lease_token);
@@ -194,7 +185,7 @@ pub async fn record_verdicts(
                      freedom_id        = case when v.has_invoice then v.freedom_id else p.freedom_id end,
                      merchant_id       = case when v.has_invoice then v.merchant_id else p.merchant_id end,
                      provider_dt       = case when v.has_invoice then v.provider_dt else p.provider_dt end,
-                     last_body         = case when v.has_invoice then v.body::jsonb else p.last_body end,
+                     last_body         = case when v.has_invoice then v.body::json else p.last_body end,
                      lifetime_ends_at  = v.lifetime_ends_at,
                      lifetime_source   = v.lifetime_source,
                      checks            = v.checks,
@@ -206,7 +197,8 @@ pub async fn record_verdicts(
                      not_found_since   = v.not_found_since,
                      next_check_at     = v.next_check_at,
                      lease_token       = null,
-                     lease_owner       = null
+                     lease_owner       = null,
+                     lease_expires_at  = null
                  from v
                  where p.payment_id = v.payment_id and p.lease_token = v.lease_token
                  returning p.payment_id, v.lease_token
@@ -215,7 +207,7 @@ pub async fn record_verdicts(
                  insert into recon.status_transitions
                      (payment_id, observation_no, from_status, to_status, observed_at, provider_dt, body)
                  select t.payment_id, t.observation_no, t.from_status, t.to_status, t.observed_at,
-                        t.provider_dt, coalesce(t.body::jsonb, 'null'::jsonb)
+                        t.provider_dt, coalesce(t.body::json, 'null'::json)
                  from unnest($24::text[], $25::int8[], $26::int4[], $27::text[], $28::text[],
                              $29::timestamptz[], $30::timestamptz[], $31::text[])
                       as t(payment_id, lease_token, observation_no, from_status, to_status,
