@@ -58,7 +58,7 @@ pub enum Reply {
         delay: Duration,
         then: Box<Reply>,
     },
-    /// Sends the headers, then drops the connection mid-body.
+    /// Drops the connection before the response is complete.
     Drop,
 }
 

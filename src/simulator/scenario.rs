@@ -384,6 +384,30 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_scenario_loads() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/scenario.toml"
+        ));
+        let scenario = Scenario::from_file(path).unwrap();
+        assert_eq!(
+            status_of(&scenario.reply("1001", 1)).as_deref(),
+            Some("success")
+        );
+        assert!(matches!(
+            scenario.reply("1003", 1),
+            Reply::Text {
+                http_status: 502,
+                ..
+            }
+        ));
+        assert!(matches!(scenario.reply("slow-9", 0), Reply::Delay { .. }));
+        assert_eq!(scenario.reply("slow-9", 1), Reply::status(429, Some("3")));
+        assert_eq!(scenario.reply("flaky-1", 0), Reply::Drop);
+        assert!(status_of(&scenario.reply("anything-else", 5)).is_some());
+    }
+
+    #[test]
     fn bad_scenario_files_are_named() {
         let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         write!(

@@ -20,7 +20,7 @@ pub const SECRET: &str = "partner-secret-for-tests";
 
 /// The server tests create their databases on: `DATABASE_URL`, else a testcontainers
 /// PostgreSQL (needs Docker).
-fn server_url() -> &'static str {
+pub fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => url,
