@@ -68,7 +68,7 @@ amount_tolerance = "0"
 
 [log]
 format = "text"
-filter = "info"
+filter = "info,sqlx::postgres::notice=warn"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,6 +21,14 @@ use crate::store::{self, NewPayment, summary};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// The demo's database, created if missing. Kept apart from database.url so that demo
+    /// payments never mix with real ones.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/freedompay_recon_demo"
+    )]
+    pub database_url: String,
     /// How many payments to enqueue.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub payments: u32,
@@ -55,6 +63,10 @@ fn demo_settings(settings: &Settings, simulator: &Simulator) -> Settings {
 }
 
 pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = settings.clone();
+    settings.database.url = SecretString::from(args.database_url.clone());
+    settings.database.connect_options()?;
+    let settings = &settings;
     let database = settings.database.describe();
     if store::create_database_if_missing(&settings.database).await? {
         println!("created database {database}");

@@ -30,9 +30,7 @@ fn summary_number(text: &str, label: &str) -> i64 {
 async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_summary() {
     let db = MissingDb::new("demo");
     let mut command = binary();
-    command
-        .args(["demo", "--payments", "200"])
-        .env("DATABASE_URL", &db.url);
+    command.args(["demo", "--payments", "200", "--database-url", &db.url]);
     let started = std::time::Instant::now();
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
