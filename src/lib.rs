@@ -24,6 +24,8 @@
 //! - [`simulator`]: a local stand-in for the provider, signature check included.
 //! - [`commands`]: one function per command-line command.
 //! - [`bench`]: the benchmark harness behind `freedompay-recon bench`.
+//! - [`import`]: bulk intake from CSV (validate everything, then one transaction).
+//! - [`report`]: finance reports (summary or detail; table, CSV or JSON), streamed.
 
 #![forbid(unsafe_code)]
 
@@ -31,7 +33,9 @@ pub mod bench;
 pub mod commands;
 pub mod domain;
 pub mod engine;
+pub mod import;
 pub mod provider;
+pub mod report;
 pub mod settings;
 pub mod simulator;
 pub mod store;

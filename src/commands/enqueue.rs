@@ -36,21 +36,8 @@ pub fn parse_payment_id(raw: &str) -> Result<PaymentId, String> {
     PaymentId::parse(raw).map_err(|e| e.to_string())
 }
 
-/// An exact, non-negative decimal with a dot; a comma gets a specific hint.
 pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
-    if raw.contains(',') {
-        return Err(
-            "use a dot as the decimal separator and no thousands separators (e.g. 1234.50)".into(),
-        );
-    }
-    let amount: Decimal = raw
-        .trim()
-        .parse()
-        .map_err(|_| "not a decimal number (e.g. 1234.50)".to_owned())?;
-    if amount.is_sign_negative() {
-        return Err("must not be negative".into());
-    }
-    Ok(amount)
+    crate::domain::parse_amount(raw).map_err(|e| e.to_string())
 }
 
 pub fn parse_currency(raw: &str) -> Result<Currency, String> {

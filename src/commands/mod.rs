@@ -4,6 +4,7 @@ mod bench;
 mod check;
 mod demo;
 mod enqueue;
+mod finance;
 mod run;
 mod simulate;
 
@@ -17,6 +18,7 @@ use crate::settings::Settings;
 pub use bench::BenchArgs;
 pub use demo::DemoArgs;
 pub use enqueue::EnqueueArgs;
+pub use finance::{GrantReaderArgs, ImportArgs, RecheckArgs, ReportArgs, ResolveArgs};
 pub use simulate::SimulateArgs;
 
 #[derive(Debug, Parser)]
@@ -73,6 +75,19 @@ pub enum Command {
     /// Measure throughput, rate fidelity, claim cost and memory against the simulator on a
     /// scratch database (created next to database.url, then dropped); prints a Markdown table.
     Bench(BenchArgs),
+    /// Start tracking every payment in a CSV file: all rows are validated first, then
+    /// imported in one transaction; a file with any bad row imports nothing.
+    Import(ImportArgs),
+    /// Report for finance: a daily summary by currency and status (or, with --detail, the
+    /// payments), as a table, CSV or JSON, streamed.
+    Report(ReportArgs),
+    /// Close an open flag by hand, recording who and why (a later observation may open it
+    /// again).
+    Resolve(ResolveArgs),
+    /// Make payments due for an immediate re-poll (after fixing a configuration problem, say).
+    Recheck(RecheckArgs),
+    /// Give a PostgreSQL role read-only access to the finance views and nothing else.
+    GrantReader(GrantReaderArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -90,6 +105,11 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Simulate(args) => simulate::simulate(settings, args).await,
         Command::Demo(args) => demo::demo(settings, args).await,
         Command::Bench(args) => bench::bench(settings, args).await,
+        Command::Import(args) => finance::import(settings, args).await,
+        Command::Report(args) => finance::report(settings, args).await,
+        Command::Resolve(args) => finance::resolve(settings, args).await,
+        Command::Recheck(args) => finance::recheck(settings, args).await,
+        Command::GrantReader(args) => finance::grant_reader(settings, args).await,
     }
 }
 

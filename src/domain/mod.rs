@@ -9,5 +9,5 @@ mod types;
 pub use decide::{Jitter, Policy, PollResult, Verdict, decide};
 pub use types::{
     Currency, ExpectedValues, Expiry, FlagKind, InvalidInput, Invoice, Lifetime, LifetimeSource,
-    NewFlag, PaymentId, ProviderStatus, StatusChange, Tracked,
+    NewFlag, PaymentId, ProviderStatus, StatusChange, Tracked, parse_amount,
 };

@@ -48,6 +48,24 @@ impl fmt::Display for PaymentId {
     }
 }
 
+/// An amount as people and files write it: an exact, non-negative decimal with a dot and no
+/// thousands separators. A comma gets a hint of its own, because it is the usual mistake.
+pub fn parse_amount(raw: &str) -> Result<Decimal, InvalidInput> {
+    let raw = raw.trim();
+    if raw.contains(',') {
+        return Err(InvalidInput(format!(
+            "{raw:?} uses a comma; write a dot as the decimal separator and no thousands separators (e.g. 1234.50)"
+        )));
+    }
+    let amount: Decimal = raw
+        .parse()
+        .map_err(|_| InvalidInput(format!("{raw:?} is not a decimal number (e.g. 1234.50)")))?;
+    if amount.is_sign_negative() {
+        return Err(InvalidInput(format!("{raw:?} is negative")));
+    }
+    Ok(amount)
+}
+
 /// An ISO 4217 alphabetic code: exactly three uppercase ASCII letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Currency([u8; 3]);
@@ -335,6 +353,32 @@ mod tests {
         );
         assert!(PaymentId::parse("a\tb").is_err());
         assert!(PaymentId::parse(&"9".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn amounts_are_exact_with_a_dot() {
+        assert_eq!(parse_amount("1234.50").unwrap().to_string(), "1234.50");
+        assert_eq!(parse_amount(" 7 ").unwrap().to_string(), "7");
+        assert!(
+            parse_amount("12,50")
+                .unwrap_err()
+                .0
+                .contains("uses a comma")
+        );
+        assert!(
+            parse_amount("1,234.50")
+                .unwrap_err()
+                .0
+                .contains("uses a comma")
+        );
+        assert!(
+            parse_amount("ten")
+                .unwrap_err()
+                .0
+                .contains("not a decimal number")
+        );
+        assert!(parse_amount("-1").unwrap_err().0.contains("negative"));
+        assert!(parse_amount("1e3").is_err());
     }
 
     #[test]

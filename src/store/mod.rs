@@ -2,8 +2,11 @@
 //! a caller's transaction, or the pool where they manage their own.
 
 mod claim;
+pub mod finance;
+pub mod import;
 mod intake;
 mod record;
+pub mod report;
 pub mod summary;
 
 use std::time::Duration;

@@ -81,7 +81,7 @@ async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
     let cases: [(&[&str], &str); 5] = [
         (
             &["enqueue", "1", "--amount", "12,50"],
-            "use a dot as the decimal separator",
+            "uses a comma; write a dot as the decimal separator",
         ),
         (&["enqueue", "1", "--amount", "ten"], "not a decimal number"),
         (

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod daemon;
 mod demo;
+mod finance;
 mod flags;
 mod helpers;
 mod leases;

@@ -1,0 +1,471 @@
+//! Bulk intake from CSV: validate every row, then import all of them in one transaction, or
+//! none.
+//!
+//! The file is read once, as a stream: a blocking thread parses and validates each row and
+//! hands valid rows, re-encoded, to PostgreSQL's `COPY` into a temporary table; checks that
+//! need the whole file (an id twice in the file, an id stored with different values) run in
+//! SQL on that table. So memory stays flat whatever the file's size, and a file with any bad
+//! row imports nothing.
+
+use std::io::Read;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use csv::StringRecord;
+use rust_decimal::Decimal;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use crate::domain::{Currency, PaymentId, parse_amount};
+use crate::provider::parse_timestamp;
+use crate::store::{self, StoreError};
+
+/// The columns a file may have, in any order; only `payment_id` is required.
+pub const COLUMNS: [&str; 6] = [
+    "payment_id",
+    "expected_amount",
+    "expected_currency",
+    "order_id",
+    "created_at",
+    "expires_at",
+];
+
+/// What is wrong with one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    pub line: u64,
+    pub column: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for LineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.column, self.problem)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the header: {0}")]
+    Header(String),
+    #[error("{} bad rows; nothing was imported", .0.len())]
+    Rejected(Vec<LineError>),
+    #[error("cannot read the file: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ImportError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Query(e))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// Data rows in the file.
+    pub rows: u64,
+    /// Rows that started tracking a new payment.
+    pub imported: u64,
+    /// Rows whose payment was already tracked with the same values: left as they were.
+    pub already_known: u64,
+}
+
+/// Where each known column sits in a row.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    payment_id: usize,
+    expected_amount: Option<usize>,
+    expected_currency: Option<usize>,
+    order_id: Option<usize>,
+    created_at: Option<usize>,
+    expires_at: Option<usize>,
+}
+
+fn layout(header: &StringRecord) -> Result<Layout, ImportError> {
+    let mut found: [Option<usize>; 6] = [None; 6];
+    for (index, name) in header.iter().enumerate() {
+        let name = name
+            .trim()
+            .trim_start_matches('\u{feff}')
+            .to_ascii_lowercase();
+        let Some(known) = COLUMNS.iter().position(|c| *c == name) else {
+            return Err(ImportError::Header(format!(
+                "unknown column {name:?}; the columns are {}",
+                COLUMNS.join(", ")
+            )));
+        };
+        if found[known].replace(index).is_some() {
+            return Err(ImportError::Header(format!(
+                "column {name:?} appears twice"
+            )));
+        }
+    }
+    Ok(Layout {
+        payment_id: found[0]
+            .ok_or_else(|| ImportError::Header("there is no payment_id column".into()))?,
+        expected_amount: found[1],
+        expected_currency: found[2],
+        order_id: found[3],
+        created_at: found[4],
+        expires_at: found[5],
+    })
+}
+
+/// A row that passed validation.
+struct ValidRow {
+    line: u64,
+    payment_id: PaymentId,
+    expected_amount: Option<Decimal>,
+    expected_currency: Option<Currency>,
+    order_id: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+fn validate(
+    record: &StringRecord,
+    line: u64,
+    layout: &Layout,
+    naive_offset: FixedOffset,
+    errors: &mut Vec<LineError>,
+) -> Option<ValidRow> {
+    let before = errors.len();
+    let mut bad = |column: &str, problem: String| {
+        errors.push(LineError {
+            line,
+            column: column.to_owned(),
+            problem,
+        });
+    };
+    let field = |index: Option<usize>| {
+        index
+            .and_then(|i| record.get(i))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let timestamp = |index: Option<usize>| -> Result<Option<DateTime<Utc>>, String> {
+        match field(index) {
+            None => Ok(None),
+            Some(raw) => parse_timestamp(raw, naive_offset).map(Some).ok_or_else(|| {
+                format!(
+                    "{raw:?} is not a timestamp; use RFC 3339 (2025-07-11T12:00:00Z) or \
+                     YYYY-MM-DD HH:MM:SS in {naive_offset}"
+                )
+            }),
+        }
+    };
+
+    let payment_id = PaymentId::parse(record.get(layout.payment_id).unwrap_or_default().trim())
+        .map_err(|e| bad("payment_id", e.to_string()))
+        .ok();
+    let expected_amount = field(layout.expected_amount)
+        .map(parse_amount)
+        .transpose()
+        .map_err(|e| bad("expected_amount", e.to_string()))
+        .ok()
+        .flatten();
+    let expected_currency = field(layout.expected_currency)
+        .map(str::parse::<Currency>)
+        .transpose()
+        .map_err(|e| bad("expected_currency", e.to_string()))
+        .ok()
+        .flatten();
+    let created_at = timestamp(layout.created_at)
+        .map_err(|e| bad("created_at", e))
+        .ok()
+        .flatten();
+    let expires_at = timestamp(layout.expires_at)
+        .map_err(|e| bad("expires_at", e))
+        .ok()
+        .flatten();
+    if errors.len() > before {
+        return None;
+    }
+    Some(ValidRow {
+        line,
+        payment_id: payment_id?,
+        expected_amount,
+        expected_currency,
+        order_id: field(layout.order_id).map(str::to_owned),
+        created_at,
+        expires_at,
+    })
+}
+
+/// The columns of the temporary table, in the order rows are copied.
+const COPY_COLUMNS: &str =
+    "line, payment_id, expected_amount, expected_currency, order_id, created_at, expires_at";
+
+impl ValidRow {
+    fn write_csv(&self, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
+        let text = |v: Option<String>| v.unwrap_or_default();
+        out.write_record([
+            self.line.to_string(),
+            self.payment_id.as_str().to_owned(),
+            text(self.expected_amount.map(|a| a.to_string())),
+            text(self.expected_currency.map(|c| c.to_string())),
+            text(self.order_id.clone()),
+            text(self.created_at.map(|t| t.to_rfc3339())),
+            text(self.expires_at.map(|t| t.to_rfc3339())),
+        ])
+    }
+}
+
+/// Rows copied per chunk handed to PostgreSQL.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+struct Parsed {
+    rows: u64,
+    errors: Vec<LineError>,
+    /// Rows with errors are not copied; the file is rejected anyway.
+    copied: u64,
+}
+
+/// Reads, validates and re-encodes rows on the calling (blocking) thread, sending CSV chunks
+/// for `COPY`. Returns the counts and every line error.
+fn parse_file(
+    input: impl Read,
+    naive_offset: FixedOffset,
+    chunks: mpsc::Sender<Vec<u8>>,
+) -> Result<Parsed, ImportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
+    let header = reader
+        .headers()
+        .map_err(|e| ImportError::Header(e.to_string()))?
+        .clone();
+    if header.is_empty() || header.iter().all(|h| h.trim().is_empty()) {
+        return Err(ImportError::Header(
+            "the file is empty or has no header row".into(),
+        ));
+    }
+    let layout = layout(&header)?;
+    let mut parsed = Parsed {
+        rows: 0,
+        errors: Vec::new(),
+        copied: 0,
+    };
+    let new_writer = || {
+        csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(Vec::with_capacity(CHUNK_BYTES + 4096))
+    };
+    let mut out = new_writer();
+    let mut record = StringRecord::new();
+    loop {
+        let line = reader.position().line() + 1;
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                parsed.rows += 1;
+                let line = e.position().map_or(line, |p| p.line());
+                let problem = match e.kind() {
+                    csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_owned(),
+                    csv::ErrorKind::Io(io) => return Err(ImportError::Read(io.to_string())),
+                    _ => e.to_string(),
+                };
+                parsed.errors.push(LineError {
+                    line,
+                    column: "row".into(),
+                    problem,
+                });
+                continue;
+            }
+        }
+        let line = record.position().map_or(line, |p| p.line());
+        parsed.rows += 1;
+        if record.len() != header.len() {
+            parsed.errors.push(LineError {
+                line,
+                column: "row".into(),
+                problem: format!(
+                    "has {} fields, the header has {}",
+                    record.len(),
+                    header.len()
+                ),
+            });
+            continue;
+        }
+        if let Some(row) = validate(&record, line, &layout, naive_offset, &mut parsed.errors) {
+            row.write_csv(&mut out)
+                .map_err(|e| ImportError::Read(e.to_string()))?;
+            parsed.copied += 1;
+        }
+        if out.get_ref().len() >= CHUNK_BYTES {
+            let chunk = std::mem::replace(&mut out, new_writer())
+                .into_inner()
+                .map_err(|e| ImportError::Read(e.to_string()))?;
+            if chunks.blocking_send(chunk).is_err() {
+                // The database side failed; it reports why.
+                return Ok(parsed);
+            }
+        }
+    }
+    let chunk = out
+        .into_inner()
+        .map_err(|e| ImportError::Read(e.to_string()))?;
+    if !chunk.is_empty() {
+        let _ = chunks.blocking_send(chunk);
+    }
+    Ok(parsed)
+}
+
+/// Imports `input` (CSV with a header row) into `recon.payments`: all rows or none.
+/// Naive timestamps are read in `naive_offset`.
+pub async fn import_csv(
+    pool: &PgPool,
+    input: impl Read + Send + 'static,
+    naive_offset: FixedOffset,
+) -> Result<ImportOutcome, ImportError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "create temporary table import_rows (
+             line bigint not null,
+             payment_id text not null,
+             expected_amount numeric,
+             expected_currency text,
+             order_id text,
+             created_at timestamptz,
+             expires_at timestamptz
+         ) on commit drop",
+    )
+    .execute(&mut *tx)
+    .await?;
+
+    let (chunks_tx, mut chunks) = mpsc::channel::<Vec<u8>>(4);
+    let parser = tokio::task::spawn_blocking(move || parse_file(input, naive_offset, chunks_tx));
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "copy import_rows ({COPY_COLUMNS}) from stdin with (format csv)"
+        ))
+        .await?;
+    while let Some(chunk) = chunks.recv().await {
+        copy.send(chunk).await?;
+    }
+    copy.finish().await?;
+    let parsed = parser
+        .await
+        .map_err(|e| ImportError::Read(e.to_string()))??;
+
+    let mut errors = parsed.errors;
+    for duplicate in store::import::duplicates_in_file(&mut tx).await? {
+        let first = duplicate.lines[0];
+        errors.extend(duplicate.lines[1..].iter().map(|&line| LineError {
+            line: line as u64,
+            column: "payment_id".into(),
+            problem: format!(
+                "{:?} is already on line {first} of this file",
+                duplicate.payment_id
+            ),
+        }));
+    }
+    for conflict in store::import::conflicts_with_stored(&mut tx).await? {
+        errors.push(LineError {
+            line: conflict.line as u64,
+            column: conflict.column,
+            problem: format!(
+                "payment {:?} is already tracked with {}, the file says {}; the stored value is kept",
+                conflict.payment_id,
+                conflict.stored.as_deref().unwrap_or("nothing"),
+                conflict.offered
+            ),
+        });
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        tx.rollback().await?;
+        return Err(ImportError::Rejected(errors));
+    }
+    let imported = store::import::insert_new(&mut tx).await?;
+    tx.commit().await?;
+    Ok(ImportOutcome {
+        rows: parsed.rows,
+        imported,
+        already_known: parsed.copied - imported,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn almaty() -> FixedOffset {
+        FixedOffset::east_opt(5 * 3600).unwrap()
+    }
+
+    fn parse(text: &str) -> Result<(Parsed, String), ImportError> {
+        let (tx, mut rx) = mpsc::channel(1024);
+        let parsed = parse_file(text.as_bytes().to_vec().as_slice(), almaty(), tx)?;
+        let mut copied = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            copied.extend(chunk);
+        }
+        Ok((parsed, String::from_utf8(copied).unwrap()))
+    }
+
+    #[test]
+    fn columns_in_any_order_with_a_bom_and_quoting() {
+        let (parsed, copied) = parse(
+            "\u{feff}expected_currency,payment_id,expected_amount,order_id\n\
+             KZT,1001,5000.00,\"A-1, urgent\"\n\
+             ,1002,,\n",
+        )
+        .unwrap();
+        assert_eq!((parsed.rows, parsed.copied), (2, 2));
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert_eq!(
+            copied,
+            "2,1001,5000.00,KZT,\"A-1, urgent\",,\n3,1002,,,,,\n"
+        );
+    }
+
+    #[test]
+    fn every_bad_field_of_every_row_is_reported_with_its_line() {
+        let (parsed, _) = parse(
+            "payment_id,expected_amount,expected_currency,created_at,expires_at\n\
+             1,\"12,50\",KZT,,\n\
+             2,10,kzt,yesterday,2025-07-11 12:00\n\
+             ,10,KZT,,\n\
+             4,10\n\
+             5,-3,KZT,2025-07-11T12:00:00Z,2025-07-11 16:00:00\n",
+        )
+        .unwrap();
+        let lines: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(parsed.rows, 5);
+        assert_eq!(parsed.copied, 0);
+        assert_eq!(lines.len(), 7, "{lines:#?}");
+        assert!(lines[0].starts_with("line 2: expected_amount: \"12,50\" uses a comma"));
+        assert!(lines[1].starts_with("line 3: expected_currency: currency \"kzt\""));
+        assert!(lines[2].starts_with("line 3: created_at: \"yesterday\" is not a timestamp"));
+        assert!(
+            lines[3].starts_with("line 3: expires_at: \"2025-07-11 12:00\" is not a timestamp")
+        );
+        assert_eq!(lines[4], "line 4: payment_id: payment id is empty");
+        assert_eq!(lines[5], "line 5: row: has 2 fields, the header has 5");
+        assert!(lines[6].starts_with("line 6: expected_amount: \"-3\" is negative"));
+    }
+
+    #[test]
+    fn naive_timestamps_are_read_in_the_given_offset() {
+        let (parsed, copied) = parse("payment_id,created_at\n9,2025-07-11 17:00:00\n").unwrap();
+        assert!(parsed.errors.is_empty());
+        assert_eq!(copied, "2,9,,,,2025-07-11T12:00:00+00:00,\n");
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        for (text, expected) in [
+            ("expected_amount\n10\n", "there is no payment_id column"),
+            ("payment_id,amount\n1,10\n", "unknown column \"amount\""),
+            ("payment_id,payment_id\n1,1\n", "appears twice"),
+            ("", "empty or has no header"),
+        ] {
+            let err = parse(text).err().unwrap().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+}

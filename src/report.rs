@@ -1,0 +1,355 @@
+//! Reports for finance: the daily summary or the payment list, as an aligned table, RFC 4180
+//! CSV or JSON, written row by row as PostgreSQL streams them (a report over millions of
+//! payments never sits in memory).
+//!
+//! Formats: decimals with a dot and no thousands separators (JSON carries them as strings, so
+//! they stay exact); timestamps RFC 3339 in UTC; column names are stable.
+
+use std::io::Write;
+
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use futures_util::TryStreamExt as _;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::store::StoreError;
+use crate::store::report::{DetailRow, ReportFilter, SummaryRow, detail_rows, summary_rows};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the report: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("cannot write the report: {0}")]
+    Csv(#[from] csv::Error),
+    #[error("cannot write the report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// One output row: its cells as text (CSV, table) and as JSON.
+trait ReportRow: Serialize {
+    const COLUMNS: &'static [&'static str];
+    /// Table column widths.
+    const WIDTHS: &'static [usize];
+    fn cells(&self) -> Vec<String>;
+}
+
+/// `Decimal`'s own text: a dot, no thousands separators, the scale it was stored with.
+fn decimal(d: Decimal) -> String {
+    d.to_string()
+}
+
+fn opt<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
+    value.map(show).unwrap_or_default()
+}
+
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+impl ReportRow for SummaryRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "day",
+        "currency",
+        "status",
+        "payments",
+        "expected_amount",
+        "amount",
+        "fee",
+        "difference",
+        "flagged",
+        "amount_mismatch",
+        "currency_mismatch",
+        "order_mismatch",
+        "lifetime_exceeded",
+        "not_found",
+        "unknown_status",
+        "terminal_status_changed",
+        "polling_abandoned",
+    ];
+    const WIDTHS: &'static [usize] = &[10, 8, 10, 8, 16, 16, 12, 14, 7, 8, 8, 8, 8, 8, 8, 8, 8];
+
+    fn cells(&self) -> Vec<String> {
+        let mut cells = vec![
+            self.day.to_string(),
+            self.currency.clone().unwrap_or_default(),
+            self.status.clone(),
+            self.payments.to_string(),
+            decimal(self.expected_amount),
+            decimal(self.amount),
+            decimal(self.fee),
+            decimal(self.difference),
+            self.flagged.to_string(),
+        ];
+        cells.extend(self.flag_counts().iter().map(|(_, n)| n.to_string()));
+        cells
+    }
+}
+
+impl ReportRow for DetailRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "payment_id",
+        "order_id",
+        "provider_order_id",
+        "created_at",
+        "settled_at",
+        "status",
+        "expected_amount",
+        "expected_currency",
+        "amount",
+        "currency",
+        "fee",
+        "discount",
+        "amount_difference",
+        "expires_at",
+        "expiry_source",
+        "checks",
+        "last_checked_at",
+        "open_flags",
+    ];
+    const WIDTHS: &'static [usize] = &[
+        20, 12, 12, 20, 20, 10, 14, 8, 14, 8, 10, 8, 12, 20, 17, 6, 20, 20,
+    ];
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.payment_id.clone(),
+            self.order_id.clone().unwrap_or_default(),
+            self.provider_order_id.clone().unwrap_or_default(),
+            timestamp(self.created_at),
+            opt(self.settled_at, timestamp),
+            self.status.clone().unwrap_or_default(),
+            opt(self.expected_amount, decimal),
+            self.expected_currency.clone().unwrap_or_default(),
+            opt(self.amount, decimal),
+            self.currency.clone().unwrap_or_default(),
+            opt(self.fee, decimal),
+            opt(self.discount, decimal),
+            opt(self.amount_difference, decimal),
+            opt(self.expires_at, timestamp),
+            self.expiry_source.clone().unwrap_or_default(),
+            self.checks.to_string(),
+            opt(self.last_checked_at, timestamp),
+            self.open_flags.join(";"),
+        ]
+    }
+}
+
+/// Writes rows as they arrive, in one format.
+struct Sink<W: Write> {
+    format: Format,
+    csv: Option<csv::Writer<W>>,
+    out: Option<W>,
+    rows: u64,
+}
+
+impl<W: Write> Sink<W> {
+    fn new<R: ReportRow>(format: Format, out: W) -> Result<Self, ReportError> {
+        let mut sink = Self {
+            format,
+            csv: None,
+            out: None,
+            rows: 0,
+        };
+        match format {
+            Format::Csv => {
+                let mut csv = csv::WriterBuilder::new()
+                    .terminator(csv::Terminator::CRLF)
+                    .from_writer(out);
+                csv.write_record(R::COLUMNS)?;
+                sink.csv = Some(csv);
+            }
+            Format::Json => {
+                let mut out = out;
+                out.write_all(b"[")?;
+                sink.out = Some(out);
+            }
+            Format::Table => {
+                let mut out = out;
+                let header: Vec<String> = R::COLUMNS.iter().map(|c| c.to_string()).collect();
+                writeln!(out, "{}", align::<R>(&header))?;
+                sink.out = Some(out);
+            }
+        }
+        Ok(sink)
+    }
+
+    fn row<R: ReportRow>(&mut self, row: &R) -> Result<(), ReportError> {
+        match self.format {
+            Format::Csv => self.csv.as_mut().expect("csv").write_record(row.cells())?,
+            Format::Json => {
+                let out = self.out.as_mut().expect("out");
+                out.write_all(if self.rows == 0 { b"\n" } else { b",\n" })?;
+                serde_json::to_writer(&mut *out, row)?;
+            }
+            Format::Table => {
+                let out = self.out.as_mut().expect("out");
+                writeln!(out, "{}", align::<R>(&row.cells()))?;
+            }
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<u64, ReportError> {
+        match self.format {
+            Format::Csv => {
+                self.csv.take().expect("csv").flush()?;
+            }
+            Format::Json => {
+                let mut out = self.out.take().expect("out");
+                out.write_all(if self.rows == 0 { b"]\n" } else { b"\n]\n" })?;
+                out.flush()?;
+            }
+            Format::Table => {
+                self.out.take().expect("out").flush()?;
+            }
+        }
+        Ok(self.rows)
+    }
+}
+
+/// Pads cells to the row type's widths: numbers right-aligned, text left-aligned.
+fn align<R: ReportRow>(cells: &[String]) -> String {
+    cells
+        .iter()
+        .zip(R::WIDTHS)
+        .map(|(cell, &width)| {
+            let numeric = !cell.is_empty()
+                && cell
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == '-');
+            if numeric {
+                format!("{cell:>width$}")
+            } else {
+                format!("{cell:<width$}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_end()
+        .to_owned()
+}
+
+/// What to report.
+#[derive(Debug, Clone)]
+pub struct ReportRequest {
+    pub detail: bool,
+    pub format: Format,
+    pub filter: ReportFilter,
+}
+
+/// Streams the report to `out`; returns the number of rows written.
+pub async fn write_report<W: Write>(
+    pool: &PgPool,
+    request: &ReportRequest,
+    out: W,
+) -> Result<u64, ReportError> {
+    if request.detail {
+        let mut sink = Sink::new::<DetailRow>(request.format, out)?;
+        let mut rows = detail_rows(pool, &request.filter);
+        while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+            sink.row(&row)?;
+        }
+        sink.finish()
+    } else {
+        let mut sink = Sink::new::<SummaryRow>(request.format, out)?;
+        let mut rows = summary_rows(pool, &request.filter);
+        while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+            sink.row(&row)?;
+        }
+        sink.finish()
+    }
+}
+
+/// `YYYY-MM-DD`.
+pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
+        .map_err(|_| "not a date; use YYYY-MM-DD (e.g. 2025-07-11)".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_is_rfc4180_with_crlf_quoting_and_plain_decimals() {
+        let row = DetailRow {
+            payment_id: "1,\"2\"".into(),
+            order_id: Some("A-1".into()),
+            provider_order_id: None,
+            created_at: "2025-07-11T11:19:49.5Z".parse().unwrap(),
+            settled_at: None,
+            status: Some("success".into()),
+            expected_amount: Some("1234567.50".parse().unwrap()),
+            expected_currency: Some("KZT".into()),
+            amount: Some("1234567.5".parse().unwrap()),
+            currency: Some("KZT".into()),
+            fee: None,
+            discount: None,
+            amount_difference: Some("0.00".parse().unwrap()),
+            expires_at: None,
+            expiry_source: None,
+            checks: 2,
+            last_checked_at: None,
+            open_flags: vec!["amount_mismatch".into(), "order_mismatch".into()],
+        };
+        let mut sink = Sink::new::<DetailRow>(Format::Csv, Vec::new()).unwrap();
+        sink.row(&row).unwrap();
+        let out = sink.csv.take().unwrap().into_inner().unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.split("\r\n");
+        assert_eq!(lines.next().unwrap(), DetailRow::COLUMNS.join(","));
+        assert_eq!(
+            lines.next().unwrap(),
+            "\"1,\"\"2\"\"\",A-1,,2025-07-11T11:19:49.500Z,,success,1234567.50,KZT,1234567.5,KZT,,,0.00,,,2,,amount_mismatch;order_mismatch"
+        );
+    }
+
+    #[test]
+    fn json_is_an_array_with_exact_amounts_as_strings() {
+        let mut sink = Sink::new::<SummaryRow>(Format::Json, Vec::new()).unwrap();
+        assert_eq!(sink.rows, 0);
+        let row = SummaryRow {
+            day: NaiveDate::from_ymd_opt(2025, 7, 11).unwrap(),
+            currency: Some("KZT".into()),
+            status: "success".into(),
+            payments: 2,
+            expected_amount: "10.10".parse().unwrap(),
+            amount: "10.1".parse().unwrap(),
+            fee: "0".parse().unwrap(),
+            difference: "0.00".parse().unwrap(),
+            flagged: 0,
+            amount_mismatch: 0,
+            currency_mismatch: 0,
+            order_mismatch: 0,
+            lifetime_exceeded: 0,
+            not_found: 0,
+            unknown_status: 0,
+            terminal_status_changed: 0,
+            polling_abandoned: 0,
+        };
+        sink.row(&row).unwrap();
+        let out = sink.out.take().unwrap();
+        let mut text = String::from_utf8(out).unwrap();
+        text.push_str("\n]");
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed[0]["expected_amount"], "10.10");
+        assert_eq!(parsed[0]["day"], "2025-07-11");
+    }
+
+    #[test]
+    fn dates_are_iso() {
+        assert!(parse_date("2025-07-11").is_ok());
+        assert!(parse_date("11.07.2025").is_err());
+    }
+}
