@@ -68,7 +68,7 @@ amount_tolerance = "0"
 
 [log]
 format = "text"
-filter = "info,sqlx::postgres::notice=warn"
+filter = "info,sqlx::postgres::notice=warn,sqlx::query=error"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]

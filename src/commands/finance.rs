@@ -209,7 +209,10 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             eprintln!("{rows} rows written to {}", path.display());
             rows
         }
-        None => write_report(&pool, &request, std::io::stdout().lock()).await?,
+        None => {
+            let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            write_report(&pool, &request, stdout).await?
+        }
     };
     let _ = rows;
     Ok(ExitCode::SUCCESS)
