@@ -378,7 +378,11 @@ mod tests {
                 .contains("not a decimal number")
         );
         assert!(parse_amount("-1").unwrap_err().0.contains("negative"));
-        assert!(parse_amount("1e3").is_err());
+        assert_eq!(
+            parse_amount("1e3").unwrap(),
+            Decimal::from(1000),
+            "exact, as spreadsheets export"
+        );
     }
 
     #[test]
