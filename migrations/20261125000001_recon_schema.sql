@@ -44,6 +44,8 @@ create table recon.payments (
     checks            integer not null default 0,
     first_checked_at  timestamptz,
     last_checked_at   timestamptz,
+    -- the daemon instance (host:pid) whose poll was recorded last
+    last_checked_by   text,
     -- when the current terminal status was first observed
     settled_at        timestamptz,
     -- since when the provider has said it does not know this id (null once it answers)
@@ -138,6 +140,7 @@ select
     p.last_checked_at,
     p.settled_at,
     p.checks,
+    p.last_checked_by,
     p.next_check_at is null                                    as polling_finished,
     p.last_error,
     coalesce(

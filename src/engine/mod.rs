@@ -120,12 +120,18 @@ impl Engine {
             hostname().unwrap_or_else(|| "unknown-host".into()),
             std::process::id()
         );
+        let pacer = Pacer::new(
+            poll.rate_per_second,
+            poll.burst,
+            poll.concurrency,
+            Some(pool.clone()),
+        );
         Self {
             inner: Arc::new(Inner {
                 pool,
+                pacer,
                 provider,
                 policy: settings.policy(),
-                pacer: Pacer::new(poll.rate_per_second, poll.burst, poll.concurrency),
                 provider_timeout: settings.provider.timeout,
                 poll,
                 instance,
@@ -430,7 +436,7 @@ impl Sweep {
                             pause_ms = pause.as_millis() as u64,
                             "provider asked us to slow down; pausing every worker"
                         );
-                        inner.pacer.pause(pause);
+                        inner.pacer.pause(pause).await;
                         self.count(|o| o.rate_limited += 1);
                         continue;
                     }

@@ -56,29 +56,31 @@ struct ClaimedRow {
 /// The claim statement: `$1` due by (null: now), `$2` limit, `$3` owner, `$4` lease in
 /// milliseconds. Public so the benchmark can show its plan.
 pub const CLAIM_SQL: &str = "with due as (
-     select ctid, lease_token as previous_token
+     select ctid, payment_id, lease_token as previous_token
      from recon.payments
      where next_check_at <= coalesce($1, now())
        and (lease_expires_at is null or lease_expires_at <= now())
      order by next_check_at
      limit $2
      for update skip locked
+ ),
+ claimed as (
+     update recon.payments p
+     set lease_token = nextval('recon.lease_tokens'),
+         lease_owner = $3,
+         lease_expires_at = now() + $4 * interval '1 millisecond'
+     where p.ctid = any(array(select ctid from due))
+     returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
+               p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
+               p.checks, p.attempts, p.not_found_since, p.settled_at, p.lease_token
  )
- update recon.payments p
- set lease_token = nextval('recon.lease_tokens'),
-     lease_owner = $3,
-     lease_expires_at = now() + $4 * interval '1 millisecond'
- from due
- where p.ctid = due.ctid
- returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
-           p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
-           p.checks, p.attempts, p.not_found_since, p.settled_at,
-           array(select d.kind from recon.discrepancies d
-                 where d.payment_id = p.payment_id and d.resolved_at is null)
-               as open_flags,
-           p.lease_token as lease_token,
-           now() as claimed_at,
-           due.previous_token is not null as recovered";
+ select c.*,
+        array(select d.kind from recon.discrepancies d
+              where d.payment_id = c.payment_id and d.resolved_at is null) as open_flags,
+        now() as claimed_at,
+        due.previous_token is not null as recovered
+ from claimed c
+ join due using (payment_id)";
 
 /// Claims up to `limit` payments due at or before `due_by` (the database's `now()` when
 /// `None`), oldest first, skipping rows another transaction holds.

@@ -5,6 +5,7 @@ mod claim;
 pub mod finance;
 pub mod import;
 mod intake;
+pub mod rate;
 mod record;
 pub mod report;
 pub mod summary;

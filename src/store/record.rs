@@ -191,6 +191,7 @@ pub async fn record_verdicts(
                      checks            = v.checks,
                      first_checked_at  = case when v.answered then coalesce(p.first_checked_at, v.observed_at) else p.first_checked_at end,
                      last_checked_at   = case when v.answered then v.observed_at else p.last_checked_at end,
+                     last_checked_by   = p.lease_owner,
                      attempts          = v.attempts,
                      last_error        = v.last_error,
                      settled_at        = v.settled_at,
