@@ -21,6 +21,7 @@
 //! - [`store`]: every SQL statement: intake, claim, record, release, migrations.
 //! - [`engine`]: one sweep (claim → pace → poll → decide → record) and the cron adapter.
 //! - [`settings`], [`telemetry`]: configuration layers and logging.
+//! - [`observe`]: the optional `/healthz`, `/readyz` and `/metrics` listener.
 //! - [`simulator`]: a local stand-in for the provider, signature check included.
 //! - [`commands`]: one function per command-line command.
 //! - [`bench`]: the benchmark harness behind `freedompay-recon bench`.
@@ -34,6 +35,7 @@ pub mod commands;
 pub mod domain;
 pub mod engine;
 pub mod import;
+pub mod observe;
 pub mod provider;
 pub mod report;
 pub mod settings;

@@ -66,6 +66,9 @@ drain_timeout = "20s"
 [reconcile]
 amount_tolerance = "0"
 
+[http]
+listen = ""
+
 [log]
 format = "text"
 filter = "info,sqlx::postgres::notice=warn,sqlx::query=error"
@@ -78,7 +81,32 @@ pub struct Settings {
     pub provider: ProviderSettings,
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
+    pub http: HttpSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Where `run` serves /healthz, /readyz and /metrics; empty: no listener.
+    #[serde(deserialize_with = "optional_address")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// An empty string is "none".
+fn optional_address<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    let raw = String::deserialize(deserializer)?;
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{raw:?} is not an address like 127.0.0.1:9187 (empty turns the listener off)"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -404,6 +432,7 @@ mod tests {
         assert_eq!(s.poll.lease, Duration::from_secs(300));
         assert_eq!(s.provider.params, ParamsMode::Query);
         assert_eq!(s.reconcile.amount_tolerance, Decimal::ZERO);
+        assert_eq!(s.http.listen, None, "no listener unless asked");
     }
 
     #[test]
@@ -504,6 +533,11 @@ mod tests {
                 "rate_per_secound",
             ),
             ("DATABASE_URL", "mysql://x:pw@y/z", "database.url"),
+            (
+                "FREEDOMPAY_RECON__HTTP__LISTEN",
+                "localhost",
+                "is not an address",
+            ),
         ];
         for (key, value, named) in cases {
             let err = Settings::load_from(None, env(&[(key, value)]))

@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, SweepStop, run_daemon};
+use crate::observe;
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
 use crate::store;
@@ -16,6 +17,19 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let listener = match settings.http.listen {
+        Some(addr) if !once => {
+            let listener = observe::bind(addr).await?;
+            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+            let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                if let Err(e) = observe::serve(listener, engine, shutdown).await {
+                    tracing::error!("the health and metrics listener stopped: {e}");
+                }
+            }))
+        }
+        _ => None,
+    };
 
     if once {
         let outcome = engine.reconcile_due(&shutdown).await?;
@@ -37,6 +51,9 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
     run_daemon(engine, &settings.poll.schedule, shutdown)
         .await
         .context("the daemon stopped")?;
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

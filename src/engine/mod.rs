@@ -31,6 +31,7 @@ pub use daemon::{DaemonError, run_daemon};
 pub use pacing::Pacer;
 
 use crate::domain::{Jitter, PaymentId, Policy, PollResult, decide};
+use crate::observe;
 use crate::provider::{Classified, ProviderClient};
 use crate::settings::{PollSettings, Settings};
 use crate::store::{self, Claimed, Recorded, StoreError};
@@ -172,6 +173,7 @@ impl Engine {
             .run()
             .instrument(span.clone())
             .await?;
+        metrics::histogram!(observe::SWEEP_DURATION).record(started.elapsed().as_secs_f64());
         span.in_scope(|| match &outcome.stop {
             SweepStop::Fatal(reason) => tracing::error!(
                 claimed = outcome.claimed,
@@ -218,6 +220,18 @@ impl Engine {
         if halt.take().is_some() {
             tracing::info!("the provider accepts our requests again; polling resumed");
         }
+    }
+}
+
+/// The `outcome` label of a poll.
+fn outcome_label(classified: &Classified) -> &'static str {
+    match classified {
+        Classified::Answer(PollResult::Invoice(_)) => "answer",
+        Classified::Answer(PollResult::NotFound) => "not_found",
+        Classified::Answer(PollResult::Rejected { .. }) => "rejected",
+        Classified::Answer(PollResult::Failed { .. }) | Classified::Retryable(_) => "failed",
+        Classified::RateLimited(_) => "rate_limited",
+        Classified::Fatal(_) => "fatal",
     }
 }
 
@@ -353,6 +367,7 @@ impl Sweep {
                 o.recovered += recovered;
             });
             if recovered > 0 {
+                metrics::counter!(observe::LEASES_RECOVERED).increment(recovered);
                 tracing::info!(recovered, "took over claims whose lease had run out");
             }
             for (permit, claim) in permits.zip(claimed) {
@@ -414,14 +429,20 @@ impl Sweep {
             let lease_deadline =
                 claimed_locally + inner.poll.lease.saturating_sub(inner.provider_timeout);
             loop {
-                let Some(_ticket) = inner.pacer.ticket(&self.stop).await else {
+                let Some(ticket) = inner.pacer.ticket(&self.stop).await else {
                     return Polled::Skipped;
                 };
+                metrics::histogram!(observe::RATE_LIMIT_WAIT).record(ticket.waited.as_secs_f64());
                 if Instant::now() >= lease_deadline {
                     tracing::debug!("lease nearly out before the poll; releasing");
                     return Polled::Skipped;
                 }
                 let fetched = inner.provider.invoice_info(&payment_id).await;
+                drop(ticket);
+                metrics::histogram!(observe::PROVIDER_LATENCY)
+                    .record(fetched.elapsed.as_secs_f64());
+                metrics::counter!(observe::POLLS, "outcome" => outcome_label(&fetched.classified))
+                    .increment(1);
                 let result = match fetched.classified {
                     Classified::Answer(result) => result,
                     Classified::Retryable(reason) => {
@@ -436,6 +457,7 @@ impl Sweep {
                             pause_ms = pause.as_millis() as u64,
                             "provider asked us to slow down; pausing every worker"
                         );
+                        metrics::counter!(observe::RATE_LIMIT_PAUSES).increment(1);
                         inner.pacer.pause(pause).await;
                         self.count(|o| o.rate_limited += 1);
                         continue;
@@ -489,6 +511,10 @@ impl Sweep {
                             o.flags_opened += written.flags_opened;
                             o.flags_resolved += written.flags_resolved;
                         });
+                        metrics::counter!(observe::TRANSITIONS).increment(written.transitions);
+                        metrics::counter!(observe::FLAGS_OPENED).increment(written.flags_opened);
+                        metrics::counter!(observe::FLAGS_RESOLVED)
+                            .increment(written.flags_resolved);
                         let mut outstanding = self.outstanding.lock().expect("outstanding lock");
                         for recorded in &batch {
                             outstanding.remove(&recorded.payment_id);

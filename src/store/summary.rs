@@ -108,3 +108,45 @@ pub async fn open_flag_counts(
     .fetch_all(pool)
     .await?)
 }
+
+/// The deployment-wide gauges `/metrics` exposes, read at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gauges {
+    /// `(status, payments)`; `no_answer` before the first answer.
+    pub payments_by_status: Vec<(String, i64)>,
+    /// `(kind, open flags)`.
+    pub open_by_kind: Vec<(String, i64)>,
+    /// Payments due now and not held by a live lease.
+    pub backlog_due: i64,
+    /// How long the oldest of those has been due, in seconds (0 when none).
+    pub oldest_due_age_seconds: f64,
+}
+
+pub async fn gauges(pool: &PgPool) -> Result<Gauges, StoreError> {
+    let payments_by_status = sqlx::query_as(
+        "select coalesce(status, 'no_answer'), count(*) from recon.payments group by 1 order by 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let open_by_kind = sqlx::query_as(
+        "select kind, count(*) from recon.discrepancies where resolved_at is null
+         group by kind order by kind",
+    )
+    .fetch_all(pool)
+    .await?;
+    let (backlog_due, oldest_due_age_seconds): (i64, f64) = sqlx::query_as(
+        "select count(*),
+                coalesce(extract(epoch from now() - min(next_check_at))::float8, 0)
+         from recon.payments
+         where next_check_at <= now()
+           and (lease_expires_at is null or lease_expires_at <= now())",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Gauges {
+        payments_by_status,
+        open_by_kind,
+        backlog_due,
+        oldest_due_age_seconds,
+    })
+}

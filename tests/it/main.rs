@@ -9,6 +9,7 @@ mod finance;
 mod flags;
 mod helpers;
 mod leases;
+mod observe;
 mod pacing;
 mod provider_faults;
 mod statuses;

@@ -1,0 +1,227 @@
+//! Health and metrics: the optional HTTP listener (`http.listen`) with `/healthz`, `/readyz`
+//! and `/metrics` in the Prometheus text format.
+//!
+//! Counters and histograms are recorded where things happen (the engine) through the
+//! `metrics` facade; gauges that describe the database (payments by status, open flags,
+//! backlog) are read from PostgreSQL at scrape time, so they are true for the whole
+//! deployment and never stale.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::store;
+
+/// Polls by outcome: `answer`, `not_found`, `rejected`, `failed`, `rate_limited`, `fatal`.
+pub const POLLS: &str = "freedompay_recon_polls_total";
+/// Time from sending a request to having its body, successful or not.
+pub const PROVIDER_LATENCY: &str = "freedompay_recon_provider_request_duration_seconds";
+/// Time a request waited for the rate budget and any pause before it was sent.
+pub const RATE_LIMIT_WAIT: &str = "freedompay_recon_rate_limit_wait_seconds";
+/// 429/503 answers that paused every worker.
+pub const RATE_LIMIT_PAUSES: &str = "freedompay_recon_rate_limit_pauses_total";
+/// Claims taken over after the previous holder's lease ran out.
+pub const LEASES_RECOVERED: &str = "freedompay_recon_lease_recoveries_total";
+/// Wall time of one sweep.
+pub const SWEEP_DURATION: &str = "freedompay_recon_sweep_duration_seconds";
+/// Status transitions recorded.
+pub const TRANSITIONS: &str = "freedompay_recon_transitions_total";
+/// Flags raised and cleared by the daemon.
+pub const FLAGS_OPENED: &str = "freedompay_recon_flags_opened_total";
+pub const FLAGS_RESOLVED: &str = "freedompay_recon_flags_resolved_total";
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+const SWEEP_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn recorder() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(PROVIDER_LATENCY.into()), &LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(RATE_LIMIT_WAIT.into()),
+                        &LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(SWEEP_DURATION.into()), &SWEEP_BUCKETS)
+                })
+                .expect("bucket lists are not empty");
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (a test harness, say): keep ours private.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(POLLS, "Polls of the provider by outcome.");
+    describe_histogram!(PROVIDER_LATENCY, Unit::Seconds, "Provider request latency.");
+    describe_histogram!(
+        RATE_LIMIT_WAIT,
+        Unit::Seconds,
+        "Time a request waited for the rate budget or a pause."
+    );
+    describe_counter!(
+        RATE_LIMIT_PAUSES,
+        "429/503 answers that paused every worker."
+    );
+    describe_counter!(
+        LEASES_RECOVERED,
+        "Claims taken over after their lease ran out."
+    );
+    describe_histogram!(SWEEP_DURATION, Unit::Seconds, "Duration of one sweep.");
+    describe_counter!(TRANSITIONS, "Status transitions recorded.");
+    describe_counter!(FLAGS_OPENED, "Flags raised by the daemon.");
+    describe_counter!(FLAGS_RESOLVED, "Flags cleared by a later observation.");
+}
+
+#[derive(Clone)]
+struct Listener {
+    pool: PgPool,
+    engine: Engine,
+    handle: PrometheusHandle,
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = Listener {
+        pool: engine.pool().clone(),
+        engine,
+        handle: recorder(),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// Binds `addr`, naming it in the error.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("http.listen {addr}: cannot listen: {e}"))
+}
+
+/// Ready: the database answers and the provider has not rejected our configuration.
+async fn readyz(State(state): State<Listener>) -> Response {
+    let database = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool),
+    )
+    .await;
+    let problem = match database {
+        Err(_) => Some("database: no answer within 2 s".to_owned()),
+        Ok(Err(e)) => Some(format!("database: {e}")),
+        Ok(Ok(_)) => state
+            .engine
+            .halted()
+            .map(|reason| format!("provider: polling halted: {reason}")),
+    };
+    match problem {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(problem) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {problem}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Listener>) -> Response {
+    let mut body = state.handle.render();
+    let halted = u8::from(state.engine.halted().is_some());
+    let _ = write!(
+        body,
+        "# HELP freedompay_recon_provider_halted 1 while a fatal provider error holds polling off.\n\
+         # TYPE freedompay_recon_provider_halted gauge\n\
+         freedompay_recon_provider_halted {halted}\n"
+    );
+    match tokio::time::timeout(Duration::from_secs(10), store::summary::gauges(&state.pool)).await {
+        Ok(Ok(gauges)) => body.push_str(&render_gauges(&gauges)),
+        Ok(Err(e)) => tracing::warn!("metrics: cannot read the database gauges: {e}"),
+        Err(_) => tracing::warn!("metrics: the database gauges took over 10 s"),
+    }
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        body,
+    )
+        .into_response()
+}
+
+/// The database gauges in the Prometheus text format.
+fn render_gauges(gauges: &store::summary::Gauges) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, samples: &[(String, f64)], label: Option<&str>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (value_label, value) in samples {
+            match label {
+                Some(label) => {
+                    let _ = writeln!(out, "{name}{{{label}=\"{value_label}\"}} {value}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name} {value}");
+                }
+            }
+        }
+    };
+    let labelled = |rows: &[(String, i64)]| -> Vec<(String, f64)> {
+        rows.iter().map(|(l, n)| (l.clone(), *n as f64)).collect()
+    };
+    family(
+        "freedompay_recon_payments",
+        "Tracked payments by provider status (no_answer before the first answer).",
+        &labelled(&gauges.payments_by_status),
+        Some("status"),
+    );
+    family(
+        "freedompay_recon_open_discrepancies",
+        "Open flags by kind.",
+        &labelled(&gauges.open_by_kind),
+        Some("kind"),
+    );
+    family(
+        "freedompay_recon_backlog_due",
+        "Payments due now and not held by a live lease.",
+        &[(String::new(), gauges.backlog_due as f64)],
+        None,
+    );
+    family(
+        "freedompay_recon_oldest_due_age_seconds",
+        "How long the oldest due payment has waited.",
+        &[(String::new(), gauges.oldest_due_age_seconds)],
+        None,
+    );
+    out
+}

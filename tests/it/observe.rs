@@ -1,0 +1,135 @@
+//! The health and metrics listener.
+
+use std::time::Duration;
+
+use freedompay_recon::engine::Engine;
+use freedompay_recon::observe;
+use freedompay_recon::provider::ProviderClient;
+use freedompay_recon::simulator::{Reply, Scenario};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{TestApp, engine, settings};
+
+/// Serves the listener for `engine` on a free port; returns its base URL.
+async fn listen(engine: Engine, shutdown: &CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(observe::serve(listener, engine, shutdown.clone()));
+    base
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("the listener answers");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_describe_the_daemon_and_the_database() {
+    // As `run` does: the recorder is in place before the first sweep.
+    observe::recorder();
+    let app = TestApp::new(
+        Scenario::new()
+            .prefix("m-", [Reply::invoice("process", "10", "KZT")])
+            .payment("m-nf", [Reply::not_found()]),
+    )
+    .await;
+    app.insert("('m-1', 11, 'KZT', null, now(), null)").await;
+    app.insert_ids(&["m-2", "m-3", "m-nf"]).await;
+    app.sweep().await;
+    let shutdown = CancellationToken::new();
+    let base = listen(app.engine.clone(), &shutdown).await;
+
+    assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".into()));
+    assert_eq!(
+        get(&format!("{base}/readyz")).await,
+        (200, "ready\n".into())
+    );
+
+    let (status, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    for line in [
+        "freedompay_recon_payments{status=\"process\"} 3",
+        "freedompay_recon_payments{status=\"no_answer\"} 1",
+        "freedompay_recon_open_discrepancies{kind=\"amount_mismatch\"} 1",
+        "freedompay_recon_backlog_due 0",
+        "freedompay_recon_oldest_due_age_seconds 0",
+        "freedompay_recon_provider_halted 0",
+        "# TYPE freedompay_recon_polls_total counter",
+        "# TYPE freedompay_recon_provider_request_duration_seconds histogram",
+        "freedompay_recon_provider_request_duration_seconds_bucket{le=\"0.005\"}",
+        "# TYPE freedompay_recon_sweep_duration_seconds histogram",
+        "# TYPE freedompay_recon_rate_limit_wait_seconds histogram",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let answers: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("freedompay_recon_polls_total{outcome=\"answer\"} "))
+        .and_then(|v| v.parse().ok())
+        .expect("answers are counted");
+    assert!(answers >= 3.0, "{answers}");
+
+    // Time passes: the backlog is due and has been waiting.
+    sqlx::query("update recon.payments set next_check_at = now() - interval '90 seconds'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    assert!(text.contains("freedompay_recon_backlog_due 4"), "{text}");
+    let age: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("freedompay_recon_oldest_due_age_seconds "))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!((90.0..120.0).contains(&age), "{age}");
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_polling_is_halted_or_the_database_is_gone() {
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert_ids(&["h-1"]).await;
+    let wrong = settings(
+        &app.db,
+        &app.sim,
+        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
+    );
+    let halted = engine(&app.db, &wrong);
+    halted
+        .reconcile_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let base = listen(halted, &shutdown).await;
+    let (status, text) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(
+        text.starts_with("not ready: provider: polling halted"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong"), "the secret never shows: {text}");
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(metrics.contains("freedompay_recon_provider_halted 1"));
+    assert_eq!(
+        get(&format!("{base}/healthz")).await.0,
+        200,
+        "the process is up"
+    );
+
+    let nowhere: PgConnectOptions = "postgres://postgres@127.0.0.1:1/nowhere".parse().unwrap();
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy_with(nowhere);
+    let cut_off = Engine::new(
+        pool,
+        ProviderClient::new(&app.settings.provider).unwrap(),
+        &app.settings,
+    );
+    let base = listen(cut_off, &shutdown).await;
+    let (status, text) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(text.starts_with("not ready: database"), "{text}");
+    shutdown.cancel();
+}
