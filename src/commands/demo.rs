@@ -152,7 +152,8 @@ async fn watch_progress(
     let started = Instant::now();
     let interactive = std::io::stdout().is_terminal();
     let mut ticks = tokio::time::interval(Duration::from_millis(500));
-    let interrupted = super::wait_for_shutdown_signal();
+    let shutdown = super::shutdown_on_signal()?;
+    let interrupted = shutdown.cancelled();
     tokio::pin!(interrupted);
     let mut last_line = String::new();
     loop {

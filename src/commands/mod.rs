@@ -113,18 +113,21 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
     }
 }
 
-/// Resolves on SIGTERM (what systemd sends) or SIGINT (Ctrl-C).
-pub(crate) async fn wait_for_shutdown_signal() {
+/// A token cancelled on SIGTERM (what systemd sends) or SIGINT (Ctrl-C). The handlers are
+/// installed before this returns, so a signal that arrives during start-up (while connecting
+/// or migrating) is not lost and never kills the process outright.
+pub(crate) fn shutdown_on_signal() -> anyhow::Result<tokio_util::sync::CancellationToken> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => tokio::select! {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        },
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops this");
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("SIGINT received");
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    }
+        cancel.cancel();
+    });
+    Ok(token)
 }

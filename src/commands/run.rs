@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, SweepStop, run_daemon};
 use crate::observe;
@@ -10,13 +9,15 @@ use crate::settings::Settings;
 use crate::store;
 
 pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
+    let shutdown = super::shutdown_on_signal()?;
     let provider = ProviderClient::new(&settings.provider)?;
     let pool = store::connect(&settings.database).await?;
     store::migrate(&pool).await?;
     let engine = Engine::new(pool, provider, settings);
-
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    if shutdown.is_cancelled() {
+        tracing::info!("stopped before the first sweep");
+        return Ok(ExitCode::SUCCESS);
+    }
     let listener = match settings.http.listen {
         Some(addr) if !once => {
             let listener = observe::bind(addr).await?;
@@ -55,10 +56,4 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
         let _ = listener.await;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGTERM (what systemd sends) or SIGINT (Ctrl-C) starts a graceful shutdown.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    super::wait_for_shutdown_signal().await;
-    shutdown.cancel();
 }

@@ -34,6 +34,7 @@ pub async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result
              (e.g. FREEDOMPAY_RECON__PROVIDER__AUTH_ID=demo FREEDOMPAY_RECON__PROVIDER__SECRET=demo-secret)"
         );
     }
+    let shutdown = super::shutdown_on_signal()?;
     let scenario = match &args.scenario {
         Some(path) => Scenario::from_file(path)?,
         None => Scenario::builtin(args.builtin),
@@ -52,7 +53,7 @@ pub async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result
         false,
     )?;
     println!("listening on {}", simulator.base_url());
-    super::wait_for_shutdown_signal().await;
+    shutdown.cancelled().await;
     // stdout may be gone by now (a closed pipe): never panic over a farewell line.
     let _ = writeln!(
         std::io::stdout(),

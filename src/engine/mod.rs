@@ -198,6 +198,18 @@ impl Engine {
         Ok(outcome)
     }
 
+    /// Payments claimed at a time. Under a rate limit, about a second's worth of requests
+    /// (at least `poll.concurrency`): an instance never holds far more than it can poll
+    /// soon, so other instances find work and leases are not spent in a queue.
+    fn claim_chunk(&self) -> usize {
+        let poll = &self.inner.poll;
+        let batch = poll.batch_size as usize;
+        match poll.rate_per_second {
+            0 => batch,
+            rate => batch.min((rate as usize).max(poll.concurrency)),
+        }
+    }
+
     fn halted_until(&self, now: DateTime<Utc>) -> Option<(String, DateTime<Utc>)> {
         let halt = self.inner.halt.lock().expect("halt lock");
         halt.as_ref()
@@ -279,9 +291,9 @@ impl Sweep {
 
     async fn run(self: Arc<Self>) -> Result<SweepOutcome, EngineError> {
         let inner = &self.engine.inner;
-        let batch = inner.poll.batch_size as usize;
-        let (claims_tx, claims_rx) = mpsc::channel::<Claimed>(batch * 2);
-        let (polled_tx, polled_rx) = mpsc::channel::<Recorded>(batch * 2);
+        let chunk = self.engine.claim_chunk();
+        let (claims_tx, claims_rx) = mpsc::channel::<Claimed>(chunk * 2);
+        let (polled_tx, polled_rx) = mpsc::channel::<Recorded>(inner.poll.batch_size as usize * 2);
 
         let claimer = tokio::spawn(Arc::clone(&self).claim_loop(claims_tx));
         let writer = tokio::spawn(Arc::clone(&self).write_loop(polled_rx));
@@ -324,7 +336,7 @@ impl Sweep {
     /// left or the sweep stops.
     async fn claim_loop(self: Arc<Self>, claims: mpsc::Sender<Claimed>) -> Result<(), EngineError> {
         let inner = &self.engine.inner;
-        let chunk = inner.poll.batch_size as usize;
+        let chunk = self.engine.claim_chunk();
         let mut due_by = None;
         loop {
             let permits = tokio::select! {

@@ -40,7 +40,9 @@ pub enum StoreError {
 /// Connects and checks the connection once, so an unreachable database is reported now,
 /// in one line, rather than at the first query.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
-    let options = settings.connect_options()?;
+    let options = settings
+        .connect_options()?
+        .application_name("freedompay-recon");
     let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)

@@ -355,3 +355,61 @@ pub fn engine(db: &TestDb, settings: &Settings) -> Engine {
     let provider = ProviderClient::new(&settings.provider).expect("provider client");
     Engine::new(db.pool.clone(), provider, settings)
 }
+
+/// The daemon binary (`run`) against the test's database and simulator, sweeping every
+/// second; `env` adds or overrides settings.
+pub fn daemon_command(app: &TestApp, env: &[(&str, &str)]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
+    command
+        .arg("run")
+        .env_clear()
+        .env("DATABASE_URL", &app.db.url)
+        .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url())
+        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
+        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
+        .env("FREEDOMPAY_RECON__POLL__SCHEDULE", "* * * * * *")
+        .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command
+}
+
+/// Sends `signal` (e.g. "TERM", "KILL") to a child process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// Waits for a child to exit; returns its exit code and what it wrote to stderr.
+pub async fn wait_exit(child: std::process::Child) -> (Option<i32>, String) {
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+impl TestApp {
+    /// Polls `sql` (a count) until it equals `expected` or `within` passes; returns the last
+    /// count.
+    pub async fn wait_for(&self, sql: &str, expected: i64, within: std::time::Duration) -> i64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let n = self.count(sql).await;
+            if n == expected || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
