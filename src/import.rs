@@ -222,12 +222,13 @@ struct Parsed {
     copied: u64,
 }
 
-/// Reads, validates and re-encodes rows on the calling (blocking) thread, sending CSV chunks
-/// for `COPY`. Returns the counts and every line error.
+/// Reads, validates and re-encodes rows on the calling (blocking) thread, handing CSV chunks
+/// for `COPY` to `emit` (which returns false when the consumer is gone). Returns the counts
+/// and every line error.
 fn parse_file(
     input: impl Read,
     naive_offset: FixedOffset,
-    chunks: mpsc::Sender<Vec<u8>>,
+    mut emit: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<Parsed, ImportError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -255,14 +256,19 @@ fn parse_file(
     };
     let mut out = new_writer();
     let mut record = StringRecord::new();
+    // csv counts lines by '\n', which is right for quoted fields that span lines but says
+    // "line 1" for every row of a file with bare '\r' line ends; the row count (the header
+    // is line 1) is right there. A row starts on whichever is later.
+    let line_of = |position: Option<&csv::Position>, rows: u64| {
+        position.map_or(0, csv::Position::line).max(rows + 1)
+    };
     loop {
-        let line = reader.position().line() + 1;
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
                 parsed.rows += 1;
-                let line = e.position().map_or(line, |p| p.line());
+                let line = line_of(e.position(), parsed.rows);
                 let problem = match e.kind() {
                     csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_owned(),
                     csv::ErrorKind::Io(io) => return Err(ImportError::Read(io.to_string())),
@@ -276,8 +282,8 @@ fn parse_file(
                 continue;
             }
         }
-        let line = record.position().map_or(line, |p| p.line());
         parsed.rows += 1;
+        let line = line_of(record.position(), parsed.rows);
         if record.len() != header.len() {
             parsed.errors.push(LineError {
                 line,
@@ -299,7 +305,7 @@ fn parse_file(
             let chunk = std::mem::replace(&mut out, new_writer())
                 .into_inner()
                 .map_err(|e| ImportError::Read(e.to_string()))?;
-            if chunks.blocking_send(chunk).is_err() {
+            if !emit(chunk) {
                 // The database side failed; it reports why.
                 return Ok(parsed);
             }
@@ -309,9 +315,20 @@ fn parse_file(
         .into_inner()
         .map_err(|e| ImportError::Read(e.to_string()))?;
     if !chunk.is_empty() {
-        let _ = chunks.blocking_send(chunk);
+        emit(chunk);
     }
     Ok(parsed)
+}
+
+/// Validates a whole CSV file without a database: the number of data rows and every line
+/// error (those that need the database, such as conflicts with stored payments, excepted).
+/// The fuzz target drives this.
+pub fn check_csv(
+    input: impl Read,
+    naive_offset: FixedOffset,
+) -> Result<(u64, Vec<LineError>), ImportError> {
+    let parsed = parse_file(input, naive_offset, |_| true)?;
+    Ok((parsed.rows, parsed.errors))
 }
 
 /// Imports `input` (CSV with a header row) into `recon.payments`: all rows or none.
@@ -337,7 +354,11 @@ pub async fn import_csv(
     .await?;
 
     let (chunks_tx, mut chunks) = mpsc::channel::<Vec<u8>>(4);
-    let parser = tokio::task::spawn_blocking(move || parse_file(input, naive_offset, chunks_tx));
+    let parser = tokio::task::spawn_blocking(move || {
+        parse_file(input, naive_offset, |chunk| {
+            chunks_tx.blocking_send(chunk).is_ok()
+        })
+    });
     let mut copy = tx
         .copy_in_raw(&format!(
             "copy import_rows ({COPY_COLUMNS}) from stdin with (format csv)"
@@ -398,12 +419,11 @@ mod tests {
     }
 
     fn parse(text: &str) -> Result<(Parsed, String), ImportError> {
-        let (tx, mut rx) = mpsc::channel(1024);
-        let parsed = parse_file(text.as_bytes().to_vec().as_slice(), almaty(), tx)?;
         let mut copied = Vec::new();
-        while let Ok(chunk) = rx.try_recv() {
+        let parsed = parse_file(text.as_bytes(), almaty(), |chunk| {
             copied.extend(chunk);
-        }
+            true
+        })?;
         Ok((parsed, String::from_utf8(copied).unwrap()))
     }
 
@@ -447,6 +467,17 @@ mod tests {
         assert_eq!(lines[4], "line 4: payment_id: payment id is empty");
         assert_eq!(lines[5], "line 5: row: has 2 fields, the header has 5");
         assert!(lines[6].starts_with("line 6: expected_amount: \"-3\" is negative"));
+    }
+
+    #[test]
+    fn lines_are_numbered_right_with_bare_carriage_returns_and_multi_line_fields() {
+        let (parsed, _) = parse("payment_id,expected_amount\r1,x\r2,y\r").unwrap();
+        let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 3]);
+        let (parsed, _) =
+            parse("payment_id,order_id,expected_amount\n1,\"two\nlines\",x\n2,b,y\n").unwrap();
+        let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, [2, 4]);
     }
 
     #[test]

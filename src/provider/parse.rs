@@ -469,6 +469,56 @@ mod tests {
         ));
     }
 
+    /// A quick, deterministic stand-in for the fuzz target (`fuzz/`), run by every `cargo
+    /// test`: thousands of mangled versions of every sample must parse or be refused,
+    /// never panic.
+    #[test]
+    fn mangled_bodies_are_refused_or_read_never_a_panic() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/provider/responses");
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        };
+        let specials: [&[u8]; 8] = [
+            b"\"",
+            b"{",
+            b"}",
+            b"null",
+            b"1e999999",
+            b"\\u0000",
+            b"-",
+            b"\xff",
+        ];
+        let mut read = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let original = std::fs::read(entry.unwrap().path()).unwrap();
+            for _ in 0..2_000 {
+                let mut body = original.clone();
+                for _ in 0..1 + next(4) {
+                    match next(4) {
+                        0 if !body.is_empty() => body.truncate(next(body.len())),
+                        1 if !body.is_empty() => {
+                            let at = next(body.len());
+                            body[at] = next(256) as u8;
+                        }
+                        _ => {
+                            let at = next(body.len() + 1);
+                            let special = specials[next(specials.len())];
+                            body.splice(at..at, special.iter().copied());
+                        }
+                    }
+                }
+                if parse_body(&body, almaty()).is_ok() {
+                    read += 1;
+                }
+            }
+        }
+        assert!(read > 100, "some mangled bodies still read ({read})");
+    }
+
     #[test]
     fn timestamps_in_every_seen_form() {
         let expected = utc("2025-07-11T11:19:49Z");

@@ -69,3 +69,36 @@ fn the_unit_exposure_score_is_ok() {
         .expect("an overall exposure line");
     assert!(score < 2.0, "exposure {score}");
 }
+
+#[test]
+fn the_package_metadata_ships_files_that_exist() {
+    let manifest: toml::Table =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+    let assets = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .expect("cargo-deb assets");
+    let mut installed = Vec::new();
+    for asset in assets {
+        let asset = asset.as_array().unwrap();
+        let source = asset[0].as_str().unwrap();
+        installed.push(asset[1].as_str().unwrap().to_owned());
+        if source.starts_with("target/") {
+            continue; // built by `cargo deb`
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+        assert!(path.is_file(), "{source} is shipped but missing");
+    }
+    for expected in [
+        "usr/bin/",
+        "lib/systemd/system/",
+        "etc/freedompay-recon/config.toml",
+    ] {
+        assert!(
+            installed.iter().any(|i| i == expected),
+            "{expected} is not installed"
+        );
+    }
+}
