@@ -149,7 +149,8 @@ pub struct ProviderSettings {
 pub struct PollSettings {
     /// Cron with seconds, in UTC.
     pub schedule: String,
-    /// Requests per second to the provider from this process; 0 means unlimited.
+    /// Requests per second to the provider from the whole deployment (shared through
+    /// PostgreSQL by every instance); 0 means unlimited.
     pub rate_per_second: u32,
     /// Requests allowed back to back above the steady rate.
     pub burst: u32,

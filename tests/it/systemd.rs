@@ -91,14 +91,18 @@ fn the_package_metadata_ships_files_that_exist() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
         assert!(path.is_file(), "{source} is shipped but missing");
     }
-    for expected in [
-        "usr/bin/",
-        "lib/systemd/system/",
-        "etc/freedompay-recon/config.toml",
-    ] {
+    for expected in ["usr/bin/", "etc/freedompay-recon/config.toml"] {
         assert!(
             installed.iter().any(|i| i == expected),
             "{expected} is not installed"
         );
     }
+    let units = &manifest["package"]["metadata"]["deb"]["systemd-units"];
+    let dir = units["unit-scripts"]
+        .as_str()
+        .expect("the unit is packaged");
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(dir)
+        .join("freedompay-recon.service");
+    assert!(unit.is_file(), "{} is missing", unit.display());
 }
