@@ -143,3 +143,68 @@ async fn sigterm_drains_the_daemon_exits_zero_and_leaves_no_lease() {
         "one transition per polled payment"
     );
 }
+
+/// Plays systemd's side of `Type=notify`: a datagram socket in `NOTIFY_SOCKET`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_watchdog_pings_and_stopping() {
+    let app = TestApp::new(Scenario::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let daemon = crate::helpers::daemon_command(
+        &app,
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    // systemd names the watched process in WATCHDOG_PID; `exec` keeps the shell's pid.
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" run")
+        .arg(env!("CARGO_BIN_EXE_freedompay-recon"))
+        .env_clear()
+        .envs(
+            daemon
+                .get_envs()
+                .filter_map(|(key, value)| value.map(|value| (key, value))),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let receive = move |socket: &std::os::unix::net::UnixDatagram| {
+        let mut buffer = [0u8; 512];
+        let n = socket.recv(&mut buffer).expect("a notification");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    let first = receive(&socket);
+    assert!(first.contains("READY=1"), "{first:?}");
+    // READY comes after migrations: the schema is there.
+    assert_eq!(
+        app.count("select count(*) from information_schema.tables where table_schema = 'recon' and table_type = 'BASE TABLE'")
+            .await,
+        4
+    );
+    let mut pings = 0;
+    while pings < 3 {
+        let message = receive(&socket);
+        assert!(message.contains("WATCHDOG=1"), "{message:?}");
+        pings += 1;
+    }
+    crate::helpers::signal(&child, "TERM");
+    let mut stopping = false;
+    for _ in 0..50 {
+        if receive(&socket).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "systemd is told the daemon is stopping");
+    let (code, log) = crate::helpers::wait_exit(child).await;
+    assert_eq!(code, Some(0), "{log}");
+}
