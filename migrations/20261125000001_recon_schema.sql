@@ -55,6 +55,8 @@ create table recon.payments (
     last_error        text,
     -- when the payment is next due; null = no longer polled (confirmed terminal or abandoned)
     next_check_at     timestamptz default now(),
+    -- set by `recheck` while a poll may be under way: the verdict then keeps the payment due
+    recheck_requested_at timestamptz,
     -- the current claim: a fresh token per claim, so a late write from a lost lease is ignored.
     -- A due payment is claimable when it holds no lease or its lease has run out, so a crashed
     -- daemon's claims come back by themselves. No index covers these columns, so claiming

@@ -241,8 +241,12 @@ impl DaemonCommand {
     fn spawn(&self, rate: u32) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("cannot find this binary")?;
         let poll = |key: &str| format!("FREEDOMPAY_RECON__POLL__{key}");
+        // A clean environment: an inherited FREEDOMPAY_RECON__DATABASE__URL would outrank
+        // DATABASE_URL and point the daemon under test at a real database.
         Command::new(exe)
             .args(["run", "--once"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.database_url)
             .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", &self.base_url)
             .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
@@ -405,7 +409,9 @@ async fn time_claims(pool: &PgPool, limit: u32) -> anyhow::Result<(Duration, Dur
         sqlx::query("vacuum recon.payments").execute(pool).await?;
         let mut tx = pool.begin().await?;
         let started = Instant::now();
-        let rows = store::claim_due(&mut *tx, "bench", limit, lease, None).await?;
+        let rows = store::claim_due(&mut *tx, "bench", limit, lease, None)
+            .await?
+            .claims;
         timings.push(started.elapsed());
         tx.rollback().await?;
         ensure!(

@@ -34,6 +34,8 @@ pub const DEFAULTS: &str = r#"
 url = "postgres://postgres@127.0.0.1:5432/freedompay_recon"
 max_connections = 10
 connect_timeout = "5s"
+statement_timeout = "5m"
+lock_timeout = "30s"
 
 [provider]
 base_url = "https://api.freedompay.kz"
@@ -117,6 +119,12 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// No statement runs longer (a stuck connection or lock never hangs a sweep forever).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// No statement waits longer for a row or table lock.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -265,6 +273,16 @@ impl Settings {
                 path: path.clone(),
                 reason: format!("cannot read it: {e}"),
             })?;
+            // Report bad TOML ourselves: the parser's own message quotes the offending line,
+            // which may hold a password or the partner secret.
+            if let Err(e) = text.parse::<toml::Table>() {
+                let at = e.span().map_or(0, |span| span.start);
+                let line = text[..at.min(text.len())].matches('\n').count() + 1;
+                return Err(SettingsError::File {
+                    path: path.clone(),
+                    reason: format!("not valid TOML at line {line}: {}", e.message()),
+                });
+            }
             builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
         }
 
@@ -548,6 +566,16 @@ mod tests {
             assert!(message.contains(named), "{key}={value}: {message}");
             assert!(!message.contains("pw@"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_broken_config_file_never_echoes_its_secrets() {
+        let broken = file("[provider]\nauth_id = \"1\"\nsecret = \"hunter2-secret\n");
+        let err = Settings::load_from(Some(broken.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid TOML at line 3"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

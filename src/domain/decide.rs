@@ -227,10 +227,15 @@ pub fn decide(
         }
     }
 
+    // Never later than the lifetime check, nor (while unsettled) the abandon time; both
+    // caps apply only while they are still ahead, so a check is never scheduled in the past.
     let cap = |next: DateTime<Utc>| {
-        let mut next = next.min(abandon_at);
+        let mut next = next;
         if let Some(check_at) = lifetime_check_at.filter(|&at| at > now) {
             next = next.min(check_at);
+        }
+        if !is_terminal && abandon_at > now {
+            next = next.min(abandon_at);
         }
         next
     };
@@ -240,6 +245,9 @@ pub fn decide(
             let confirmed = change.is_none();
             (!confirmed).then(|| after(now, policy.confirm_after))
         }
+        // A settled payment looked at again after the maximum age (a manual recheck, a late
+        // confirmation) gets that one look, whatever it brings.
+        _ if now >= abandon_at => None,
         PollResult::Failed { .. } => {
             let exponent = before.attempts.clamp(0, 20) as u32;
             let backoff = policy
@@ -293,8 +301,8 @@ fn resolve_lifetime(lifetime: Lifetime, created_at: DateTime<Utc>) -> Expiry {
             source: LifetimeSource::ProviderDatetime,
         },
         Lifetime::Seconds(seconds) => Expiry {
-            at: created_at
-                .checked_add_signed(TimeDelta::seconds(seconds))
+            at: TimeDelta::try_seconds(seconds)
+                .and_then(|lifetime| created_at.checked_add_signed(lifetime))
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
             source: LifetimeSource::ProviderSeconds,
         },
@@ -887,6 +895,49 @@ mod tests {
             week + 60,
         );
         assert_eq!(v.resolve, vec![FlagKind::PollingAbandoned]);
+    }
+
+    #[test]
+    fn a_settled_payment_past_the_maximum_age_is_never_scheduled_in_the_past() {
+        let week = 7 * 24 * 60;
+        let mut state = tracked();
+        state.status = Some(ProviderStatus::Success);
+        state.checks = 2;
+        for result in [
+            PollResult::NotFound,
+            PollResult::Failed {
+                reason: "timeout".into(),
+            },
+            PollResult::Rejected {
+                code: "1".into(),
+                description: "x".into(),
+            },
+        ] {
+            let v = decide_at(&state, result, week + 30);
+            assert_eq!(v.next_check_at, None, "one look only after the maximum age");
+            assert!(
+                !opened(&v).contains(&FlagKind::PollingAbandoned),
+                "a settled payment is not abandoned"
+            );
+        }
+        // Before the maximum age, a failed confirmation backs off into the future.
+        let v = decide_at(
+            &state,
+            PollResult::Failed {
+                reason: "timeout".into(),
+            },
+            week - 1,
+        );
+        assert!(v.next_check_at.unwrap() > at(week - 1));
+    }
+
+    #[test]
+    fn an_absurd_lifetime_in_seconds_is_far_future_not_a_crash() {
+        let mut lived = invoice("process");
+        lived.lifetime = Some(Lifetime::Seconds(i64::MAX));
+        let v = decide_at(&tracked(), PollResult::Invoice(Box::new(lived)), 1);
+        assert_eq!(v.provider_expiry.unwrap().at, DateTime::<Utc>::MAX_UTC);
+        assert!(v.open.is_empty());
     }
 
     #[test]

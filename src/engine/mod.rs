@@ -340,13 +340,15 @@ impl Sweep {
         let mut due_by = None;
         loop {
             let permits = tokio::select! {
+                // Stopping wins over a free queue: nothing is claimed after a stop.
+                biased;
+                () = self.stop.cancelled() => return Ok(()),
                 permits = claims.reserve_many(chunk) => match permits {
                     Ok(permits) => permits,
                     Err(_) => return Ok(()),
                 },
-                () = self.stop.cancelled() => return Ok(()),
             };
-            let claimed = match store::claim_due(
+            let batch = match store::claim_due(
                 &inner.pool,
                 &inner.instance,
                 chunk as u32,
@@ -361,8 +363,20 @@ impl Sweep {
                     return Err(e.into());
                 }
             };
-            let Some(first) = claimed.first() else {
+            if batch.is_empty() {
                 return Ok(());
+            }
+            if !batch.unreadable.is_empty() {
+                for row in &batch.unreadable {
+                    tracing::warn!(payment.id = %row.payment_id, "cannot read this payment's row ({}); parked for an hour", row.reason);
+                }
+                if let Err(e) = store::park_unreadable(&inner.pool, &batch.unreadable).await {
+                    tracing::warn!("could not park unreadable rows ({e}); their lease runs out");
+                }
+            }
+            let claimed = batch.claims;
+            let Some(first) = claimed.first() else {
+                continue;
             };
             // "Due now" is fixed at the first claim, on the database's clock: payments
             // rescheduled during this sweep wait for the next one.
@@ -410,9 +424,17 @@ impl Sweep {
             .for_each(|result| {
                 let polled = polled.clone();
                 async move {
-                    if let Ok(Polled::Verdict(recorded)) = result {
+                    match result {
                         // The writer outlives the pollers; a send fails only if it died.
-                        let _ = polled.send(*recorded).await;
+                        Ok(Polled::Verdict(recorded)) => {
+                            let _ = polled.send(*recorded).await;
+                        }
+                        Ok(Polled::Skipped) => {}
+                        // Its claim stays outstanding and is released at the end.
+                        Err(e) if e.is_panic() => {
+                            tracing::error!("a poll failed unexpectedly: {e}")
+                        }
+                        Err(_) => {}
                     }
                 }
             });
@@ -529,7 +551,10 @@ impl Sweep {
                             .increment(written.flags_resolved);
                         let mut outstanding = self.outstanding.lock().expect("outstanding lock");
                         for recorded in &batch {
-                            outstanding.remove(&recorded.payment_id);
+                            if outstanding.get(&recorded.payment_id) == Some(&recorded.lease_token)
+                            {
+                                outstanding.remove(&recorded.payment_id);
+                            }
                         }
                         break;
                     }

@@ -99,10 +99,14 @@ impl Pacer {
                 *paused = Some(until);
             }
         }
-        if let Some(pool) = self.budget.as_ref().and_then(|b| b.shared.as_ref())
-            && let Err(e) = store::rate::hold_off(pool, pause).await
-        {
-            tracing::warn!("could not share the pause with other instances: {e}");
+        if let Some(budget) = &self.budget {
+            // Slots reserved before the pause are not spent after it.
+            budget.slots.lock().await.remaining = 0;
+            if let Some(pool) = &budget.shared
+                && let Err(e) = store::rate::hold_off(pool, pause).await
+            {
+                tracing::warn!("could not share the pause with other instances: {e}");
+            }
         }
     }
 
@@ -151,6 +155,11 @@ impl Budget {
     /// The instant of this process's next request slot, reserving a block when needed.
     async fn next_slot(&self) -> Instant {
         let mut slots = self.slots.lock().await;
+        // Slots left over from an idle spell lie in the past; spent now they would go out
+        // as a burst the shared budget never granted.
+        if slots.remaining > 0 && slots.next + self.period * self.burst < Instant::now() {
+            slots.remaining = 0;
+        }
         if slots.remaining == 0 {
             let first = self.reserve(&mut slots).await;
             slots.next = first;
@@ -268,6 +277,20 @@ mod tests {
             .max()
             .unwrap();
         assert_eq!(most_in_a_second, 50);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_left_from_an_idle_spell_are_not_spent_as_a_burst() {
+        let pacer = Pacer::new(100, 1, 8, None);
+        let cancel = CancellationToken::new();
+        drop(pacer.ticket(&cancel).await.unwrap()); // reserves a block of 10, spends one
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let times = grant_times(&pacer, 5).await;
+        let spacing: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(
+            spacing.iter().all(|d| *d == Duration::from_millis(10)),
+            "one per period after idling: {times:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

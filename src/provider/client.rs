@@ -53,8 +53,8 @@ pub struct Limits {
 ///   the signature or credentials is fatal.
 /// * 401/403: fatal. 429 and 503 with `Retry-After`: rate limited (429 without it too, for
 ///   `default_retry_after`). Other 5xx: retryable.
-/// * Other 4xx without a readable error body (a wrong base URL, say): fatal, because every
-///   request would fail the same way.
+/// * 404/405/410 without a readable error body (a wrong base URL): fatal, because every
+///   request would fail the same way; any other 4xx: retryable, recorded against the payment.
 /// * An unreadable 2xx body (HTML, truncated or invalid JSON, over the size cap): retryable.
 pub fn classify(
     status: u16,
@@ -108,9 +108,15 @@ pub fn classify(
             code: error.code.unwrap_or_default(),
             description: error.description.unwrap_or_default(),
         }),
-        Err(parse_error) if (400..500).contains(&status) => Classified::Fatal(format!(
+        // No such endpoint or method: every request would fail the same way.
+        Err(parse_error) if matches!(status, 404 | 405 | 410) => Classified::Fatal(format!(
             "the provider answered HTTP {status} ({parse_error}); check provider.base_url"
         )),
+        // Any other client error may be about this one request (an odd id, a proxy rule):
+        // it is recorded against the payment, and polling goes on.
+        Err(parse_error) if (400..500).contains(&status) => {
+            Classified::Retryable(format!("provider returned HTTP {status}: {parse_error}"))
+        }
         Err(parse_error) => {
             Classified::Retryable(format!("unreadable body (HTTP {status}): {parse_error}"))
         }
@@ -385,6 +391,10 @@ mod tests {
         assert!(matches!(at(403, None, INVOICE), Classified::Fatal(_)));
         assert!(
             matches!(at(404, None, "<html>Not Found</html>"), Classified::Fatal(m) if m.contains("base_url"))
+        );
+        assert!(
+            matches!(at(400, None, "<html>Bad Request</html>"), Classified::Retryable(m) if m.contains("HTTP 400")),
+            "a client error about one request does not halt polling"
         );
     }
 

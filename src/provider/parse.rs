@@ -37,19 +37,21 @@ impl ApiError {
                 .is_some_and(|d| d.to_ascii_lowercase().contains("not found"))
     }
 
-    /// The provider rejected our credentials rather than the payment.
+    /// The provider rejected our credentials rather than the payment. Deliberately narrow:
+    /// a payment's own failure ("3DS authentication failed") must not halt polling.
     pub fn is_auth_failure(&self) -> bool {
         self.description.as_deref().is_some_and(|d| {
-            let d = d.to_ascii_lowercase();
+            let d = d.to_lowercase();
             [
                 "signature",
-                "auth",
-                "unauthori",
+                "unauthorized",
+                "unauthorised",
                 "forbidden",
                 "access denied",
+                "auth_id",
             ]
             .iter()
-            .any(|word| d.contains(word))
+            .any(|phrase| d.contains(phrase))
         })
     }
 }
@@ -421,6 +423,16 @@ mod tests {
         assert!(err.is_auth_failure());
         assert!(!err.is_not_found());
         assert_eq!(err.dt, None);
+
+        let payment_failure = ApiError {
+            code: Some("3001".into()),
+            description: Some("3DS authentication failed".into()),
+            dt: None,
+        };
+        assert!(
+            !payment_failure.is_auth_failure(),
+            "a payment's failure is not ours"
+        );
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub const CLAIM_SQL: &str = "with due as (
      update recon.payments p
      set lease_token = nextval('recon.lease_tokens'),
          lease_owner = $3,
-         lease_expires_at = now() + $4 * interval '1 millisecond'
+         lease_expires_at = now() + $4 * interval '1 millisecond',
+         recheck_requested_at = null
      where p.ctid = any(array(select ctid from due))
      returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
                p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
@@ -82,6 +83,28 @@ pub const CLAIM_SQL: &str = "with due as (
  from claimed c
  join due using (payment_id)";
 
+/// A claimed row the daemon cannot read back (a caller wrote a value the schema allows but
+/// the rules do not). It is parked, not polled: see [`park_unreadable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub payment_id: String,
+    pub lease_token: i64,
+    pub reason: String,
+}
+
+/// What one claim query took.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimBatch {
+    pub claims: Vec<Claimed>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl ClaimBatch {
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty() && self.unreadable.is_empty()
+    }
+}
+
 /// Claims up to `limit` payments due at or before `due_by` (the database's `now()` when
 /// `None`), oldest first, skipping rows another transaction holds.
 pub async fn claim_due<'e>(
@@ -90,7 +113,7 @@ pub async fn claim_due<'e>(
     limit: u32,
     lease: Duration,
     due_by: Option<DateTime<Utc>>,
-) -> Result<Vec<Claimed>, StoreError> {
+) -> Result<ClaimBatch, StoreError> {
     let rows = sqlx::query_as::<_, ClaimedRow>(CLAIM_SQL)
         .bind(due_by)
         .bind(i64::from(limit))
@@ -99,35 +122,53 @@ pub async fn claim_due<'e>(
         .fetch_all(executor)
         .await?;
     let now = Instant::now();
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| row.into_claimed(now))
-        .collect())
+    let mut batch = ClaimBatch::default();
+    for row in rows {
+        match row.into_claimed(now) {
+            Ok(claim) => batch.claims.push(claim),
+            Err(unreadable) => batch.unreadable.push(unreadable),
+        }
+    }
+    Ok(batch)
+}
+
+/// Gives unreadable claims back, due again in an hour, with the reason in `last_error`, so
+/// they neither block a sweep nor vanish from view.
+pub async fn park_unreadable(pool: &PgPool, rows: &[Unreadable]) -> Result<(), StoreError> {
+    for row in rows {
+        sqlx::query(
+            "update recon.payments
+             set lease_token = null, lease_owner = null, lease_expires_at = null,
+                 next_check_at = now() + interval '1 hour',
+                 last_error = 'cannot read this row: ' || $3
+             where payment_id = $1 and lease_token = $2",
+        )
+        .bind(&row.payment_id)
+        .bind(row.lease_token)
+        .bind(&row.reason)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
 }
 
 impl ClaimedRow {
     /// Rows the daemon cannot read back (a caller wrote an invalid value past the schema's
     /// checks) are skipped with a warning; their lease runs out and they are retried.
-    fn into_claimed(self, claimed_instant: Instant) -> Option<Claimed> {
-        let payment_id = match PaymentId::parse(&self.payment_id) {
-            Ok(id) => id,
-            Err(e) => {
-                tracing::warn!(payment.id = %self.payment_id, "skipping payment: {e}");
-                return None;
-            }
+    fn into_claimed(self, claimed_instant: Instant) -> Result<Claimed, Unreadable> {
+        let unreadable = |reason: String| Unreadable {
+            payment_id: self.payment_id.clone(),
+            lease_token: self.lease_token,
+            reason,
         };
-        let currency = match self
+        let payment_id = PaymentId::parse(&self.payment_id)
+            .map_err(|e| unreadable(format!("payment_id: {e}")))?;
+        let currency = self
             .expected_currency
             .as_deref()
             .map(str::parse)
             .transpose()
-        {
-            Ok(currency) => currency,
-            Err(e) => {
-                tracing::warn!(payment.id = %payment_id, "skipping payment: expected_currency: {e}");
-                return None;
-            }
-        };
+            .map_err(|e| unreadable(format!("expected_currency: {e}")))?;
         let provider_expiry = self.lifetime_ends_at.zip(
             self.lifetime_source
                 .as_deref()
@@ -138,7 +179,7 @@ impl ClaimedRow {
             .iter()
             .filter_map(|kind| kind.parse().ok())
             .collect();
-        Some(Claimed {
+        Ok(Claimed {
             tracked: Tracked {
                 payment_id,
                 expected: ExpectedValues {

@@ -59,7 +59,7 @@ pub async fn schedule_recheck(
         Selection::Status(status) => (None, None, Some(status.as_str())),
     };
     let scheduled: Vec<String> = sqlx::query_scalar(
-        "update recon.payments p set next_check_at = now()
+        "update recon.payments p set next_check_at = now(), recheck_requested_at = now()
          where ($1::text[] is null or p.payment_id = any($1))
            and ($2::text is null or exists (
                    select 1 from recon.discrepancies d

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-pub use claim::{CLAIM_SQL, Claimed, claim_due, release};
+pub use claim::{CLAIM_SQL, ClaimBatch, Claimed, Unreadable, claim_due, park_unreadable, release};
 pub use intake::{EnqueueOutcome, NewPayment, enqueue};
 pub use record::{RecordOutcome, Recorded, record_verdicts};
 
@@ -40,9 +40,14 @@ pub enum StoreError {
 /// Connects and checks the connection once, so an unreachable database is reported now,
 /// in one line, rather than at the first query.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
+    let millis = |d: Duration| format!("{}ms", d.as_millis());
     let options = settings
         .connect_options()?
-        .application_name("freedompay-recon");
+        .application_name("freedompay-recon")
+        .options([
+            ("statement_timeout", millis(settings.statement_timeout)),
+            ("lock_timeout", millis(settings.lock_timeout)),
+        ]);
     let pool = PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)

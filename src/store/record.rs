@@ -196,7 +196,9 @@ pub async fn record_verdicts(
                      last_error        = v.last_error,
                      settled_at        = v.settled_at,
                      not_found_since   = v.not_found_since,
-                     next_check_at     = v.next_check_at,
+                     next_check_at     = case when p.recheck_requested_at is not null
+                                              then now() else v.next_check_at end,
+                     recheck_requested_at = null,
                      lease_token       = null,
                      lease_owner       = null,
                      lease_expires_at  = null

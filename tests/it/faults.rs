@@ -138,6 +138,7 @@ async fn killed_twenty_times_mid_sweep_the_daemon_loses_and_doubles_nothing() {
                 Duration::from_secs(30),
             )
             .await;
+        app.wait_for_daemon_connection().await;
         signal(&daemon, "TERM");
         wait_exit(daemon).await;
         assert_eq!(n, PAYMENTS, "seed {seed}");
@@ -151,6 +152,9 @@ async fn killed_twenty_times_mid_sweep_the_daemon_loses_and_doubles_nothing() {
             Duration::from_secs(40),
         )
         .await;
+    // SIGTERM only once the daemon is up (it connects after installing its handlers);
+    // before that, as for any process, the signal's default action would end it.
+    app.wait_for_daemon_connection().await;
     signal(&daemon, "TERM");
     let (code, log) = wait_exit(daemon).await;
     assert_eq!(code, Some(0), "{log}");

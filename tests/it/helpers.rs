@@ -400,6 +400,19 @@ pub async fn wait_exit(child: std::process::Child) -> (Option<i32>, String) {
 }
 
 impl TestApp {
+    /// Waits until a daemon process holds a connection to this test's database.
+    pub async fn wait_for_daemon_connection(&self) {
+        let connected = self
+            .wait_for(
+                "select least(count(*), 1) from pg_stat_activity
+                 where application_name = 'freedompay-recon' and datname = current_database()",
+                1,
+                std::time::Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(connected, 1, "the daemon connected");
+    }
+
     /// Polls `sql` (a count) until it equals `expected` or `within` passes; returns the last
     /// count.
     pub async fn wait_for(&self, sql: &str, expected: i64, within: std::time::Duration) -> i64 {

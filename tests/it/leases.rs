@@ -74,7 +74,8 @@ async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
     // A daemon claims everything, then dies without writing or releasing.
     let crashed = store::claim_due(app.pool(), "crashed:1", 100, Duration::from_secs(1), None)
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     assert_eq!(crashed.len(), 5);
 
     let during = app.sweep().await;
@@ -184,5 +185,81 @@ async fn polls_that_outlast_the_drain_timeout_are_released_not_lost() {
         app.count("select count(*) from recon.status_transitions")
             .await,
         0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_daemon_cannot_read_is_parked_with_the_reason_not_spun_on() {
+    let app =
+        TestApp::new(Scenario::new().prefix("ok-", [Reply::invoice("process", "1", "KZT")])).await;
+    // A no-break space passes the schema's check but is no payment id.
+    app.insert_ids(&["ok-1", "\u{a0}"]).await;
+    let outcome = app.sweep().await;
+    assert_eq!((outcome.claimed, outcome.recorded), (1, 1));
+    let (parked_for, error, leased): (f64, String, bool) = sqlx::query_as(
+        "select extract(epoch from next_check_at - now())::float8, last_error, lease_token is not null
+         from recon.payments where payment_id = E'\\u00a0'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(
+        parked_for > 3000.0,
+        "due again in an hour, not at once ({parked_for})"
+    );
+    assert_eq!(
+        error,
+        "cannot read this row: payment_id: payment id is empty"
+    );
+    assert!(!leased);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_asked_for_during_a_poll_is_kept_by_its_verdict() {
+    use freedompay_recon::domain::{Jitter, PaymentId, Policy, PollResult, decide};
+    use freedompay_recon::store::finance::{Selection, schedule_recheck};
+
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert_ids(&["r-1"]).await;
+    let claim = store::claim_due(app.pool(), "test", 10, Duration::from_secs(60), None)
+        .await
+        .unwrap()
+        .claims
+        .remove(0);
+    // An operator asks for a fresh look while the poll is under way...
+    let (scheduled, _) = schedule_recheck(
+        app.pool(),
+        &Selection::Ids(vec![PaymentId::parse("r-1").unwrap()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(scheduled, 1);
+    // ...and the poll's verdict would schedule the next check in 30 s.
+    let verdict = decide(
+        &claim.tracked,
+        &PollResult::NotFound,
+        claim.claimed_at,
+        &Policy::default(),
+        Jitter::NONE,
+    );
+    assert!(verdict.next_check_at.is_some());
+    let written = store::record_verdicts(
+        app.pool(),
+        &[store::Recorded {
+            payment_id: claim.tracked.payment_id.clone(),
+            lease_token: claim.lease_token,
+            verdict,
+            invoice: None,
+            raw_body: None,
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(written.applied, 1);
+    assert_eq!(
+        app.count("select count(*) from recon.payments where next_check_at <= now() and recheck_requested_at is null")
+            .await,
+        1,
+        "the recheck survived the verdict"
     );
 }

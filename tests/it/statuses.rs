@@ -182,7 +182,8 @@ async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
         None,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .claims;
     let claim = &claimed[0];
     let Reply::Json { body, .. } = Reply::invoice("success", "90", "KZT") else {
         unreachable!()
