@@ -249,6 +249,19 @@ mod tests {
         assert!(pacer.ticket(&cancel).await.is_some());
     }
 
+    /// The most grants within any one-second window.
+    fn most_in_one_second(times: &[Duration]) -> usize {
+        (0..times.len())
+            .map(|i| {
+                times[i..]
+                    .iter()
+                    .take_while(|t| **t - times[i] < Duration::from_secs(1))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Takes `n` tickets one after another, returning when each was granted.
     async fn grant_times(pacer: &Pacer, n: usize) -> Vec<Duration> {
         let cancel = CancellationToken::new();
@@ -267,15 +280,7 @@ mod tests {
         let times = grant_times(&pacer, 101).await;
         assert_eq!(times[0], Duration::ZERO);
         assert_eq!(times[100], Duration::from_secs(2), "100 periods of 20 ms");
-        let most_in_a_second = (0..times.len())
-            .map(|i| {
-                times[i..]
-                    .iter()
-                    .take_while(|t| **t - times[i] < Duration::from_secs(1))
-                    .count()
-            })
-            .max()
-            .unwrap();
+        let most_in_a_second = most_in_one_second(&times);
         assert_eq!(most_in_a_second, 50);
     }
 
@@ -301,15 +306,7 @@ mod tests {
         let times = grant_times(&pacer, 25).await;
         assert!(times[..5].iter().all(|t| *t == Duration::ZERO), "{times:?}");
         // ...and then one request per period: at most rate + burst in any second.
-        let most_in_a_second = (0..times.len())
-            .map(|i| {
-                times[i..]
-                    .iter()
-                    .take_while(|t| **t - times[i] < Duration::from_secs(1))
-                    .count()
-            })
-            .max()
-            .unwrap();
+        let most_in_a_second = most_in_one_second(&times);
         assert!(most_in_a_second <= 15, "{most_in_a_second}: {times:?}");
         assert_eq!(times[24] - times[5], Duration::from_millis(1900));
     }

@@ -9,17 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{AUTH_ID, SECRET, TestApp};
 
-async fn wait_for(app: &TestApp, sql: &str, expected: i64, within: Duration) -> i64 {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let n = app.count(sql).await;
-        if n == expected || tokio::time::Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cron_schedule_fires_sweeps_until_shutdown() {
     let app =
@@ -31,24 +20,24 @@ async fn the_cron_schedule_fires_sweeps_until_shutdown() {
         "* * * * * *",
         shutdown.clone(),
     ));
-    let polled = wait_for(
-        &app,
-        "select count(*) from recon.payments where checks = 1",
-        2,
-        Duration::from_secs(5),
-    )
-    .await;
+    let polled = app
+        .wait_for(
+            "select count(*) from recon.payments where checks = 1",
+            2,
+            Duration::from_secs(5),
+        )
+        .await;
     assert_eq!(polled, 2, "a scheduled sweep reconciled both payments");
 
     // Added while running: picked up by a later firing.
     app.insert_ids(&["d-3"]).await;
-    let polled = wait_for(
-        &app,
-        "select count(*) from recon.payments where checks = 1",
-        3,
-        Duration::from_secs(5),
-    )
-    .await;
+    let polled = app
+        .wait_for(
+            "select count(*) from recon.payments where checks = 1",
+            3,
+            Duration::from_secs(5),
+        )
+        .await;
     assert_eq!(polled, 3);
 
     shutdown.cancel();
@@ -102,13 +91,13 @@ async fn sigterm_drains_the_daemon_exits_zero_and_leaves_no_lease() {
         .expect("the daemon starts");
 
     // Wait until it is mid-sweep: some payments done, most still claimed or due.
-    let started = wait_for(
-        &app,
-        "select least(count(*), 1) from recon.payments where checks > 0",
-        1,
-        Duration::from_secs(10),
-    )
-    .await;
+    let started = app
+        .wait_for(
+            "select least(count(*), 1) from recon.payments where checks > 0",
+            1,
+            Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(started, 1, "the daemon began polling");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -426,3 +426,18 @@ impl TestApp {
         }
     }
 }
+
+/// The most instants within any one-second window (a sliding window starting at each).
+pub fn most_in_one_second(times: &[tokio::time::Instant]) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    (0..sorted.len())
+        .map(|i| {
+            sorted[i..]
+                .iter()
+                .take_while(|t| **t - sorted[i] < std::time::Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
+}

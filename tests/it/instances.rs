@@ -56,15 +56,7 @@ async fn three_instances_share_the_rate_budget_and_the_work() {
     );
     let mut times: Vec<_> = app.sim.requests().iter().map(|r| r.at).collect();
     times.sort();
-    let most_in_a_second = (0..times.len())
-        .map(|i| {
-            times[i..]
-                .iter()
-                .take_while(|t| **t - times[i] < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap();
+    let most_in_a_second = crate::helpers::most_in_one_second(&times);
     assert!(
         most_in_a_second <= RATE + 1,
         "{most_in_a_second} requests in one second from the deployment (budget {})",

@@ -83,16 +83,7 @@ async fn requests_follow_the_rate_limit() {
     );
 
     let times: Vec<_> = app.sim.requests().iter().map(|r| r.at).collect();
-    let max_in_a_second = times
-        .iter()
-        .map(|start| {
-            times
-                .iter()
-                .filter(|t| **t >= *start && **t - *start < Duration::from_secs(1))
-                .count()
-        })
-        .max()
-        .unwrap();
+    let max_in_a_second = crate::helpers::most_in_one_second(&times);
     assert!(
         max_in_a_second <= 21,
         "{max_in_a_second} requests in one second"
