@@ -7,7 +7,7 @@ use freedompay_recon::engine::run_daemon;
 use freedompay_recon::simulator::{Reply, Scenario};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{AUTH_ID, SECRET, TestApp};
+use crate::helpers::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cron_schedule_fires_sweeps_until_shutdown() {
@@ -73,22 +73,16 @@ async fn sigterm_drains_the_daemon_exits_zero_and_leaves_no_lease() {
     .execute(app.pool())
     .await
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"))
-        .arg("run")
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url())
-        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
-        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
-        .env("FREEDOMPAY_RECON__POLL__SCHEDULE", "* * * * * *")
-        .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
-        .env("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4")
-        .env("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the daemon starts");
+    let child = crate::helpers::daemon_command(
+        &app,
+        &[
+            ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4"),
+            ("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s"),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .spawn()
+    .expect("the daemon starts");
 
     // Wait until it is mid-sweep: some payments done, most still claimed or due.
     let started = app
@@ -99,18 +93,9 @@ async fn sigterm_drains_the_daemon_exits_zero_and_leaves_no_lease() {
         )
         .await;
     assert_eq!(started, 1, "the daemon began polling");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-
-    let exit = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let log = String::from_utf8_lossy(&exit.stderr);
-    assert_eq!(exit.status.code(), Some(0), "{log}");
+    crate::helpers::signal(&child, "TERM");
+    let (code, log) = crate::helpers::wait_exit(child).await;
+    assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("SIGTERM received"), "{log}");
     assert_eq!(
         app.count("select count(*) from recon.payments where lease_token is not null")
