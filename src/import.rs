@@ -6,6 +6,12 @@
 //! need the whole file (an id twice in the file, an id stored with different values) run in
 //! SQL on that table. So memory stays flat whatever the file's size, and a file with any bad
 //! row imports nothing.
+//!
+//! Every value passes the same rules as `enqueue` and the schema's CHECK constraints
+//! ([`crate::domain::rules`]), so PostgreSQL never refuses a row that validation let through.
+//! Inputs are bounded: a row longer than [`MAX_ROW_BYTES`] stops the import at that line
+//! (memory stays the same for a 1 GB file as for a small one), and only the first
+//! [`SHOWN_ERRORS`] line errors are kept, with a count of the rest.
 
 use std::io::Read;
 
@@ -15,9 +21,17 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use crate::domain::{Currency, PaymentId, parse_amount};
+use crate::domain::rules::timestamp_problem;
+use crate::domain::{Currency, ORDER_ID_MAX_LEN, PaymentId, optional_text, parse_amount};
 use crate::provider::parse_timestamp;
 use crate::store::{self, StoreError};
+use crate::text::{clean, excerpt};
+
+/// Longest row read, in bytes (a row holds six short values; a longer one is not a payment).
+pub const MAX_ROW_BYTES: usize = 16 * 1024;
+
+/// Line errors kept and shown: a screenful; the rest are counted.
+pub const SHOWN_ERRORS: usize = 20;
 
 /// The columns a file may have, in any order; only `payment_id` is required.
 pub const COLUMNS: [&str; 6] = [
@@ -43,12 +57,40 @@ impl std::fmt::Display for LineError {
     }
 }
 
+/// The first [`SHOWN_ERRORS`] line errors, in line order, and how many there were in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineErrors {
+    pub shown: Vec<LineError>,
+    pub total: u64,
+}
+
+impl LineErrors {
+    fn push(&mut self, error: LineError) {
+        self.total += 1;
+        if self.shown.len() < SHOWN_ERRORS {
+            self.shown.push(error);
+        }
+    }
+
+    /// Adds errors found later (by SQL) that may come before those already kept.
+    fn merge(&mut self, errors: Vec<LineError>, total: u64) {
+        self.total += total;
+        self.shown.extend(errors);
+        self.shown.sort_by_key(|e| e.line);
+        self.shown.truncate(SHOWN_ERRORS);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("the header: {0}")]
     Header(String),
-    #[error("{} bad rows; nothing was imported", .0.len())]
-    Rejected(Vec<LineError>),
+    #[error("{} bad rows; nothing was imported", .0.total)]
+    Rejected(LineErrors),
     #[error("cannot read the file: {0}")]
     Read(String),
     #[error(transparent)]
@@ -128,9 +170,9 @@ fn validate(
     line: u64,
     layout: &Layout,
     naive_offset: FixedOffset,
-    errors: &mut Vec<LineError>,
+    errors: &mut LineErrors,
 ) -> Option<ValidRow> {
-    let before = errors.len();
+    let before = errors.total;
     let mut bad = |column: &str, problem: String| {
         errors.push(LineError {
             line,
@@ -145,18 +187,23 @@ fn validate(
             .filter(|v| !v.is_empty())
     };
     let timestamp = |index: Option<usize>| -> Result<Option<DateTime<Utc>>, String> {
-        match field(index) {
-            None => Ok(None),
-            Some(raw) => parse_timestamp(raw, naive_offset).map(Some).ok_or_else(|| {
-                format!(
-                    "{raw:?} is not a timestamp; use RFC 3339 (2025-07-11T12:00:00Z) or \
-                     YYYY-MM-DD HH:MM:SS in {naive_offset}"
-                )
-            }),
+        let Some(raw) = field(index) else {
+            return Ok(None);
+        };
+        let at = parse_timestamp(raw, naive_offset).ok_or_else(|| {
+            format!(
+                "{} is not a timestamp; use RFC 3339 (2025-07-11T12:00:00Z) or \
+                 YYYY-MM-DD HH:MM:SS in {naive_offset}",
+                excerpt(raw)
+            )
+        })?;
+        match timestamp_problem(at) {
+            None => Ok(Some(at)),
+            Some(problem) => Err(format!("{} {problem}", excerpt(raw))),
         }
     };
 
-    let payment_id = PaymentId::parse(record.get(layout.payment_id).unwrap_or_default().trim())
+    let payment_id = PaymentId::from_input(record.get(layout.payment_id).unwrap_or_default())
         .map_err(|e| bad("payment_id", e.to_string()))
         .ok();
     let expected_amount = field(layout.expected_amount)
@@ -179,7 +226,17 @@ fn validate(
         .map_err(|e| bad("expires_at", e))
         .ok()
         .flatten();
-    if errors.len() > before {
+    let order_id = optional_text(
+        layout
+            .order_id
+            .and_then(|i| record.get(i))
+            .unwrap_or_default(),
+        ORDER_ID_MAX_LEN,
+    )
+    .map_err(|e| bad("order_id", format!("order id {e}")))
+    .ok()
+    .flatten();
+    if errors.total > before {
         return None;
     }
     Some(ValidRow {
@@ -187,7 +244,7 @@ fn validate(
         payment_id: payment_id?,
         expected_amount,
         expected_currency,
-        order_id: field(layout.order_id).map(str::to_owned),
+        order_id,
         created_at,
         expires_at,
     })
@@ -217,7 +274,7 @@ const CHUNK_BYTES: usize = 256 * 1024;
 
 struct Parsed {
     rows: u64,
-    errors: Vec<LineError>,
+    errors: LineErrors,
     /// Rows with errors are not copied; the file is rejected anyway.
     copied: u64,
 }
@@ -233,7 +290,7 @@ fn parse_file(
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(input);
+        .from_reader(RowBound::new(input));
     let header = reader
         .headers()
         .map_err(|e| ImportError::Header(e.to_string()))?
@@ -246,7 +303,7 @@ fn parse_file(
     let layout = layout(&header)?;
     let mut parsed = Parsed {
         rows: 0,
-        errors: Vec::new(),
+        errors: LineErrors::default(),
         copied: 0,
     };
     let new_writer = || {
@@ -271,7 +328,22 @@ fn parse_file(
                 let line = line_of(e.position(), parsed.rows);
                 let problem = match e.kind() {
                     csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_owned(),
-                    csv::ErrorKind::Io(io) => return Err(ImportError::Read(io.to_string())),
+                    csv::ErrorKind::Io(io) => {
+                        match io.get_ref().and_then(|e| e.downcast_ref::<RowTooLong>()) {
+                            // Reading stops here: the rest of the file is not looked at.
+                            Some(too_long) => {
+                                parsed.errors.push(LineError {
+                                line: too_long.line,
+                                column: "row".into(),
+                                problem: format!(
+                                    "longer than {MAX_ROW_BYTES} bytes; the file was not read past it"
+                                ),
+                            });
+                                return Ok(parsed);
+                            }
+                            None => return Err(ImportError::Read(io.to_string())),
+                        }
+                    }
                     _ => e.to_string(),
                 };
                 parsed.errors.push(LineError {
@@ -320,13 +392,109 @@ fn parse_file(
     Ok(parsed)
 }
 
+/// Raised by [`RowBound`] when a row is longer than [`MAX_ROW_BYTES`].
+#[derive(Debug)]
+struct RowTooLong {
+    line: u64,
+}
+
+impl std::fmt::Display for RowTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {}: row longer than {MAX_ROW_BYTES} bytes",
+            self.line
+        )
+    }
+}
+
+impl std::error::Error for RowTooLong {}
+
+/// Where a CSV reader is within a row, as far as row length goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowState {
+    /// At the start of a field: a quote opens a quoted field.
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: a second one is an escaped quote, anything else
+    /// closes the field.
+    QuoteInQuoted,
+}
+
+/// Stops a reader at the first row longer than [`MAX_ROW_BYTES`], so the CSV reader never
+/// buffers a huge cell. It follows RFC 4180 quoting just enough to know where rows end (a
+/// line break inside quotes does not end one) and counts lines as the CSV reader does.
+struct RowBound<R> {
+    inner: R,
+    state: RowState,
+    row_bytes: usize,
+    /// The line the current row starts on (the header is line 1).
+    row_line: u64,
+    line: u64,
+    after_cr: bool,
+}
+
+impl<R> RowBound<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            state: RowState::FieldStart,
+            row_bytes: 0,
+            row_line: 1,
+            line: 1,
+            after_cr: false,
+        }
+    }
+
+    fn see(&mut self, byte: u8) -> Result<(), RowTooLong> {
+        use RowState::*;
+        let line_break = byte == b'\n' && !self.after_cr || byte == b'\r';
+        self.after_cr = byte == b'\r';
+        if line_break {
+            self.line += 1;
+        }
+        self.state = match (self.state, byte) {
+            (FieldStart, b'"') => Quoted,
+            (Quoted, b'"') => QuoteInQuoted,
+            (QuoteInQuoted, b'"') => Quoted,
+            (Quoted, _) => Quoted,
+            (_, b',') => FieldStart,
+            (_, b'\n' | b'\r') => {
+                self.row_bytes = 0;
+                self.row_line = self.line;
+                return Ok(());
+            }
+            _ => Unquoted,
+        };
+        self.row_bytes += 1;
+        if self.row_bytes > MAX_ROW_BYTES {
+            return Err(RowTooLong {
+                line: self.row_line,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for RowBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            self.see(byte)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+        Ok(n)
+    }
+}
+
 /// Validates a whole CSV file without a database: the number of data rows and every line
 /// error (those that need the database, such as conflicts with stored payments, excepted).
 /// The fuzz target drives this.
 pub fn check_csv(
     input: impl Read,
     naive_offset: FixedOffset,
-) -> Result<(u64, Vec<LineError>), ImportError> {
+) -> Result<(u64, LineErrors), ImportError> {
     let parsed = parse_file(input, naive_offset, |_| true)?;
     Ok((parsed.rows, parsed.errors))
 }
@@ -373,31 +541,45 @@ pub async fn import_csv(
         .map_err(|e| ImportError::Read(e.to_string()))??;
 
     let mut errors = parsed.errors;
-    for duplicate in store::import::duplicates_in_file(&mut tx).await? {
-        let first = duplicate.lines[0];
-        errors.extend(duplicate.lines[1..].iter().map(|&line| LineError {
-            line: line as u64,
-            column: "payment_id".into(),
-            problem: format!(
-                "{:?} is already on line {first} of this file",
-                duplicate.payment_id
-            ),
-        }));
-    }
-    for conflict in store::import::conflicts_with_stored(&mut tx).await? {
-        errors.push(LineError {
-            line: conflict.line as u64,
-            column: conflict.column,
-            problem: format!(
-                "payment {:?} is already tracked with {}, the file says {}; the stored value is kept",
-                conflict.payment_id,
-                conflict.stored.as_deref().unwrap_or("nothing"),
-                conflict.offered
-            ),
-        });
-    }
+    let limit = SHOWN_ERRORS as i64;
+    let (duplicates, total) = store::import::duplicates_in_file(&mut tx, limit).await?;
+    errors.merge(
+        duplicates
+            .into_iter()
+            .map(|d| LineError {
+                line: d.line as u64,
+                column: "payment_id".into(),
+                problem: format!(
+                    "{} is already on line {} of this file",
+                    excerpt(&d.payment_id),
+                    d.first_line
+                ),
+            })
+            .collect(),
+        total,
+    );
+    let (conflicts, total) = store::import::conflicts_with_stored(&mut tx, limit).await?;
+    errors.merge(
+        conflicts
+            .into_iter()
+            .map(|conflict| LineError {
+                line: conflict.line as u64,
+                column: conflict.column,
+                // Both values passed the rules; cleaning only bounds what a person reads.
+                problem: format!(
+                    "payment {} is already tracked with {}, the file says {}; the stored value is kept",
+                    excerpt(&conflict.payment_id),
+                    conflict
+                        .stored
+                        .as_deref()
+                        .map_or("nothing".into(), |v| clean(v, 64)),
+                    clean(&conflict.offered, 64)
+                ),
+            })
+            .collect(),
+        total,
+    );
     if !errors.is_empty() {
-        errors.sort_by_key(|e| e.line);
         tx.rollback().await?;
         return Err(ImportError::Rejected(errors));
     }
@@ -436,7 +618,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!((parsed.rows, parsed.copied), (2, 2));
-        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors.shown);
         assert_eq!(
             copied,
             "2,1001,5000.00,KZT,\"A-1, urgent\",,\n3,1002,,,,,\n"
@@ -454,7 +636,12 @@ mod tests {
              5,-3,KZT,2025-07-11T12:00:00Z,2025-07-11 16:00:00\n",
         )
         .unwrap();
-        let lines: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
+        let lines: Vec<String> = parsed
+            .errors
+            .shown
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(parsed.rows, 5);
         assert_eq!(parsed.copied, 0);
         assert_eq!(lines.len(), 7, "{lines:#?}");
@@ -472,12 +659,25 @@ mod tests {
     #[test]
     fn lines_are_numbered_right_with_bare_carriage_returns_and_multi_line_fields() {
         let (parsed, _) = parse("payment_id,expected_amount\r1,x\r2,y\r").unwrap();
-        let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
+        let lines: Vec<u64> = parsed.errors.shown.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 3]);
         let (parsed, _) =
             parse("payment_id,order_id,expected_amount\n1,\"two\nlines\",x\n2,b,y\n").unwrap();
-        let lines: Vec<u64> = parsed.errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, [2, 4]);
+        let lines: Vec<(u64, &str)> = parsed
+            .errors
+            .shown
+            .iter()
+            .map(|e| (e.line, e.column.as_str()))
+            .collect();
+        // (A line break is no part of an order id either.)
+        assert_eq!(
+            lines,
+            [
+                (2, "expected_amount"),
+                (2, "order_id"),
+                (4, "expected_amount")
+            ]
+        );
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //! - [`bench`]: the benchmark harness behind `freedompay-recon bench`.
 //! - [`import`]: bulk intake from CSV (validate everything, then one transaction).
 //! - [`report`]: finance reports (summary or detail; table, CSV or JSON), streamed.
+//! - [`text`]: untrusted text cleaned for storage, escaped for terminals, neutralised for
+//!   spreadsheets.
 
 #![forbid(unsafe_code)]
 
@@ -42,3 +44,4 @@ pub mod settings;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
+pub mod text;

@@ -29,10 +29,20 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(execute(cli.command, &settings)) {
         Ok(code) => code,
+        // The reader went away (`report | head`): stop quietly, as a printing command should.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::debug!("command failed: {e:?}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -3,12 +3,13 @@
 //!
 //! Counters and histograms are recorded where things happen (the engine) through the
 //! `metrics` facade; gauges that describe the database (payments by status, open flags,
-//! backlog) are read from PostgreSQL at scrape time, so they are true for the whole
-//! deployment and never stale.
+//! backlog, parked rows) are read from PostgreSQL, so they are true for the whole deployment.
+//! They are computed at most once every [`GAUGE_TTL`] and shared by concurrent scrapes, so
+//! scrapes cannot load the database. Every label value comes from a closed set.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +20,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
@@ -98,11 +100,48 @@ fn describe() {
     describe_counter!(FLAGS_RESOLVED, "Flags cleared by a later observation.");
 }
 
+/// How long database gauges are reused before they are read again.
+pub const GAUGE_TTL: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 struct Listener {
     pool: PgPool,
     engine: Engine,
     handle: PrometheusHandle,
+    gauges: Arc<GaugeCache>,
+}
+
+/// The last database gauges read. Scrapes that arrive while they are being read wait for that
+/// one read instead of starting their own.
+struct GaugeCache {
+    ttl: Duration,
+    last: tokio::sync::Mutex<Option<(Instant, Option<store::summary::Gauges>)>>,
+}
+
+impl GaugeCache {
+    async fn get(&self, pool: &PgPool) -> Option<store::summary::Gauges> {
+        let mut last = self.last.lock().await;
+        if let Some((at, gauges)) = last.as_ref()
+            && at.elapsed() < self.ttl
+        {
+            return gauges.clone();
+        }
+        let gauges =
+            match tokio::time::timeout(Duration::from_secs(10), store::summary::gauges(pool)).await
+            {
+                Ok(Ok(gauges)) => Some(gauges),
+                Ok(Err(e)) => {
+                    tracing::warn!("metrics: cannot read the database gauges: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!("metrics: the database gauges took over 10 s");
+                    None
+                }
+            };
+        *last = Some((Instant::now(), gauges.clone()));
+        gauges
+    }
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown` fires.
@@ -111,10 +150,24 @@ pub async fn serve(
     engine: Engine,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, engine, shutdown, GAUGE_TTL).await
+}
+
+/// As [`serve`], reusing database gauges for `gauge_ttl` (tests use zero).
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Engine,
+    shutdown: CancellationToken,
+    gauge_ttl: Duration,
+) -> std::io::Result<()> {
     let state = Listener {
         pool: engine.pool().clone(),
         engine,
         handle: recorder(),
+        gauges: Arc::new(GaugeCache {
+            ttl: gauge_ttl,
+            last: tokio::sync::Mutex::new(None),
+        }),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -126,14 +179,24 @@ pub async fn serve(
         .await
 }
 
-/// Binds `addr`, naming it in the error.
+/// Binds `addr`, naming it in the error. The listener has no authentication: on an address
+/// other than loopback it is reachable from the network, which is said once, at start.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "http.listen is not a loopback address: /metrics and /readyz are reachable from \
+             the network without authentication; prefer 127.0.0.1 unless a firewall or scraper \
+             network needs otherwise"
+        );
+    }
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("http.listen {addr}: cannot listen: {e}"))
 }
 
-/// Ready: the database answers and the provider has not rejected our configuration.
+/// Ready: the database answers and the provider has not rejected our configuration. Parked
+/// rows need a person, not a restart: they are reported in the body of a ready answer.
 async fn readyz(State(state): State<Listener>) -> Response {
     let database = tokio::time::timeout(
         Duration::from_secs(2),
@@ -149,7 +212,18 @@ async fn readyz(State(state): State<Listener>) -> Response {
             .map(|reason| format!("provider: polling halted: {reason}")),
     };
     match problem {
-        None => (StatusCode::OK, "ready\n").into_response(),
+        None => {
+            let parked = state.gauges.get(&state.pool).await.map_or(0, |g| g.parked);
+            let body = if parked > 0 {
+                format!(
+                    "ready; {parked} payments are parked because they cannot be read \
+                     (see recon.parked_payments)\n"
+                )
+            } else {
+                "ready\n".to_owned()
+            };
+            (StatusCode::OK, body).into_response()
+        }
         Some(problem) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {problem}\n"),
@@ -167,10 +241,8 @@ async fn metrics(State(state): State<Listener>) -> Response {
          # TYPE freedompay_recon_provider_halted gauge\n\
          freedompay_recon_provider_halted {halted}\n"
     );
-    match tokio::time::timeout(Duration::from_secs(10), store::summary::gauges(&state.pool)).await {
-        Ok(Ok(gauges)) => body.push_str(&render_gauges(&gauges)),
-        Ok(Err(e)) => tracing::warn!("metrics: cannot read the database gauges: {e}"),
-        Err(_) => tracing::warn!("metrics: the database gauges took over 10 s"),
+    if let Some(gauges) = state.gauges.get(&state.pool).await {
+        body.push_str(&render_gauges(&gauges));
     }
     (
         StatusCode::OK,
@@ -183,7 +255,7 @@ async fn metrics(State(state): State<Listener>) -> Response {
 /// The database gauges in the Prometheus text format.
 fn render_gauges(gauges: &store::summary::Gauges) -> String {
     let mut out = String::new();
-    let mut family = |name: &str, help: &str, samples: &[(String, f64)], label: Option<&str>| {
+    let mut family = |name: &str, help: &str, samples: &[(&str, f64)], label: Option<&str>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (value_label, value) in samples {
             match label {
@@ -196,12 +268,12 @@ fn render_gauges(gauges: &store::summary::Gauges) -> String {
             }
         }
     };
-    let labelled = |rows: &[(String, i64)]| -> Vec<(String, f64)> {
-        rows.iter().map(|(l, n)| (l.clone(), *n as f64)).collect()
+    let labelled = |rows: &[(&'static str, i64)]| -> Vec<(&'static str, f64)> {
+        rows.iter().map(|(l, n)| (*l, *n as f64)).collect()
     };
     family(
         "freedompay_recon_payments",
-        "Tracked payments by provider status (no_answer before the first answer).",
+        "Tracked payments by provider status (unknown: a status not documented; no_answer: before the first answer).",
         &labelled(&gauges.payments_by_status),
         Some("status"),
     );
@@ -214,13 +286,19 @@ fn render_gauges(gauges: &store::summary::Gauges) -> String {
     family(
         "freedompay_recon_backlog_due",
         "Payments due now and not held by a live lease.",
-        &[(String::new(), gauges.backlog_due as f64)],
+        &[("", gauges.backlog_due as f64)],
         None,
     );
     family(
         "freedompay_recon_oldest_due_age_seconds",
         "How long the oldest due payment has waited.",
-        &[(String::new(), gauges.oldest_due_age_seconds)],
+        &[("", gauges.oldest_due_age_seconds)],
+        None,
+    );
+    family(
+        "freedompay_recon_payments_parked",
+        "Payments parked because the daemon cannot read them (recon.parked_payments).",
+        &[("", gauges.parked as f64)],
         None,
     );
     out

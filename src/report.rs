@@ -4,6 +4,11 @@
 //!
 //! Formats: decimals with a dot and no thousands separators (JSON carries them as strings, so
 //! they stay exact); timestamps RFC 3339 in UTC; column names are stable.
+//!
+//! Text that came from outside (ids, order ids, statuses) is made safe for where it goes: in
+//! the table, control and invisible characters are escaped (no terminal escape sequence ever
+//! reaches the screen); in CSV, a text cell a spreadsheet would run as a formula gets a
+//! leading `'` (see [`crate::text::for_spreadsheet`]) unless `--raw` asks for the exact values.
 
 use std::io::Write;
 
@@ -15,6 +20,7 @@ use sqlx::PgPool;
 
 use crate::store::StoreError;
 use crate::store::report::{DetailRow, ReportFilter, SummaryRow, detail_rows, summary_rows};
+use crate::text::{escape_invisible, for_spreadsheet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -40,6 +46,9 @@ trait ReportRow: Serialize {
     const COLUMNS: &'static [&'static str];
     /// Table column widths.
     const WIDTHS: &'static [usize];
+    /// Columns holding text from outside (ids, statuses…), which CSV neutralises; the others
+    /// are numbers, dates and timestamps this program writes.
+    const TEXT_COLUMNS: &'static [usize];
     fn cells(&self) -> Vec<String>;
 }
 
@@ -77,6 +86,7 @@ impl ReportRow for SummaryRow {
         "polling_abandoned",
     ];
     const WIDTHS: &'static [usize] = &[10, 8, 10, 8, 16, 16, 12, 14, 7, 8, 8, 8, 8, 8, 8, 8, 8];
+    const TEXT_COLUMNS: &'static [usize] = &[1, 2];
 
     fn cells(&self) -> Vec<String> {
         let mut cells = vec![
@@ -84,10 +94,10 @@ impl ReportRow for SummaryRow {
             self.currency.clone().unwrap_or_default(),
             self.status.clone(),
             self.payments.to_string(),
-            decimal(self.expected_amount),
-            decimal(self.amount),
-            decimal(self.fee),
-            decimal(self.difference),
+            self.expected_amount.clone(),
+            self.amount.clone(),
+            self.fee.clone(),
+            self.difference.clone(),
             self.flagged.to_string(),
         ];
         cells.extend(self.flag_counts().iter().map(|(_, n)| n.to_string()));
@@ -119,6 +129,7 @@ impl ReportRow for DetailRow {
     const WIDTHS: &'static [usize] = &[
         20, 12, 12, 20, 20, 10, 14, 8, 14, 8, 10, 8, 12, 20, 17, 6, 20, 20,
     ];
+    const TEXT_COLUMNS: &'static [usize] = &[0, 1, 2, 5, 7, 9, 14, 17];
 
     fn cells(&self) -> Vec<String> {
         vec![
@@ -147,15 +158,18 @@ impl ReportRow for DetailRow {
 /// Writes rows as they arrive, in one format.
 struct Sink<W: Write> {
     format: Format,
+    /// CSV: write text cells exactly as stored, formulas included.
+    raw: bool,
     csv: Option<csv::Writer<W>>,
     out: Option<W>,
     rows: u64,
 }
 
 impl<W: Write> Sink<W> {
-    fn new<R: ReportRow>(format: Format, out: W) -> Result<Self, ReportError> {
+    fn new<R: ReportRow>(format: Format, raw: bool, out: W) -> Result<Self, ReportError> {
         let mut sink = Self {
             format,
+            raw,
             csv: None,
             out: None,
             rows: 0,
@@ -185,7 +199,17 @@ impl<W: Write> Sink<W> {
 
     fn row<R: ReportRow>(&mut self, row: &R) -> Result<(), ReportError> {
         match self.format {
-            Format::Csv => self.csv.as_mut().expect("csv").write_record(row.cells())?,
+            Format::Csv => {
+                let mut cells = row.cells();
+                if !self.raw {
+                    for &column in R::TEXT_COLUMNS {
+                        if let std::borrow::Cow::Owned(safe) = for_spreadsheet(&cells[column]) {
+                            cells[column] = safe;
+                        }
+                    }
+                }
+                self.csv.as_mut().expect("csv").write_record(cells)?
+            }
             Format::Json => {
                 let out = self.out.as_mut().expect("out");
                 out.write_all(if self.rows == 0 { b"\n" } else { b",\n" })?;
@@ -218,12 +242,14 @@ impl<W: Write> Sink<W> {
     }
 }
 
-/// Pads cells to the row type's widths: numbers right-aligned, text left-aligned.
+/// Pads cells to the row type's widths: numbers right-aligned, text left-aligned, control and
+/// invisible characters escaped.
 fn align<R: ReportRow>(cells: &[String]) -> String {
     cells
         .iter()
         .zip(R::WIDTHS)
         .map(|(cell, &width)| {
+            let cell = escape_invisible(cell);
             let numeric = !cell.is_empty()
                 && cell
                     .chars()
@@ -245,6 +271,8 @@ fn align<R: ReportRow>(cells: &[String]) -> String {
 pub struct ReportRequest {
     pub detail: bool,
     pub format: Format,
+    /// CSV: text cells exactly as stored, without formula neutralisation.
+    pub raw: bool,
     pub filter: ReportFilter,
 }
 
@@ -255,14 +283,14 @@ pub async fn write_report<W: Write>(
     out: W,
 ) -> Result<u64, ReportError> {
     if request.detail {
-        let mut sink = Sink::new::<DetailRow>(request.format, out)?;
+        let mut sink = Sink::new::<DetailRow>(request.format, request.raw, out)?;
         let mut rows = detail_rows(pool, &request.filter);
         while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
             sink.row(&row)?;
         }
         sink.finish()
     } else {
-        let mut sink = Sink::new::<SummaryRow>(request.format, out)?;
+        let mut sink = Sink::new::<SummaryRow>(request.format, request.raw, out)?;
         let mut rows = summary_rows(pool, &request.filter);
         while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
             sink.row(&row)?;
@@ -303,7 +331,7 @@ mod tests {
             last_checked_at: None,
             open_flags: vec!["amount_mismatch".into(), "order_mismatch".into()],
         };
-        let mut sink = Sink::new::<DetailRow>(Format::Csv, Vec::new()).unwrap();
+        let mut sink = Sink::new::<DetailRow>(Format::Csv, false, Vec::new()).unwrap();
         sink.row(&row).unwrap();
         let out = sink.csv.take().unwrap().into_inner().unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -317,17 +345,17 @@ mod tests {
 
     #[test]
     fn json_is_an_array_with_exact_amounts_as_strings() {
-        let mut sink = Sink::new::<SummaryRow>(Format::Json, Vec::new()).unwrap();
+        let mut sink = Sink::new::<SummaryRow>(Format::Json, false, Vec::new()).unwrap();
         assert_eq!(sink.rows, 0);
         let row = SummaryRow {
             day: NaiveDate::from_ymd_opt(2025, 7, 11).unwrap(),
             currency: Some("KZT".into()),
             status: "success".into(),
             payments: 2,
-            expected_amount: "10.10".parse().unwrap(),
-            amount: "10.1".parse().unwrap(),
-            fee: "0".parse().unwrap(),
-            difference: "0.00".parse().unwrap(),
+            expected_amount: "10.10".into(),
+            amount: "10.1".into(),
+            fee: "0".into(),
+            difference: "0.00".into(),
             flagged: 0,
             amount_mismatch: 0,
             currency_mismatch: 0,
@@ -345,6 +373,63 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed[0]["expected_amount"], "10.10");
         assert_eq!(parsed[0]["day"], "2025-07-11");
+    }
+
+    fn hostile_row() -> DetailRow {
+        DetailRow {
+            payment_id: "=HYPERLINK(\"http://x\",\"pay\")".into(),
+            order_id: Some("@SUM(A1)".into()),
+            provider_order_id: Some("+1\u{1b}[2J".into()),
+            created_at: "2025-07-11T11:19:49Z".parse().unwrap(),
+            settled_at: None,
+            status: Some("-x".into()),
+            expected_amount: Some("10".parse().unwrap()),
+            expected_currency: None,
+            amount: Some("5".parse().unwrap()),
+            currency: None,
+            fee: None,
+            discount: None,
+            amount_difference: Some("-5".parse().unwrap()),
+            expires_at: None,
+            expiry_source: None,
+            checks: 1,
+            last_checked_at: None,
+            open_flags: vec![],
+        }
+    }
+
+    #[test]
+    fn csv_neutralises_formulas_in_text_cells_unless_raw() {
+        let text = |raw: bool| {
+            let mut sink = Sink::new::<DetailRow>(Format::Csv, raw, Vec::new()).unwrap();
+            sink.row(&hostile_row()).unwrap();
+            let out = sink.csv.take().unwrap().into_inner().unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let safe = text(false);
+        let row = safe.split("\r\n").nth(1).unwrap();
+        assert!(
+            row.starts_with(
+                "\"'=HYPERLINK(\"\"http://x\"\",\"\"pay\"\")\",'@SUM(A1),'+1\u{1b}[2J,"
+            ),
+            "{row}"
+        );
+        assert!(row.contains(",'-x,"), "{row}");
+        assert!(
+            row.contains(",10,,5,,,,-5,"),
+            "numbers are left alone: {row}"
+        );
+        let raw = text(true);
+        assert!(raw.contains("\r\n\"=HYPERLINK("), "{raw}");
+    }
+
+    #[test]
+    fn the_table_escapes_control_characters() {
+        let mut sink = Sink::new::<DetailRow>(Format::Table, false, Vec::new()).unwrap();
+        sink.row(&hostile_row()).unwrap();
+        let out = String::from_utf8(sink.out.take().unwrap()).unwrap();
+        assert!(!out.contains('\u{1b}'), "{out:?}");
+        assert!(out.contains("+1\\u{1b}[2J"), "{out:?}");
     }
 
     #[test]

@@ -286,10 +286,12 @@ impl Settings {
             builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
         }
 
+        // An empty variable sets nothing: `DATABASE_URL=` must not wipe a configured URL.
         let prefixed_url = format!("{ENV_PREFIX}__DATABASE__URL");
         if let Some(url) = env
             .get("DATABASE_URL")
-            .filter(|_| !env.contains_key(&prefixed_url))
+            .filter(|url| !url.trim().is_empty())
+            .filter(|_| env.get(&prefixed_url).is_none_or(|v| v.trim().is_empty()))
         {
             builder = builder
                 .set_override("database.url", url.as_str())

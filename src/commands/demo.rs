@@ -69,11 +69,11 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     let settings = &settings;
     let database = settings.database.describe();
     if store::create_database_if_missing(&settings.database).await? {
-        println!("created database {database}");
+        outln!("created database {database}")?;
     }
     let pool = store::connect(&settings.database).await?;
     store::migrate(&pool).await?;
-    println!("database {database} is migrated");
+    outln!("database {database} is migrated")?;
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let simulator = Simulator::spawn(
@@ -86,15 +86,15 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         Scenario::builtin(Builtin::Realistic),
         false,
     )?;
-    println!(
+    outln!(
         "Freedom Pay simulator (realistic mix) on {}",
         simulator.base_url()
-    );
+    )?;
     let demo = demo_settings(settings, &simulator);
 
     let prefix = format!("demo-{}-", chrono::Utc::now().format("%Y%m%d%H%M%S"));
     enqueue_payments(&pool, &prefix, args.payments).await?;
-    println!("enqueued {} payments {prefix}0001..", args.payments);
+    outln!("enqueued {} payments {prefix}0001..", args.payments)?;
 
     let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, &demo);
     let shutdown = CancellationToken::new();
@@ -171,21 +171,22 @@ async fn watch_progress(
             p.flagged
         );
         if interactive {
-            print!("\r{line}");
-            std::io::stdout().flush().ok();
+            let mut out = std::io::stdout();
+            write!(out, "\r{line}")?;
+            out.flush()?;
         } else if line[8..] != last_line.get(8..).unwrap_or_default()[..] {
-            println!("{line}");
+            outln!("{line}")?;
         }
         last_line = line;
         if p.done == p.total {
             if interactive {
-                println!();
+                outln!()?;
             }
             return Ok(true);
         }
         if started.elapsed() >= timeout {
             if interactive {
-                println!();
+                outln!()?;
             }
             return Ok(false);
         }
@@ -193,21 +194,28 @@ async fn watch_progress(
 }
 
 async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> {
-    println!("\npayments by provider status");
+    outln!("\npayments by provider status")?;
     for (status, n) in summary::status_counts(pool, prefix).await? {
-        println!(
+        outln!(
             "  {:<14} {n:>6}",
-            status.as_deref().unwrap_or("(no answer)")
-        );
+            status
+                .as_deref()
+                .map_or("(no answer)".into(), crate::text::escape_invisible)
+        )?;
     }
-    println!("\ntotals by currency (expected by the merchant; paid as the provider reports)");
-    println!(
+    outln!("\ntotals by currency (expected by the merchant; paid as the provider reports)")?;
+    outln!(
         "  {:<8} {:>8} {:>16} {:>8} {:>16} {:>12}",
-        "currency", "expected", "amount", "paid", "amount", "fees"
-    );
-    let show = |d: Option<rust_decimal::Decimal>| d.map_or("-".to_owned(), |d| d.to_string());
+        "currency",
+        "expected",
+        "amount",
+        "paid",
+        "amount",
+        "fees"
+    )?;
+    let show = |d: Option<String>| d.unwrap_or_else(|| "-".to_owned());
     for t in summary::currency_totals(pool, prefix).await? {
-        println!(
+        outln!(
             "  {:<8} {:>8} {:>16} {:>8} {:>16} {:>12}",
             t.currency.as_deref().unwrap_or("-"),
             t.expected_payments,
@@ -215,18 +223,18 @@ async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> 
             t.paid_payments,
             show(t.paid),
             show(t.fees)
-        );
+        )?;
     }
-    println!("\nopen discrepancies by kind");
+    outln!("\nopen discrepancies by kind")?;
     let flags = summary::open_flag_counts(pool, prefix).await?;
     if flags.is_empty() {
-        println!("  (none)");
+        outln!("  (none)")?;
     }
     for (kind, n) in flags {
-        println!("  {kind:<24} {n:>6}");
+        outln!("  {kind:<24} {n:>6}")?;
     }
-    println!(
+    outln!(
         "\nEvery row is in recon.reconciliation; try:\n  select * from recon.open_discrepancies where payment_id like '{prefix}%';"
-    );
+    )?;
     Ok(())
 }

@@ -20,8 +20,8 @@ pub struct EnqueueArgs {
     /// The expected currency, ISO 4217 (e.g. KZT).
     #[arg(long, value_name = "C", value_parser = parse_currency)]
     pub currency: Option<Currency>,
-    /// The merchant's order id, compared with the provider's orderId.
-    #[arg(long, value_name = "O")]
+    /// The merchant's order id, compared with the provider's orderId (empty: none).
+    #[arg(long, value_name = "O", value_parser = parse_order_id)]
     pub order_id: Option<String>,
     /// The merchant's own expiry, RFC 3339 (e.g. 2025-07-11T12:00:00Z).
     #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
@@ -32,8 +32,16 @@ pub struct EnqueueArgs {
     pub created_at: Option<DateTime<Utc>>,
 }
 
+/// Every intake path reads an id the same way: see [`PaymentId::from_input`].
 pub fn parse_payment_id(raw: &str) -> Result<PaymentId, String> {
-    PaymentId::parse(raw).map_err(|e| e.to_string())
+    PaymentId::from_input(raw).map_err(|e| e.to_string())
+}
+
+/// Trimmed and checked; empty means "no order id" (see `enqueue`).
+pub fn parse_order_id(raw: &str) -> Result<String, String> {
+    crate::domain::optional_text(raw, crate::domain::ORDER_ID_MAX_LEN)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| format!("order id {e}"))
 }
 
 pub fn parse_amount(raw: &str) -> Result<Decimal, String> {
@@ -45,9 +53,13 @@ pub fn parse_currency(raw: &str) -> Result<Currency, String> {
 }
 
 pub fn parse_rfc3339(raw: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(raw.trim())
+    let at = DateTime::parse_from_rfc3339(raw.trim())
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "not an RFC 3339 timestamp (e.g. 2025-07-11T12:00:00Z)".to_owned())
+        .map_err(|_| "not an RFC 3339 timestamp (e.g. 2025-07-11T12:00:00Z)".to_owned())?;
+    match crate::domain::rules::timestamp_problem(at) {
+        None => Ok(at),
+        Some(problem) => Err(problem),
+    }
 }
 
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
@@ -56,7 +68,8 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         expected: ExpectedValues {
             amount: args.amount,
             currency: args.currency,
-            order_id: args.order_id,
+            // An empty --order-id "" is no order id: stored as NULL, never as ''.
+            order_id: args.order_id.filter(|o| !o.is_empty()),
         },
         created_at: args.created_at,
         expires_at: args.expires_at,
@@ -72,11 +85,11 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
     let id = &payment.payment_id;
     Ok(match outcome {
         EnqueueOutcome::Created => {
-            println!("enqueued payment {id}");
+            outln!("enqueued payment {id}")?;
             ExitCode::SUCCESS
         }
         EnqueueOutcome::AlreadyTracked => {
-            println!("payment {id} is already tracked with the same values; nothing changed");
+            outln!("payment {id} is already tracked with the same values; nothing changed")?;
             ExitCode::SUCCESS
         }
         EnqueueOutcome::Conflict(differences) => {

@@ -30,19 +30,25 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exi
     let pool = store::connect(&settings.database).await?;
     match import_csv(&pool, input, offset).await {
         Ok(outcome) => {
-            println!(
+            outln!(
                 "{name}: {} rows: {} imported, {} already known (unchanged)",
-                outcome.rows, outcome.imported, outcome.already_known
-            );
+                outcome.rows,
+                outcome.imported,
+                outcome.already_known
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(ImportError::Rejected(errors)) => {
-            for error in &errors {
+            for error in &errors.shown {
                 eprintln!("{error}");
+            }
+            let unshown = errors.total - errors.shown.len() as u64;
+            if unshown > 0 {
+                eprintln!("… and {unshown} more");
             }
             eprintln!(
                 "error: {name}: {} bad rows; nothing was imported. Fix them and import the file again.",
-                errors.len()
+                errors.total
             );
             Ok(ExitCode::FAILURE)
         }
@@ -91,10 +97,11 @@ pub async fn resolve(settings: &Settings, args: ResolveArgs) -> anyhow::Result<E
             args.kind
         );
     }
-    println!(
+    outln!(
         "closed the {} flag of payment {} (by {by})",
-        args.kind, args.payment_id
-    );
+        args.kind,
+        args.payment_id
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,8 +128,9 @@ pub async fn recheck(settings: &Settings, args: RecheckArgs) -> anyhow::Result<E
     };
     let pool = store::connect(&settings.database).await?;
     let (scheduled, missing) = store::finance::schedule_recheck(&pool, &selection).await?;
-    println!("{scheduled} payments are due for a re-poll now");
+    outln!("{scheduled} payments are due for a re-poll now")?;
     if !missing.is_empty() {
+        // Ids given here passed the id rule: printable as they are.
         eprintln!("error: not tracked: {}", missing.join(", "));
         return Ok(ExitCode::FAILURE);
     }
@@ -136,19 +144,67 @@ pub struct GrantReaderArgs {
 }
 
 pub async fn grant_reader(settings: &Settings, args: GrantReaderArgs) -> anyhow::Result<ExitCode> {
+    use store::finance::{READER_VIEWS, quote_ident, role_reach};
+
     let pool = store::connect(&settings.database).await?;
-    if !store::finance::grant_reader(&pool, &args.role).await? {
+    let role = quote_ident(&args.role);
+    let reach = role_reach(&pool, &args.role).await?;
+    anyhow::ensure!(
+        reach.exists,
+        "role {role} does not exist; create it first, e.g. create role {role} login password '…'"
+    );
+    // Granting views to a role that reads everything anyway would suggest a limit that is
+    // not there.
+    if reach.superuser || reach.reads_all_data {
         anyhow::bail!(
-            "role {:?} does not exist; create it first, e.g. create role {} login password '…'",
-            args.role,
-            args.role
+            "role {role} {} and can already read every table, raw provider bodies included; \
+             nothing was granted. Give finance a role without that, e.g. \
+             create role \"finance\" login password '…'",
+            if reach.superuser {
+                "is a superuser"
+            } else {
+                "is a member of pg_read_all_data"
+            }
         );
     }
-    println!(
-        "role {} may now read {} and nothing else",
-        args.role,
-        store::finance::READER_VIEWS.join(", ")
+    store::finance::grant_reader(&pool, &args.role).await?;
+    outln!("role {role} may now read {}", READER_VIEWS.join(", "))?;
+    if reach.reads_tables {
+        eprintln!(
+            "warning: role {role} could already read the tables of schema recon (it owns them or \
+             was granted them), raw provider bodies included; revoke that for a read-only \
+             finance role: revoke all on all tables in schema recon from {role}"
+        );
+    } else {
+        outln!("and no table: raw provider bodies stay out of its reach")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct GrantDaemonArgs {
+    /// An existing PostgreSQL role that will run the daemon (and enqueue, import, report…).
+    pub role: String,
+}
+
+/// Run by the migrating role after `migrate`: the running role gets exactly what it needs.
+pub async fn grant_daemon(settings: &Settings, args: GrantDaemonArgs) -> anyhow::Result<ExitCode> {
+    use store::finance::{daemon_grants, quote_ident, role_reach};
+
+    let pool = store::connect(&settings.database).await?;
+    let role = quote_ident(&args.role);
+    anyhow::ensure!(
+        role_reach(&pool, &args.role).await?.exists,
+        "role {role} does not exist; create it first, e.g. create role {role} login password '…'"
     );
+    store::finance::grant_daemon(&pool, &args.role)
+        .await
+        .context(
+            "could not grant; run this as the role that ran `migrate` (it owns schema recon)",
+        )?;
+    for statement in daemon_grants(&args.role) {
+        outln!("{statement};")?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -180,6 +236,11 @@ pub struct ReportArgs {
     /// Write to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// CSV: write text cells exactly as stored. By default a cell starting with =, +, -, @,
+    /// a tab or a carriage return gets a leading ' so a spreadsheet shows it and does not run
+    /// it as a formula.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -191,6 +252,7 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
     let request = ReportRequest {
         detail: args.detail,
         format: args.format,
+        raw: args.raw,
         filter: store::report::ReportFilter {
             basis: args.by,
             from: args.from,

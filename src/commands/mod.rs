@@ -1,5 +1,14 @@
 //! The command line: one small module per command, each a thin composition of the library.
 
+/// `println!` that returns the error instead of panicking: a reader that closes the pipe
+/// (`report | head`) ends the command quietly (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+
 mod bench;
 mod check;
 mod demo;
@@ -18,7 +27,9 @@ use crate::settings::Settings;
 pub use bench::BenchArgs;
 pub use demo::DemoArgs;
 pub use enqueue::EnqueueArgs;
-pub use finance::{GrantReaderArgs, ImportArgs, RecheckArgs, ReportArgs, ResolveArgs};
+pub use finance::{
+    GrantDaemonArgs, GrantReaderArgs, ImportArgs, RecheckArgs, ReportArgs, ResolveArgs,
+};
 pub use simulate::SimulateArgs;
 
 #[derive(Debug, Parser)]
@@ -88,6 +99,9 @@ pub enum Command {
     Recheck(RecheckArgs),
     /// Give a PostgreSQL role read-only access to the finance views and nothing else.
     GrantReader(GrantReaderArgs),
+    /// Give a PostgreSQL role what running the daemon needs (not `migrate`); run it as the
+    /// role that ran `migrate`. Prints the statements.
+    GrantDaemon(GrantDaemonArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -96,7 +110,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Migrate => {
             let pool = crate::store::connect(&settings.database).await?;
             crate::store::migrate(&pool).await?;
-            println!("migrations applied to {}", settings.database.describe());
+            outln!("migrations applied to {}", settings.database.describe())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { once } => run::run(settings, once).await,
@@ -110,6 +124,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Resolve(args) => finance::resolve(settings, args).await,
         Command::Recheck(args) => finance::recheck(settings, args).await,
         Command::GrantReader(args) => finance::grant_reader(settings, args).await,
+        Command::GrantDaemon(args) => finance::grant_daemon(settings, args).await,
     }
 }
 

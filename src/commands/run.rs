@@ -12,7 +12,12 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_on_signal()?;
     let provider = ProviderClient::new(&settings.provider)?;
     let pool = store::connect(&settings.database).await?;
-    store::migrate(&pool).await?;
+    // Only when needed: a role that may run the daemon but not migrate starts against an
+    // up-to-date schema.
+    let applied = store::migrate_if_pending(&pool).await?;
+    if applied > 0 {
+        tracing::info!(applied, "schema migrations applied");
+    }
     let engine = Engine::new(pool, provider, settings);
     if shutdown.is_cancelled() {
         tracing::info!("stopped before the first sweep");
@@ -34,7 +39,7 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
 
     if once {
         let outcome = engine.reconcile_due(&shutdown).await?;
-        println!(
+        outln!(
             "claimed {}, recorded {} ({} failed, retried later), transitions {}, flags opened {}, resolved {}, released {}",
             outcome.claimed,
             outcome.recorded,
@@ -43,7 +48,7 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
             outcome.flags_opened,
             outcome.flags_resolved,
             outcome.released
-        );
+        )?;
         if let SweepStop::Fatal(reason) = outcome.stop {
             anyhow::bail!("polling stopped: {reason}");
         }

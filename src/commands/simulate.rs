@@ -52,7 +52,7 @@ pub async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result
         scenario,
         false,
     )?;
-    println!("listening on {}", simulator.base_url());
+    outln!("listening on {}", simulator.base_url())?;
     shutdown.cancelled().await;
     // stdout may be gone by now (a closed pipe): never panic over a farewell line.
     let _ = writeln!(

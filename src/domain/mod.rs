@@ -4,10 +4,12 @@
 //! Nothing here performs I/O or reads a clock: time, randomness and settings are inputs.
 
 mod decide;
+pub mod rules;
 mod types;
 
 pub use decide::{Jitter, Policy, PollResult, Verdict, decide};
 pub use types::{
     Currency, ExpectedValues, Expiry, FlagKind, InvalidInput, Invoice, Lifetime, LifetimeSource,
-    NewFlag, PaymentId, ProviderStatus, StatusChange, Tracked, parse_amount,
+    NewFlag, ORDER_ID_MAX_LEN, PaymentId, ProviderStatus, StatusChange, Tracked, optional_text,
+    parse_amount,
 };

@@ -5,36 +5,35 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use super::rules;
+
 /// Input that failed validation at the boundary; the message names what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
 /// A payment id in the aggregator's system. Documented as a string, shown as a number:
-/// we keep it as text and accept any printable id, but never an empty one.
+/// we keep it as text and accept any visible id of 1 to 128 characters (see
+/// [`rules::text_problem`]), the same rule the schema's CHECK constraint enforces.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PaymentId(String);
 
 impl PaymentId {
-    /// Longest id accepted at intake; the schema enforces the same bound.
+    /// Longest id accepted; the schema enforces the same bound.
     pub const MAX_LEN: usize = 128;
 
+    /// An id exactly as stored: it must already follow the rule.
     pub fn parse(raw: &str) -> Result<Self, InvalidInput> {
-        if raw.trim().is_empty() {
-            return Err(InvalidInput("payment id is empty".into()));
+        match rules::text_problem(raw, Self::MAX_LEN) {
+            None => Ok(Self(raw.to_owned())),
+            Some(problem) => Err(InvalidInput(format!("payment id {problem}"))),
         }
-        if raw.chars().count() > Self::MAX_LEN {
-            return Err(InvalidInput(format!(
-                "payment id is longer than {} characters",
-                Self::MAX_LEN
-            )));
-        }
-        if raw.chars().any(char::is_control) {
-            return Err(InvalidInput(
-                "payment id contains a control character".into(),
-            ));
-        }
-        Ok(Self(raw.to_owned()))
+    }
+
+    /// An id as a person or a file gives it: whitespace around it is dropped first, the same
+    /// way on every intake path, so `" 1001"` and `"1001"` are one payment.
+    pub fn from_input(raw: &str) -> Result<Self, InvalidInput> {
+        Self::parse(raw.trim())
     }
 
     pub fn as_str(&self) -> &str {
@@ -48,8 +47,26 @@ impl fmt::Display for PaymentId {
     }
 }
 
+/// Longest merchant order id accepted; the schema enforces the same bound.
+pub const ORDER_ID_MAX_LEN: usize = 256;
+
+/// An optional short text as a person or a file gives it (an order id): trimmed, and empty
+/// means "not given" (`None`), never an empty string.
+pub fn optional_text(raw: &str, max_chars: usize) -> Result<Option<String>, InvalidInput> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match rules::text_problem(value, max_chars) {
+        None => Ok(Some(value.to_owned())),
+        Some(problem) => Err(InvalidInput(problem)),
+    }
+}
+
 /// An amount as people and files write it: an exact, non-negative decimal with a dot and no
-/// thousands separators. A comma gets a hint of its own, because it is the usual mistake.
+/// thousands separators, within [`rules::amount_problem`]'s bounds. A comma gets a hint of
+/// its own, because it is the usual mistake. Never rounded: what cannot be held exactly is
+/// refused.
 pub fn parse_amount(raw: &str) -> Result<Decimal, InvalidInput> {
     let raw = raw.trim();
     if raw.contains(',') {
@@ -57,10 +74,9 @@ pub fn parse_amount(raw: &str) -> Result<Decimal, InvalidInput> {
             "{raw:?} uses a comma; write a dot as the decimal separator and no thousands separators (e.g. 1234.50)"
         )));
     }
-    let amount: Decimal = raw
-        .parse()
-        .map_err(|_| InvalidInput(format!("{raw:?} is not a decimal number (e.g. 1234.50)")))?;
-    if amount.is_sign_negative() {
+    let amount =
+        rules::exact_amount(raw).map_err(|problem| InvalidInput(format!("{raw:?} {problem}")))?;
+    if amount.is_sign_negative() && !amount.is_zero() {
         return Err(InvalidInput(format!("{raw:?} is negative")));
     }
     Ok(amount)
@@ -344,15 +360,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn payment_ids_must_be_printable_and_non_empty() {
+    fn payment_ids_must_be_visible_and_non_empty() {
         assert!(PaymentId::parse("1234567890").is_ok());
         assert!(PaymentId::parse("Счет-1").is_ok());
         assert_eq!(
-            PaymentId::parse("   ").unwrap_err().0,
+            PaymentId::from_input("   ").unwrap_err().0,
             "payment id is empty"
         );
         assert!(PaymentId::parse("a\tb").is_err());
         assert!(PaymentId::parse(&"9".repeat(129)).is_err());
+        assert!(PaymentId::parse("12\u{200B}3").is_err(), "zero-width space");
+        assert_eq!(
+            PaymentId::parse(" x ").unwrap_err().0,
+            "payment id has spaces around it"
+        );
+        assert_eq!(PaymentId::from_input(" x ").unwrap().as_str(), "x");
+    }
+
+    #[test]
+    fn optional_text_is_trimmed_and_empty_is_none() {
+        assert_eq!(optional_text("", 256).unwrap(), None);
+        assert_eq!(optional_text("  ", 256).unwrap(), None);
+        assert_eq!(optional_text(" A-1 ", 256).unwrap().as_deref(), Some("A-1"));
+        assert!(optional_text("A\u{0}1", 256).is_err());
+        assert!(optional_text(&"x".repeat(257), 256).is_err());
     }
 
     #[test]
@@ -383,6 +414,9 @@ mod tests {
             Decimal::from(1000),
             "exact, as spreadsheets export"
         );
+        for refused in ["NaN", "Infinity", "1e40", "0.12345678901234567890123456789"] {
+            assert!(parse_amount(refused).is_err(), "{refused} accepted");
+        }
     }
 
     #[test]

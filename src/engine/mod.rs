@@ -14,7 +14,7 @@ mod daemon;
 mod pacing;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -35,6 +35,7 @@ use crate::observe;
 use crate::provider::{Classified, ProviderClient};
 use crate::settings::{PollSettings, Settings};
 use crate::store::{self, Claimed, Recorded, StoreError};
+use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean};
 
 /// Counts of what one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -111,6 +112,27 @@ struct Inner {
     /// Names this process's claims in `lease_owner`.
     instance: String,
     halt: Mutex<Option<Halt>>,
+    /// When our credentials were last shown to work by a confirming re-ask (see
+    /// [`Engine::confirm_credentials`]). The lock also makes concurrent doubts share one
+    /// re-ask.
+    credentials_checked: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// How long a confirmation that our credentials work answers later doubts without a new
+/// re-ask.
+const CREDENTIALS_RECHECK_AFTER: Duration = Duration::from_secs(60);
+
+/// What a re-ask about another payment says of an error body that reads like a credentials
+/// failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Credentials {
+    /// The re-ask failed the same way, or with HTTP 401/403: our credentials are refused.
+    Refused(String),
+    /// Not proven (the re-ask was answered, or no payment was ever answered to re-ask about):
+    /// the error belongs to the payment it answers.
+    NotProven,
+    /// The re-ask got no usable answer: try the payment again later.
+    Inconclusive(String),
 }
 
 impl Engine {
@@ -137,6 +159,7 @@ impl Engine {
                 poll,
                 instance,
                 halt: Mutex::new(None),
+                credentials_checked: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -233,6 +256,58 @@ impl Engine {
             tracing::info!("the provider accepts our requests again; polling resumed");
         }
     }
+
+    /// An error body about `payment_id` reads like a credentials failure. Card and 3-D Secure
+    /// errors read the same way, so it halts nothing until a request that does not depend on
+    /// this payment confirms it: a re-ask about a payment the provider answered normally
+    /// before. A confirmation that the credentials work is reused for a minute, and
+    /// concurrent doubts share one re-ask.
+    async fn confirm_credentials(
+        &self,
+        payment_id: &PaymentId,
+        stop: &CancellationToken,
+    ) -> Credentials {
+        let inner = &self.inner;
+        let mut checked = inner.credentials_checked.lock().await;
+        if checked.is_some_and(|at| at.elapsed() < CREDENTIALS_RECHECK_AFTER) {
+            return Credentials::NotProven;
+        }
+        let reference = match store::answered_payment_other_than(&inner.pool, payment_id).await {
+            Ok(Some(reference)) => reference,
+            Ok(None) => return Credentials::NotProven,
+            Err(e) => {
+                return Credentials::Inconclusive(format!(
+                    "cannot pick a payment to re-ask about: {e}"
+                ));
+            }
+        };
+        let Some(ticket) = inner.pacer.ticket(stop).await else {
+            return Credentials::Inconclusive("stopping".into());
+        };
+        let fetched = inner.provider.invoice_info(&reference).await;
+        drop(ticket);
+        let verdict = match fetched.classified {
+            Classified::Fatal(reason) => Credentials::Refused(reason),
+            Classified::CredentialsDoubt { code, description } => Credentials::Refused(format!(
+                "the provider answered error {code} ({description}) about payment {reference} \
+                 too, which it had answered normally before; check provider.auth_id, \
+                 provider.secret and provider.params"
+            )),
+            Classified::Answer(_) => Credentials::NotProven,
+            Classified::Retryable(reason) => Credentials::Inconclusive(reason),
+            Classified::RateLimited(_) => Credentials::Inconclusive("rate limited".into()),
+        };
+        tracing::info!(
+            payment.id = %payment_id,
+            reference.id = %reference,
+            request.id = %fetched.request_id,
+            "an error body read like a credentials failure; re-asked about another payment: {verdict:?}"
+        );
+        if verdict == Credentials::NotProven {
+            *checked = Some(Instant::now());
+        }
+        verdict
+    }
 }
 
 /// The `outcome` label of a poll.
@@ -240,7 +315,9 @@ fn outcome_label(classified: &Classified) -> &'static str {
     match classified {
         Classified::Answer(PollResult::Invoice(_)) => "answer",
         Classified::Answer(PollResult::NotFound) => "not_found",
-        Classified::Answer(PollResult::Rejected { .. }) => "rejected",
+        Classified::Answer(PollResult::Rejected { .. }) | Classified::CredentialsDoubt { .. } => {
+            "rejected"
+        }
         Classified::Answer(PollResult::Failed { .. }) | Classified::Retryable(_) => "failed",
         Classified::RateLimited(_) => "rate_limited",
         Classified::Fatal(_) => "fatal",
@@ -271,6 +348,9 @@ struct Sweep {
     outstanding: Mutex<HashMap<PaymentId, i64>>,
     fatal: Mutex<Option<String>>,
     outcome: Mutex<SweepOutcome>,
+    /// Once stopping: the one moment by which polls, writes and claims give up
+    /// (`poll.drain_timeout` after the stop), however much work is queued.
+    deadline: OnceLock<Instant>,
 }
 
 impl Sweep {
@@ -282,7 +362,17 @@ impl Sweep {
             outstanding: Mutex::new(HashMap::new()),
             fatal: Mutex::new(None),
             outcome: Mutex::new(SweepOutcome::default()),
+            deadline: OnceLock::new(),
         })
+    }
+
+    /// Resolves at the stop deadline: never before the sweep stops, then
+    /// `poll.drain_timeout` after it.
+    async fn past_deadline(&self) {
+        self.stop.cancelled().await;
+        let drain = self.engine.inner.poll.drain_timeout;
+        let deadline = *self.deadline.get_or_init(|| Instant::now() + drain);
+        tokio::time::sleep_until(deadline).await;
     }
 
     fn count(&self, update: impl FnOnce(&mut SweepOutcome)) {
@@ -310,10 +400,15 @@ impl Sweep {
             .drain()
             .collect();
         if !leftover.is_empty() {
-            match store::release(&inner.pool, &leftover).await {
-                Ok(released) => self.count(|o| o.released += released),
-                Err(e) => tracing::warn!(
+            let release = store::release(&inner.pool, &leftover);
+            match tokio::time::timeout(Duration::from_secs(5), release).await {
+                Ok(Ok(released)) => self.count(|o| o.released += released),
+                Ok(Err(e)) => tracing::warn!(
                     "could not release {} claims ({e}); they fall due when their lease ends",
+                    leftover.len()
+                ),
+                Err(_) => tracing::warn!(
+                    "could not release {} claims within 5 s; they fall due when their lease ends",
                     leftover.len()
                 ),
             }
@@ -348,27 +443,35 @@ impl Sweep {
                     Err(_) => return Ok(()),
                 },
             };
-            let batch = match store::claim_due(
+            let claim = store::claim_due(
                 &inner.pool,
                 &inner.instance,
                 chunk as u32,
                 inner.poll.lease,
                 due_by,
-            )
-            .await
-            {
-                Ok(claimed) => claimed,
-                Err(e) => {
-                    self.stop.cancel();
-                    return Err(e.into());
-                }
+            );
+            let batch = tokio::select! {
+                claimed = claim => match claimed {
+                    Ok(claimed) => claimed,
+                    Err(e) => {
+                        self.stop.cancel();
+                        return Err(e.into());
+                    }
+                },
+                // A claim stuck past the stop deadline is abandoned: whatever it took comes
+                // back when its lease runs out.
+                () = self.past_deadline() => return Ok(()),
             };
             if batch.is_empty() {
                 return Ok(());
             }
             if !batch.unreadable.is_empty() {
                 for row in &batch.unreadable {
-                    tracing::warn!(payment.id = %row.payment_id, "cannot read this payment's row ({}); parked for an hour", row.reason);
+                    tracing::warn!(
+                        payment.id = %row.payment_id,
+                        "cannot read this payment's row ({}); parked until `recheck` takes it back",
+                        clean(&row.reason, PROVIDER_TEXT_MAX_CHARS)
+                    );
                 }
                 if let Err(e) = store::park_unreadable(&inner.pool, &batch.unreadable).await {
                     tracing::warn!("could not park unreadable rows ({e}); their lease runs out");
@@ -438,13 +541,9 @@ impl Sweep {
                     }
                 }
             });
-        let drain_deadline = async {
-            stop.cancelled().await;
-            tokio::time::sleep(inner.poll.drain_timeout).await;
-        };
         tokio::select! {
             () = pipeline => {}
-            () = drain_deadline => {
+            () = self.past_deadline() => {
                 tracing::warn!(
                     "in-flight polls did not finish within poll.drain_timeout; their claims are released"
                 );
@@ -455,7 +554,11 @@ impl Sweep {
     async fn poll_one(&self, claim: Claimed) -> Polled {
         let inner = &self.engine.inner;
         let payment_id = claim.tracked.payment_id.clone();
-        let span = tracing::debug_span!("poll", payment.id = %payment_id);
+        let span = tracing::debug_span!(
+            "poll",
+            payment.id = %payment_id,
+            request.id = tracing::field::Empty
+        );
         async {
             let claimed_locally = Instant::from_std(claim.claimed_instant);
             // Leave a request's worth of time before the lease runs out: a later write
@@ -473,6 +576,8 @@ impl Sweep {
                 }
                 let fetched = inner.provider.invoice_info(&payment_id).await;
                 drop(ticket);
+                tracing::Span::current()
+                    .record("request.id", tracing::field::display(fetched.request_id));
                 metrics::histogram!(observe::PROVIDER_LATENCY)
                     .record(fetched.elapsed.as_secs_f64());
                 metrics::counter!(observe::POLLS, "outcome" => outcome_label(&fetched.classified))
@@ -497,9 +602,27 @@ impl Sweep {
                         continue;
                     }
                     Classified::Fatal(reason) => {
-                        self.fatal.lock().expect("fatal lock").get_or_insert(reason);
-                        self.stop.cancel();
+                        self.halt(reason);
                         return Polled::Skipped;
+                    }
+                    Classified::CredentialsDoubt { code, description } => {
+                        match self
+                            .engine
+                            .confirm_credentials(&payment_id, &self.stop)
+                            .await
+                        {
+                            Credentials::NotProven => PollResult::Rejected { code, description },
+                            Credentials::Refused(reason) => {
+                                self.halt(reason);
+                                return Polled::Skipped;
+                            }
+                            Credentials::Inconclusive(why) => PollResult::Failed {
+                                reason: format!(
+                                    "provider error {code}: {description}; it reads like a \
+                                     credentials failure and could not be confirmed ({why})"
+                                ),
+                            },
+                        }
                     }
                 };
                 let observed_at = claim.claimed_at
@@ -513,9 +636,12 @@ impl Sweep {
                 return Polled::Verdict(Box::new(Recorded {
                     payment_id: payment_id.clone(),
                     lease_token: claim.lease_token,
+                    before: claim.tracked,
                     verdict,
                     invoice,
                     raw_body: fetched.raw_body,
+                    error_body: fetched.unreadable_body,
+                    request_id: Some(fetched.request_id),
                 }));
             }
         }
@@ -523,63 +649,106 @@ impl Sweep {
         .await
     }
 
+    /// The provider refused our configuration: polling stops for everyone.
+    fn halt(&self, reason: String) {
+        self.fatal.lock().expect("fatal lock").get_or_insert(reason);
+        self.stop.cancel();
+    }
+
+    /// A verdict the database refused, decided again as a failed poll that names the problem;
+    /// the answer is kept, cleaned, as its error body.
+    fn refused(&self, item: Recorded, reason: String) -> Recorded {
+        let jitter = Jitter::from_permille(rand::rng().random_range(0..=1000));
+        let verdict = decide(
+            &item.before,
+            &PollResult::Failed { reason },
+            item.verdict.observed_at,
+            &self.engine.inner.policy,
+            jitter,
+        );
+        Recorded {
+            verdict,
+            invoice: None,
+            error_body: item.raw_body.or(item.error_body),
+            raw_body: None,
+            ..item
+        }
+    }
+
     /// Writes verdicts in batches: whatever has arrived while the last write ran goes into
-    /// the next transaction. A failed write is retried (writes are idempotent) until the
-    /// sweep stops.
+    /// the next transaction. A verdict the database refuses is split off and recorded as a
+    /// failed poll ([`store::record_isolated`]); any other failure is retried (writes are
+    /// idempotent) until the lease runs out or, once stopping, until the stop deadline.
     async fn write_loop(self: Arc<Self>, mut polled: mpsc::Receiver<Recorded>) {
         let inner = &self.engine.inner;
         let limit = inner.poll.batch_size as usize;
         let mut batch = Vec::with_capacity(limit);
         while polled.recv_many(&mut batch, limit).await > 0 {
+            let failed = batch.iter().filter(|r| !r.verdict.answered).count() as u64;
+            let mut pending = std::mem::replace(&mut batch, Vec::with_capacity(limit));
             let mut backoff = Duration::from_millis(100);
             let first_try = Instant::now();
             loop {
-                match store::record_verdicts(&inner.pool, &batch).await {
+                let write = store::record_isolated(&inner.pool, pending, |item, reason| {
+                    self.refused(item, reason)
+                });
+                let result = tokio::select! {
+                    result = write => result,
+                    () = self.past_deadline() => {
+                        tracing::error!("stop deadline passed while recording verdicts; their claims are released");
+                        break;
+                    }
+                };
+                let e = match result {
                     Ok(written) => {
-                        let failed = batch.iter().filter(|r| !r.verdict.answered).count() as u64;
-                        self.count(|o| {
-                            o.recorded += written.applied;
-                            o.failed += failed;
-                            o.stale += batch.len() as u64 - written.applied;
-                            o.transitions += written.transitions;
-                            o.flags_opened += written.flags_opened;
-                            o.flags_resolved += written.flags_resolved;
-                        });
-                        metrics::counter!(observe::TRANSITIONS).increment(written.transitions);
-                        metrics::counter!(observe::FLAGS_OPENED).increment(written.flags_opened);
-                        metrics::counter!(observe::FLAGS_RESOLVED)
-                            .increment(written.flags_resolved);
-                        let mut outstanding = self.outstanding.lock().expect("outstanding lock");
-                        for recorded in &batch {
-                            if outstanding.get(&recorded.payment_id) == Some(&recorded.lease_token)
-                            {
-                                outstanding.remove(&recorded.payment_id);
-                            }
-                        }
+                        self.account(&written, failed);
                         break;
                     }
-                    // Past the lease the writes would be refused anyway; when stopping,
-                    // the drain timeout bounds the wait. The claims then fall due again.
-                    Err(e)
-                        if first_try.elapsed() >= inner.poll.lease
-                            || (self.stop.is_cancelled()
-                                && first_try.elapsed() >= inner.poll.drain_timeout) =>
-                    {
-                        tracing::error!("gave up recording {} verdicts: {e}", batch.len());
-                        break;
+                    Err(interrupted) => {
+                        self.account(&interrupted.written, 0);
+                        pending = interrupted.remaining;
+                        interrupted.error
                     }
-                    Err(e) => {
-                        tracing::warn!(
-                            retry_in_ms = backoff.as_millis() as u64,
-                            "could not record {} verdicts: {e}",
-                            batch.len()
-                        );
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
+                };
+                // Past the lease the writes would be refused anyway. The claims then fall
+                // due again.
+                if first_try.elapsed() >= inner.poll.lease {
+                    tracing::error!("gave up recording {} verdicts: {e}", pending.len());
+                    break;
                 }
+                tracing::warn!(
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "could not record {} verdicts: {e}",
+                    pending.len()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = self.past_deadline() => break,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
-            batch.clear();
+        }
+    }
+
+    /// Counts what a write did and settles its claims.
+    fn account(&self, written: &store::Isolated, failed: u64) {
+        let o = &written.outcome;
+        self.count(|sweep| {
+            sweep.recorded += o.applied;
+            sweep.failed += failed + written.refused;
+            sweep.stale += (written.done.len() as u64).saturating_sub(o.applied);
+            sweep.transitions += o.transitions;
+            sweep.flags_opened += o.flags_opened;
+            sweep.flags_resolved += o.flags_resolved;
+        });
+        metrics::counter!(observe::TRANSITIONS).increment(o.transitions);
+        metrics::counter!(observe::FLAGS_OPENED).increment(o.flags_opened);
+        metrics::counter!(observe::FLAGS_RESOLVED).increment(o.flags_resolved);
+        let mut outstanding = self.outstanding.lock().expect("outstanding lock");
+        for (payment_id, token) in &written.done {
+            if outstanding.get(payment_id) == Some(token) {
+                outstanding.remove(payment_id);
+            }
         }
     }
 }

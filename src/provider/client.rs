@@ -6,13 +6,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use chrono::FixedOffset;
 use reqwest::Url;
-use reqwest::header::RETRY_AFTER;
+use reqwest::header::{ACCEPT, LOCATION, RETRY_AFTER};
+use uuid::Uuid;
 
 use super::INVOICE_INFO_PATH;
 use super::jws::Signer;
 use super::parse::{Body, parse_body};
 use crate::domain::{PaymentId, PollResult};
 use crate::settings::ProviderSettings;
+use crate::text::excerpt;
 
 /// What a response (or the lack of one) means. Decided in [`classify`] and nowhere else.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +28,11 @@ pub enum Classified {
     RateLimited(Duration),
     /// Our configuration is wrong (credentials, signature, base URL): stop polling.
     Fatal(String),
+    /// A partner error body inside a normal answer that reads like a credentials failure
+    /// ("Invalid signature"). Card and 3-D Secure errors read the same way, so this is one
+    /// payment's answer until a request that does not depend on this payment confirms it
+    /// (see `Engine`): only then does polling halt.
+    CredentialsDoubt { code: String, description: String },
 }
 
 /// One poll's result, with the body kept for the history when it was readable JSON.
@@ -34,8 +41,20 @@ pub struct Fetched {
     pub classified: Classified,
     /// The body as received, when it parsed (an invoice or a partner error).
     pub raw_body: Option<String>,
+    /// A body that did not parse (HTML, truncated JSON…), as text: invalid UTF-8 replaced.
+    pub unreadable_body: Option<String>,
     pub http_status: Option<u16>,
+    /// The `X-Request-Id` sent (a UUID v7): the provider's support needs it.
+    pub request_id: Uuid,
     pub elapsed: Duration,
+}
+
+/// The parts of a response's head that classification looks at.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseHead<'a> {
+    pub status: u16,
+    pub retry_after: Option<&'a str>,
+    pub location: Option<&'a str>,
 }
 
 /// Limits that shape classification, from the provider settings.
@@ -49,25 +68,39 @@ pub struct Limits {
 /// Classifies an HTTP response.
 ///
 /// * 200 (or any status) with a readable invoice: an answer.
-/// * A partner error body: "not found" or another per-payment error is an answer; one about
-///   the signature or credentials is fatal.
+/// * A partner error body: "not found" or another per-payment error is an answer; one that
+///   reads like a credentials failure is a [`Classified::CredentialsDoubt`], for the engine
+///   to confirm.
 /// * 401/403: fatal. 429 and 503 with `Retry-After`: rate limited (429 without it too, for
 ///   `default_retry_after`). Other 5xx: retryable.
+/// * 3xx: retryable. Redirects are never followed (the signature would go to another host,
+///   and its answer is not the provider's); the message names the `Location`.
 /// * 404/405/410 without a readable error body (a wrong base URL): fatal, because every
 ///   request would fail the same way; any other 4xx: retryable, recorded against the payment.
 /// * An unreadable 2xx body (HTML, truncated or invalid JSON, over the size cap): retryable.
 pub fn classify(
-    status: u16,
-    retry_after: Option<&str>,
+    head: ResponseHead<'_>,
     body: Result<&[u8], String>,
     now: SystemTime,
     limits: &Limits,
 ) -> Classified {
+    let ResponseHead {
+        status,
+        retry_after,
+        location,
+    } = head;
     let pause = |raw: Option<&str>| {
         raw.and_then(|raw| parse_retry_after(raw, now))
             .map(|d| d.min(limits.max_retry_after))
     };
     match status {
+        300..=399 => {
+            return Classified::Retryable(format!(
+                "the provider answered HTTP {status}, a redirect to {}; redirects are not followed \
+                 (check provider.base_url)",
+                location.map_or_else(|| "nowhere".to_owned(), excerpt)
+            ));
+        }
         401 | 403 => {
             return Classified::Fatal(format!(
                 "the provider refused our credentials (HTTP {status}); check provider.auth_id, \
@@ -95,12 +128,10 @@ pub fn classify(
     };
     match parse_body(body, limits.naive_offset) {
         Ok(Body::Invoice(invoice)) => Classified::Answer(PollResult::Invoice(invoice)),
-        Ok(Body::ApiError(error)) if error.is_auth_failure() => Classified::Fatal(format!(
-            "the provider rejected the request: {} (code {}); check provider.auth_id, \
-             provider.secret and provider.params",
-            error.description.as_deref().unwrap_or("no description"),
-            error.code.as_deref().unwrap_or("none"),
-        )),
+        Ok(Body::ApiError(error)) if error.is_auth_failure() => Classified::CredentialsDoubt {
+            code: error.code.unwrap_or_default(),
+            description: error.description.unwrap_or_default(),
+        },
         Ok(Body::ApiError(error)) if error.is_not_found() => {
             Classified::Answer(PollResult::NotFound)
         }
@@ -190,6 +221,9 @@ impl ProviderClient {
         });
         let http = reqwest::Client::builder()
             .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
+            // Never follow a redirect: the next host would receive our signature (it carries
+            // no nonce or time, so it could be replayed) and its answer is not the provider's.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.connect_timeout)
             .build()
@@ -221,11 +255,14 @@ impl ProviderClient {
         let mut url = self.endpoint.clone();
         url.set_query(Some(&query));
         let signature = self.signer.sign_get(url.path(), &query);
+        let request_id = Uuid::now_v7();
 
         let response = self
             .http
             .get(url)
             .header("X-JWS-Signature", signature)
+            .header("X-Request-Id", request_id.to_string())
+            .header(ACCEPT, "application/json")
             .send()
             .await;
         let mut response = match response {
@@ -234,35 +271,48 @@ impl ProviderClient {
                 return Fetched {
                     classified: Classified::Retryable(describe_transport_error(&e)),
                     raw_body: None,
+                    unreadable_body: None,
                     http_status: None,
+                    request_id,
                     elapsed: started.elapsed(),
                 };
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        let (retry_after, location) = (header(RETRY_AFTER), header(LOCATION));
         let body = self.read_capped(&mut response).await;
         let classified = classify(
-            status.as_u16(),
-            retry_after.as_deref(),
+            ResponseHead {
+                status: status.as_u16(),
+                retry_after: retry_after.as_deref(),
+                location: location.as_deref(),
+            },
             body.as_deref().map_err(Clone::clone),
             SystemTime::now(),
             &self.limits,
         );
-        let raw_body = match (&classified, body) {
-            (Classified::Answer(_) | Classified::Fatal(_), Ok(bytes)) => {
-                String::from_utf8(bytes).ok()
+        let (raw_body, unreadable_body) = match (&classified, body) {
+            (
+                Classified::Answer(_) | Classified::Fatal(_) | Classified::CredentialsDoubt { .. },
+                Ok(bytes),
+            ) => (String::from_utf8(bytes).ok(), None),
+            (_, Ok(bytes)) if !bytes.is_empty() => {
+                (None, Some(String::from_utf8_lossy(&bytes).into_owned()))
             }
-            _ => None,
+            _ => (None, None),
         };
         Fetched {
             classified,
             raw_body,
+            unreadable_body,
             http_status: Some(status.as_u16()),
+            request_id,
             elapsed: started.elapsed(),
         }
     }
@@ -328,8 +378,11 @@ mod tests {
 
     fn at(status: u16, retry_after: Option<&str>, body: &str) -> Classified {
         classify(
-            status,
-            retry_after,
+            ResponseHead {
+                status,
+                retry_after,
+                location: None,
+            },
             Ok(body.as_bytes()),
             SystemTime::UNIX_EPOCH,
             &limits(),
@@ -347,7 +400,30 @@ mod tests {
     }
 
     #[test]
-    fn partner_errors_are_per_payment_or_fatal() {
+    fn redirects_are_retryable_and_name_where_they_point() {
+        let redirect = classify(
+            ResponseHead {
+                status: 302,
+                retry_after: None,
+                location: Some("http://evil.example/\u{1b}[31m"),
+            },
+            Ok(INVOICE.as_bytes()),
+            SystemTime::UNIX_EPOCH,
+            &limits(),
+        );
+        let Classified::Retryable(message) = redirect else {
+            panic!("{redirect:?}")
+        };
+        assert!(message.contains("HTTP 302"), "{message}");
+        assert!(
+            message.contains("http://evil.example/\\u{1b}[31m"),
+            "the Location is named, escaped: {message}"
+        );
+        assert!(matches!(at(307, None, ""), Classified::Retryable(m) if m.contains("nowhere")));
+    }
+
+    #[test]
+    fn partner_errors_are_per_payment_or_doubted() {
         assert_eq!(
             at(
                 200,
@@ -367,14 +443,18 @@ mod tests {
                 description: "Try later".into()
             })
         );
-        assert!(matches!(
+        assert_eq!(
             at(
                 200,
                 None,
                 r#"{"status":"error","error_code":1001,"error_description":"Invalid signature"}"#
             ),
-            Classified::Fatal(_)
-        ));
+            Classified::CredentialsDoubt {
+                code: "1001".into(),
+                description: "Invalid signature".into()
+            },
+            "only a doubt: the engine confirms it before anything halts"
+        );
         assert_eq!(
             at(
                 404,
@@ -424,7 +504,7 @@ mod tests {
 
     #[test]
     fn server_errors_and_unreadable_bodies_are_retryable() {
-        let html = include_str!("../../../shared/provider/responses/gateway-502.html");
+        let html = include_str!("../../tests/fixtures/provider/responses/gateway-502.html");
         assert!(matches!(at(502, None, html), Classified::Retryable(_)));
         assert!(matches!(at(503, None, ""), Classified::Retryable(_)));
         assert!(matches!(at(500, None, INVOICE), Classified::Retryable(_)));
@@ -434,8 +514,10 @@ mod tests {
             Classified::Retryable(_)
         ));
         let too_big = classify(
-            200,
-            None,
+            ResponseHead {
+                status: 200,
+                ..ResponseHead::default()
+            },
             Err("body larger than 1048576 bytes".into()),
             SystemTime::UNIX_EPOCH,
             &limits(),

@@ -158,10 +158,10 @@ mod tests {
     fn vectors() -> Vec<Case> {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/provider/jws-vectors.json"
+            "/tests/fixtures/provider/jws-vectors.json"
         );
         let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("read {path}: {e} (../shared must sit beside the repo)"));
+            .unwrap_or_else(|e| panic!("read {path}: {e} (copied from ../shared/provider)"));
         let vectors: Vectors = serde_json::from_str(&text).expect("jws-vectors.json parses");
         assert!(vectors.cases.len() >= 4, "every known answer is present");
         vectors.cases

@@ -3,13 +3,28 @@
 //! fields it does not know, and says exactly which field was unreadable when one is.
 //!
 //! Amounts never pass through a float: `serde_json` is built with `arbitrary_precision`, so a
-//! JSON number keeps its exact text and is parsed straight into a `Decimal`.
+//! JSON number keeps its exact text and is parsed straight into a `Decimal`, exactly or not at
+//! all.
+//!
+//! Everything read here is ready for PostgreSQL: text fields have their control and invisible
+//! characters escaped (NUL included) and are cut at [`PROVIDER_TEXT_MAX_CHARS`]; a status is a
+//! short visible token; amounts, timestamps and lifetimes are within the bounds of
+//! [`crate::domain::rules`]. A value outside them makes the answer unreadable, naming the
+//! field, so one hostile answer can never fail a batch of writes.
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
+use crate::domain::rules::{exact_amount, is_invisible, timestamp_problem};
 use crate::domain::{Currency, Invoice, Lifetime, ProviderStatus};
+use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean, excerpt};
+
+/// Longest `paymentStatus` read; statuses are short tokens (`success`, `process`…).
+pub const STATUS_MAX_CHARS: usize = 64;
+
+/// Longest lifetime read as a number of seconds: 100 years.
+const LIFETIME_MAX_SECONDS: i64 = 100 * 366 * 24 * 3600;
 
 /// What a readable body says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +85,19 @@ pub enum ParseError {
     },
 }
 
+/// "… is not a {what}", quoting at most an excerpt of the value (it may be huge).
+fn not_a(what: &str, value: &Value) -> String {
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    format!("{kind} is not a {what}")
+}
+
 fn bad(field: &'static str, problem: impl Into<String>) -> ParseError {
     ParseError::BadField {
         field,
@@ -120,8 +148,20 @@ impl Fields<'_> {
 
     fn invoice(&self) -> Result<Invoice, ParseError> {
         let status = match self.get("paymentStatus") {
-            Some(Value::String(s)) => ProviderStatus::parse(s.trim()),
-            Some(other) => return Err(bad("paymentStatus", format!("{other} is not a string"))),
+            Some(Value::String(s)) => {
+                let s = s.trim();
+                if s.chars().count() > STATUS_MAX_CHARS || s.chars().any(is_invisible) {
+                    return Err(bad(
+                        "paymentStatus",
+                        format!(
+                            "{} is not a status (at most {STATUS_MAX_CHARS} visible characters)",
+                            excerpt(s)
+                        ),
+                    ));
+                }
+                ProviderStatus::parse(s)
+            }
+            Some(other) => return Err(bad("paymentStatus", not_a("string", other))),
             None => return Err(bad("paymentStatus", "missing")),
         };
         Ok(Invoice {
@@ -142,49 +182,50 @@ impl Fields<'_> {
         })
     }
 
-    /// A string, or a number kept as its exact text (ids such as `merchantId: 555555`).
+    /// A string, or a number kept as its exact text (ids such as `merchantId: 555555`),
+    /// cleaned and bounded (see [`clean`]).
     fn text(&self, field: &'static str) -> Result<Option<String>, ParseError> {
         match self.get(field) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(bad(field, format!("{other} is not a string or number"))),
+            Some(Value::String(s)) => Ok(Some(clean(s, PROVIDER_TEXT_MAX_CHARS))),
+            Some(Value::Number(n)) => Ok(Some(clean(n.as_str(), PROVIDER_TEXT_MAX_CHARS))),
+            Some(other) => Err(bad(field, not_a("string or number", other))),
         }
     }
 
-    /// A JSON number or a numeric string, exactly.
+    /// A JSON number or a numeric string, exactly and within bounds, or unreadable.
     fn decimal(&self, field: &'static str) -> Result<Option<Decimal>, ParseError> {
         let text = match self.get(field) {
             None => return Ok(None),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::String(s)) => s.trim().to_owned(),
-            Some(other) => return Err(bad(field, format!("{other} is not a number"))),
+            Some(Value::Number(n)) => n.as_str(),
+            Some(Value::String(s)) => s.trim(),
+            Some(other) => return Err(bad(field, not_a("number", other))),
         };
-        let parsed = if text.contains(['e', 'E']) {
-            Decimal::from_scientific(&text)
-        } else {
-            text.parse::<Decimal>()
-        };
-        parsed
+        exact_amount(text)
             .map(Some)
-            .map_err(|_| bad(field, format!("{text:?} is not an exact decimal")))
+            .map_err(|problem| bad(field, format!("{} {problem}", excerpt(text))))
     }
 
     fn currency(&self, field: &'static str) -> Result<Option<Currency>, ParseError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::String(s)) => s.parse().map(Some).map_err(|e| bad(field, format!("{e}"))),
-            Some(other) => Err(bad(field, format!("{other} is not a string"))),
+            Some(other) => Err(bad(field, not_a("string", other))),
         }
     }
 
     fn timestamp(&self, field: &'static str) -> Result<Option<DateTime<Utc>>, ParseError> {
         match self.get(field) {
             None => Ok(None),
-            Some(Value::String(s)) => parse_timestamp(s, self.naive_offset)
-                .map(Some)
-                .ok_or_else(|| bad(field, format!("{s:?} is not a timestamp"))),
-            Some(other) => Err(bad(field, format!("{other} is not a timestamp string"))),
+            Some(Value::String(s)) => {
+                let at = parse_timestamp(s, self.naive_offset)
+                    .ok_or_else(|| bad(field, format!("{} is not a timestamp", excerpt(s))))?;
+                match timestamp_problem(at) {
+                    None => Ok(Some(at)),
+                    Some(problem) => Err(bad(field, format!("{} {problem}", excerpt(s)))),
+                }
+            }
+            Some(other) => Err(bad(field, not_a("timestamp string", other))),
         }
     }
 
@@ -194,19 +235,38 @@ impl Fields<'_> {
         let seconds = |text: &str| {
             text.parse::<i64>()
                 .ok()
-                .filter(|s| *s >= 0)
+                .filter(|s| (0..=LIFETIME_MAX_SECONDS).contains(s))
                 .map(Lifetime::Seconds)
+        };
+        let until = |text: &str| {
+            parse_timestamp(text, self.naive_offset)
+                .filter(|at| timestamp_problem(*at).is_none())
+                .map(Lifetime::Until)
         };
         match self.get(field) {
             None => Ok(None),
-            Some(Value::Number(n)) => seconds(&n.to_string())
-                .map(Some)
-                .ok_or_else(|| bad(field, format!("{n} is not a whole number of seconds"))),
+            Some(Value::Number(n)) => seconds(n.as_str()).map(Some).ok_or_else(|| {
+                bad(
+                    field,
+                    format!(
+                        "{} is not a whole number of seconds up to 100 years",
+                        excerpt(n.as_str())
+                    ),
+                )
+            }),
             Some(Value::String(s)) => seconds(s.trim())
-                .or_else(|| parse_timestamp(s, self.naive_offset).map(Lifetime::Until))
+                .or_else(|| until(s))
                 .map(Some)
-                .ok_or_else(|| bad(field, format!("{s:?} is neither seconds nor a date-time"))),
-            Some(other) => Err(bad(field, format!("{other} is not a date-time or seconds"))),
+                .ok_or_else(|| {
+                    bad(
+                        field,
+                        format!(
+                            "{} is neither seconds (up to 100 years) nor a date-time within the years 1 to 9999",
+                            excerpt(s)
+                        ),
+                    )
+                }),
+            Some(other) => Err(bad(field, not_a("date-time or seconds", other))),
         }
     }
 }
@@ -238,8 +298,8 @@ mod tests {
     fn sample(name: &str) -> Vec<u8> {
         let path: PathBuf = [
             env!("CARGO_MANIFEST_DIR"),
-            "..",
-            "shared",
+            "tests",
+            "fixtures",
             "provider",
             "responses",
             name,
@@ -268,7 +328,10 @@ mod tests {
 
     #[test]
     fn every_sample_is_covered_by_a_test() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/provider/responses");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/provider/responses"
+        );
         let mut names: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -486,7 +549,10 @@ mod tests {
     /// never panic.
     #[test]
     fn mangled_bodies_are_refused_or_read_never_a_panic() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/provider/responses");
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/provider/responses"
+        );
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = |below: usize| {
             seed ^= seed << 13;

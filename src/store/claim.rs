@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow as _, PgExecutor, PgPool, Row as _};
 
 use super::{StoreError, millis};
 use crate::domain::{
@@ -55,6 +56,10 @@ struct ClaimedRow {
 
 /// The claim statement: `$1` due by (null: now), `$2` limit, `$3` owner, `$4` lease in
 /// milliseconds. Public so the benchmark can show its plan.
+///
+/// `problem` is the schema's own verdict on the intake columns (`recon.intake_problem`): a
+/// row that breaks a rule (possible only if someone dropped a constraint) is parked before
+/// any of its values is decoded, so no value can fail or crash the claim of the others.
 pub const CLAIM_SQL: &str = "with due as (
      select ctid, payment_id, lease_token as previous_token
      from recon.payments
@@ -73,7 +78,9 @@ pub const CLAIM_SQL: &str = "with due as (
      where p.ctid = any(array(select ctid from due))
      returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
                p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
-               p.checks, p.attempts, p.not_found_since, p.settled_at, p.lease_token
+               p.checks, p.attempts, p.not_found_since, p.settled_at, p.lease_token,
+               recon.intake_problem(p.payment_id, p.expected_amount, p.order_id,
+                                    p.created_at, p.expires_at) as problem
  )
  select c.*,
         array(select d.kind from recon.discrepancies d
@@ -83,8 +90,8 @@ pub const CLAIM_SQL: &str = "with due as (
  from claimed c
  join due using (payment_id)";
 
-/// A claimed row the daemon cannot read back (a caller wrote a value the schema allows but
-/// the rules do not). It is parked, not polled: see [`park_unreadable`].
+/// A claimed row the daemon cannot read back (a value past the schema's rules). It is parked,
+/// not polled: see [`park_unreadable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
     pub payment_id: String,
@@ -114,7 +121,9 @@ pub async fn claim_due<'e>(
     lease: Duration,
     due_by: Option<DateTime<Utc>>,
 ) -> Result<ClaimBatch, StoreError> {
-    let rows = sqlx::query_as::<_, ClaimedRow>(CLAIM_SQL)
+    // Rows are decoded one by one, so one that cannot be read is set aside, not an error
+    // for the whole chunk.
+    let rows: Vec<PgRow> = sqlx::query(CLAIM_SQL)
         .bind(due_by)
         .bind(i64::from(limit))
         .bind(owner)
@@ -123,8 +132,8 @@ pub async fn claim_due<'e>(
         .await?;
     let now = Instant::now();
     let mut batch = ClaimBatch::default();
-    for row in rows {
-        match row.into_claimed(now) {
+    for row in &rows {
+        match decode_claim(row, now) {
             Ok(claim) => batch.claims.push(claim),
             Err(unreadable) => batch.unreadable.push(unreadable),
         }
@@ -132,29 +141,59 @@ pub async fn claim_due<'e>(
     Ok(batch)
 }
 
-/// Gives unreadable claims back, due again in an hour, with the reason in `last_error`, so
-/// they neither block a sweep nor vanish from view.
-pub async fn park_unreadable(pool: &PgPool, rows: &[Unreadable]) -> Result<(), StoreError> {
-    for row in rows {
-        sqlx::query(
-            "update recon.payments
-             set lease_token = null, lease_owner = null, lease_expires_at = null,
-                 next_check_at = now() + interval '1 hour',
-                 last_error = 'cannot read this row: ' || $3
-             where payment_id = $1 and lease_token = $2",
-        )
-        .bind(&row.payment_id)
-        .bind(row.lease_token)
-        .bind(&row.reason)
-        .execute(pool)
-        .await?;
+/// One claimed row, or why it cannot be read. The identifying columns are checked first;
+/// the rest are decoded only once the schema's rules say they can be.
+fn decode_claim(row: &PgRow, claimed_instant: Instant) -> Result<Claimed, Unreadable> {
+    let payment_id: String = row.try_get("payment_id").unwrap_or_default();
+    let lease_token: i64 = row.try_get("lease_token").unwrap_or_default();
+    let unreadable = |reason: String| Unreadable {
+        payment_id: payment_id.clone(),
+        lease_token,
+        reason,
+    };
+    if let Some(problem) = row
+        .try_get::<Option<String>, _>("problem")
+        .map_err(|e| unreadable(e.to_string()))?
+    {
+        return Err(unreadable(problem));
     }
+    ClaimedRow::from_row(row)
+        .map_err(|e| unreadable(e.to_string()))?
+        .into_claimed(claimed_instant)
+}
+
+/// Parks unreadable claims: not polled again until `recheck` takes them back (after someone
+/// fixed the row), with the reason in `last_error` and the time in `parked_at`, so they
+/// neither block a sweep nor vanish from view (`recon.parked_payments`, the
+/// `freedompay_recon_payments_parked` gauge).
+pub async fn park_unreadable(pool: &PgPool, rows: &[Unreadable]) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.payment_id.as_str()).collect();
+    let tokens: Vec<i64> = rows.iter().map(|r| r.lease_token).collect();
+    let reasons: Vec<String> = rows
+        .iter()
+        .map(|r| crate::text::clean(&r.reason, crate::text::PROVIDER_TEXT_MAX_CHARS))
+        .collect();
+    sqlx::query(
+        "update recon.payments p
+         set lease_token = null, lease_owner = null, lease_expires_at = null,
+             next_check_at = null, parked_at = now(),
+             last_error = 'parked: cannot read this row: ' || u.reason
+                          || '; fix the row, then run `freedompay-recon recheck` with its id'
+         from unnest($1::text[], $2::int8[], $3::text[]) as u(payment_id, lease_token, reason)
+         where p.payment_id = u.payment_id and p.lease_token = u.lease_token",
+    )
+    .bind(&ids)
+    .bind(&tokens)
+    .bind(&reasons)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
 impl ClaimedRow {
-    /// Rows the daemon cannot read back (a caller wrote an invalid value past the schema's
-    /// checks) are skipped with a warning; their lease runs out and they are retried.
     fn into_claimed(self, claimed_instant: Instant) -> Result<Claimed, Unreadable> {
         let unreadable = |reason: String| Unreadable {
             payment_id: self.payment_id.clone(),
@@ -227,4 +266,21 @@ pub async fn release(pool: &PgPool, claims: &[(PaymentId, i64)]) -> Result<u64, 
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// A payment other than `except` that the provider has answered with an invoice before (the
+/// reference for confirming a credentials failure), or `None` when there is none yet.
+pub async fn answered_payment_other_than(
+    pool: &PgPool,
+    except: &PaymentId,
+) -> Result<Option<PaymentId>, StoreError> {
+    let id: Option<String> = sqlx::query_scalar(
+        "select payment_id from recon.payments
+         where status is not null and parked_at is null and payment_id <> $1
+         limit 1",
+    )
+    .bind(except.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(id.and_then(|id| PaymentId::parse(&id).ok()))
 }

@@ -39,8 +39,11 @@ pub enum Selection {
     Status(String),
 }
 
-/// Makes the selected payments due now, including ones whose polling had finished. Returns
-/// the ids selected that are not tracked, and how many payments were scheduled.
+/// Makes the selected payments due now, including ones whose polling had finished, and takes
+/// parked ones back (after someone fixed the row). Returns the ids selected that are not
+/// tracked, and how many payments were scheduled. A row whose id breaks the id rule (parked by
+/// the migration that brought the rule) cannot be changed, so it is left out, not allowed to
+/// fail the others.
 pub async fn schedule_recheck(
     pool: &PgPool,
     selection: &Selection,
@@ -59,8 +62,10 @@ pub async fn schedule_recheck(
         Selection::Status(status) => (None, None, Some(status.as_str())),
     };
     let scheduled: Vec<String> = sqlx::query_scalar(
-        "update recon.payments p set next_check_at = now(), recheck_requested_at = now()
-         where ($1::text[] is null or p.payment_id = any($1))
+        "update recon.payments p
+         set next_check_at = now(), recheck_requested_at = now(), parked_at = null
+         where recon.text_problem(p.payment_id, 128) is null
+           and ($1::text[] is null or p.payment_id = any($1))
            and ($2::text is null or exists (
                    select 1 from recon.discrepancies d
                    where d.payment_id = p.payment_id and d.kind = $2 and d.resolved_at is null))
@@ -81,38 +86,93 @@ pub async fn schedule_recheck(
 }
 
 /// The views a reader may query; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 5] = [
+pub const READER_VIEWS: [&str; 6] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
     "recon.status_history",
     "recon.discrepancy_history",
+    "recon.parked_payments",
 ];
 
-/// Gives an existing role read-only access to the finance views and nothing else: no table,
-/// so no raw provider bodies, and no write.
-pub async fn grant_reader(pool: &PgPool, role: &str) -> Result<bool, StoreError> {
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
-            .bind(role)
-            .fetch_one(pool)
-            .await?;
-    if !exists {
-        return Ok(false);
-    }
-    let quoted = format!("\"{}\"", role.replace('"', "\"\""));
+/// A role's name as an SQL identifier, always quoted: safe to paste into SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// What a role may do already, before any grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct RoleReach {
+    pub exists: bool,
+    pub superuser: bool,
+    /// A member of `pg_read_all_data` (PostgreSQL 14+): it reads every table.
+    pub reads_all_data: bool,
+    /// It may already read the payments table (its owner, or granted).
+    pub reads_tables: bool,
+}
+
+pub async fn role_reach(pool: &PgPool, role: &str) -> Result<RoleReach, StoreError> {
+    Ok(sqlx::query_as(
+        "select r.oid is not null as exists,
+                coalesce(r.rolsuper, false) as superuser,
+                coalesce(pg_has_role(r.oid, 'pg_read_all_data', 'member'), false) as reads_all_data,
+                coalesce(has_table_privilege(r.oid, 'recon.payments', 'select'), false)
+                    as reads_tables
+         from (select 1) one
+         left join pg_roles r on r.rolname = $1",
+    )
+    .bind(role)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Gives an existing role read-only access to the finance views: no table, so no raw
+/// provider bodies, and no write. Check [`role_reach`] first: a role that can already read
+/// everything is not limited by this.
+pub async fn grant_reader(pool: &PgPool, role: &str) -> Result<(), StoreError> {
+    let quoted = quote_ident(role);
     let mut tx = pool.begin().await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "grant usage on schema recon to {quoted}"
-    )))
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "grant select on {} to {quoted}",
-        READER_VIEWS.join(", ")
-    )))
-    .execute(&mut *tx)
-    .await?;
+    for statement in [
+        format!("grant usage on schema recon to {quoted}"),
+        format!("grant select on {} to {quoted}", READER_VIEWS.join(", ")),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    Ok(true)
+    Ok(())
+}
+
+/// The grants a role needs to run the daemon and the intake and finance commands (not
+/// `migrate`), on the schema as migrated. Run by the migrating role, which owns the schema;
+/// the database-level `CONNECT` and `TEMPORARY` (for `import`) are the database owner's to
+/// grant and PostgreSQL gives them to everyone by default.
+pub fn daemon_grants(role: &str) -> Vec<String> {
+    let role = quote_ident(role);
+    vec![
+        format!("grant usage on schema recon to {role}"),
+        format!("grant select on recon._sqlx_migrations to {role}"),
+        format!("grant select, insert, update on recon.payments to {role}"),
+        format!("grant select, insert on recon.status_transitions to {role}"),
+        format!(
+            "grant select, insert, update (resolved_at, resolved_by, resolution) \
+             on recon.discrepancies to {role}"
+        ),
+        format!("grant select, update on recon.rate_budget to {role}"),
+        format!("grant usage on sequence recon.lease_tokens to {role}"),
+        format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
+    ]
+}
+
+/// Applies [`daemon_grants`] in one transaction.
+pub async fn grant_daemon(pool: &PgPool, role: &str) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for statement in daemon_grants(role) {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -5,16 +5,17 @@ use sqlx::PgConnection;
 
 use super::StoreError;
 
-/// An id that appears on more than one line of the file.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// A line whose id already appeared on an earlier line of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Duplicate {
+    pub line: i64,
     pub payment_id: String,
-    /// Every line it appears on, in order.
-    pub lines: Vec<i64>,
+    /// The first line the id appears on.
+    pub first_line: i64,
 }
 
 /// A value in the file that differs from what is stored for the same payment.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     pub line: i64,
     pub payment_id: String,
@@ -23,19 +24,58 @@ pub struct Conflict {
     pub offered: String,
 }
 
-pub async fn duplicates_in_file(conn: &mut PgConnection) -> Result<Vec<Duplicate>, StoreError> {
-    Ok(sqlx::query_as(
-        "select payment_id, array_agg(line order by line) as lines
-         from import_rows group by payment_id having count(*) > 1",
+/// The first `limit` repeated lines, in line order, and how many there are in all.
+pub async fn duplicates_in_file(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<(Vec<Duplicate>, u64), StoreError> {
+    let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+        "select line, payment_id, first_line, count(*) over ()
+         from (select line, payment_id,
+                      min(line) over (partition by payment_id) as first_line
+               from import_rows) r
+         where line > first_line
+         order by line
+         limit $1",
     )
+    .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await?;
+    Ok(with_total(rows, |(line, payment_id, first_line, total)| {
+        (
+            Duplicate {
+                line,
+                payment_id,
+                first_line,
+            },
+            total,
+        )
+    }))
 }
 
-/// Only values the file gives are compared: an empty cell never conflicts.
-pub async fn conflicts_with_stored(conn: &mut PgConnection) -> Result<Vec<Conflict>, StoreError> {
-    Ok(sqlx::query_as(
-        "select i.line, i.payment_id, c.column_name as column, c.stored, c.offered
+/// Splits rows that carry `count(*) over ()` into the rows and that total.
+fn with_total<R, T>(rows: Vec<R>, split: impl Fn(R) -> (T, i64)) -> (Vec<T>, u64) {
+    let mut total = 0;
+    let items = rows
+        .into_iter()
+        .map(|row| {
+            let (item, count) = split(row);
+            total = u64::try_from(count).unwrap_or(0);
+            item
+        })
+        .collect();
+    (items, total)
+}
+
+/// The first `limit` conflicting values, in line order, and how many there are in all. Only
+/// values the file gives are compared: an empty cell never conflicts.
+pub async fn conflicts_with_stored(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<(Vec<Conflict>, u64), StoreError> {
+    let rows: Vec<(i64, String, String, Option<String>, String, i64)> = sqlx::query_as(
+        "select i.line, i.payment_id, c.column_name as column, c.stored, c.offered,
+                count(*) over ()
          from import_rows i
          join recon.payments p using (payment_id)
          cross join lateral (values
@@ -52,10 +92,27 @@ pub async fn conflicts_with_stored(conn: &mut PgConnection) -> Result<Vec<Confli
               i.expires_at is distinct from p.expires_at)
          ) as c(column_name, stored, offered, differs)
          where c.offered is not null and c.differs
-         order by i.line, c.column_name",
+         order by i.line, c.column_name
+         limit $1",
     )
+    .bind(limit)
     .fetch_all(conn)
-    .await?)
+    .await?;
+    Ok(with_total(
+        rows,
+        |(line, payment_id, column, stored, offered, total)| {
+            (
+                Conflict {
+                    line,
+                    payment_id,
+                    column,
+                    stored,
+                    offered,
+                },
+                total,
+            )
+        },
+    ))
 }
 
 /// Inserts the rows not yet tracked; returns how many.

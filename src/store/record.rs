@@ -4,24 +4,41 @@
 //! Every part is conditional on the claim's `lease_token`: a verdict whose lease was taken
 //! over, or one written twice, changes nothing. Transitions are also unique per observation
 //! number, and flags per open (payment, kind), so no replay can duplicate history.
+//!
+//! [`record_isolated`] keeps one verdict the database refuses from taking the rest of its batch
+//! with it: it splits the batch until the refused verdict stands alone, and records that one
+//! as a failed poll instead.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{Invoice, PaymentId, Verdict};
+use crate::domain::{Invoice, PaymentId, Tracked, Verdict};
+use crate::text;
+
+/// Longest error body kept in `last_error_body`.
+pub const ERROR_BODY_MAX_CHARS: usize = 8 * 1024;
 
 /// One payment's verdict, as the sweep hands it to the store.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     pub payment_id: PaymentId,
     pub lease_token: i64,
+    /// What was known before the poll: the verdict was decided from it, and a verdict the
+    /// database refuses is decided again from it as a failed poll.
+    pub before: Tracked,
     pub verdict: Verdict,
     /// The answer the verdict was made from, when the provider sent an invoice.
     pub invoice: Option<Invoice>,
     /// The body as received, when it was readable JSON.
     pub raw_body: Option<String>,
+    /// The body of an answer that was not an invoice (an error body, an unreadable answer),
+    /// as text; cleaned and cut before it is stored.
+    pub error_body: Option<String>,
+    /// The `X-Request-Id` of the request, when one was sent.
+    pub request_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +76,8 @@ struct Columns {
     settled_at: Vec<Option<DateTime<Utc>>>,
     not_found_since: Vec<Option<DateTime<Utc>>>,
     next_check_at: Vec<Option<DateTime<Utc>>>,
+    request_id: Vec<Option<Uuid>>,
+    error_body: Vec<Option<String>>,
     // transitions
     t_payment_id: Vec<String>,
     t_lease_token: Vec<i64>,
@@ -68,6 +87,7 @@ struct Columns {
     t_observed_at: Vec<DateTime<Utc>>,
     t_provider_dt: Vec<Option<DateTime<Utc>>>,
     t_body: Vec<Option<String>>,
+    t_request_id: Vec<Option<Uuid>>,
     // flags opened
     o_payment_id: Vec<String>,
     o_lease_token: Vec<i64>,
@@ -118,6 +138,13 @@ impl Columns {
         self.settled_at.push(v.settled_at);
         self.not_found_since.push(v.not_found_since);
         self.next_check_at.push(v.next_check_at);
+        self.request_id.push(item.request_id);
+        self.error_body.push(
+            item.error_body
+                .as_deref()
+                .filter(|_| invoice.is_none())
+                .map(|b| text::clean(b, ERROR_BODY_MAX_CHARS)),
+        );
 
         if let Some(change) = &v.change {
             self.t_payment_id.push(id.clone());
@@ -129,6 +156,7 @@ impl Columns {
             self.t_observed_at.push(v.observed_at);
             self.t_provider_dt.push(invoice.and_then(|i| i.dt));
             self.t_body.push(body);
+            self.t_request_id.push(item.request_id);
         }
         for flag in &v.open {
             self.o_payment_id.push(id.clone());
@@ -167,12 +195,14 @@ pub async fn record_verdicts(
                      $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[],
                      $11::text[], $12::text[], $13::text[], $14::timestamptz[],
                      $15::timestamptz[], $16::text[], $17::text[], $18::int4[], $19::int4[],
-                     $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[])
+                     $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
+                     $42::uuid[], $43::text[])
                  as v(payment_id, lease_token, has_invoice, answered, observed_at,
                       status, amount, currency, fee, discount,
                       provider_order_id, freedom_id, merchant_id, provider_dt,
                       lifetime_ends_at, lifetime_source, body, checks, attempts,
-                      last_error, settled_at, not_found_since, next_check_at)
+                      last_error, settled_at, not_found_since, next_check_at,
+                      request_id, error_body)
              ),
              applied as (
                  update recon.payments p set
@@ -194,6 +224,8 @@ pub async fn record_verdicts(
                      last_checked_by   = p.lease_owner,
                      attempts          = v.attempts,
                      last_error        = v.last_error,
+                     last_error_body   = v.error_body,
+                     last_request_id   = coalesce(v.request_id, p.last_request_id),
                      settled_at        = v.settled_at,
                      not_found_since   = v.not_found_since,
                      next_check_at     = case when p.recheck_requested_at is not null
@@ -208,13 +240,14 @@ pub async fn record_verdicts(
              ),
              transitions as (
                  insert into recon.status_transitions
-                     (payment_id, observation_no, from_status, to_status, observed_at, provider_dt, body)
+                     (payment_id, observation_no, from_status, to_status, observed_at, provider_dt,
+                      body, request_id)
                  select t.payment_id, t.observation_no, t.from_status, t.to_status, t.observed_at,
-                        t.provider_dt, coalesce(t.body::json, 'null'::json)
+                        t.provider_dt, coalesce(t.body::json, 'null'::json), t.request_id
                  from unnest($24::text[], $25::int8[], $26::int4[], $27::text[], $28::text[],
-                             $29::timestamptz[], $30::timestamptz[], $31::text[])
+                             $29::timestamptz[], $30::timestamptz[], $31::text[], $44::uuid[])
                       as t(payment_id, lease_token, observation_no, from_status, to_status,
-                           observed_at, provider_dt, body)
+                           observed_at, provider_dt, body, request_id)
                  where (t.payment_id, t.lease_token) in (select payment_id, lease_token from applied)
                  on conflict (payment_id, observation_no) do nothing
                  returning 1
@@ -286,6 +319,9 @@ pub async fn record_verdicts(
         .bind(&c.r_lease_token)
         .bind(&c.r_kind)
         .bind(&c.r_resolved_at)
+        .bind(&c.request_id)
+        .bind(&c.error_body)
+        .bind(&c.t_request_id)
         .fetch_one(pool)
         .await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
@@ -295,4 +331,184 @@ pub async fn record_verdicts(
         flags_opened: count(flags_opened),
         flags_resolved: count(flags_resolved),
     })
+}
+
+/// What [`record_isolated`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Isolated {
+    pub outcome: RecordOutcome,
+    /// Verdicts the database refused, each recorded as a failed poll instead.
+    pub refused: u64,
+    /// Every item handled (written, stale or refused): its claim is settled.
+    pub done: Vec<(PaymentId, i64)>,
+}
+
+/// The database stopped before writing everything: the error, what is left to write, and
+/// what was written before it.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub error: StoreError,
+    pub remaining: Vec<Recorded>,
+    pub written: Isolated,
+}
+
+/// Writes `items` like [`record_verdicts`], but a verdict the database refuses (a data error,
+/// which no retry can fix) never takes the others with it: the failing batch is split in
+/// halves until the refused verdict stands alone, and that one is replaced by
+/// `refused(item, reason)` (a failed poll that names the problem) and written instead. An
+/// error of any other kind (a lost connection, a timeout) stops the write: what is left comes
+/// back in [`Interrupted::remaining`], for the caller to retry.
+pub async fn record_isolated(
+    pool: &PgPool,
+    items: Vec<Recorded>,
+    mut refused: impl FnMut(Recorded, String) -> Recorded,
+) -> Result<Isolated, Interrupted> {
+    let mut written = Isolated::default();
+    let mut stack = vec![items];
+    while let Some(mut chunk) = stack.pop() {
+        let error = match record_verdicts(pool, &chunk).await {
+            Ok(outcome) => {
+                written.outcome.add(outcome);
+                written
+                    .done
+                    .extend(chunk.iter().map(|r| (r.payment_id.clone(), r.lease_token)));
+                continue;
+            }
+            Err(error) => error,
+        };
+        if !is_refusal(&error) {
+            stack.push(chunk);
+            return Err(Interrupted {
+                error,
+                remaining: stack.into_iter().flatten().collect(),
+                written,
+            });
+        }
+        if chunk.len() > 1 {
+            let second = chunk.split_off(chunk.len() / 2);
+            stack.push(second);
+            stack.push(chunk);
+            continue;
+        }
+        let Some(item) = chunk.pop() else { continue };
+        let reason = refusal_reason(&item, &error);
+        tracing::warn!(payment.id = %item.payment_id, "{reason}; recorded as a failed poll");
+        let key = (item.payment_id.clone(), item.lease_token);
+        let replacement = refused(item, reason);
+        match record_verdicts(pool, std::slice::from_ref(&replacement)).await {
+            Ok(outcome) => {
+                written.outcome.add(outcome);
+                written.refused += 1;
+                written.done.push(key);
+            }
+            Err(error) if is_refusal(&error) => {
+                // Not even the failure could be stored: the claim is released with the rest
+                // of the sweep's leftovers and the payment polled again later.
+                tracing::error!(payment.id = %key.0, "cannot record even a failed poll: {error}");
+            }
+            Err(error) => {
+                stack.push(vec![replacement]);
+                return Err(Interrupted {
+                    error,
+                    remaining: stack.into_iter().flatten().collect(),
+                    written,
+                });
+            }
+        }
+    }
+    Ok(written)
+}
+
+impl RecordOutcome {
+    fn add(&mut self, other: RecordOutcome) {
+        self.applied += other.applied;
+        self.transitions += other.transitions;
+        self.flags_opened += other.flags_opened;
+        self.flags_resolved += other.flags_resolved;
+    }
+}
+
+/// The database refused the data (SQLSTATE classes 22 data exception, 23 integrity
+/// constraint violation, 54 program limit exceeded), as opposed to failing to run the
+/// statement at all: retrying the same rows cannot help, splitting them can.
+pub fn is_refusal(error: &StoreError) -> bool {
+    match error {
+        StoreError::Query(sqlx::Error::Database(db)) => db.code().is_some_and(|code| {
+            code.starts_with("22") || code.starts_with("23") || code.starts_with("54")
+        }),
+        StoreError::Query(sqlx::Error::Encode(_)) => true,
+        _ => false,
+    }
+}
+
+/// Why a lone verdict was refused, naming the field when the rules can tell which.
+fn refusal_reason(item: &Recorded, error: &StoreError) -> String {
+    let database = match error {
+        StoreError::Query(sqlx::Error::Database(db)) => match db.constraint() {
+            Some(constraint) => format!("{} (constraint {constraint})", db.message()),
+            None => db.message().to_owned(),
+        },
+        other => other.to_string(),
+    };
+    let field = item
+        .unstorable_field()
+        .map(|(field, problem)| format!("field `{field}` {problem}: "))
+        .unwrap_or_default();
+    text::clean(
+        &format!("cannot store this answer: {field}the database refused it: {database}"),
+        text::PROVIDER_TEXT_MAX_CHARS,
+    )
+}
+
+impl Recorded {
+    /// The first value of this verdict that the rules say PostgreSQL cannot store, if any.
+    /// The provider's parser already refuses such values; this names the field should one
+    /// slip through.
+    pub fn unstorable_field(&self) -> Option<(&'static str, String)> {
+        use crate::domain::rules::{amount_problem, timestamp_problem};
+        let nul = |value: Option<&str>| {
+            value
+                .is_some_and(|v| v.contains('\0'))
+                .then(|| "contains a NUL character".to_owned())
+        };
+        let v = &self.verdict;
+        let invoice = self.invoice.as_ref();
+        let checks: [(&'static str, Option<String>); 12] = [
+            ("paymentStatus", nul(v.status.as_ref().map(|s| s.as_str()))),
+            ("orderId", nul(invoice.and_then(|i| i.order_id.as_deref()))),
+            (
+                "freedomId",
+                nul(invoice.and_then(|i| i.freedom_id.as_deref())),
+            ),
+            (
+                "merchantId",
+                nul(invoice.and_then(|i| i.merchant_id.as_deref())),
+            ),
+            (
+                "amount",
+                invoice.and_then(|i| i.amount).and_then(amount_problem),
+            ),
+            ("fee", invoice.and_then(|i| i.fee).and_then(amount_problem)),
+            (
+                "discount",
+                invoice.and_then(|i| i.discount).and_then(amount_problem),
+            ),
+            ("dt", invoice.and_then(|i| i.dt).and_then(timestamp_problem)),
+            (
+                "lifetime",
+                v.provider_expiry.and_then(|e| timestamp_problem(e.at)),
+            ),
+            ("last_error", nul(v.last_error.as_deref())),
+            (
+                "flag text",
+                v.open
+                    .iter()
+                    .find_map(|f| nul(f.expected.as_deref()).or_else(|| nul(f.actual.as_deref()))),
+            ),
+            ("body", nul(self.raw_body.as_deref())),
+        ];
+        checks
+            .into_iter()
+            .find_map(|(field, problem)| problem.map(|p| (field, p)))
+    }
 }

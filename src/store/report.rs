@@ -39,17 +39,18 @@ pub struct ReportFilter {
     pub flag: Option<FlagKind>,
 }
 
-/// A row of `recon.daily_summary`.
+/// A row of `recon.daily_summary`. Sums are PostgreSQL's exact `numeric` as text: a sum of
+/// many amounts may exceed what `Decimal` holds, and no sum is ever rounded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct SummaryRow {
     pub day: NaiveDate,
     pub currency: Option<String>,
     pub status: String,
     pub payments: i64,
-    pub expected_amount: Decimal,
-    pub amount: Decimal,
-    pub fee: Decimal,
-    pub difference: Decimal,
+    pub expected_amount: String,
+    pub amount: String,
+    pub fee: String,
+    pub difference: String,
     pub flagged: i64,
     pub amount_mismatch: i64,
     pub currency_mismatch: i64,
@@ -109,7 +110,8 @@ pub fn summary_rows<'a>(
     filter: &'a ReportFilter,
 ) -> impl Stream<Item = Result<SummaryRow, sqlx::Error>> + 'a {
     sqlx::query_as::<_, SummaryRow>(
-        "select day, currency, status, payments, expected_amount, amount, fee, difference,
+        "select day, currency, status, payments, expected_amount::text as expected_amount,
+                amount::text as amount, fee::text as fee, difference::text as difference,
                 flagged, amount_mismatch, currency_mismatch, order_mismatch, lifetime_exceeded,
                 not_found, unknown_status, terminal_status_changed, polling_abandoned
          from recon.daily_summary

@@ -1,6 +1,5 @@
 //! Read-only summaries over a set of payments (all, or those whose id starts with a prefix).
 
-use rust_decimal::Decimal;
 use sqlx::PgPool;
 
 use super::StoreError;
@@ -17,17 +16,18 @@ pub struct Progress {
     pub done: i64,
 }
 
-/// Expected and paid totals in one currency.
+/// Expected and paid totals in one currency. Sums are PostgreSQL's exact `numeric` as text:
+/// a sum of many amounts may exceed what `Decimal` holds, and no sum is ever rounded.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct CurrencyTotals {
     pub currency: Option<String>,
     /// Payments expected in this currency, and their expected amounts.
     pub expected_payments: i64,
-    pub expected: Option<Decimal>,
+    pub expected: Option<String>,
     /// Payments the provider reports paid (`success`) in this currency, their amounts and fees.
     pub paid_payments: i64,
-    pub paid: Option<Decimal>,
-    pub fees: Option<Decimal>,
+    pub paid: Option<String>,
+    pub fees: Option<String>,
 }
 
 fn like_prefix(prefix: &str) -> String {
@@ -85,8 +85,8 @@ pub async fn currency_totals(
              from chosen where status = 'success' and currency is not null group by 1
          )
          select coalesce(e.currency, p.currency) as currency,
-                coalesce(e.n, 0) as expected_payments, e.total as expected,
-                coalesce(p.n, 0) as paid_payments, p.total as paid, p.fees
+                coalesce(e.n, 0) as expected_payments, e.total::text as expected,
+                coalesce(p.n, 0) as paid_payments, p.total::text as paid, p.fees::text as fees
          from expected e full join paid p on p.currency = e.currency
          order by 1",
     )
@@ -109,44 +109,77 @@ pub async fn open_flag_counts(
     .await?)
 }
 
-/// The deployment-wide gauges `/metrics` exposes, read at scrape time.
+/// The deployment-wide gauges `/metrics` exposes. Every label value comes from a closed set
+/// (known statuses, `unknown`, `no_answer`; the flag kinds), never from provider text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Gauges {
-    /// `(status, payments)`; `no_answer` before the first answer.
-    pub payments_by_status: Vec<(String, i64)>,
+    /// `(status, payments)`: the five documented statuses, `unknown` for any other value the
+    /// provider sent, `no_answer` before the first answer.
+    pub payments_by_status: Vec<(&'static str, i64)>,
     /// `(kind, open flags)`.
-    pub open_by_kind: Vec<(String, i64)>,
+    pub open_by_kind: Vec<(&'static str, i64)>,
     /// Payments due now and not held by a live lease.
     pub backlog_due: i64,
     /// How long the oldest of those has been due, in seconds (0 when none).
     pub oldest_due_age_seconds: f64,
+    /// Payments parked because the daemon cannot read them (`recon.parked_payments`).
+    pub parked: i64,
 }
 
+/// The `status` label values, in order.
+pub const STATUS_LABELS: [&str; 7] = [
+    "success",
+    "error",
+    "incomplete",
+    "process",
+    "waiting",
+    "unknown",
+    "no_answer",
+];
+
 pub async fn gauges(pool: &PgPool) -> Result<Gauges, StoreError> {
-    let payments_by_status = sqlx::query_as(
-        "select coalesce(status, 'no_answer'), count(*) from recon.payments group by 1 order by 1",
+    let by_status: Vec<(String, i64)> = sqlx::query_as(
+        "select case when status is null then 'no_answer'
+                     when status in ('success', 'error', 'incomplete', 'process', 'waiting')
+                         then status
+                     else 'unknown' end,
+                count(*)
+         from recon.payments group by 1",
     )
     .fetch_all(pool)
     .await?;
-    let open_by_kind = sqlx::query_as(
-        "select kind, count(*) from recon.discrepancies where resolved_at is null
-         group by kind order by kind",
+    let by_kind: Vec<(String, i64)> = sqlx::query_as(
+        "select kind, count(*) from recon.discrepancies where resolved_at is null group by kind",
     )
     .fetch_all(pool)
     .await?;
-    let (backlog_due, oldest_due_age_seconds): (i64, f64) = sqlx::query_as(
+    let (backlog_due, oldest_due_age_seconds, parked): (i64, f64, i64) = sqlx::query_as(
         "select count(*),
-                coalesce(extract(epoch from now() - min(next_check_at))::float8, 0)
+                coalesce(extract(epoch from now() - min(next_check_at))::float8, 0),
+                (select count(*) from recon.payments where parked_at is not null)
          from recon.payments
          where next_check_at <= now()
            and (lease_expires_at is null or lease_expires_at <= now())",
     )
     .fetch_one(pool)
     .await?;
+    let count_of = |rows: &[(String, i64)], label: &str| {
+        rows.iter()
+            .filter(|(value, _)| value == label)
+            .map(|(_, n)| n)
+            .sum::<i64>()
+    };
     Ok(Gauges {
-        payments_by_status,
-        open_by_kind,
+        payments_by_status: STATUS_LABELS
+            .iter()
+            .map(|&label| (label, count_of(&by_status, label)))
+            .collect(),
+        open_by_kind: crate::domain::FlagKind::ALL
+            .iter()
+            .map(|kind| (kind.as_str(), count_of(&by_kind, kind.as_str())))
+            .collect(),
         backlog_due,
         oldest_due_age_seconds,
+        parked,
     })
 }

@@ -201,7 +201,7 @@ fn daemon_alive(daemon: &std::process::Child) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_storm_of_every_known_fault_ends_in_the_scripted_state() {
-    let html = include_str!("../../../shared/provider/responses/gateway-502.html");
+    let html = include_str!("../fixtures/provider/responses/gateway-502.html");
     let storm = [
         Reply::status(500, None),
         Reply::text(502, html, "text/html"),

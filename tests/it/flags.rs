@@ -207,7 +207,7 @@ async fn an_unknown_status_is_kept_verbatim_flagged_and_cleared_when_known() {
     let body: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/provider/responses/unknown-status-extra-fields.json"
+            "/tests/fixtures/provider/responses/unknown-status-extra-fields.json"
         ))
         .unwrap(),
     )

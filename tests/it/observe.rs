@@ -11,11 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, engine, settings};
 
-/// Serves the listener for `engine` on a free port; returns its base URL.
+/// Serves the listener for `engine` on a free port, database gauges read afresh for every
+/// scrape; returns its base URL.
 async fn listen(engine: Engine, shutdown: &CancellationToken) -> String {
+    listen_caching(engine, shutdown, Duration::ZERO).await
+}
+
+async fn listen_caching(engine: Engine, shutdown: &CancellationToken, ttl: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(observe::serve(listener, engine, shutdown.clone()));
+    tokio::spawn(observe::serve_with(listener, engine, shutdown.clone(), ttl));
     base
 }
 

@@ -8,7 +8,7 @@ use crate::helpers::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unusable_answers_are_retried_with_backoff_and_never_become_history() {
-    let html = include_str!("../../../shared/provider/responses/gateway-502.html");
+    let html = include_str!("../fixtures/provider/responses/gateway-502.html");
     let answer = Reply::invoice("process", "1", "KZT");
     let app = TestApp::with(
         Scenario::new()

@@ -212,6 +212,9 @@ async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
         verdict,
         invoice: Some(*invoice),
         raw_body: Some(raw),
+        error_body: None,
+        request_id: None,
+        before: claim.tracked.clone(),
     };
 
     let first = store::record_verdicts(app.pool(), std::slice::from_ref(&item))

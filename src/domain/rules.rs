@@ -1,0 +1,217 @@
+//! The rules every value must pass before it is stored: the Rust side of the schema's
+//! `recon.text_problem`, `recon.amount_problem` and `recon.timestamp_problem` (migration
+//! 20261125000004). Intake (`enqueue`, `import`) and the provider's answers are checked here,
+//! so PostgreSQL never refuses a value the daemon accepted; the schema's CHECK constraints
+//! hold rows that other systems insert with SQL to the same rules. The problem texts are the
+//! same words on both sides, and a test keeps the two in step.
+
+use chrono::{DateTime, Datelike as _, Utc};
+use rust_decimal::Decimal;
+
+/// Most digits an amount may have before the decimal point (so `|amount| < 10^18`).
+pub const AMOUNT_MAX_INTEGER_DIGITS: u32 = 18;
+/// Most digits an amount may have after the decimal point.
+pub const AMOUNT_MAX_SCALE: u32 = 8;
+
+/// Unicode format characters (general category Cf: zero-width spaces and joiners, direction
+/// marks and overrides, the byte order mark, tags…). Invisible on screen, so an id holding
+/// one looks like another id. The schema's `recon.text_problem` lists the same ranges.
+const FORMAT_CHARACTERS: &[(char, char)] = &[
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// A character that has no business inside an id or a short text: a control character, a
+/// format character, or a line or paragraph separator.
+pub fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}')
+        || FORMAT_CHARACTERS
+            .iter()
+            .any(|&(low, high)| (low..=high).contains(&c))
+}
+
+/// What is wrong with a short text (an id, an order id), or `None`: it must be 1 to
+/// `max_chars` characters, hold no control or invisible character, and have no whitespace
+/// around it. Intake trims before it asks, so only a caller inserting by SQL meets the last
+/// rule.
+pub fn text_problem(value: &str, max_chars: usize) -> Option<String> {
+    if value.is_empty() {
+        return Some("is empty".into());
+    }
+    if value.chars().count() > max_chars {
+        return Some(format!("is longer than {max_chars} characters"));
+    }
+    if let Some(c) = value.chars().find(|&c| is_invisible(c)) {
+        return Some(format!(
+            "contains a control or invisible character (U+{:04X})",
+            u32::from(c)
+        ));
+    }
+    if value.trim() != value {
+        return Some("has spaces around it".into());
+    }
+    None
+}
+
+/// What is wrong with an amount, or `None`: at most 18 digits before the decimal point and 8
+/// after, so it is held exactly here (`Decimal`) and there (`numeric`), and a sum of many is
+/// still exact. The sign is the caller's rule.
+pub fn amount_problem(amount: Decimal) -> Option<String> {
+    if amount.abs() >= Decimal::from(10_i64.pow(AMOUNT_MAX_INTEGER_DIGITS)) {
+        return Some(format!(
+            "has more than {AMOUNT_MAX_INTEGER_DIGITS} digits before the decimal point"
+        ));
+    }
+    if amount.scale() > AMOUNT_MAX_SCALE {
+        return Some(format!(
+            "has more than {AMOUNT_MAX_SCALE} digits after the decimal point"
+        ));
+    }
+    None
+}
+
+/// Reads a decimal exactly (plain or scientific notation) and applies [`amount_problem`].
+/// Text that would have to be rounded to fit is refused, never rounded.
+pub fn exact_amount(text: &str) -> Result<Decimal, String> {
+    let not_a_number = || "is not a decimal number (e.g. 1234.50)".to_owned();
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, Some(exponent)),
+        None => (text, None),
+    };
+    if mantissa.is_empty()
+        || mantissa.contains('_')
+        || !mantissa
+            .trim_start_matches(['-', '+'])
+            .starts_with(|c: char| c.is_ascii_digit() || c == '.')
+    {
+        return Err(not_a_number());
+    }
+    // `from_str_exact` refuses what it would have to round; scientific notation only moves
+    // the decimal point of a mantissa that was itself read exactly.
+    let base = Decimal::from_str_exact(mantissa).map_err(|e| match e {
+        rust_decimal::Error::Underflow => "has too many digits to be held exactly".to_owned(),
+        rust_decimal::Error::ErrorString(message) if message.contains("overflow") => {
+            format!("has more than {AMOUNT_MAX_INTEGER_DIGITS} digits before the decimal point")
+        }
+        _ => not_a_number(),
+    })?;
+    let amount = match exponent {
+        None => base,
+        Some(exponent) => {
+            let exponent: i32 = exponent.parse().map_err(|_| not_a_number())?;
+            Decimal::from_scientific(&format!("{base}e{exponent}")).map_err(|_| {
+                if exponent > 0 {
+                    format!(
+                        "has more than {AMOUNT_MAX_INTEGER_DIGITS} digits before the decimal point"
+                    )
+                } else {
+                    "has too many digits to be held exactly".to_owned()
+                }
+            })?
+        }
+    };
+    match amount_problem(amount) {
+        Some(problem) => Err(problem),
+        None => Ok(amount),
+    }
+}
+
+/// What is wrong with a timestamp, or `None`: it must fall within the years 1 to 9999, which
+/// RFC 3339, PostgreSQL and every report can all write.
+pub fn timestamp_problem(at: DateTime<Utc>) -> Option<String> {
+    (!(1..=9999).contains(&at.year())).then(|| "is outside the years 1 to 9999".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_texts_are_visible_trimmed_and_bounded() {
+        assert_eq!(text_problem("1234567890", 128), None);
+        assert_eq!(text_problem("Счет-1 A", 128), None, "inner spaces are text");
+        assert_eq!(text_problem("", 128).unwrap(), "is empty");
+        assert_eq!(
+            text_problem(&"9".repeat(129), 128).unwrap(),
+            "is longer than 128 characters"
+        );
+        assert_eq!(
+            text_problem(&"й".repeat(128), 128),
+            None,
+            "characters, not bytes"
+        );
+        for (bad, code) in [
+            ("a\tb", "0009"),
+            ("a\u{0}b", "0000"),
+            ("12\u{200B}3", "200B"),
+            ("\u{FEFF}123", "FEFF"),
+            ("1\u{2028}2", "2028"),
+            ("1\u{202E}2", "202E"),
+            ("x\u{E0041}", "E0041"),
+            ("\u{1b}[31m", "001B"),
+        ] {
+            let problem = text_problem(bad, 128).unwrap();
+            assert!(problem.contains(&format!("U+{code}")), "{bad:?}: {problem}");
+        }
+        assert_eq!(text_problem(" x", 128).unwrap(), "has spaces around it");
+        assert_eq!(
+            text_problem("x\u{3000}", 128).unwrap(),
+            "has spaces around it"
+        );
+    }
+
+    #[test]
+    fn amounts_are_exact_or_refused() {
+        let ok = |text: &str| exact_amount(text).unwrap().to_string();
+        assert_eq!(ok("5000.00"), "5000.00", "scale kept");
+        assert_eq!(ok("1e3"), "1000");
+        assert_eq!(ok("1.5E-2"), "0.015");
+        assert_eq!(ok("-12.5"), "-12.5");
+        assert_eq!(
+            ok("999999999999999999.99999999"),
+            "999999999999999999.99999999"
+        );
+        let refused = |text: &str| exact_amount(text).unwrap_err();
+        assert!(refused("1000000000000000000").contains("18 digits before"));
+        assert!(refused("1e18").contains("18 digits before"));
+        assert!(refused("1e40").contains("18 digits before"));
+        assert!(refused("0.123456789").contains("8 digits after"));
+        assert!(refused("1.00000000000000000000000000001").contains("held exactly"));
+        assert!(refused("99999999999999999999999999999999").contains("18 digits before"));
+        for junk in [
+            "NaN", "inf", "Infinity", "", "e5", "1e", "1e99999", "1_000", "0x10", "ten",
+        ] {
+            assert!(exact_amount(junk).is_err(), "{junk:?} accepted");
+        }
+    }
+
+    #[test]
+    fn timestamps_within_four_digit_years() {
+        let at = |raw: &str| raw.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(timestamp_problem(at("2025-07-11T11:19:49Z")), None);
+        assert_eq!(timestamp_problem(at("0001-01-01T00:00:00Z")), None);
+        assert_eq!(timestamp_problem(at("9999-12-31T23:59:59Z")), None);
+        assert!(timestamp_problem(DateTime::<Utc>::MAX_UTC).is_some());
+        assert!(timestamp_problem(DateTime::<Utc>::MIN_UTC).is_some());
+    }
+}

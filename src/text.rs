@@ -1,0 +1,109 @@
+//! Untrusted text (provider answers, rows other systems insert, CSV cells) on its way in and
+//! out: cleaned and bounded before it is stored, escaped before it reaches a terminal, and
+//! neutralised before a spreadsheet can run it as a formula.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use crate::domain::rules::is_invisible;
+
+/// Longest provider text kept in a column (order id, merchant id, error description…); the
+/// raw body keeps the whole answer.
+pub const PROVIDER_TEXT_MAX_CHARS: usize = 1024;
+
+/// Characters of untrusted text quoted in a message.
+const EXCERPT_CHARS: usize = 64;
+
+/// Control and invisible characters (see [`is_invisible`]) written as `\u{1b}`-style escapes,
+/// so that no such character is stored or printed: NUL (which PostgreSQL text cannot hold),
+/// terminal escape sequences, carriage returns, direction overrides.
+pub fn escape_invisible(raw: &str) -> Cow<'_, str> {
+    if !raw.chars().any(is_invisible) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        if is_invisible(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Provider text as it is stored: invisible characters escaped, and cut at `max_chars`
+/// characters with a trailing `…` when longer.
+pub fn clean(raw: &str, max_chars: usize) -> String {
+    let escaped = escape_invisible(raw);
+    match escaped.char_indices().nth(max_chars) {
+        None => escaped.into_owned(),
+        Some((cut, _)) => {
+            let mut short = escaped[..cut].to_owned();
+            short.push('…');
+            short
+        }
+    }
+}
+
+/// A short, quoted excerpt of untrusted text for an error message: at most 64 characters,
+/// invisible characters escaped.
+pub fn excerpt(raw: &str) -> String {
+    format!("\"{}\"", clean(raw, EXCERPT_CHARS))
+}
+
+/// A text cell for a spreadsheet. A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return is run as a formula by Excel, LibreOffice and Google Sheets; as OWASP's CSV
+/// injection guidance recommends, such a cell gets a leading `'`, which the spreadsheet shows
+/// as text and does not run.
+pub fn for_spreadsheet(cell: &str) -> Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        Cow::Owned(format!("'{cell}"))
+    } else {
+        Cow::Borrowed(cell)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invisible_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_invisible("Счет 1001"), "Счет 1001");
+        assert!(matches!(escape_invisible("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape_invisible("A\u{0}1"), "A\\u{0}1");
+        assert_eq!(
+            escape_invisible("\u{1b}[2J\u{1b}]0;pwned\u{7}"),
+            "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"
+        );
+        assert_eq!(escape_invisible("a\u{202e}b\rc"), "a\\u{202e}b\\u{d}c");
+    }
+
+    #[test]
+    fn clean_text_is_bounded() {
+        assert_eq!(clean("short", 10), "short");
+        assert_eq!(clean(&"x".repeat(20), 10), format!("{}…", "x".repeat(10)));
+        assert_eq!(clean(&"й".repeat(11), 10).chars().count(), 11);
+        let huge = "\u{0}".repeat(500_000);
+        assert!(clean(&huge, PROVIDER_TEXT_MAX_CHARS).len() < 4 * PROVIDER_TEXT_MAX_CHARS);
+        assert_eq!(excerpt("ab"), "\"ab\"");
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for formula in [
+            "=HYPERLINK(\"http://x\",\"y\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
+            assert_eq!(for_spreadsheet(formula), format!("'{formula}"));
+        }
+        for plain in ["1001", "A-1", "success", "", "a=b"] {
+            assert_eq!(for_spreadsheet(plain), plain);
+        }
+    }
+}
