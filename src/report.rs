@@ -36,9 +36,32 @@ pub enum ReportError {
     #[error("cannot write the report: {0}")]
     Write(#[from] std::io::Error),
     #[error("cannot write the report: {0}")]
-    Csv(#[from] csv::Error),
+    Csv(csv::Error),
     #[error("cannot write the report: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
+}
+
+// A failed write stays an I/O error whichever writer saw it, so a closed pipe is recognised
+// (and the command ends quietly) in every format.
+impl From<csv::Error> for ReportError {
+    fn from(e: csv::Error) -> Self {
+        if !e.is_io_error() {
+            return Self::Csv(e);
+        }
+        match e.into_kind() {
+            csv::ErrorKind::Io(io) => Self::Write(io),
+            other => Self::Write(std::io::Error::other(format!("{other:?}"))),
+        }
+    }
+}
+
+impl From<serde_json::Error> for ReportError {
+    fn from(e: serde_json::Error) -> Self {
+        match e.io_error_kind() {
+            Some(kind) => Self::Write(std::io::Error::from(kind)),
+            None => Self::Json(e),
+        }
+    }
 }
 
 /// One output row: its cells as text (CSV, table) and as JSON.

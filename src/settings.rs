@@ -393,6 +393,7 @@ impl DatabaseSettings {
         postgres
             .then(|| PgConnectOptions::from_str(url).ok())
             .flatten()
+            .map(|options| without_tls_on_loopback(url, options))
             .ok_or_else(|| {
                 invalid(
                     "database.url",
@@ -412,6 +413,28 @@ impl DatabaseSettings {
             ),
             Err(_) => "(invalid database.url)".into(),
         }
+    }
+}
+
+/// On a loopback host, and unless the URL (or `PGSSLMODE`) asks for an `sslmode`, no TLS is
+/// negotiated: there it protects nothing, and sqlx 0.9.0 leaves Nagle's algorithm on, so a
+/// statement larger than one TLS record (16 KiB: a batch of verdicts) waits 40 ms for a
+/// delayed ACK (sqlx issue #4335). Anywhere else the server's and the URL's choice stands.
+pub fn without_tls_on_loopback(url: &str, options: PgConnectOptions) -> PgConnectOptions {
+    let asked = url
+        .split_once('?')
+        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("sslmode=")))
+        || std::env::var_os("PGSSLMODE").is_some();
+    let host = options.get_host().trim_matches(['[', ']']);
+    let loopback = host == "localhost"
+        || host.starts_with('/')
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback && !asked {
+        options.ssl_mode(sqlx::postgres::PgSslMode::Disable)
+    } else {
+        options
     }
 }
 
@@ -505,6 +528,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.database.describe(), "prefixed:5432/db2");
+    }
+
+    #[test]
+    fn no_tls_is_negotiated_on_loopback_unless_asked_for() {
+        use sqlx::postgres::PgSslMode;
+        let mode = |url: &str| {
+            let s = Settings::load_from(None, env(&[("DATABASE_URL", url)])).unwrap();
+            s.database.connect_options().unwrap().get_ssl_mode()
+        };
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/d"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(
+            mode("postgres://u@localhost:5433/d"),
+            PgSslMode::Disable
+        ));
+        assert!(matches!(mode("postgres://u@[::1]/d"), PgSslMode::Disable));
+        assert!(matches!(
+            mode("postgres://u@db.example/d"),
+            PgSslMode::Prefer
+        ));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/d?sslmode=require"),
+            PgSslMode::Require
+        ));
+    }
+
+    #[test]
+    fn an_empty_variable_does_not_override_a_configured_value() {
+        let f = file("[database]\nurl = \"postgres://file-host/db\"\n");
+        for empty in [
+            ("DATABASE_URL", ""),
+            ("FREEDOMPAY_RECON__DATABASE__URL", ""),
+            ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", ""),
+        ] {
+            let s = Settings::load_from(Some(f.path()), env(&[empty])).unwrap();
+            assert_eq!(s.database.describe(), "file-host:5432/db", "{empty:?}");
+            assert_eq!(s.poll.rate_per_second, 20, "{empty:?}");
+        }
     }
 
     #[test]

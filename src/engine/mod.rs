@@ -269,6 +269,10 @@ impl Engine {
     ) -> Credentials {
         let inner = &self.inner;
         let mut checked = inner.credentials_checked.lock().await;
+        if stop.is_cancelled() {
+            // Another doubt was confirmed meanwhile (or we are shutting down).
+            return Credentials::Inconclusive("stopping".into());
+        }
         if checked.is_some_and(|at| at.elapsed() < CREDENTIALS_RECHECK_AFTER) {
             return Credentials::NotProven;
         }
@@ -614,6 +618,9 @@ impl Sweep {
                             Credentials::NotProven => PollResult::Rejected { code, description },
                             Credentials::Refused(reason) => {
                                 self.halt(reason);
+                                return Polled::Skipped;
+                            }
+                            Credentials::Inconclusive(_) if self.stop.is_cancelled() => {
                                 return Polled::Skipped;
                             }
                             Credentials::Inconclusive(why) => PollResult::Failed {

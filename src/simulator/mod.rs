@@ -40,8 +40,8 @@ pub enum Reply {
         #[serde(default = "ok")]
         http_status: u16,
     },
-    /// Any HTTP status with a text body (HTML, truncated JSON, nothing) and an optional
-    /// `Retry-After`.
+    /// Any HTTP status with a text body (HTML, truncated JSON, nothing), an optional
+    /// `Retry-After` and an optional `Location` (a redirect, as a misconfigured proxy sends).
     Text {
         #[serde(default = "ok")]
         http_status: u16,
@@ -51,6 +51,8 @@ pub enum Reply {
         content_type: Option<String>,
         #[serde(default)]
         retry_after: Option<String>,
+        #[serde(default)]
+        location: Option<String>,
     },
     /// Waits, then sends `then`.
     Delay {
@@ -119,6 +121,7 @@ impl Reply {
             body: String::new(),
             content_type: None,
             retry_after: retry_after.map(str::to_owned),
+            location: None,
         }
     }
 
@@ -128,6 +131,18 @@ impl Reply {
             body: body.to_owned(),
             content_type: Some(content_type.to_owned()),
             retry_after: None,
+            location: None,
+        }
+    }
+
+    /// A redirect to `location`.
+    pub fn redirect(http_status: u16, location: &str) -> Self {
+        Self::Text {
+            http_status,
+            body: String::new(),
+            content_type: None,
+            retry_after: None,
+            location: Some(location.to_owned()),
         }
     }
 
@@ -162,6 +177,9 @@ pub struct LoggedRequest {
     pub at: Instant,
     /// The HTTP status answered (0 for a dropped connection).
     pub http_status: u16,
+    /// The request's `X-Request-Id` and `Accept` headers, as sent.
+    pub request_id: Option<String>,
+    pub accept: Option<String>,
 }
 
 struct Shared {
@@ -304,10 +322,18 @@ async fn invoice_info(
     let response = render(reply).await;
     if shared.keep_log.load(Ordering::Relaxed) {
         let status = response.status().as_u16();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         shared.log.lock().expect("log lock").push(LoggedRequest {
             payment_id,
             at: arrived,
             http_status: status,
+            request_id: header("x-request-id"),
+            accept: header("accept"),
         });
     }
     response
@@ -360,6 +386,7 @@ async fn render(reply: Reply) -> Response {
             body,
             content_type,
             retry_after,
+            location,
         } => {
             let mut response = (status_code(http_status), body).into_response();
             let headers = response.headers_mut();
@@ -368,6 +395,9 @@ async fn render(reply: Reply) -> Response {
             }
             if let Some(value) = retry_after.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 headers.insert("retry-after", value);
+            }
+            if let Some(value) = location.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                headers.insert("location", value);
             }
             response
         }

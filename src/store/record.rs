@@ -353,8 +353,8 @@ pub struct Interrupted {
 }
 
 /// Writes `items` like [`record_verdicts`], but a verdict the database refuses (a data error,
-/// which no retry can fix) never takes the others with it: the failing batch is split in
-/// halves until the refused verdict stands alone, and that one is replaced by
+/// which no retry can fix) never takes the others with it: the failing batch is split into
+/// smaller parts, and failing parts again, until the refused verdict stands alone, and that one is replaced by
 /// `refused(item, reason)` (a failed poll that names the problem) and written instead. An
 /// error of any other kind (a lost connection, a timeout) stops the write: what is left comes
 /// back in [`Interrupted::remaining`], for the caller to retry.
@@ -385,8 +385,15 @@ pub async fn record_isolated(
             });
         }
         if chunk.len() > 1 {
-            let second = chunk.split_off(chunk.len() / 2);
-            stack.push(second);
+            // About √n parts of about √n verdicts each: one refused verdict costs a few small
+            // statements, and the others land in parts of a useful size (halving would send
+            // every verdict again at each of log₂ n levels).
+            let parts = chunk.len().isqrt().max(2);
+            let size = chunk.len().div_ceil(parts);
+            while chunk.len() > size {
+                let tail = chunk.split_off(chunk.len() - size);
+                stack.push(tail);
+            }
             stack.push(chunk);
             continue;
         }

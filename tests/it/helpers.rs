@@ -67,6 +67,12 @@ fn start_container() -> String {
     }
 }
 
+/// The test server's connection options, TLS left off on loopback as the daemon does.
+fn server_options() -> PgConnectOptions {
+    let options: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+    freedompay_recon::settings::without_tls_on_loopback(server_url(), options)
+}
+
 /// A database of its own for one test, migrated; dropped when the test ends.
 pub struct TestDb {
     pub pool: PgPool,
@@ -77,8 +83,15 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        let db = Self::unmigrated().await;
+        store::migrate(&db.pool).await.expect("migrations apply");
+        db
+    }
+
+    /// A database of its own with nothing in it yet.
+    pub async fn unmigrated() -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let server: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+        let server = server_options();
         let mut admin = server.connect().await.unwrap_or_else(|e| {
             panic!("cannot connect to the test PostgreSQL server from DATABASE_URL: {e}")
         });
@@ -98,7 +111,6 @@ impl TestDb {
         let pool = PgPool::connect_with(options.clone())
             .await
             .expect("connect");
-        store::migrate(&pool).await.expect("migrations apply");
         let url = options.to_url_lossy().to_string();
         Self {
             pool,
@@ -107,6 +119,37 @@ impl TestDb {
             server,
         }
     }
+
+    /// This database's URL as another role (trust authentication: no password).
+    pub fn url_as(&self, role: &str) -> String {
+        self.server
+            .clone()
+            .database(&self.name)
+            .username(role)
+            .to_url_lossy()
+            .to_string()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Runs the binary with `args` and `env` (and nothing else from the test's environment but
+/// PATH); returns its output.
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
+        .await
+        .unwrap()
 }
 
 /// Test databases whose process is gone (a crashed or killed run) are dropped.
@@ -175,7 +218,7 @@ pub struct MissingDb {
 
 impl MissingDb {
     pub fn new(label: &str) -> Self {
-        let server: PgConnectOptions = server_url().parse().expect("DATABASE_URL parses");
+        let server = server_options();
         let name = format!("fpr_test_{}_{label}", std::process::id());
         let url = server.clone().database(&name).to_url_lossy().to_string();
         Self { url, name, server }

@@ -2,6 +2,7 @@
 //! simulator on loopback, speaking the real protocol with signatures.
 
 mod bench;
+mod boundaries;
 mod cli;
 mod daemon;
 mod demo;
@@ -10,9 +11,12 @@ mod finance;
 mod flags;
 mod helpers;
 mod instances;
+mod intake;
 mod leases;
 mod observe;
+mod output;
 mod pacing;
+mod privilege;
 mod provider_faults;
 mod statuses;
 mod systemd;

@@ -138,3 +138,156 @@ async fn readiness_fails_while_polling_is_halted_or_the_database_is_gone() {
     assert!(text.starts_with("not ready: database"), "{text}");
     shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_text_never_becomes_a_metric_label() {
+    observe::recorder();
+    let forged = "x\"} 1 freedompay_recon_backlog_due{a=\"99999";
+    let app = TestApp::new(
+        Scenario::new()
+            .payment("l-1", [Reply::invoice("refunded", "1", "KZT")])
+            .payment("l-2", [Reply::invoice(forged, "1", "KZT")])
+            .payment("l-3", [Reply::invoice("success", "1", "KZT")]),
+    )
+    .await;
+    app.insert_ids(&["l-1", "l-2", "l-3"]).await;
+    app.sweep().await;
+    assert_eq!(
+        app.status("l-2").await.as_deref(),
+        Some(forged),
+        "kept verbatim"
+    );
+    let shutdown = CancellationToken::new();
+    let base = listen(app.engine.clone(), &shutdown).await;
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    assert!(
+        text.contains("freedompay_recon_payments{status=\"unknown\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("freedompay_recon_payments{status=\"success\"} 1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("refunded") && !text.contains("backlog_due{"),
+        "no provider text, no forged series: {text}"
+    );
+    // Every sample's labels are from the closed sets.
+    let statuses = freedompay_recon::store::summary::STATUS_LABELS;
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("freedompay_recon_payments{"))
+    {
+        let label = line
+            .strip_prefix("freedompay_recon_payments{status=\"")
+            .and_then(|rest| rest.split_once('"'))
+            .map(|(label, _)| label)
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(statuses.contains(&label), "{line}");
+    }
+    let mut series: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series))
+        .collect();
+    let all = series.len();
+    series.sort();
+    series.dedup();
+    assert_eq!(
+        series.len(),
+        all,
+        "no series twice: a scrape would be rejected"
+    );
+    assert!(text.len() < 64 * 1024, "{} bytes", text.len());
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_gauges_are_read_at_most_once_per_interval_and_shared_by_scrapes() {
+    observe::recorder();
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert_ids(&["g-1"]).await;
+    let shutdown = CancellationToken::new();
+    let base = listen_caching(app.engine.clone(), &shutdown, Duration::from_secs(3)).await;
+    let due = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("freedompay_recon_backlog_due "))
+            .map(str::to_owned)
+    };
+    let (_, first) = get(&format!("{base}/metrics")).await;
+    assert_eq!(due(&first).as_deref(), Some("1"));
+
+    // The database changes; 40 scrapes at once within the interval all see the shared read.
+    app.insert_ids(&["g-2", "g-3"]).await;
+    let scrapes: Vec<_> = (0..40)
+        .map(|_| {
+            let url = format!("{base}/metrics");
+            tokio::spawn(async move { get(&url).await.1 })
+        })
+        .collect();
+    for scrape in scrapes {
+        assert_eq!(due(&scrape.await.unwrap()).as_deref(), Some("1"));
+    }
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (_, later) = get(&format!("{base}/metrics")).await;
+    assert_eq!(
+        due(&later).as_deref(),
+        Some("3"),
+        "read again after the interval"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_rows_are_counted_and_readiness_says_so() {
+    observe::recorder();
+    let app = TestApp::new(Scenario::new()).await;
+    sqlx::query(
+        "alter table recon.payments
+             drop constraint expected_amount_is_finite_below_1e18_with_at_most_8_decimals",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    app.insert("('pk-1', 'NaN', null, null, now(), null)").await;
+    app.sweep().await;
+    let shutdown = CancellationToken::new();
+    let base = listen(app.engine.clone(), &shutdown).await;
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    assert!(
+        text.contains("freedompay_recon_payments_parked 1"),
+        "{text}"
+    );
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 200, "a parked row needs a person, not a restart");
+    assert!(
+        body.starts_with("ready; 1 payments are parked") && body.contains("recon.parked_payments"),
+        "{body}"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_open_to_the_network_is_warned_about_at_start() {
+    let app = TestApp::new(Scenario::new()).await;
+    let mut child = crate::helpers::daemon_command(
+        &app,
+        &[
+            ("FREEDOMPAY_RECON__HTTP__LISTEN", "0.0.0.0:0"),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    app.wait_for_daemon_connection().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    crate::helpers::signal(&child, "TERM");
+    let stderr = child.stderr.take().unwrap();
+    let (code, _) = crate::helpers::wait_exit(child).await;
+    let text = std::io::read_to_string(stderr).unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("http.listen is not a loopback address"),
+        "{text}"
+    );
+}

@@ -1,0 +1,227 @@
+//! Least privilege, tested: a migrating role that may only create the schema, a running role
+//! with only what `grant-daemon` gives, and `grant-reader` honest about what it limits.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use freedompay_recon::simulator::{Reply, Scenario};
+use sqlx::PgPool;
+
+use crate::helpers::{AUTH_ID, SECRET, TestApp, TestDb, run_binary, simulator};
+
+/// Login roles named for this test run, dropped (with what they own) when the test ends.
+struct Roles {
+    names: Vec<String>,
+    admin: PgPool,
+}
+
+impl Roles {
+    async fn create(admin: &PgPool, labels: &[&str]) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let mut names = Vec::new();
+        for label in labels {
+            let name = format!("fpr_{label}_{}_{n}", std::process::id());
+            let quoted = name.replace('"', "\"\"");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "create role \"{quoted}\" login"
+            )))
+            .execute(admin)
+            .await
+            .unwrap();
+            names.push(name);
+        }
+        Self {
+            names,
+            admin: admin.clone(),
+        }
+    }
+
+    async fn drop_all(self, database: &TestDb) {
+        let server = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(crate::helpers::server_url())
+            .await
+            .unwrap();
+        self.admin.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database if exists \"{}\" with (force)",
+            database.name()
+        )))
+        .execute(&server)
+        .await
+        .unwrap();
+        for name in &self.names {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "drop role if exists \"{}\"",
+                name.replace('"', "\"\"")
+            )))
+            .execute(&server)
+            .await
+            .unwrap();
+        }
+    }
+}
+
+fn assert_ok(output: &std::process::Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
+    let db = TestDb::unmigrated().await;
+    let roles = Roles::create(&db.pool, &["migrator", "daemon"]).await;
+    let (migrator, daemon) = (roles.names[0].clone(), roles.names[1].clone());
+    // The database owner's part (docs/operations.md, "Database roles"): nothing for anyone
+    // by default; the migrating role may create a schema, the running role may connect and
+    // make temporary tables.
+    for statement in [
+        format!("revoke all on database \"{}\" from public", db.name()),
+        format!(
+            "grant connect, create on database \"{}\" to \"{migrator}\"",
+            db.name()
+        ),
+        format!(
+            "grant connect, temporary on database \"{}\" to \"{daemon}\"",
+            db.name()
+        ),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let as_migrator = db.url_as(&migrator);
+    let as_daemon = db.url_as(&daemon);
+
+    let migrated = run_binary(&["migrate"], &[("DATABASE_URL", &as_migrator)]).await;
+    assert_ok(&migrated, "migrate as the migrating role");
+    let granted = run_binary(
+        &["grant-daemon", &daemon],
+        &[("DATABASE_URL", &as_migrator)],
+    )
+    .await;
+    let statements = assert_ok(&granted, "grant-daemon as the migrating role");
+    assert!(statements.contains("grant select, insert, update on recon.payments to"));
+
+    let sim = simulator(Scenario::new().fallback([Reply::invoice("process", "10", "KZT")])).await;
+    let base_url = sim.base_url();
+    let env = |url: &str| {
+        vec![
+            ("DATABASE_URL", url.to_owned()),
+            ("FREEDOMPAY_RECON__PROVIDER__BASE_URL", base_url.clone()),
+            ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID.to_owned()),
+            ("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET.to_owned()),
+            ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "100".to_owned()),
+        ]
+    };
+    let daemon_env = env(&as_daemon);
+    let daemon_env: Vec<(&str, &str)> = daemon_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    assert_ok(
+        &run_binary(
+            &["enqueue", "lp-1", "--amount", "10", "--currency", "KZT"],
+            &daemon_env,
+        )
+        .await,
+        "enqueue",
+    );
+    let csv = tempfile::NamedTempFile::with_suffix(".csv").unwrap();
+    std::fs::write(csv.path(), "payment_id,expected_amount\nlp-2,10\nlp-3,11\n").unwrap();
+    assert_ok(
+        &run_binary(&["import", csv.path().to_str().unwrap()], &daemon_env).await,
+        "import",
+    );
+    let swept = assert_ok(
+        &run_binary(&["run", "--once"], &daemon_env).await,
+        "run --once",
+    );
+    assert!(swept.starts_with("claimed 3, recorded 3"), "{swept}");
+    let report = assert_ok(
+        &run_binary(&["report", "--detail", "--format", "csv"], &daemon_env).await,
+        "report",
+    );
+    assert_eq!(report.lines().count(), 4, "{report}");
+    assert_ok(
+        &run_binary(&["recheck", "lp-3"], &daemon_env).await,
+        "recheck",
+    );
+    assert_ok(
+        &run_binary(
+            &[
+                "resolve",
+                "lp-3",
+                "--kind",
+                "amount_mismatch",
+                "--note",
+                "refunded 1",
+            ],
+            &daemon_env,
+        )
+        .await,
+        "resolve",
+    );
+
+    // The running role cannot change the schema.
+    let refused = run_binary(&["migrate"], &daemon_env).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    roles.drop_all(&db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_reader_refuses_roles_that_read_everything_and_quotes_names() {
+    let app = TestApp::new(Scenario::new()).await;
+    let roles = Roles::create(app.pool(), &["all_data", "fin\"ance"]).await;
+    let (all_data, odd) = (roles.names[0].clone(), roles.names[1].clone());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "grant pg_read_all_data to \"{all_data}\""
+    )))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let grant = |role: String| {
+        let url = app.db.url.clone();
+        async move { run_binary(&["grant-reader", &role], &[("DATABASE_URL", &url)]).await }
+    };
+
+    for (role, why) in [
+        ("postgres".to_owned(), "is a superuser"),
+        (all_data.clone(), "is a member of pg_read_all_data"),
+    ] {
+        let refused = grant(role.clone()).await;
+        assert_eq!(refused.status.code(), Some(1), "{role}");
+        let message = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            message.contains(why) && message.contains("nothing was granted"),
+            "{role}: {message}"
+        );
+    }
+    let granted = grant(odd.clone()).await;
+    let out = assert_ok(&granted, "grant-reader to an odd name");
+    let quoted = format!("\"{}\"", odd.replace('"', "\"\""));
+    assert!(
+        out.starts_with(&format!("role {quoted} may now read")),
+        "{out}"
+    );
+    assert!(out.contains("and no table"), "{out}");
+
+    let missing = grant("no\"such".to_owned()).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("create role \"no\"\"such\" login password"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let TestApp { db, .. } = app;
+    roles.drop_all(&db).await;
+}
