@@ -589,7 +589,11 @@ impl Sweep {
                 let result = match fetched.classified {
                     Classified::Answer(result) => result,
                     Classified::Retryable(reason) => {
+                        // The poll span is at debug level: name the payment and the request
+                        // here, so the line can go to the provider's support as it is.
                         tracing::warn!(
+                            payment.id = %payment_id,
+                            request.id = %fetched.request_id,
                             http.status = fetched.http_status,
                             "poll failed, will retry: {reason}"
                         );

@@ -5,7 +5,9 @@ mod client;
 mod jws;
 mod parse;
 
-pub use client::{Classified, Fetched, ProviderClient, ProviderSettingsError, classify};
+pub use client::{
+    Classified, Fetched, Limits, ProviderClient, ProviderSettingsError, ResponseHead, classify,
+};
 pub use jws::{ParamsMode, Signer, VerifyError, protected_header, sign_detached, verify_detached};
 pub use parse::{ApiError, Body, ParseError, parse_body, parse_timestamp};
 

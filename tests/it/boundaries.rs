@@ -297,6 +297,9 @@ async fn sigterm_returns_within_the_drain_timeout_while_the_database_is_stuck() 
     signal(&child, "TERM");
     let (code, stderr) = wait_exit(child).await;
     let took = stopping.elapsed();
+    println!(
+        "SIGTERM with the payments table locked: exited in {took:?} (drain timeout {drain:?})"
+    );
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
         took < drain + Duration::from_secs(8),
