@@ -89,7 +89,7 @@ alter table recon.payments
     -- the X-Request-Id of the last request whose answer was recorded (support tickets need it)
     add column last_request_id uuid,
     -- the body of the last answer that was not an invoice (an error, an unreadable answer),
-    -- cleaned and cut at 8 KiB; never granted to readers
+    -- cleaned and cut at 8,192 characters; never granted to readers
     add column last_error_body text;
 
 comment on column recon.payments.parked_at is

@@ -263,10 +263,16 @@ impl ValidRow {
             text(self.expected_amount.map(|a| a.to_string())),
             text(self.expected_currency.map(|c| c.to_string())),
             text(self.order_id.clone()),
-            text(self.created_at.map(|t| t.to_rfc3339())),
-            text(self.expires_at.map(|t| t.to_rfc3339())),
+            // Microseconds, truncated as sqlx does when it binds a time: PostgreSQL would
+            // round finer digits, and 9999-12-31T23:59:59.9999996Z would become year 10000.
+            text(self.created_at.map(micros)),
+            text(self.expires_at.map(micros)),
         ])
     }
+}
+
+fn micros(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// Rows copied per chunk handed to PostgreSQL.
@@ -461,6 +467,7 @@ impl<R> RowBound<R> {
             (Quoted, _) => Quoted,
             (_, b',') => FieldStart,
             (_, b'\n' | b'\r') => {
+                self.state = FieldStart;
                 self.row_bytes = 0;
                 self.row_line = self.line;
                 return Ok(());
@@ -681,10 +688,43 @@ mod tests {
     }
 
     #[test]
+    fn rows_are_bounded_wherever_their_line_breaks_are() {
+        // Quoted fields that hold commas and line breaks, over more than the bound in all:
+        // every row is short, so the file reads.
+        let mut file = "payment_id,order_id\n".to_owned();
+        for n in 0..2000 {
+            file.push_str(&format!("\"{n},\",\"A\n{n}\"\n"));
+        }
+        let mut read = Vec::new();
+        RowBound::new(file.as_bytes())
+            .read_to_end(&mut read)
+            .unwrap();
+        assert_eq!(read.len(), file.len());
+
+        // One quoted field of many short lines is one long row, refused at its line.
+        let mut huge = "payment_id\n1\n\"".to_owned();
+        huge.push_str(&"x\n".repeat(MAX_ROW_BYTES));
+        huge.push_str("\"\n");
+        let error = RowBound::new(huge.as_bytes())
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        let too_long = error.get_ref().and_then(|e| e.downcast_ref::<RowTooLong>());
+        assert_eq!(too_long.map(|e| e.line), Some(3), "{error}");
+    }
+
+    #[test]
+    fn times_are_copied_to_the_microsecond() {
+        let (parsed, copied) =
+            parse("payment_id,created_at\n9,9999-12-31T23:59:59.9999996Z\n").unwrap();
+        assert!(parsed.errors.is_empty());
+        assert_eq!(copied, "2,9,,,,9999-12-31T23:59:59.999999Z,\n");
+    }
+
+    #[test]
     fn naive_timestamps_are_read_in_the_given_offset() {
         let (parsed, copied) = parse("payment_id,created_at\n9,2025-07-11 17:00:00\n").unwrap();
         assert!(parsed.errors.is_empty());
-        assert_eq!(copied, "2,9,,,,2025-07-11T12:00:00+00:00,\n");
+        assert_eq!(copied, "2,9,,,,2025-07-11T12:00:00.000000Z,\n");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use freedompay_recon::commands::{Cli, Command, execute};
+use freedompay_recon::commands::{Cli, Command, StdoutClosed, execute};
 use freedompay_recon::settings::Settings;
 use freedompay_recon::telemetry;
 
@@ -30,19 +30,11 @@ fn main() -> ExitCode {
     match runtime.block_on(execute(cli.command, &settings)) {
         Ok(code) => code,
         // The reader went away (`report | head`): stop quietly, as a printing command should.
-        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
             tracing::debug!("command failed: {e:?}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -115,16 +115,41 @@ struct Listener {
 /// one read instead of starting their own.
 struct GaugeCache {
     ttl: Duration,
-    last: tokio::sync::Mutex<Option<(Instant, Option<store::summary::Gauges>)>>,
+    last: std::sync::Mutex<Option<(Instant, Option<store::summary::Gauges>)>>,
+    /// Held while the gauges are read from the database.
+    reading: tokio::sync::Mutex<()>,
 }
 
 impl GaugeCache {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            last: std::sync::Mutex::new(None),
+            reading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The last gauges read, however old, without waiting.
+    fn last(&self) -> Option<store::summary::Gauges> {
+        let last = self.last.lock().expect("gauge cache lock");
+        last.as_ref().and_then(|(_, gauges)| gauges.clone())
+    }
+
+    fn fresh(&self) -> Option<Option<store::summary::Gauges>> {
+        let last = self.last.lock().expect("gauge cache lock");
+        last.as_ref()
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, gauges)| gauges.clone())
+    }
+
     async fn get(&self, pool: &PgPool) -> Option<store::summary::Gauges> {
-        let mut last = self.last.lock().await;
-        if let Some((at, gauges)) = last.as_ref()
-            && at.elapsed() < self.ttl
-        {
-            return gauges.clone();
+        if let Some(gauges) = self.fresh() {
+            return gauges;
+        }
+        let _reading = self.reading.lock().await;
+        // Whoever held the lock may have just read them.
+        if let Some(gauges) = self.fresh() {
+            return gauges;
         }
         let gauges =
             match tokio::time::timeout(Duration::from_secs(10), store::summary::gauges(pool)).await
@@ -139,7 +164,7 @@ impl GaugeCache {
                     None
                 }
             };
-        *last = Some((Instant::now(), gauges.clone()));
+        *self.last.lock().expect("gauge cache lock") = Some((Instant::now(), gauges.clone()));
         gauges
     }
 }
@@ -164,10 +189,7 @@ pub async fn serve_with(
         pool: engine.pool().clone(),
         engine,
         handle: recorder(),
-        gauges: Arc::new(GaugeCache {
-            ttl: gauge_ttl,
-            last: tokio::sync::Mutex::new(None),
-        }),
+        gauges: Arc::new(GaugeCache::new(gauge_ttl)),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -196,7 +218,8 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Ready: the database answers and the provider has not rejected our configuration. Parked
-/// rows need a person, not a restart: they are reported in the body of a ready answer.
+/// rows need a person, not a restart: they are reported in the body of a ready answer, from
+/// the last gauges read (readiness never waits for a gauge read).
 async fn readyz(State(state): State<Listener>) -> Response {
     let database = tokio::time::timeout(
         Duration::from_secs(2),
@@ -213,7 +236,10 @@ async fn readyz(State(state): State<Listener>) -> Response {
     };
     match problem {
         None => {
-            let parked = state.gauges.get(&state.pool).await.map_or(0, |g| g.parked);
+            let parked = match state.gauges.last() {
+                Some(gauges) => gauges.parked,
+                None => state.gauges.get(&state.pool).await.map_or(0, |g| g.parked),
+            };
             let body = if parked > 0 {
                 format!(
                     "ready; {parked} payments are parked because they cannot be read \

@@ -421,10 +421,11 @@ impl DatabaseSettings {
 /// statement larger than one TLS record (16 KiB: a batch of verdicts) waits 40 ms for a
 /// delayed ACK (sqlx issue #4335). Anywhere else the server's and the URL's choice stands.
 pub fn without_tls_on_loopback(url: &str, options: PgConnectOptions) -> PgConnectOptions {
-    let asked = url
-        .split_once('?')
-        .is_some_and(|(_, query)| query.split('&').any(|pair| pair.starts_with("sslmode=")))
-        || std::env::var_os("PGSSLMODE").is_some();
+    let asked = url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.starts_with("sslmode=") || pair.starts_with("ssl-mode="))
+    }) || std::env::var_os("PGSSLMODE").is_some();
     let host = options.get_host().trim_matches(['[', ']']);
     let loopback = host == "localhost"
         || host.starts_with('/')
@@ -553,6 +554,10 @@ mod tests {
         assert!(matches!(
             mode("postgres://u@127.0.0.1/d?sslmode=require"),
             PgSslMode::Require
+        ));
+        assert!(matches!(
+            mode("postgres://u@127.0.0.1/d?ssl-mode=verify-full"),
+            PgSslMode::VerifyFull
         ));
     }
 

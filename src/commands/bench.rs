@@ -54,9 +54,11 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
 
     let command: Vec<String> = std::env::args().skip(1).collect();
     let report = run_bench(&settings.database, &options).await?;
-    print!(
+    outln!(
         "{}",
-        report.to_markdown(&format!("freedompay-recon {}", command.join(" ")))
-    );
+        report
+            .to_markdown(&format!("freedompay-recon {}", command.join(" ")))
+            .trim_end()
+    )?;
     Ok(ExitCode::SUCCESS)
 }

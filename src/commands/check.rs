@@ -100,8 +100,8 @@ pub async fn check(settings: &Settings, payment_id: &str) -> anyhow::Result<Exit
     let mut out = std::io::stdout().lock();
     for (label, value) in lines {
         let label = format!("{label}:");
-        writeln!(out, "{label:<13} {}", escape_invisible(&value))?;
+        writeln!(out, "{label:<13} {}", escape_invisible(&value)).map_err(super::stdout_error)?;
     }
-    out.flush()?;
+    out.flush().map_err(super::stdout_error)?;
     Ok(code)
 }

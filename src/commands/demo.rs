@@ -172,8 +172,8 @@ async fn watch_progress(
         );
         if interactive {
             let mut out = std::io::stdout();
-            write!(out, "\r{line}")?;
-            out.flush()?;
+            write!(out, "\r{line}").map_err(super::stdout_error)?;
+            out.flush().map_err(super::stdout_error)?;
         } else if line[8..] != last_line.get(8..).unwrap_or_default()[..] {
             outln!("{line}")?;
         }

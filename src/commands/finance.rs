@@ -273,7 +273,10 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         }
         None => {
             let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-            write_report(&pool, &request, stdout).await?
+            match write_report(&pool, &request, stdout).await {
+                Err(crate::report::ReportError::Write(e)) => return Err(super::stdout_error(e)),
+                other => other?,
+            }
         }
     };
     let _ = rows;

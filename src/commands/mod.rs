@@ -1,12 +1,28 @@
 //! The command line: one small module per command, each a thin composition of the library.
 
 /// `println!` that returns the error instead of panicking: a reader that closes the pipe
-/// (`report | head`) ends the command quietly (see `main`).
+/// (`report | head`) ends the command quietly (see [`StdoutClosed`]).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout(), $($arg)*)
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::commands::stdout_error)
     }};
+}
+
+/// Standard output went away (its reader closed the pipe, as `| head` does): the command
+/// ends quietly, with success, as printing commands do. Only a write to standard output
+/// becomes this; a lost database connection never does.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output is closed")]
+pub struct StdoutClosed;
+
+/// An error writing to standard output.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("cannot write to standard output")
+    }
 }
 
 mod bench;
@@ -145,4 +161,20 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<tokio_util::sync::Cancellat
         cancel.cancel();
     });
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_closed_standard_output_ends_a_command_quietly() {
+        let closed = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert!(stdout_error(closed()).is::<StdoutClosed>());
+        assert!(!stdout_error(std::io::Error::other("disk full")).is::<StdoutClosed>());
+        // A database connection that breaks is an error, whatever its I/O cause.
+        let database =
+            anyhow::Error::new(crate::store::StoreError::Query(sqlx::Error::Io(closed())));
+        assert!(!database.is::<StdoutClosed>());
+    }
 }

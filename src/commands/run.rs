@@ -39,7 +39,7 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
 
     if once {
         let outcome = engine.reconcile_due(&shutdown).await?;
-        outln!(
+        let printed = outln!(
             "claimed {}, recorded {} ({} failed, retried later), transitions {}, flags opened {}, resolved {}, released {}",
             outcome.claimed,
             outcome.recorded,
@@ -48,10 +48,12 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
             outcome.flags_opened,
             outcome.flags_resolved,
             outcome.released
-        )?;
+        );
+        // A halt is reported even when nobody reads standard output any more.
         if let SweepStop::Fatal(reason) = outcome.stop {
             anyhow::bail!("polling stopped: {reason}");
         }
+        printed?;
         return Ok(ExitCode::SUCCESS);
     }
     run_daemon(engine, &settings.poll.schedule, shutdown)

@@ -117,6 +117,7 @@ pub fn exact_amount(text: &str) -> Result<Decimal, String> {
     })?;
     let amount = match exponent {
         None => base,
+        Some(_) if base.is_zero() => Decimal::ZERO,
         Some(exponent) => {
             let exponent: i32 = exponent.parse().map_err(|_| not_a_number())?;
             Decimal::from_scientific(&format!("{base}e{exponent}")).map_err(|_| {
@@ -187,6 +188,7 @@ mod tests {
         assert_eq!(ok("1e3"), "1000");
         assert_eq!(ok("1.5E-2"), "0.015");
         assert_eq!(ok("-12.5"), "-12.5");
+        assert_eq!(ok("0e29"), "0");
         assert_eq!(
             ok("999999999999999999.99999999"),
             "999999999999999999.99999999"

@@ -112,15 +112,16 @@ struct Inner {
     /// Names this process's claims in `lease_owner`.
     instance: String,
     halt: Mutex<Option<Halt>>,
-    /// When our credentials were last shown to work by a confirming re-ask (see
-    /// [`Engine::confirm_credentials`]). The lock also makes concurrent doubts share one
-    /// re-ask.
-    credentials_checked: tokio::sync::Mutex<Option<Instant>>,
+    /// The last confirming re-ask and when it was made (see [`Engine::confirm_credentials`]).
+    /// The lock also makes concurrent doubts share one re-ask.
+    credentials_checked: tokio::sync::Mutex<Option<(Instant, Credentials)>>,
 }
 
-/// How long a confirmation that our credentials work answers later doubts without a new
-/// re-ask.
+/// How long a re-ask that showed our credentials work answers later doubts.
 const CREDENTIALS_RECHECK_AFTER: Duration = Duration::from_secs(60);
+/// How long a re-ask that got no usable answer answers later doubts, so that pollers waiting
+/// on the lock do not each make their own.
+const CREDENTIALS_INCONCLUSIVE_FOR: Duration = Duration::from_secs(10);
 
 /// What a re-ask about another payment says of an error body that reads like a credentials
 /// failure.
@@ -273,11 +274,22 @@ impl Engine {
             // Another doubt was confirmed meanwhile (or we are shutting down).
             return Credentials::Inconclusive("stopping".into());
         }
-        if checked.is_some_and(|at| at.elapsed() < CREDENTIALS_RECHECK_AFTER) {
-            return Credentials::NotProven;
+        if let Some((at, verdict)) = checked.as_ref() {
+            let fresh_for = match verdict {
+                Credentials::NotProven => CREDENTIALS_RECHECK_AFTER,
+                Credentials::Inconclusive(_) => CREDENTIALS_INCONCLUSIVE_FOR,
+                // A refusal halts polling; after the halt, ask again.
+                Credentials::Refused(_) => Duration::ZERO,
+            };
+            if at.elapsed() < fresh_for {
+                return verdict.clone();
+            }
         }
         let reference = match store::answered_payment_other_than(&inner.pool, payment_id).await {
             Ok(Some(reference)) => reference,
+            // Nothing to re-ask about (a new deployment): the error stays the payment's own.
+            // A wrong secret then shows as every payment's `last_error`, and `check` says
+            // it reads like a credentials failure.
             Ok(None) => return Credentials::NotProven,
             Err(e) => {
                 return Credentials::Inconclusive(format!(
@@ -307,9 +319,7 @@ impl Engine {
             request.id = %fetched.request_id,
             "an error body read like a credentials failure; re-asked about another payment: {verdict:?}"
         );
-        if verdict == Credentials::NotProven {
-            *checked = Some(Instant::now());
-        }
+        *checked = Some((Instant::now(), verdict.clone()));
         verdict
     }
 }
@@ -472,13 +482,18 @@ impl Sweep {
             if !batch.unreadable.is_empty() {
                 for row in &batch.unreadable {
                     tracing::warn!(
-                        payment.id = %row.payment_id,
+                        payment.id = %clean(&row.payment_id, 128),
                         "cannot read this payment's row ({}); parked until `recheck` takes it back",
                         clean(&row.reason, PROVIDER_TEXT_MAX_CHARS)
                     );
                 }
-                if let Err(e) = store::park_unreadable(&inner.pool, &batch.unreadable).await {
-                    tracing::warn!("could not park unreadable rows ({e}); their lease runs out");
+                tokio::select! {
+                    parked = store::park_unreadable(&inner.pool, &batch.unreadable) => {
+                        if let Err(e) = parked {
+                            tracing::warn!("could not park unreadable rows ({e}); their lease runs out");
+                        }
+                    }
+                    () = self.past_deadline() => return Ok(()),
                 }
             }
             let claimed = batch.claims;
@@ -644,14 +659,20 @@ impl Sweep {
                     PollResult::Invoice(invoice) => Some(*invoice),
                     _ => None,
                 };
+                // An invoice's body is history; any other body (a partner error, an
+                // unreadable answer) is the error body kept for support.
+                let (raw_body, error_body) = match invoice {
+                    Some(_) => (fetched.raw_body, None),
+                    None => (None, fetched.raw_body.or(fetched.unreadable_body)),
+                };
                 return Polled::Verdict(Box::new(Recorded {
                     payment_id: payment_id.clone(),
                     lease_token: claim.lease_token,
                     before: claim.tracked,
                     verdict,
                     invoice,
-                    raw_body: fetched.raw_body,
-                    error_body: fetched.unreadable_body,
+                    raw_body,
+                    error_body,
                     request_id: Some(fetched.request_id),
                 }));
             }

@@ -147,13 +147,17 @@ async fn poison_answers_are_refused_by_field_cleaned_or_kept_and_never_stall_the
     assert_eq!(app.open_flags("x-order-nul").await, ["order_mismatch"]);
     assert!(freedom.starts_with("\\u{1b}[2Jxxx"), "{freedom}");
     assert_eq!(freedom.chars().count(), 1025, "cut at 1 KiB, with a mark");
-    let error: String = sqlx::query_scalar(
-        "select last_error from recon.payments where payment_id = 'x-error-nul'",
+    let (error, body): (String, String) = sqlx::query_as(
+        "select last_error, last_error_body from recon.payments where payment_id = 'x-error-nul'",
     )
     .fetch_one(app.pool())
     .await
     .unwrap();
     assert_eq!(error, "provider error 77: bad\\u{0}thing");
+    assert!(
+        body.contains("\"error_code\":\"77\""),
+        "a readable error body is kept too: {body}"
+    );
 }
 
 /// Clean against 10 poisoned verdicts in 1,000: the database refuses the 10 (a constraint
