@@ -549,7 +549,7 @@ fn postgres_cpu() -> Duration {
 }
 
 impl BenchReport {
-    /// The table the README publishes.
+    /// The table docs/performance.md publishes.
     pub fn to_markdown(&self, command: &str) -> String {
         let t = &self.throughput;
         let per_10k = |cpu: Duration| cpu.as_secs_f64() * 10_000.0 / f64::from(t.payments);

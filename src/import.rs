@@ -13,7 +13,7 @@
 //! (memory stays the same for a 1 GB file as for a small one), and only the first
 //! [`SHOWN_ERRORS`] line errors are kept, with a count of the rest.
 
-use std::io::Read;
+use std::io::{BufRead as _, Read};
 
 use chrono::{DateTime, FixedOffset, Utc};
 use csv::StringRecord;
@@ -57,27 +57,48 @@ impl std::fmt::Display for LineError {
     }
 }
 
-/// The first [`SHOWN_ERRORS`] line errors, in line order, and how many there were in all.
+/// The first [`SHOWN_ERRORS`] line errors, in line order, how many there were in all, and on
+/// how many lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LineErrors {
     pub shown: Vec<LineError>,
     pub total: u64,
+    /// Lines with at least one problem.
+    pub lines: u64,
+    last_line: Option<u64>,
 }
 
 impl LineErrors {
+    /// Adds a problem; they come in line order while the file is read.
     fn push(&mut self, error: LineError) {
         self.total += 1;
+        if self.last_line != Some(error.line) {
+            self.lines += 1;
+            self.last_line = Some(error.line);
+        }
         if self.shown.len() < SHOWN_ERRORS {
             self.shown.push(error);
         }
     }
 
-    /// Adds errors found later (by SQL) that may come before those already kept.
+    /// Adds problems found later (by SQL, on other lines than those already counted), which
+    /// may come before those already kept.
     fn merge(&mut self, errors: Vec<LineError>, total: u64) {
         self.total += total;
         self.shown.extend(errors);
         self.shown.sort_by_key(|e| e.line);
         self.shown.truncate(SHOWN_ERRORS);
+    }
+
+    /// "7 problems in 5 rows".
+    pub fn summary(&self) -> String {
+        let plural =
+            |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        format!(
+            "{} in {}",
+            plural(self.total, "problem", "problems"),
+            plural(self.lines, "row", "rows")
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -89,7 +110,7 @@ impl LineErrors {
 pub enum ImportError {
     #[error("the header: {0}")]
     Header(String),
-    #[error("{} bad rows; nothing was imported", .0.total)]
+    #[error("{}; nothing was imported", .0.summary())]
     Rejected(LineErrors),
     #[error("cannot read the file: {0}")]
     Read(String),
@@ -154,6 +175,22 @@ fn layout(header: &StringRecord) -> Result<Layout, ImportError> {
     })
 }
 
+/// A time as every intake path reads it (`import`, `enqueue`): RFC 3339, or
+/// `YYYY-MM-DD HH:MM:SS` in `naive_offset`, within the years 1 to 9999.
+pub fn intake_timestamp(raw: &str, naive_offset: FixedOffset) -> Result<DateTime<Utc>, String> {
+    let at = parse_timestamp(raw, naive_offset).ok_or_else(|| {
+        format!(
+            "{} is not a timestamp; use RFC 3339 (2025-07-11T12:00:00Z) or \
+             YYYY-MM-DD HH:MM:SS in {naive_offset}",
+            excerpt(raw)
+        )
+    })?;
+    match timestamp_problem(at) {
+        None => Ok(at),
+        Some(problem) => Err(format!("{} {problem}", excerpt(raw))),
+    }
+}
+
 /// A row that passed validation.
 struct ValidRow {
     line: u64,
@@ -187,20 +224,9 @@ fn validate(
             .filter(|v| !v.is_empty())
     };
     let timestamp = |index: Option<usize>| -> Result<Option<DateTime<Utc>>, String> {
-        let Some(raw) = field(index) else {
-            return Ok(None);
-        };
-        let at = parse_timestamp(raw, naive_offset).ok_or_else(|| {
-            format!(
-                "{} is not a timestamp; use RFC 3339 (2025-07-11T12:00:00Z) or \
-                 YYYY-MM-DD HH:MM:SS in {naive_offset}",
-                excerpt(raw)
-            )
-        })?;
-        match timestamp_problem(at) {
-            None => Ok(Some(at)),
-            Some(problem) => Err(format!("{} {problem}", excerpt(raw))),
-        }
+        field(index)
+            .map(|raw| intake_timestamp(raw, naive_offset))
+            .transpose()
     };
 
     let payment_id = PaymentId::from_input(record.get(layout.payment_id).unwrap_or_default())
@@ -293,10 +319,17 @@ fn parse_file(
     naive_offset: FixedOffset,
     mut emit: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<Parsed, ImportError> {
+    let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
+    let delimiter = detect_delimiter(
+        input
+            .fill_buf()
+            .map_err(|e| ImportError::Read(e.to_string()))?,
+    );
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
-        .from_reader(RowBound::new(input));
+        .delimiter(delimiter)
+        .from_reader(RowBound::new(input, delimiter));
     let header = reader
         .headers()
         .map_err(|e| ImportError::Header(e.to_string()))?
@@ -398,6 +431,35 @@ fn parse_file(
     Ok(parsed)
 }
 
+/// The delimiter the header row uses: a comma, or the semicolon that spreadsheets write in
+/// locales with a decimal comma (ru, kk), or a tab; whichever appears most in the first line
+/// outside quotes (a comma when none does).
+fn detect_delimiter(start: &[u8]) -> u8 {
+    let first_line = start
+        .split(|&b| b == b'\n' || b == b'\r')
+        .next()
+        .unwrap_or_default();
+    let mut counts = [(b',', 0_usize), (b';', 0), (b'\t', 0)];
+    let mut quoted = false;
+    for &byte in first_line {
+        match byte {
+            b'"' => quoted = !quoted,
+            _ if quoted => {}
+            _ => {
+                if let Some(count) = counts.iter_mut().find(|(d, _)| *d == byte) {
+                    count.1 += 1;
+                }
+            }
+        }
+    }
+    counts
+        .iter()
+        .rev()
+        .max_by_key(|(_, n)| *n)
+        .filter(|(_, n)| *n > 0)
+        .map_or(b',', |(d, _)| *d)
+}
+
 /// Raised by [`RowBound`] when a row is longer than [`MAX_ROW_BYTES`].
 #[derive(Debug)]
 struct RowTooLong {
@@ -433,6 +495,7 @@ enum RowState {
 /// line break inside quotes does not end one) and counts lines as the CSV reader does.
 struct RowBound<R> {
     inner: R,
+    delimiter: u8,
     state: RowState,
     row_bytes: usize,
     /// The line the current row starts on (the header is line 1).
@@ -442,9 +505,10 @@ struct RowBound<R> {
 }
 
 impl<R> RowBound<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, delimiter: u8) -> Self {
         Self {
             inner,
+            delimiter,
             state: RowState::FieldStart,
             row_bytes: 0,
             row_line: 1,
@@ -465,7 +529,7 @@ impl<R> RowBound<R> {
             (Quoted, b'"') => QuoteInQuoted,
             (QuoteInQuoted, b'"') => Quoted,
             (Quoted, _) => Quoted,
-            (_, b',') => FieldStart,
+            (_, byte) if byte == self.delimiter => FieldStart,
             (_, b'\n' | b'\r') => {
                 self.state = FieldStart;
                 self.row_bytes = 0;
@@ -548,6 +612,9 @@ pub async fn import_csv(
         .map_err(|e| ImportError::Read(e.to_string()))??;
 
     let mut errors = parsed.errors;
+    // Rows with a problem while reading were not copied: the database's problems are on
+    // other lines.
+    errors.lines += store::import::lines_with_problems(&mut tx).await?;
     let limit = SHOWN_ERRORS as i64;
     let (duplicates, total) = store::import::duplicates_in_file(&mut tx, limit).await?;
     errors.merge(
@@ -664,6 +731,16 @@ mod tests {
     }
 
     #[test]
+    fn problems_and_rows_are_counted_apart() {
+        let (parsed, _) =
+            parse("payment_id,expected_amount,expected_currency\n1,x,kzt\n2,y,KZT\n3,1,KZT\n")
+                .unwrap();
+        assert_eq!(parsed.errors.summary(), "3 problems in 2 rows");
+        let (parsed, _) = parse("payment_id,expected_amount\n1,x\n").unwrap();
+        assert_eq!(parsed.errors.summary(), "1 problem in 1 row");
+    }
+
+    #[test]
     fn lines_are_numbered_right_with_bare_carriage_returns_and_multi_line_fields() {
         let (parsed, _) = parse("payment_id,expected_amount\r1,x\r2,y\r").unwrap();
         let lines: Vec<u64> = parsed.errors.shown.iter().map(|e| e.line).collect();
@@ -696,7 +773,7 @@ mod tests {
             file.push_str(&format!("\"{n},\",\"A\n{n}\"\n"));
         }
         let mut read = Vec::new();
-        RowBound::new(file.as_bytes())
+        RowBound::new(file.as_bytes(), b',')
             .read_to_end(&mut read)
             .unwrap();
         assert_eq!(read.len(), file.len());
@@ -705,7 +782,7 @@ mod tests {
         let mut huge = "payment_id\n1\n\"".to_owned();
         huge.push_str(&"x\n".repeat(MAX_ROW_BYTES));
         huge.push_str("\"\n");
-        let error = RowBound::new(huge.as_bytes())
+        let error = RowBound::new(huge.as_bytes(), b',')
             .read_to_end(&mut Vec::new())
             .unwrap_err();
         let too_long = error.get_ref().and_then(|e| e.downcast_ref::<RowTooLong>());
@@ -718,6 +795,31 @@ mod tests {
             parse("payment_id,created_at\n9,9999-12-31T23:59:59.9999996Z\n").unwrap();
         assert!(parsed.errors.is_empty());
         assert_eq!(copied, "2,9,,,,9999-12-31T23:59:59.999999Z,\n");
+    }
+
+    #[test]
+    fn a_semicolon_or_tab_separated_file_is_read_as_such() {
+        for (text, delimiter) in [
+            (
+                "payment_id;expected_amount;order_id\n1;10.50;\"A;1\"\n",
+                ';',
+            ),
+            (
+                "payment_id\texpected_amount\torder_id\n1\t10.50\tA;1\n",
+                '\t',
+            ),
+            ("payment_id,expected_amount,order_id\n1,10.50,A;1\n", ','),
+        ] {
+            let (parsed, copied) = parse(text).unwrap();
+            assert!(
+                parsed.errors.is_empty(),
+                "{delimiter:?}: {:?}",
+                parsed.errors.shown
+            );
+            assert_eq!(copied, "2,1,10.50,,A;1,,\n", "{delimiter:?}");
+        }
+        assert_eq!(detect_delimiter(b"payment_id\n1\n"), b',');
+        assert_eq!(detect_delimiter(b"\"a,b\";c;d\n"), b';');
     }
 
     #[test]

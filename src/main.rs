@@ -15,9 +15,14 @@ fn main() -> ExitCode {
         }
     };
     let mut log = settings.log.clone();
-    if matches!(cli.command, Command::Demo(_)) && std::env::var_os("RUST_LOG").is_none() {
-        // The demo shows its own progress; the daemon's retry warnings would drown it.
-        log.filter = "error".into();
+    if std::env::var_os("RUST_LOG").is_none() {
+        match cli.command {
+            // The demo shows its own progress; the daemon's retry warnings would drown it.
+            Command::Demo(_) => log.filter = "error".into(),
+            // `run --once` prints what the sweep did; its log line would say it again.
+            Command::Run { once: true } => log.filter.push_str(",freedompay_recon::engine=warn"),
+            _ => {}
+        }
     }
     telemetry::init(&log);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -67,12 +67,24 @@ impl From<serde_json::Error> for ReportError {
 /// One output row: its cells as text (CSV, table) and as JSON.
 trait ReportRow: Serialize {
     const COLUMNS: &'static [&'static str];
-    /// Table column widths.
-    const WIDTHS: &'static [usize];
+    /// The table's own columns, for a person at a 120-column terminal: the essentials, each
+    /// `(name, width, cell)`. A longer text is cut with `…`; a number never is (it widens its
+    /// line). CSV and JSON carry every column.
+    const TABLE: &'static [(&'static str, usize, Cell)];
+    fn table_cells(&self) -> Vec<String>;
     /// Columns holding text from outside (ids, statuses…), which CSV neutralises; the others
     /// are numbers, dates and timestamps this program writes.
     const TEXT_COLUMNS: &'static [usize];
     fn cells(&self) -> Vec<String>;
+}
+
+/// How a table cell is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cell {
+    /// Left-aligned, cut with `…` when longer than its width.
+    Text,
+    /// Right-aligned, never cut: an amount is shown whole.
+    Number,
 }
 
 /// `Decimal`'s own text: a dot, no thousands separators, the scale it was stored with.
@@ -107,9 +119,26 @@ impl ReportRow for SummaryRow {
         "unknown_status",
         "terminal_status_changed",
         "polling_abandoned",
+        "expected_payments",
     ];
-    const WIDTHS: &'static [usize] = &[10, 8, 10, 8, 16, 16, 12, 14, 7, 8, 8, 8, 8, 8, 8, 8, 8];
+    const TABLE: &'static [(&'static str, usize, Cell)] = &[
+        ("day", 10, Cell::Text),
+        ("currency", 8, Cell::Text),
+        ("status", 10, Cell::Text),
+        ("payments", 8, Cell::Number),
+        ("expected_amount", 17, Cell::Number),
+        ("amount", 17, Cell::Number),
+        ("fee", 12, Cell::Number),
+        ("difference", 14, Cell::Number),
+        ("flagged", 7, Cell::Number),
+    ];
     const TEXT_COLUMNS: &'static [usize] = &[1, 2];
+
+    fn table_cells(&self) -> Vec<String> {
+        let mut cells = self.cells();
+        cells.truncate(Self::TABLE.len());
+        cells
+    }
 
     fn cells(&self) -> Vec<String> {
         let mut cells = vec![
@@ -124,6 +153,7 @@ impl ReportRow for SummaryRow {
             self.flagged.to_string(),
         ];
         cells.extend(self.flag_counts().iter().map(|(_, n)| n.to_string()));
+        cells.push(self.expected_payments.to_string());
         cells
     }
 }
@@ -149,10 +179,34 @@ impl ReportRow for DetailRow {
         "last_checked_at",
         "open_flags",
     ];
-    const WIDTHS: &'static [usize] = &[
-        20, 12, 12, 20, 20, 10, 14, 8, 14, 8, 10, 8, 12, 20, 17, 6, 20, 20,
+    const TABLE: &'static [(&'static str, usize, Cell)] = &[
+        ("payment_id", 22, Cell::Text),
+        ("status", 11, Cell::Text),
+        ("expected", 19, Cell::Number),
+        ("paid", 19, Cell::Number),
+        ("difference", 14, Cell::Number),
+        ("open_flags", 29, Cell::Text),
     ];
     const TEXT_COLUMNS: &'static [usize] = &[0, 1, 2, 5, 7, 9, 14, 17];
+
+    fn table_cells(&self) -> Vec<String> {
+        let money = |amount: Option<Decimal>, currency: &Option<String>| {
+            match amount {
+                Some(amount) => format!("{amount} {}", currency.as_deref().unwrap_or("")),
+                None => String::new(),
+            }
+            .trim_end()
+            .to_owned()
+        };
+        vec![
+            self.payment_id.clone(),
+            self.status.clone().unwrap_or_default(),
+            money(self.expected_amount, &self.expected_currency),
+            money(self.amount, &self.currency),
+            opt(self.amount_difference, decimal),
+            self.open_flags.join(" "),
+        ]
+    }
 
     fn cells(&self) -> Vec<String> {
         vec![
@@ -212,7 +266,7 @@ impl<W: Write> Sink<W> {
             }
             Format::Table => {
                 let mut out = out;
-                let header: Vec<String> = R::COLUMNS.iter().map(|c| c.to_string()).collect();
+                let header: Vec<String> = R::TABLE.iter().map(|(c, ..)| c.to_string()).collect();
                 writeln!(out, "{}", align::<R>(&header))?;
                 sink.out = Some(out);
             }
@@ -240,7 +294,7 @@ impl<W: Write> Sink<W> {
             }
             Format::Table => {
                 let out = self.out.as_mut().expect("out");
-                writeln!(out, "{}", align::<R>(&row.cells()))?;
+                writeln!(out, "{}", align::<R>(&row.table_cells()))?;
             }
         }
         self.rows += 1;
@@ -265,22 +319,23 @@ impl<W: Write> Sink<W> {
     }
 }
 
-/// Pads cells to the row type's widths: numbers right-aligned, text left-aligned, control and
-/// invisible characters escaped.
+/// Pads cells to the table's widths (numbers right-aligned, text left-aligned), cuts a longer
+/// text with `…`, and escapes control and invisible characters.
 fn align<R: ReportRow>(cells: &[String]) -> String {
     cells
         .iter()
-        .zip(R::WIDTHS)
-        .map(|(cell, &width)| {
+        .zip(R::TABLE)
+        .map(|(cell, &(_, width, kind))| {
             let cell = escape_invisible(cell);
-            let numeric = !cell.is_empty()
-                && cell
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || c == '.' || c == '-');
-            if numeric {
-                format!("{cell:>width$}")
-            } else {
-                format!("{cell:<width$}")
+            match kind {
+                Cell::Number => format!("{cell:>width$}"),
+                Cell::Text => match cell.char_indices().nth(width) {
+                    Some(_) => {
+                        let cut = cell.char_indices().nth(width - 1).map_or(0, |(i, _)| i);
+                        format!("{}…", &cell[..cut])
+                    }
+                    None => format!("{cell:<width$}"),
+                },
             }
         })
         .collect::<Vec<_>>()
@@ -331,6 +386,7 @@ pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::FlagKind;
 
     #[test]
     fn csv_is_rfc4180_with_crlf_quoting_and_plain_decimals() {
@@ -388,6 +444,7 @@ mod tests {
             unknown_status: 0,
             terminal_status_changed: 0,
             polling_abandoned: 0,
+            expected_payments: 2,
         };
         sink.row(&row).unwrap();
         let out = sink.out.take().unwrap();
@@ -448,11 +505,51 @@ mod tests {
 
     #[test]
     fn the_table_escapes_control_characters() {
+        let mut row = hostile_row();
+        row.payment_id = "+1\u{1b}[2J".into();
         let mut sink = Sink::new::<DetailRow>(Format::Table, false, Vec::new()).unwrap();
-        sink.row(&hostile_row()).unwrap();
+        sink.row(&row).unwrap();
         let out = String::from_utf8(sink.out.take().unwrap()).unwrap();
         assert!(!out.contains('\u{1b}'), "{out:?}");
         assert!(out.contains("+1\\u{1b}[2J"), "{out:?}");
+    }
+
+    #[test]
+    fn the_table_fits_a_120_column_terminal_whatever_the_ids_and_flags() {
+        let mut row = hostile_row();
+        row.payment_id = "9".repeat(128);
+        row.open_flags = FlagKind::ALL.iter().map(|k| k.to_string()).collect();
+        row.expected_amount = Some("1234567.50".parse().unwrap());
+        row.expected_currency = Some("KZT".into());
+        let table = |row: &DetailRow| {
+            let mut sink = Sink::new::<DetailRow>(Format::Table, false, Vec::new()).unwrap();
+            sink.row(row).unwrap();
+            String::from_utf8(sink.out.take().unwrap()).unwrap()
+        };
+        let out = table(&row);
+        for line in out.lines() {
+            assert!(
+                line.chars().count() <= 120,
+                "{} wide: {line}",
+                line.chars().count()
+            );
+        }
+        assert!(
+            out.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with(&format!("{}… ", "9".repeat(21)))
+        );
+        assert!(out.contains("1234567.50 KZT"), "{out}");
+        let summary: usize = SummaryRow::TABLE
+            .iter()
+            .map(|(_, width, _)| width + 1)
+            .sum();
+        assert!(summary <= 121, "summary table {summary} wide");
+
+        // An amount is never cut: the largest one widens its line instead.
+        row.expected_amount = Some("999999999999999999.99999999".parse().unwrap());
+        assert!(table(&row).contains("999999999999999999.99999999 KZT"));
     }
 
     #[test]

@@ -73,7 +73,7 @@ listen = ""
 
 [log]
 format = "text"
-filter = "info,sqlx::postgres::notice=warn,sqlx::query=error"
+filter = "info,sqlx::postgres::notice=warn,sqlx::query=error,tokio_cron_scheduler=warn"
 "#;
 
 #[derive(Debug, Clone, Deserialize)]

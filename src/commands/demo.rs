@@ -21,13 +21,10 @@ use crate::store::{self, NewPayment, summary};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// The demo's database, created if missing. Kept apart from database.url so that demo
-    /// payments never mix with real ones.
-    #[arg(
-        long,
-        value_name = "URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/freedompay_recon_demo"
-    )]
+    /// The demo's database, created afresh on every run (a database that is not the demo's
+    /// own is refused, untouched). Kept apart from database.url so that demo payments never
+    /// mix with real ones.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_DEMO_URL)]
     pub database_url: String,
     /// How many payments to enqueue.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -37,6 +34,7 @@ pub struct DemoArgs {
     pub timeout: Duration,
 }
 
+const DEFAULT_DEMO_URL: &str = "postgres://postgres@127.0.0.1:5432/freedompay_recon_demo";
 const DEMO_AUTH_ID: &str = "demo";
 const DEMO_SECRET: &str = "demo-secret";
 
@@ -68,9 +66,13 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     settings.database.connect_options()?;
     let settings = &settings;
     let database = settings.database.describe();
-    if store::create_database_if_missing(&settings.database).await? {
-        outln!("created database {database}")?;
-    }
+    // A fresh database per run: an earlier run's payments, due for their confirmation check,
+    // would otherwise meet this run's simulator and start their story again.
+    let options = settings.database.connect_options()?;
+    let default_name = DEFAULT_DEMO_URL.rsplit('/').next();
+    store::recreate_demo_database(&settings.database, options.get_database() == default_name)
+        .await?;
+    outln!("created database {database} (a fresh one for this run)")?;
     let pool = store::connect(&settings.database).await?;
     store::migrate(&pool).await?;
     outln!("database {database} is migrated")?;
@@ -110,6 +112,15 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     let finished = finished?;
 
     print_summary(&pool, &prefix).await?;
+    let options = settings.database.connect_options()?;
+    outln!(
+        "\nThe other commands work on this database too, e.g.:\n  \
+         DATABASE_URL=postgres://{}@{}:{}/{} freedompay-recon report --detail",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or_default()
+    )?;
     if finished {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -234,7 +245,7 @@ async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> 
         outln!("  {kind:<24} {n:>6}")?;
     }
     outln!(
-        "\nEvery row is in recon.reconciliation; try:\n  select * from recon.open_discrepancies where payment_id like '{prefix}%';"
+        "\nEvery row is in recon.reconciliation; try:\n  select * from recon.open_discrepancies order by payment_id;"
     )?;
     Ok(())
 }

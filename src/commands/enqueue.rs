@@ -6,6 +6,7 @@ use clap::Args;
 use rust_decimal::Decimal;
 
 use crate::domain::{Currency, ExpectedValues, PaymentId};
+use crate::import::intake_timestamp;
 use crate::settings::Settings;
 use crate::store::{self, EnqueueOutcome, NewPayment};
 
@@ -23,13 +24,14 @@ pub struct EnqueueArgs {
     /// The merchant's order id, compared with the provider's orderId (empty: none).
     #[arg(long, value_name = "O", value_parser = parse_order_id)]
     pub order_id: Option<String>,
-    /// The merchant's own expiry, RFC 3339 (e.g. 2025-07-11T12:00:00Z).
-    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
-    pub expires_at: Option<DateTime<Utc>>,
-    /// When the payment was created, RFC 3339 [default: now]. An integer provider lifetime
-    /// counts from here.
-    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
-    pub created_at: Option<DateTime<Utc>>,
+    /// The merchant's own expiry: RFC 3339 (2025-07-11T12:00:00Z) or YYYY-MM-DD HH:MM:SS in
+    /// provider.naive_utc_offset (Almaty time), as in `import`.
+    #[arg(long, value_name = "TIME")]
+    pub expires_at: Option<String>,
+    /// When the payment was created, as --expires-at [default: now]. An integer provider
+    /// lifetime counts from here.
+    #[arg(long, value_name = "TIME")]
+    pub created_at: Option<String>,
 }
 
 /// Every intake path reads an id the same way: see [`PaymentId::from_input`].
@@ -52,17 +54,24 @@ pub fn parse_currency(raw: &str) -> Result<Currency, String> {
     raw.parse::<Currency>().map_err(|e| e.to_string())
 }
 
-pub fn parse_rfc3339(raw: &str) -> Result<DateTime<Utc>, String> {
-    let at = DateTime::parse_from_rfc3339(raw.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| "not an RFC 3339 timestamp (e.g. 2025-07-11T12:00:00Z)".to_owned())?;
-    match crate::domain::rules::timestamp_problem(at) {
-        None => Ok(at),
-        Some(problem) => Err(problem),
-    }
-}
-
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    // One time grammar for every intake path; the zone of a naive time is a setting, so the
+    // times are read here rather than by the argument parser. A bad one is a bad argument.
+    let offset = settings.provider.naive_offset()?;
+    let time = |flag: &str, raw: Option<String>| -> Result<Option<DateTime<Utc>>, String> {
+        raw.map(|raw| intake_timestamp(&raw, offset).map_err(|e| format!("{flag}: {e}")))
+            .transpose()
+    };
+    let (expires_at, created_at) = match (
+        time("--expires-at", args.expires_at),
+        time("--created-at", args.created_at),
+    ) {
+        (Ok(expires_at), Ok(created_at)) => (expires_at, created_at),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let payment = NewPayment {
         payment_id: args.payment_id,
         expected: ExpectedValues {
@@ -71,8 +80,8 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
             // An empty --order-id "" is no order id: stored as NULL, never as ''.
             order_id: args.order_id.filter(|o| !o.is_empty()),
         },
-        created_at: args.created_at,
-        expires_at: args.expires_at,
+        created_at,
+        expires_at,
     };
     let pool = store::connect(&settings.database).await?;
     let mut conn = pool

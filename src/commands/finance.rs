@@ -47,8 +47,8 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exi
                 eprintln!("… and {unshown} more");
             }
             eprintln!(
-                "error: {name}: {} bad rows; nothing was imported. Fix them and import the file again.",
-                errors.total
+                "error: {name}: {}; nothing was imported. Fix them and import the file again.",
+                errors.summary()
             );
             Ok(ExitCode::FAILURE)
         }
@@ -70,6 +70,28 @@ pub struct ResolveArgs {
     /// Who closes it [default: the login name]
     #[arg(long)]
     pub by: Option<String>,
+}
+
+/// A `--status` must be a documented status, `no_answer`, or one the provider has sent: a
+/// typo (`sucess`) is an error, not an empty selection.
+async fn check_status(pool: &sqlx::PgPool, status: &str) -> anyhow::Result<()> {
+    const KNOWN: [&str; 6] = [
+        "success",
+        "error",
+        "incomplete",
+        "process",
+        "waiting",
+        "no_answer",
+    ];
+    if KNOWN.contains(&status) || store::finance::status_seen(pool, status).await? {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--status {}: no payment has that status; use one of {}, or a status the provider \
+         sent (select distinct status from recon.reconciliation)",
+        crate::text::excerpt(status),
+        KNOWN.join(", ")
+    )
 }
 
 fn parse_kind(raw: &str) -> Result<FlagKind, String> {
@@ -127,6 +149,9 @@ pub async fn recheck(settings: &Settings, args: RecheckArgs) -> anyhow::Result<E
         _ => anyhow::bail!("give payment ids, --flag or --status, one of them"),
     };
     let pool = store::connect(&settings.database).await?;
+    if let Selection::Status(status) = &selection {
+        check_status(&pool, status).await?;
+    }
     let (scheduled, missing) = store::finance::schedule_recheck(&pool, &selection).await?;
     outln!("{scheduled} payments are due for a re-poll now")?;
     if !missing.is_empty() {
@@ -263,6 +288,9 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         },
     };
     let pool = store::connect(&settings.database).await?;
+    if let Some(status) = &request.filter.status {
+        check_status(&pool, status).await?;
+    }
     let rows = match &args.output {
         Some(path) => {
             let file = std::fs::File::create(path)

@@ -74,8 +74,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apply the database migrations (schema `recon`). `run` also applies them at start.
-    Migrate,
+    /// Apply the database migrations (schema `recon`). `run` also applies pending ones at
+    /// start, when its role may.
+    Migrate {
+        /// Create the database named in database.url first when it does not exist (connects
+        /// to the server's `postgres` database to do so).
+        #[arg(long)]
+        create_database: bool,
+    },
     /// Run the daemon: sweep due payments on poll.schedule until SIGTERM or Ctrl-C.
     Run {
         /// Claim and reconcile everything due now, then exit (for cron-style use and scripts).
@@ -123,7 +129,12 @@ pub enum Command {
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
 pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Migrate => {
+        Command::Migrate { create_database } => {
+            if create_database
+                && crate::store::create_database_if_missing(&settings.database).await?
+            {
+                outln!("created database {}", settings.database.describe())?;
+            }
             let pool = crate::store::connect(&settings.database).await?;
             crate::store::migrate(&pool).await?;
             outln!("migrations applied to {}", settings.database.describe())?;

@@ -169,8 +169,8 @@ pub fn decide(
         None => before.settled_at,
     };
 
-    let expiry = provider_expiry.map(|e| e.at).or(before.merchant_expires_at);
-    let lifetime_check_at = expiry.map(|at| after(at, policy.lifetime_grace));
+    let deadline = Deadline::earliest(provider_expiry, before.merchant_expires_at);
+    let lifetime_check_at = deadline.map(|d| after(d.at, policy.lifetime_grace));
     let abandon_at = after(before.created_at, policy.max_age);
     let is_terminal = status.as_ref().is_some_and(ProviderStatus::is_terminal);
     let abandoned = !is_terminal && now >= abandon_at;
@@ -184,7 +184,7 @@ pub fn decide(
         (FlagKind::OrderMismatch, order_finding(before, result)),
         (
             FlagKind::LifetimeExceeded,
-            lifetime_finding(status.as_ref(), expiry, lifetime_check_at, now),
+            lifetime_finding(status.as_ref(), deadline, lifetime_check_at, now),
         ),
         (
             FlagKind::NotFound,
@@ -347,11 +347,47 @@ fn order_finding(before: &Tracked, result: &PollResult) -> Finding {
     }
 }
 
-/// Lifetime plus grace passed without `success` or `error`. `incomplete` is the provider
-/// saying the lifetime ran out, so it counts even when no expiry is known.
+/// The deadline a payment must be paid or failed by: the earlier of the merchant's own
+/// `expires_at` and the lifetime the provider stated. Either one passing unpaid is a finance
+/// problem (a payment arriving after the merchant cancelled the order is a refund to make).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: DateTime<Utc>,
+    /// `None`: the merchant's `expires_at`.
+    pub provider: Option<LifetimeSource>,
+}
+
+impl Deadline {
+    pub fn earliest(provider: Option<Expiry>, merchant: Option<DateTime<Utc>>) -> Option<Self> {
+        let provider = provider.map(|e| Deadline {
+            at: e.at,
+            provider: Some(e.source),
+        });
+        let merchant = merchant.map(|at| Deadline { at, provider: None });
+        match (provider, merchant) {
+            (Some(p), Some(m)) => Some(if m.at < p.at { m } else { p }),
+            (p, m) => p.or(m),
+        }
+    }
+
+    /// Which deadline, in words, as the flag and the views say it.
+    pub fn describe(self) -> String {
+        let whose = match self.provider {
+            None => "the merchant's expires_at",
+            Some(LifetimeSource::ProviderDatetime) => "the provider's lifetime",
+            Some(LifetimeSource::ProviderSeconds) => {
+                "the provider's lifetime, counted from created_at"
+            }
+        };
+        format!("settled by {} ({whose})", self.at.to_rfc3339())
+    }
+}
+
+/// The deadline plus grace passed without `success` or `error`. `incomplete` always counts:
+/// it is the provider saying the time ran out, whatever lifetime was stated.
 fn lifetime_finding(
     status: Option<&ProviderStatus>,
-    expiry: Option<DateTime<Utc>>,
+    deadline: Option<Deadline>,
     check_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Finding {
@@ -359,14 +395,15 @@ fn lifetime_finding(
         return Finding::Clear;
     }
     let shown = status.map_or("no answer", ProviderStatus::as_str);
-    match (expiry, check_at) {
-        (Some(expiry), Some(check_at)) if now >= check_at => {
-            holds(format!("settled by {}", expiry.to_rfc3339()), shown)
-        }
-        (None, _) if status == Some(&ProviderStatus::Incomplete) => Finding::Holds {
-            expected: None,
-            actual: Some(shown.to_owned()),
-        },
+    let missed = Finding::Holds {
+        expected: deadline.map(Deadline::describe),
+        actual: Some(shown.to_owned()),
+    };
+    if status == Some(&ProviderStatus::Incomplete) {
+        return missed;
+    }
+    match check_at {
+        Some(check_at) if now >= check_at => missed,
         _ => Finding::Clear,
     }
 }
@@ -743,6 +780,53 @@ mod tests {
             1,
         );
         assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+    }
+
+    #[test]
+    fn the_earlier_of_the_merchant_expiry_and_the_provider_lifetime_counts() {
+        // The merchant cancels at 10:10; the provider's lifetime runs to 11:00.
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        let mut lived = invoice("process");
+        lived.lifetime = Some(Lifetime::Until(at(60)));
+        state.checks = 4;
+        let v = decide_at(&state, PollResult::Invoice(Box::new(lived.clone())), 5);
+        assert_eq!(
+            v.next_check_at,
+            Some(at(25)),
+            "checked at the earlier deadline"
+        );
+        let v = decide_at(&state, PollResult::Invoice(Box::new(lived.clone())), 25);
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        assert_eq!(
+            v.open[0].expected.as_deref(),
+            Some("settled by 2025-07-11T10:10:00+00:00 (the merchant's expires_at)")
+        );
+        assert_eq!(v.open[0].actual.as_deref(), Some("process"));
+
+        // The provider's lifetime is earlier: it counts, and says so.
+        lived.lifetime = Some(Lifetime::Seconds(300));
+        state.merchant_expires_at = Some(at(60));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(lived)), 25);
+        assert_eq!(
+            v.open[0].expected.as_deref(),
+            Some(
+                "settled by 2025-07-11T10:05:00+00:00 (the provider's lifetime, counted from created_at)"
+            )
+        );
+    }
+
+    #[test]
+    fn incomplete_is_a_lifetime_flag_even_before_the_stated_lifetime() {
+        let mut lived = invoice("incomplete");
+        lived.lifetime = Some(Lifetime::Until(at(600)));
+        let v = decide_at(&tracked(), PollResult::Invoice(Box::new(lived)), 1);
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        assert_eq!(
+            v.open[0].expected.as_deref(),
+            Some("settled by 2025-07-11T20:00:00+00:00 (the provider's lifetime)")
+        );
+        assert_eq!(v.open[0].actual.as_deref(), Some("incomplete"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Scenarios: which replies each payment id gets, in order, the last one repeating.
 //!
 //! A scenario is built in code (tests), read from a TOML or JSON file, or one of the
-//! built-in mixes. See the README ("The simulator") for the file format.
+//! built-in mixes. See docs/simulator.md for the file format.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};

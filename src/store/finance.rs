@@ -85,6 +85,16 @@ pub async fn schedule_recheck(
     Ok((scheduled.len() as u64, missing))
 }
 
+/// Whether any payment has this provider status.
+pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar("select exists (select 1 from recon.payments where status = $1)")
+            .bind(status)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 /// The views a reader may query; nothing else in the schema is granted.
 pub const READER_VIEWS: [&str; 6] = [
     "recon.reconciliation",

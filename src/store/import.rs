@@ -24,20 +24,55 @@ pub struct Conflict {
     pub offered: String,
 }
 
+/// Lines whose id already appeared on an earlier line: `(line, payment_id, first_line)`.
+const DUPLICATES: &str = "select line, payment_id, first_line
+     from (select line, payment_id, min(line) over (partition by payment_id) as first_line
+           from import_rows) r
+     where line > first_line";
+
+/// Values in the file that differ from what is stored for the same payment:
+/// `(line, payment_id, column, stored, offered)`. Only values the file gives are compared: an
+/// empty cell never conflicts.
+const CONFLICTS: &str = "select i.line, i.payment_id, c.column_name as column, c.stored, c.offered
+     from import_rows i
+     join recon.payments p using (payment_id)
+     cross join lateral (values
+         ('expected_amount', p.expected_amount::text, i.expected_amount::text,
+          i.expected_amount is distinct from p.expected_amount),
+         ('expected_currency', p.expected_currency, i.expected_currency,
+          i.expected_currency is distinct from p.expected_currency),
+         ('order_id', p.order_id, i.order_id, i.order_id is distinct from p.order_id),
+         ('created_at', to_char(p.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
+          to_char(i.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
+          i.created_at is distinct from p.created_at),
+         ('expires_at', to_char(p.expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
+          to_char(i.expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
+          i.expires_at is distinct from p.expires_at)
+     ) as c(column_name, stored, offered, differs)
+     where c.offered is not null and c.differs";
+
+/// How many lines of the file have a duplicate or conflict problem (a line may have several).
+pub async fn lines_with_problems(conn: &mut PgConnection) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select count(*) from (select line from ({DUPLICATES}) d
+                               union select line from ({CONFLICTS}) c) l"
+    )))
+    .fetch_one(conn)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
 /// The first `limit` repeated lines, in line order, and how many there are in all.
 pub async fn duplicates_in_file(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<(Vec<Duplicate>, u64), StoreError> {
-    let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(
+    let rows: Vec<(i64, String, i64, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select line, payment_id, first_line, count(*) over ()
-         from (select line, payment_id,
-                      min(line) over (partition by payment_id) as first_line
-               from import_rows) r
-         where line > first_line
+         from ({DUPLICATES}) d
          order by line
-         limit $1",
-    )
+         limit $1"
+    )))
     .bind(limit)
     .fetch_all(conn)
     .await?;
@@ -67,37 +102,21 @@ fn with_total<R, T>(rows: Vec<R>, split: impl Fn(R) -> (T, i64)) -> (Vec<T>, u64
     (items, total)
 }
 
-/// The first `limit` conflicting values, in line order, and how many there are in all. Only
-/// values the file gives are compared: an empty cell never conflicts.
+/// The first `limit` conflicting values, in line order, and how many there are in all.
 pub async fn conflicts_with_stored(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<(Vec<Conflict>, u64), StoreError> {
-    let rows: Vec<(i64, String, String, Option<String>, String, i64)> = sqlx::query_as(
-        "select i.line, i.payment_id, c.column_name as column, c.stored, c.offered,
-                count(*) over ()
-         from import_rows i
-         join recon.payments p using (payment_id)
-         cross join lateral (values
-             ('expected_amount', p.expected_amount::text, i.expected_amount::text,
-              i.expected_amount is distinct from p.expected_amount),
-             ('expected_currency', p.expected_currency, i.expected_currency,
-              i.expected_currency is distinct from p.expected_currency),
-             ('order_id', p.order_id, i.order_id, i.order_id is distinct from p.order_id),
-             ('created_at', to_char(p.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
-              to_char(i.created_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
-              i.created_at is distinct from p.created_at),
-             ('expires_at', to_char(p.expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
-              to_char(i.expires_at at time zone 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.USZ'),
-              i.expires_at is distinct from p.expires_at)
-         ) as c(column_name, stored, offered, differs)
-         where c.offered is not null and c.differs
-         order by i.line, c.column_name
-         limit $1",
-    )
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+    let rows: Vec<(i64, String, String, Option<String>, String, i64)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select line, payment_id, \"column\", stored, offered, count(*) over ()
+             from ({CONFLICTS}) c
+             order by line, \"column\"
+             limit $1"
+        )))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     Ok(with_total(
         rows,
         |(line, payment_id, column, stored, offered, total)| {

@@ -87,13 +87,16 @@ pub async fn enqueue(
     })
 }
 
+/// The values given that differ from what is stored. A value left out claims nothing, so it
+/// never conflicts (`enqueue X --amount 5000` after `enqueue X --amount 5000 --currency KZT`
+/// is the same payment).
 fn differences(stored: &Stored, offered: &NewPayment) -> Vec<String> {
     fn show<T: ToString>(value: &Option<T>) -> String {
         value.as_ref().map_or("(none)".into(), T::to_string)
     }
     let mut out = Vec::new();
     let expected = &offered.expected;
-    if stored.expected_amount != expected.amount {
+    if expected.amount.is_some() && stored.expected_amount != expected.amount {
         out.push(format!(
             "expected_amount: stored {}, offered {}",
             show(&stored.expected_amount),
@@ -101,14 +104,14 @@ fn differences(stored: &Stored, offered: &NewPayment) -> Vec<String> {
         ));
     }
     let offered_currency = expected.currency.map(|c| c.to_string());
-    if stored.expected_currency != offered_currency {
+    if offered_currency.is_some() && stored.expected_currency != offered_currency {
         out.push(format!(
             "expected_currency: stored {}, offered {}",
             show(&stored.expected_currency),
             show(&offered_currency)
         ));
     }
-    if stored.order_id != expected.order_id {
+    if expected.order_id.is_some() && stored.order_id != expected.order_id {
         out.push(format!(
             "order_id: stored {}, offered {}",
             show(&stored.order_id),
@@ -122,7 +125,7 @@ fn differences(stored: &Stored, offered: &NewPayment) -> Vec<String> {
             created_at.to_rfc3339()
         ));
     }
-    if stored.expires_at != offered.expires_at {
+    if offered.expires_at.is_some() && stored.expires_at != offered.expires_at {
         out.push(format!(
             "expires_at: stored {}, offered {}",
             show(&stored.expires_at.map(|t| t.to_rfc3339())),

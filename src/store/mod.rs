@@ -35,9 +35,8 @@ pub const MIGRATIONS_TABLE: &str = "recon._sqlx_migrations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "cannot connect to PostgreSQL at {target}: {reason}; check that it is running and that database.url (or DATABASE_URL) is right"
-    )]
+    /// `reason` says what went wrong and what to do about it.
+    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
@@ -50,6 +49,11 @@ pub enum StoreError {
     MigrationsPending { pending: usize, reason: String },
     #[error("{0}")]
     Settings(#[from] crate::settings::SettingsError),
+    #[error(
+        "database {0:?} exists and is not a demo database (demo replaces its database on every \
+         run); nothing was changed. Pick another with --database-url"
+    )]
+    NotADemoDatabase(String),
 }
 
 /// Connects and checks the connection once, so an unreachable database is reported now,
@@ -63,26 +67,138 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> 
             ("statement_timeout", millis(settings.statement_timeout)),
             ("lock_timeout", millis(settings.lock_timeout)),
         ]);
-    let pool = PgPoolOptions::new()
+    let unreachable = |error: sqlx::Error| StoreError::Connect {
+        target: settings.describe(),
+        reason: describe_connect_error(&error, settings),
+    };
+    // One direct attempt first: a wrong URL fails at once with the real reason (refused, no
+    // such database or role), where the pool would retry until its timeout and keep only
+    // "timed out".
+    {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        match tokio::time::timeout(settings.connect_timeout, options.connect()).await {
+            Ok(Ok(probe)) => {
+                probe.close().await.ok();
+            }
+            Ok(Err(e)) => return Err(unreachable(e)),
+            Err(_) => return Err(unreachable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+    PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)
         .connect_with(options)
         .await
-        .map_err(|e| StoreError::Connect {
-            target: settings.describe(),
-            reason: describe_connect_error(&e),
-        })?;
-    Ok(pool)
+        .map_err(unreachable)
 }
 
-fn describe_connect_error(e: &sqlx::Error) -> String {
+/// What went wrong connecting, in a person's words, with what to run or fix. Never the URL
+/// itself: it may hold a password.
+fn describe_connect_error(e: &sqlx::Error, settings: &DatabaseSettings) -> String {
+    let options = settings.connect_options().ok();
+    let database = options
+        .as_ref()
+        .and_then(|o| o.get_database().map(str::to_owned))
+        .unwrap_or_default();
+    let user = options
+        .as_ref()
+        .map(|o| o.get_username().to_owned())
+        .unwrap_or_default();
+    let timeout = humantime::format_duration(settings.connect_timeout);
     match e {
-        sqlx::Error::Database(db) => db.message().to_owned(),
-        sqlx::Error::Io(io) => io.to_string(),
-        sqlx::Error::PoolTimedOut => "timed out".into(),
-        sqlx::Error::Tls(tls) => format!("TLS: {tls}"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("3D000") => format!(
+                "the database {database:?} does not exist; create it with \
+                 `freedompay-recon migrate --create-database` (or: createdb {database})"
+            ),
+            Some("28000") if db.message().contains("does not exist") => format!(
+                "the role {user:?} does not exist; create it (create role \"{user}\" login) or \
+                 fix the user in database.url (DATABASE_URL)"
+            ),
+            Some("28000" | "28P01") => format!(
+                "the server refused role {user:?} ({}); check the user and password in \
+                 database.url (DATABASE_URL or secrets.env) and the server's pg_hba.conf",
+                db.message()
+            ),
+            Some("53300") => "the server has no connection slots left; retry later or raise \
+                 max_connections"
+                .into(),
+            _ => db.message().to_owned(),
+        },
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "nothing is listening there (connection refused); start PostgreSQL, or fix the host \
+             and port in database.url (DATABASE_URL)"
+                .into()
+        }
+        sqlx::Error::Io(io) => {
+            format!("{io}; check the host in database.url (DATABASE_URL) and that the server is up")
+        }
+        sqlx::Error::PoolTimedOut => format!(
+            "no answer within database.connect_timeout ({timeout}); check that the host is \
+             reachable (a firewall?) and the server is up"
+        ),
+        sqlx::Error::Tls(tls) => {
+            format!("TLS: {tls}; check sslmode in database.url and the server's certificate")
+        }
         other => other.to_string(),
     }
+}
+
+/// The comment that marks a database as the demo's own: `demo` replaces it on every run.
+pub const DEMO_DATABASE_MARK: &str =
+    "freedompay-recon demo database: every demo run replaces it with a fresh one";
+
+/// Replaces the database `settings.url` names with a fresh, empty one for a demo run, so one
+/// run never changes another's verdicts. An existing database is dropped only when it carries
+/// [`DEMO_DATABASE_MARK`] or `unmarked_is_demo` says its name is the demo's own; any other is
+/// refused, untouched.
+pub async fn recreate_demo_database(
+    settings: &DatabaseSettings,
+    unmarked_is_demo: bool,
+) -> Result<(), StoreError> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+
+    let options = settings.connect_options()?;
+    let name = options
+        .get_database()
+        .unwrap_or("freedompay_recon_demo")
+        .to_owned();
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|e| StoreError::Connect {
+            target: settings.describe(),
+            reason: describe_connect_error(&e, settings),
+        })?;
+    let existing: Option<Option<String>> = sqlx::query_scalar(
+        "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+    )
+    .bind(&name)
+    .fetch_optional(&mut admin)
+    .await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    if let Some(comment) = existing {
+        if comment.as_deref() != Some(DEMO_DATABASE_MARK) && !unmarked_is_demo {
+            return Err(StoreError::NotADemoDatabase(name));
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database {quoted} with (force)"
+        )))
+        .execute(&mut admin)
+        .await?;
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {quoted}")))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "comment on database {quoted} is '{DEMO_DATABASE_MARK}'"
+    )))
+    .execute(&mut admin)
+    .await?;
+    admin.close().await.ok();
+    Ok(())
 }
 
 /// Creates the database `settings.url` names when it does not exist yet, connecting to the
@@ -97,7 +213,7 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
         .to_owned();
     let unreachable = |e: sqlx::Error| StoreError::Connect {
         target: settings.describe(),
-        reason: describe_connect_error(&e),
+        reason: describe_connect_error(&e, settings),
     };
     let mut admin = options
         .clone()

@@ -60,6 +60,8 @@ pub struct SummaryRow {
     pub unknown_status: i64,
     pub terminal_status_changed: i64,
     pub polling_abandoned: i64,
+    /// Payments whose expected amount is in this row (expected in this currency).
+    pub expected_payments: i64,
 }
 
 impl SummaryRow {
@@ -113,7 +115,8 @@ pub fn summary_rows<'a>(
         "select day, currency, status, payments, expected_amount::text as expected_amount,
                 amount::text as amount, fee::text as fee, difference::text as difference,
                 flagged, amount_mismatch, currency_mismatch, order_mismatch, lifetime_exceeded,
-                not_found, unknown_status, terminal_status_changed, polling_abandoned
+                not_found, unknown_status, terminal_status_changed, polling_abandoned,
+                expected_payments
          from recon.daily_summary
          where basis = $1
            and ($2::date is null or day >= $2)

@@ -1,5 +1,5 @@
 //! The benchmark's smoke run: every phase works and its correctness checks hold. Speed is
-//! not asserted here; the README publishes measured numbers.
+//! not asserted here; docs/performance.md publishes measured numbers.
 
 use std::process::Command;
 

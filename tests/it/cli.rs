@@ -90,7 +90,7 @@ async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
         ),
         (
             &["enqueue", "1", "--expires-at", "tomorrow"],
-            "not an RFC 3339 timestamp",
+            "--expires-at: \"tomorrow\" is not a timestamp",
         ),
         (&["enqueue", "  "], "payment id is empty"),
     ];
@@ -130,6 +130,34 @@ async fn an_unreachable_database_and_a_bad_config_are_named() {
         "the password leaked: {message}"
     );
     assert_eq!(message.trim().lines().count(), 1, "{message}");
+    assert!(
+        message.contains("(connection refused); start PostgreSQL"),
+        "{message}"
+    );
+
+    // Each kind of failure gets its own advice.
+    let server = crate::helpers::server_url();
+    let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    for (url, advice) in [
+        (
+            format!("{base}/fpr_no_such_database"),
+            "the database \"fpr_no_such_database\" does not exist; create it with `freedompay-recon migrate --create-database`",
+        ),
+        (
+            format!("{scheme}://fpr_no_such_role@{host}/postgres"),
+            "the role \"fpr_no_such_role\" does not exist",
+        ),
+    ] {
+        let output = run(&app, &["enqueue", "1"], &[("DATABASE_URL", &url)]).await;
+        assert_eq!(output.status.code(), Some(1), "{url}");
+        assert!(
+            stderr(&output).contains(advice),
+            "{url}: {}",
+            stderr(&output)
+        );
+    }
 
     let missing = run(&app, &["--config", "/nonexistent.toml", "migrate"], &[]).await;
     assert_eq!(missing.status.code(), Some(1));

@@ -109,7 +109,7 @@ async fn import_is_all_or_nothing_idempotent_and_never_overwrites() {
         "{message}"
     );
     assert!(
-        message.contains("1 bad rows; nothing was imported"),
+        message.contains("1 problem in 1 row; nothing was imported"),
         "{message}"
     );
     assert_eq!(app.count("select count(*) from recon.payments").await, 3);
@@ -155,7 +155,7 @@ async fn a_file_with_bad_rows_imports_nothing_and_names_every_one() {
             "line 5: payment_id: payment id is empty",
             "line 7: payment_id: \"2005\" is already on line 6 of this file",
             &format!(
-                "error: {}: 5 bad rows; nothing was imported. Fix them and import the file again.",
+                "error: {}: 5 problems in 5 rows; nothing was imported. Fix them and import the file again.",
                 bad.path().display()
             ),
         ]
@@ -224,9 +224,9 @@ async fn the_daily_summary_in_csv_has_stable_columns_and_exact_sums() {
     assert!(output.status.success(), "{}", err(&output));
     assert_eq!(
         out(&output),
-        "day,currency,status,payments,expected_amount,amount,fee,difference,flagged,amount_mismatch,currency_mismatch,order_mismatch,lifetime_exceeded,not_found,unknown_status,terminal_status_changed,polling_abandoned\r\n\
-         2025-07-11,KZT,error,1,100,100,0,0,0,0,0,0,0,0,0,0,0\r\n\
-         2025-07-11,KZT,success,2,10000,9900.00,148.50,-100.00,1,1,0,0,0,0,0,0,0\r\n"
+        "day,currency,status,payments,expected_amount,amount,fee,difference,flagged,amount_mismatch,currency_mismatch,order_mismatch,lifetime_exceeded,not_found,unknown_status,terminal_status_changed,polling_abandoned,expected_payments\r\n\
+         2025-07-11,KZT,error,1,100,100,0,0,0,0,0,0,0,0,0,0,0,1\r\n\
+         2025-07-11,KZT,success,2,10000,9900.00,148.50,-100.00,1,1,0,0,0,0,0,0,0,2\r\n"
     );
 
     let other_day = run(

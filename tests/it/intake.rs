@@ -279,7 +279,7 @@ async fn imports_are_bounded_and_every_cell_postgresql_would_refuse_is_named() {
     assert_eq!(lines.len(), 22, "{message}");
     assert!(lines[0].starts_with("line 2: expected_amount: \"ten\""));
     assert_eq!(lines[20], "… and 980 more");
-    assert!(lines[21].contains("1000 bad rows; nothing was imported"));
+    assert!(lines[21].contains("1000 problems in 1000 rows; nothing was imported"));
 
     // Cells PostgreSQL would refuse are line errors, never a raw database error.
     let file = csv_file(

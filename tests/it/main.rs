@@ -18,5 +18,6 @@ mod output;
 mod pacing;
 mod privilege;
 mod provider_faults;
+mod signoff;
 mod statuses;
 mod systemd;

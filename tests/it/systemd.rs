@@ -88,8 +88,23 @@ fn the_package_metadata_ships_files_that_exist() {
         if source.starts_with("target/") {
             continue; // built by `cargo deb`
         }
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
-        assert!(path.is_file(), "{source} is shipped but missing");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        if let Some((dir, suffix)) = source.split_once("/*") {
+            // A glob such as docs/*.md: it must match files.
+            let matches = std::fs::read_dir(root.join(dir))
+                .unwrap_or_else(|e| panic!("{source}: {e}"))
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_string_lossy().ends_with(suffix)
+                })
+                .count();
+            assert!(matches > 0, "{source} matches nothing");
+            continue;
+        }
+        assert!(
+            root.join(source).is_file(),
+            "{source} is shipped but missing"
+        );
     }
     for expected in ["usr/bin/", "etc/freedompay-recon/config.toml"] {
         assert!(
