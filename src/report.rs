@@ -180,12 +180,12 @@ impl ReportRow for DetailRow {
         "open_flags",
     ];
     const TABLE: &'static [(&'static str, usize, Cell)] = &[
-        ("payment_id", 22, Cell::Text),
+        ("payment_id", 26, Cell::Text),
         ("status", 11, Cell::Text),
         ("expected", 19, Cell::Number),
         ("paid", 19, Cell::Number),
         ("difference", 14, Cell::Number),
-        ("open_flags", 29, Cell::Text),
+        ("open_flags", 25, Cell::Text),
     ];
     const TEXT_COLUMNS: &'static [usize] = &[0, 1, 2, 5, 7, 9, 14, 17];
 
@@ -538,7 +538,7 @@ mod tests {
             out.lines()
                 .nth(1)
                 .unwrap()
-                .starts_with(&format!("{}… ", "9".repeat(21)))
+                .starts_with(&format!("{}… ", "9".repeat(25)))
         );
         assert!(out.contains("1234567.50 KZT"), "{out}");
         let summary: usize = SummaryRow::TABLE

@@ -219,9 +219,9 @@ async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> 
         "  {:<8} {:>8} {:>16} {:>8} {:>16} {:>12}",
         "currency",
         "expected",
-        "amount",
+        "expected_amount",
         "paid",
-        "amount",
+        "paid_amount",
         "fees"
     )?;
     let show = |d: Option<String>| d.unwrap_or_else(|| "-".to_owned());
