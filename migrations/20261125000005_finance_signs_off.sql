@@ -44,9 +44,10 @@ comment on view recon.reconciliation is
     'One row per payment: what the merchant expected against what the provider says, the deadline that counts (the earlier of the merchant''s and the provider''s), and the open flags.';
 
 -- Money is counted where it belongs: expected amounts under the currency the merchant
--- expected, received amounts under the currency the provider reports. A payment expected in
--- KZT and paid in USD adds its expected amount to a KZT row and its amount to a USD row; it is
--- counted (payments, flags) once, in its USD row. expected_payments counts the payments whose
+-- expected, received amounts under the currency the provider reports (a null currency is a
+-- row of its own: an amount whose currency is unknown is never added to another's). A payment
+-- expected in KZT and paid in USD adds its expected amount to a KZT row and its amount to a
+-- USD row; it is counted (payments, flags) once, in its USD row. expected_payments counts the payments whose
 -- expected amount is in the row. Existing columns keep their names and types (new ones go at
 -- the end), so grants on the view stay.
 create or replace view recon.daily_summary as
@@ -58,21 +59,26 @@ with basis as (
     from recon.reconciliation r
     where r.settled_at is not null
 ),
+home as (
+    -- The payment's own currency: the one it was paid in once the provider answered (null
+    -- when the answer named none), the expected one before that.
+    select b.*, case when b.status is null then b.expected_currency else b.currency end as home_currency
+    from basis b
+),
 legs as (
-    -- the payment's own row: the currency it was paid in, or the expected one before an answer
-    select b.basis, b.day, coalesce(b.currency, b.expected_currency) as row_currency,
-           coalesce(b.status, 'no_answer') as row_status, true as home,
-           b.expected_currency is null
-               or b.expected_currency = coalesce(b.currency, b.expected_currency) as expected_here,
-           b.expected_amount, b.amount, b.fee, b.currency, b.expected_currency, b.open_flags
-    from basis b
+    -- the payment itself, in its own currency, with its expected amount when that is the
+    -- expected currency too
+    select h.basis, h.day, h.home_currency as row_currency,
+           coalesce(h.status, 'no_answer') as row_status, true as home,
+           h.expected_currency is not distinct from h.home_currency as expected_here,
+           h.expected_amount, h.amount, h.fee, h.currency, h.expected_currency, h.open_flags
+    from home h
     union all
-    -- its expected amount, under the expected currency, when it was paid in another one
-    select b.basis, b.day, b.expected_currency, coalesce(b.status, 'no_answer'), false, true,
-           b.expected_amount, null, null, b.currency, b.expected_currency, b.open_flags
-    from basis b
-    where b.currency is not null and b.expected_currency is not null
-      and b.expected_currency <> b.currency
+    -- its expected amount, under the expected currency, when that is another one
+    select h.basis, h.day, h.expected_currency, coalesce(h.status, 'no_answer'), false, true,
+           h.expected_amount, null, null, h.currency, h.expected_currency, h.open_flags
+    from home h
+    where h.expected_currency is distinct from h.home_currency
 )
 select
     basis,
@@ -164,6 +170,11 @@ begin
         raise exception 'flag % is already resolved; its resolution is history', old.id
             using errcode = 'restrict_violation';
     end if;
+    if new.resolved_at is null
+       and (new.resolved_by, new.resolution) is distinct from (old.resolved_by, old.resolution) then
+        raise exception 'a flag''s resolution is written whole, with resolved_at, once'
+            using errcode = 'restrict_violation';
+    end if;
     return new;
 end
 $$;
@@ -171,3 +182,25 @@ $$;
 create trigger discrepancies_append_only
     before update or delete on recon.discrepancies
     for each row execute function recon.refuse_changing_a_flag();
+
+-- TRUNCATE skips row triggers: refuse it on history too, unless a session says it means it
+-- (`set recon.allow_truncate = 'on'`: the benchmark's scratch database does, nothing else).
+create function recon.refuse_truncating_history() returns trigger
+language plpgsql
+as $$
+begin
+    if coalesce(current_setting('recon.allow_truncate', true), '') <> 'on' then
+        raise exception '% is append-only history: it is never truncated', tg_table_name
+            using errcode = 'restrict_violation';
+    end if;
+    return null;
+end
+$$;
+
+create trigger status_transitions_never_truncated
+    before truncate on recon.status_transitions
+    for each statement execute function recon.refuse_truncating_history();
+
+create trigger discrepancies_never_truncated
+    before truncate on recon.discrepancies
+    for each statement execute function recon.refuse_truncating_history();

@@ -207,9 +207,15 @@ async fn run_phases(db: &PgConnectOptions, options: &BenchOptions) -> anyhow::Re
 /// Empties the table and inserts `count` payments, `due` of them due now and the rest due in
 /// a day.
 async fn reset(pool: &PgPool, count: u32, due: u32) -> anyhow::Result<()> {
-    sqlx::query("truncate recon.payments cascade")
-        .execute(pool)
+    // The scratch database's history goes too: say so, or the schema refuses.
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local recon.allow_truncate = 'on'")
+        .execute(&mut *tx)
         .await?;
+    sqlx::query("truncate recon.payments cascade")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     sqlx::query(
         "insert into recon.payments (payment_id, next_check_at)
          select 'bench-' || g,

@@ -184,7 +184,13 @@ pub fn decide(
         (FlagKind::OrderMismatch, order_finding(before, result)),
         (
             FlagKind::LifetimeExceeded,
-            lifetime_finding(status.as_ref(), deadline, lifetime_check_at, now),
+            lifetime_finding(
+                status.as_ref(),
+                before.open_flags.contains(&FlagKind::LifetimeExceeded),
+                deadline,
+                lifetime_check_at,
+                now,
+            ),
         ),
         (
             FlagKind::NotFound,
@@ -385,14 +391,21 @@ impl Deadline {
 
 /// The deadline plus grace passed without `success` or `error`. `incomplete` always counts:
 /// it is the provider saying the time ran out, whatever lifetime was stated.
+///
+/// A `success` seen after the flag opened does not clear it: the payment was still unpaid past
+/// its deadline, so it arrived late (against a cancelled order, a refund to make), and a person
+/// settles that. `error` clears it: no money moved.
 fn lifetime_finding(
     status: Option<&ProviderStatus>,
+    already_open: bool,
     deadline: Option<Deadline>,
     check_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Finding {
-    if status.is_some_and(ProviderStatus::is_paid_or_failed) {
-        return Finding::Clear;
+    match status {
+        Some(ProviderStatus::Success) if already_open => return Finding::Unknown,
+        Some(status) if status.is_paid_or_failed() => return Finding::Clear,
+        _ => {}
     }
     let shown = status.map_or("no answer", ProviderStatus::as_str);
     let missed = Finding::Holds {
@@ -751,7 +764,7 @@ mod tests {
     }
 
     #[test]
-    fn lifetime_exceeded_covers_waiting_and_incomplete_and_clears_on_success() {
+    fn lifetime_exceeded_covers_waiting_and_incomplete_and_stays_when_paid_late() {
         let mut lived = invoice("waiting");
         lived.lifetime = Some(Lifetime::Until(at(60)));
         let v = decide_at(&tracked(), PollResult::Invoice(Box::new(lived.clone())), 80);
@@ -765,10 +778,11 @@ mod tests {
         let v = decide_at(&tracked(), PollResult::Invoice(Box::new(lived.clone())), 80);
         assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
 
+        // Paid after the provider said the time ran out: late, for a person to settle.
         let state = apply(&tracked(), &v);
         lived.status = ProviderStatus::Success;
         let v = decide_at(&state, PollResult::Invoice(Box::new(lived)), 100);
-        assert!(v.resolve.contains(&FlagKind::LifetimeExceeded));
+        assert!(!v.resolve.contains(&FlagKind::LifetimeExceeded));
         assert!(opened(&v).contains(&FlagKind::TerminalStatusChanged));
     }
 
@@ -813,6 +827,61 @@ mod tests {
             Some(
                 "settled by 2025-07-11T10:05:00+00:00 (the provider's lifetime, counted from created_at)"
             )
+        );
+    }
+
+    #[test]
+    fn a_payment_seen_unpaid_past_its_deadline_keeps_the_flag_when_it_is_paid_late() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("process"))),
+            25,
+        );
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        let state = apply(&state, &v);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            40,
+        );
+        assert!(
+            !v.resolve.contains(&FlagKind::LifetimeExceeded),
+            "paid late: a person settles it"
+        );
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("error"))), 40);
+        assert!(
+            v.resolve.contains(&FlagKind::LifetimeExceeded),
+            "no money moved"
+        );
+
+        // Paid by the first look past the deadline: nothing shows it was late.
+        let mut fresh = tracked();
+        fresh.merchant_expires_at = Some(at(10));
+        let v = decide_at(
+            &fresh,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            25,
+        );
+        assert!(v.open.is_empty());
+    }
+
+    #[test]
+    fn on_a_tie_the_provider_lifetime_is_named_as_the_view_names_it() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        let mut lived = invoice("process");
+        lived.lifetime = Some(Lifetime::Until(at(10)));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(lived)), 30);
+        assert!(
+            v.open[0]
+                .expected
+                .as_deref()
+                .unwrap()
+                .ends_with("(the provider's lifetime)"),
+            "{:?}",
+            v.open
         );
     }
 

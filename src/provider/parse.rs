@@ -272,17 +272,20 @@ impl Fields<'_> {
 }
 
 /// RFC 3339 with or without fractions; a naive `YYYY-MM-DD[ T]HH:MM:SS[.f]` is read in
-/// `naive_offset` (Asia/Almaty, UTC+5, unless configured otherwise).
+/// `naive_offset` (Asia/Almaty, UTC+5, unless configured otherwise). Truncated to the
+/// microsecond, as PostgreSQL stores it, so a time compares the same here and there.
 pub fn parse_timestamp(raw: &str, naive_offset: FixedOffset) -> Option<DateTime<Utc>> {
+    use chrono::SubsecRound as _;
     let raw = raw.trim();
-    if let Ok(parsed) = DateTime::parse_from_rfc3339(raw) {
-        return Some(parsed.with_timezone(&Utc));
-    }
-    ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-        .iter()
-        .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
-        .and_then(|naive| naive_offset.from_local_datetime(&naive).single())
-        .map(|local| local.with_timezone(&Utc))
+    let parsed = match DateTime::parse_from_rfc3339(raw) {
+        Ok(parsed) => Some(parsed.with_timezone(&Utc)),
+        Err(_) => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+            .and_then(|naive| naive_offset.from_local_datetime(&naive).single())
+            .map(|local| local.with_timezone(&Utc)),
+    }?;
+    Some(parsed.trunc_subsecs(6))
 }
 
 #[cfg(test)]
@@ -615,5 +618,10 @@ mod tests {
             123456
         );
         assert_eq!(parse_timestamp("11.07.2025", almaty()), None);
+        assert_eq!(
+            parse_timestamp("2025-07-11T11:19:49.1234567Z", almaty()),
+            Some(utc("2025-07-11T11:19:49.123456Z")),
+            "to the microsecond, as PostgreSQL keeps it"
+        );
     }
 }

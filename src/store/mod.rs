@@ -71,25 +71,45 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> 
         target: settings.describe(),
         reason: describe_connect_error(&error, settings),
     };
-    // One direct attempt first: a wrong URL fails at once with the real reason (refused, no
-    // such database or role), where the pool would retry until its timeout and keep only
-    // "timed out".
-    {
+    // One direct attempt first: a wrong URL fails at once with the real reason (no such
+    // database or role, a refused password, TLS), where the pool would retry until its
+    // timeout and keep only "timed out". A server that is not up yet (refused, starting, out
+    // of slots) is waited for by the pool, up to database.connect_timeout, as before; if it
+    // never comes, the probe's reason is the one reported.
+    let probe = {
         use sqlx::{ConnectOptions as _, Connection as _};
         match tokio::time::timeout(settings.connect_timeout, options.connect()).await {
             Ok(Ok(probe)) => {
                 probe.close().await.ok();
+                None
             }
-            Ok(Err(e)) => return Err(unreachable(e)),
+            Ok(Err(e)) if !is_transient(&e) => return Err(unreachable(e)),
+            Ok(Err(e)) => Some(e),
             Err(_) => return Err(unreachable(sqlx::Error::PoolTimedOut)),
         }
-    }
-    PgPoolOptions::new()
+    };
+    match PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(settings.connect_timeout)
         .connect_with(options)
         .await
-        .map_err(unreachable)
+    {
+        Ok(pool) => Ok(pool),
+        Err(sqlx::Error::PoolTimedOut) => {
+            Err(unreachable(probe.unwrap_or(sqlx::Error::PoolTimedOut)))
+        }
+        Err(e) => Err(unreachable(e)),
+    }
+}
+
+/// A connection failure that waiting may cure: nothing listening yet, the server starting up
+/// (57P03) or out of connection slots (53300).
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("57P03" | "53300")),
+        _ => false,
+    }
 }
 
 /// What went wrong connecting, in a person's words, with what to run or fix. Never the URL
@@ -144,6 +164,21 @@ fn describe_connect_error(e: &sqlx::Error, settings: &DatabaseSettings) -> Strin
     }
 }
 
+/// The database a URL names. One that names none would connect to the role's own database,
+/// which no command that creates or replaces a database may guess at.
+fn named_database(options: &sqlx::postgres::PgConnectOptions) -> Result<String, StoreError> {
+    options
+        .get_database()
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            StoreError::Settings(crate::settings::SettingsError::Invalid(
+                "database.url names no database; add one, e.g. postgres://user@host:5432/freedompay_recon"
+                    .into(),
+            ))
+        })
+}
+
 /// The comment that marks a database as the demo's own: `demo` replaces it on every run.
 pub const DEMO_DATABASE_MARK: &str =
     "freedompay-recon demo database: every demo run replaces it with a fresh one";
@@ -159,10 +194,7 @@ pub async fn recreate_demo_database(
     use sqlx::{ConnectOptions as _, Connection as _};
 
     let options = settings.connect_options()?;
-    let name = options
-        .get_database()
-        .unwrap_or("freedompay_recon_demo")
-        .to_owned();
+    let name = named_database(&options)?;
     let mut admin = options
         .clone()
         .database("postgres")
@@ -207,10 +239,7 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
     use sqlx::{ConnectOptions as _, Connection as _};
 
     let options = settings.connect_options()?;
-    let name = options
-        .get_database()
-        .unwrap_or("freedompay_recon")
-        .to_owned();
+    let name = named_database(&options)?;
     let unreachable = |e: sqlx::Error| StoreError::Connect {
         target: settings.describe(),
         reason: describe_connect_error(&e, settings),

@@ -119,7 +119,7 @@ async fn a_flag_stays_a_single_open_row_while_the_condition_holds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_cleared_by_success() {
+async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_kept_when_paid_late() {
     let long_ago = (chrono::Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
     let app = TestApp::new(
         Scenario::new()
@@ -158,11 +158,13 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_cleared_by_succ
     .unwrap();
     assert_eq!(source, "merchant");
 
+    // Paid after it was seen unpaid past its lifetime: late, so the flag stays for a person.
     app.fast_forward().await;
     app.sweep().await;
+    assert_eq!(app.status("late").await.as_deref(), Some("success"));
     assert_eq!(
         app.flag_history("late").await,
-        [flag("lifetime_exceeded", true)]
+        [flag("lifetime_exceeded", false)]
     );
 }
 
@@ -271,8 +273,12 @@ async fn a_terminal_status_that_changes_is_flagged_and_left_for_a_person() {
         (expected.as_str(), actual.as_str()),
         ("incomplete", "success")
     );
-    // Later identical answers do not clear it; the payment is confirmed and done.
-    assert_eq!(app.open_flags("t").await, ["terminal_status_changed"]);
+    // Later identical answers do not clear it; the payment is confirmed and done. Paid after
+    // the provider said the time ran out, it stays `lifetime_exceeded` too.
+    assert_eq!(
+        app.open_flags("t").await,
+        ["lifetime_exceeded", "terminal_status_changed"]
+    );
     assert_eq!(app.sim.calls()["t"], 3);
 }
 
@@ -307,11 +313,12 @@ async fn polling_is_abandoned_after_the_maximum_age_and_the_flag_clears_on_a_ter
         .await
         .unwrap();
     app.sweep().await;
-    assert_eq!(app.open_flags("old").await, Vec::<String>::new());
+    // Abandonment ends with the terminal answer; the lifetime it outlived stays on record.
+    assert_eq!(app.open_flags("old").await, ["lifetime_exceeded"]);
     assert_eq!(
         app.flag_history("old").await,
         [
-            flag("lifetime_exceeded", true),
+            flag("lifetime_exceeded", false),
             flag("polling_abandoned", true)
         ]
     );

@@ -67,12 +67,20 @@ async fn expected_money_stays_in_its_currency_and_received_money_in_its_own() {
     let app = TestApp::new(
         Scenario::new()
             .payment("kzt", [Reply::invoice("success", "100.00", "KZT")])
-            .payment("usd", [Reply::invoice("success", "10.00", "USD")]),
+            .payment("usd", [Reply::invoice("success", "10.00", "USD")])
+            // An answer that names no currency, and an expectation that named none.
+            .payment(
+                "unnamed",
+                [Reply::invoice("success", "70.00", "KZT").with("currency", json!(null))],
+            )
+            .payment("loose", [Reply::invoice("success", "60.00", "USD")]),
     )
     .await;
     app.insert(
         "('kzt', 100.00, 'KZT', null, '2025-07-11T06:00:00Z', null),
-         ('usd', 5000.00, 'KZT', null, '2025-07-11T07:00:00Z', null)",
+         ('usd', 5000.00, 'KZT', null, '2025-07-11T07:00:00Z', null),
+         ('unnamed', 70.00, 'KZT', null, '2025-07-11T08:00:00Z', null),
+         ('loose', 50.00, null, null, '2025-07-11T09:00:00Z', null)",
     )
     .await;
     app.sweep().await;
@@ -105,26 +113,60 @@ async fn expected_money_stays_in_its_currency_and_received_money_in_its_own() {
     };
     let kzt = row("KZT");
     assert_eq!(
-        kzt["expected_amount"], "5100.00",
-        "every KZT expected, paid in KZT or not"
+        kzt["expected_amount"], "5170.00",
+        "every KZT expected, whatever it was paid in"
     );
-    assert_eq!(kzt["expected_payments"], 2);
+    assert_eq!(kzt["expected_payments"], 3);
     assert_eq!(
         (kzt["payments"].clone(), kzt["amount"].clone()),
         (json!(1), json!("100.00"))
     );
     let usd = row("USD");
-    assert_eq!(usd["amount"], "10.00");
-    assert_eq!(usd["expected_amount"], "0");
+    assert_eq!(usd["amount"], "70.00");
+    assert_eq!(usd["expected_amount"], "0", "no expected amount was in USD");
     assert_eq!(
         (usd["payments"].clone(), usd["expected_payments"].clone()),
-        (json!(1), json!(0))
+        (json!(2), json!(0))
     );
     assert_eq!(
         usd["currency_mismatch"], 1,
         "the payment and its flag are counted once"
     );
     assert_eq!(kzt["currency_mismatch"], 0);
+    // Amounts whose currency is unknown stay apart: never added to another currency's.
+    let unknown: Vec<&serde_json::Value> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["currency"].is_null() && r["status"] == "success")
+        .collect();
+    assert_eq!(unknown.len(), 1, "{rows:#}");
+    assert_eq!(
+        unknown[0]["amount"], "70.00",
+        "paid, in a currency not named"
+    );
+    assert_eq!(
+        unknown[0]["expected_amount"], "50.00",
+        "expected, in none named"
+    );
+    assert_eq!(unknown[0]["payments"], 1);
+    // Every amount once: the sums over the rows are the sums over the payments.
+    let total = |column: &str| -> rust_decimal::Decimal {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["status"] == "success")
+            .map(|r| {
+                r[column]
+                    .as_str()
+                    .unwrap()
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    assert_eq!(total("expected_amount").to_string(), "5220.00");
+    assert_eq!(total("amount").to_string(), "240.00");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,7 +204,9 @@ async fn history_is_append_only_in_the_database_itself() {
         let message = refused(sql).await;
         assert!(message.contains("append-only history"), "{sql}: {message}");
     }
-    // A flag's resolution may be written, once.
+    // A flag's resolution may be written, whole and once.
+    let partial = refused("update recon.discrepancies set resolution = 'maybe'").await;
+    assert!(partial.contains("written whole"), "{partial}");
     sqlx::query(
         "update recon.discrepancies set resolved_at = now(), resolved_by = 'aigerim', resolution = 'refunded'",
     )
@@ -171,6 +215,14 @@ async fn history_is_append_only_in_the_database_itself() {
     .unwrap();
     let again = refused("update recon.discrepancies set resolution = 'changed my mind'").await;
     assert!(again.contains("already resolved"), "{again}");
+    for sql in [
+        "truncate recon.status_transitions",
+        "truncate recon.discrepancies",
+        "truncate recon.payments cascade",
+    ] {
+        let message = refused(sql).await;
+        assert!(message.contains("never truncated"), "{sql}: {message}");
+    }
     // A payment without history may still be withdrawn.
     sqlx::query("delete from recon.payments where payment_id = 'quiet'")
         .execute(app.pool())
@@ -221,6 +273,21 @@ async fn a_demo_run_starts_from_a_fresh_database_and_refuses_one_that_is_not_its
         "no story restarted"
     );
     pool.close().await;
+
+    // A URL that names no database would land in the role's own: refused.
+    let unnamed = db.url.rsplit_once('/').unwrap().0.to_owned();
+    for args in [
+        vec!["demo", "--database-url", unnamed.as_str()],
+        vec!["migrate", "--create-database"],
+    ] {
+        let refused = run_binary(&args, &[("DATABASE_URL", &unnamed)]).await;
+        assert_eq!(refused.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("names no database"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
 
     let other = TestDb::new().await;
     sqlx::query("insert into recon.payments (payment_id) values ('real-1')")
