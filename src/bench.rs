@@ -262,6 +262,7 @@ impl DaemonCommand {
             .env(poll("CONCURRENCY"), self.options.concurrency.to_string())
             .env(poll("BATCH_SIZE"), self.options.batch_size.to_string())
             .env(poll("CONFIRM_AFTER"), "1h")
+            .env(poll("FIRST_POLL_AFTER"), "0s")
             .env("FREEDOMPAY_RECON__DATABASE__MAX_CONNECTIONS", "4")
             .env("RUST_LOG", "error")
             .stdout(Stdio::null())
@@ -415,7 +416,7 @@ async fn time_claims(pool: &PgPool, limit: u32) -> anyhow::Result<(Duration, Dur
         sqlx::query("vacuum recon.payments").execute(pool).await?;
         let mut tx = pool.begin().await?;
         let started = Instant::now();
-        let rows = store::claim_due(&mut *tx, "bench", limit, lease, None)
+        let rows = store::claim_due(&mut *tx, "bench", limit, lease, None, Duration::ZERO)
             .await?
             .claims;
         timings.push(started.elapsed());
@@ -448,6 +449,7 @@ async fn claim_cost(pool: &PgPool, options: &BenchOptions) -> anyhow::Result<Cla
     .bind(i64::from(limit))
     .bind("bench")
     .bind(300_000_i64)
+    .bind(0_i64)
     .fetch_all(&mut *tx)
     .await?;
     tx.rollback().await?;

@@ -22,6 +22,7 @@
 //! - [`engine`]: one sweep (claim → pace → poll → decide → record) and the cron adapter.
 //! - [`settings`], [`telemetry`]: configuration layers and logging.
 //! - [`observe`]: the optional `/healthz`, `/readyz` and `/metrics` listener.
+//! - [`plan`]: the capacity planner: the policy and `decide` on a simulated day.
 //! - [`simulator`]: a local stand-in for the provider, signature check included.
 //! - [`commands`]: one function per command-line command.
 //! - [`bench`]: the benchmark harness behind `freedompay-recon bench`.
@@ -38,6 +39,7 @@ pub mod domain;
 pub mod engine;
 pub mod import;
 pub mod observe;
+pub mod plan;
 pub mod provider;
 pub mod report;
 pub mod settings;

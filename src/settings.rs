@@ -54,7 +54,8 @@ schedule = "*/10 * * * * *"
 rate_per_second = 20
 burst = 1
 concurrency = 16
-recheck = ["30s", "1m", "5m", "15m", "1h"]
+first_poll_after = "2m"
+recheck = ["1m", "2m", "4m", "10m", "24h"]
 lease = "5m"
 batch_size = 500
 confirm_after = "30m"
@@ -164,6 +165,10 @@ pub struct PollSettings {
     pub burst: u32,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// How long after `created_at` a payment is first polled (the provider may not know a
+    /// new payment for up to about a minute).
+    #[serde(with = "humantime_serde")]
+    pub first_poll_after: Duration,
     #[serde(deserialize_with = "durations")]
     pub recheck: Vec<Duration>,
     /// How long a claim is held before another sweep or instance may take it over.
@@ -371,6 +376,7 @@ impl Settings {
     pub fn policy(&self) -> Policy {
         let poll = &self.poll;
         Policy {
+            first_poll_after: poll.first_poll_after,
             recheck: poll.recheck.clone(),
             confirm_after: poll.confirm_after,
             lifetime_grace: poll.lifetime_grace,
@@ -473,7 +479,8 @@ mod tests {
     fn defaults_alone_are_valid() {
         let s = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(s.poll.recheck.len(), 5);
-        assert_eq!(s.poll.recheck[4], Duration::from_secs(3600));
+        assert_eq!(s.poll.recheck[4], Duration::from_secs(24 * 3600));
+        assert_eq!(s.poll.first_poll_after, Duration::from_secs(120));
         assert_eq!(s.poll.lease, Duration::from_secs(300));
         assert_eq!(s.provider.params, ParamsMode::Query);
         assert_eq!(s.reconcile.amount_tolerance, Decimal::ZERO);

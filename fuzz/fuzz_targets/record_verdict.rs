@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
             .execute(&h.pool)
             .await
             .unwrap();
-        let claims = store::claim_due(&h.pool, "fuzz", 2, Duration::from_secs(60), None)
+        let claims = store::claim_due(&h.pool, "fuzz", 2, Duration::from_secs(60), None, Duration::ZERO)
             .await
             .unwrap()
             .claims;

@@ -51,6 +51,7 @@ fn demo_settings(settings: &Settings, simulator: &Simulator) -> Settings {
     poll.rate_per_second = 500;
     poll.burst = 20;
     poll.concurrency = 16;
+    poll.first_poll_after = Duration::ZERO;
     poll.recheck = vec![Duration::from_secs(1)];
     poll.confirm_after = Duration::from_secs(2);
     poll.lifetime_grace = Duration::from_secs(1);

@@ -30,6 +30,7 @@ mod check;
 mod demo;
 mod enqueue;
 mod finance;
+mod plan;
 mod run;
 mod simulate;
 
@@ -46,6 +47,7 @@ pub use enqueue::EnqueueArgs;
 pub use finance::{
     GrantDaemonArgs, GrantReaderArgs, ImportArgs, RecheckArgs, ReportArgs, ResolveArgs,
 };
+pub use plan::PlanArgs;
 pub use simulate::SimulateArgs;
 
 #[derive(Debug, Parser)]
@@ -108,6 +110,10 @@ pub enum Command {
     /// Measure throughput, rate fidelity, claim cost and memory against the simulator on a
     /// scratch database (created next to database.url, then dropped); prints a Markdown table.
     Bench(BenchArgs),
+    /// Capacity planning: run the configured polling policy over a synthetic day (no database,
+    /// no network) and print the provider requests per payment, the rate they need, and how
+    /// late payments and failures are seen. Exit 1 when the rate budget cannot hold the volume.
+    Plan(PlanArgs),
     /// Start tracking every payment in a CSV file: all rows are validated first, then
     /// imported in one transaction; a file with any bad row imports nothing.
     Import(ImportArgs),
@@ -146,6 +152,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Simulate(args) => simulate::simulate(settings, args).await,
         Command::Demo(args) => demo::demo(settings, args).await,
         Command::Bench(args) => bench::bench(settings, args).await,
+        Command::Plan(args) => plan::plan(settings, args).await,
         Command::Import(args) => finance::import(settings, args).await,
         Command::Report(args) => finance::report(settings, args).await,
         Command::Resolve(args) => finance::resolve(settings, args).await,

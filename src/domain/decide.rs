@@ -13,6 +13,9 @@ use super::types::{
 /// The settings the rules depend on (the `poll` and `reconcile` sections, already validated).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
+    /// How long after its creation a payment is first polled: before then the provider may
+    /// not know it yet, and the answer would be a wasted "not found".
+    pub first_poll_after: Duration,
     /// Delays between checks of a non-terminal payment: the n-th answer is followed by
     /// `recheck[n]`, the last entry repeating. Never empty.
     pub recheck: Vec<Duration>,
@@ -36,6 +39,7 @@ impl Default for Policy {
     fn default() -> Self {
         let minutes = |m: u64| Duration::from_secs(60 * m);
         Self {
+            first_poll_after: Duration::ZERO,
             recheck: vec![
                 Duration::from_secs(30),
                 minutes(1),
@@ -106,6 +110,25 @@ pub struct Verdict {
     pub next_check_at: Option<DateTime<Utc>>,
     pub open: Vec<NewFlag>,
     pub resolve: Vec<FlagKind>,
+}
+
+impl Tracked {
+    /// What is known after a verdict: the state the shell writes, here for whoever replays
+    /// polls without a database (the capacity planner, tests).
+    pub fn apply(&mut self, verdict: &Verdict) {
+        self.status.clone_from(&verdict.status);
+        self.provider_expiry = verdict.provider_expiry;
+        self.checks = verdict.checks;
+        self.attempts = verdict.attempts;
+        self.not_found_since = verdict.not_found_since;
+        self.settled_at = verdict.settled_at;
+        for flag in &verdict.open {
+            self.open_flags.insert(flag.kind);
+        }
+        for kind in &verdict.resolve {
+            self.open_flags.remove(kind);
+        }
+    }
 }
 
 /// What an observation says about one flag's condition.
@@ -524,18 +547,7 @@ mod tests {
     /// The state the shell would store after `verdict`: what the next poll starts from.
     fn apply(before: &Tracked, verdict: &Verdict) -> Tracked {
         let mut next = before.clone();
-        next.status = verdict.status.clone();
-        next.provider_expiry = verdict.provider_expiry;
-        next.checks = verdict.checks;
-        next.attempts = verdict.attempts;
-        next.not_found_since = verdict.not_found_since;
-        next.settled_at = verdict.settled_at;
-        for flag in &verdict.open {
-            next.open_flags.insert(flag.kind);
-        }
-        for kind in &verdict.resolve {
-            next.open_flags.remove(kind);
-        }
+        next.apply(verdict);
         next
     }
 

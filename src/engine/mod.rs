@@ -463,6 +463,7 @@ impl Sweep {
                 chunk as u32,
                 inner.poll.lease,
                 due_by,
+                inner.poll.first_poll_after,
             );
             let batch = tokio::select! {
                 claimed = claim => match claimed {

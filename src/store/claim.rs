@@ -57,7 +57,8 @@ struct ClaimedRow {
 }
 
 /// The claim statement: `$1` due by (null: now), `$2` limit, `$3` owner, `$4` lease in
-/// milliseconds. Public so the benchmark can show its plan.
+/// milliseconds, `$5` how old (milliseconds) a payment must be for its first poll. Public so
+/// the benchmark can show its plan.
 ///
 /// `problem` is the schema's own verdict on the intake values that could not even be decoded
 /// (an amount or a time past the rules: `NaN`, `infinity`), possible only if someone dropped
@@ -69,6 +70,10 @@ pub const CLAIM_SQL: &str = "with due as (
      from recon.payments
      where next_check_at <= coalesce($1, now())
        and (lease_expires_at is null or lease_expires_at <= now())
+       -- A new payment waits for poll.first_poll_after (unless someone asked for a look):
+       -- before then the provider may not know it yet.
+       and (checks > 0 or recheck_requested_at is not null
+            or created_at <= now() - $5 * interval '1 millisecond')
      order by next_check_at
      limit $2
      for update skip locked
@@ -125,6 +130,7 @@ pub async fn claim_due<'e>(
     limit: u32,
     lease: Duration,
     due_by: Option<DateTime<Utc>>,
+    first_poll_after: Duration,
 ) -> Result<ClaimBatch, StoreError> {
     // Rows are decoded one by one, so one that cannot be read is set aside, not an error
     // for the whole chunk.
@@ -133,6 +139,7 @@ pub async fn claim_due<'e>(
         .bind(i64::from(limit))
         .bind(owner)
         .bind(millis(lease))
+        .bind(millis(first_poll_after))
         .fetch_all(executor)
         .await?;
     let now = Instant::now();

@@ -18,6 +18,7 @@ async fn run(app: &TestApp, args: &[&str], extra_env: &[(&str, &str)]) -> Output
         .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
         .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
         .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
+        .env("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s")
         .env("RUST_LOG", "warn");
     for (key, value) in extra_env {
         command.env(key, value);

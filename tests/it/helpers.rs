@@ -252,6 +252,7 @@ pub fn settings(db: &TestDb, sim: &Simulator, overrides: &[(&str, &str)]) -> Set
         ("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s"),
         ("FREEDOMPAY_RECON__POLL__RETRY_MIN", "1s"),
         ("FREEDOMPAY_RECON__POLL__RETRY_MAX", "2s"),
+        ("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -412,6 +413,7 @@ pub fn daemon_command(app: &TestApp, env: &[(&str, &str)]) -> std::process::Comm
         .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
         .env("FREEDOMPAY_RECON__POLL__SCHEDULE", "* * * * * *")
         .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
+        .env("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s")
         .env("RUST_LOG", "error")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())

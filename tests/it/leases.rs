@@ -72,10 +72,17 @@ async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
         TestApp::new(Scenario::new().prefix("c-", [Reply::invoice("process", "10", "KZT")])).await;
     insert_many(&app, "c-", 5).await;
     // A daemon claims everything, then dies without writing or releasing.
-    let crashed = store::claim_due(app.pool(), "crashed:1", 100, Duration::from_secs(1), None)
-        .await
-        .unwrap()
-        .claims;
+    let crashed = store::claim_due(
+        app.pool(),
+        "crashed:1",
+        100,
+        Duration::from_secs(1),
+        None,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap()
+    .claims;
     assert_eq!(crashed.len(), 5);
 
     let during = app.sweep().await;
@@ -293,11 +300,18 @@ async fn a_recheck_asked_for_during_a_poll_is_kept_by_its_verdict() {
 
     let app = TestApp::new(Scenario::new()).await;
     app.insert_ids(&["r-1"]).await;
-    let claim = store::claim_due(app.pool(), "test", 10, Duration::from_secs(60), None)
-        .await
-        .unwrap()
-        .claims
-        .remove(0);
+    let claim = store::claim_due(
+        app.pool(),
+        "test",
+        10,
+        Duration::from_secs(60),
+        None,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap()
+    .claims
+    .remove(0);
     // An operator asks for a fresh look while the poll is under way...
     let (scheduled, _) = schedule_recheck(
         app.pool(),

@@ -18,6 +18,7 @@ mod output;
 mod pacing;
 mod privilege;
 mod provider_faults;
+mod schedule;
 mod signoff;
 mod statuses;
 mod systemd;

@@ -117,6 +117,7 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
             ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID.to_owned()),
             ("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET.to_owned()),
             ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "100".to_owned()),
+            ("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s".to_owned()),
         ]
     };
     let daemon_env = env(&as_daemon);

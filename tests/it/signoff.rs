@@ -399,7 +399,8 @@ async fn run_once_says_what_it_did_once_and_the_scheduler_keeps_quiet() {
             "FREEDOMPAY_RECON__PROVIDER__AUTH_ID",
             crate::helpers::AUTH_ID,
         )
-        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", crate::helpers::SECRET);
+        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", crate::helpers::SECRET)
+        .env("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s");
     let output = tokio::task::spawn_blocking(move || command.output().unwrap())
         .await
         .unwrap();

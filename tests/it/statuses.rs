@@ -180,6 +180,7 @@ async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
         10,
         std::time::Duration::from_secs(60),
         None,
+        std::time::Duration::ZERO,
     )
     .await
     .unwrap()

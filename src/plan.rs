@@ -1,0 +1,461 @@
+//! The capacity planner behind `freedompay-recon plan`: the configured policy, run through the
+//! real [`decide`] on a simulated clock over a synthetic day of payments (no database, no
+//! network), says how many provider requests each payment costs, how late the daemon learns
+//! of a payment or failure, and whether the deployment's rate budget holds the volume.
+//!
+//! The day: `payments_per_day` payments, each with an outcome drawn from the [`Mix`]: paid or
+//! failed after a log-normally distributed time, or abandoned (the provider says `process`
+//! until the lifetime runs out, then `incomplete`). A payment is invisible to the provider
+//! ("not found") for a while after creation. Every poll is answered as that story says at
+//! the moment of the poll, and polls happen when `decide` schedules them (no jitter).
+//!
+//! In a steady state every day's payments make all their requests, so the rate a deployment
+//! needs is `payments_per_day × requests per payment / 86,400 s`; the plan fails when that is
+//! over the budget. (Polls are assumed on time, which they are while the budget holds.)
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::{Rng as _, SeedableRng as _};
+use serde::Deserialize;
+
+use crate::domain::{
+    FlagKind, Invoice, Jitter, Lifetime, PaymentId, Policy, PollResult, ProviderStatus, Tracked,
+    decide,
+};
+
+/// What happens to a day's payments. Shares are of all payments and add up to 1.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mix {
+    /// Paid after the time to pay.
+    pub paid: f64,
+    /// Failed (`error`) after the time to pay.
+    pub failed: f64,
+    /// Never paid: `process` until the lifetime runs out, then `incomplete`.
+    pub abandoned: f64,
+    /// Time to pay or fail: log-normal with this median...
+    #[serde(with = "humantime_serde")]
+    pub pay_median: Duration,
+    /// ...and this σ of its logarithm (0: every payment takes exactly the median).
+    pub pay_sigma: f64,
+    /// The payments' lifetime, as the provider states it (seconds from creation).
+    #[serde(with = "humantime_serde")]
+    pub lifetime: Duration,
+    /// How long after creation the provider still says "not found".
+    #[serde(with = "humantime_serde")]
+    pub visible_after: Duration,
+}
+
+impl Default for Mix {
+    /// The day the defaults are chosen for: 70 % paid (median 90 s), 5 % failed, 25 %
+    /// abandoned at a 24 h lifetime; invisible for the first 30 s.
+    fn default() -> Self {
+        Self {
+            paid: 0.70,
+            failed: 0.05,
+            abandoned: 0.25,
+            pay_median: Duration::from_secs(90),
+            pay_sigma: 1.0,
+            lifetime: Duration::from_secs(24 * 3600),
+            visible_after: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Mix {
+    /// Reads a mix from a TOML file; every key is required.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let mix: Mix = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        let shares = [mix.paid, mix.failed, mix.abandoned];
+        if shares.iter().any(|s| !(0.0..=1.0).contains(s)) {
+            return Err("paid, failed and abandoned are shares between 0 and 1".into());
+        }
+        if ((mix.paid + mix.failed + mix.abandoned) - 1.0).abs() > 1e-9 {
+            return Err("paid + failed + abandoned must add up to 1".into());
+        }
+        if !(0.0..=5.0).contains(&mix.pay_sigma) {
+            return Err("pay_sigma must be between 0 and 5".into());
+        }
+        Ok(mix)
+    }
+}
+
+/// What a plan is run with.
+#[derive(Debug, Clone)]
+pub struct PlanInput {
+    pub payments_per_day: u64,
+    /// The deployment's requests per second; 0 = unlimited.
+    pub rate_per_second: u32,
+    pub policy: Policy,
+    pub mix: Mix,
+}
+
+/// Percentiles of a lag, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Lags {
+    pub count: u64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// What the planner found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub payments: u64,
+    pub requests: u64,
+    /// `(outcome, payments, requests)` for paid, failed, abandoned.
+    pub by_outcome: [(&'static str, u64, u64); 3],
+    /// From payment (or failure) to the poll that saw it.
+    pub paid_lag: Lags,
+    pub failed_lag: Lags,
+    /// Abandoned payments flagged `lifetime_exceeded`, and of those, flagged no later than
+    /// their lifetime plus `poll.lifetime_grace`.
+    pub lifetime_flagged: u64,
+    pub lifetime_on_time: u64,
+    pub rate_budget: u32,
+}
+
+impl Plan {
+    pub fn requests_per_payment(&self) -> f64 {
+        self.requests as f64 / self.payments.max(1) as f64
+    }
+
+    /// The steady-state request rate the volume needs.
+    pub fn needed_rate(&self) -> f64 {
+        self.requests as f64 / 86_400.0
+    }
+
+    /// Whether the budget holds the volume (an unlimited budget always does).
+    pub fn fits(&self) -> bool {
+        self.rate_budget == 0 || self.needed_rate() <= f64::from(self.rate_budget)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Paid(Duration),
+    Failed(Duration),
+    Abandoned,
+}
+
+/// The start of the simulated day; only differences of times matter.
+fn epoch() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600, 0).expect("a valid instant")
+}
+
+fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    at + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// Runs the plan. Deterministic: the same input gives the same plan.
+pub fn run(input: &PlanInput) -> Plan {
+    let mix = &input.mix;
+    let n = input.payments_per_day;
+    let paid = (n as f64 * mix.paid).round() as u64;
+    let failed = ((n as f64 * mix.failed).round() as u64).min(n - paid);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let mut time_to_pay = || {
+        // Box-Muller: a standard normal from two uniforms.
+        let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let seconds = mix.pay_median.as_secs_f64() * (mix.pay_sigma * z).exp();
+        Duration::from_secs_f64(seconds.min(365.0 * 86_400.0))
+    };
+
+    let mut plan = Plan {
+        payments: n,
+        requests: 0,
+        by_outcome: [("paid", 0, 0), ("failed", 0, 0), ("abandoned", 0, 0)],
+        paid_lag: Lags::default(),
+        failed_lag: Lags::default(),
+        lifetime_flagged: 0,
+        lifetime_on_time: 0,
+        rate_budget: input.rate_per_second,
+    };
+    let (mut paid_lags, mut failed_lags) = (Vec::new(), Vec::new());
+    let id = PaymentId::parse("planned").expect("a valid id");
+    for k in 0..n {
+        let outcome = if k < paid {
+            Outcome::Paid(time_to_pay())
+        } else if k < paid + failed {
+            Outcome::Failed(time_to_pay())
+        } else {
+            Outcome::Abandoned
+        };
+        let story = simulate(&id, outcome, input);
+        plan.requests += story.requests;
+        let slot = match outcome {
+            Outcome::Paid(_) => 0,
+            Outcome::Failed(_) => 1,
+            Outcome::Abandoned => 2,
+        };
+        plan.by_outcome[slot].1 += 1;
+        plan.by_outcome[slot].2 += story.requests;
+        match (outcome, story.lag) {
+            (Outcome::Paid(_), Some(lag)) => paid_lags.push(lag),
+            (Outcome::Failed(_), Some(lag)) => failed_lags.push(lag),
+            _ => {}
+        }
+        if let Some(on_time) = story.lifetime_flag_on_time {
+            plan.lifetime_flagged += 1;
+            plan.lifetime_on_time += u64::from(on_time);
+        }
+    }
+    plan.paid_lag = percentiles(paid_lags);
+    plan.failed_lag = percentiles(failed_lags);
+    plan
+}
+
+/// One payment's polls.
+struct Story {
+    requests: u64,
+    /// Seconds from paying or failing to the poll that saw it.
+    lag: Option<f64>,
+    /// For an abandoned payment: flagged `lifetime_exceeded`, on time or not.
+    lifetime_flag_on_time: Option<bool>,
+}
+
+fn simulate(id: &PaymentId, outcome: Outcome, input: &PlanInput) -> Story {
+    let policy = &input.policy;
+    let mix = &input.mix;
+    let created = epoch();
+    let mut tracked = Tracked::new(id.clone(), created);
+    let horizon = after(created, policy.max_age + Duration::from_secs(86_400));
+    let deadline_check = after(created, mix.lifetime + policy.lifetime_grace);
+    let mut story = Story {
+        requests: 0,
+        lag: None,
+        lifetime_flag_on_time: None,
+    };
+    let mut at = after(created, policy.first_poll_after);
+    loop {
+        story.requests += 1;
+        let age = (at - created).to_std().unwrap_or_default();
+        let answer = answer(outcome, age, mix);
+        if story.lag.is_none()
+            && let (PollResult::Invoice(invoice), Outcome::Paid(when) | Outcome::Failed(when)) =
+                (&answer, outcome)
+            && invoice.status.is_paid_or_failed()
+        {
+            story.lag = Some((age - when).as_secs_f64());
+        }
+        let verdict = decide(&tracked, &answer, at, policy, Jitter::NONE);
+        if matches!(outcome, Outcome::Abandoned)
+            && story.lifetime_flag_on_time.is_none()
+            && verdict
+                .open
+                .iter()
+                .any(|f| f.kind == FlagKind::LifetimeExceeded)
+        {
+            story.lifetime_flag_on_time = Some(at <= deadline_check);
+        }
+        tracked.apply(&verdict);
+        match verdict.next_check_at {
+            Some(next) if next < horizon => at = next.max(at + TimeDelta::milliseconds(1)),
+            _ => return story,
+        }
+    }
+}
+
+/// What the provider says about a payment of this story at this age.
+fn answer(outcome: Outcome, age: Duration, mix: &Mix) -> PollResult {
+    if age < mix.visible_after {
+        return PollResult::NotFound;
+    }
+    let status = match outcome {
+        Outcome::Paid(when) if age >= when => ProviderStatus::Success,
+        Outcome::Failed(when) if age >= when => ProviderStatus::Error,
+        Outcome::Abandoned if age >= mix.lifetime => ProviderStatus::Incomplete,
+        _ => ProviderStatus::Process,
+    };
+    PollResult::Invoice(Box::new(Invoice {
+        status,
+        amount: None,
+        currency: None,
+        fee: None,
+        discount: None,
+        freedom_id: None,
+        order_id: None,
+        merchant_id: None,
+        merchant_name: None,
+        description: None,
+        lifetime: Some(Lifetime::Seconds(
+            i64::try_from(mix.lifetime.as_secs()).unwrap_or(i64::MAX),
+        )),
+        facilitator_iban: None,
+        mcc: None,
+        dt: None,
+    }))
+}
+
+fn percentiles(mut lags: Vec<f64>) -> Lags {
+    if lags.is_empty() {
+        return Lags::default();
+    }
+    lags.sort_by(f64::total_cmp);
+    // Nearest rank.
+    let at = |p: f64| lags[((p * lags.len() as f64).ceil() as usize).clamp(1, lags.len()) - 1];
+    Lags {
+        count: lags.len() as u64,
+        p50: at(0.50),
+        p95: at(0.95),
+        p99: at(0.99),
+    }
+}
+
+/// The plan as people read it; `requests per payment` is on one line of its own.
+pub fn render(plan: &Plan, input: &PlanInput) -> String {
+    use std::fmt::Write as _;
+    let policy = &input.policy;
+    let seconds = |s: f64| humantime::format_duration(Duration::from_secs(s.round() as u64));
+    let schedule: Vec<String> = policy
+        .recheck
+        .iter()
+        .map(|d| humantime::format_duration(*d).to_string())
+        .collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "plan: {} payments a day; first poll after {}, recheck [{}], confirm after {}, lifetime grace {}",
+        plan.payments,
+        humantime::format_duration(policy.first_poll_after),
+        schedule.join(", "),
+        humantime::format_duration(policy.confirm_after),
+        humantime::format_duration(policy.lifetime_grace),
+    );
+    let _ = writeln!(
+        out,
+        "requests per payment: {:.2} ({} requests a day)",
+        plan.requests_per_payment(),
+        plan.requests
+    );
+    for (outcome, payments, requests) in plan.by_outcome {
+        if payments > 0 {
+            let _ = writeln!(
+                out,
+                "  {outcome:<10} {payments:>9} payments, {:.2} requests each",
+                requests as f64 / payments as f64
+            );
+        }
+    }
+    let budget = match plan.rate_budget {
+        0 => "unlimited".to_owned(),
+        r => format!("{r}/s"),
+    };
+    let _ = writeln!(
+        out,
+        "rate needed: {:.2}/s against a budget of {budget}{}",
+        plan.needed_rate(),
+        if plan.fits() { "" } else { ": DOES NOT FIT" }
+    );
+    for (what, lags) in [("paid", plan.paid_lag), ("failed", plan.failed_lag)] {
+        if lags.count > 0 {
+            let _ = writeln!(
+                out,
+                "detection lag, {what}: p50 {}, p95 {}, p99 {}",
+                seconds(lags.p50),
+                seconds(lags.p95),
+                seconds(lags.p99)
+            );
+        }
+    }
+    let abandoned = plan.by_outcome[2].1;
+    if abandoned > 0 {
+        let _ = writeln!(
+            out,
+            "lifetime_exceeded on time (by lifetime + grace): {} of {abandoned} abandoned payments",
+            plan.lifetime_on_time
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A day small enough to check by hand: 2 paid, 1 failed, 1 abandoned; everything at
+    /// fixed times; a poll every minute.
+    fn small_day(rate: u32) -> PlanInput {
+        PlanInput {
+            payments_per_day: 4,
+            rate_per_second: rate,
+            policy: Policy {
+                recheck: vec![Duration::from_secs(60)],
+                confirm_after: Duration::from_secs(1800),
+                lifetime_grace: Duration::from_secs(900),
+                not_found_grace: Duration::from_secs(600),
+                max_age: Duration::from_secs(7 * 86_400),
+                ..Policy::default()
+            },
+            mix: Mix {
+                paid: 0.5,
+                failed: 0.25,
+                abandoned: 0.25,
+                pay_median: Duration::from_secs(100),
+                pay_sigma: 0.0,
+                lifetime: Duration::from_secs(3600),
+                visible_after: Duration::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn a_small_day_adds_up_by_hand() {
+        let plan = run(&small_day(0));
+        // Paid at 100 s: polls at 0 and 60 s (process), 120 s (success, seen 20 s late),
+        // and the confirmation 30 min later: 4 requests. Failed: the same story.
+        assert_eq!(plan.by_outcome[0], ("paid", 2, 8));
+        assert_eq!(plan.by_outcome[1], ("failed", 1, 4));
+        // Abandoned: a poll a minute from 0 to 3,540 s (60), `incomplete` at 3,600 s, and its
+        // confirmation: 62 requests, flagged at 3,600 s, before lifetime + grace.
+        assert_eq!(plan.by_outcome[2], ("abandoned", 1, 62));
+        assert_eq!(plan.requests, 74);
+        assert_eq!(plan.requests_per_payment(), 18.5);
+        assert_eq!(
+            plan.paid_lag,
+            Lags {
+                count: 2,
+                p50: 20.0,
+                p95: 20.0,
+                p99: 20.0
+            }
+        );
+        assert_eq!(plan.failed_lag.p95, 20.0);
+        assert_eq!((plan.lifetime_flagged, plan.lifetime_on_time), (1, 1));
+        assert!(plan.fits());
+    }
+
+    #[test]
+    fn the_budget_is_checked_against_the_steady_state_rate() {
+        let mut input = small_day(1);
+        // 74 requests per 4 payments: 18.5 each; 5,000 payments a day need 1.07/s.
+        input.payments_per_day = 5_000;
+        let plan = run(&input);
+        assert!((plan.needed_rate() - 5_000.0 * 18.5 / 86_400.0).abs() < 1e-9);
+        assert!(!plan.fits(), "{}", plan.needed_rate());
+        input.rate_per_second = 2;
+        assert!(run(&input).fits());
+        let text = render(&run(&small_day(0)), &small_day(0));
+        assert!(text.contains("requests per payment: 18.50"), "{text}");
+    }
+
+    #[test]
+    fn a_mix_file_is_checked() {
+        let ok = Mix::from_toml(
+            "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\n\
+             lifetime = \"1h\"\nvisible_after = \"10s\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.pay_median, Duration::from_secs(120));
+        for bad in [
+            "paid = 0.6\nfailed = 0.1\nabandoned = 0.2\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\nvisible_after = \"10s\"\n",
+            "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\n",
+            "paid = 1.6\nfailed = -0.6\nabandoned = 0\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\nvisible_after = \"10s\"\n",
+        ] {
+            assert!(Mix::from_toml(bad).is_err(), "{bad}");
+        }
+    }
+}

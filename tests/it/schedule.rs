@@ -1,0 +1,84 @@
+//! When payments are polled: not before the provider can know them.
+
+use freedompay_recon::simulator::{Reply, Scenario};
+
+use crate::helpers::TestApp;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_payment_is_first_polled_once_the_provider_can_know_it() {
+    let app = TestApp::with(
+        Scenario::new().fallback([Reply::invoice("process", "1", "KZT")]),
+        &[("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "2m")],
+    )
+    .await;
+    app.insert(
+        "('new', null, null, null, now(), null),
+         ('minute-old', null, null, null, now() - interval '1 minute', null),
+         ('older', null, null, null, now() - interval '3 minutes', null),
+         ('asked-for', null, null, null, now(), null)",
+    )
+    .await;
+    sqlx::query(
+        "update recon.payments set recheck_requested_at = now() where payment_id = 'asked-for'",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let outcome = app.sweep().await;
+    assert_eq!(outcome.claimed, 2);
+    let polled: Vec<String> = sqlx::query_scalar(
+        "select payment_id from recon.payments where checks > 0 order by payment_id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        polled,
+        ["asked-for", "older"],
+        "a recheck asked for is made at once"
+    );
+    assert_eq!(
+        app.sim.total_calls(),
+        2,
+        "no request is spent on a payment too new"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_says_what_a_day_costs_and_fails_when_the_budget_cannot_hold_it() {
+    let run = |args: &'static [&'static str]| crate::helpers::run_binary(args, &[]);
+    let fits = run(&["plan", "--payments-per-day", "2000", "--rate", "20"]).await;
+    assert!(
+        fits.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fits.stderr)
+    );
+    let text = String::from_utf8_lossy(&fits.stdout);
+    let per_payment: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("requests per payment: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    // The default schedule's target on the default mix.
+    assert!(per_payment <= 4.0, "{text}");
+    assert!(text.contains("detection lag, paid: p50"), "{text}");
+
+    let over = run(&["plan", "--payments-per-day", "2000", "--rate", "0"]).await;
+    assert!(over.status.success());
+    let tight = run(&["plan", "--payments-per-day", "100000", "--rate", "1"]).await;
+    assert_eq!(tight.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&tight.stderr).contains("100000 payments a day need"),
+        "{}",
+        String::from_utf8_lossy(&tight.stderr)
+    );
+    let mix = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(mix.path(), "paid = 2\n").unwrap();
+    let path = mix.path().to_str().unwrap().to_owned();
+    let bad =
+        crate::helpers::run_binary(&["plan", "--payments-per-day", "10", "--mix", &path], &[])
+            .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--mix"));
+}
