@@ -268,7 +268,7 @@ async fn metrics(State(state): State<Listener>) -> Response {
          freedompay_recon_provider_halted {halted}\n"
     );
     if let Some(gauges) = state.gauges.get(&state.pool).await {
-        body.push_str(&render_gauges(&gauges));
+        body.push_str(&render_gauges(&gauges, state.engine.rate_per_second()));
     }
     (
         StatusCode::OK,
@@ -278,8 +278,8 @@ async fn metrics(State(state): State<Listener>) -> Response {
         .into_response()
 }
 
-/// The database gauges in the Prometheus text format.
-fn render_gauges(gauges: &store::summary::Gauges) -> String {
+/// The database gauges in the Prometheus text format; `rate` is the request budget per second.
+fn render_gauges(gauges: &store::summary::Gauges, rate: u32) -> String {
     let mut out = String::new();
     let mut family = |name: &str, help: &str, samples: &[(&str, f64)], label: Option<&str>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
@@ -319,6 +319,30 @@ fn render_gauges(gauges: &store::summary::Gauges) -> String {
         "freedompay_recon_oldest_due_age_seconds",
         "How long the oldest due payment has waited.",
         &[("", gauges.oldest_due_age_seconds)],
+        None,
+    );
+    family(
+        "freedompay_recon_backlog_due_deadline",
+        "Of the payments due now, deadline checks and first polls: claimed before routine rechecks.",
+        &[("", gauges.backlog_due_urgent as f64)],
+        None,
+    );
+    family(
+        "freedompay_recon_oldest_deadline_due_age_seconds",
+        "How long the oldest due deadline check or first poll has waited.",
+        &[("", gauges.oldest_urgent_due_age_seconds)],
+        None,
+    );
+    // Over 1: more is due than a minute of the budget can poll; deadline checks still go
+    // first, routine rechecks slip.
+    let saturation = match rate {
+        0 => 0.0,
+        rate => gauges.backlog_due as f64 / (f64::from(rate) * 60.0),
+    };
+    family(
+        "freedompay_recon_saturation",
+        "Payments due now per minute of the request budget (poll.rate_per_second x 60); over 1, routine rechecks slip.",
+        &[("", saturation)],
         None,
     );
     family(

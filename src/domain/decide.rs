@@ -108,6 +108,10 @@ pub struct Verdict {
     pub not_found_since: Option<DateTime<Utc>>,
     /// `None`: stop polling (confirmed terminal, or abandoned).
     pub next_check_at: Option<DateTime<Utc>>,
+    /// The next check is a deadline check (the lifetime check, the end of the not-found
+    /// grace, the maximum age): when due work exceeds the rate budget, it goes before routine
+    /// rechecks.
+    pub next_check_urgent: bool,
     pub open: Vec<NewFlag>,
     pub resolve: Vec<FlagKind>,
 }
@@ -256,23 +260,34 @@ pub fn decide(
         }
     }
 
-    // Never later than the lifetime check, nor (while unsettled) the abandon time; both
-    // caps apply only while they are still ahead, so a check is never scheduled in the past.
+    // Never later than a deadline: the lifetime check, (while unsettled) the abandon time,
+    // and (while the provider does not know the payment) the end of the not-found grace.
+    // Each applies only while it is still ahead, so a check is never scheduled in the past.
+    // A check a deadline moved is a deadline check.
+    let not_found_check_at = matches!(result, PollResult::NotFound)
+        .then(|| after(before.created_at, policy.not_found_grace));
+    let deadlines = [
+        lifetime_check_at,
+        (!is_terminal).then_some(abandon_at),
+        not_found_check_at,
+    ];
     let cap = |next: DateTime<Utc>| {
-        let mut next = next;
-        if let Some(check_at) = lifetime_check_at.filter(|&at| at > now) {
-            next = next.min(check_at);
+        let earliest = deadlines
+            .iter()
+            .flatten()
+            .filter(|&&at| at > now)
+            .min()
+            .copied();
+        match earliest {
+            Some(deadline) if deadline <= next => (deadline, true),
+            _ => (next, false),
         }
-        if !is_terminal && abandon_at > now {
-            next = next.min(abandon_at);
-        }
-        next
     };
-    let next_check_at = match result {
+    let next_check = match result {
         _ if abandoned => None,
         PollResult::Invoice(_) if is_terminal => {
             let confirmed = change.is_none();
-            (!confirmed).then(|| after(now, policy.confirm_after))
+            (!confirmed).then(|| (after(now, policy.confirm_after), false))
         }
         // A settled payment looked at again after the maximum age (a manual recheck, a late
         // confirmation) gets that one look, whatever it brings.
@@ -289,6 +304,11 @@ pub fn decide(
             let index = (before.checks.max(0) as usize).min(policy.recheck.len() - 1);
             Some(cap(after(now, policy.recheck[index])))
         }
+    };
+
+    let (next_check_at, next_check_urgent) = match next_check {
+        Some((at, urgent)) => (Some(at), urgent),
+        None => (None, false),
     };
 
     let (attempts, last_error) = match result {
@@ -317,6 +337,7 @@ pub fn decide(
         last_error,
         not_found_since,
         next_check_at,
+        next_check_urgent,
         open,
         resolve,
     }
@@ -925,6 +946,35 @@ mod tests {
             25,
         );
         assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+    }
+
+    #[test]
+    fn deadline_checks_are_marked_urgent_and_routine_ones_are_not() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        state.checks = 4;
+        let capped = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 5);
+        assert_eq!(capped.next_check_at, Some(at(25)));
+        assert!(capped.next_check_urgent, "the lifetime check");
+        let routine = decide_at(
+            &tracked(),
+            PollResult::Invoice(Box::new(invoice("process"))),
+            1,
+        );
+        assert_eq!(routine.next_check_at, Some(at(1) + TimeDelta::seconds(30)));
+        assert!(!routine.next_check_urgent);
+        // Not found near the end of its grace: checked exactly when the grace ends.
+        let mut unknown = tracked();
+        unknown.checks = 4;
+        let v = decide_at(&unknown, PollResult::NotFound, 5);
+        assert_eq!(v.next_check_at, Some(at(10)));
+        assert!(v.next_check_urgent, "the end of the not-found grace");
+        let confirm = decide_at(
+            &tracked(),
+            PollResult::Invoice(Box::new(invoice("success"))),
+            1,
+        );
+        assert!(!confirm.next_check_urgent, "a confirmation is routine");
     }
 
     #[test]

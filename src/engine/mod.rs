@@ -169,6 +169,11 @@ impl Engine {
         &self.inner.pool
     }
 
+    /// The deployment's request budget per second (0: unlimited).
+    pub fn rate_per_second(&self) -> u32 {
+        self.inner.poll.rate_per_second
+    }
+
     /// The fatal provider error currently holding polling off, if any.
     pub fn halted(&self) -> Option<String> {
         let halt = self.inner.halt.lock().expect("halt lock");

@@ -65,10 +65,11 @@ struct ClaimedRow {
 /// a constraint. Such a row is parked before any of its values is decoded, so no value can
 /// fail or crash the claim of the others; the text rules (id, order id) are checked as the
 /// row is read, in Rust, where they cost less than in the claim's statement.
-pub const CLAIM_SQL: &str = "with due as (
-     select ctid, payment_id, lease_token as previous_token
+pub const CLAIM_SQL: &str = "with urgent as (
+     select ctid, payment_id, lease_token as previous_token, next_check_at, true as urgent
      from recon.payments
-     where next_check_at <= coalesce($1, now())
+     where next_check_urgent
+       and next_check_at <= coalesce($1, now())
        and (lease_expires_at is null or lease_expires_at <= now())
        -- A new payment waits for poll.first_poll_after (unless someone asked for a look):
        -- before then the provider may not know it yet.
@@ -77,6 +78,23 @@ pub const CLAIM_SQL: &str = "with due as (
      order by next_check_at
      limit $2
      for update skip locked
+ ),
+ routine as (
+     select ctid, payment_id, lease_token as previous_token, next_check_at, false as urgent
+     from recon.payments
+     where not next_check_urgent
+       and next_check_at <= coalesce($1, now())
+       and (lease_expires_at is null or lease_expires_at <= now())
+     order by next_check_at
+     limit greatest($2 - (select count(*) from urgent), 0)
+     for update skip locked
+ ),
+ -- Deadline checks and first polls before routine rechecks: under overload the routine
+ -- ones slip, the deadlines do not.
+ due as (
+     select * from urgent
+     union all
+     select * from routine
  ),
  claimed as (
      update recon.payments p
@@ -98,7 +116,8 @@ pub const CLAIM_SQL: &str = "with due as (
         now() as claimed_at,
         due.previous_token is not null as recovered
  from claimed c
- join due using (payment_id)";
+ join due using (payment_id)
+ order by due.urgent desc, due.next_check_at";
 
 /// A claimed row the daemon cannot read back (a value past the schema's rules). It is parked,
 /// not polled: see [`park_unreadable`].

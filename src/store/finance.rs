@@ -63,7 +63,8 @@ pub async fn schedule_recheck(
     };
     let scheduled: Vec<String> = sqlx::query_scalar(
         "update recon.payments p
-         set next_check_at = now(), recheck_requested_at = now(), parked_at = null
+         set next_check_at = now(), recheck_requested_at = now(), parked_at = null,
+             next_check_urgent = true
          where recon.text_problem(p.payment_id, 128) is null
            and ($1::text[] is null or p.payment_id = any($1))
            and ($2::text is null or exists (

@@ -76,6 +76,7 @@ struct Columns {
     settled_at: Vec<Option<DateTime<Utc>>>,
     not_found_since: Vec<Option<DateTime<Utc>>>,
     next_check_at: Vec<Option<DateTime<Utc>>>,
+    next_check_urgent: Vec<bool>,
     request_id: Vec<Option<Uuid>>,
     error_body: Vec<Option<String>>,
     // transitions
@@ -138,6 +139,7 @@ impl Columns {
         self.settled_at.push(v.settled_at);
         self.not_found_since.push(v.not_found_since);
         self.next_check_at.push(v.next_check_at);
+        self.next_check_urgent.push(v.next_check_urgent);
         self.request_id.push(item.request_id);
         self.error_body.push(
             item.error_body
@@ -196,13 +198,13 @@ pub async fn record_verdicts(
                      $11::text[], $12::text[], $13::text[], $14::timestamptz[],
                      $15::timestamptz[], $16::text[], $17::text[], $18::int4[], $19::int4[],
                      $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
-                     $42::uuid[], $43::text[])
+                     $42::uuid[], $43::text[], $45::bool[])
                  as v(payment_id, lease_token, has_invoice, answered, observed_at,
                       status, amount, currency, fee, discount,
                       provider_order_id, freedom_id, merchant_id, provider_dt,
                       lifetime_ends_at, lifetime_source, body, checks, attempts,
                       last_error, settled_at, not_found_since, next_check_at,
-                      request_id, error_body)
+                      request_id, error_body, next_check_urgent)
              ),
              applied as (
                  update recon.payments p set
@@ -230,6 +232,9 @@ pub async fn record_verdicts(
                      not_found_since   = v.not_found_since,
                      next_check_at     = case when p.recheck_requested_at is not null
                                               then now() else v.next_check_at end,
+                     -- a look someone asked for is made before routine rechecks
+                     next_check_urgent = p.recheck_requested_at is not null
+                                         or v.next_check_urgent,
                      recheck_requested_at = null,
                      lease_token       = null,
                      lease_owner       = null,
@@ -322,6 +327,7 @@ pub async fn record_verdicts(
         .bind(&c.request_id)
         .bind(&c.error_body)
         .bind(&c.t_request_id)
+        .bind(&c.next_check_urgent)
         .fetch_one(pool)
         .await?;
     let count = |n: i64| u64::try_from(n).unwrap_or(0);

@@ -122,6 +122,10 @@ pub struct Gauges {
     pub backlog_due: i64,
     /// How long the oldest of those has been due, in seconds (0 when none).
     pub oldest_due_age_seconds: f64,
+    /// Of those, deadline checks and first polls (claimed before routine rechecks)...
+    pub backlog_due_urgent: i64,
+    /// ...and how long the oldest of them has been due, in seconds (0 when none).
+    pub oldest_urgent_due_age_seconds: f64,
     /// Payments parked because the daemon cannot read them (`recon.parked_payments`).
     pub parked: i64,
 }
@@ -153,9 +157,18 @@ pub async fn gauges(pool: &PgPool) -> Result<Gauges, StoreError> {
     )
     .fetch_all(pool)
     .await?;
-    let (backlog_due, oldest_due_age_seconds, parked): (i64, f64, i64) = sqlx::query_as(
+    let (backlog_due, oldest_due_age_seconds, backlog_due_urgent, oldest_urgent, parked): (
+        i64,
+        f64,
+        i64,
+        f64,
+        i64,
+    ) = sqlx::query_as(
         "select count(*),
                 coalesce(extract(epoch from now() - min(next_check_at))::float8, 0),
+                count(*) filter (where next_check_urgent),
+                coalesce(extract(epoch from now()
+                         - min(next_check_at) filter (where next_check_urgent))::float8, 0),
                 (select count(*) from recon.payments where parked_at is not null)
          from recon.payments
          where next_check_at <= now()
@@ -180,6 +193,8 @@ pub async fn gauges(pool: &PgPool) -> Result<Gauges, StoreError> {
             .collect(),
         backlog_due,
         oldest_due_age_seconds,
+        backlog_due_urgent,
+        oldest_urgent_due_age_seconds: oldest_urgent,
         parked,
     })
 }

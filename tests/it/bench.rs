@@ -25,7 +25,7 @@ async fn the_benchmark_smoke_run_reconciles_everything_within_the_rate_budget() 
     for expected in [
         "| throughput, no rate limit (300 payments, start to all `success`) |",
         "windows over budget: 0 |",
-        "Index Scan using payments_due_idx",
+        "Index Scan using payments_due_urgent_idx",
         "| daemon peak RSS by backlog | 500: ",
     ] {
         assert!(

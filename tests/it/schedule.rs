@@ -82,3 +82,94 @@ async fn plan_says_what_a_day_costs_and_fails_when_the_budget_cannot_hold_it() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--mix"));
 }
+
+/// About twice the budget: 120 polls due, 10 requests a second, looked at over a 6-second
+/// window. The 20 deadline checks, due last, are all made in the first two seconds; the
+/// routine rechecks, due first, slip behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
+    use std::time::Duration;
+
+    use freedompay_recon::observe;
+    use tokio_util::sync::CancellationToken;
+
+    observe::recorder();
+    let app = TestApp::with(
+        Scenario::new().fallback([Reply::invoice("process", "1", "KZT")]),
+        &[
+            ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "10"),
+            ("FREEDOMPAY_RECON__POLL__BURST", "1"),
+            ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4"),
+        ],
+    )
+    .await;
+    sqlx::query(
+        "insert into recon.payments (payment_id, created_at, status, checks, next_check_at,
+                                     next_check_urgent)
+         select 'routine-' || g, now() - interval '1 hour', 'process', 1,
+                now() - interval '1 minute' + g * interval '1 millisecond', false
+         from generate_series(1, 100) g
+         union all
+         select 'deadline-' || g, now() - interval '1 hour', 'process', 1,
+                now() - interval '1 second', true
+         from generate_series(1, 20) g",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+
+    // The gauges say so: 120 due on a budget of 600 a minute, 20 of them deadlines.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(observe::serve_with(
+        listener,
+        app.engine.clone(),
+        shutdown.clone(),
+        Duration::ZERO,
+    ));
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "freedompay_recon_backlog_due 120",
+        "freedompay_recon_backlog_due_deadline 20",
+        "freedompay_recon_saturation 0.2",
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    shutdown.cancel();
+
+    app.sim.take_requests();
+    let started = tokio::time::Instant::now();
+    let sweeping = tokio::spawn({
+        let engine = app.engine.clone();
+        async move { engine.reconcile_due(&CancellationToken::new()).await }
+    });
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let window = app.sim.requests();
+    let deadline_at: Vec<Duration> = window
+        .iter()
+        .filter(|r| r.payment_id.starts_with("deadline-"))
+        .map(|r| r.at - started)
+        .collect();
+    let routine = window
+        .iter()
+        .filter(|r| r.payment_id.starts_with("routine-"))
+        .count();
+    assert_eq!(deadline_at.len(), 20, "every deadline check was made");
+    let last = deadline_at.iter().max().unwrap();
+    assert!(
+        *last < Duration::from_millis(2600),
+        "deadline checks on time: the last after {last:?}"
+    );
+    assert!(
+        routine < 100,
+        "routine rechecks slip: {routine} of 100 in the first 6 s"
+    );
+    let outcome = sweeping.await.unwrap().unwrap();
+    assert_eq!(outcome.recorded, 120, "and the routine ones are done after");
+}
