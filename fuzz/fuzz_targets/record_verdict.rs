@@ -128,20 +128,7 @@ fuzz_target!(|data: &[u8]| {
             })
             .collect();
         let written = store::record_isolated(&h.pool, batch, |item, reason| {
-            let verdict = decide(
-                &item.before,
-                &PollResult::Failed { reason },
-                item.verdict.observed_at,
-                &policy,
-                Jitter::NONE,
-            );
-            Recorded {
-                verdict,
-                invoice: None,
-                error_body: item.raw_body.or(item.error_body),
-                raw_body: None,
-                ..item
-            }
+            item.as_failed_poll(reason, &policy, Jitter::NONE)
         })
         .await
         .unwrap_or_else(|e| panic!("the database stopped: {}", e.error));

@@ -697,20 +697,7 @@ impl Sweep {
     /// the answer is kept, cleaned, as its error body.
     fn refused(&self, item: Recorded, reason: String) -> Recorded {
         let jitter = Jitter::from_permille(rand::rng().random_range(0..=1000));
-        let verdict = decide(
-            &item.before,
-            &PollResult::Failed { reason },
-            item.verdict.observed_at,
-            &self.engine.inner.policy,
-            jitter,
-        );
-        Recorded {
-            verdict,
-            invoice: None,
-            error_body: item.raw_body.or(item.error_body),
-            raw_body: None,
-            ..item
-        }
+        item.as_failed_poll(reason, &self.engine.inner.policy, jitter)
     }
 
     /// Writes verdicts in batches: whatever has arrived while the last write ran goes into

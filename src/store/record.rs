@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::domain::{Invoice, PaymentId, Tracked, Verdict};
+use crate::domain::{Invoice, Jitter, PaymentId, Policy, PollResult, Tracked, Verdict, decide};
 use crate::text;
 
 /// Longest error body kept in `last_error_body`.
@@ -474,6 +474,25 @@ fn refusal_reason(item: &Recorded, error: &StoreError) -> String {
 }
 
 impl Recorded {
+    /// This verdict decided again as a failed poll for `reason` (the database refused it),
+    /// its answer kept as the error body: what [`record_isolated`] writes instead.
+    pub fn as_failed_poll(self, reason: String, policy: &Policy, jitter: Jitter) -> Recorded {
+        let verdict = decide(
+            &self.before,
+            &PollResult::Failed { reason },
+            self.verdict.observed_at,
+            policy,
+            jitter,
+        );
+        Recorded {
+            verdict,
+            invoice: None,
+            error_body: self.raw_body.or(self.error_body),
+            raw_body: None,
+            ..self
+        }
+    }
+
     /// The first value of this verdict that the rules say PostgreSQL cannot store, if any.
     /// The provider's parser already refuses such values; this names the field should one
     /// slip through.
