@@ -161,7 +161,7 @@ mod tests {
             "/tests/fixtures/provider/jws-vectors.json"
         );
         let text = std::fs::read_to_string(path)
-            .unwrap_or_else(|e| panic!("read {path}: {e} (copied from ../shared/provider)"));
+            .unwrap_or_else(|e| panic!("read {path}: {e} (see tests/fixtures/README.md)"));
         let vectors: Vectors = serde_json::from_str(&text).expect("jws-vectors.json parses");
         assert!(vectors.cases.len() >= 4, "every known answer is present");
         vectors.cases
