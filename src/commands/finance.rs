@@ -75,22 +75,18 @@ pub struct ResolveArgs {
 /// A `--status` must be a documented status, `no_answer`, or one the provider has sent: a
 /// typo (`sucess`) is an error, not an empty selection.
 async fn check_status(pool: &sqlx::PgPool, status: &str) -> anyhow::Result<()> {
-    const KNOWN: [&str; 6] = [
-        "success",
-        "error",
-        "incomplete",
-        "process",
-        "waiting",
-        "no_answer",
-    ];
-    if KNOWN.contains(&status) || store::finance::status_seen(pool, status).await? {
+    use crate::domain::ProviderStatus;
+    if status == "no_answer"
+        || ProviderStatus::DOCUMENTED.contains(&status)
+        || store::finance::status_seen(pool, status).await?
+    {
         return Ok(());
     }
     anyhow::bail!(
-        "--status {}: no payment has that status; use one of {}, or a status the provider \
-         sent (select distinct status from recon.reconciliation)",
+        "--status {}: no payment has that status; use one of {}, no_answer, or a status the \
+         provider sent (select distinct status from recon.reconciliation)",
         crate::text::excerpt(status),
-        KNOWN.join(", ")
+        ProviderStatus::DOCUMENTED.join(", ")
     )
 }
 

@@ -130,6 +130,10 @@ pub enum ProviderStatus {
 }
 
 impl ProviderStatus {
+    /// The statuses the provider documents, as it spells them.
+    pub const DOCUMENTED: [&'static str; 5] =
+        ["success", "error", "incomplete", "process", "waiting"];
+
     pub fn parse(raw: &str) -> Self {
         match raw {
             "success" => Self::Success,
