@@ -21,27 +21,28 @@
 //! - [`store`]: every SQL statement: intake, claim, record, release, migrations.
 //! - [`engine`]: one sweep (claim → pace → poll → decide → record) and the cron adapter.
 //! - [`settings`], [`telemetry`]: configuration layers and logging.
-//! - [`observe`]: the optional `/healthz`, `/readyz` and `/metrics` listener.
-//! - [`plan`]: the capacity planner: the policy and `decide` on a simulated day.
+//! - [`monitoring`]: the optional `/healthz`, `/readyz` and `/metrics` listener.
+//! - [`capacity`]: the capacity planner: the policy and `decide` on a simulated day.
 //! - [`simulator`]: a local stand-in for the provider, signature check included.
 //! - [`commands`]: one function per command-line command.
-//! - [`bench`]: the benchmark harness behind `freedompay-recon bench`.
-//! - [`import`]: bulk intake from CSV (validate everything, then one transaction).
-//! - [`report`]: finance reports (summary or detail; table, CSV or JSON), streamed.
+//! - [`benchmark`]: the benchmark harness behind `freedompay-recon bench`.
+//! - [`intake`]: the rules every intake path shares, and bulk intake from CSV (validate
+//!   everything, then one transaction).
+//! - [`reporting`]: finance reports (summary or detail; table, CSV or JSON), streamed.
 //! - [`text`]: untrusted text cleaned for storage, escaped for terminals, neutralised for
 //!   spreadsheets.
 
 #![forbid(unsafe_code)]
 
-pub mod bench;
+pub mod benchmark;
+pub mod capacity;
 pub mod commands;
 pub mod domain;
 pub mod engine;
-pub mod import;
-pub mod observe;
-pub mod plan;
+pub mod intake;
+pub mod monitoring;
 pub mod provider;
-pub mod report;
+pub mod reporting;
 pub mod settings;
 pub mod simulator;
 pub mod store;

@@ -2,7 +2,7 @@
 #![no_main]
 
 use chrono::FixedOffset;
-use freedompay_recon::import::check_csv;
+use freedompay_recon::intake::check_csv;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::bench::{BenchOptions, run_bench};
+use crate::benchmark::{BenchOptions, run_bench};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]

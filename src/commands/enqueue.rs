@@ -6,7 +6,7 @@ use clap::Args;
 use rust_decimal::Decimal;
 
 use crate::domain::{Currency, ExpectedValues, PaymentId};
-use crate::import::intake_timestamp;
+use crate::intake::intake_timestamp;
 use crate::settings::Settings;
 use crate::store::{self, EnqueueOutcome, NewPayment};
 

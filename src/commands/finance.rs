@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 
 use crate::domain::{FlagKind, PaymentId};
-use crate::import::{ImportError, import_csv};
+use crate::intake::{ImportError, import_csv};
 use crate::settings::Settings;
 use crate::store::{self, finance::Selection};
 
@@ -235,12 +235,12 @@ pub struct ReportArgs {
     #[arg(long)]
     pub detail: bool,
     #[arg(long, value_enum, default_value = "table")]
-    pub format: crate::report::Format,
+    pub format: crate::reporting::Format,
     /// First reporting day, inclusive (YYYY-MM-DD).
-    #[arg(long, value_parser = crate::report::parse_date)]
+    #[arg(long, value_parser = crate::reporting::parse_date)]
     pub from: Option<chrono::NaiveDate>,
     /// Last reporting day, inclusive (YYYY-MM-DD).
-    #[arg(long, value_parser = crate::report::parse_date)]
+    #[arg(long, value_parser = crate::reporting::parse_date)]
     pub to: Option<chrono::NaiveDate>,
     /// Which day a payment belongs to: the day it was created, or the day it settled.
     #[arg(long, value_enum, default_value = "created")]
@@ -265,7 +265,7 @@ pub struct ReportArgs {
 }
 
 pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<ExitCode> {
-    use crate::report::{ReportRequest, write_report};
+    use crate::reporting::{ReportRequest, write_report};
 
     if let (Some(from), Some(to)) = (args.from, args.to) {
         anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
@@ -298,7 +298,7 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         None => {
             let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
             match write_report(&pool, &request, stdout).await {
-                Err(crate::report::ReportError::Write(e)) => return Err(super::stdout_error(e)),
+                Err(crate::reporting::ReportError::Write(e)) => return Err(super::stdout_error(e)),
                 other => other?,
             }
         }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::plan::{Mix, PlanInput, render, run};
+use crate::capacity::{Mix, PlanInput, render, run};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]

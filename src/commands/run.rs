@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::engine::{Engine, SweepStop, run_daemon};
-use crate::observe;
+use crate::monitoring;
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
 use crate::store;
@@ -25,11 +25,11 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
     }
     let listener = match settings.http.listen {
         Some(addr) if !once => {
-            let listener = observe::bind(addr).await?;
+            let listener = monitoring::bind(addr).await?;
             tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
             let (engine, shutdown) = (engine.clone(), shutdown.clone());
             Some(tokio::spawn(async move {
-                if let Err(e) = observe::serve(listener, engine, shutdown).await {
+                if let Err(e) = monitoring::serve(listener, engine, shutdown).await {
                     tracing::error!("the health and metrics listener stopped: {e}");
                 }
             }))

@@ -11,6 +11,7 @@
 //! released at the end of the sweep, so nothing claimed is lost.
 
 mod daemon;
+pub mod metrics;
 mod pacing;
 
 use std::collections::HashMap;
@@ -18,20 +19,18 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use futures_util::StreamExt as _;
 use rand::Rng as _;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument as _;
 
 pub use daemon::{DaemonError, run_daemon};
 pub use pacing::Pacer;
 
 use crate::domain::{Jitter, PaymentId, Policy, PollResult, decide};
-use crate::observe;
 use crate::provider::{Classified, ProviderClient};
 use crate::settings::{PollSettings, Settings};
 use crate::store::{self, Claimed, Recorded, StoreError};
@@ -202,7 +201,7 @@ impl Engine {
             .run()
             .instrument(span.clone())
             .await?;
-        metrics::histogram!(observe::SWEEP_DURATION).record(started.elapsed().as_secs_f64());
+        ::metrics::histogram!(metrics::SWEEP_DURATION).record(started.elapsed().as_secs_f64());
         span.in_scope(|| match &outcome.stop {
             SweepStop::Fatal(reason) => tracing::error!(
                 claimed = outcome.claimed,
@@ -350,23 +349,59 @@ fn hostname() -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// What a poller hands the writer.
+/// How one poll ended.
 enum Polled {
     Verdict(Box<Recorded>),
-    /// The claim was not polled (stopping, or the lease is nearly out): release it.
+    /// Not polled (stopping, or the lease is nearly out): the claim is released.
     Skipped,
+    /// The provider refused our configuration: polling stops for everyone.
+    Halt(String),
 }
 
-/// One sweep's shared state.
+/// A claim by its lease: what is released if it is not written.
+type Lease = (PaymentId, i64);
+
+fn lease_of(claim: &Claimed) -> Lease {
+    (claim.tracked.payment_id.clone(), claim.lease_token)
+}
+
+/// What the claimer did.
+#[derive(Debug, Default)]
+struct Claims {
+    claimed: u64,
+    recovered: u64,
+}
+
+/// What the pollers did.
+#[derive(Debug, Default)]
+struct Polls {
+    rate_limited: u64,
+    fatal: Option<String>,
+    /// Claims taken and not polled, or whose poll was cut off: released at the end.
+    unpolled: Vec<Lease>,
+}
+
+/// What the writer did.
+#[derive(Debug, Default)]
+struct Writes {
+    recorded: u64,
+    failed: u64,
+    stale: u64,
+    transitions: u64,
+    flags_opened: u64,
+    flags_resolved: u64,
+    /// Verdicts not written (the stop deadline passed, or the database stayed away until
+    /// the lease ran out): their claims are released at the end.
+    unwritten: Vec<Lease>,
+}
+
+/// One sweep: three loops (claim, poll, write) joined by channels. Each loop owns what it
+/// counts and hands it back when it ends; nothing is shared but the stop signal.
 struct Sweep {
     engine: Engine,
     /// Fires on shutdown or on a fatal error: stop claiming and polling.
     stop: CancellationToken,
     shutdown: CancellationToken,
-    /// Claims not yet written: released at the end.
-    outstanding: Mutex<HashMap<PaymentId, i64>>,
-    fatal: Mutex<Option<String>>,
-    outcome: Mutex<SweepOutcome>,
     /// Once stopping: the one moment by which polls, writes and claims give up
     /// (`poll.drain_timeout` after the stop), however much work is queued.
     deadline: OnceLock<Instant>,
@@ -378,9 +413,6 @@ impl Sweep {
             engine,
             stop: shutdown.child_token(),
             shutdown: shutdown.clone(),
-            outstanding: Mutex::new(HashMap::new()),
-            fatal: Mutex::new(None),
-            outcome: Mutex::new(SweepOutcome::default()),
             deadline: OnceLock::new(),
         })
     }
@@ -394,10 +426,6 @@ impl Sweep {
         tokio::time::sleep_until(deadline).await;
     }
 
-    fn count(&self, update: impl FnOnce(&mut SweepOutcome)) {
-        update(&mut self.outcome.lock().expect("outcome lock"));
-    }
-
     async fn run(self: Arc<Self>) -> Result<SweepOutcome, EngineError> {
         let inner = &self.engine.inner;
         let chunk = self.engine.claim_chunk();
@@ -406,22 +434,22 @@ impl Sweep {
 
         let claimer = tokio::spawn(Arc::clone(&self).claim_loop(claims_tx));
         let writer = tokio::spawn(Arc::clone(&self).write_loop(polled_rx));
-        Arc::clone(&self).poll_all(claims_rx, polled_tx).await;
+        let (polls, mut queued) = Arc::clone(&self).poll_all(claims_rx, polled_tx).await;
+        let (claims, claim_result) = claimer.await.expect("claimer task panicked");
+        let writes = writer.await.expect("writer task panicked");
 
-        let claim_result = claimer.await.expect("claimer task panicked");
-        writer.await.expect("writer task panicked");
-
-        // Whatever was claimed and not written goes back now.
-        let leftover: Vec<(PaymentId, i64)> = self
-            .outstanding
-            .lock()
-            .expect("outstanding lock")
-            .drain()
-            .collect();
+        // Whatever was claimed and not written goes back now: claims still queued (the
+        // claimer has ended, so the queue holds all it sent), unpolled and unwritten ones.
+        let mut leftover = polls.unpolled;
+        leftover.extend(writes.unwritten);
+        while let Ok(claim) = queued.try_recv() {
+            leftover.push(lease_of(&claim));
+        }
+        let mut released = 0;
         if !leftover.is_empty() {
             let release = store::release(&inner.pool, &leftover);
             match tokio::time::timeout(Duration::from_secs(5), release).await {
-                Ok(Ok(released)) => self.count(|o| o.released += released),
+                Ok(Ok(n)) => released = n,
                 Ok(Err(e)) => tracing::warn!(
                     "could not release {} claims ({e}); they fall due when their lease ends",
                     leftover.len()
@@ -433,8 +461,20 @@ impl Sweep {
             }
         }
 
-        let mut outcome = self.outcome.lock().expect("outcome lock").clone();
-        if let Some(reason) = self.fatal.lock().expect("fatal lock").take() {
+        let mut outcome = SweepOutcome {
+            claimed: claims.claimed,
+            recovered: claims.recovered,
+            recorded: writes.recorded,
+            failed: writes.failed,
+            transitions: writes.transitions,
+            flags_opened: writes.flags_opened,
+            flags_resolved: writes.flags_resolved,
+            stale: writes.stale,
+            released,
+            rate_limited: polls.rate_limited,
+            stop: SweepStop::Drained,
+        };
+        if let Some(reason) = polls.fatal {
             self.engine.record_fatal(&reason);
             outcome.stop = SweepStop::Fatal(reason);
         } else if self.shutdown.is_cancelled() {
@@ -448,7 +488,20 @@ impl Sweep {
 
     /// Claims in chunks as the queue frees room, until nothing due at the sweep's start is
     /// left or the sweep stops.
-    async fn claim_loop(self: Arc<Self>, claims: mpsc::Sender<Claimed>) -> Result<(), EngineError> {
+    async fn claim_loop(
+        self: Arc<Self>,
+        queue: mpsc::Sender<Claimed>,
+    ) -> (Claims, Result<(), EngineError>) {
+        let mut counts = Claims::default();
+        let result = self.claim_into(&queue, &mut counts).await;
+        (counts, result)
+    }
+
+    async fn claim_into(
+        &self,
+        queue: &mpsc::Sender<Claimed>,
+        counts: &mut Claims,
+    ) -> Result<(), EngineError> {
         let inner = &self.engine.inner;
         let chunk = self.engine.claim_chunk();
         let mut due_by = None;
@@ -457,7 +510,7 @@ impl Sweep {
                 // Stopping wins over a free queue: nothing is claimed after a stop.
                 biased;
                 () = self.stop.cancelled() => return Ok(()),
-                permits = claims.reserve_many(chunk) => match permits {
+                permits = queue.reserve_many(chunk) => match permits {
                     Ok(permits) => permits,
                     Err(_) => return Ok(()),
                 },
@@ -509,74 +562,100 @@ impl Sweep {
             // "Due now" is fixed at the first claim, on the database's clock: payments
             // rescheduled during this sweep wait for the next one.
             due_by.get_or_insert(first.claimed_at);
-            {
-                let mut outstanding = self.outstanding.lock().expect("outstanding lock");
-                for claim in &claimed {
-                    outstanding.insert(claim.tracked.payment_id.clone(), claim.lease_token);
-                }
-            }
             let recovered = claimed.iter().filter(|c| c.recovered).count() as u64;
-            self.count(|o| {
-                o.claimed += claimed.len() as u64;
-                o.recovered += recovered;
-            });
+            counts.claimed += claimed.len() as u64;
+            counts.recovered += recovered;
             if recovered > 0 {
-                metrics::counter!(observe::LEASES_RECOVERED).increment(recovered);
+                ::metrics::counter!(metrics::LEASES_RECOVERED).increment(recovered);
                 tracing::info!(recovered, "took over claims whose lease had run out");
             }
+            // Sent even when stopping: the queue is drained and released at the end.
             for (permit, claim) in permits.zip(claimed) {
                 permit.send(claim);
             }
         }
     }
 
-    /// Polls claims with at most `poll.concurrency` in flight; on shutdown stops taking new
-    /// ones and gives in-flight polls `poll.drain_timeout` to finish.
+    /// Polls claims with at most `poll.concurrency` in flight; on a stop takes no new ones
+    /// and gives in-flight polls until the stop deadline. Returns the claim queue with
+    /// whatever is left in it, for the caller to release once the claimer has ended.
     async fn poll_all(
         self: Arc<Self>,
-        claims: mpsc::Receiver<Claimed>,
+        mut queue: mpsc::Receiver<Claimed>,
         polled: mpsc::Sender<Recorded>,
-    ) {
-        let inner = &self.engine.inner;
-        let stop = self.stop.clone();
-        let claims = futures_util::stream::unfold(claims, |mut rx| async move {
-            rx.recv().await.map(|claim| (claim, rx))
-        })
-        .take_until(stop.clone().cancelled_owned());
-        let pipeline = claims
-            .map(|claim| {
-                let sweep = Arc::clone(&self);
-                AbortOnDropHandle::new(tokio::spawn(async move { sweep.poll_one(claim).await }))
-            })
-            .buffer_unordered(inner.poll.concurrency)
-            .for_each(|result| {
-                let polled = polled.clone();
-                async move {
+    ) -> (Polls, mpsc::Receiver<Claimed>) {
+        let concurrency = self.engine.inner.poll.concurrency;
+        let mut polls = Polls::default();
+        let mut running: JoinSet<(Polled, u64)> = JoinSet::new();
+        let mut in_flight: HashMap<tokio::task::Id, Lease> = HashMap::new();
+        let mut queue_open = true;
+        loop {
+            let taking = queue_open && !self.stop.is_cancelled() && running.len() < concurrency;
+            if !taking && running.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                () = self.past_deadline() => {
+                    tracing::warn!(
+                        "in-flight polls did not finish within poll.drain_timeout; their claims are released"
+                    );
+                    break;
+                }
+                Some(joined) = running.join_next_with_id() => {
+                    let (task, result) = match joined {
+                        Ok((task, result)) => (task, Some(result)),
+                        Err(e) => {
+                            if e.is_panic() {
+                                tracing::error!("a poll failed unexpectedly: {e}");
+                            }
+                            (e.id(), None)
+                        }
+                    };
+                    let lease = in_flight.remove(&task).expect("every poll task is tracked");
+                    let Some((result, rate_limited)) = result else {
+                        polls.unpolled.push(lease);
+                        continue;
+                    };
+                    polls.rate_limited += rate_limited;
                     match result {
-                        // The writer outlives the pollers; a send fails only if it died.
-                        Ok(Polled::Verdict(recorded)) => {
-                            let _ = polled.send(*recorded).await;
+                        Polled::Verdict(recorded) => {
+                            let sent = tokio::select! {
+                                sent = polled.send(*recorded) => sent.is_ok(),
+                                () = self.past_deadline() => false,
+                            };
+                            if !sent {
+                                polls.unpolled.push(lease);
+                            }
                         }
-                        Ok(Polled::Skipped) => {}
-                        // Its claim stays outstanding and is released at the end.
-                        Err(e) if e.is_panic() => {
-                            tracing::error!("a poll failed unexpectedly: {e}")
+                        Polled::Skipped => polls.unpolled.push(lease),
+                        Polled::Halt(reason) => {
+                            polls.fatal.get_or_insert(reason);
+                            self.stop.cancel();
+                            polls.unpolled.push(lease);
                         }
-                        Err(_) => {}
                     }
                 }
-            });
-        tokio::select! {
-            () = pipeline => {}
-            () = self.past_deadline() => {
-                tracing::warn!(
-                    "in-flight polls did not finish within poll.drain_timeout; their claims are released"
-                );
+                () = self.stop.cancelled(), if taking => {}
+                claim = queue.recv(), if taking => match claim {
+                    Some(claim) => {
+                        let lease = lease_of(&claim);
+                        let sweep = Arc::clone(&self);
+                        let task = running.spawn(async move { sweep.poll_one(claim).await });
+                        in_flight.insert(task.id(), lease);
+                    }
+                    None => queue_open = false,
+                },
             }
         }
+        // Polls cut off at the deadline are aborted when `running` drops.
+        polls.unpolled.extend(in_flight.into_values());
+        queue.close();
+        (polls, queue)
     }
 
-    async fn poll_one(&self, claim: Claimed) -> Polled {
+    /// Polls one claim; also returns how many times the provider asked us to slow down.
+    async fn poll_one(&self, claim: Claimed) -> (Polled, u64) {
         let inner = &self.engine.inner;
         let payment_id = claim.tracked.payment_id.clone();
         let span = tracing::debug_span!(
@@ -584,7 +663,8 @@ impl Sweep {
             payment.id = %payment_id,
             request.id = tracing::field::Empty
         );
-        async {
+        let mut rate_limited = 0;
+        let polled = async {
             let claimed_locally = Instant::from_std(claim.claimed_instant);
             // Leave a request's worth of time before the lease runs out: a later write
             // would be refused anyway.
@@ -594,7 +674,7 @@ impl Sweep {
                 let Some(ticket) = inner.pacer.ticket(&self.stop).await else {
                     return Polled::Skipped;
                 };
-                metrics::histogram!(observe::RATE_LIMIT_WAIT).record(ticket.waited.as_secs_f64());
+                ::metrics::histogram!(metrics::RATE_LIMIT_WAIT).record(ticket.waited.as_secs_f64());
                 if Instant::now() >= lease_deadline {
                     tracing::debug!("lease nearly out before the poll; releasing");
                     return Polled::Skipped;
@@ -603,9 +683,9 @@ impl Sweep {
                 drop(ticket);
                 tracing::Span::current()
                     .record("request.id", tracing::field::display(fetched.request_id));
-                metrics::histogram!(observe::PROVIDER_LATENCY)
+                ::metrics::histogram!(metrics::PROVIDER_LATENCY)
                     .record(fetched.elapsed.as_secs_f64());
-                metrics::counter!(observe::POLLS, "outcome" => outcome_label(&fetched.classified))
+                ::metrics::counter!(metrics::POLLS, "outcome" => outcome_label(&fetched.classified))
                     .increment(1);
                 let result = match fetched.classified {
                     Classified::Answer(result) => result,
@@ -625,15 +705,12 @@ impl Sweep {
                             pause_ms = pause.as_millis() as u64,
                             "provider asked us to slow down; pausing every worker"
                         );
-                        metrics::counter!(observe::RATE_LIMIT_PAUSES).increment(1);
+                        ::metrics::counter!(metrics::RATE_LIMIT_PAUSES).increment(1);
                         inner.pacer.pause(pause).await;
-                        self.count(|o| o.rate_limited += 1);
+                        rate_limited += 1;
                         continue;
                     }
-                    Classified::Fatal(reason) => {
-                        self.halt(reason);
-                        return Polled::Skipped;
-                    }
+                    Classified::Fatal(reason) => return Polled::Halt(reason),
                     Classified::CredentialsDoubt { code, description } => {
                         match self
                             .engine
@@ -641,10 +718,7 @@ impl Sweep {
                             .await
                         {
                             Credentials::NotProven => PollResult::Rejected { code, description },
-                            Credentials::Refused(reason) => {
-                                self.halt(reason);
-                                return Polled::Skipped;
-                            }
+                            Credentials::Refused(reason) => return Polled::Halt(reason),
                             Credentials::Inconclusive(_) if self.stop.is_cancelled() => {
                                 return Polled::Skipped;
                             }
@@ -684,13 +758,8 @@ impl Sweep {
             }
         }
         .instrument(span)
-        .await
-    }
-
-    /// The provider refused our configuration: polling stops for everyone.
-    fn halt(&self, reason: String) {
-        self.fatal.lock().expect("fatal lock").get_or_insert(reason);
-        self.stop.cancel();
+        .await;
+        (polled, rate_limited)
     }
 
     /// A verdict the database refused, decided again as a failed poll that names the problem;
@@ -704,9 +773,10 @@ impl Sweep {
     /// the next transaction. A verdict the database refuses is split off and recorded as a
     /// failed poll ([`store::record_isolated`]); any other failure is retried (writes are
     /// idempotent) until the lease runs out or, once stopping, until the stop deadline.
-    async fn write_loop(self: Arc<Self>, mut polled: mpsc::Receiver<Recorded>) {
+    async fn write_loop(self: Arc<Self>, mut polled: mpsc::Receiver<Recorded>) -> Writes {
         let inner = &self.engine.inner;
         let limit = inner.poll.batch_size as usize;
+        let mut writes = Writes::default();
         let mut batch = Vec::with_capacity(limit);
         while polled.recv_many(&mut batch, limit).await > 0 {
             let failed = batch.iter().filter(|r| !r.verdict.answered).count() as u64;
@@ -714,6 +784,11 @@ impl Sweep {
             let mut backoff = Duration::from_millis(100);
             let first_try = Instant::now();
             loop {
+                // Known before the write takes the batch: released if it never finishes.
+                let leases: Vec<Lease> = pending
+                    .iter()
+                    .map(|r| (r.payment_id.clone(), r.lease_token))
+                    .collect();
                 let write = store::record_isolated(&inner.pool, pending, |item, reason| {
                     self.refused(item, reason)
                 });
@@ -721,59 +796,64 @@ impl Sweep {
                     result = write => result,
                     () = self.past_deadline() => {
                         tracing::error!("stop deadline passed while recording verdicts; their claims are released");
+                        writes.unwritten.extend(leases);
                         break;
                     }
                 };
                 let e = match result {
                     Ok(written) => {
-                        self.account(&written, failed);
+                        writes.count(&written, failed);
                         break;
                     }
                     Err(interrupted) => {
-                        self.account(&interrupted.written, 0);
+                        writes.count(&interrupted.written, 0);
                         pending = interrupted.remaining;
                         interrupted.error
                     }
                 };
                 // Past the lease the writes would be refused anyway. The claims then fall
                 // due again.
-                if first_try.elapsed() >= inner.poll.lease {
+                let gave_up = if first_try.elapsed() >= inner.poll.lease {
                     tracing::error!("gave up recording {} verdicts: {e}", pending.len());
+                    true
+                } else {
+                    tracing::warn!(
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "could not record {} verdicts: {e}",
+                        pending.len()
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => false,
+                        () = self.past_deadline() => true,
+                    }
+                };
+                if gave_up {
+                    writes.unwritten.extend(
+                        pending
+                            .iter()
+                            .map(|r| (r.payment_id.clone(), r.lease_token)),
+                    );
                     break;
-                }
-                tracing::warn!(
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "could not record {} verdicts: {e}",
-                    pending.len()
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = self.past_deadline() => break,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+        writes
     }
+}
 
-    /// Counts what a write did and settles its claims.
-    fn account(&self, written: &store::Isolated, failed: u64) {
+impl Writes {
+    /// Counts what a write did.
+    fn count(&mut self, written: &store::Isolated, failed: u64) {
         let o = &written.outcome;
-        self.count(|sweep| {
-            sweep.recorded += o.applied;
-            sweep.failed += failed + written.refused;
-            sweep.stale += (written.done.len() as u64).saturating_sub(o.applied);
-            sweep.transitions += o.transitions;
-            sweep.flags_opened += o.flags_opened;
-            sweep.flags_resolved += o.flags_resolved;
-        });
-        metrics::counter!(observe::TRANSITIONS).increment(o.transitions);
-        metrics::counter!(observe::FLAGS_OPENED).increment(o.flags_opened);
-        metrics::counter!(observe::FLAGS_RESOLVED).increment(o.flags_resolved);
-        let mut outstanding = self.outstanding.lock().expect("outstanding lock");
-        for (payment_id, token) in &written.done {
-            if outstanding.get(payment_id) == Some(token) {
-                outstanding.remove(payment_id);
-            }
-        }
+        self.recorded += o.applied;
+        self.failed += failed + written.refused;
+        self.stale += (written.done.len() as u64).saturating_sub(o.applied);
+        self.transitions += o.transitions;
+        self.flags_opened += o.flags_opened;
+        self.flags_resolved += o.flags_resolved;
+        ::metrics::counter!(metrics::TRANSITIONS).increment(o.transitions);
+        ::metrics::counter!(metrics::FLAGS_OPENED).increment(o.flags_opened);
+        ::metrics::counter!(metrics::FLAGS_RESOLVED).increment(o.flags_resolved);
     }
 }

@@ -13,7 +13,7 @@ mod helpers;
 mod instances;
 mod intake;
 mod leases;
-mod observe;
+mod monitoring;
 mod output;
 mod pacing;
 mod privilege;

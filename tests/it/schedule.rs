@@ -90,10 +90,10 @@ async fn plan_says_what_a_day_costs_and_fails_when_the_budget_cannot_hold_it() {
 async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
     use std::time::Duration;
 
-    use freedompay_recon::observe;
+    use freedompay_recon::monitoring;
     use tokio_util::sync::CancellationToken;
 
-    observe::recorder();
+    monitoring::recorder();
     let app = TestApp::with(
         Scenario::new().fallback([Reply::invoice("process", "1", "KZT")]),
         &[
@@ -122,7 +122,7 @@ async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(observe::serve_with(
+    tokio::spawn(monitoring::serve_with(
         listener,
         app.engine.clone(),
         shutdown.clone(),

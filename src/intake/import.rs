@@ -21,9 +21,8 @@ use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
-use crate::domain::rules::timestamp_problem;
+use super::intake_timestamp;
 use crate::domain::{Currency, ORDER_ID_MAX_LEN, PaymentId, optional_text, parse_amount};
-use crate::provider::parse_timestamp;
 use crate::store::{self, StoreError};
 use crate::text::{clean, excerpt};
 
@@ -173,22 +172,6 @@ fn layout(header: &StringRecord) -> Result<Layout, ImportError> {
         created_at: found[4],
         expires_at: found[5],
     })
-}
-
-/// A time as every intake path reads it (`import`, `enqueue`): RFC 3339, or
-/// `YYYY-MM-DD HH:MM:SS` in `naive_offset`, within the years 1 to 9999.
-pub fn intake_timestamp(raw: &str, naive_offset: FixedOffset) -> Result<DateTime<Utc>, String> {
-    let at = parse_timestamp(raw, naive_offset).ok_or_else(|| {
-        format!(
-            "{} is not a timestamp; use RFC 3339 (2025-07-11T12:00:00Z) or \
-             YYYY-MM-DD HH:MM:SS in {naive_offset}",
-            excerpt(raw)
-        )
-    })?;
-    match timestamp_problem(at) {
-        None => Ok(at),
-        Some(problem) => Err(format!("{} {problem}", excerpt(raw))),
-    }
 }
 
 /// A row that passed validation.

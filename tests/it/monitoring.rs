@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use freedompay_recon::engine::Engine;
-use freedompay_recon::observe;
+use freedompay_recon::monitoring;
 use freedompay_recon::provider::ProviderClient;
 use freedompay_recon::simulator::{Reply, Scenario};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -20,7 +20,12 @@ async fn listen(engine: Engine, shutdown: &CancellationToken) -> String {
 async fn listen_caching(engine: Engine, shutdown: &CancellationToken, ttl: Duration) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(observe::serve_with(listener, engine, shutdown.clone(), ttl));
+    tokio::spawn(monitoring::serve_with(
+        listener,
+        engine,
+        shutdown.clone(),
+        ttl,
+    ));
     base
 }
 
@@ -33,7 +38,7 @@ async fn get(url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_describe_the_daemon_and_the_database() {
     // As `run` does: the recorder is in place before the first sweep.
-    observe::recorder();
+    monitoring::recorder();
     let app = TestApp::new(
         Scenario::new()
             .prefix("m-", [Reply::invoice("process", "10", "KZT")])
@@ -141,7 +146,7 @@ async fn readiness_fails_while_polling_is_halted_or_the_database_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_text_never_becomes_a_metric_label() {
-    observe::recorder();
+    monitoring::recorder();
     let forged = "x\"} 1 freedompay_recon_backlog_due{a=\"99999";
     let app = TestApp::new(
         Scenario::new()
@@ -204,7 +209,7 @@ async fn provider_text_never_becomes_a_metric_label() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_gauges_are_read_at_most_once_per_interval_and_shared_by_scrapes() {
-    observe::recorder();
+    monitoring::recorder();
     let app = TestApp::new(Scenario::new()).await;
     app.insert_ids(&["g-1"]).await;
     let shutdown = CancellationToken::new();
@@ -240,7 +245,7 @@ async fn database_gauges_are_read_at_most_once_per_interval_and_shared_by_scrape
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_rows_are_counted_and_readiness_says_so() {
-    observe::recorder();
+    monitoring::recorder();
     let app = TestApp::new(Scenario::new()).await;
     sqlx::query(
         "alter table recon.payments

@@ -17,69 +17,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rand::{Rng as _, SeedableRng as _};
-use serde::Deserialize;
+
+mod mix;
+
+pub use mix::Mix;
 
 use crate::domain::{
     FlagKind, Invoice, Jitter, Lifetime, PaymentId, Policy, PollResult, ProviderStatus, Tracked,
     decide,
 };
-
-/// What happens to a day's payments. Shares are of all payments and add up to 1.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mix {
-    /// Paid after the time to pay.
-    pub paid: f64,
-    /// Failed (`error`) after the time to pay.
-    pub failed: f64,
-    /// Never paid: `process` until the lifetime runs out, then `incomplete`.
-    pub abandoned: f64,
-    /// Time to pay or fail: log-normal with this median...
-    #[serde(with = "humantime_serde")]
-    pub pay_median: Duration,
-    /// ...and this σ of its logarithm (0: every payment takes exactly the median).
-    pub pay_sigma: f64,
-    /// The payments' lifetime, as the provider states it (seconds from creation).
-    #[serde(with = "humantime_serde")]
-    pub lifetime: Duration,
-    /// How long after creation the provider still says "not found".
-    #[serde(with = "humantime_serde")]
-    pub visible_after: Duration,
-}
-
-impl Default for Mix {
-    /// The day the defaults are chosen for: 70 % paid (median 90 s), 5 % failed, 25 %
-    /// abandoned at a 24 h lifetime; invisible for the first 30 s.
-    fn default() -> Self {
-        Self {
-            paid: 0.70,
-            failed: 0.05,
-            abandoned: 0.25,
-            pay_median: Duration::from_secs(90),
-            pay_sigma: 1.0,
-            lifetime: Duration::from_secs(24 * 3600),
-            visible_after: Duration::from_secs(30),
-        }
-    }
-}
-
-impl Mix {
-    /// Reads a mix from a TOML file; every key is required.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        let mix: Mix = toml::from_str(text).map_err(|e| e.message().to_owned())?;
-        let shares = [mix.paid, mix.failed, mix.abandoned];
-        if shares.iter().any(|s| !(0.0..=1.0).contains(s)) {
-            return Err("paid, failed and abandoned are shares between 0 and 1".into());
-        }
-        if ((mix.paid + mix.failed + mix.abandoned) - 1.0).abs() > 1e-9 {
-            return Err("paid + failed + abandoned must add up to 1".into());
-        }
-        if !(0.0..=5.0).contains(&mix.pay_sigma) {
-            return Err("pay_sigma must be between 0 and 5".into());
-        }
-        Ok(mix)
-    }
-}
 
 /// What a plan is run with.
 #[derive(Debug, Clone)]
