@@ -20,7 +20,6 @@ use serde::{Deserialize, Deserializer};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::Policy;
-use crate::provider::ParamsMode;
 
 /// Where the daemon looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/freedompay-recon/config.toml";
@@ -126,6 +125,18 @@ pub struct DatabaseSettings {
     /// No statement waits longer for a row or table lock.
     #[serde(with = "humantime_serde")]
     pub lock_timeout: Duration,
+}
+
+/// What the protected header's `params` carries for a GET. Undocumented by the provider,
+/// hence a setting; see INVOICE_INFO.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamsMode {
+    /// The exact query string sent, without `?`, so the signature covers the payment id.
+    #[default]
+    Query,
+    /// An empty string.
+    Empty,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,19 +12,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+use crate::settings::ParamsMode;
 
-/// What the protected header's `params` carries for a GET. Undocumented by the provider,
-/// hence a setting; see INVOICE_INFO.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ParamsMode {
-    /// The exact query string sent, without `?`, so the signature covers the payment id.
-    #[default]
-    Query,
-    /// An empty string.
-    Empty,
-}
+type HmacSha256 = Hmac<Sha256>;
 
 /// The protected header, fields in the order the provider's examples use (the order matters
 /// only for reproducing known answers: we sign the exact bytes we send).

@@ -8,8 +8,11 @@ mod parse;
 pub use client::{
     Classified, Fetched, Limits, ProviderClient, ProviderSettingsError, ResponseHead, classify,
 };
-pub use jws::{ParamsMode, Signer, VerifyError, protected_header, sign_detached, verify_detached};
+pub use jws::{Signer, VerifyError, protected_header, sign_detached, verify_detached};
 pub use parse::{ApiError, Body, ParseError, parse_body, parse_timestamp};
 
 /// The one endpoint the daemon polls.
 pub const INVOICE_INFO_PATH: &str = "/v5/partner/invoice/info";
+
+/// Which `params` the signature covers: a setting, re-exported where the protocol uses it.
+pub use crate::settings::ParamsMode;

@@ -186,6 +186,8 @@ struct Shared {
     credentials: Credentials,
     scenario: Mutex<Scenario>,
     calls: Mutex<HashMap<String, usize>>,
+    /// Requests received so far, for whoever waits on a count ([`Simulator::wait_for_calls`]).
+    received: tokio::sync::watch::Sender<usize>,
     log: Mutex<Vec<LoggedRequest>>,
     keep_log: AtomicBool,
 }
@@ -217,6 +219,7 @@ impl Simulator {
             credentials,
             scenario: Mutex::new(scenario),
             calls: Mutex::new(HashMap::new()),
+            received: tokio::sync::watch::Sender::new(0),
             log: Mutex::new(Vec::new()),
             keep_log: AtomicBool::new(keep_log),
         });
@@ -269,6 +272,13 @@ impl Simulator {
     pub fn total_calls(&self) -> usize {
         self.shared.calls.lock().expect("calls lock").values().sum()
     }
+
+    /// Resolves once `count` requests have arrived (their replies may still be on the way).
+    pub async fn wait_for_calls(&self, count: usize) {
+        let mut received = self.shared.received.subscribe();
+        // The sender lives as long as `self`, so the wait cannot fail.
+        let _ = received.wait_for(|n| *n >= count).await;
+    }
 }
 
 fn partner_error(http: StatusCode, code: Value, description: &str) -> Response {
@@ -319,6 +329,7 @@ async fn invoice_info(
         *n += 1;
         reply
     };
+    shared.received.send_modify(|n| *n += 1);
     let response = render(reply).await;
     if shared.keep_log.load(Ordering::Relaxed) {
         let status = response.status().as_u16();

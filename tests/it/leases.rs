@@ -89,7 +89,14 @@ async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
     assert_eq!(during.claimed, 0, "a live lease is respected");
     assert_eq!(app.sim.total_calls(), 0);
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The crashed daemon's lease runs out (as a second's wait would make it).
+    sqlx::query(
+        "update recon.payments set lease_expires_at = now() - interval '1 ms'
+         where lease_owner = 'crashed:1'",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
     let after = app.sweep().await;
     assert_eq!((after.claimed, after.recovered, after.recorded), (5, 5, 5));
     assert_eq!(
@@ -139,15 +146,13 @@ async fn shutdown_lets_in_flight_polls_finish_and_releases_the_rest() {
     .await;
     insert_many(&app, "s-", 20).await;
     let shutdown = CancellationToken::new();
-    let stopper = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            shutdown.cancel();
-        })
+    // Shut down once both workers have a request at the provider (each takes 400 ms).
+    let stop_when_in_flight = async {
+        app.sim.wait_for_calls(2).await;
+        shutdown.cancel();
     };
-    let outcome = app.engine.reconcile_due(&shutdown).await.unwrap();
-    stopper.await.unwrap();
+    let (outcome, ()) = tokio::join!(app.engine.reconcile_due(&shutdown), stop_when_in_flight);
+    let outcome = outcome.unwrap();
 
     assert_eq!(outcome.stop, SweepStop::Cancelled);
     assert_eq!(
@@ -178,16 +183,17 @@ async fn polls_that_outlast_the_drain_timeout_are_released_not_lost() {
     .await;
     insert_many(&app, "slow-", 3).await;
     let shutdown = CancellationToken::new();
-    let canceller = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        canceller.cancel();
-    });
     let started = std::time::Instant::now();
-    let outcome = app.engine.reconcile_due(&shutdown).await.unwrap();
+    // Shut down once all three polls are at the provider, which answers after 4 s.
+    let stop_when_in_flight = async {
+        app.sim.wait_for_calls(3).await;
+        shutdown.cancel();
+    };
+    let (outcome, ()) = tokio::join!(app.engine.reconcile_due(&shutdown), stop_when_in_flight);
+    let outcome = outcome.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
-        "drained in time"
+        "drained in time, long before the provider answered"
     );
     assert_eq!((outcome.recorded, outcome.released), (0, 3));
     assert_eq!(leases_held(&app).await, 0);
