@@ -145,16 +145,10 @@ pub async fn run_bench(
         .connect()
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", database.describe()))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {scratch}")))
-        .execute(&mut admin)
-        .await?;
+    store::bench::create_scratch_database(&mut admin, &scratch).await?;
     let scratch_options = server.clone().database(&scratch);
     let result = run_phases(&scratch_options, options).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "drop database if exists {scratch} with (force)"
-    )))
-    .execute(&mut admin)
-    .await?;
+    store::bench::drop_scratch_database(&mut admin, &scratch).await?;
     result
 }
 
@@ -204,36 +198,8 @@ async fn run_phases(db: &PgConnectOptions, options: &BenchOptions) -> anyhow::Re
     })
 }
 
-/// Empties the table and inserts `count` payments, `due` of them due now and the rest due in
-/// a day.
 async fn reset(pool: &PgPool, count: u32, due: u32) -> anyhow::Result<()> {
-    // The scratch database's history goes too: say so, or the schema refuses.
-    let mut tx = pool.begin().await?;
-    sqlx::query("set local recon.allow_truncate = 'on'")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("truncate recon.payments cascade")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    sqlx::query(
-        "insert into recon.payments (payment_id, next_check_at)
-         select 'bench-' || g,
-                case when g <= $2 then now() - interval '1 second' else now() + interval '1 day' end
-         from generate_series(1, $1) g",
-    )
-    .bind(i64::from(count))
-    .bind(i64::from(due))
-    .execute(pool)
-    .await?;
-    sqlx::query("vacuum analyze recon.payments")
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-async fn count(pool: &PgPool, sql: &'static str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
+    Ok(store::bench::reset_payments(pool, count, due).await?)
 }
 
 /// How to start the daemon under test.
@@ -333,12 +299,7 @@ async fn throughput(
     let (wall, daemon_cpu, peak) = supervise(daemon.spawn(0)?, None).await?;
     let simulator_cpu = own_cpu()? - own_before;
     let postgres_cpu = postgres_cpu().saturating_sub(postgres_before);
-    let reconciled = count(
-        pool,
-        "select count(*) from recon.payments where status = 'success'",
-    )
-    .await?;
-    let transitions = count(pool, "select count(*) from recon.status_transitions").await?;
+    let (reconciled, transitions) = store::bench::reconciled(pool).await?;
     ensure!(
         reconciled == i64::from(options.payments) && transitions == reconciled,
         "throughput run: {reconciled} of {} payments reconciled, {transitions} transitions",
@@ -413,7 +374,7 @@ async fn time_claims(pool: &PgPool, limit: u32) -> anyhow::Result<(Duration, Dur
     let lease = Duration::from_secs(300);
     let mut timings = Vec::new();
     for _ in 0..21 {
-        sqlx::query("vacuum recon.payments").execute(pool).await?;
+        store::bench::vacuum_payments(pool).await?;
         let mut tx = pool.begin().await?;
         let started = Instant::now();
         let rows = store::claim_due(&mut *tx, "bench", limit, lease, None, Duration::ZERO)
@@ -439,21 +400,10 @@ async fn claim_cost(pool: &PgPool, options: &BenchOptions) -> anyhow::Result<Cla
 
     reset(pool, options.claim_rows, options.claim_due).await?;
     let (median, worst) = time_claims(pool, limit).await?;
-    sqlx::query("vacuum recon.payments").execute(pool).await?;
+    store::bench::vacuum_payments(pool).await?;
     let mut tx = pool.begin().await?;
-    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "explain (analyze, buffers, costs off) {}",
-        store::CLAIM_SQL
-    )))
-    .bind(None::<chrono::DateTime<chrono::Utc>>)
-    .bind(i64::from(limit))
-    .bind("bench")
-    .bind(300_000_i64)
-    .bind(0_i64)
-    .fetch_all(&mut *tx)
-    .await?;
+    let plan = store::bench::explain_claim(&mut tx, limit).await?;
     tx.rollback().await?;
-    let plan = plan.join("\n");
     if plan.contains("Seq Scan on payments") || !plan.contains("payments_due_") {
         bail!("the claim does not use the due index:\n{plan}");
     }
@@ -478,16 +428,7 @@ async fn peak_rss(
     reset(pool, backlog, backlog).await?;
     let stop_after = Duration::from_secs(u64::from(options.rss_seconds));
     let (_, _, peak) = supervise(daemon.spawn(0)?, Some(stop_after)).await?;
-    let reconciled = count(
-        pool,
-        "select count(*) from recon.payments where status is not null",
-    )
-    .await?;
-    let leased = count(
-        pool,
-        "select count(*) from recon.payments where lease_token is not null",
-    )
-    .await?;
+    let (reconciled, leased) = store::bench::answered_and_leased(pool).await?;
     ensure!(
         leased == 0,
         "{leased} claims were left held after the daemon stopped"

@@ -259,11 +259,8 @@ fn validate(
     })
 }
 
-/// The columns of the temporary table, in the order rows are copied.
-const COPY_COLUMNS: &str =
-    "line, payment_id, expected_amount, expected_currency, order_id, created_at, expires_at";
-
 impl ValidRow {
+    /// The row as `COPY` reads it: [`store::import::STAGING_COLUMNS`], in that order.
     fn write_csv(&self, out: &mut csv::Writer<Vec<u8>>) -> csv::Result<()> {
         let text = |v: Option<String>| v.unwrap_or_default();
         out.write_record([
@@ -561,19 +558,7 @@ pub async fn import_csv(
     naive_offset: FixedOffset,
 ) -> Result<ImportOutcome, ImportError> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "create temporary table import_rows (
-             line bigint not null,
-             payment_id text not null,
-             expected_amount numeric,
-             expected_currency text,
-             order_id text,
-             created_at timestamptz,
-             expires_at timestamptz
-         ) on commit drop",
-    )
-    .execute(&mut *tx)
-    .await?;
+    store::import::create_staging(&mut tx).await?;
 
     let (chunks_tx, mut chunks) = mpsc::channel::<Vec<u8>>(4);
     let parser = tokio::task::spawn_blocking(move || {
@@ -581,11 +566,7 @@ pub async fn import_csv(
             chunks_tx.blocking_send(chunk).is_ok()
         })
     });
-    let mut copy = tx
-        .copy_in_raw(&format!(
-            "copy import_rows ({COPY_COLUMNS}) from stdin with (format csv)"
-        ))
-        .await?;
+    let mut copy = store::import::copy_into_staging(&mut tx).await?;
     while let Some(chunk) = chunks.recv().await {
         copy.send(chunk).await?;
     }

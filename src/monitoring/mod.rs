@@ -178,11 +178,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// rows need a person, not a restart: they are reported in the body of a ready answer, from
 /// the last gauges read (readiness never waits for a gauge read).
 async fn readyz(State(state): State<Listener>) -> Response {
-    let database = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool),
-    )
-    .await;
+    let database = tokio::time::timeout(Duration::from_secs(2), store::ping(&state.pool)).await;
     let problem = match database {
         Err(_) => Some("database: no answer within 2 s".to_owned()),
         Ok(Err(e)) => Some(format!("database: {e}")),

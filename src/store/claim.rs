@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::postgres::PgRow;
-use sqlx::{FromRow as _, PgExecutor, PgPool, Row as _};
+use sqlx::{PgExecutor, PgPool};
 
 use super::{StoreError, millis};
 use crate::domain::rules::text_problem;
@@ -35,13 +34,15 @@ pub struct Claimed {
     pub recovered: bool,
 }
 
-#[derive(sqlx::FromRow)]
 struct ClaimedRow {
     payment_id: String,
+    lease_token: i64,
+    /// Why an intake value cannot be decoded; such values come back null.
+    problem: Option<String>,
     expected_amount: Option<Decimal>,
     expected_currency: Option<String>,
     order_id: Option<String>,
-    created_at: DateTime<Utc>,
+    created_at: Option<DateTime<Utc>>,
     expires_at: Option<DateTime<Utc>>,
     status: Option<String>,
     lifetime_ends_at: Option<DateTime<Utc>>,
@@ -51,73 +52,21 @@ struct ClaimedRow {
     not_found_since: Option<DateTime<Utc>>,
     settled_at: Option<DateTime<Utc>>,
     open_flags: Vec<String>,
-    lease_token: i64,
     claimed_at: DateTime<Utc>,
     recovered: bool,
 }
 
-/// The claim statement: `$1` due by (null: now), `$2` limit, `$3` owner, `$4` lease in
-/// milliseconds, `$5` how old (milliseconds) a payment must be for its first poll. Public so
-/// the benchmark can show its plan.
+/// The claim statement (`sql/claim.sql`): `$1` due by (null: now), `$2` limit, `$3` owner,
+/// `$4` lease in milliseconds, `$5` how old (milliseconds) a payment must be for its first
+/// poll. Checked at compile time like every statement; public so the benchmark can show its
+/// plan.
 ///
 /// `problem` is the schema's own verdict on the intake values that could not even be decoded
 /// (an amount or a time past the rules: `NaN`, `infinity`), possible only if someone dropped
 /// a constraint. Such a row is parked before any of its values is decoded, so no value can
 /// fail or crash the claim of the others; the text rules (id, order id) are checked as the
 /// row is read, in Rust, where they cost less than in the claim's statement.
-pub const CLAIM_SQL: &str = "with urgent as (
-     select ctid, payment_id, lease_token as previous_token, next_check_at, true as urgent
-     from recon.payments
-     where next_check_urgent
-       and next_check_at <= coalesce($1, now())
-       and (lease_expires_at is null or lease_expires_at <= now())
-       -- A new payment waits for poll.first_poll_after (unless someone asked for a look):
-       -- before then the provider may not know it yet.
-       and (checks > 0 or recheck_requested_at is not null
-            or created_at <= now() - $5 * interval '1 millisecond')
-     order by next_check_at
-     limit $2
-     for update skip locked
- ),
- routine as (
-     select ctid, payment_id, lease_token as previous_token, next_check_at, false as urgent
-     from recon.payments
-     where not next_check_urgent
-       and next_check_at <= coalesce($1, now())
-       and (lease_expires_at is null or lease_expires_at <= now())
-     order by next_check_at
-     limit greatest($2 - (select count(*) from urgent), 0)
-     for update skip locked
- ),
- -- Deadline checks and first polls before routine rechecks: under overload the routine
- -- ones slip, the deadlines do not.
- due as (
-     select * from urgent
-     union all
-     select * from routine
- ),
- claimed as (
-     update recon.payments p
-     set lease_token = nextval('recon.lease_tokens'),
-         lease_owner = $3,
-         lease_expires_at = now() + $4 * interval '1 millisecond',
-         recheck_requested_at = null
-     where p.ctid = any(array(select ctid from due))
-     returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
-               p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
-               p.checks, p.attempts, p.not_found_since, p.settled_at, p.lease_token,
-               coalesce('expected_amount ' || recon.amount_problem(p.expected_amount),
-                        'created_at ' || recon.timestamp_problem(p.created_at),
-                        'expires_at ' || recon.timestamp_problem(p.expires_at)) as problem
- )
- select c.*,
-        array(select d.kind from recon.discrepancies d
-              where d.payment_id = c.payment_id and d.resolved_at is null) as open_flags,
-        now() as claimed_at,
-        due.previous_token is not null as recovered
- from claimed c
- join due using (payment_id)
- order by due.urgent desc, due.next_check_at";
+pub const CLAIM_SQL: &str = include_str!("sql/claim.sql");
 
 /// A claimed row the daemon cannot read back (a value past the schema's rules). It is parked,
 /// not polled: see [`park_unreadable`].
@@ -151,46 +100,28 @@ pub async fn claim_due<'e>(
     due_by: Option<DateTime<Utc>>,
     first_poll_after: Duration,
 ) -> Result<ClaimBatch, StoreError> {
-    // Rows are decoded one by one, so one that cannot be read is set aside, not an error
-    // for the whole chunk.
-    let rows: Vec<PgRow> = sqlx::query(CLAIM_SQL)
-        .bind(due_by)
-        .bind(i64::from(limit))
-        .bind(owner)
-        .bind(millis(lease))
-        .bind(millis(first_poll_after))
-        .fetch_all(executor)
-        .await?;
+    // A value that could not be decoded comes back null with its `problem`, so one row
+    // that cannot be read is set aside, not an error for the whole chunk.
+    let rows = sqlx::query_file_as!(
+        ClaimedRow,
+        "src/store/sql/claim.sql",
+        due_by,
+        i64::from(limit),
+        owner,
+        millis(lease),
+        millis(first_poll_after),
+    )
+    .fetch_all(executor)
+    .await?;
     let now = Instant::now();
     let mut batch = ClaimBatch::default();
-    for row in &rows {
-        match decode_claim(row, now) {
+    for row in rows {
+        match row.into_claimed(now) {
             Ok(claim) => batch.claims.push(claim),
             Err(unreadable) => batch.unreadable.push(unreadable),
         }
     }
     Ok(batch)
-}
-
-/// One claimed row, or why it cannot be read. The identifying columns are checked first;
-/// the rest are decoded only once the schema's rules say they can be.
-fn decode_claim(row: &PgRow, claimed_instant: Instant) -> Result<Claimed, Unreadable> {
-    let payment_id: String = row.try_get("payment_id").unwrap_or_default();
-    let lease_token: i64 = row.try_get("lease_token").unwrap_or_default();
-    let unreadable = |reason: String| Unreadable {
-        payment_id: payment_id.clone(),
-        lease_token,
-        reason,
-    };
-    if let Some(problem) = row
-        .try_get::<Option<String>, _>("problem")
-        .map_err(|e| unreadable(e.to_string()))?
-    {
-        return Err(unreadable(problem));
-    }
-    ClaimedRow::from_row(row)
-        .map_err(|e| unreadable(e.to_string()))?
-        .into_claimed(claimed_instant)
 }
 
 /// Parks unreadable claims: not polled again until `recheck` takes them back (after someone
@@ -207,7 +138,7 @@ pub async fn park_unreadable(pool: &PgPool, rows: &[Unreadable]) -> Result<(), S
         .iter()
         .map(|r| crate::text::clean(&r.reason, crate::text::PROVIDER_TEXT_MAX_CHARS))
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "update recon.payments p
          set lease_token = null, lease_owner = null, lease_expires_at = null,
              next_check_at = null, parked_at = now(),
@@ -215,10 +146,10 @@ pub async fn park_unreadable(pool: &PgPool, rows: &[Unreadable]) -> Result<(), S
                           || '; fix the row, then run `freedompay-recon recheck` with its id'
          from unnest($1::text[], $2::int8[], $3::text[]) as u(payment_id, lease_token, reason)
          where p.payment_id = u.payment_id and p.lease_token = u.lease_token",
+        &ids as &[&str],
+        &tokens,
+        &reasons,
     )
-    .bind(&ids)
-    .bind(&tokens)
-    .bind(&reasons)
     .execute(pool)
     .await?;
     Ok(())
@@ -231,6 +162,12 @@ impl ClaimedRow {
             lease_token: self.lease_token,
             reason,
         };
+        if let Some(problem) = &self.problem {
+            return Err(unreadable(problem.clone()));
+        }
+        let created_at = self
+            .created_at
+            .ok_or_else(|| unreadable("created_at is missing".into()))?;
         // The schema's text rules, as `recon.text_problem` words them.
         let text_rule = |column: &str, value: &str, max: usize| match text_problem(value, max) {
             Some(problem) => Err(unreadable(format!("{column} {problem}"))),
@@ -266,7 +203,7 @@ impl ClaimedRow {
                     currency,
                     order_id: self.order_id,
                 },
-                created_at: self.created_at,
+                created_at,
                 merchant_expires_at: self.expires_at,
                 status: self.status.as_deref().map(ProviderStatus::parse),
                 provider_expiry: provider_expiry.map(|(at, source)| Expiry { at, source }),
@@ -295,14 +232,14 @@ pub async fn release(pool: &PgPool, claims: &[(PaymentId, i64)]) -> Result<u64, 
         .iter()
         .map(|(id, token)| (id.as_str(), *token))
         .unzip();
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "update recon.payments p
          set lease_token = null, lease_owner = null, lease_expires_at = null
          from unnest($1::text[], $2::int8[]) as c(payment_id, lease_token)
          where p.payment_id = c.payment_id and p.lease_token = c.lease_token",
+        &ids as &[&str],
+        &tokens,
     )
-    .bind(&ids)
-    .bind(&tokens)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())
@@ -314,12 +251,12 @@ pub async fn answered_payment_other_than(
     pool: &PgPool,
     except: &PaymentId,
 ) -> Result<Option<PaymentId>, StoreError> {
-    let id: Option<String> = sqlx::query_scalar(
+    let id: Option<String> = sqlx::query_scalar!(
         "select payment_id from recon.payments
          where status is not null and parked_at is null and payment_id <> $1
          limit 1",
+        except.as_str(),
     )
-    .bind(except.as_str())
     .fetch_optional(pool)
     .await?;
     Ok(id.and_then(|id| PaymentId::parse(&id).ok()))

@@ -15,15 +15,15 @@ pub async fn resolve_flag(
     by: &str,
     note: &str,
 ) -> Result<bool, StoreError> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "update recon.discrepancies
          set resolved_at = now(), resolved_by = $3, resolution = $4
          where payment_id = $1 and kind = $2 and resolved_at is null",
+        payment_id.as_str(),
+        kind.as_str(),
+        by,
+        note,
     )
-    .bind(payment_id.as_str())
-    .bind(kind.as_str())
-    .bind(by)
-    .bind(note)
     .execute(pool)
     .await?;
     Ok(result.rows_affected() == 1)
@@ -61,7 +61,7 @@ pub async fn schedule_recheck(
         Selection::Flag(kind) => (None, Some(kind.as_str()), None),
         Selection::Status(status) => (None, None, Some(status.as_str())),
     };
-    let scheduled: Vec<String> = sqlx::query_scalar(
+    let scheduled: Vec<String> = sqlx::query_scalar!(
         "update recon.payments p
          set next_check_at = now(), recheck_requested_at = now(), parked_at = null,
              next_check_urgent = true
@@ -72,10 +72,10 @@ pub async fn schedule_recheck(
                    where d.payment_id = p.payment_id and d.kind = $2 and d.resolved_at is null))
            and ($3::text is null or coalesce(p.status, 'no_answer') = $3)
          returning payment_id",
+        ids.as_deref(),
+        flag,
+        status,
     )
-    .bind(&ids)
-    .bind(flag)
-    .bind(status)
     .fetch_all(pool)
     .await?;
     let missing = ids
@@ -88,12 +88,12 @@ pub async fn schedule_recheck(
 
 /// Whether any payment has this provider status.
 pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError> {
-    Ok(
-        sqlx::query_scalar("select exists (select 1 from recon.payments where status = $1)")
-            .bind(status)
-            .fetch_one(pool)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select exists (select 1 from recon.payments where status = $1) as "seen!""#,
+        status
     )
+    .fetch_one(pool)
+    .await?)
 }
 
 /// The views a reader may query; nothing else in the schema is granted.
@@ -112,7 +112,7 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// What a role may do already, before any grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoleReach {
     pub exists: bool,
     pub superuser: bool,
@@ -123,16 +123,18 @@ pub struct RoleReach {
 }
 
 pub async fn role_reach(pool: &PgPool, role: &str) -> Result<RoleReach, StoreError> {
-    Ok(sqlx::query_as(
-        "select r.oid is not null as exists,
-                coalesce(r.rolsuper, false) as superuser,
-                coalesce(pg_has_role(r.oid, 'pg_read_all_data', 'member'), false) as reads_all_data,
+    Ok(sqlx::query_as!(
+        RoleReach,
+        r#"select r.oid is not null as "exists!",
+                coalesce(r.rolsuper, false) as "superuser!",
+                coalesce(pg_has_role(r.oid, 'pg_read_all_data', 'member'), false)
+                    as "reads_all_data!",
                 coalesce(has_table_privilege(r.oid, 'recon.payments', 'select'), false)
-                    as reads_tables
+                    as "reads_tables!"
          from (select 1) one
-         left join pg_roles r on r.rolname = $1",
+         left join pg_roles r on r.rolname = $1"#,
+        role
     )
-    .bind(role)
     .fetch_one(pool)
     .await?)
 }

@@ -1,7 +1,12 @@
-//! SQL for bulk intake: checks on the `import_rows` temporary table that `import` fills with
-//! `COPY` inside the caller's transaction, and the insert itself.
+//! SQL for bulk intake: the `import_rows` staging table that `import` fills with `COPY`
+//! inside the caller's transaction, the checks on it, and the insert itself.
+//!
+//! These are the statements the compiler cannot check against the schema (see
+//! `docs/design.md`): the staging table is temporary, so it exists only inside an import's
+//! transaction, never in the schema the build checks against. Tests cover each one.
 
 use sqlx::PgConnection;
+use sqlx::postgres::PgCopyIn;
 
 use super::StoreError;
 
@@ -22,6 +27,39 @@ pub struct Conflict {
     pub column: String,
     pub stored: Option<String>,
     pub offered: String,
+}
+
+/// The staging table's columns, in the order `COPY` sends them.
+pub const STAGING_COLUMNS: &str =
+    "line, payment_id, expected_amount, expected_currency, order_id, created_at, expires_at";
+
+/// Creates the staging table, dropped when the caller's transaction ends.
+pub async fn create_staging(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query(
+        "create temporary table import_rows (
+             line bigint not null,
+             payment_id text not null,
+             expected_amount numeric,
+             expected_currency text,
+             order_id text,
+             created_at timestamptz,
+             expires_at timestamptz
+         ) on commit drop",
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Starts a `COPY` of CSV rows ([`STAGING_COLUMNS`], in that order) into the staging table.
+pub async fn copy_into_staging(
+    conn: &mut PgConnection,
+) -> Result<PgCopyIn<&mut PgConnection>, StoreError> {
+    Ok(conn
+        .copy_in_raw(&format!(
+            "copy import_rows ({STAGING_COLUMNS}) from stdin with (format csv)"
+        ))
+        .await?)
 }
 
 /// Lines whose id already appeared on an earlier line: `(line, payment_id, first_line)`.

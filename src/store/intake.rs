@@ -40,7 +40,6 @@ pub enum EnqueueOutcome {
     Conflict(Vec<String>),
 }
 
-#[derive(sqlx::FromRow)]
 struct Stored {
     expected_amount: Option<Decimal>,
     expected_currency: Option<String>,
@@ -53,30 +52,31 @@ pub async fn enqueue(
     conn: &mut PgConnection,
     payment: &NewPayment,
 ) -> Result<EnqueueOutcome, StoreError> {
-    let inserted = sqlx::query_scalar::<_, String>(
+    let inserted = sqlx::query_scalar!(
         "insert into recon.payments
              (payment_id, expected_amount, expected_currency, order_id, created_at, expires_at)
          values ($1, $2, $3, $4, coalesce($5, now()), $6)
          on conflict (payment_id) do nothing
          returning payment_id",
+        payment.payment_id.as_str(),
+        payment.expected.amount,
+        payment.expected.currency.map(|c| c.to_string()),
+        payment.expected.order_id.as_deref(),
+        payment.created_at,
+        payment.expires_at,
     )
-    .bind(payment.payment_id.as_str())
-    .bind(payment.expected.amount)
-    .bind(payment.expected.currency.map(|c| c.to_string()))
-    .bind(&payment.expected.order_id)
-    .bind(payment.created_at)
-    .bind(payment.expires_at)
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_some() {
         return Ok(EnqueueOutcome::Created);
     }
 
-    let stored = sqlx::query_as::<_, Stored>(
+    let stored = sqlx::query_as!(
+        Stored,
         "select expected_amount, expected_currency, order_id, created_at, expires_at
          from recon.payments where payment_id = $1",
+        payment.payment_id.as_str(),
     )
-    .bind(payment.payment_id.as_str())
     .fetch_one(&mut *conn)
     .await?;
     let differences = differences(&stored, payment);

@@ -1,6 +1,7 @@
 //! Every SQL statement the daemon runs. Functions take an executor where they may run inside
 //! a caller's transaction, or the pool where they manage their own.
 
+pub mod bench;
 mod claim;
 pub mod finance;
 pub mod import;
@@ -204,10 +205,10 @@ pub async fn recreate_demo_database(
             target: settings.describe(),
             reason: describe_connect_error(&e, settings),
         })?;
-    let existing: Option<Option<String>> = sqlx::query_scalar(
+    let existing: Option<Option<String>> = sqlx::query_scalar!(
         "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+        &name,
     )
-    .bind(&name)
     .fetch_optional(&mut admin)
     .await?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
@@ -250,11 +251,12 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
         .connect()
         .await
         .map_err(unreachable)?;
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"select exists (select 1 from pg_database where datname = $1) as "exists!""#,
+        &name,
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
         sqlx::query(sqlx::AssertSqlSafe(format!("create database {quoted}")))
@@ -274,16 +276,16 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
 /// copied over first (the old table is left alone: it may be another application's too).
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?;
-    sqlx::query("select pg_advisory_lock(hashtext('freedompay-recon migrations'))")
-        .execute(&mut *conn)
+    sqlx::query!("select pg_advisory_lock(hashtext('freedompay-recon migrations'))")
+        .fetch_one(&mut *conn)
         .await?;
     let prepared = prepare_migrations_table(&mut conn).await;
     let migrated = match prepared {
         Ok(()) => migrator().run(&mut *conn).await.map_err(StoreError::from),
         Err(e) => Err(e),
     };
-    sqlx::query("select pg_advisory_unlock(hashtext('freedompay-recon migrations'))")
-        .execute(&mut *conn)
+    sqlx::query!("select pg_advisory_unlock(hashtext('freedompay-recon migrations'))")
+        .fetch_one(&mut *conn)
         .await?;
     migrated
 }
@@ -348,20 +350,22 @@ fn migrator() -> sqlx::migrate::Migrator {
 /// needs the database's CREATE privilege even when the schema exists) and the migrations
 /// record inside it, copying rows from a record kept in `public` by an earlier version.
 async fn prepare_migrations_table(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
-    let schema_exists: bool = sqlx::query_scalar("select to_regnamespace('recon') is not null")
-        .fetch_one(&mut *conn)
-        .await?;
+    let schema_exists =
+        sqlx::query_scalar!(r#"select to_regnamespace('recon') is not null as "exists!""#)
+            .fetch_one(&mut *conn)
+            .await?;
     if !schema_exists {
         sqlx::query("create schema recon")
             .execute(&mut *conn)
             .await?;
     }
-    let (ours, legacy): (bool, bool) = sqlx::query_as(
-        "select to_regclass('recon._sqlx_migrations') is not null,
-                to_regclass('public._sqlx_migrations') is not null",
+    let tables = sqlx::query!(
+        r#"select to_regclass('recon._sqlx_migrations') is not null as "ours!",
+                  to_regclass('public._sqlx_migrations') is not null as "legacy!""#
     )
     .fetch_one(&mut *conn)
     .await?;
+    let (ours, legacy) = (tables.ours, tables.legacy);
     if ours {
         return Ok(());
     }
@@ -389,6 +393,12 @@ async fn prepare_migrations_table(conn: &mut sqlx::PgConnection) -> Result<(), S
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Whether the database answers at all (`/readyz`).
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query!("select 1 as one").fetch_one(pool).await?;
     Ok(())
 }
 

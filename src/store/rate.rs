@@ -20,29 +20,29 @@ pub async fn reserve_slots(
     period: Duration,
     burst: u32,
 ) -> Result<(DateTime<Utc>, DateTime<Utc>), StoreError> {
-    let row: (DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-        "with now as (select clock_timestamp() as at)
+    let row = sqlx::query!(
+        r#"with now as (select clock_timestamp() as at)
          update recon.rate_budget b
-         set next_slot = greatest(b.next_slot, now.at - $3 * $2 * interval '1 microsecond')
-                         + $1 * $2 * interval '1 microsecond'
+         set next_slot = greatest(b.next_slot, now.at - $3::int8 * $2::int8 * interval '1 microsecond')
+                         + $1::int8 * $2::int8 * interval '1 microsecond'
          from now
-         returning b.next_slot - $1 * $2 * interval '1 microsecond', now.at",
+         returning b.next_slot - $1::int8 * $2::int8 * interval '1 microsecond' as "first!", now.at as "db_now!""#,
+        i64::from(slots),
+        micros(period),
+        i64::from(burst.saturating_sub(1)),
     )
-    .bind(i64::from(slots))
-    .bind(micros(period))
-    .bind(i64::from(burst.saturating_sub(1)))
     .fetch_one(pool)
     .await?;
-    Ok(row)
+    Ok((row.first, row.db_now))
 }
 
 /// Holds every instance off until `pause` from now (never shortens an earlier hold).
 pub async fn hold_off(pool: &PgPool, pause: Duration) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "update recon.rate_budget
-         set next_slot = greatest(next_slot, clock_timestamp() + $1 * interval '1 microsecond')",
+         set next_slot = greatest(next_slot, clock_timestamp() + $1::int8 * interval '1 microsecond')",
+        micros(pause),
     )
-    .bind(micros(pause))
     .execute(pool)
     .await?;
     Ok(())

@@ -1,5 +1,5 @@
 //! Writing verdicts: the payment's new state, its transition and its flag changes, for a
-//! whole batch of payments, in one statement and so in one transaction.
+//! whole batch of payments, in one transaction (one statement per table).
 //!
 //! Every part is conditional on the claim's `lease_token`: a verdict whose lease was taken
 //! over, or one written twice, changes nothing. Transitions are also unique per observation
@@ -11,7 +11,9 @@
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use std::collections::HashSet;
+
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -50,9 +52,9 @@ pub struct RecordOutcome {
     pub flags_resolved: u64,
 }
 
-/// Columns of `unnest`, one vector per column.
+/// The payments' new state, one vector per column of `unnest`.
 #[derive(Default)]
-struct Columns {
+struct PaymentColumns {
     payment_id: Vec<String>,
     lease_token: Vec<i64>,
     has_invoice: Vec<bool>,
@@ -79,38 +81,13 @@ struct Columns {
     next_check_urgent: Vec<bool>,
     request_id: Vec<Option<Uuid>>,
     error_body: Vec<Option<String>>,
-    // transitions
-    t_payment_id: Vec<String>,
-    t_lease_token: Vec<i64>,
-    t_observation_no: Vec<i32>,
-    t_from: Vec<Option<String>>,
-    t_to: Vec<String>,
-    t_observed_at: Vec<DateTime<Utc>>,
-    t_provider_dt: Vec<Option<DateTime<Utc>>>,
-    t_body: Vec<Option<String>>,
-    t_request_id: Vec<Option<Uuid>>,
-    // flags opened
-    o_payment_id: Vec<String>,
-    o_lease_token: Vec<i64>,
-    o_kind: Vec<&'static str>,
-    o_expected: Vec<Option<String>>,
-    o_actual: Vec<Option<String>>,
-    o_detected_at: Vec<DateTime<Utc>>,
-    // flags resolved
-    r_payment_id: Vec<String>,
-    r_lease_token: Vec<i64>,
-    r_kind: Vec<&'static str>,
-    r_resolved_at: Vec<DateTime<Utc>>,
 }
 
-impl Columns {
+impl PaymentColumns {
     fn push(&mut self, item: &Recorded) {
         let v = &item.verdict;
-        let id = item.payment_id.as_str().to_owned();
         let invoice = item.invoice.as_ref();
-        let body = item.raw_body.clone();
-
-        self.payment_id.push(id.clone());
+        self.payment_id.push(item.payment_id.as_str().to_owned());
         self.lease_token.push(item.lease_token);
         self.has_invoice.push(invoice.is_some());
         self.answered.push(v.answered);
@@ -132,7 +109,8 @@ impl Columns {
         self.lifetime_ends_at.push(v.provider_expiry.map(|e| e.at));
         self.lifetime_source
             .push(v.provider_expiry.map(|e| e.source.as_str()));
-        self.body.push(body.clone().filter(|_| invoice.is_some()));
+        self.body
+            .push(item.raw_body.clone().filter(|_| invoice.is_some()));
         self.checks.push(v.checks);
         self.attempts.push(v.attempts);
         self.last_error.push(v.last_error.clone());
@@ -147,37 +125,41 @@ impl Columns {
                 .filter(|_| invoice.is_none())
                 .map(|b| text::clean(b, ERROR_BODY_MAX_CHARS)),
         );
-
-        if let Some(change) = &v.change {
-            self.t_payment_id.push(id.clone());
-            self.t_lease_token.push(item.lease_token);
-            self.t_observation_no.push(v.checks);
-            self.t_from
-                .push(change.from.as_ref().map(|s| s.as_str().to_owned()));
-            self.t_to.push(change.to.as_str().to_owned());
-            self.t_observed_at.push(v.observed_at);
-            self.t_provider_dt.push(invoice.and_then(|i| i.dt));
-            self.t_body.push(body);
-            self.t_request_id.push(item.request_id);
-        }
-        for flag in &v.open {
-            self.o_payment_id.push(id.clone());
-            self.o_lease_token.push(item.lease_token);
-            self.o_kind.push(flag.kind.as_str());
-            self.o_expected.push(flag.expected.clone());
-            self.o_actual.push(flag.actual.clone());
-            self.o_detected_at.push(v.observed_at);
-        }
-        for kind in &v.resolve {
-            self.r_payment_id.push(id.clone());
-            self.r_lease_token.push(item.lease_token);
-            self.r_kind.push(kind.as_str());
-            self.r_resolved_at.push(v.observed_at);
-        }
     }
 }
 
-/// Writes a batch of verdicts atomically. Returns what was applied.
+/// Status transitions to append.
+#[derive(Default)]
+struct TransitionColumns {
+    payment_id: Vec<String>,
+    observation_no: Vec<i32>,
+    from: Vec<Option<String>>,
+    to: Vec<String>,
+    observed_at: Vec<DateTime<Utc>>,
+    provider_dt: Vec<Option<DateTime<Utc>>>,
+    body: Vec<Option<String>>,
+    request_id: Vec<Option<Uuid>>,
+}
+
+/// Flags to raise.
+#[derive(Default)]
+struct OpenedColumns {
+    payment_id: Vec<String>,
+    kind: Vec<&'static str>,
+    expected: Vec<Option<String>>,
+    actual: Vec<Option<String>>,
+    detected_at: Vec<DateTime<Utc>>,
+}
+
+/// Flags to clear.
+#[derive(Default)]
+struct ResolvedColumns {
+    payment_id: Vec<String>,
+    kind: Vec<&'static str>,
+    resolved_at: Vec<DateTime<Utc>>,
+}
+
+/// Writes a batch of verdicts in one transaction. Returns what was applied.
 pub async fn record_verdicts(
     pool: &PgPool,
     items: &[Recorded],
@@ -185,158 +167,232 @@ pub async fn record_verdicts(
     if items.is_empty() {
         return Ok(RecordOutcome::default());
     }
-    let mut c = Columns::default();
+    let mut tx = pool.begin().await?;
+    let outcome = write_verdicts(&mut tx, items).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Writes a batch of verdicts inside the caller's transaction, one statement per table. Only
+/// verdicts whose claim still holds its lease are applied; their history follows them (the
+/// payment rows stay locked until the transaction ends, so no lease can change meanwhile).
+pub async fn write_verdicts(
+    tx: &mut PgConnection,
+    items: &[Recorded],
+) -> Result<RecordOutcome, StoreError> {
+    let mut payments = PaymentColumns::default();
     for item in items {
-        c.push(item);
+        payments.push(item);
     }
-    let (applied, transitions, flags_opened, flags_resolved): (i64, i64, i64, i64) =
-        sqlx::query_as(
-            "with v as (
-                 select * from unnest(
-                     $1::text[], $2::int8[], $3::bool[], $4::bool[], $5::timestamptz[],
-                     $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[],
-                     $11::text[], $12::text[], $13::text[], $14::timestamptz[],
-                     $15::timestamptz[], $16::text[], $17::text[], $18::int4[], $19::int4[],
-                     $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
-                     $42::uuid[], $43::text[], $45::bool[])
-                 as v(payment_id, lease_token, has_invoice, answered, observed_at,
-                      status, amount, currency, fee, discount,
-                      provider_order_id, freedom_id, merchant_id, provider_dt,
-                      lifetime_ends_at, lifetime_source, body, checks, attempts,
-                      last_error, settled_at, not_found_since, next_check_at,
-                      request_id, error_body, next_check_urgent)
-             ),
-             applied as (
-                 update recon.payments p set
-                     status            = v.status,
-                     amount            = case when v.has_invoice then v.amount else p.amount end,
-                     currency          = case when v.has_invoice then v.currency else p.currency end,
-                     fee               = case when v.has_invoice then v.fee else p.fee end,
-                     discount          = case when v.has_invoice then v.discount else p.discount end,
-                     provider_order_id = case when v.has_invoice then v.provider_order_id else p.provider_order_id end,
-                     freedom_id        = case when v.has_invoice then v.freedom_id else p.freedom_id end,
-                     merchant_id       = case when v.has_invoice then v.merchant_id else p.merchant_id end,
-                     provider_dt       = case when v.has_invoice then v.provider_dt else p.provider_dt end,
-                     last_body         = case when v.has_invoice then v.body::json else p.last_body end,
-                     lifetime_ends_at  = v.lifetime_ends_at,
-                     lifetime_source   = v.lifetime_source,
-                     checks            = v.checks,
-                     first_checked_at  = case when v.answered then coalesce(p.first_checked_at, v.observed_at) else p.first_checked_at end,
-                     last_checked_at   = case when v.answered then v.observed_at else p.last_checked_at end,
-                     last_checked_by   = p.lease_owner,
-                     attempts          = v.attempts,
-                     last_error        = v.last_error,
-                     last_error_body   = v.error_body,
-                     last_request_id   = coalesce(v.request_id, p.last_request_id),
-                     settled_at        = v.settled_at,
-                     not_found_since   = v.not_found_since,
-                     next_check_at     = case when p.recheck_requested_at is not null
-                                              then now() else v.next_check_at end,
-                     -- a look someone asked for is made before routine rechecks
-                     next_check_urgent = p.recheck_requested_at is not null
-                                         or v.next_check_urgent,
-                     recheck_requested_at = null,
-                     lease_token       = null,
-                     lease_owner       = null,
-                     lease_expires_at  = null
-                 from v
-                 where p.payment_id = v.payment_id and p.lease_token = v.lease_token
-                 returning p.payment_id, v.lease_token
-             ),
-             transitions as (
-                 insert into recon.status_transitions
-                     (payment_id, observation_no, from_status, to_status, observed_at, provider_dt,
-                      body, request_id)
-                 select t.payment_id, t.observation_no, t.from_status, t.to_status, t.observed_at,
-                        t.provider_dt, coalesce(t.body::json, 'null'::json), t.request_id
-                 from unnest($24::text[], $25::int8[], $26::int4[], $27::text[], $28::text[],
-                             $29::timestamptz[], $30::timestamptz[], $31::text[], $44::uuid[])
-                      as t(payment_id, lease_token, observation_no, from_status, to_status,
-                           observed_at, provider_dt, body, request_id)
-                 where (t.payment_id, t.lease_token) in (select payment_id, lease_token from applied)
-                 on conflict (payment_id, observation_no) do nothing
-                 returning 1
-             ),
-             opened as (
-                 insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
-                 select o.payment_id, o.kind, o.expected, o.actual, o.detected_at
-                 from unnest($32::text[], $33::int8[], $34::text[], $35::text[], $36::text[],
-                             $37::timestamptz[])
-                      as o(payment_id, lease_token, kind, expected, actual, detected_at)
-                 where (o.payment_id, o.lease_token) in (select payment_id, lease_token from applied)
-                 on conflict (payment_id, kind) where resolved_at is null do nothing
-                 returning 1
-             ),
-             resolved as (
-                 update recon.discrepancies d set
-                     resolved_at = r.resolved_at,
-                     resolved_by = 'daemon',
-                     resolution  = 'cleared by a later observation'
-                 from unnest($38::text[], $39::int8[], $40::text[], $41::timestamptz[])
-                      as r(payment_id, lease_token, kind, resolved_at)
-                 where d.payment_id = r.payment_id and d.kind = r.kind and d.resolved_at is null
-                   and (r.payment_id, r.lease_token) in (select payment_id, lease_token from applied)
-                 returning 1
-             )
-             select (select count(*) from applied),
-                    (select count(*) from transitions),
-                    (select count(*) from opened),
-                    (select count(*) from resolved)",
-        )
-        .bind(&c.payment_id)
-        .bind(&c.lease_token)
-        .bind(&c.has_invoice)
-        .bind(&c.answered)
-        .bind(&c.observed_at)
-        .bind(&c.status)
-        .bind(&c.amount)
-        .bind(&c.currency)
-        .bind(&c.fee)
-        .bind(&c.discount)
-        .bind(&c.provider_order_id)
-        .bind(&c.freedom_id)
-        .bind(&c.merchant_id)
-        .bind(&c.provider_dt)
-        .bind(&c.lifetime_ends_at)
-        .bind(&c.lifetime_source)
-        .bind(&c.body)
-        .bind(&c.checks)
-        .bind(&c.attempts)
-        .bind(&c.last_error)
-        .bind(&c.settled_at)
-        .bind(&c.not_found_since)
-        .bind(&c.next_check_at)
-        .bind(&c.t_payment_id)
-        .bind(&c.t_lease_token)
-        .bind(&c.t_observation_no)
-        .bind(&c.t_from)
-        .bind(&c.t_to)
-        .bind(&c.t_observed_at)
-        .bind(&c.t_provider_dt)
-        .bind(&c.t_body)
-        .bind(&c.o_payment_id)
-        .bind(&c.o_lease_token)
-        .bind(&c.o_kind)
-        .bind(&c.o_expected)
-        .bind(&c.o_actual)
-        .bind(&c.o_detected_at)
-        .bind(&c.r_payment_id)
-        .bind(&c.r_lease_token)
-        .bind(&c.r_kind)
-        .bind(&c.r_resolved_at)
-        .bind(&c.request_id)
-        .bind(&c.error_body)
-        .bind(&c.t_request_id)
-        .bind(&c.next_check_urgent)
-        .fetch_one(pool)
-        .await?;
-    let count = |n: i64| u64::try_from(n).unwrap_or(0);
-    Ok(RecordOutcome {
-        applied: count(applied),
-        transitions: count(transitions),
-        flags_opened: count(flags_opened),
-        flags_resolved: count(flags_resolved),
-    })
+    let applied: HashSet<String> = update_payments(&mut *tx, &payments)
+        .await?
+        .into_iter()
+        .collect();
+    let mut outcome = RecordOutcome {
+        applied: applied.len() as u64,
+        ..RecordOutcome::default()
+    };
+    // A verdict appears once per batch; a lease not held means it is not applied at all.
+    let applied_items = || {
+        items
+            .iter()
+            .filter(|item| applied.contains(item.payment_id.as_str()))
+    };
+
+    let mut transitions = TransitionColumns::default();
+    let mut opened = OpenedColumns::default();
+    let mut resolved = ResolvedColumns::default();
+    for item in applied_items() {
+        let v = &item.verdict;
+        let id = item.payment_id.as_str();
+        if let Some(change) = &v.change {
+            transitions.payment_id.push(id.to_owned());
+            transitions.observation_no.push(v.checks);
+            transitions
+                .from
+                .push(change.from.as_ref().map(|s| s.as_str().to_owned()));
+            transitions.to.push(change.to.as_str().to_owned());
+            transitions.observed_at.push(v.observed_at);
+            transitions
+                .provider_dt
+                .push(item.invoice.as_ref().and_then(|i| i.dt));
+            transitions.body.push(item.raw_body.clone());
+            transitions.request_id.push(item.request_id);
+        }
+        for flag in &v.open {
+            opened.payment_id.push(id.to_owned());
+            opened.kind.push(flag.kind.as_str());
+            opened.expected.push(flag.expected.clone());
+            opened.actual.push(flag.actual.clone());
+            opened.detected_at.push(v.observed_at);
+        }
+        for kind in &v.resolve {
+            resolved.payment_id.push(id.to_owned());
+            resolved.kind.push(kind.as_str());
+            resolved.resolved_at.push(v.observed_at);
+        }
+    }
+    if !transitions.payment_id.is_empty() {
+        outcome.transitions = insert_transitions(&mut *tx, &transitions).await?;
+    }
+    if !opened.payment_id.is_empty() {
+        outcome.flags_opened = open_flags(&mut *tx, &opened).await?;
+    }
+    if !resolved.payment_id.is_empty() {
+        outcome.flags_resolved = resolve_flags(&mut *tx, &resolved).await?;
+    }
+    Ok(outcome)
+}
+
+/// The payments' new state, where the claim's lease still holds. Returns the ids updated.
+async fn update_payments(
+    conn: &mut PgConnection,
+    c: &PaymentColumns,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "update recon.payments p set
+             status            = v.status,
+             amount            = case when v.has_invoice then v.amount else p.amount end,
+             currency          = case when v.has_invoice then v.currency else p.currency end,
+             fee               = case when v.has_invoice then v.fee else p.fee end,
+             discount          = case when v.has_invoice then v.discount else p.discount end,
+             provider_order_id = case when v.has_invoice then v.provider_order_id else p.provider_order_id end,
+             freedom_id        = case when v.has_invoice then v.freedom_id else p.freedom_id end,
+             merchant_id       = case when v.has_invoice then v.merchant_id else p.merchant_id end,
+             provider_dt       = case when v.has_invoice then v.provider_dt else p.provider_dt end,
+             last_body         = case when v.has_invoice then v.body::json else p.last_body end,
+             lifetime_ends_at  = v.lifetime_ends_at,
+             lifetime_source   = v.lifetime_source,
+             checks            = v.checks,
+             first_checked_at  = case when v.answered then coalesce(p.first_checked_at, v.observed_at) else p.first_checked_at end,
+             last_checked_at   = case when v.answered then v.observed_at else p.last_checked_at end,
+             last_checked_by   = p.lease_owner,
+             attempts          = v.attempts,
+             last_error        = v.last_error,
+             last_error_body   = v.error_body,
+             last_request_id   = coalesce(v.request_id, p.last_request_id),
+             settled_at        = v.settled_at,
+             not_found_since   = v.not_found_since,
+             next_check_at     = case when p.recheck_requested_at is not null
+                                      then now() else v.next_check_at end,
+             -- a look someone asked for is made before routine rechecks
+             next_check_urgent = p.recheck_requested_at is not null or v.next_check_urgent,
+             recheck_requested_at = null,
+             lease_token       = null,
+             lease_owner       = null,
+             lease_expires_at  = null
+         from unnest(
+             $1::text[], $2::int8[], $3::bool[], $4::bool[], $5::timestamptz[],
+             $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[],
+             $11::text[], $12::text[], $13::text[], $14::timestamptz[],
+             $15::timestamptz[], $16::text[], $17::text[], $18::int4[], $19::int4[],
+             $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
+             $24::bool[], $25::uuid[], $26::text[])
+         as v(payment_id, lease_token, has_invoice, answered, observed_at,
+              status, amount, currency, fee, discount,
+              provider_order_id, freedom_id, merchant_id, provider_dt,
+              lifetime_ends_at, lifetime_source, body, checks, attempts,
+              last_error, settled_at, not_found_since, next_check_at,
+              next_check_urgent, request_id, error_body)
+         where p.payment_id = v.payment_id and p.lease_token = v.lease_token
+         returning p.payment_id",
+        &c.payment_id,
+        &c.lease_token,
+        &c.has_invoice,
+        &c.answered,
+        &c.observed_at,
+        &c.status as &[Option<String>],
+        &c.amount as &[Option<Decimal>],
+        &c.currency as &[Option<String>],
+        &c.fee as &[Option<Decimal>],
+        &c.discount as &[Option<Decimal>],
+        &c.provider_order_id as &[Option<String>],
+        &c.freedom_id as &[Option<String>],
+        &c.merchant_id as &[Option<String>],
+        &c.provider_dt as &[Option<DateTime<Utc>>],
+        &c.lifetime_ends_at as &[Option<DateTime<Utc>>],
+        &c.lifetime_source as &[Option<&str>],
+        &c.body as &[Option<String>],
+        &c.checks,
+        &c.attempts,
+        &c.last_error as &[Option<String>],
+        &c.settled_at as &[Option<DateTime<Utc>>],
+        &c.not_found_since as &[Option<DateTime<Utc>>],
+        &c.next_check_at as &[Option<DateTime<Utc>>],
+        &c.next_check_urgent,
+        &c.request_id as &[Option<Uuid>],
+        &c.error_body as &[Option<String>],
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Appends transitions; one per (payment, observation), so a replay adds nothing.
+async fn insert_transitions(
+    conn: &mut PgConnection,
+    t: &TransitionColumns,
+) -> Result<u64, StoreError> {
+    let result = sqlx::query!(
+        "insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, provider_dt,
+              body, request_id)
+         select t.payment_id, t.observation_no, t.from_status, t.to_status, t.observed_at,
+                t.provider_dt, coalesce(t.body::json, 'null'::json), t.request_id
+         from unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::timestamptz[], $7::text[], $8::uuid[])
+              as t(payment_id, observation_no, from_status, to_status, observed_at,
+                   provider_dt, body, request_id)
+         on conflict (payment_id, observation_no) do nothing",
+        &t.payment_id,
+        &t.observation_no,
+        &t.from as &[Option<String>],
+        &t.to,
+        &t.observed_at,
+        &t.provider_dt as &[Option<DateTime<Utc>>],
+        &t.body as &[Option<String>],
+        &t.request_id as &[Option<Uuid>],
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Raises flags; at most one open flag per (payment, kind).
+async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns) -> Result<u64, StoreError> {
+    let result = sqlx::query!(
+        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+         select o.payment_id, o.kind, o.expected, o.actual, o.detected_at
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+              as o(payment_id, kind, expected, actual, detected_at)
+         on conflict (payment_id, kind) where resolved_at is null do nothing",
+        &o.payment_id,
+        &o.kind as &[&str],
+        &o.expected as &[Option<String>],
+        &o.actual as &[Option<String>],
+        &o.detected_at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// Clears open flags a later observation no longer supports.
+async fn resolve_flags(conn: &mut PgConnection, r: &ResolvedColumns) -> Result<u64, StoreError> {
+    let result = sqlx::query!(
+        "update recon.discrepancies d set
+             resolved_at = r.resolved_at,
+             resolved_by = 'daemon',
+             resolution  = 'cleared by a later observation'
+         from unnest($1::text[], $2::text[], $3::timestamptz[])
+              as r(payment_id, kind, resolved_at)
+         where d.payment_id = r.payment_id and d.kind = r.kind and d.resolved_at is null",
+        &r.payment_id,
+        &r.kind as &[&str],
+        &r.resolved_at,
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected())
 }
 
 /// What [`record_isolated`] wrote.

@@ -1,7 +1,7 @@
 //! The queries behind `freedompay-recon report`, streamed row by row.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use futures_util::Stream;
+use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -41,7 +41,7 @@ pub struct ReportFilter {
 
 /// A row of `recon.daily_summary`. Sums are PostgreSQL's exact `numeric` as text: a sum of
 /// many amounts may exceed what `Decimal` holds, and no sum is ever rounded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SummaryRow {
     pub day: NaiveDate,
     pub currency: Option<String>,
@@ -84,7 +84,7 @@ impl SummaryRow {
 }
 
 /// A payment, as `recon.reconciliation` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DetailRow {
     pub payment_id: String,
     pub order_id: Option<String>,
@@ -110,66 +110,63 @@ pub struct DetailRow {
 pub fn summary_rows<'a>(
     pool: &'a PgPool,
     filter: &'a ReportFilter,
-) -> impl Stream<Item = Result<SummaryRow, sqlx::Error>> + 'a {
-    sqlx::query_as::<_, SummaryRow>(
-        "select day, currency, status, payments, expected_amount::text as expected_amount,
-                amount::text as amount, fee::text as fee, difference::text as difference,
-                flagged, amount_mismatch, currency_mismatch, order_mismatch, lifetime_exceeded,
-                not_found, unknown_status, terminal_status_changed, polling_abandoned,
-                expected_payments
-         from recon.daily_summary
-         where basis = $1
-           and ($2::date is null or day >= $2)
-           and ($3::date is null or day <= $3)
-           and ($4::text is null or currency = $4)
-           and ($5::text is null or status = $5)
-           and ($6::text is null or case $6
-                    when 'amount_mismatch' then amount_mismatch
-                    when 'currency_mismatch' then currency_mismatch
-                    when 'order_mismatch' then order_mismatch
-                    when 'lifetime_exceeded' then lifetime_exceeded
-                    when 'not_found' then not_found
-                    when 'unknown_status' then unknown_status
-                    when 'terminal_status_changed' then terminal_status_changed
-                    when 'polling_abandoned' then polling_abandoned
-                end > 0)
-         order by day, currency, status",
+) -> BoxStream<'a, Result<SummaryRow, sqlx::Error>> {
+    sqlx::query_file_as!(
+        SummaryRow,
+        "src/store/sql/report_summary.sql",
+        filter.basis.as_str(),
+        filter.from,
+        filter.to,
+        filter.currency.as_deref(),
+        filter.status.as_deref(),
+        filter.flag.map(FlagKind::as_str),
     )
-    .bind(filter.basis.as_str())
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(filter.currency.as_deref())
-    .bind(filter.status.as_deref())
-    .bind(filter.flag.map(FlagKind::as_str))
     .fetch(pool)
 }
 
-/// Every payment matching the filter, in order of its reporting time.
+/// Every payment matching the filter, in order of its reporting time. One statement per
+/// basis, so the day range is a range of that basis's column and its index serves it.
 pub fn detail_rows<'a>(
     pool: &'a PgPool,
     filter: &'a ReportFilter,
-) -> impl Stream<Item = Result<DetailRow, sqlx::Error>> + 'a {
-    sqlx::query_as::<_, DetailRow>(
-        "select payment_id, order_id, provider_order_id, created_at, settled_at, status,
-                expected_amount, expected_currency, amount, currency, fee, discount,
-                amount_difference, expires_at, expiry_source, checks, last_checked_at, open_flags
-         from (
-             select r.*, case when $1 = 'settled' then r.settled_at else r.created_at end as at
-             from recon.reconciliation r
-         ) r
-         where at is not null
-           and ($2::date is null or recon.report_day(at) >= $2)
-           and ($3::date is null or recon.report_day(at) <= $3)
-           and ($4::text is null or coalesce(currency, expected_currency) = $4)
-           and ($5::text is null or coalesce(status, 'no_answer') = $5)
-           and ($6::text is null or $6 = any(open_flags))
-         order by at, payment_id",
-    )
-    .bind(filter.basis.as_str())
-    .bind(filter.from)
-    .bind(filter.to)
-    .bind(filter.currency.as_deref())
-    .bind(filter.status.as_deref())
-    .bind(filter.flag.map(FlagKind::as_str))
-    .fetch(pool)
+) -> BoxStream<'a, Result<DetailRow, sqlx::Error>> {
+    let (from, to) = (filter.from, filter.to);
+    let currency = filter.currency.as_deref();
+    let status = filter.status.as_deref();
+    let flag = filter.flag.map(FlagKind::as_str);
+    match filter.basis {
+        DayBasis::Created => sqlx::query_file_as!(
+            DetailRow,
+            "src/store/sql/report_detail_created.sql",
+            from,
+            to,
+            currency,
+            status,
+            flag,
+        )
+        .fetch(pool),
+        DayBasis::Settled => sqlx::query_file_as!(
+            DetailRow,
+            "src/store/sql/report_detail_settled.sql",
+            from,
+            to,
+            currency,
+            status,
+            flag,
+        )
+        .fetch(pool),
+    }
 }
+
+/// The report statements, for plans and tests: `(name, SQL)`.
+pub const REPORT_SQL: [(&str, &str); 3] = [
+    ("summary", include_str!("sql/report_summary.sql")),
+    (
+        "detail_created",
+        include_str!("sql/report_detail_created.sql"),
+    ),
+    (
+        "detail_settled",
+        include_str!("sql/report_detail_settled.sql"),
+    ),
+];

@@ -5,7 +5,7 @@ use sqlx::PgPool;
 use super::StoreError;
 
 /// How far a set of payments has come.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub total: i64,
     /// With a terminal status (`success`, `error`, `incomplete`).
@@ -18,7 +18,7 @@ pub struct Progress {
 
 /// Expected and paid totals in one currency. Sums are PostgreSQL's exact `numeric` as text:
 /// a sum of many amounts may exceed what `Decimal` holds, and no sum is ever rounded.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrencyTotals {
     pub currency: Option<String>,
     /// Payments expected in this currency, and their expected amounts.
@@ -39,15 +39,16 @@ fn like_prefix(prefix: &str) -> String {
 }
 
 pub async fn progress(pool: &PgPool, id_prefix: &str) -> Result<Progress, StoreError> {
-    Ok(sqlx::query_as(
-        "select count(*) as total,
-                count(*) filter (where status in ('success', 'error', 'incomplete')) as settled,
-                count(*) filter (where cardinality(open_flags) > 0) as flagged,
+    Ok(sqlx::query_as!(
+        Progress,
+        r#"select count(*) as "total!",
+                count(*) filter (where status in ('success', 'error', 'incomplete')) as "settled!",
+                count(*) filter (where cardinality(open_flags) > 0) as "flagged!",
                 count(*) filter (where status in ('success', 'error', 'incomplete')
-                                    or cardinality(open_flags) > 0) as done
-         from recon.reconciliation where payment_id like $1",
+                                    or cardinality(open_flags) > 0) as "done!"
+         from recon.reconciliation where payment_id like $1"#,
+        like_prefix(id_prefix)
     )
-    .bind(like_prefix(id_prefix))
     .fetch_one(pool)
     .await?)
 }
@@ -57,13 +58,15 @@ pub async fn status_counts(
     pool: &PgPool,
     id_prefix: &str,
 ) -> Result<Vec<(Option<String>, i64)>, StoreError> {
-    Ok(sqlx::query_as(
-        "select status, count(*) from recon.reconciliation where payment_id like $1
-         group by status order by count(*) desc, status",
+    let rows = sqlx::query!(
+        r#"select status, count(*) as "payments!" from recon.reconciliation
+         where payment_id like $1
+         group by status order by count(*) desc, status"#,
+        like_prefix(id_prefix)
     )
-    .bind(like_prefix(id_prefix))
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.payments)).collect())
 }
 
 /// Expected totals by expected currency beside paid totals by the provider's currency: a
@@ -72,8 +75,9 @@ pub async fn currency_totals(
     pool: &PgPool,
     id_prefix: &str,
 ) -> Result<Vec<CurrencyTotals>, StoreError> {
-    Ok(sqlx::query_as(
-        "with chosen as (
+    Ok(sqlx::query_as!(
+        CurrencyTotals,
+        r#"with chosen as (
              select * from recon.reconciliation where payment_id like $1
          ),
          expected as (
@@ -85,12 +89,12 @@ pub async fn currency_totals(
              from chosen where status = 'success' and currency is not null group by 1
          )
          select coalesce(e.currency, p.currency) as currency,
-                coalesce(e.n, 0) as expected_payments, e.total::text as expected,
-                coalesce(p.n, 0) as paid_payments, p.total::text as paid, p.fees::text as fees
+                coalesce(e.n, 0) as "expected_payments!", e.total::text as expected,
+                coalesce(p.n, 0) as "paid_payments!", p.total::text as paid, p.fees::text as fees
          from expected e full join paid p on p.currency = e.currency
-         order by 1",
+         order by 1"#,
+        like_prefix(id_prefix)
     )
-    .bind(like_prefix(id_prefix))
     .fetch_all(pool)
     .await?)
 }
@@ -100,13 +104,15 @@ pub async fn open_flag_counts(
     pool: &PgPool,
     id_prefix: &str,
 ) -> Result<Vec<(String, i64)>, StoreError> {
-    Ok(sqlx::query_as(
-        "select kind, count(*) from recon.open_discrepancies where payment_id like $1
-         group by kind order by kind",
+    let rows = sqlx::query!(
+        r#"select kind as "kind!", count(*) as "flags!" from recon.open_discrepancies
+         where payment_id like $1
+         group by kind order by kind"#,
+        like_prefix(id_prefix)
     )
-    .bind(like_prefix(id_prefix))
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.flags)).collect())
 }
 
 /// The deployment-wide gauges `/metrics` exposes. Every label value comes from a closed set
@@ -142,40 +148,50 @@ pub const STATUS_LABELS: [&str; 7] = [
 ];
 
 pub async fn gauges(pool: &PgPool) -> Result<Gauges, StoreError> {
-    let by_status: Vec<(String, i64)> = sqlx::query_as(
-        "select case when status is null then 'no_answer'
+    let by_status: Vec<(String, i64)> = sqlx::query!(
+        r#"select case when status is null then 'no_answer'
                      when status in ('success', 'error', 'incomplete', 'process', 'waiting')
                          then status
-                     else 'unknown' end,
-                count(*)
-         from recon.payments group by 1",
+                     else 'unknown' end as "label!",
+                count(*) as "payments!"
+         from recon.payments group by 1"#
     )
     .fetch_all(pool)
-    .await?;
-    let by_kind: Vec<(String, i64)> = sqlx::query_as(
-        "select kind, count(*) from recon.discrepancies where resolved_at is null group by kind",
+    .await?
+    .into_iter()
+    .map(|r| (r.label, r.payments))
+    .collect();
+    let by_kind: Vec<(String, i64)> = sqlx::query!(
+        r#"select kind, count(*) as "flags!" from recon.discrepancies
+         where resolved_at is null group by kind"#
     )
     .fetch_all(pool)
-    .await?;
-    let (backlog_due, oldest_due_age_seconds, backlog_due_urgent, oldest_urgent, parked): (
-        i64,
-        f64,
-        i64,
-        f64,
-        i64,
-    ) = sqlx::query_as(
-        "select count(*),
-                coalesce(extract(epoch from now() - min(next_check_at))::float8, 0),
-                count(*) filter (where next_check_urgent),
+    .await?
+    .into_iter()
+    .map(|r| (r.kind, r.flags))
+    .collect();
+    // Ages are seconds for a gauge, never money: float8 is right here.
+    let due = sqlx::query!(
+        r#"select count(*) as "backlog!",
+                coalesce(extract(epoch from now() - min(next_check_at))::float8, 0) as "oldest!",
+                count(*) filter (where next_check_urgent) as "urgent!",
                 coalesce(extract(epoch from now()
-                         - min(next_check_at) filter (where next_check_urgent))::float8, 0),
-                (select count(*) from recon.payments where parked_at is not null)
+                         - min(next_check_at) filter (where next_check_urgent))::float8, 0)
+                    as "oldest_urgent!",
+                (select count(*) from recon.payments where parked_at is not null) as "parked!"
          from recon.payments
          where next_check_at <= now()
-           and (lease_expires_at is null or lease_expires_at <= now())",
+           and (lease_expires_at is null or lease_expires_at <= now())"#
     )
     .fetch_one(pool)
     .await?;
+    let (backlog_due, oldest_due_age_seconds, backlog_due_urgent, oldest_urgent, parked) = (
+        due.backlog,
+        due.oldest,
+        due.urgent,
+        due.oldest_urgent,
+        due.parked,
+    );
     let count_of = |rows: &[(String, i64)], label: &str| {
         rows.iter()
             .filter(|(value, _)| value == label)

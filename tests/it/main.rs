@@ -18,6 +18,7 @@ mod output;
 mod pacing;
 mod privilege;
 mod provider_faults;
+mod report_ranges;
 mod schedule;
 mod signoff;
 mod statuses;

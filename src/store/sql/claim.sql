@@ -1,0 +1,63 @@
+-- The claim: `$1` due by (null: now), `$2` limit, `$3` owner, `$4` lease in milliseconds,
+-- `$5` how old (milliseconds) a payment must be for its first poll. See `claim.rs`.
+with urgent as (
+    select ctid, payment_id, lease_token as previous_token, next_check_at, true as urgent
+    from recon.payments
+    where next_check_urgent
+      and next_check_at <= coalesce($1, now())
+      and (lease_expires_at is null or lease_expires_at <= now())
+      -- A new payment waits for poll.first_poll_after (unless someone asked for a look):
+      -- before then the provider may not know it yet.
+      and (checks > 0 or recheck_requested_at is not null
+           or created_at <= now() - $5::int8 * interval '1 millisecond')
+    order by next_check_at
+    limit $2::int8
+    for update skip locked
+),
+routine as (
+    select ctid, payment_id, lease_token as previous_token, next_check_at, false as urgent
+    from recon.payments
+    where not next_check_urgent
+      and next_check_at <= coalesce($1, now())
+      and (lease_expires_at is null or lease_expires_at <= now())
+    order by next_check_at
+    limit greatest($2 - (select count(*) from urgent), 0)
+    for update skip locked
+),
+-- Deadline checks and first polls before routine rechecks: under overload the routine
+-- ones slip, the deadlines do not.
+due as (
+    select * from urgent
+    union all
+    select * from routine
+),
+claimed as (
+    update recon.payments p
+    set lease_token = nextval('recon.lease_tokens'),
+        lease_owner = $3,
+        lease_expires_at = now() + $4::int8 * interval '1 millisecond',
+        recheck_requested_at = null
+    where p.ctid = any(array(select ctid from due))
+    returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
+              p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
+              p.checks, p.attempts, p.not_found_since, p.settled_at, p.lease_token,
+              coalesce('expected_amount ' || recon.amount_problem(p.expected_amount),
+                       'created_at ' || recon.timestamp_problem(p.created_at),
+                       'expires_at ' || recon.timestamp_problem(p.expires_at)) as problem
+)
+-- A value that could not be decoded (see `problem`) is not read at all: the row is parked.
+select c.payment_id as "payment_id!", c.lease_token as "lease_token!", c.problem,
+       case when c.problem is null then c.expected_amount end as "expected_amount?",
+       c.expected_currency as "expected_currency?", c.order_id as "order_id?",
+       case when c.problem is null then c.created_at end as "created_at?",
+       case when c.problem is null then c.expires_at end as "expires_at?",
+       c.status as "status?", c.lifetime_ends_at as "lifetime_ends_at?",
+       c.lifetime_source as "lifetime_source?", c.checks as "checks!", c.attempts as "attempts!",
+       c.not_found_since as "not_found_since?", c.settled_at as "settled_at?",
+       array(select d.kind from recon.discrepancies d
+             where d.payment_id = c.payment_id and d.resolved_at is null) as "open_flags!",
+       now() as "claimed_at!",
+       due.previous_token is not null as "recovered!"
+from claimed c
+join due using (payment_id)
+order by due.urgent desc, due.next_check_at
