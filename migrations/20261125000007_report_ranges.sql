@@ -1,7 +1,8 @@
 -- Report filters an index can serve. A reporting day becomes the range of timestamps it
 -- covers, computed once per query (`recon.day_start`), and the time columns reports filter
--- on are indexed. Neither index is touched by the daemon's hot path: created_at never
--- changes, and settled_at is written once, by an update that changes indexed columns anyway.
+-- on are indexed. A verdict's update is never HOT (it moves next_check_at, which is
+-- indexed), so every index of the table sees it; hence BRIN (below), whose cost is measured
+-- in docs/performance.md.
 
 -- The first instant of a reporting day, in the zone recon.report_day uses. A day's rows are
 -- those with day_start(day) <= at < day_start(day + 1), whatever the zone's offset that day.
@@ -14,8 +15,15 @@ $$;
 comment on function recon.day_start(date) is
     'The first instant of a reporting day, in the zone of the setting recon.timezone (default Asia/Almaty).';
 
-create index payments_created_at_idx on recon.payments (created_at);
-create index payments_settled_at_idx on recon.payments (settled_at) where settled_at is not null;
+-- BRIN, not B-tree: payments are inserted roughly in created_at order, and settle soon after,
+-- so each block range covers a narrow span of both; and a BRIN entry is a summary per range
+-- of pages, which a verdict's update leaves alone unless it widens it, where a B-tree would
+-- take a new entry on every verdict.
+create index payments_created_at_idx on recon.payments using brin (created_at)
+    with (autosummarize = on);
+create index payments_settled_at_idx on recon.payments using brin (settled_at)
+    with (autosummarize = on)
+    where settled_at is not null;
 
 -- recon.daily_summary over payments whose basis time is in [from_at, to_at) (null: no
 -- bound). Reports call this with a day range, so only those days' payments are read, by

@@ -57,6 +57,7 @@ first_poll_after = "2m"
 recheck = ["1m", "2m", "4m", "10m", "24h"]
 lease = "5m"
 batch_size = 500
+writers = 1
 confirm_after = "30m"
 lifetime_grace = "15m"
 not_found_grace = "10m"
@@ -187,6 +188,8 @@ pub struct PollSettings {
     pub lease: Duration,
     /// Payments claimed per claim query.
     pub batch_size: u32,
+    /// Write transactions a sweep runs at once (1–8).
+    pub writers: u32,
     #[serde(with = "humantime_serde")]
     pub confirm_after: Duration,
     #[serde(with = "humantime_serde")]
@@ -350,6 +353,9 @@ impl Settings {
         }
         if poll.batch_size == 0 {
             return Err(invalid("poll.batch_size", "must be at least 1"));
+        }
+        if !(1..=8).contains(&poll.writers) {
+            return Err(invalid("poll.writers", "must be between 1 and 8"));
         }
         if poll.recheck.is_empty() || poll.recheck.iter().any(Duration::is_zero) {
             return Err(invalid(
@@ -623,6 +629,8 @@ mod tests {
                 "\"soon\" is not a duration",
             ),
             ("FREEDOMPAY_RECON__POLL__LEASE", "5s", "poll.lease"),
+            ("FREEDOMPAY_RECON__POLL__WRITERS", "0", "poll.writers"),
+            ("FREEDOMPAY_RECON__POLL__WRITERS", "9", "poll.writers"),
             (
                 "FREEDOMPAY_RECON__PROVIDER__NAIVE_UTC_OFFSET",
                 "Almaty",

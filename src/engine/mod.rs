@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use rand::Rng as _;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -769,80 +771,111 @@ impl Sweep {
         item.as_failed_poll(reason, &self.engine.inner.policy, jitter)
     }
 
-    /// Writes verdicts in batches: whatever has arrived while the last write ran goes into
-    /// the next transaction. A verdict the database refuses is split off and recorded as a
-    /// failed poll ([`store::record_isolated`]); any other failure is retried (writes are
-    /// idempotent) until the lease runs out or, once stopping, until the stop deadline.
+    /// Writes verdicts in batches, up to `poll.writers` transactions at once: whatever has
+    /// arrived while the writers were busy goes into the next transaction. A verdict the
+    /// database refuses is split off and recorded as a failed poll
+    /// ([`store::record_isolated`]); any other failure is retried (writes are idempotent)
+    /// until the lease runs out or, once stopping, until the stop deadline.
     async fn write_loop(self: Arc<Self>, mut polled: mpsc::Receiver<Recorded>) -> Writes {
-        let inner = &self.engine.inner;
-        let limit = inner.poll.batch_size as usize;
+        let limit = self.engine.inner.poll.batch_size as usize;
+        let writers = self.engine.inner.poll.writers as usize;
         let mut writes = Writes::default();
+        let mut writing = FuturesUnordered::new();
         let mut batch = Vec::with_capacity(limit);
-        while polled.recv_many(&mut batch, limit).await > 0 {
-            let failed = batch.iter().filter(|r| !r.verdict.answered).count() as u64;
-            let mut pending = std::mem::replace(&mut batch, Vec::with_capacity(limit));
-            let mut backoff = Duration::from_millis(100);
-            let first_try = Instant::now();
-            loop {
-                // Known before the write takes the batch: released if it never finishes.
-                let leases: Vec<Lease> = pending
-                    .iter()
-                    .map(|r| (r.payment_id.clone(), r.lease_token))
-                    .collect();
-                let write = store::record_isolated(&inner.pool, pending, |item, reason| {
-                    self.refused(item, reason)
-                });
-                let result = tokio::select! {
-                    result = write => result,
-                    () = self.past_deadline() => {
-                        tracing::error!("stop deadline passed while recording verdicts; their claims are released");
-                        writes.unwritten.extend(leases);
-                        break;
+        let mut open = true;
+        loop {
+            tokio::select! {
+                Some(written) = writing.next() => writes.merge(written),
+                received = polled.recv_many(&mut batch, limit),
+                    if open && writing.len() < writers =>
+                {
+                    if received == 0 {
+                        open = false;
+                    } else {
+                        writing.push(self.write_batch(std::mem::take(&mut batch)));
                     }
-                };
-                let e = match result {
-                    Ok(written) => {
-                        writes.count(&written, failed);
-                        break;
-                    }
-                    Err(interrupted) => {
-                        writes.count(&interrupted.written, 0);
-                        pending = interrupted.remaining;
-                        interrupted.error
-                    }
-                };
-                // Past the lease the writes would be refused anyway. The claims then fall
-                // due again.
-                let gave_up = if first_try.elapsed() >= inner.poll.lease {
-                    tracing::error!("gave up recording {} verdicts: {e}", pending.len());
-                    true
-                } else {
-                    tracing::warn!(
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "could not record {} verdicts: {e}",
-                        pending.len()
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => false,
-                        () = self.past_deadline() => true,
-                    }
-                };
-                if gave_up {
-                    writes.unwritten.extend(
-                        pending
-                            .iter()
-                            .map(|r| (r.payment_id.clone(), r.lease_token)),
-                    );
-                    break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                else => break,
             }
         }
         writes
     }
+
+    /// Writes one batch, retrying as [`Self::write_loop`] says.
+    async fn write_batch(&self, mut pending: Vec<Recorded>) -> Writes {
+        let inner = &self.engine.inner;
+        let mut writes = Writes::default();
+        let failed = pending.iter().filter(|r| !r.verdict.answered).count() as u64;
+        let mut backoff = Duration::from_millis(100);
+        let first_try = Instant::now();
+        loop {
+            // Known before the write takes the batch: released if it never finishes.
+            let leases: Vec<Lease> = pending
+                .iter()
+                .map(|r| (r.payment_id.clone(), r.lease_token))
+                .collect();
+            let write = store::record_isolated(&inner.pool, pending, |item, reason| {
+                self.refused(item, reason)
+            });
+            let result = tokio::select! {
+                result = write => result,
+                () = self.past_deadline() => {
+                    tracing::error!("stop deadline passed while recording verdicts; their claims are released");
+                    writes.unwritten.extend(leases);
+                    return writes;
+                }
+            };
+            let e = match result {
+                Ok(written) => {
+                    writes.count(&written, failed);
+                    return writes;
+                }
+                Err(interrupted) => {
+                    writes.count(&interrupted.written, 0);
+                    pending = interrupted.remaining;
+                    interrupted.error
+                }
+            };
+            // Past the lease the writes would be refused anyway. The claims then fall due
+            // again.
+            let gave_up = if first_try.elapsed() >= inner.poll.lease {
+                tracing::error!("gave up recording {} verdicts: {e}", pending.len());
+                true
+            } else {
+                tracing::warn!(
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "could not record {} verdicts: {e}",
+                    pending.len()
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => false,
+                    () = self.past_deadline() => true,
+                }
+            };
+            if gave_up {
+                writes.unwritten.extend(
+                    pending
+                        .iter()
+                        .map(|r| (r.payment_id.clone(), r.lease_token)),
+                );
+                return writes;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
 }
 
 impl Writes {
+    fn merge(&mut self, other: Writes) {
+        self.recorded += other.recorded;
+        self.failed += other.failed;
+        self.stale += other.stale;
+        self.transitions += other.transitions;
+        self.flags_opened += other.flags_opened;
+        self.flags_resolved += other.flags_resolved;
+        self.unwritten.extend(other.unwritten);
+    }
+
     /// Counts what a write did.
     fn count(&mut self, written: &store::Isolated, failed: u64) {
         let o = &written.outcome;

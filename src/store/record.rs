@@ -52,29 +52,30 @@ pub struct RecordOutcome {
     pub flags_resolved: u64,
 }
 
-/// The payments' new state, one vector per column of `unnest`.
+/// The payments' new state, one vector per column of `unnest`, borrowing from the verdicts
+/// (bodies and texts are bound as they are, never copied).
 #[derive(Default)]
-struct PaymentColumns {
-    payment_id: Vec<String>,
+struct PaymentColumns<'a> {
+    payment_id: Vec<&'a str>,
     lease_token: Vec<i64>,
     has_invoice: Vec<bool>,
     answered: Vec<bool>,
     observed_at: Vec<DateTime<Utc>>,
-    status: Vec<Option<String>>,
+    status: Vec<Option<&'a str>>,
     amount: Vec<Option<Decimal>>,
-    currency: Vec<Option<String>>,
+    currency: Vec<Option<&'a str>>,
     fee: Vec<Option<Decimal>>,
     discount: Vec<Option<Decimal>>,
-    provider_order_id: Vec<Option<String>>,
-    freedom_id: Vec<Option<String>>,
-    merchant_id: Vec<Option<String>>,
+    provider_order_id: Vec<Option<&'a str>>,
+    freedom_id: Vec<Option<&'a str>>,
+    merchant_id: Vec<Option<&'a str>>,
     provider_dt: Vec<Option<DateTime<Utc>>>,
     lifetime_ends_at: Vec<Option<DateTime<Utc>>>,
     lifetime_source: Vec<Option<&'static str>>,
-    body: Vec<Option<String>>,
+    body: Vec<Option<&'a str>>,
     checks: Vec<i32>,
     attempts: Vec<i32>,
-    last_error: Vec<Option<String>>,
+    last_error: Vec<Option<&'a str>>,
     settled_at: Vec<Option<DateTime<Utc>>>,
     not_found_since: Vec<Option<DateTime<Utc>>>,
     next_check_at: Vec<Option<DateTime<Utc>>>,
@@ -83,37 +84,39 @@ struct PaymentColumns {
     error_body: Vec<Option<String>>,
 }
 
-impl PaymentColumns {
-    fn push(&mut self, item: &Recorded) {
+impl<'a> PaymentColumns<'a> {
+    fn push(&mut self, item: &'a Recorded) {
         let v = &item.verdict;
         let invoice = item.invoice.as_ref();
-        self.payment_id.push(item.payment_id.as_str().to_owned());
+        self.payment_id.push(item.payment_id.as_str());
         self.lease_token.push(item.lease_token);
         self.has_invoice.push(invoice.is_some());
         self.answered.push(v.answered);
         self.observed_at.push(v.observed_at);
-        self.status
-            .push(v.status.as_ref().map(|s| s.as_str().to_owned()));
+        self.status.push(v.status.as_ref().map(|s| s.as_str()));
         self.amount.push(invoice.and_then(|i| i.amount));
-        self.currency
-            .push(invoice.and_then(|i| i.currency).map(|c| c.to_string()));
+        self.currency.push(
+            invoice
+                .and_then(|i| i.currency.as_ref())
+                .map(|c| c.as_str()),
+        );
         self.fee.push(invoice.and_then(|i| i.fee));
         self.discount.push(invoice.and_then(|i| i.discount));
         self.provider_order_id
-            .push(invoice.and_then(|i| i.order_id.clone()));
+            .push(invoice.and_then(|i| i.order_id.as_deref()));
         self.freedom_id
-            .push(invoice.and_then(|i| i.freedom_id.clone()));
+            .push(invoice.and_then(|i| i.freedom_id.as_deref()));
         self.merchant_id
-            .push(invoice.and_then(|i| i.merchant_id.clone()));
+            .push(invoice.and_then(|i| i.merchant_id.as_deref()));
         self.provider_dt.push(invoice.and_then(|i| i.dt));
         self.lifetime_ends_at.push(v.provider_expiry.map(|e| e.at));
         self.lifetime_source
             .push(v.provider_expiry.map(|e| e.source.as_str()));
         self.body
-            .push(item.raw_body.clone().filter(|_| invoice.is_some()));
+            .push(item.raw_body.as_deref().filter(|_| invoice.is_some()));
         self.checks.push(v.checks);
         self.attempts.push(v.attempts);
-        self.last_error.push(v.last_error.clone());
+        self.last_error.push(v.last_error.as_deref());
         self.settled_at.push(v.settled_at);
         self.not_found_since.push(v.not_found_since);
         self.next_check_at.push(v.next_check_at);
@@ -130,31 +133,31 @@ impl PaymentColumns {
 
 /// Status transitions to append.
 #[derive(Default)]
-struct TransitionColumns {
-    payment_id: Vec<String>,
+struct TransitionColumns<'a> {
+    payment_id: Vec<&'a str>,
     observation_no: Vec<i32>,
-    from: Vec<Option<String>>,
-    to: Vec<String>,
+    from: Vec<Option<&'a str>>,
+    to: Vec<&'a str>,
     observed_at: Vec<DateTime<Utc>>,
     provider_dt: Vec<Option<DateTime<Utc>>>,
-    body: Vec<Option<String>>,
+    body: Vec<Option<&'a str>>,
     request_id: Vec<Option<Uuid>>,
 }
 
 /// Flags to raise.
 #[derive(Default)]
-struct OpenedColumns {
-    payment_id: Vec<String>,
+struct OpenedColumns<'a> {
+    payment_id: Vec<&'a str>,
     kind: Vec<&'static str>,
-    expected: Vec<Option<String>>,
-    actual: Vec<Option<String>>,
+    expected: Vec<Option<&'a str>>,
+    actual: Vec<Option<&'a str>>,
     detected_at: Vec<DateTime<Utc>>,
 }
 
 /// Flags to clear.
 #[derive(Default)]
-struct ResolvedColumns {
-    payment_id: Vec<String>,
+struct ResolvedColumns<'a> {
+    payment_id: Vec<&'a str>,
     kind: Vec<&'static str>,
     resolved_at: Vec<DateTime<Utc>>,
 }
@@ -206,28 +209,28 @@ pub async fn write_verdicts(
         let v = &item.verdict;
         let id = item.payment_id.as_str();
         if let Some(change) = &v.change {
-            transitions.payment_id.push(id.to_owned());
+            transitions.payment_id.push(id);
             transitions.observation_no.push(v.checks);
             transitions
                 .from
-                .push(change.from.as_ref().map(|s| s.as_str().to_owned()));
-            transitions.to.push(change.to.as_str().to_owned());
+                .push(change.from.as_ref().map(|s| s.as_str()));
+            transitions.to.push(change.to.as_str());
             transitions.observed_at.push(v.observed_at);
             transitions
                 .provider_dt
                 .push(item.invoice.as_ref().and_then(|i| i.dt));
-            transitions.body.push(item.raw_body.clone());
+            transitions.body.push(item.raw_body.as_deref());
             transitions.request_id.push(item.request_id);
         }
         for flag in &v.open {
-            opened.payment_id.push(id.to_owned());
+            opened.payment_id.push(id);
             opened.kind.push(flag.kind.as_str());
-            opened.expected.push(flag.expected.clone());
-            opened.actual.push(flag.actual.clone());
+            opened.expected.push(flag.expected.as_deref());
+            opened.actual.push(flag.actual.as_deref());
             opened.detected_at.push(v.observed_at);
         }
         for kind in &v.resolve {
-            resolved.payment_id.push(id.to_owned());
+            resolved.payment_id.push(id);
             resolved.kind.push(kind.as_str());
             resolved.resolved_at.push(v.observed_at);
         }
@@ -247,7 +250,7 @@ pub async fn write_verdicts(
 /// The payments' new state, where the claim's lease still holds. Returns the ids updated.
 async fn update_payments(
     conn: &mut PgConnection,
-    c: &PaymentColumns,
+    c: &PaymentColumns<'_>,
 ) -> Result<Vec<String>, StoreError> {
     Ok(sqlx::query_scalar!(
         "update recon.payments p set
@@ -296,26 +299,26 @@ async fn update_payments(
               next_check_urgent, request_id, error_body)
          where p.payment_id = v.payment_id and p.lease_token = v.lease_token
          returning p.payment_id",
-        &c.payment_id,
+        &c.payment_id as &[&str],
         &c.lease_token,
         &c.has_invoice,
         &c.answered,
         &c.observed_at,
-        &c.status as &[Option<String>],
+        &c.status as &[Option<&str>],
         &c.amount as &[Option<Decimal>],
-        &c.currency as &[Option<String>],
+        &c.currency as &[Option<&str>],
         &c.fee as &[Option<Decimal>],
         &c.discount as &[Option<Decimal>],
-        &c.provider_order_id as &[Option<String>],
-        &c.freedom_id as &[Option<String>],
-        &c.merchant_id as &[Option<String>],
+        &c.provider_order_id as &[Option<&str>],
+        &c.freedom_id as &[Option<&str>],
+        &c.merchant_id as &[Option<&str>],
         &c.provider_dt as &[Option<DateTime<Utc>>],
         &c.lifetime_ends_at as &[Option<DateTime<Utc>>],
         &c.lifetime_source as &[Option<&str>],
-        &c.body as &[Option<String>],
+        &c.body as &[Option<&str>],
         &c.checks,
         &c.attempts,
-        &c.last_error as &[Option<String>],
+        &c.last_error as &[Option<&str>],
         &c.settled_at as &[Option<DateTime<Utc>>],
         &c.not_found_since as &[Option<DateTime<Utc>>],
         &c.next_check_at as &[Option<DateTime<Utc>>],
@@ -330,7 +333,7 @@ async fn update_payments(
 /// Appends transitions; one per (payment, observation), so a replay adds nothing.
 async fn insert_transitions(
     conn: &mut PgConnection,
-    t: &TransitionColumns,
+    t: &TransitionColumns<'_>,
 ) -> Result<u64, StoreError> {
     let result = sqlx::query!(
         "insert into recon.status_transitions
@@ -343,13 +346,13 @@ async fn insert_transitions(
               as t(payment_id, observation_no, from_status, to_status, observed_at,
                    provider_dt, body, request_id)
          on conflict (payment_id, observation_no) do nothing",
-        &t.payment_id,
+        &t.payment_id as &[&str],
         &t.observation_no,
-        &t.from as &[Option<String>],
-        &t.to,
+        &t.from as &[Option<&str>],
+        &t.to as &[&str],
         &t.observed_at,
         &t.provider_dt as &[Option<DateTime<Utc>>],
-        &t.body as &[Option<String>],
+        &t.body as &[Option<&str>],
         &t.request_id as &[Option<Uuid>],
     )
     .execute(conn)
@@ -358,17 +361,17 @@ async fn insert_transitions(
 }
 
 /// Raises flags; at most one open flag per (payment, kind).
-async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns) -> Result<u64, StoreError> {
+async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns<'_>) -> Result<u64, StoreError> {
     let result = sqlx::query!(
         "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
          select o.payment_id, o.kind, o.expected, o.actual, o.detected_at
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
               as o(payment_id, kind, expected, actual, detected_at)
          on conflict (payment_id, kind) where resolved_at is null do nothing",
-        &o.payment_id,
+        &o.payment_id as &[&str],
         &o.kind as &[&str],
-        &o.expected as &[Option<String>],
-        &o.actual as &[Option<String>],
+        &o.expected as &[Option<&str>],
+        &o.actual as &[Option<&str>],
         &o.detected_at,
     )
     .execute(conn)
@@ -377,7 +380,10 @@ async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns) -> Result<u64, S
 }
 
 /// Clears open flags a later observation no longer supports.
-async fn resolve_flags(conn: &mut PgConnection, r: &ResolvedColumns) -> Result<u64, StoreError> {
+async fn resolve_flags(
+    conn: &mut PgConnection,
+    r: &ResolvedColumns<'_>,
+) -> Result<u64, StoreError> {
     let result = sqlx::query!(
         "update recon.discrepancies d set
              resolved_at = r.resolved_at,
@@ -386,7 +392,7 @@ async fn resolve_flags(conn: &mut PgConnection, r: &ResolvedColumns) -> Result<u
          from unnest($1::text[], $2::text[], $3::timestamptz[])
               as r(payment_id, kind, resolved_at)
          where d.payment_id = r.payment_id and d.kind = r.kind and d.resolved_at is null",
-        &r.payment_id,
+        &r.payment_id as &[&str],
         &r.kind as &[&str],
         &r.resolved_at,
     )

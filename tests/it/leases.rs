@@ -67,6 +67,36 @@ async fn two_sweeps_racing_on_the_same_rows_never_poll_a_payment_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_write_transactions_at_once_record_every_verdict_once() {
+    let app = TestApp::with(
+        Scenario::new().prefix("w-", [Reply::invoice("success", "10", "KZT")]),
+        &[
+            ("FREEDOMPAY_RECON__POLL__WRITERS", "4"),
+            ("FREEDOMPAY_RECON__POLL__BATCH_SIZE", "7"),
+        ],
+    )
+    .await;
+    insert_many(&app, "w-", 300).await;
+    let outcome = app.sweep().await;
+    assert_eq!(
+        (outcome.claimed, outcome.recorded, outcome.transitions),
+        (300, 300, 300),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.payments where status = 'success'")
+            .await,
+        300
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.status_transitions")
+            .await,
+        300
+    );
+    assert_eq!(leases_held(&app).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
     let app =
         TestApp::new(Scenario::new().prefix("c-", [Reply::invoice("process", "10", "KZT")])).await;
