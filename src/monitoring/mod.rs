@@ -57,6 +57,9 @@ pub fn recorder() -> PrometheusHandle {
         .clone()
 }
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// How long database gauges are reused before they are read again.
 pub const GAUGE_TTL: Duration = Duration::from_secs(5);
 
@@ -142,10 +145,26 @@ pub async fn serve_with(
     shutdown: CancellationToken,
     gauge_ttl: Duration,
 ) -> std::io::Result<()> {
+    let handle = recorder();
+    // Histogram samples are kept until upkeep folds them in: without it they would pile up
+    // between scrapes (or forever, with no scraper).
+    let upkeep = {
+        let (handle, stop) = (handle.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    _ = every.tick() => handle.run_upkeep(),
+                }
+            }
+        })
+    };
+    let _upkeep = tokio_util::task::AbortOnDropHandle::new(upkeep);
     let state = Listener {
         pool: engine.pool().clone(),
         engine,
-        handle: recorder(),
+        handle,
         gauges: Arc::new(GaugeCache::new(gauge_ttl)),
     };
     let app = Router::new()
