@@ -36,7 +36,7 @@ pub async fn reset_payments(pool: &PgPool, count: u32, due: u32) -> Result<(), S
     sqlx::query!("select set_config('recon.allow_truncate', 'on', true)")
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query("truncate recon.payments cascade")
+    sqlx::query("truncate recon.payments, recon.events cascade")
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

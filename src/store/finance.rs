@@ -97,13 +97,14 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
 }
 
 /// The views a reader may query; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 6] = [
+pub const READER_VIEWS: [&str; 7] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
     "recon.status_history",
     "recon.discrepancy_history",
     "recon.parked_payments",
+    "recon.event_log",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.
@@ -173,6 +174,13 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              on recon.discrepancies to {role}"
         ),
         format!("grant select, update on recon.rate_budget to {role}"),
+        // Events are written by triggers, as the role making the change; delivery updates
+        // only the delivery columns.
+        format!("grant select, insert on recon.events to {role}"),
+        format!(
+            "grant update (delivered_at, abandoned_at, attempts, last_error, next_attempt_at, \
+             lease_owner, lease_expires_at) on recon.events to {role}"
+        ),
         format!("grant usage on sequence recon.lease_tokens to {role}"),
         format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
     ]
