@@ -32,6 +32,8 @@ create index events_pending_idx on recon.events (id)
     where delivered_at is null and abandoned_at is null;
 create index events_pending_payment_idx on recon.events (payment_id, id)
     where delivered_at is null and abandoned_at is null;
+-- Abandoned events, counted by /metrics.
+create index events_abandoned_idx on recon.events (abandoned_at) where abandoned_at is not null;
 
 -- Events from history rows, one statement at a time (transition tables: one trigger call per
 -- statement, however many rows), in the order the rows were written.

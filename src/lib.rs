@@ -29,6 +29,7 @@
 //! - [`intake`]: the rules every intake path shares, and bulk intake from CSV (validate
 //!   everything, then one transaction).
 //! - [`reporting`]: finance reports (summary or detail; table, CSV or JSON), streamed.
+//! - [`webhook`]: delivers the outbox's events (`recon.events`) to `webhook.url`, signed.
 //! - [`text`]: untrusted text cleaned for storage, escaped for terminals, neutralised for
 //!   spreadsheets.
 
@@ -48,3 +49,4 @@ pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod text;
+pub mod webhook;

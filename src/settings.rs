@@ -72,6 +72,13 @@ amount_tolerance = "0"
 [http]
 listen = ""
 
+[webhook]
+url = ""
+secret = ""
+timeout = "10s"
+max_age = "3days"
+types = ["status_changed", "flag_opened", "flag_resolved"]
+
 [log]
 format = "text"
 filter = "info,sqlx::postgres::notice=warn,sqlx::query=error,tokio_cron_scheduler=warn"
@@ -85,7 +92,80 @@ pub struct Settings {
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
     pub http: HttpSettings,
+    pub webhook: WebhookSettings,
     pub log: LogSettings,
+}
+
+/// The event types of `recon.events`, in the order a payment's life produces them.
+pub const EVENT_TYPES: [&str; 3] = ["status_changed", "flag_opened", "flag_resolved"];
+
+/// Where events are POSTed (`docs/operations.md`, "Webhooks"). An empty URL turns delivery off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    pub url: String,
+    /// The key of `X-Recon-Signature`; never logged.
+    pub secret: SecretString,
+    /// One delivery attempt, connection to last byte.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// An event still undelivered this long after it was written is abandoned.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Which event types to send; the others stay in `recon.events`, unsent.
+    #[serde(deserialize_with = "strings")]
+    pub types: Vec<String>,
+}
+
+impl WebhookSettings {
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(unknown) = self
+            .types
+            .iter()
+            .find(|t| !EVENT_TYPES.contains(&t.as_str()))
+        {
+            return Err(invalid(
+                "webhook.types",
+                format!(
+                    "{unknown:?} is not an event type; use any of {}",
+                    EVENT_TYPES.join(", ")
+                ),
+            ));
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = reqwest::Url::parse(self.url.trim()).map_err(|e| {
+            invalid(
+                "webhook.url",
+                format!("is not a URL ({e}); e.g. https://erp.example/hooks/recon"),
+            )
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("webhook.url", "must be an http(s) URL"));
+        }
+        if self.secret.expose_secret().len() < 16 {
+            return Err(invalid(
+                "webhook.secret",
+                "must be set, at least 16 characters, when webhook.url is (set \
+                 FREEDOMPAY_RECON__WEBHOOK__SECRET; systemd: in the EnvironmentFile)",
+            ));
+        }
+        if self.timeout.is_zero() || self.max_age.is_zero() {
+            return Err(invalid(
+                "webhook.timeout",
+                "webhook.timeout and webhook.max_age must be more than zero",
+            ));
+        }
+        if self.types.is_empty() {
+            return Err(invalid("webhook.types", "name at least one event type"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,6 +324,24 @@ fn invalid(key: &str, problem: impl std::fmt::Display) -> SettingsError {
 }
 
 /// `["30s", "1m"]` in a file; `30s,1m` in an environment variable.
+/// A list, or a comma-separated string (as environment variables give it).
+fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Form::deserialize(deserializer)? {
+        Form::List(items) => items,
+        Form::Csv(csv) => csv
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+    })
+}
+
 fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -357,6 +455,7 @@ impl Settings {
         if !(1..=8).contains(&poll.writers) {
             return Err(invalid("poll.writers", "must be between 1 and 8"));
         }
+        self.webhook.validate()?;
         if poll.recheck.is_empty() || poll.recheck.iter().any(Duration::is_zero) {
             return Err(invalid(
                 "poll.recheck",

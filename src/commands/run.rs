@@ -7,6 +7,7 @@ use crate::monitoring;
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
 use crate::store;
+use crate::webhook::Deliverer;
 
 pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_on_signal()?;
@@ -23,6 +24,15 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped before the first sweep");
         return Ok(ExitCode::SUCCESS);
     }
+    let deliverer = if settings.webhook.enabled() {
+        Some(Deliverer::new(
+            engine.pool().clone(),
+            &settings.webhook,
+            engine.instance(),
+        )?)
+    } else {
+        None
+    };
     let listener = match settings.http.listen {
         Some(addr) if !once => {
             let listener = monitoring::bind(addr).await?;
@@ -39,6 +49,11 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
 
     if once {
         let outcome = engine.reconcile_due(&shutdown).await?;
+        // Then the events due for the webhook, this run's included.
+        let delivered = match &deliverer {
+            Some(deliverer) => Some(deliverer.deliver_due(&shutdown).await?),
+            None => None,
+        };
         let printed = outln!(
             "claimed {}, recorded {} ({} failed, retried later), transitions {}, flags opened {}, resolved {}, released {}",
             outcome.claimed,
@@ -49,6 +64,15 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
             outcome.flags_resolved,
             outcome.released
         );
+        let printed = printed.and_then(|()| match delivered {
+            Some(d) => outln!(
+                "webhook: delivered {}, failed {} (tried again later), abandoned {}",
+                d.delivered,
+                d.failed,
+                d.abandoned
+            ),
+            None => Ok(()),
+        });
         // A halt is reported even when nobody reads standard output any more.
         if let SweepStop::Fatal(reason) = outcome.stop {
             anyhow::bail!("polling stopped: {reason}");
@@ -56,9 +80,15 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
         printed?;
         return Ok(ExitCode::SUCCESS);
     }
+    // Delivery runs beside the sweeps, on its own: a slow or dead receiver never holds up
+    // reconciliation.
+    let delivery = deliverer.map(|d| tokio::spawn(d.run(shutdown.clone())));
     run_daemon(engine, &settings.poll.schedule, shutdown)
         .await
         .context("the daemon stopped")?;
+    if let Some(delivery) = delivery {
+        let _ = delivery.await;
+    }
     if let Some(listener) = listener {
         let _ = listener.await;
     }

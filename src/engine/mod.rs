@@ -112,6 +112,8 @@ struct Inner {
     pacer: Pacer,
     /// Names this process's claims in `lease_owner`.
     instance: String,
+    /// The event types the webhook sends, when one is configured.
+    webhook_types: Option<Vec<String>>,
     halt: Mutex<Option<Halt>>,
     /// The last confirming re-ask and when it was made (see [`Engine::confirm_credentials`]).
     /// The lock also makes concurrent doubts share one re-ask.
@@ -160,6 +162,10 @@ impl Engine {
                 provider_timeout: settings.provider.timeout,
                 poll,
                 instance,
+                webhook_types: settings
+                    .webhook
+                    .enabled()
+                    .then(|| settings.webhook.types.clone()),
                 halt: Mutex::new(None),
                 credentials_checked: tokio::sync::Mutex::new(None),
             }),
@@ -168,6 +174,16 @@ impl Engine {
 
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The event types the webhook sends, when one is configured.
+    pub fn webhook_types(&self) -> Option<&[String]> {
+        self.inner.webhook_types.as_deref()
+    }
+
+    /// This process's name in leases (`host:pid`).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// The deployment's request budget per second (0: unlimited).

@@ -52,6 +52,7 @@ pub fn recorder() -> PrometheusHandle {
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
             };
             describe();
+            crate::webhook::describe();
             handle
         })
         .clone()
@@ -102,7 +103,11 @@ impl GaugeCache {
             .map(|(_, gauges)| gauges.clone())
     }
 
-    async fn get(&self, pool: &PgPool) -> Option<store::summary::Gauges> {
+    async fn get(
+        &self,
+        pool: &PgPool,
+        webhook_types: Option<&[String]>,
+    ) -> Option<store::summary::Gauges> {
         if let Some(gauges) = self.fresh() {
             return gauges;
         }
@@ -111,19 +116,22 @@ impl GaugeCache {
         if let Some(gauges) = self.fresh() {
             return gauges;
         }
-        let gauges =
-            match tokio::time::timeout(Duration::from_secs(10), store::summary::gauges(pool)).await
-            {
-                Ok(Ok(gauges)) => Some(gauges),
-                Ok(Err(e)) => {
-                    tracing::warn!("metrics: cannot read the database gauges: {e}");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!("metrics: the database gauges took over 10 s");
-                    None
-                }
-            };
+        let gauges = match tokio::time::timeout(
+            Duration::from_secs(10),
+            store::summary::gauges(pool, webhook_types),
+        )
+        .await
+        {
+            Ok(Ok(gauges)) => Some(gauges),
+            Ok(Err(e)) => {
+                tracing::warn!("metrics: cannot read the database gauges: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("metrics: the database gauges took over 10 s");
+                None
+            }
+        };
         *self.last.lock().expect("gauge cache lock") = Some((Instant::now(), gauges.clone()));
         gauges
     }
@@ -210,7 +218,11 @@ async fn readyz(State(state): State<Listener>) -> Response {
         None => {
             let parked = match state.gauges.last() {
                 Some(gauges) => gauges.parked,
-                None => state.gauges.get(&state.pool).await.map_or(0, |g| g.parked),
+                None => state
+                    .gauges
+                    .get(&state.pool, state.engine.webhook_types())
+                    .await
+                    .map_or(0, |g| g.parked),
             };
             let body = if parked > 0 {
                 format!(
@@ -239,7 +251,11 @@ async fn metrics(State(state): State<Listener>) -> Response {
          # TYPE freedompay_recon_provider_halted gauge\n\
          freedompay_recon_provider_halted {halted}\n"
     );
-    if let Some(gauges) = state.gauges.get(&state.pool).await {
+    if let Some(gauges) = state
+        .gauges
+        .get(&state.pool, state.engine.webhook_types())
+        .await
+    {
         body.push_str(&render_gauges(&gauges, state.engine.rate_per_second()));
     }
     (
@@ -323,5 +339,25 @@ fn render_gauges(gauges: &store::summary::Gauges, rate: u32) -> String {
         &[("", gauges.parked as f64)],
         None,
     );
+    if let Some(webhook) = &gauges.webhook {
+        family(
+            "freedompay_recon_webhook_backlog",
+            "Events of the types webhook.types names, not yet delivered (recon.event_log).",
+            &[("", webhook.pending as f64)],
+            None,
+        );
+        family(
+            "freedompay_recon_webhook_oldest_pending_age_seconds",
+            "How long the oldest undelivered event has waited.",
+            &[("", webhook.oldest_pending_age_seconds)],
+            None,
+        );
+        family(
+            "freedompay_recon_webhook_abandoned",
+            "Events given up after webhook.max_age of failed deliveries.",
+            &[("", webhook.abandoned as f64)],
+            None,
+        );
+    }
     out
 }

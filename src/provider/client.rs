@@ -181,6 +181,13 @@ pub struct ProviderClient {
 
 static CRYPTO_PROVIDER: Once = Once::new();
 
+/// reqwest is built without a default TLS crypto backend; use ring, as sqlx does.
+pub(crate) fn install_crypto_provider() {
+    CRYPTO_PROVIDER.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl ProviderClient {
     pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderSettingsError> {
         use secrecy::ExposeSecret;
@@ -215,10 +222,7 @@ impl ProviderClient {
         );
         endpoint.set_path(&path);
 
-        // reqwest is built without a default TLS crypto backend; use ring, as sqlx does.
-        CRYPTO_PROVIDER.call_once(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
             // Never follow a redirect: the next host would receive our signature (it carries
@@ -342,7 +346,8 @@ impl ProviderClient {
     }
 }
 
-fn describe_transport_error(e: &reqwest::Error) -> String {
+/// A transport failure in words: its kind and causes, without the URL.
+pub(crate) fn describe_transport_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

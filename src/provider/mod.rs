@@ -8,6 +8,7 @@ mod parse;
 pub use client::{
     Classified, Fetched, Limits, ProviderClient, ProviderSettingsError, ResponseHead, classify,
 };
+pub(crate) use client::{describe_transport_error, install_crypto_provider};
 pub use jws::{Signer, VerifyError, protected_header, sign_detached, verify_detached};
 pub use parse::{ApiError, Body, ParseError, parse_body, parse_timestamp};
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod claim;
+pub mod events;
 pub mod finance;
 pub mod import;
 mod intake;

@@ -134,6 +134,8 @@ pub struct Gauges {
     pub oldest_urgent_due_age_seconds: f64,
     /// Payments parked because the daemon cannot read them (`recon.parked_payments`).
     pub parked: i64,
+    /// The webhook's backlog, when a webhook is configured.
+    pub webhook: Option<super::events::Backlog>,
 }
 
 /// The `status` label values, in order.
@@ -147,7 +149,8 @@ pub const STATUS_LABELS: [&str; 7] = [
     "no_answer",
 ];
 
-pub async fn gauges(pool: &PgPool) -> Result<Gauges, StoreError> {
+/// `webhook_types`: the event types the webhook sends, when one is configured.
+pub async fn gauges(pool: &PgPool, webhook_types: Option<&[String]>) -> Result<Gauges, StoreError> {
     let by_status: Vec<(String, i64)> = sqlx::query!(
         r#"select case when status is null then 'no_answer'
                      when status in ('success', 'error', 'incomplete', 'process', 'waiting')
@@ -212,5 +215,9 @@ pub async fn gauges(pool: &PgPool) -> Result<Gauges, StoreError> {
         backlog_due_urgent,
         oldest_urgent_due_age_seconds: oldest_urgent,
         parked,
+        webhook: match webhook_types {
+            Some(types) => Some(super::events::backlog(pool, types).await?),
+            None => None,
+        },
     })
 }

@@ -24,3 +24,4 @@ mod schedule;
 mod signoff;
 mod statuses;
 mod systemd;
+mod webhook;

@@ -1,0 +1,310 @@
+//! Webhook delivery: POSTs the outbox's events (`recon.events`) to `webhook.url`, signed.
+//!
+//! Each event is one request: the body is `{"id", "type", "payment_id", "occurred_at",
+//! "data"}` and `X-Recon-Signature: sha256=<hex HMAC-SHA256 of the exact body>` (key
+//! `webhook.secret`). An event counts as delivered only on a 2xx answer; anything else
+//! (another status, a timeout, a refused connection, a redirect, which is never followed) is
+//! tried again after a jittered, doubling delay, until `webhook.max_age` after the event was
+//! written, when it is abandoned. A payment's events go in id order (see
+//! [`store::events::claim_due`]); instances share the work through leases. Delivery runs
+//! beside the sweeps and never holds them up: a dead receiver only grows the backlog.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::Rng as _;
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::Sha256;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::WebhookSettings;
+use crate::store::events::{Attempt, Outgoing, Settled};
+use crate::store::{self, StoreError};
+use crate::text;
+
+/// Deliveries by outcome: `delivered`, `failed` (tried again later), `abandoned`.
+pub const DELIVERIES: &str = "freedompay_recon_webhook_deliveries_total";
+
+/// Gives the webhook's metrics their help text.
+pub fn describe() {
+    metrics::describe_counter!(
+        DELIVERIES,
+        "Webhook delivery attempts by outcome (delivered, failed and tried again later, abandoned)."
+    );
+}
+
+/// Events claimed at a time; one per payment at most.
+const CLAIM: u32 = 64;
+/// Requests in flight at once.
+const IN_FLIGHT: usize = 8;
+/// How much of a receiver's answer is read: enough for an error message.
+const ANSWER_CAP: usize = 4 * 1024;
+/// The first retry waits about this long, doubling up to [`RETRY_MAX`], ±50 %.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(600);
+/// Between passes when nothing was due.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// The JSON an event is sent as.
+#[derive(Serialize)]
+struct Body<'a> {
+    id: i64,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    payment_id: &'a str,
+    occurred_at: String,
+    data: &'a serde_json::Value,
+}
+
+/// The exact bytes POSTed for an event.
+pub fn body(event: &Outgoing) -> Vec<u8> {
+    serde_json::to_vec(&Body {
+        id: event.id,
+        event_type: &event.event_type,
+        payment_id: &event.payment_id,
+        occurred_at: event
+            .occurred_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        data: &event.payload,
+    })
+    .expect("an event serialises")
+}
+
+/// `X-Recon-Signature` for `body`: `sha256=` and the hex HMAC-SHA256 of the exact bytes.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The delay before attempt `attempts + 1`: doubling from [`RETRY_FIRST`] up to
+/// [`RETRY_MAX`], times `jitter` (0.5 to 1.5).
+pub fn retry_delay(attempts: i32, jitter: f64) -> Duration {
+    let doublings = attempts.saturating_sub(1).clamp(0, 20) as u32;
+    let base = RETRY_FIRST.saturating_mul(1 << doublings).min(RETRY_MAX);
+    base.mul_f64(jitter.clamp(0.5, 1.5))
+}
+
+#[derive(Debug)]
+pub struct Deliverer {
+    pool: PgPool,
+    http: reqwest::Client,
+    url: Url,
+    secret: SecretString,
+    max_age: Duration,
+    types: Vec<String>,
+    lease: Duration,
+    instance: String,
+    claims: AtomicU64,
+}
+
+impl Deliverer {
+    /// `instance` names this process in leases.
+    pub fn new(pool: PgPool, settings: &WebhookSettings, instance: &str) -> anyhow::Result<Self> {
+        let url = Url::parse(settings.url.trim())
+            .map_err(|e| anyhow::anyhow!("webhook.url is not a URL: {e}"))?;
+        crate::provider::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
+            // A redirect is an answer that is not a 2xx: retried, never followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build the webhook client: {e}"))?;
+        Ok(Self {
+            pool,
+            http,
+            url,
+            secret: settings.secret.clone(),
+            max_age: settings.max_age,
+            types: settings.types.clone(),
+            // Long enough for a batch of attempts at the timeout each.
+            lease: settings.timeout * (CLAIM.div_ceil(IN_FLIGHT as u32) + 1),
+            instance: instance.to_owned(),
+            claims: AtomicU64::new(0),
+        })
+    }
+
+    /// Delivers until nothing is due (or `stop` fires); returns what it recorded.
+    pub async fn deliver_due(&self, stop: &CancellationToken) -> Result<Settled, StoreError> {
+        let mut total = Settled::default();
+        while !stop.is_cancelled() {
+            let owner = format!(
+                "{}#{}",
+                self.instance,
+                self.claims.fetch_add(1, Ordering::Relaxed)
+            );
+            let events =
+                store::events::claim_due(&self.pool, &owner, CLAIM, self.lease, &self.types)
+                    .await?;
+            if events.is_empty() {
+                break;
+            }
+            let events = &events;
+            let attempts: Vec<(i64, Attempt)> = futures_util::stream::iter(0..events.len())
+                .map(|i| async move { (events[i].id, self.send(&events[i]).await) })
+                .buffer_unordered(IN_FLIGHT)
+                .take_until(stop.cancelled())
+                .collect()
+                .await;
+            let attempted: Vec<i64> = attempts.iter().map(|(id, _)| *id).collect();
+            let unsent: Vec<i64> = events
+                .iter()
+                .map(|e| e.id)
+                .filter(|id| !attempted.contains(id))
+                .collect();
+            if !unsent.is_empty() {
+                store::events::release(&self.pool, &owner, &unsent).await?;
+            }
+            let settled =
+                store::events::settle(&self.pool, &owner, &attempts, self.max_age).await?;
+            for (outcome, n) in [
+                ("delivered", settled.delivered),
+                ("failed", settled.failed),
+                ("abandoned", settled.abandoned),
+            ] {
+                if n > 0 {
+                    ::metrics::counter!(DELIVERIES, "outcome" => outcome).increment(n);
+                }
+            }
+            if settled.abandoned > 0 {
+                tracing::error!(
+                    abandoned = settled.abandoned,
+                    "webhook events abandoned after webhook.max_age of failed attempts; see recon.event_log"
+                );
+            }
+            total.delivered += settled.delivered;
+            total.failed += settled.failed;
+            total.abandoned += settled.abandoned;
+        }
+        Ok(total)
+    }
+
+    /// Delivers until `shutdown`: a pass, then a pause when nothing was due.
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(url = %redacted(&self.url), "delivering events to the webhook");
+        loop {
+            match self.deliver_due(&shutdown).await {
+                Ok(settled) if settled.failed > 0 => tracing::warn!(
+                    delivered = settled.delivered,
+                    failed = settled.failed,
+                    "the webhook refused or missed some events; they are tried again later"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("webhook delivery paused: {e}"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(IDLE) => {}
+            }
+        }
+    }
+
+    /// One attempt at one event.
+    async fn send(&self, event: &Outgoing) -> Attempt {
+        let body = body(event);
+        let signature = signature(self.secret.expose_secret().as_bytes(), &body);
+        let sent = self
+            .http
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Recon-Event-Id", event.id.to_string())
+            .header("X-Recon-Signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let error = match sent {
+            Ok(response) if response.status().is_success() => return Attempt::Delivered,
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let answer = read_capped(&mut response).await;
+                let answer = text::clean(&String::from_utf8_lossy(&answer), 200);
+                if answer.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    format!("HTTP {status}: {answer}")
+                }
+            }
+            Err(e) => crate::provider::describe_transport_error(&e),
+        };
+        let jitter = rand::rng().random_range(0.5..=1.5);
+        Attempt::Failed {
+            error,
+            retry_in: retry_delay(event.attempts, jitter),
+        }
+    }
+}
+
+/// At most [`ANSWER_CAP`] bytes of an answer; the rest is never read.
+async fn read_capped(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut answer = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = ANSWER_CAP - answer.len();
+        answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if answer.len() >= ANSWER_CAP {
+            break;
+        }
+    }
+    answer
+}
+
+/// The URL for logs: scheme, host and path, never credentials or a query (which may hold a
+/// token).
+fn redacted(url: &Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.path()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_the_hex_hmac_of_the_exact_body() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn the_body_has_the_documented_fields() {
+        let event = Outgoing {
+            id: 7,
+            event_type: "status_changed".into(),
+            payment_id: "p-1".into(),
+            occurred_at: "2026-03-10T09:00:00Z".parse().unwrap(),
+            payload: serde_json::json!({"to_status": "success"}),
+            attempts: 1,
+        };
+        assert_eq!(
+            String::from_utf8(body(&event)).unwrap(),
+            r#"{"id":7,"type":"status_changed","payment_id":"p-1","occurred_at":"2026-03-10T09:00:00.000000Z","data":{"to_status":"success"}}"#
+        );
+    }
+
+    #[test]
+    fn retries_double_up_to_ten_minutes_with_jitter() {
+        assert_eq!(retry_delay(1, 1.0), Duration::from_secs(1));
+        assert_eq!(retry_delay(4, 1.0), Duration::from_secs(8));
+        assert_eq!(retry_delay(40, 1.0), RETRY_MAX);
+        assert_eq!(retry_delay(2, 0.5), Duration::from_secs(1));
+        assert_eq!(retry_delay(2, 1.5), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn logged_urls_carry_no_credentials_or_query() {
+        let url = Url::parse("https://user:pw@erp.example/hooks?token=abc").unwrap();
+        assert_eq!(redacted(&url), "https://erp.example/hooks");
+    }
+}

@@ -1,0 +1,431 @@
+//! Webhook delivery against a local receiver that checks every signature, fails some
+//! requests and goes away for a while, across a SIGKILL of the daemon.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use freedompay_recon::settings::WebhookSettings;
+use freedompay_recon::simulator::{Reply, Scenario};
+use freedompay_recon::webhook::{Deliverer, signature};
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{TestApp, daemon_command, signal, wait_exit};
+
+const WEBHOOK_SECRET: &str = "receiver-shared-secret-0123";
+
+/// What the receiver saw: every request in arrival order.
+#[derive(Default)]
+struct Seen {
+    /// `(event id, payment id, type)` of each request whose signature checked, answered 2xx.
+    accepted: Vec<(i64, String, String)>,
+    /// Requests answered 5xx on purpose.
+    failed_on_purpose: usize,
+    /// Requests whose signature or shape did not check.
+    bad: Vec<String>,
+    requests: usize,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    seen: Arc<Mutex<Seen>>,
+    /// Every `fail_every`-th request is answered 503 (0: none).
+    fail_every: usize,
+    /// Answered instead of 2xx when set (e.g. a redirect).
+    answer: Option<(StatusCode, &'static str)>,
+}
+
+async fn receive(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap) {
+    let mut seen = receiver.seen.lock().unwrap();
+    seen.requests += 1;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let expected = signature(WEBHOOK_SECRET.as_bytes(), &body);
+    if header("x-recon-signature").as_deref() != Some(expected.as_str()) {
+        seen.bad
+            .push(format!("bad signature {:?}", header("x-recon-signature")));
+        return (StatusCode::UNAUTHORIZED, HeaderMap::new());
+    }
+    let event: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            seen.bad.push(format!("body is not JSON: {e}"));
+            return (StatusCode::BAD_REQUEST, HeaderMap::new());
+        }
+    };
+    let id = event["id"].as_i64().unwrap_or(-1);
+    if header("x-recon-event-id") != Some(id.to_string())
+        || event["data"].is_null()
+        || event["occurred_at"].as_str().is_none()
+    {
+        seen.bad.push(format!("fields or headers missing: {event}"));
+    }
+    if let Some((status, location)) = receiver.answer {
+        let mut headers = HeaderMap::new();
+        headers.insert("location", location.parse().unwrap());
+        return (status, headers);
+    }
+    if receiver.fail_every > 0 && seen.requests % receiver.fail_every == 0 {
+        seen.failed_on_purpose += 1;
+        return (StatusCode::SERVICE_UNAVAILABLE, HeaderMap::new());
+    }
+    seen.accepted.push((
+        id,
+        event["payment_id"].as_str().unwrap_or_default().to_owned(),
+        event["type"].as_str().unwrap_or_default().to_owned(),
+    ));
+    (StatusCode::NO_CONTENT, HeaderMap::new())
+}
+
+/// Serves `receiver` on `listener` until `stop` fires.
+fn serve(
+    listener: TcpListener,
+    receiver: Receiver,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let app = Router::new()
+        .route("/hooks/recon", post(receive))
+        .with_state(receiver);
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .unwrap();
+    })
+}
+
+fn webhook_settings(addr: SocketAddr) -> WebhookSettings {
+    WebhookSettings {
+        url: format!("http://{addr}/hooks/recon"),
+        secret: SecretString::from(WEBHOOK_SECRET),
+        timeout: Duration::from_secs(2),
+        max_age: Duration::from_secs(3 * 24 * 3600),
+        types: ["status_changed", "flag_opened", "flag_resolved"]
+            .map(String::from)
+            .into(),
+    }
+}
+
+async fn pending(app: &TestApp) -> i64 {
+    app.count("select count(*) from recon.event_log where delivery = 'pending'")
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_arrives_once_per_id_in_payment_order_across_failures_downtime_and_a_sigkill() {
+    let app = TestApp::new(
+        Scenario::new()
+            .prefix(
+                "ok-",
+                [
+                    Reply::invoice("process", "100", "KZT"),
+                    Reply::invoice("success", "100", "KZT"),
+                ],
+            )
+            .prefix(
+                "short-",
+                [
+                    Reply::invoice("process", "90", "KZT"),
+                    Reply::invoice("success", "100", "KZT"),
+                ],
+            ),
+    )
+    .await;
+    sqlx::query(
+        "insert into recon.payments (payment_id, expected_amount, expected_currency)
+         select p || g, 100, 'KZT' from generate_series(1, 30) g, unnest(array['ok-', 'short-']) p",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver {
+        seen: Arc::default(),
+        fail_every: 4,
+        answer: None,
+    };
+    let receiver_stop = CancellationToken::new();
+    let server = serve(listener, receiver.clone(), receiver_stop.clone());
+
+    let url = format!("http://{addr}/hooks/recon");
+    let env = [
+        ("FREEDOMPAY_RECON__WEBHOOK__URL", url.as_str()),
+        ("FREEDOMPAY_RECON__WEBHOOK__SECRET", WEBHOOK_SECRET),
+        ("FREEDOMPAY_RECON__WEBHOOK__TIMEOUT", "1s"),
+        ("RUST_LOG", "info"),
+    ];
+    let first = daemon_command(&app, &env)
+        .spawn()
+        .expect("the daemon starts");
+    // Some events delivered, then the daemon dies without warning...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while receiver.seen.lock().unwrap().accepted.len() < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no deliveries within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&first, "KILL");
+    let (_, first_log) = wait_exit(first).await;
+
+    // ...and the receiver goes away while a new daemon starts and payments move on.
+    receiver_stop.cancel();
+    server.await.unwrap();
+    let second = daemon_command(&app, &env)
+        .spawn()
+        .expect("the daemon starts again");
+    for _ in 0..3 {
+        app.fast_forward().await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let settled = app
+        .wait_for(
+            "select count(*) from recon.payments where status = 'success'",
+            60,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(
+        settled, 60,
+        "every payment reconciled while the receiver was down"
+    );
+    assert!(
+        pending(&app).await > 0,
+        "events wait while the receiver is down"
+    );
+
+    // The receiver comes back on the same address.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let receiver_stop = CancellationToken::new();
+    let server = serve(listener, receiver.clone(), receiver_stop.clone());
+    // Retries back off (1 s, 2 s, 4 s ... with jitter) and the killed daemon's leases run
+    // out (9 s): everything is delivered within a minute.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while pending(&app).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} events still pending",
+            pending(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    signal(&second, "TERM");
+    let (code, second_log) = wait_exit(second).await;
+    assert_eq!(code, Some(0), "{second_log}");
+    receiver_stop.cancel();
+    server.await.unwrap();
+
+    // What the database recorded...
+    let events: Vec<(i64, String, String)> =
+        sqlx::query_as("select id, payment_id, type from recon.events order by id")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    let history = app
+        .count(
+            "select (select count(*) from recon.status_transitions)
+                  + (select count(*) from recon.discrepancies)
+                  + (select count(*) from recon.discrepancies where resolved_at is not null)",
+        )
+        .await;
+    assert_eq!(events.len() as i64, history, "one event per history row");
+    assert!(events.iter().any(|(_, _, kind)| kind == "flag_resolved"));
+    assert_eq!(
+        app.count("select count(*) from recon.event_log where delivery <> 'delivered'")
+            .await,
+        0
+    );
+
+    // ...is what the receiver got: every event, once per id, a payment's in id order.
+    let seen = receiver.seen.lock().unwrap();
+    assert!(seen.bad.is_empty(), "{:?}", seen.bad);
+    assert!(seen.failed_on_purpose > 0);
+    let mut first_seen: Vec<i64> = Vec::new();
+    let mut ids = HashSet::new();
+    for (id, _, _) in &seen.accepted {
+        if ids.insert(*id) {
+            first_seen.push(*id);
+        }
+    }
+    let expected: HashSet<i64> = events.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(ids, expected, "every event delivered, and nothing else");
+    let redelivered = seen.accepted.len() - ids.len();
+    assert!(
+        redelivered <= 64,
+        "{redelivered} redeliveries: at most one claim's worth"
+    );
+    let payment_of: HashMap<i64, &str> =
+        events.iter().map(|(id, p, _)| (*id, p.as_str())).collect();
+    let mut last_by_payment: HashMap<&str, i64> = HashMap::new();
+    for id in first_seen {
+        let payment = payment_of[&id];
+        if let Some(previous) = last_by_payment.insert(payment, id) {
+            assert!(
+                previous < id,
+                "payment {payment}: event {id} arrived before {previous}"
+            );
+        }
+    }
+    for log in [&first_log, &second_log] {
+        assert!(
+            !log.contains(WEBHOOK_SECRET),
+            "the webhook secret was logged"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_a_failure_retried_later_and_never_followed() {
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert("('r-1', 10, 'KZT', null, now(), null)").await;
+    sqlx::query(
+        "insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, body)
+         values ('r-1', 1, null, 'process', now(), '{}')",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    // The redirect points at a second receiver, which must never be asked.
+    let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let elsewhere_addr = elsewhere.local_addr().unwrap();
+    let other = Receiver {
+        seen: Arc::default(),
+        fail_every: 0,
+        answer: None,
+    };
+    let stop = CancellationToken::new();
+    let _other = serve(elsewhere, other.clone(), stop.clone());
+    let location: &'static str =
+        Box::leak(format!("http://{elsewhere_addr}/hooks/recon").into_boxed_str());
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let redirecting = Receiver {
+        seen: Arc::default(),
+        fail_every: 0,
+        answer: Some((StatusCode::TEMPORARY_REDIRECT, location)),
+    };
+    let _server = serve(listener, redirecting.clone(), stop.clone());
+
+    let deliverer = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "test:1").unwrap();
+    let settled = deliverer
+        .deliver_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((settled.delivered, settled.failed), (0, 1));
+    assert_eq!(
+        other.seen.lock().unwrap().requests,
+        0,
+        "the redirect was followed"
+    );
+    let (attempts, error, retry_in): (i32, String, f64) = sqlx::query_as(
+        "select attempts, last_error, extract(epoch from next_attempt_at - now())::float8
+         from recon.events",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.starts_with("HTTP 307"), "{error}");
+    assert!(
+        (0.3..=1.6).contains(&retry_in),
+        "retried after about a second: {retry_in}"
+    );
+    // Not due yet: nothing more is sent.
+    let again = deliverer
+        .deliver_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(again.failed + again.delivered, 0);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_configured_types_are_sent_and_an_old_failure_is_abandoned() {
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert("('t-1', 10, 'KZT', null, now(), null)").await;
+    sqlx::raw_sql(
+        "insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, body)
+         values ('t-1', 1, null, 'process', now(), '{}');
+         insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+         values ('t-1', 'amount_mismatch', '10', '9', now());",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver {
+        seen: Arc::default(),
+        fail_every: 1,
+        answer: None,
+    };
+    let stop = CancellationToken::new();
+    let _server = serve(listener, receiver.clone(), stop.clone());
+
+    let mut settings = webhook_settings(addr);
+    settings.types = vec!["flag_opened".into()];
+    // Written over a day ago: the first failure is past max_age.
+    settings.max_age = Duration::from_secs(3600);
+    sqlx::query("alter table recon.events disable trigger events_append_only")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    sqlx::query("update recon.events set created_at = now() - interval '1 day'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    sqlx::query("alter table recon.events enable trigger events_append_only")
+        .execute(app.pool())
+        .await
+        .unwrap();
+
+    let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
+    let settled = deliverer
+        .deliver_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (settled.delivered, settled.failed, settled.abandoned),
+        (0, 0, 1)
+    );
+    assert_eq!(
+        receiver.seen.lock().unwrap().requests,
+        1,
+        "only the flag was sent"
+    );
+    let deliveries: Vec<(String, String)> =
+        sqlx::query_as("select type, delivery from recon.event_log order by id")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        deliveries,
+        [
+            ("status_changed".to_owned(), "pending".to_owned()),
+            ("flag_opened".to_owned(), "abandoned".to_owned()),
+        ]
+    );
+    stop.cancel();
+}
