@@ -28,6 +28,7 @@ pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
 mod bench;
 mod check;
 mod demo;
+mod digest;
 mod enqueue;
 mod finance;
 mod plan;
@@ -43,6 +44,7 @@ use crate::settings::Settings;
 
 pub use bench::BenchArgs;
 pub use demo::DemoArgs;
+pub use digest::DigestArgs;
 pub use enqueue::EnqueueArgs;
 pub use finance::{
     GrantDaemonArgs, GrantReaderArgs, ImportArgs, RecheckArgs, ReportArgs, ResolveArgs,
@@ -120,6 +122,10 @@ pub enum Command {
     /// Report for finance: a daily summary by currency and status (or, with --detail, the
     /// payments), as a table, CSV or JSON, streamed.
     Report(ReportArgs),
+    /// A summary for people of a period (default: yesterday in recon.timezone): payments
+    /// settled and failed by currency, flags opened and resolved, open flags by age and the
+    /// oldest ones; printed, or posted to a chat channel with --post.
+    Digest(DigestArgs),
     /// Close an open flag by hand, recording who and why (a later observation may open it
     /// again).
     Resolve(ResolveArgs),
@@ -155,6 +161,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Plan(args) => plan::plan(settings, args).await,
         Command::Import(args) => finance::import(settings, args).await,
         Command::Report(args) => finance::report(settings, args).await,
+        Command::Digest(args) => digest::digest(settings, args).await,
         Command::Resolve(args) => finance::resolve(settings, args).await,
         Command::Recheck(args) => finance::recheck(settings, args).await,
         Command::GrantReader(args) => finance::grant_reader(settings, args).await,

@@ -12,6 +12,8 @@
 
 use std::io::Write;
 
+pub mod digest;
+
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use futures_util::TryStreamExt as _;
 use rust_decimal::Decimal;

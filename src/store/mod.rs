@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod claim;
+pub mod digest;
 pub mod events;
 pub mod finance;
 pub mod import;

@@ -6,6 +6,7 @@ mod boundaries;
 mod cli;
 mod daemon;
 mod demo;
+mod digest;
 mod events;
 mod faults;
 mod finance;

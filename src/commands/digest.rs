@@ -1,0 +1,45 @@
+//! `digest`: a human summary of a period, printed or posted to a chat channel.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::reporting::digest::{Digest, DigestFormat, post};
+use crate::settings::Settings;
+use crate::store;
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// First reporting day, inclusive (YYYY-MM-DD) [default: yesterday in recon.timezone].
+    #[arg(long, value_parser = crate::reporting::parse_date)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last reporting day, inclusive (YYYY-MM-DD) [default: --from].
+    #[arg(long, value_parser = crate::reporting::parse_date)]
+    pub to: Option<chrono::NaiveDate>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DigestFormat,
+    /// Post the digest to this chat incoming webhook as {"text": ...} (Slack, Mattermost,
+    /// Rocket.Chat) instead of printing it. Use --format markdown for chat formatting.
+    #[arg(long, value_name = "URL")]
+    pub post: Option<String>,
+}
+
+pub async fn digest(settings: &Settings, args: DigestArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    }
+    if args.post.is_some() && args.format == DigestFormat::Json {
+        anyhow::bail!("--post sends text for people: use --format text or markdown");
+    }
+    let pool = store::connect(&settings.database).await?;
+    let digest = Digest::read(&pool, args.from, args.to).await?;
+    let rendered = digest.render(args.format);
+    match &args.post {
+        Some(url) => {
+            post(url, &rendered).await?;
+            eprintln!("digest for {} posted", digest.from);
+        }
+        None => outln!("{}", rendered.trim_end())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

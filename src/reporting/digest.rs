@@ -1,0 +1,219 @@
+//! The digest: a human summary of a span of reporting days, as plain text, Markdown (for chat
+//! channels) or JSON, and its delivery to a chat incoming webhook (`{"text": ...}`, the shape
+//! Slack, Mattermost and Rocket.Chat accept).
+//!
+//! Text that came from outside (payment ids, a flag's expected and actual values) is escaped:
+//! no control character reaches a terminal or a chat message, and in Markdown it sits in a
+//! code span, so it cannot format, link or mention anyone.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::store::digest::{OpenAges, OpenFlag, Outcome};
+use crate::store::{self, StoreError};
+use crate::text::clean;
+
+/// How many of the oldest open flags are listed.
+pub const OLDEST_LISTED: i64 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DigestFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// Everything a digest says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Digest {
+    /// First and last reporting day, inclusive, in `timezone`.
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub timezone: String,
+    pub generated_at: DateTime<Utc>,
+    /// Payments that settled in the period: paid, failed, expired unpaid.
+    pub outcomes: Vec<Outcome>,
+    pub flags_opened: Vec<(String, i64)>,
+    pub flags_resolved: Vec<(String, i64)>,
+    /// Open flags when the digest was made.
+    pub open: OpenAges,
+    pub oldest_open: Vec<OpenFlag>,
+}
+
+impl Digest {
+    /// Reads the digest for `from..=to`: by default yesterday in the reporting zone; `to`
+    /// defaults to `from`.
+    pub async fn read(
+        pool: &PgPool,
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    ) -> Result<Self, StoreError> {
+        let (timezone, yesterday) = store::digest::yesterday(pool).await?;
+        let from = from.unwrap_or(yesterday);
+        let to = to.unwrap_or(from);
+        let (flags_opened, flags_resolved) = store::digest::flag_changes(pool, from, to).await?;
+        Ok(Self {
+            from,
+            to,
+            timezone,
+            generated_at: Utc::now(),
+            outcomes: store::digest::outcomes(pool, from, to).await?,
+            flags_opened,
+            flags_resolved,
+            open: store::digest::open_ages(pool).await?,
+            oldest_open: store::digest::oldest_open(pool, OLDEST_LISTED).await?,
+        })
+    }
+
+    fn period(&self) -> String {
+        if self.from == self.to {
+            self.from.to_string()
+        } else {
+            format!("{} to {}", self.from, self.to)
+        }
+    }
+
+    pub fn render(&self, format: DigestFormat) -> String {
+        match format {
+            DigestFormat::Json => {
+                serde_json::to_string_pretty(self).expect("a digest serialises") + "\n"
+            }
+            DigestFormat::Text => self.render_text(false),
+            DigestFormat::Markdown => self.render_text(true),
+        }
+    }
+
+    fn render_text(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        let heading = |out: &mut String, text: &str| {
+            let _ = if markdown {
+                writeln!(out, "\n**{text}**")
+            } else {
+                writeln!(out, "\n{text}")
+            };
+        };
+        // Outside text: escaped, bounded, and in Markdown a code span.
+        let value = |raw: &str| {
+            let cleaned = clean(raw, 64);
+            if markdown {
+                format!("`{}`", cleaned.replace('`', "'"))
+            } else {
+                cleaned
+            }
+        };
+        let bullet = if markdown { "- " } else { "  " };
+        let title = format!(
+            "Freedom Pay reconciliation digest: {} ({})",
+            self.period(),
+            self.timezone
+        );
+        let _ = if markdown {
+            writeln!(out, "### {title}")
+        } else {
+            writeln!(out, "{title}")
+        };
+
+        heading(&mut out, "Settled in the period");
+        if self.outcomes.is_empty() {
+            let _ = writeln!(out, "{bullet}none");
+        }
+        for o in &self.outcomes {
+            let what = match o.status.as_str() {
+                "success" => "paid",
+                "error" => "failed",
+                _ => "expired unpaid",
+            };
+            let currency = o.currency.as_deref().unwrap_or("no currency");
+            let amount = o
+                .amount
+                .as_deref()
+                .map_or(String::new(), |a| format!(", {a} {currency}"));
+            let _ = writeln!(
+                out,
+                "{bullet}{what} ({}): {} {}{amount}",
+                o.status,
+                o.payments,
+                if o.payments == 1 {
+                    "payment"
+                } else {
+                    "payments"
+                },
+            );
+        }
+
+        let counts = |rows: &[(String, i64)]| {
+            if rows.is_empty() {
+                "none".to_owned()
+            } else {
+                rows.iter()
+                    .map(|(kind, n)| format!("{kind} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        heading(&mut out, "Flags");
+        let _ = writeln!(out, "{bullet}opened: {}", counts(&self.flags_opened));
+        let _ = writeln!(out, "{bullet}resolved: {}", counts(&self.flags_resolved));
+        let open = &self.open;
+        let _ = writeln!(
+            out,
+            "{bullet}open now: {} (older than 1 day: {}, 3 days: {}, 7 days: {})",
+            open.open, open.older_than_1_day, open.older_than_3_days, open.older_than_7_days
+        );
+
+        if !self.oldest_open.is_empty() {
+            heading(&mut out, "Oldest open flags");
+            for flag in &self.oldest_open {
+                let _ = writeln!(
+                    out,
+                    "{bullet}{} {} {}: expected {}, actual {}",
+                    flag.detected_at.format("%Y-%m-%d %H:%M UTC"),
+                    value(&flag.payment_id),
+                    flag.kind,
+                    flag.expected.as_deref().map_or("-".into(), value),
+                    flag.actual.as_deref().map_or("-".into(), value),
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Posts `text` to a chat incoming webhook as `{"text": ...}`. No redirect is followed; an
+/// answer other than 2xx is an error naming its status.
+pub async fn post(url: &str, text: &str) -> anyhow::Result<()> {
+    let url = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| anyhow::anyhow!("--post {url:?} is not an http(s) URL"))?;
+    crate::provider::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let host = url.host_str().unwrap_or("").to_owned();
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::json!({ "text": text }).to_string())
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot post the digest to {host}: {}",
+                crate::provider::describe_transport_error(&e)
+            )
+        })?;
+    let status = response.status();
+    anyhow::ensure!(
+        status.is_success(),
+        "the chat webhook at {host} answered HTTP {}; the digest was not posted",
+        status.as_u16()
+    );
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! `digest`, pinned on a known data set, and posted to a chat webhook.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use freedompay_recon::simulator::Scenario;
+use tokio::net::TcpListener;
+
+use crate::helpers::{TestApp, run_binary};
+
+/// 10 March 2026 (UTC): two KZT payments paid, one USD paid, one failed, one expired; one
+/// paid on 11 March (outside). Flags: one opened on the 10th, one resolved on the 10th, one
+/// opened on 1 March and still open.
+async fn known_day() -> TestApp {
+    let app = TestApp::new(Scenario::new()).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {} set recon.timezone = 'UTC'",
+        app.db.name()
+    )))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "insert into recon.payments (payment_id, expected_amount, expected_currency, status,
+                                     amount, currency, settled_at, next_check_at)
+         values ('paid-1', 5000, 'KZT', 'success', 5000.00, 'KZT', '2026-03-10 10:00Z', null),
+                ('paid-2', 2500, 'KZT', 'success', 2499.50, 'KZT', '2026-03-10 23:59:59Z', null),
+                ('paid-usd', 10, 'USD', 'success', 10, 'USD', '2026-03-10 12:00Z', null),
+                ('failed-1', 700, 'KZT', 'error', 700, 'KZT', '2026-03-10 08:00Z', null),
+                ('expired-1', 900, 'KZT', 'incomplete', null, null, '2026-03-10 07:00Z', null),
+                ('next-day', 1, 'KZT', 'success', 1, 'KZT', '2026-03-11 00:00Z', null);
+         insert into recon.discrepancies
+             (payment_id, kind, expected, actual, detected_at, resolved_at, resolved_by, resolution)
+         values ('paid-2', 'amount_mismatch', '2500', '2499.50 `@here`', '2026-03-10 23:59:59Z',
+                 null, null, null),
+                ('expired-1', 'lifetime_exceeded', '2026-03-01T00:00:00Z', 'process',
+                 '2026-03-01 12:00Z', null, null, null),
+                ('failed-1', 'not_found', null, null, '2026-03-09 08:00Z',
+                 '2026-03-10 09:00Z', 'aigerim', 'the provider had it after all');",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_of_a_known_day_reads_as_pinned() {
+    let app = known_day().await;
+    let url = app.db.url.clone();
+    let output = run_binary(
+        &["digest", "--from", "2026-03-10"],
+        &[("DATABASE_URL", &url)],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "Freedom Pay reconciliation digest: 2026-03-10 (UTC)
+
+Settled in the period
+  paid (success): 2 payments, 7499.50 KZT
+  paid (success): 1 payment, 10 USD
+  failed (error): 1 payment, 700 KZT
+  expired unpaid (incomplete): 1 payment
+
+Flags
+  opened: amount_mismatch 1
+  resolved: not_found 1
+  open now: 2 (older than 1 day: 2, 3 days: 2, 7 days: 2)
+
+Oldest open flags
+  2026-03-01 12:00 UTC expired-1 lifetime_exceeded: expected 2026-03-01T00:00:00Z, actual process
+  2026-03-10 23:59 UTC paid-2 amount_mismatch: expected 2500, actual 2499.50 `@here`
+"
+    );
+
+    let json = run_binary(
+        &[
+            "digest",
+            "--from",
+            "2026-03-10",
+            "--to",
+            "2026-03-11",
+            "--format",
+            "json",
+        ],
+        &[("DATABASE_URL", &url)],
+    )
+    .await;
+    assert!(json.status.success());
+    let digest: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(digest["from"], "2026-03-10");
+    assert_eq!(digest["to"], "2026-03-11");
+    assert_eq!(
+        digest["outcomes"][0]["amount"], "7500.50",
+        "the next day's payment counts"
+    );
+    assert_eq!(digest["open"]["open"], 2);
+
+    let backwards = run_binary(
+        &["digest", "--from", "2026-03-11", "--to", "2026-03-10"],
+        &[("DATABASE_URL", &url)],
+    )
+    .await;
+    assert_eq!(backwards.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&backwards.stderr)
+            .contains("--from 2026-03-11 is after --to 2026-03-10")
+    );
+}
+
+#[derive(Clone, Default)]
+struct Chat {
+    posted: Arc<Mutex<Vec<serde_json::Value>>>,
+    status: Arc<Mutex<Option<StatusCode>>>,
+}
+
+async fn incoming(State(chat): State<Chat>, body: Bytes) -> StatusCode {
+    chat.posted
+        .lock()
+        .unwrap()
+        .push(serde_json::from_slice(&body).unwrap_or_default());
+    chat.status.lock().unwrap().unwrap_or(StatusCode::OK)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_error() {
+    let app = known_day().await;
+    let chat = Chat::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new()
+        .route("/hooks/chat", post(incoming))
+        .with_state(chat.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let hook = format!("http://{addr}/hooks/chat");
+    let url = app.db.url.clone();
+
+    let output = run_binary(
+        &[
+            "digest",
+            "--from",
+            "2026-03-10",
+            "--format",
+            "markdown",
+            "--post",
+            &hook,
+        ],
+        &[("DATABASE_URL", &url)],
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty(), "posted, not printed");
+    let posted = chat.posted.lock().unwrap().pop().expect("one post");
+    let text = posted["text"].as_str().expect("a text field");
+    assert!(
+        text.starts_with("### Freedom Pay reconciliation digest: 2026-03-10 (UTC)"),
+        "{text}"
+    );
+    // Outside text is a code span: no mention, no formatting.
+    assert!(text.contains("actual `2499.50 '@here'`"), "{text}");
+
+    *chat.status.lock().unwrap() = Some(StatusCode::FORBIDDEN);
+    let refused = run_binary(
+        &["digest", "--from", "2026-03-10", "--post", &hook],
+        &[("DATABASE_URL", &url)],
+    )
+    .await;
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("answered HTTP 403; the digest was not posted"),
+        "{stderr}"
+    );
+}
