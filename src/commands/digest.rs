@@ -19,8 +19,14 @@ pub struct DigestArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub format: DigestFormat,
     /// Post the digest to this chat incoming webhook as {"text": ...} (Slack, Mattermost,
-    /// Rocket.Chat) instead of printing it. Use --format markdown for chat formatting.
-    #[arg(long, value_name = "URL")]
+    /// Rocket.Chat) instead of printing it. Use --format markdown for chat formatting. The URL
+    /// is a secret: prefer the environment variable to the command line.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FREEDOMPAY_RECON_DIGEST_POST",
+        hide_env_values = true
+    )]
     pub post: Option<String>,
 }
 

@@ -2,23 +2,41 @@
 
 use std::process::Command;
 
-/// The shipped unit with `ExecStart` pointing at the binary under test (verify checks that
-/// the executable exists), written to a temporary directory under its own name.
-fn unit_under_test() -> (tempfile::TempDir, std::path::PathBuf) {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/freedompay-recon.service"
-    ))
-    .unwrap();
-    assert!(unit.contains("ExecStart=/usr/bin/freedompay-recon run"));
-    let unit = unit.replace(
-        "ExecStart=/usr/bin/freedompay-recon",
-        &format!("ExecStart={}", env!("CARGO_BIN_EXE_freedompay-recon")),
-    );
+/// The shipped units, with `ExecStart` pointing at the binary under test (verify checks that
+/// the executable exists), written to a temporary directory under their own names.
+const UNITS: [&str; 3] = [
+    "freedompay-recon.service",
+    "freedompay-recon-digest.service",
+    "freedompay-recon-digest.timer",
+];
+
+fn units_under_test() -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("freedompay-recon.service");
-    std::fs::write(&path, unit).unwrap();
-    (dir, path)
+    let paths = UNITS
+        .iter()
+        .map(|name| {
+            let unit = std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("systemd")
+                    .join(name),
+            )
+            .unwrap();
+            if name.ends_with(".service") {
+                assert!(
+                    unit.contains("ExecStart=/usr/bin/freedompay-recon "),
+                    "{name}"
+                );
+            }
+            let unit = unit.replace(
+                "ExecStart=/usr/bin/freedompay-recon",
+                &format!("ExecStart={}", env!("CARGO_BIN_EXE_freedompay-recon")),
+            );
+            let path = dir.path().join(name);
+            std::fs::write(&path, unit).unwrap();
+            path
+        })
+        .collect();
+    (dir, paths)
 }
 
 fn systemd_analyze(args: &[&str]) -> Option<std::process::Output> {
@@ -33,9 +51,11 @@ fn systemd_analyze(args: &[&str]) -> Option<std::process::Output> {
 }
 
 #[test]
-fn the_unit_verifies_without_a_single_warning() {
-    let (_dir, path) = unit_under_test();
-    let Some(output) = systemd_analyze(&["verify", "--man=no", path.to_str().unwrap()]) else {
+fn the_units_verify_without_a_single_warning() {
+    let (_dir, paths) = units_under_test();
+    let mut args = vec!["verify", "--man=no"];
+    args.extend(paths.iter().map(|p| p.to_str().unwrap()));
+    let Some(output) = systemd_analyze(&args) else {
         return;
     };
     let said = format!(
@@ -48,26 +68,35 @@ fn the_unit_verifies_without_a_single_warning() {
 }
 
 #[test]
-fn the_unit_exposure_score_is_ok() {
-    let (_dir, path) = unit_under_test();
-    let Some(output) = systemd_analyze(&[
-        "security",
-        "--offline=true",
-        "--no-pager",
-        "--threshold=20",
-        path.to_str().unwrap(),
-    ]) else {
-        return;
-    };
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "exposure above 2.0:\n{text}");
-    let score: f64 = text
-        .lines()
-        .find_map(|line| line.split("freedompay-recon.service: ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|score| score.parse().ok())
-        .expect("an overall exposure line");
-    assert!(score < 2.0, "exposure {score}");
+fn the_services_exposure_scores_are_ok() {
+    let (_dir, paths) = units_under_test();
+    for path in paths
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "service"))
+    {
+        let Some(output) = systemd_analyze(&[
+            "security",
+            "--offline=true",
+            "--no-pager",
+            "--threshold=20",
+            path.to_str().unwrap(),
+        ]) else {
+            return;
+        };
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{name}: exposure above 2.0:\n{text}"
+        );
+        let score: f64 = text
+            .lines()
+            .find_map(|line| line.split(&format!("{name}: ")).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|score| score.parse().ok())
+            .expect("an overall exposure line");
+        assert!(score < 2.0, "{name}: exposure {score}");
+    }
 }
 
 #[test]
