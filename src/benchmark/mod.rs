@@ -124,9 +124,18 @@ pub struct Memory {
     pub peak_rss_kib: u64,
 }
 
+/// Webhook delivery of the throughput run's events to a local receiver that checks every
+/// signature.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub events: i64,
+    pub wall: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub throughput: Throughput,
+    pub delivery: Delivery,
     pub rate: RateFidelity,
     pub claim: ClaimCost,
     pub memory: Vec<Memory>,
@@ -174,6 +183,8 @@ async fn run_phases(db: &PgConnectOptions, options: &BenchOptions) -> anyhow::Re
 
     eprintln!("bench: throughput, {} payments", options.payments);
     let throughput = throughput(&pool, &daemon, options).await?;
+    eprintln!("bench: webhook delivery of the throughput run's events");
+    let delivery = delivery(&pool).await?;
     eprintln!(
         "bench: rate fidelity, {}/s for {} s",
         options.rate, options.rate_seconds
@@ -192,10 +203,84 @@ async fn run_phases(db: &PgConnectOptions, options: &BenchOptions) -> anyhow::Re
     pool.close().await;
     Ok(BenchReport {
         throughput,
+        delivery,
         rate,
         claim,
         memory,
     })
+}
+
+/// Delivers every event in the database (the throughput run's transitions) to a local
+/// receiver that checks each signature; fails unless all are delivered, each correctly signed.
+async fn delivery(pool: &PgPool) -> anyhow::Result<Delivery> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, StatusCode};
+
+    const WEBHOOK_SECRET: &str = "bench-webhook-secret";
+    let (good, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let receiver = {
+        let (good, bad) = (Arc::clone(&good), Arc::clone(&bad));
+        axum::Router::new().route(
+            "/hooks",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let (good, bad) = (Arc::clone(&good), Arc::clone(&bad));
+                async move {
+                    let expected = crate::webhook::signature(WEBHOOK_SECRET.as_bytes(), &body);
+                    let signed = headers
+                        .get("x-recon-signature")
+                        .and_then(|v| v.to_str().ok());
+                    if signed == Some(expected.as_str()) {
+                        good.fetch_add(1, Ordering::Relaxed);
+                        StatusCode::NO_CONTENT
+                    } else {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                        StatusCode::UNAUTHORIZED
+                    }
+                }
+            }),
+        )
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, receiver)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    let settings = crate::settings::WebhookSettings {
+        url: format!("http://{addr}/hooks"),
+        secret: SecretString::from(WEBHOOK_SECRET),
+        timeout: Duration::from_secs(10),
+        max_age: Duration::from_secs(3 * 24 * 3600),
+        types: crate::settings::EVENT_TYPES.map(String::from).into(),
+    };
+    let deliverer = crate::webhook::Deliverer::new(pool.clone(), &settings, "bench")?;
+    let (events, _) = store::bench::event_delivery(pool).await?;
+    let started = Instant::now();
+    let settled = deliverer
+        .deliver_due(&tokio_util::sync::CancellationToken::new())
+        .await?;
+    let wall = started.elapsed();
+    stop.cancel();
+    server.await??;
+    let (_, pending) = store::bench::event_delivery(pool).await?;
+    ensure!(
+        pending == 0
+            && settled.delivered == events as u64
+            && good.load(Ordering::Relaxed) == events as u64
+            && bad.load(Ordering::Relaxed) == 0,
+        "webhook delivery: {} of {events} delivered, {pending} pending, {} badly signed",
+        settled.delivered,
+        bad.load(Ordering::Relaxed)
+    );
+    Ok(Delivery { events, wall })
 }
 
 async fn reset(pool: &PgPool, count: u32, due: u32) -> anyhow::Result<()> {
@@ -521,6 +606,14 @@ impl BenchReport {
             per_10k(t.daemon_cpu),
             per_10k(t.postgres_cpu),
             per_10k(t.simulator_cpu)
+        );
+        let d = &self.delivery;
+        let _ = writeln!(
+            out,
+            "| webhook delivery ({} events, signed, to a local receiver that checks each signature) | **{:.0} events/s** ({:.2} s) | |",
+            d.events,
+            d.events as f64 / d.wall.as_secs_f64(),
+            d.wall.as_secs_f64()
         );
         let _ = writeln!(
             out,

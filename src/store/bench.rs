@@ -85,6 +85,18 @@ pub async fn answered_and_leased(pool: &PgPool) -> Result<(i64, i64), StoreError
     Ok((row.answered, row.leased))
 }
 
+/// `(events, events not yet delivered)`.
+pub async fn event_delivery(pool: &PgPool) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query!(
+        r#"select count(*) as "events!",
+                  count(*) filter (where delivered_at is null) as "pending!"
+           from recon.events"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((row.events, row.pending))
+}
+
 /// The claim's plan as it runs (analyzed, then rolled back) for `limit` rows.
 pub async fn explain_claim(conn: &mut PgConnection, limit: u32) -> Result<String, StoreError> {
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
