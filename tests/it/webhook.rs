@@ -429,3 +429,151 @@ async fn only_the_configured_types_are_sent_and_an_old_failure_is_abandoned() {
     );
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_delivering_at_once_never_send_an_event_twice_or_out_of_order() {
+    let app = TestApp::new(Scenario::new()).await;
+    // 40 payments with three events each.
+    sqlx::raw_sql(
+        "insert into recon.payments (payment_id) select 'c-' || g from generate_series(1, 40) g;
+         insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, body)
+         select 'c-' || g, n, case n when 1 then null when 2 then 'process' else 'waiting' end,
+                case n when 1 then 'process' when 2 then 'waiting' else 'success' end, now(), '{}'
+         from generate_series(1, 40) g, generate_series(1, 3) n order by n, g;",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver {
+        seen: Arc::default(),
+        fail_every: 0,
+        answer: None,
+    };
+    let stop = CancellationToken::new();
+    let _server = serve(listener, receiver.clone(), stop.clone());
+
+    let settings = webhook_settings(addr);
+    let a = Deliverer::new(app.pool().clone(), &settings, "host-a:1").unwrap();
+    let b = Deliverer::new(app.pool().clone(), &settings, "host-b:2").unwrap();
+    let never = CancellationToken::new();
+    // Both deliver until nothing is left.
+    loop {
+        let (sa, sb) = tokio::join!(a.deliver_due(&never), b.deliver_due(&never));
+        let (sa, sb) = (sa.unwrap(), sb.unwrap());
+        if sa.delivered + sb.delivered == 0 {
+            break;
+        }
+    }
+    let seen = receiver.seen.lock().unwrap();
+    assert_eq!(seen.accepted.len(), 120, "every event once, none twice");
+    let ids: HashSet<i64> = seen.accepted.iter().map(|(id, _, _)| *id).collect();
+    assert_eq!(ids.len(), 120);
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for (id, payment, _) in &seen.accepted {
+        if let Some(previous) = last.insert(payment.as_str(), *id) {
+            assert!(previous < *id, "{payment}: {id} after {previous}");
+        }
+    }
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receivers_long_answer_is_cut_and_cleaned_before_it_is_kept() {
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert("('b-1', 10, 'KZT', null, now(), null)").await;
+    sqlx::query(
+        "insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, body)
+         values ('b-1', 1, null, 'process', now(), '{}')",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    // 1 MB of answer, with a terminal escape sequence in it.
+    let long = format!("\u{1b}[31mbroken{}", "x".repeat(1 << 20));
+    let router = Router::new().route(
+        "/hooks/recon",
+        post(move || {
+            let long = long.clone();
+            async move { (StatusCode::INTERNAL_SERVER_ERROR, long) }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let deliverer = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "test:1").unwrap();
+    let settled = deliverer
+        .deliver_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(settled.failed, 1);
+    let error: String = sqlx::query_scalar("select last_error from recon.events")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert!(
+        error.starts_with("HTTP 500: \\u{1b}[31mbroken"),
+        "{}",
+        &error[..40.min(error.len())]
+    );
+    assert!(!error.contains('\u{1b}'));
+    assert!(
+        error.chars().count() <= 220,
+        "{} characters kept",
+        error.chars().count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_webhook_backlog_when_a_webhook_is_configured() {
+    freedompay_recon::monitoring::recorder();
+    let app = TestApp::with(
+        Scenario::new(),
+        &[
+            ("FREEDOMPAY_RECON__WEBHOOK__URL", "http://127.0.0.1:9/hooks"),
+            ("FREEDOMPAY_RECON__WEBHOOK__SECRET", WEBHOOK_SECRET),
+        ],
+    )
+    .await;
+    app.insert("('g-1', 10, 'KZT', null, now(), null)").await;
+    sqlx::query(
+        "insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, body)
+         values ('g-1', 1, null, 'process', now() - interval '2 minutes', '{}')",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(freedompay_recon::monitoring::serve_with(
+        listener,
+        app.engine.clone(),
+        shutdown.clone(),
+        Duration::ZERO,
+    ));
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("\nfreedompay_recon_webhook_backlog 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\nfreedompay_recon_webhook_abandoned 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("freedompay_recon_webhook_oldest_pending_age_seconds"),
+        "{text}"
+    );
+    shutdown.cancel();
+}
