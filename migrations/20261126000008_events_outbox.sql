@@ -16,12 +16,15 @@ create table recon.events (
     delivered_at    timestamptz,
     -- given up after webhook.max_age of failures
     abandoned_at    timestamptz,
+    -- not sent: its type is not in webhook.types
+    skipped_at      timestamptz,
     attempts        integer not null default 0,
+    first_attempt_at timestamptz,
     last_error      text,
     next_attempt_at timestamptz not null default now(),
     lease_owner     text,
     lease_expires_at timestamptz,
-    check (delivered_at is null or abandoned_at is null)
+    check (num_nonnulls(delivered_at, abandoned_at, skipped_at) <= 1)
 );
 
 comment on table recon.events is
@@ -29,18 +32,26 @@ comment on table recon.events is
 
 -- Undelivered events, in id order and per payment: what delivery claims from.
 create index events_pending_idx on recon.events (id)
-    where delivered_at is null and abandoned_at is null;
+    where delivered_at is null and abandoned_at is null and skipped_at is null;
 create index events_pending_payment_idx on recon.events (payment_id, id)
-    where delivered_at is null and abandoned_at is null;
+    where delivered_at is null and abandoned_at is null and skipped_at is null;
 -- Abandoned events, counted by /metrics.
 create index events_abandoned_idx on recon.events (abandoned_at) where abandoned_at is not null;
 
 -- Events from history rows, one statement at a time (transition tables: one trigger call per
 -- statement, however many rows), in the order the rows were written.
+-- Each trigger first locks the payments whose events it writes (as the daemon's own update
+-- already has): two transactions writing events for one payment then take their ids in the
+-- order they commit, so a payment's events become visible in id order and none is delivered
+-- before an earlier one.
 create function recon.events_from_transitions() returns trigger
 language plpgsql
 as $$
 begin
+    perform 1 from recon.payments
+    where payment_id in (select payment_id from new_rows)
+    order by payment_id
+    for no key update;
     insert into recon.events (type, payment_id, occurred_at, payload)
     select 'status_changed', t.payment_id, t.observed_at,
            jsonb_build_object(
@@ -69,6 +80,10 @@ create function recon.events_from_opened_flags() returns trigger
 language plpgsql
 as $$
 begin
+    perform 1 from recon.payments
+    where payment_id in (select payment_id from new_rows)
+    order by payment_id
+    for no key update;
     insert into recon.events (type, payment_id, occurred_at, payload)
     select 'flag_opened', d.payment_id, d.detected_at,
            jsonb_build_object(
@@ -91,6 +106,11 @@ create function recon.events_from_resolved_flags() returns trigger
 language plpgsql
 as $$
 begin
+    perform 1 from recon.payments
+    where payment_id in (select n.payment_id from new_rows n join old_rows o using (id)
+                         where o.resolved_at is null and n.resolved_at is not null)
+    order by payment_id
+    for no key update;
     insert into recon.events (type, payment_id, occurred_at, payload)
     select 'flag_resolved', n.payment_id, n.resolved_at,
            jsonb_build_object(
@@ -161,10 +181,11 @@ select id, type, payment_id, occurred_at, payload, created_at,
        case
            when delivered_at is not null then 'delivered'
            when abandoned_at is not null then 'abandoned'
+           when skipped_at is not null then 'skipped'
            else 'pending'
        end as delivery,
-       delivered_at, abandoned_at, attempts, last_error
+       delivered_at, abandoned_at, skipped_at, attempts, last_error
 from recon.events;
 
 comment on view recon.event_log is
-    'Every event (status changed, flag opened, flag resolved) and its webhook delivery: pending, delivered or abandoned.';
+    'Every event (status changed, flag opened, flag resolved) and its webhook delivery: pending, delivered, abandoned or skipped.';

@@ -103,7 +103,8 @@ pub const EVENT_TYPES: [&str; 3] = ["status_changed", "flag_opened", "flag_resol
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
-    pub url: String,
+    /// A secret too: a receiver's URL may carry a token (kept out of `Debug` and logs).
+    pub url: SecretString,
     /// The key of `X-Recon-Signature`; never logged.
     pub secret: SecretString,
     /// One delivery attempt, connection to last byte.
@@ -119,7 +120,7 @@ pub struct WebhookSettings {
 
 impl WebhookSettings {
     pub fn enabled(&self) -> bool {
-        !self.url.trim().is_empty()
+        !self.url.expose_secret().trim().is_empty()
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
@@ -139,7 +140,7 @@ impl WebhookSettings {
         if !self.enabled() {
             return Ok(());
         }
-        let url = reqwest::Url::parse(self.url.trim()).map_err(|e| {
+        let url = reqwest::Url::parse(self.url.expose_secret().trim()).map_err(|e| {
             invalid(
                 "webhook.url",
                 format!("is not a URL ({e}); e.g. https://erp.example/hooks/recon"),
@@ -705,12 +706,22 @@ mod tests {
             env(&[
                 ("FREEDOMPAY_RECON__PROVIDER__SECRET", "top-secret-value"),
                 ("DATABASE_URL", "postgres://u:db-password@h/d"),
+                (
+                    "FREEDOMPAY_RECON__WEBHOOK__URL",
+                    "https://erp.example/hooks?token=webhook-url-token",
+                ),
+                (
+                    "FREEDOMPAY_RECON__WEBHOOK__SECRET",
+                    "webhook-signing-secret",
+                ),
             ]),
         )
         .unwrap();
         let dump = format!("{s:?}");
         assert!(!dump.contains("top-secret-value"), "{dump}");
         assert!(!dump.contains("db-password"), "{dump}");
+        assert!(!dump.contains("webhook-url-token"), "{dump}");
+        assert!(!dump.contains("webhook-signing-secret"), "{dump}");
     }
 
     #[test]

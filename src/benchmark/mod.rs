@@ -255,7 +255,7 @@ async fn delivery(pool: &PgPool) -> anyhow::Result<Delivery> {
         })
     };
     let settings = crate::settings::WebhookSettings {
-        url: format!("http://{addr}/hooks"),
+        url: SecretString::from(format!("http://{addr}/hooks")),
         secret: SecretString::from(WEBHOOK_SECRET),
         timeout: Duration::from_secs(10),
         max_age: Duration::from_secs(3 * 24 * 3600),

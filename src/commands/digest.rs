@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::reporting::digest::{Digest, DigestFormat, post};
 use crate::settings::Settings;
@@ -25,9 +26,14 @@ pub struct DigestArgs {
         long,
         value_name = "URL",
         env = "FREEDOMPAY_RECON_DIGEST_POST",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = secret
     )]
-    pub post: Option<String>,
+    pub post: Option<SecretString>,
+}
+
+fn secret(raw: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(raw))
 }
 
 pub async fn digest(settings: &Settings, args: DigestArgs) -> anyhow::Result<ExitCode> {
@@ -39,10 +45,16 @@ pub async fn digest(settings: &Settings, args: DigestArgs) -> anyhow::Result<Exi
     }
     let pool = store::connect(&settings.database).await?;
     let digest = Digest::read(&pool, args.from, args.to).await?;
+    anyhow::ensure!(
+        digest.from <= digest.to,
+        "--from {} is after --to {}",
+        digest.from,
+        digest.to
+    );
     let rendered = digest.render(args.format);
     match &args.post {
         Some(url) => {
-            post(url, &rendered).await?;
+            post(url.expose_secret(), &rendered).await?;
             eprintln!("digest for {} posted", digest.from);
         }
         None => outln!("{}", rendered.trim_end())?,

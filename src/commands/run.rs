@@ -49,11 +49,6 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
 
     if once {
         let outcome = engine.reconcile_due(&shutdown).await?;
-        // Then the events due for the webhook, this run's included.
-        let delivered = match &deliverer {
-            Some(deliverer) => Some(deliverer.deliver_due(&shutdown).await?),
-            None => None,
-        };
         let printed = outln!(
             "claimed {}, recorded {} ({} failed, retried later), transitions {}, flags opened {}, resolved {}, released {}",
             outcome.claimed,
@@ -64,20 +59,25 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
             outcome.flags_resolved,
             outcome.released
         );
-        let printed = printed.and_then(|()| match delivered {
-            Some(d) => outln!(
-                "webhook: delivered {}, failed {} (tried again later), abandoned {}",
-                d.delivered,
-                d.failed,
-                d.abandoned
-            ),
-            None => Ok(()),
-        });
         // A halt is reported even when nobody reads standard output any more.
         if let SweepStop::Fatal(reason) = outcome.stop {
             anyhow::bail!("polling stopped: {reason}");
         }
         printed?;
+        // Then the events due for the webhook, this run's included. The sweep's work is
+        // recorded (and reported above) whatever happens here.
+        if let Some(deliverer) = &deliverer {
+            let delivered = deliverer
+                .deliver_due(&shutdown)
+                .await
+                .context("webhook delivery stopped; undelivered events wait in recon.events")?;
+            outln!(
+                "webhook: delivered {}, failed {} (tried again later), abandoned {}",
+                delivered.delivered,
+                delivered.failed,
+                delivered.abandoned
+            )?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     // Delivery runs beside the sweeps, on its own: a slow or dead receiver never holds up

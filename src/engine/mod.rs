@@ -901,6 +901,7 @@ impl Writes {
         self.transitions += o.transitions;
         self.flags_opened += o.flags_opened;
         self.flags_resolved += o.flags_resolved;
+        self.unwritten.extend(written.unstored.iter().cloned());
         ::metrics::counter!(metrics::TRANSITIONS).increment(o.transitions);
         ::metrics::counter!(metrics::FLAGS_OPENED).increment(o.flags_opened);
         ::metrics::counter!(metrics::FLAGS_RESOLVED).increment(o.flags_resolved);

@@ -53,7 +53,8 @@ impl Digest {
         to: Option<NaiveDate>,
     ) -> Result<Self, StoreError> {
         let (timezone, yesterday) = store::digest::yesterday(pool).await?;
-        let from = from.unwrap_or(yesterday);
+        // One day unless a span is given: `--to` alone is that day.
+        let from = from.or(to).unwrap_or(yesterday);
         let to = to.unwrap_or(from);
         let (flags_opened, flags_resolved) = store::digest::flag_changes(pool, from, to).await?;
         Ok(Self {
@@ -96,11 +97,22 @@ impl Digest {
                 writeln!(out, "\n{text}")
             };
         };
-        // Outside text: escaped, bounded, and in Markdown a code span.
+        // Outside text: escaped, bounded, and in Markdown a code span without the characters
+        // chat services act on even there (Slack reads <!channel> inside code).
         let value = |raw: &str| {
             let cleaned = clean(raw, 64);
             if markdown {
-                format!("`{}`", cleaned.replace('`', "'"))
+                let quiet: String = cleaned
+                    .chars()
+                    .map(|c| match c {
+                        '`' => '\'',
+                        '<' => '‹',
+                        '>' => '›',
+                        '&' => '+',
+                        c => c,
+                    })
+                    .collect();
+                format!("`{quiet}`")
             } else {
                 cleaned
             }
@@ -127,7 +139,10 @@ impl Digest {
                 "error" => "failed",
                 _ => "expired unpaid",
             };
-            let currency = o.currency.as_deref().unwrap_or("no currency");
+            let currency = o
+                .currency
+                .as_deref()
+                .map_or_else(|| "no currency".to_owned(), value);
             let amount = o
                 .amount
                 .as_deref()
@@ -186,10 +201,16 @@ impl Digest {
 /// Posts `text` to a chat incoming webhook as `{"text": ...}`. No redirect is followed; an
 /// answer other than 2xx is an error naming its status.
 pub async fn post(url: &str, text: &str) -> anyhow::Result<()> {
-    let url = reqwest::Url::parse(url)
+    // The URL is a secret (whoever holds it may post): never repeated in a message.
+    let url = reqwest::Url::parse(url.trim())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .ok_or_else(|| anyhow::anyhow!("--post {url:?} is not an http(s) URL"))?;
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--post (or FREEDOMPAY_RECON_DIGEST_POST) is not an http(s) URL; \
+                 give the chat's incoming-webhook URL as it is, without quotes"
+            )
+        })?;
     crate::provider::install_crypto_provider();
     let client = reqwest::Client::builder()
         .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))

@@ -27,9 +27,29 @@ pub struct Outgoing {
     pub attempts: i32,
 }
 
+/// Marks skipped the undelivered events whose type the webhook does not send (up to
+/// `limit`, oldest first), so they neither wait forever nor hold up a payment's later
+/// events. Returns how many.
+pub async fn skip_unwanted(pool: &PgPool, types: &[String], limit: u32) -> Result<u64, StoreError> {
+    let result = sqlx::query!(
+        "update recon.events set skipped_at = now()
+         where id in (select id from recon.events
+                      where delivered_at is null and abandoned_at is null and skipped_at is null
+                        and type <> all($1::text[])
+                      order by id
+                      limit $2::int8
+                      for update skip locked)",
+        types,
+        i64::from(limit),
+    )
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 /// Claims up to `limit` events due for delivery: of the `types` wanted, each the first
 /// undelivered one of its payment, oldest first, not held by a live lease. `owner` names this
-/// claim (unique per claim), so [`settle`] only records attempts it made.
+/// claim and no other (it carries a fresh UUID), so [`settle`] only records attempts it made.
 pub async fn claim_due(
     pool: &PgPool,
     owner: &str,
@@ -40,7 +60,7 @@ pub async fn claim_due(
     let rows = sqlx::query!(
         r#"with due as (
              select e.id from recon.events e
-             where e.delivered_at is null and e.abandoned_at is null
+             where e.delivered_at is null and e.abandoned_at is null and e.skipped_at is null
                and e.type = any($3::text[])
                and e.next_attempt_at <= now()
                and (e.lease_expires_at is null or e.lease_expires_at <= now())
@@ -48,14 +68,15 @@ pub async fn claim_due(
                    select 1 from recon.events earlier
                    where earlier.payment_id = e.payment_id and earlier.id < e.id
                      and earlier.delivered_at is null and earlier.abandoned_at is null
-                     and earlier.type = any($3::text[]))
+                     and earlier.skipped_at is null)
              order by e.id
              limit $1::int8
              for update of e skip locked
          )
          update recon.events e
          set lease_owner = $2, lease_expires_at = now() + $4::int8 * interval '1 millisecond',
-             attempts = e.attempts + 1
+             attempts = e.attempts + 1,
+             first_attempt_at = coalesce(e.first_attempt_at, now())
          from due where e.id = due.id
          returning e.id, e.type, e.payment_id, e.occurred_at, e.payload, e.attempts"#,
         i64::from(limit),
@@ -94,7 +115,7 @@ pub enum Attempt {
 pub struct Settled {
     pub delivered: u64,
     pub failed: u64,
-    /// Failed, and older than `max_age`: given up.
+    /// Failed, `max_age` after its first attempt: given up.
     pub abandoned: u64,
 }
 
@@ -129,7 +150,8 @@ pub async fn settle(
         r#"update recon.events e set
              delivered_at = case when r.ok then now() end,
              abandoned_at = case when not r.ok
-                                      and e.created_at + $6::int8 * interval '1 millisecond' <= now()
+                                      and coalesce(e.first_attempt_at, e.created_at)
+                                          + $6::int8 * interval '1 millisecond' <= now()
                                  then now() end,
              last_error = case when r.ok then e.last_error else r.error end,
              next_attempt_at = case when r.ok then e.next_attempt_at
@@ -192,7 +214,7 @@ pub async fn backlog(pool: &PgPool, types: &[String]) -> Result<Backlog, StoreEr
                   (select count(*) from recon.events where abandoned_at is not null)
                       as "abandoned!"
            from recon.events
-           where delivered_at is null and abandoned_at is null and type = any($1::text[])"#,
+           where delivered_at is null and abandoned_at is null and skipped_at is null and type = any($1::text[])"#,
         types,
     )
     .fetch_one(pool)

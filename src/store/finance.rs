@@ -15,6 +15,15 @@ pub async fn resolve_flag(
     by: &str,
     note: &str,
 ) -> Result<bool, StoreError> {
+    // The payment first, then its flag: the order the daemon's writes take them in, so the
+    // two never wait on each other in a circle.
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "select 1 as locked from recon.payments where payment_id = $1 for no key update",
+        payment_id.as_str(),
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let result = sqlx::query!(
         "update recon.discrepancies
          set resolved_at = now(), resolved_by = $3, resolution = $4
@@ -24,8 +33,9 @@ pub async fn resolve_flag(
         by,
         note,
     )
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -178,7 +188,8 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         // only the delivery columns.
         format!("grant select, insert on recon.events to {role}"),
         format!(
-            "grant update (delivered_at, abandoned_at, attempts, last_error, next_attempt_at, \
+            "grant update (delivered_at, abandoned_at, skipped_at, attempts, first_attempt_at, \
+             last_error, next_attempt_at, \
              lease_owner, lease_expires_at) on recon.events to {role}"
         ),
         format!("grant usage on sequence recon.lease_tokens to {role}"),

@@ -409,6 +409,8 @@ pub struct Isolated {
     pub refused: u64,
     /// Every item handled (written, stale or refused): its claim is settled.
     pub done: Vec<(PaymentId, i64)>,
+    /// Items not even a failed poll could be stored for: their claims are to be released.
+    pub unstored: Vec<(PaymentId, i64)>,
 }
 
 /// The database stopped before writing everything: the error, what is left to write, and
@@ -480,6 +482,7 @@ pub async fn record_isolated(
                 // Not even the failure could be stored: the claim is released with the rest
                 // of the sweep's leftovers and the payment polled again later.
                 tracing::error!(payment.id = %key.0, "cannot record even a failed poll: {error}");
+                written.unstored.push(key);
             }
             Err(error) => {
                 stack.push(vec![replacement]);

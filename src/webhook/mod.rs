@@ -9,7 +9,6 @@
 //! [`store::events::claim_due`]); instances share the work through leases. Delivery runs
 //! beside the sweeps and never holds them up: a dead receiver only grows the backlog.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
@@ -47,6 +46,8 @@ const ANSWER_CAP: usize = 4 * 1024;
 /// The first retry waits about this long, doubling up to [`RETRY_MAX`], ±50 %.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(600);
+/// Events of unwanted types marked skipped per pass.
+const SKIP_BATCH: u32 = 1000;
 /// Between passes when nothing was due.
 const IDLE: Duration = Duration::from_secs(1);
 
@@ -90,7 +91,6 @@ pub fn retry_delay(attempts: i32, jitter: f64) -> Duration {
     base.mul_f64(jitter.clamp(0.5, 1.5))
 }
 
-#[derive(Debug)]
 pub struct Deliverer {
     pool: PgPool,
     http: reqwest::Client,
@@ -100,13 +100,23 @@ pub struct Deliverer {
     types: Vec<String>,
     lease: Duration,
     instance: String,
-    claims: AtomicU64,
+}
+
+impl std::fmt::Debug for Deliverer {
+    /// The URL without credentials or query (which may hold a token); never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliverer")
+            .field("url", &redacted(&self.url))
+            .field("types", &self.types)
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Deliverer {
     /// `instance` names this process in leases.
     pub fn new(pool: PgPool, settings: &WebhookSettings, instance: &str) -> anyhow::Result<Self> {
-        let url = Url::parse(settings.url.trim())
+        let url = Url::parse(settings.url.expose_secret().trim())
             .map_err(|e| anyhow::anyhow!("webhook.url is not a URL: {e}"))?;
         crate::provider::install_crypto_provider();
         let http = reqwest::Client::builder()
@@ -126,7 +136,6 @@ impl Deliverer {
             // Long enough for a batch of attempts at the timeout each.
             lease: settings.timeout * (CLAIM.div_ceil(IN_FLIGHT as u32) + 1),
             instance: instance.to_owned(),
-            claims: AtomicU64::new(0),
         })
     }
 
@@ -134,11 +143,9 @@ impl Deliverer {
     pub async fn deliver_due(&self, stop: &CancellationToken) -> Result<Settled, StoreError> {
         let mut total = Settled::default();
         while !stop.is_cancelled() {
-            let owner = format!(
-                "{}#{}",
-                self.instance,
-                self.claims.fetch_add(1, Ordering::Relaxed)
-            );
+            store::events::skip_unwanted(&self.pool, &self.types, SKIP_BATCH).await?;
+            // Unique per claim, across processes and restarts: settling checks it.
+            let owner = format!("{}#{}", self.instance, uuid::Uuid::now_v7());
             let events =
                 store::events::claim_due(&self.pool, &owner, CLAIM, self.lease, &self.types)
                     .await?;
@@ -158,11 +165,17 @@ impl Deliverer {
                 .map(|e| e.id)
                 .filter(|id| !attempted.contains(id))
                 .collect();
-            if !unsent.is_empty() {
-                store::events::release(&self.pool, &owner, &unsent).await?;
-            }
+            // Attempts first: a delivered event must be recorded even if the release fails.
             let settled =
                 store::events::settle(&self.pool, &owner, &attempts, self.max_age).await?;
+            if !unsent.is_empty()
+                && let Err(e) = store::events::release(&self.pool, &owner, &unsent).await
+            {
+                tracing::warn!(
+                    "could not give back {} unsent events ({e}); they are sent when their lease runs out",
+                    unsent.len()
+                );
+            }
             for (outcome, n) in [
                 ("delivered", settled.delivered),
                 ("failed", settled.failed),

@@ -106,6 +106,10 @@ Oldest open flags
     );
     assert_eq!(digest["open"]["open"], 2);
 
+    // `--to` alone is that one day.
+    let only_to = run_binary(&["digest", "--to", "2026-03-10"], &[("DATABASE_URL", &url)]).await;
+    assert_eq!(only_to.stdout, output.stdout);
+
     let backwards = run_binary(
         &["digest", "--from", "2026-03-11", "--to", "2026-03-10"],
         &[("DATABASE_URL", &url)],
@@ -172,6 +176,25 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
     );
     // Outside text is a code span: no mention, no formatting.
     assert!(text.contains("actual `2499.50 '@here'`"), "{text}");
+
+    // A malformed URL is refused without being repeated: it is a secret.
+    let malformed = run_binary(
+        &["digest", "--from", "2026-03-10"],
+        &[
+            ("DATABASE_URL", &url),
+            (
+                "FREEDOMPAY_RECON_DIGEST_POST",
+                "\"hooks.example/T0/secret-token\"",
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(malformed.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&malformed.stderr);
+    assert!(
+        stderr.contains("is not an http(s) URL") && !stderr.contains("secret-token"),
+        "{stderr}"
+    );
 
     *chat.status.lock().unwrap() = Some(StatusCode::FORBIDDEN);
     let refused = run_binary(

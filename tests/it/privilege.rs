@@ -137,11 +137,23 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
         &run_binary(&["import", csv.path().to_str().unwrap()], &daemon_env).await,
         "import",
     );
+    // With a webhook that answers nothing (a closed port): every delivery column is written
+    // (the attempt, its failure, the lease), and events of other types are skipped.
+    let mut webhook_env = daemon_env.clone();
+    webhook_env.extend([
+        ("FREEDOMPAY_RECON__WEBHOOK__URL", "http://127.0.0.1:9/hooks"),
+        (
+            "FREEDOMPAY_RECON__WEBHOOK__SECRET",
+            "a-signing-secret-of-length",
+        ),
+        ("FREEDOMPAY_RECON__WEBHOOK__TYPES", "flag_opened"),
+    ]);
     let swept = assert_ok(
-        &run_binary(&["run", "--once"], &daemon_env).await,
+        &run_binary(&["run", "--once"], &webhook_env).await,
         "run --once",
     );
     assert!(swept.starts_with("claimed 3, recorded 3"), "{swept}");
+    assert!(swept.contains("webhook: delivered 0, failed 1"), "{swept}");
     let report = assert_ok(
         &run_binary(&["report", "--detail", "--format", "csv"], &daemon_env).await,
         "report",

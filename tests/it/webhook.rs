@@ -112,7 +112,7 @@ fn serve(
 
 fn webhook_settings(addr: SocketAddr) -> WebhookSettings {
     WebhookSettings {
-        url: format!("http://{addr}/hooks/recon"),
+        url: SecretString::from(format!("http://{addr}/hooks/recon")),
         secret: SecretString::from(WEBHOOK_SECRET),
         timeout: Duration::from_secs(2),
         max_age: Duration::from_secs(3 * 24 * 3600),
@@ -361,7 +361,7 @@ async fn a_redirect_is_a_failure_retried_later_and_never_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_configured_types_are_sent_and_an_old_failure_is_abandoned() {
+async fn other_types_are_skipped_and_max_age_counts_from_the_first_attempt() {
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('t-1', 10, 'KZT', null, now(), null)").await;
     sqlx::raw_sql(
@@ -386,20 +386,26 @@ async fn only_the_configured_types_are_sent_and_an_old_failure_is_abandoned() {
 
     let mut settings = webhook_settings(addr);
     settings.types = vec!["flag_opened".into()];
-    // Written over a day ago: the first failure is past max_age.
     settings.max_age = Duration::from_secs(3600);
-    sqlx::query("alter table recon.events disable trigger events_append_only")
-        .execute(app.pool())
-        .await
-        .unwrap();
-    sqlx::query("update recon.events set created_at = now() - interval '1 day'")
-        .execute(app.pool())
-        .await
-        .unwrap();
-    sqlx::query("alter table recon.events enable trigger events_append_only")
-        .execute(app.pool())
-        .await
-        .unwrap();
+    // Written a day ago (it waited, say, behind earlier events): max_age counts from the
+    // first attempt, so one failure now is only a failure.
+    let backdate = |sql: &'static str| {
+        let pool = app.pool().clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("alter table recon.events disable trigger events_append_only")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut *tx).await.unwrap();
+            sqlx::query("alter table recon.events enable trigger events_append_only")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    backdate("update recon.events set created_at = now() - interval '1 day'").await;
 
     let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
     let settled = deliverer
@@ -408,12 +414,28 @@ async fn only_the_configured_types_are_sent_and_an_old_failure_is_abandoned() {
         .unwrap();
     assert_eq!(
         (settled.delivered, settled.failed, settled.abandoned),
-        (0, 0, 1)
+        (0, 1, 0)
     );
     assert_eq!(
         receiver.seen.lock().unwrap().requests,
         1,
         "only the flag was sent"
+    );
+
+    // Failing for longer than max_age since its first attempt: abandoned.
+    backdate(
+        "update recon.events set first_attempt_at = now() - interval '2 hours',
+                                 next_attempt_at = now()
+         where type = 'flag_opened'",
+    )
+    .await;
+    let settled = deliverer
+        .deliver_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (settled.delivered, settled.failed, settled.abandoned),
+        (0, 0, 1)
     );
     let deliveries: Vec<(String, String)> =
         sqlx::query_as("select type, delivery from recon.event_log order by id")
@@ -423,7 +445,7 @@ async fn only_the_configured_types_are_sent_and_an_old_failure_is_abandoned() {
     assert_eq!(
         deliveries,
         [
-            ("status_changed".to_owned(), "pending".to_owned()),
+            ("status_changed".to_owned(), "skipped".to_owned()),
             ("flag_opened".to_owned(), "abandoned".to_owned()),
         ]
     );
@@ -576,4 +598,58 @@ async fn metrics_show_the_webhook_backlog_when_a_webhook_is_configured() {
         "{text}"
     );
     shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_is_recorded_only_under_the_claim_that_made_it() {
+    use freedompay_recon::store::events::{self, Attempt};
+
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert("('o-1', 10, 'KZT', null, now(), null)").await;
+    sqlx::query(
+        "insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, body)
+         values ('o-1', 1, null, 'process', now(), '{}')",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let types = ["status_changed".to_owned()];
+    let lease = Duration::from_secs(60);
+    let first = events::claim_due(app.pool(), "host:1#a", 10, lease, &types)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // The first claim's lease runs out; another takes the event over.
+    sqlx::query("update recon.events set lease_expires_at = now() - interval '1 ms'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let second = events::claim_due(app.pool(), "host:1#b", 10, lease, &types)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    // The first claim's late result is not recorded; the second's is.
+    let late = events::settle(
+        app.pool(),
+        "host:1#a",
+        &[(first[0].id, Attempt::Delivered)],
+        lease,
+    )
+    .await
+    .unwrap();
+    assert_eq!(late.delivered, 0);
+    assert_eq!(
+        app.count("select count(*) from recon.events where delivered_at is null and lease_owner = 'host:1#b'").await,
+        1
+    );
+    let own = events::settle(
+        app.pool(),
+        "host:1#b",
+        &[(second[0].id, Attempt::Delivered)],
+        lease,
+    )
+    .await
+    .unwrap();
+    assert_eq!(own.delivered, 1);
 }
