@@ -10,9 +10,10 @@
 //!        │ observation (typed, raw body kept)
 //!        ▼
 //! decide (pure: transition, flags, next check) ─► one transaction       domain, store
-//!        │
+//!        │                    (its triggers add recon.events: the outbox)
 //!        ▼
 //! recon.reconciliation / recon.open_discrepancies views for finance
+//! recon.events ─► NOTIFY recon_events; POSTed, signed, to webhook.url   webhook
 //! ```
 //!
 //! Modules:
