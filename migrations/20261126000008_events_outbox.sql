@@ -40,18 +40,17 @@ create index events_abandoned_idx on recon.events (abandoned_at) where abandoned
 
 -- Events from history rows, one statement at a time (transition tables: one trigger call per
 -- statement, however many rows), in the order the rows were written.
--- Each trigger first locks the payments whose events it writes (as the daemon's own update
--- already has): two transactions writing events for one payment then take their ids in the
--- order they commit, so a payment's events become visible in id order and none is delivered
--- before an earlier one.
+-- A payment's events must become visible in id order, or delivery could send a later one
+-- first. Every writer holds the payment's row lock while it writes history, so two
+-- transactions changing one payment take event ids in the order they commit: the daemon
+-- updates the payment before its transitions and flags, and `resolve` locks it before the
+-- flag. (The triggers do not lock it themselves: re-locking rows the daemon's transaction
+-- already holds costs a WAL record per row.) SQL written by hand that adds history should
+-- lock the payment first too: select 1 from recon.payments where payment_id = ... for no key update.
 create function recon.events_from_transitions() returns trigger
 language plpgsql
 as $$
 begin
-    perform 1 from recon.payments
-    where payment_id in (select payment_id from new_rows)
-    order by payment_id
-    for no key update;
     insert into recon.events (type, payment_id, occurred_at, payload)
     select 'status_changed', t.payment_id, t.observed_at,
            jsonb_build_object(
@@ -80,10 +79,6 @@ create function recon.events_from_opened_flags() returns trigger
 language plpgsql
 as $$
 begin
-    perform 1 from recon.payments
-    where payment_id in (select payment_id from new_rows)
-    order by payment_id
-    for no key update;
     insert into recon.events (type, payment_id, occurred_at, payload)
     select 'flag_opened', d.payment_id, d.detected_at,
            jsonb_build_object(
@@ -106,11 +101,6 @@ create function recon.events_from_resolved_flags() returns trigger
 language plpgsql
 as $$
 begin
-    perform 1 from recon.payments
-    where payment_id in (select n.payment_id from new_rows n join old_rows o using (id)
-                         where o.resolved_at is null and n.resolved_at is not null)
-    order by payment_id
-    for no key update;
     insert into recon.events (type, payment_id, occurred_at, payload)
     select 'flag_resolved', n.payment_id, n.resolved_at,
            jsonb_build_object(

@@ -64,9 +64,11 @@ pub async fn claim_due(
                and e.type = any($3::text[])
                and e.next_attempt_at <= now()
                and (e.lease_expires_at is null or e.lease_expires_at <= now())
-               and not exists (
-                   select 1 from recon.events earlier
-                   where earlier.payment_id = e.payment_id and earlier.id < e.id
+               -- the first undelivered event of its payment; a correlated subquery, so it
+               -- is always one index lookup per candidate, whatever the statistics say
+               and e.id = (
+                   select min(earlier.id) from recon.events earlier
+                   where earlier.payment_id = e.payment_id
                      and earlier.delivered_at is null and earlier.abandoned_at is null
                      and earlier.skipped_at is null)
              order by e.id
