@@ -119,14 +119,7 @@ async fn events_are_announced_after_commit_and_only_then() {
     .unwrap();
     tx.rollback().await.unwrap();
     // ...a committed one announces its event's id.
-    sqlx::query(
-        "insert into recon.status_transitions
-             (payment_id, observation_no, from_status, to_status, observed_at, body)
-         values ('n-1', 1, null, 'process', now(), '{}')",
-    )
-    .execute(app.pool())
-    .await
-    .unwrap();
+    app.insert_first_transition("n-1").await;
     let notification = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv())
         .await
         .expect("a notification within 5 s")
@@ -143,14 +136,7 @@ async fn events_are_announced_after_commit_and_only_then() {
 async fn events_are_history_only_their_delivery_state_changes() {
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('h-1', 10, 'KZT', null, now(), null)").await;
-    sqlx::query(
-        "insert into recon.status_transitions
-             (payment_id, observation_no, from_status, to_status, observed_at, body)
-         values ('h-1', 1, null, 'process', now(), '{}')",
-    )
-    .execute(app.pool())
-    .await
-    .unwrap();
+    app.insert_first_transition("h-1").await;
     for refused in [
         "update recon.events set payload = '{}'",
         "update recon.events set type = 'flag_opened'",

@@ -336,6 +336,20 @@ impl TestApp {
         }
     }
 
+    /// Writes a payment's first status transition (`process`, now) by plain SQL, as a person
+    /// or another system could; the outbox's triggers turn it into an event.
+    pub async fn insert_first_transition(&self, payment_id: &str) {
+        sqlx::query(
+            "insert into recon.status_transitions
+                 (payment_id, observation_no, from_status, to_status, observed_at, body)
+             values ($1, 1, null, 'process', now(), '{}')",
+        )
+        .bind(payment_id)
+        .execute(self.pool())
+        .await
+        .expect("insert a transition");
+    }
+
     /// Time passes: every payment still polled is due now.
     pub async fn fast_forward(&self) {
         sqlx::query(

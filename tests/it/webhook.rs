@@ -297,14 +297,7 @@ async fn every_event_arrives_once_per_id_in_payment_order_across_failures_downti
 async fn a_redirect_is_a_failure_retried_later_and_never_followed() {
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('r-1', 10, 'KZT', null, now(), null)").await;
-    sqlx::query(
-        "insert into recon.status_transitions
-             (payment_id, observation_no, from_status, to_status, observed_at, body)
-         values ('r-1', 1, null, 'process', now(), '{}')",
-    )
-    .execute(app.pool())
-    .await
-    .unwrap();
+    app.insert_first_transition("r-1").await;
     // The redirect points at a second receiver, which must never be asked.
     let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let elsewhere_addr = elsewhere.local_addr().unwrap();
@@ -506,14 +499,7 @@ async fn two_instances_delivering_at_once_never_send_an_event_twice_or_out_of_or
 async fn a_receivers_long_answer_is_cut_and_cleaned_before_it_is_kept() {
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('b-1', 10, 'KZT', null, now(), null)").await;
-    sqlx::query(
-        "insert into recon.status_transitions
-             (payment_id, observation_no, from_status, to_status, observed_at, body)
-         values ('b-1', 1, null, 'process', now(), '{}')",
-    )
-    .execute(app.pool())
-    .await
-    .unwrap();
+    app.insert_first_transition("b-1").await;
     // 1 MB of answer, with a terminal escape sequence in it.
     let long = format!("\u{1b}[31mbroken{}", "x".repeat(1 << 20));
     let router = Router::new().route(
@@ -606,14 +592,7 @@ async fn an_attempt_is_recorded_only_under_the_claim_that_made_it() {
 
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('o-1', 10, 'KZT', null, now(), null)").await;
-    sqlx::query(
-        "insert into recon.status_transitions
-             (payment_id, observation_no, from_status, to_status, observed_at, body)
-         values ('o-1', 1, null, 'process', now(), '{}')",
-    )
-    .execute(app.pool())
-    .await
-    .unwrap();
+    app.insert_first_transition("o-1").await;
     let types = ["status_changed".to_owned()];
     let lease = Duration::from_secs(60);
     let first = events::claim_due(app.pool(), "host:1#a", 10, lease, &types)
