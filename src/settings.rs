@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::domain::Policy;
+use crate::domain::{AutoClose, Policy};
 
 /// Where the daemon looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/freedompay-recon/config.toml";
@@ -69,6 +69,9 @@ drain_timeout = "20s"
 [reconcile]
 amount_tolerance = "0"
 
+[flags]
+auto_close = ["expired_unpaid"]
+
 [http]
 listen = ""
 
@@ -91,6 +94,7 @@ pub struct Settings {
     pub provider: ProviderSettings,
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
+    pub flags: FlagSettings,
     pub http: HttpSettings,
     pub webhook: WebhookSettings,
     pub log: LogSettings,
@@ -296,6 +300,26 @@ pub struct ReconcileSettings {
     pub amount_tolerance: Decimal,
 }
 
+/// What happens to flags nobody can act on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlagSettings {
+    /// Rules that close a flag in the transaction that opens it: `expired_unpaid` closes a
+    /// `lifetime_exceeded` flag when no money moved. `[]` keeps every flag open for a person.
+    #[serde(deserialize_with = "strings")]
+    pub auto_close: Vec<String>,
+}
+
+impl FlagSettings {
+    /// The rules, parsed; an unknown name is a configuration error.
+    pub fn rules(&self) -> Result<Vec<AutoClose>, SettingsError> {
+        self.auto_close
+            .iter()
+            .map(|name| name.parse().map_err(|e| invalid("flags.auto_close", e)))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -480,6 +504,7 @@ impl Settings {
                 "must be non-zero and at most poll.retry_max",
             ));
         }
+        self.flags.rules()?;
         if self.reconcile.amount_tolerance.is_sign_negative() {
             return Err(invalid(
                 "reconcile.amount_tolerance",
@@ -502,6 +527,8 @@ impl Settings {
             amount_tolerance: self.reconcile.amount_tolerance,
             retry_min: poll.retry_min,
             retry_max: poll.retry_max,
+            // Checked when the settings were loaded.
+            auto_close: self.flags.rules().unwrap_or_default(),
         }
     }
 }

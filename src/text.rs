@@ -52,15 +52,36 @@ pub fn excerpt(raw: &str) -> String {
     format!("\"{}\"", clean(raw, EXCERPT_CHARS))
 }
 
+/// Characters that make a spreadsheet run a cell as a formula when it starts with one.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
 /// A text cell for a spreadsheet. A cell starting with `=`, `+`, `-`, `@`, a tab or a carriage
 /// return is run as a formula by Excel, LibreOffice and Google Sheets; as OWASP's CSV
 /// injection guidance recommends, such a cell gets a leading `'`, which the spreadsheet shows
-/// as text and does not run.
+/// as text and does not run. A plain number (`-7781`, `-12.50`) is left alone: it runs as
+/// nothing but itself, and an order id written `'-7781` would no longer match the merchant's
+/// books.
 pub fn for_spreadsheet(cell: &str) -> Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if cell.starts_with(FORMULA_STARTS) && !is_plain_number(cell) {
         Cow::Owned(format!("'{cell}"))
     } else {
         Cow::Borrowed(cell)
+    }
+}
+
+/// `-7781`, `-12.50`: an optional minus, digits, and at most one dot between digits.
+fn is_plain_number(cell: &str) -> bool {
+    let digits = cell.strip_prefix('-').unwrap_or(cell);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "1"));
+    let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    all_digits(whole) && all_digits(fraction)
+}
+
+/// A cell as [`for_spreadsheet`] wrote it, read back: the `'` it added is taken off.
+pub fn from_spreadsheet(cell: &str) -> Cow<'_, str> {
+    match cell.strip_prefix('\'') {
+        Some(rest) if rest.starts_with(FORMULA_STARTS) => Cow::Borrowed(rest),
+        _ => Cow::Borrowed(cell),
     }
 }
 
@@ -102,8 +123,14 @@ mod tests {
         ] {
             assert_eq!(for_spreadsheet(formula), format!("'{formula}"));
         }
-        for plain in ["1001", "A-1", "success", "", "a=b"] {
+        for plain in ["1001", "A-1", "success", "", "a=b", "-7781", "-12.50"] {
             assert_eq!(for_spreadsheet(plain), plain);
+        }
+        for not_plain in ["-", "-1-2", "-1.", "-.5", "-1.2.3", "-1e3"] {
+            assert_eq!(for_spreadsheet(not_plain), format!("'{not_plain}"));
+        }
+        for cell in ["=1+2", "-2+3", "@x", "1001", "'quoted"] {
+            assert_eq!(from_spreadsheet(&for_spreadsheet(cell)), cell);
         }
     }
 }

@@ -95,8 +95,10 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     )?;
     let demo = demo_settings(settings, &simulator);
 
-    let prefix = format!("demo-{}-", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    enqueue_payments(&pool, &prefix, args.payments).await?;
+    // The same ids every run: the simulator's answers follow from the id, so every run
+    // reaches the same verdicts.
+    let prefix = "demo-";
+    enqueue_payments(&pool, prefix, args.payments).await?;
     outln!("enqueued {} payments {prefix}0001..", args.payments)?;
 
     let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, &demo);
@@ -104,7 +106,7 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     let (daemon, finished) = tokio::join!(
         run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
         async {
-            let finished = watch_progress(&pool, &prefix, args.timeout).await;
+            let finished = watch_progress(&pool, prefix, args.timeout).await;
             shutdown.cancel();
             finished
         }
@@ -112,15 +114,22 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     daemon.context("the daemon stopped")?;
     let finished = finished?;
 
-    print_summary(&pool, &prefix).await?;
+    print_summary(&pool, prefix).await?;
     let options = settings.database.connect_options()?;
-    outln!(
-        "\nThe other commands work on this database too, e.g.:\n  \
-         DATABASE_URL=postgres://{}@{}:{}/{} freedompay-recon report --detail",
+    let url = format!(
+        "postgres://{}@{}:{}/{}",
         options.get_username(),
         options.get_host(),
         options.get_port(),
         options.get_database().unwrap_or_default()
+    );
+    let me = this_program();
+    outln!(
+        "\nThe other commands work on this database too, e.g.:\n  \
+         export DATABASE_URL={url}\n  \
+         {me} report --flags           # the flags that need a person, oldest first\n  \
+         {me} report --detail --flag amount_mismatch\n  \
+         {me} report                   # the daily summary"
     )?;
     if finished {
         Ok(ExitCode::SUCCESS)
@@ -174,13 +183,20 @@ async fn watch_progress(
             () = &mut interrupted => return Ok(false),
         }
         let p = summary::progress(pool, prefix).await?;
+        let waiting = match p.in_progress_flagged {
+            0 => String::new(),
+            n => format!(", {n} in progress with a flag"),
+        };
         let line = format!(
-            "[{:>4.1}s] {}/{} settled or flagged ({} settled, {} flagged)",
+            "[{:>4.1}s] {}/{} done: {} paid, {} failed, {} expired unpaid{waiting}; {} need{} a person",
             started.elapsed().as_secs_f32(),
             p.done,
             p.total,
-            p.settled,
-            p.flagged
+            p.paid,
+            p.failed,
+            p.expired_unpaid,
+            p.need_a_person,
+            if p.need_a_person == 1 { "s" } else { "" },
         );
         if interactive {
             let mut out = std::io::stdout();
@@ -206,6 +222,10 @@ async fn watch_progress(
 }
 
 async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> {
+    outln!("\npayments by outcome")?;
+    for (outcome, n) in summary::outcome_counts(pool, prefix).await? {
+        outln!("  {outcome:<14} {n:>6}")?;
+    }
     outln!("\npayments by provider status")?;
     for (status, n) in summary::status_counts(pool, prefix).await? {
         outln!(
@@ -215,29 +235,37 @@ async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> 
                 .map_or("(no answer)".into(), crate::text::escape_invisible)
         )?;
     }
-    outln!("\ntotals by currency (expected by the merchant; paid as the provider reports)")?;
+    outln!(
+        "\ntotals by currency (expected: every payment, as the merchant asked; received: paid \
+         payments, as the provider reports)"
+    )?;
     outln!(
         "  {:<8} {:>8} {:>16} {:>8} {:>16} {:>12}",
         "currency",
         "expected",
         "expected_amount",
-        "paid",
-        "paid_amount",
+        "received",
+        "received_amount",
         "fees"
     )?;
     let show = |d: Option<String>| d.unwrap_or_else(|| "-".to_owned());
+    let mut without_fee = 0;
     for t in summary::currency_totals(pool, prefix).await? {
+        without_fee += t.without_fee;
         outln!(
             "  {:<8} {:>8} {:>16} {:>8} {:>16} {:>12}",
             t.currency.as_deref().unwrap_or("-"),
             t.expected_payments,
             show(t.expected),
-            t.paid_payments,
-            show(t.paid),
+            t.received_payments,
+            show(t.received),
             show(t.fees)
         )?;
     }
-    outln!("\nopen discrepancies by kind")?;
+    if without_fee > 0 {
+        outln!("  ({without_fee} payments received without a stated fee: not in fees)")?;
+    }
+    outln!("\nopen flags needing a person, by kind")?;
     let flags = summary::open_flag_counts(pool, prefix).await?;
     if flags.is_empty() {
         outln!("  (none)")?;
@@ -245,8 +273,31 @@ async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> 
     for (kind, n) in flags {
         outln!("  {kind:<24} {n:>6}")?;
     }
+    for (rule, n) in summary::closed_by_rules(pool, prefix).await? {
+        outln!(
+            "\n{n} {} closed as {} opened by {rule} (no money moved: an outcome, not an \
+             exception; see recon.discrepancy_history)",
+            if n == 1 { "flag was" } else { "flags were" },
+            if n == 1 { "it" } else { "they" },
+        )?;
+    }
     outln!(
-        "\nEvery row is in recon.reconciliation; try:\n  select * from recon.open_discrepancies order by payment_id;"
+        "\nEvery row is in recon.reconciliation; the flags that need a person are in \
+         recon.open_discrepancies:\n  select payment_id, kind, expected, actual from recon.open_discrepancies order by payment_id;"
     )?;
     Ok(())
+}
+
+/// How to run this program again from the current directory: `./target/release/…` after
+/// the quick start, or the full path.
+fn this_program() -> String {
+    let exe = std::env::current_exe().ok();
+    let here = std::env::current_dir().ok();
+    match (exe, here) {
+        (Some(exe), Some(here)) => match exe.strip_prefix(&here) {
+            Ok(relative) => format!("./{}", relative.display()),
+            Err(_) => exe.display().to_string(),
+        },
+        _ => "freedompay-recon".into(),
+    }
 }

@@ -43,7 +43,7 @@ pub async fn digest(settings: &Settings, args: DigestArgs) -> anyhow::Result<Exi
     if args.post.is_some() && args.format == DigestFormat::Json {
         anyhow::bail!("--post sends text for people: use --format text or markdown");
     }
-    let pool = store::connect(&settings.database).await?;
+    let pool = store::connect_to_schema(&settings.database).await?;
     let digest = Digest::read(&pool, args.from, args.to).await?;
     anyhow::ensure!(
         digest.from <= digest.to,

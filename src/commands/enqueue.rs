@@ -83,7 +83,7 @@ pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<E
         created_at,
         expires_at,
     };
-    let pool = store::connect(&settings.database).await?;
+    let pool = store::connect_to_schema(&settings.database).await?;
     let mut conn = pool
         .acquire()
         .await

@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 
 use super::types::{
-    Expiry, FlagKind, Invoice, Lifetime, LifetimeSource, NewFlag, ProviderStatus, StatusChange,
-    Tracked,
+    AutoClose, Expiry, FlagKind, Invoice, Lifetime, LifetimeSource, NewFlag, ProviderStatus,
+    Resolver, StatusChange, Tracked,
 };
 
 /// The settings the rules depend on (the `poll` and `reconcile` sections, already validated).
@@ -33,6 +33,8 @@ pub struct Policy {
     /// Backoff after a failed attempt: doubles from `retry_min` up to `retry_max`, jittered.
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Rules that close a flag in the transaction that opens it (`flags.auto_close`).
+    pub auto_close: Vec<AutoClose>,
 }
 
 impl Default for Policy {
@@ -54,6 +56,7 @@ impl Default for Policy {
             amount_tolerance: Decimal::ZERO,
             retry_min: Duration::from_secs(5),
             retry_max: minutes(5),
+            auto_close: vec![AutoClose::ExpiredUnpaid],
         }
     }
 }
@@ -112,8 +115,13 @@ pub struct Verdict {
     /// grace, the maximum age): when due work exceeds the rate budget, it goes before routine
     /// rechecks.
     pub next_check_urgent: bool,
+    /// When the payment was first seen unpaid past its deadline (kept once known, unless a
+    /// later lifetime moves the deadline ahead).
+    pub deadline_missed_at: Option<DateTime<Utc>>,
+    /// Flags to open, in order. A flag may be opened and resolved by the same verdict (a
+    /// rule closes it as it opens): it is written open, then resolved.
     pub open: Vec<NewFlag>,
-    pub resolve: Vec<FlagKind>,
+    pub resolve: Vec<(FlagKind, Resolver)>,
 }
 
 impl Tracked {
@@ -126,11 +134,26 @@ impl Tracked {
         self.attempts = verdict.attempts;
         self.not_found_since = verdict.not_found_since;
         self.settled_at = verdict.settled_at;
+        self.deadline_missed_at = verdict.deadline_missed_at;
         for flag in &verdict.open {
             self.open_flags.insert(flag.kind);
+            self.closed_flags.remove(&flag.kind);
         }
-        for kind in &verdict.resolve {
+        for (kind, resolver) in &verdict.resolve {
             self.open_flags.remove(kind);
+            // A flag a rule closed stays closed for the same finding; one a later answer
+            // cleared opens again when the finding returns.
+            if let Resolver::Rule(_) = resolver
+                && let Some(flag) = verdict.open.iter().find(|f| f.kind == *kind)
+            {
+                self.closed_flags.insert(
+                    *kind,
+                    super::types::ClosedFlag {
+                        expected: flag.expected.clone(),
+                        actual: flag.actual.clone(),
+                    },
+                );
+            }
         }
     }
 }
@@ -202,6 +225,27 @@ pub fn decide(
     let is_terminal = status.as_ref().is_some_and(ProviderStatus::is_terminal);
     let abandoned = !is_terminal && now >= abandon_at;
 
+    let lifetime = lifetime_finding(
+        status.as_ref(),
+        before.deadline_missed_at,
+        deadline,
+        lifetime_check_at,
+        now,
+    );
+    let deadline_missed_at = match (&lifetime, &status) {
+        (Finding::Holds { .. }, _) => Some(before.deadline_missed_at.unwrap_or(now)),
+        // Paid or failed: the deadline's story is told; a miss stays on record.
+        (_, Some(status)) if status.is_paid_or_failed() => before.deadline_missed_at,
+        // No deadline has passed (a later lifetime moved it ahead).
+        (Finding::Clear, _) => None,
+        _ => before.deadline_missed_at,
+    };
+    let paid_late = paid_after_deadline_finding(
+        status.as_ref(),
+        before.deadline_missed_at,
+        deadline,
+        settled_at,
+    );
     let findings = [
         (
             FlagKind::AmountMismatch,
@@ -209,16 +253,7 @@ pub fn decide(
         ),
         (FlagKind::CurrencyMismatch, currency_finding(before, result)),
         (FlagKind::OrderMismatch, order_finding(before, result)),
-        (
-            FlagKind::LifetimeExceeded,
-            lifetime_finding(
-                status.as_ref(),
-                before.open_flags.contains(&FlagKind::LifetimeExceeded),
-                deadline,
-                lifetime_check_at,
-                now,
-            ),
-        ),
+        (FlagKind::LifetimeExceeded, lifetime),
         (
             FlagKind::NotFound,
             not_found_finding(before, result, now, policy),
@@ -244,19 +279,48 @@ pub fn decide(
                 Finding::Unknown
             },
         ),
+        (FlagKind::PaidAfterDeadline, paid_late),
     ];
     let mut open = Vec::new();
     let mut resolve = Vec::new();
     for (kind, finding) in findings {
         let is_open = before.open_flags.contains(&kind);
         match finding {
-            Finding::Holds { expected, actual } if !is_open => open.push(NewFlag {
-                kind,
-                expected,
-                actual,
-            }),
-            Finding::Clear if is_open => resolve.push(kind),
+            Finding::Holds { expected, actual } if !is_open => {
+                // A flag a person or a rule closed stays closed while it is about the same
+                // thing: a recheck with unchanged values does not undo a resolution.
+                let settled = before.closed_flags.get(&kind).is_some_and(|closed| {
+                    kind.same_subject(closed, expected.as_deref(), actual.as_deref())
+                });
+                if !settled {
+                    open.push(NewFlag {
+                        kind,
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            Finding::Clear if is_open => resolve.push((kind, Resolver::Cleared)),
             _ => {}
+        }
+    }
+    let lifetime_open = before.open_flags.contains(&FlagKind::LifetimeExceeded)
+        || open.iter().any(|f| f.kind == FlagKind::LifetimeExceeded);
+    let lifetime_resolved = resolve
+        .iter()
+        .any(|(kind, _)| *kind == FlagKind::LifetimeExceeded);
+    if lifetime_open && !lifetime_resolved {
+        if open.iter().any(|f| f.kind == FlagKind::PaidAfterDeadline) {
+            // The late payment is the exception now.
+            resolve.push((FlagKind::LifetimeExceeded, Resolver::Superseded));
+        } else if status != Some(ProviderStatus::Success)
+            && policy.auto_close.contains(&AutoClose::ExpiredUnpaid)
+        {
+            // No money moved: an outcome, not an exception.
+            resolve.push((
+                FlagKind::LifetimeExceeded,
+                Resolver::Rule(AutoClose::ExpiredUnpaid),
+            ));
         }
     }
 
@@ -338,6 +402,7 @@ pub fn decide(
         not_found_since,
         next_check_at,
         next_check_urgent,
+        deadline_missed_at,
         open,
         resolve,
     }
@@ -436,18 +501,18 @@ impl Deadline {
 /// The deadline plus grace passed without `success` or `error`. `incomplete` always counts:
 /// it is the provider saying the time ran out, whatever lifetime was stated.
 ///
-/// A `success` seen after the flag opened does not clear it: the payment was still unpaid past
-/// its deadline, so it arrived late (against a cancelled order, a refund to make), and a person
-/// settles that. `error` clears it: no money moved.
+/// A `success` on a payment already seen unpaid past its deadline neither raises nor clears
+/// it: that late payment is [`paid_after_deadline_finding`]'s. `error` clears it: no money
+/// moved.
 fn lifetime_finding(
     status: Option<&ProviderStatus>,
-    already_open: bool,
+    missed_before: Option<DateTime<Utc>>,
     deadline: Option<Deadline>,
     check_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Finding {
     match status {
-        Some(ProviderStatus::Success) if already_open => return Finding::Unknown,
+        Some(ProviderStatus::Success) if missed_before.is_some() => return Finding::Unknown,
         Some(status) if status.is_paid_or_failed() => return Finding::Clear,
         _ => {}
     }
@@ -462,6 +527,31 @@ fn lifetime_finding(
     match check_at {
         Some(check_at) if now >= check_at => missed,
         _ => Finding::Clear,
+    }
+}
+
+/// A `success` on a payment that was seen unpaid past its deadline: money arrived late
+/// (against an order the merchant may have cancelled: a refund to make). A person settles
+/// it; no later answer clears it. A payment first seen paid after its deadline is not late:
+/// it may have been paid in time, and nobody saw otherwise.
+fn paid_after_deadline_finding(
+    status: Option<&ProviderStatus>,
+    missed_at: Option<DateTime<Utc>>,
+    deadline: Option<Deadline>,
+    settled_at: Option<DateTime<Utc>>,
+) -> Finding {
+    match (status, missed_at) {
+        (Some(ProviderStatus::Success), Some(missed_at)) => Finding::Holds {
+            expected: Some(deadline.map_or_else(
+                || format!("paid before it was seen unpaid at {}", missed_at.to_rfc3339()),
+                Deadline::describe,
+            )),
+            actual: Some(match settled_at {
+                Some(at) => format!("success, first seen {}", at.to_rfc3339()),
+                None => "success".to_owned(),
+            }),
+        },
+        _ => Finding::Unknown,
     }
 }
 
@@ -518,7 +608,7 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::types::{Currency, ExpectedValues, PaymentId};
+    use crate::domain::types::{ClosedFlag, Currency, ExpectedValues, FlagClass, PaymentId};
 
     fn dec(exact: &str) -> Decimal {
         exact.parse().unwrap()
@@ -574,6 +664,26 @@ mod tests {
 
     fn opened(verdict: &Verdict) -> Vec<FlagKind> {
         verdict.open.iter().map(|f| f.kind).collect()
+    }
+
+    fn resolved(verdict: &Verdict) -> Vec<FlagKind> {
+        verdict.resolve.iter().map(|(kind, _)| *kind).collect()
+    }
+
+    /// The resolver of `kind`, if the verdict closes it.
+    fn resolver(verdict: &Verdict, kind: FlagKind) -> Option<Resolver> {
+        verdict
+            .resolve
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, r)| *r)
+    }
+
+    fn keep_flags_open() -> Policy {
+        Policy {
+            auto_close: vec![],
+            ..Policy::default()
+        }
     }
 
     #[test]
@@ -720,7 +830,7 @@ mod tests {
             PollResult::Invoice(Box::new(invoice("success"))),
             31,
         );
-        assert_eq!(v.resolve, vec![FlagKind::AmountMismatch]);
+        assert_eq!(resolved(&v), vec![FlagKind::AmountMismatch]);
     }
 
     #[test]
@@ -752,7 +862,7 @@ mod tests {
         fixed.order_id = Some("B-2".into());
         let v = decide_at(&state, PollResult::Invoice(Box::new(fixed)), 2);
         assert_eq!(
-            v.resolve,
+            resolved(&v),
             vec![FlagKind::CurrencyMismatch, FlagKind::OrderMismatch]
         );
     }
@@ -797,11 +907,12 @@ mod tests {
     }
 
     #[test]
-    fn lifetime_exceeded_covers_waiting_and_incomplete_and_stays_when_paid_late() {
+    fn lifetime_exceeded_covers_waiting_and_incomplete_and_a_late_payment_is_its_own_flag() {
         let mut lived = invoice("waiting");
         lived.lifetime = Some(Lifetime::Until(at(60)));
         let v = decide_at(&tracked(), PollResult::Invoice(Box::new(lived.clone())), 80);
         assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        assert_eq!(v.deadline_missed_at, Some(at(80)));
         assert_eq!(
             v.provider_expiry.unwrap().source,
             LifetimeSource::ProviderDatetime
@@ -813,10 +924,142 @@ mod tests {
 
         // Paid after the provider said the time ran out: late, for a person to settle.
         let state = apply(&tracked(), &v);
+        assert_eq!(state.deadline_missed_at, Some(at(80)));
         lived.status = ProviderStatus::Success;
         let v = decide_at(&state, PollResult::Invoice(Box::new(lived)), 100);
-        assert!(!v.resolve.contains(&FlagKind::LifetimeExceeded));
-        assert!(opened(&v).contains(&FlagKind::TerminalStatusChanged));
+        assert_eq!(
+            opened(&v),
+            vec![
+                FlagKind::TerminalStatusChanged,
+                FlagKind::PaidAfterDeadline
+            ]
+        );
+        assert_eq!(v.deadline_missed_at, Some(at(80)), "the miss stays on record");
+        let late = &v.open[1];
+        assert_eq!(
+            late.expected.as_deref(),
+            Some("settled by 2025-07-11T11:00:00+00:00 (the provider's lifetime)")
+        );
+        assert_eq!(
+            late.actual.as_deref(),
+            Some("success, first seen 2025-07-11T11:40:00+00:00")
+        );
+        assert!(
+            v.open.iter().all(|f| f.kind.class() == FlagClass::Action),
+            "both need a person"
+        );
+    }
+
+    #[test]
+    fn an_expired_unpaid_payment_is_an_outcome_closed_by_its_rule_as_the_flag_opens() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        for status in ["process", "waiting", "incomplete"] {
+            let v = decide_at(&state, PollResult::Invoice(Box::new(invoice(status))), 25);
+            assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded], "{status}");
+            assert_eq!(
+                resolver(&v, FlagKind::LifetimeExceeded),
+                Some(Resolver::Rule(AutoClose::ExpiredUnpaid)),
+                "{status}"
+            );
+            assert_eq!(FlagKind::LifetimeExceeded.class(), FlagClass::Info);
+
+            // `flags.auto_close = []`: the flag stays open for a person.
+            let v = decide(
+                &state,
+                &PollResult::Invoice(Box::new(invoice(status))),
+                at(25),
+                &keep_flags_open(),
+                Jitter::NONE,
+            );
+            assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+            assert!(v.resolve.is_empty(), "{status}");
+        }
+
+        // Closed by the rule, it is not raised again while the deadline is the same, whatever
+        // status follows; its story goes on in deadline_missed_at.
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 25);
+        let state = apply(&state, &v);
+        assert!(state.open_flags.is_empty());
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("incomplete"))),
+            30,
+        );
+        assert!(v.open.is_empty() && v.resolve.is_empty(), "{v:?}");
+        assert_eq!(v.deadline_missed_at, Some(at(25)));
+        // A new deadline, passed too, is a new flag (closed by the same rule).
+        let mut later = invoice("incomplete");
+        later.lifetime = Some(Lifetime::Until(at(5)));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(later)), 31);
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        assert_eq!(resolved(&v), vec![FlagKind::LifetimeExceeded]);
+
+        // A lifetime flag left open (before the rule existed) closes by it at the next poll.
+        let mut open = tracked();
+        open.merchant_expires_at = Some(at(10));
+        open.status = Some(ProviderStatus::Process);
+        open.deadline_missed_at = Some(at(25));
+        open.open_flags = BTreeSet::from([FlagKind::LifetimeExceeded]);
+        let v = decide_at(&open, PollResult::Invoice(Box::new(invoice("process"))), 40);
+        assert_eq!(
+            resolver(&v, FlagKind::LifetimeExceeded),
+            Some(Resolver::Rule(AutoClose::ExpiredUnpaid))
+        );
+    }
+
+    #[test]
+    fn a_flag_a_person_closed_reopens_only_when_what_it_is_about_changes() {
+        let mut state = tracked();
+        state.expected.amount = Some(dec("6000"));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("success"))), 1);
+        assert_eq!(opened(&v), vec![FlagKind::AmountMismatch]);
+        // A person closes it (the rest was paid in cash): the claim then reads it as closed.
+        let mut state = apply(&state, &v);
+        state.open_flags.clear();
+        state.closed_flags.insert(
+            FlagKind::AmountMismatch,
+            ClosedFlag {
+                expected: Some("6000".into()),
+                actual: Some("5000".into()),
+            },
+        );
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("success"))), 90);
+        assert!(v.open.is_empty(), "a recheck with the same values: {v:?}");
+
+        let mut changed = invoice("success");
+        changed.amount = Some(dec("4000"));
+        let v = decide_at(&state, PollResult::Invoice(Box::new(changed)), 91);
+        assert_eq!(opened(&v), vec![FlagKind::AmountMismatch]);
+        assert_eq!(v.open[0].actual.as_deref(), Some("4000"));
+    }
+
+    #[test]
+    fn a_late_payment_supersedes_a_lifetime_flag_left_open() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        let policy = keep_flags_open();
+        let v = decide(
+            &state,
+            &PollResult::Invoice(Box::new(invoice("process"))),
+            at(25),
+            &policy,
+            Jitter::NONE,
+        );
+        let state = apply(&state, &v);
+        assert!(state.open_flags.contains(&FlagKind::LifetimeExceeded));
+        let v = decide(
+            &state,
+            &PollResult::Invoice(Box::new(invoice("success"))),
+            at(40),
+            &policy,
+            Jitter::NONE,
+        );
+        assert_eq!(opened(&v), vec![FlagKind::PaidAfterDeadline]);
+        assert_eq!(
+            resolver(&v, FlagKind::LifetimeExceeded),
+            Some(Resolver::Superseded)
+        );
     }
 
     #[test]
@@ -864,7 +1107,7 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_seen_unpaid_past_its_deadline_keeps_the_flag_when_it_is_paid_late() {
+    fn a_payment_seen_unpaid_past_its_deadline_is_flagged_again_when_it_is_paid_late() {
         let mut state = tracked();
         state.merchant_expires_at = Some(at(10));
         let v = decide_at(
@@ -879,15 +1122,14 @@ mod tests {
             PollResult::Invoice(Box::new(invoice("success"))),
             40,
         );
-        assert!(
-            !v.resolve.contains(&FlagKind::LifetimeExceeded),
+        assert_eq!(
+            opened(&v),
+            vec![FlagKind::PaidAfterDeadline],
             "paid late: a person settles it"
         );
         let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("error"))), 40);
-        assert!(
-            v.resolve.contains(&FlagKind::LifetimeExceeded),
-            "no money moved"
-        );
+        assert!(v.open.is_empty(), "no money moved");
+        assert_eq!(v.deadline_missed_at, Some(at(25)));
 
         // Paid by the first look past the deadline: nothing shows it was late.
         let mut fresh = tracked();
@@ -996,7 +1238,7 @@ mod tests {
             PollResult::Invoice(Box::new(invoice("process"))),
             12,
         );
-        assert_eq!(v.resolve, vec![FlagKind::NotFound]);
+        assert_eq!(resolved(&v), vec![FlagKind::NotFound]);
         assert_eq!(v.not_found_since, None);
     }
 
@@ -1013,7 +1255,7 @@ mod tests {
         assert!(v.next_check_at.is_some());
         let state = apply(&tracked(), &v);
         let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("success"))), 2);
-        assert_eq!(v.resolve, vec![FlagKind::UnknownStatus]);
+        assert_eq!(resolved(&v), vec![FlagKind::UnknownStatus]);
     }
 
     #[test]
@@ -1109,7 +1351,7 @@ mod tests {
             PollResult::Invoice(Box::new(invoice("success"))),
             week + 60,
         );
-        assert_eq!(v.resolve, vec![FlagKind::PollingAbandoned]);
+        assert_eq!(resolved(&v), vec![FlagKind::PollingAbandoned]);
     }
 
     #[test]

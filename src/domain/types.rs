@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -63,23 +63,103 @@ pub fn optional_text(raw: &str, max_chars: usize) -> Result<Option<String>, Inva
     }
 }
 
+/// The decimal separator a file's amounts use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecimalMark {
+    /// `1234.50`: commas are refused (the usual mistake, or a thousands separator).
+    Dot,
+    /// `1 234,50`, as spreadsheets write in Russian and Kazakh locales (files separated by
+    /// `;`): a comma is the decimal separator, a space or no-break space may separate
+    /// thousands, and a dot is still read as a decimal point when no comma is present.
+    Comma,
+}
+
 /// An amount as people and files write it: an exact, non-negative decimal with a dot and no
 /// thousands separators, within [`rules::amount_problem`]'s bounds. A comma gets a hint of
 /// its own, because it is the usual mistake. Never rounded: what cannot be held exactly is
 /// refused.
 pub fn parse_amount(raw: &str) -> Result<Decimal, InvalidInput> {
+    parse_amount_with(raw, DecimalMark::Dot)
+}
+
+/// [`parse_amount`], with the decimal separator of the file the amount comes from.
+pub fn parse_amount_with(raw: &str, mark: DecimalMark) -> Result<Decimal, InvalidInput> {
     let raw = raw.trim();
-    if raw.contains(',') {
-        return Err(InvalidInput(format!(
-            "{raw:?} uses a comma; write a dot as the decimal separator and no thousands separators (e.g. 1234.50)"
-        )));
-    }
-    let amount =
-        rules::exact_amount(raw).map_err(|problem| InvalidInput(format!("{raw:?} {problem}")))?;
+    let plain = match mark {
+        DecimalMark::Dot if raw.contains(',') => {
+            return Err(InvalidInput(format!(
+                "{raw:?} uses a comma; write a dot as the decimal separator and no thousands separators (e.g. 1234.50)"
+            )));
+        }
+        DecimalMark::Dot => std::borrow::Cow::Borrowed(raw),
+        DecimalMark::Comma => std::borrow::Cow::Owned(comma_decimal(raw)?),
+    };
+    let amount = rules::exact_amount(&plain)
+        .map_err(|problem| InvalidInput(format!("{raw:?} {problem}")))?;
     if amount.is_sign_negative() && !amount.is_zero() {
         return Err(InvalidInput(format!("{raw:?} is negative")));
     }
     Ok(amount)
+}
+
+/// `1 234,50` as `1234.50`. Spaces (plain, no-break, narrow no-break) may only separate groups
+/// of three digits before the decimal comma. A dot alone is a decimal point (files written by
+/// programs), except where it could be a thousands separator (`1.234`, `12.345.678`, as
+/// German-locale spreadsheets write): that is refused, not guessed, since reading it wrong
+/// would be off by a factor of 1000.
+fn comma_decimal(raw: &str) -> Result<String, InvalidInput> {
+    let refuse = |why: &str| {
+        InvalidInput(format!(
+            "{raw:?} {why}; in a file separated by semicolons write a decimal comma and, if \
+             you like, spaces between thousands (e.g. 1 234,50)"
+        ))
+    };
+    if raw.contains(',') && raw.contains('.') {
+        return Err(refuse("has both a dot and a comma"));
+    }
+    if raw.matches(',').count() > 1 {
+        return Err(refuse("has more than one comma"));
+    }
+    let (whole, fraction) = match raw.split_once(',') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (raw, None),
+    };
+    let is_space = |c: char| matches!(c, ' ' | '\u{a0}' | '\u{202f}');
+    if whole.contains(is_space) {
+        let groups: Vec<&str> = whole.split(is_space).collect();
+        let digits = |g: &str| !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit());
+        let grouped = digits(groups[0])
+            && groups[0].len() <= 3
+            && groups[1..].iter().all(|g| g.len() == 3 && digits(g));
+        if !grouped {
+            return Err(refuse("has a space that is not between groups of three digits"));
+        }
+    }
+    if fraction.is_none() && looks_like_dotted_thousands(whole) {
+        return Err(refuse(
+            "may use a dot between thousands (1.234 = 1234?) or as a decimal point; it is not guessed",
+        ));
+    }
+    let mut plain: String = whole.chars().filter(|&c| !is_space(c)).collect();
+    if let Some(fraction) = fraction {
+        plain.push('.');
+        plain.push_str(fraction);
+    }
+    Ok(plain)
+}
+
+/// `1.234`, `12.345.678`: digits in groups of three after a first group of 1 to 3 (not
+/// starting with 0), separated by dots.
+fn looks_like_dotted_thousands(value: &str) -> bool {
+    let mut groups = value.split('.');
+    let first = groups.next().unwrap_or_default();
+    let rest: Vec<&str> = groups.collect();
+    let digits = |g: &str| g.bytes().all(|b| b.is_ascii_digit());
+    !rest.is_empty()
+        && (1..=3).contains(&first.len())
+        && digits(first)
+        && !first.starts_with('0')
+        && rest.iter().all(|g| g.len() == 3 && digits(g))
 }
 
 /// An ISO 4217 alphabetic code: exactly three uppercase ASCII letters.
@@ -173,7 +253,8 @@ impl fmt::Display for ProviderStatus {
     }
 }
 
-/// The kinds of discrepancy the daemon flags. The schema's check constraint lists the same.
+/// The kinds of discrepancy the daemon flags. The table `recon.flag_kinds` lists the same,
+/// with the same classes (a test compares them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FlagKind {
     AmountMismatch,
@@ -184,10 +265,31 @@ pub enum FlagKind {
     UnknownStatus,
     TerminalStatusChanged,
     PollingAbandoned,
+    /// Paid (`success`) after the payment was seen unpaid past its deadline.
+    PaidAfterDeadline,
+}
+
+/// Whether a flag is an exception a person must act on, or an outcome worth recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FlagClass {
+    /// Money or truth at stake: the flag waits in the exception queue
+    /// (`recon.open_discrepancies`) until a person resolves it or a later answer clears it.
+    Action,
+    /// Recorded for the history; nobody can act on it (a payment that expired unpaid).
+    Info,
+}
+
+impl FlagClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Action => "action",
+            Self::Info => "info",
+        }
+    }
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 8] = [
+    pub const ALL: [FlagKind; 9] = [
         Self::AmountMismatch,
         Self::CurrencyMismatch,
         Self::OrderMismatch,
@@ -196,6 +298,7 @@ impl FlagKind {
         Self::UnknownStatus,
         Self::TerminalStatusChanged,
         Self::PollingAbandoned,
+        Self::PaidAfterDeadline,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -208,7 +311,31 @@ impl FlagKind {
             Self::UnknownStatus => "unknown_status",
             Self::TerminalStatusChanged => "terminal_status_changed",
             Self::PollingAbandoned => "polling_abandoned",
+            Self::PaidAfterDeadline => "paid_after_deadline",
         }
+    }
+
+    /// Only an expired deadline is `info`: when no money moved, nobody can do anything about
+    /// it. `polling_abandoned` is `action`: the provider never gave a final answer, so whether
+    /// money moved is unknown until someone asks.
+    pub fn class(self) -> FlagClass {
+        match self {
+            Self::LifetimeExceeded => FlagClass::Info,
+            _ => FlagClass::Action,
+        }
+    }
+
+    /// Whether a flag of this kind with `expected`/`actual` is about the same thing as an
+    /// earlier one: a flag a person (or a rule) closed reopens only when it is not. A missed
+    /// deadline is about the deadline, whatever status the payment shows after it.
+    pub fn same_subject(
+        self,
+        earlier: &ClosedFlag,
+        expected: Option<&str>,
+        actual: Option<&str>,
+    ) -> bool {
+        earlier.expected.as_deref() == expected
+            && (self == Self::LifetimeExceeded || earlier.actual.as_deref() == actual)
     }
 }
 
@@ -233,6 +360,85 @@ impl fmt::Display for FlagKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A rule that closes a flag in the transaction that opens it (setting `flags.auto_close`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AutoClose {
+    /// A `lifetime_exceeded` flag of a payment on which no money moved (it ended
+    /// `incomplete` or `error`, or is still unpaid at its deadline): an outcome, not an
+    /// exception.
+    ExpiredUnpaid,
+}
+
+impl AutoClose {
+    pub const ALL: [AutoClose; 1] = [Self::ExpiredUnpaid];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ExpiredUnpaid => "expired_unpaid",
+        }
+    }
+}
+
+impl FromStr for AutoClose {
+    type Err = InvalidInput;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|rule| rule.as_str() == raw)
+            .ok_or_else(|| {
+                InvalidInput(format!(
+                    "unknown rule {raw:?}; the rules are {}",
+                    Self::ALL.map(Self::as_str).join(", ")
+                ))
+            })
+    }
+}
+
+/// Who closes a flag the daemon itself closes, and why: written to `resolved_by` and
+/// `resolution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolver {
+    /// A later observation no longer supports it.
+    Cleared,
+    /// A late payment: the `lifetime_exceeded` flag gives way to `paid_after_deadline`.
+    Superseded,
+    /// A `flags.auto_close` rule closed it as it opened (or at its next poll).
+    Rule(AutoClose),
+}
+
+impl Resolver {
+    /// `resolved_by`: `daemon`, or `rule:<name>`.
+    pub fn resolved_by(self) -> String {
+        match self {
+            Self::Cleared | Self::Superseded => "daemon".into(),
+            Self::Rule(rule) => format!("rule:{}", rule.as_str()),
+        }
+    }
+
+    /// `resolution`: why, in a sentence for finance.
+    pub fn note(self) -> &'static str {
+        match self {
+            Self::Cleared => "cleared by a later observation",
+            Self::Superseded => {
+                "superseded: the payment was paid after its deadline (see its paid_after_deadline flag)"
+            }
+            Self::Rule(AutoClose::ExpiredUnpaid) => {
+                "expired unpaid: the deadline passed and no money moved; closed by the rule \
+                 expired_unpaid (flags.auto_close)"
+            }
+        }
+    }
+}
+
+/// The latest flag of a kind on a payment, closed by a person or a rule: a new finding about
+/// the same thing does not open it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClosedFlag {
+    pub expected: Option<String>,
+    pub actual: Option<String>,
 }
 
 /// The provider's `lifetime`: documented as a UTC date-time, shown as an integer. We read an
@@ -322,7 +528,11 @@ pub struct Tracked {
     pub not_found_since: Option<DateTime<Utc>>,
     /// When the current terminal status was first observed.
     pub settled_at: Option<DateTime<Utc>>,
+    /// When the payment was first seen unpaid past its deadline (plus grace), or incomplete.
+    pub deadline_missed_at: Option<DateTime<Utc>>,
     pub open_flags: BTreeSet<FlagKind>,
+    /// For each kind whose latest flag a person or a rule closed: what that flag said.
+    pub closed_flags: BTreeMap<FlagKind, ClosedFlag>,
 }
 
 impl Tracked {
@@ -339,7 +549,9 @@ impl Tracked {
             attempts: 0,
             not_found_since: None,
             settled_at: None,
+            deadline_missed_at: None,
             open_flags: BTreeSet::new(),
+            closed_flags: BTreeMap::new(),
         }
     }
 }

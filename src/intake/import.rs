@@ -22,7 +22,9 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 use super::intake_timestamp;
-use crate::domain::{Currency, ORDER_ID_MAX_LEN, PaymentId, optional_text, parse_amount};
+use crate::domain::{
+    Currency, DecimalMark, ORDER_ID_MAX_LEN, PaymentId, optional_text, parse_amount_with,
+};
 use crate::store::{self, StoreError};
 use crate::text::{clean, excerpt};
 
@@ -69,7 +71,7 @@ pub struct LineErrors {
 
 impl LineErrors {
     /// Adds a problem; they come in line order while the file is read.
-    fn push(&mut self, error: LineError) {
+    pub(crate) fn push(&mut self, error: LineError) {
         self.total += 1;
         if self.last_line != Some(error.line) {
             self.lines += 1;
@@ -147,10 +149,7 @@ struct Layout {
 fn layout(header: &StringRecord) -> Result<Layout, ImportError> {
     let mut found: [Option<usize>; 6] = [None; 6];
     for (index, name) in header.iter().enumerate() {
-        let name = name
-            .trim()
-            .trim_start_matches('\u{feff}')
-            .to_ascii_lowercase();
+        let name = column_name(name);
         let Some(known) = COLUMNS.iter().position(|c| *c == name) else {
             return Err(ImportError::Header(format!(
                 "unknown column {name:?}; the columns are {}",
@@ -190,6 +189,7 @@ fn validate(
     line: u64,
     layout: &Layout,
     naive_offset: FixedOffset,
+    mark: DecimalMark,
     errors: &mut LineErrors,
 ) -> Option<ValidRow> {
     let before = errors.total;
@@ -216,7 +216,7 @@ fn validate(
         .map_err(|e| bad("payment_id", e.to_string()))
         .ok();
     let expected_amount = field(layout.expected_amount)
-        .map(parse_amount)
+        .map(|raw| parse_amount_with(raw, mark))
         .transpose()
         .map_err(|e| bad("expected_amount", e.to_string()))
         .ok()
@@ -299,98 +299,23 @@ fn parse_file(
     naive_offset: FixedOffset,
     mut emit: impl FnMut(Vec<u8>) -> bool,
 ) -> Result<Parsed, ImportError> {
-    let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
-    let delimiter = detect_delimiter(
-        input
-            .fill_buf()
-            .map_err(|e| ImportError::Read(e.to_string()))?,
-    );
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_reader(RowBound::new(input, delimiter));
-    let header = reader
-        .headers()
-        .map_err(|e| ImportError::Header(e.to_string()))?
-        .clone();
-    if header.is_empty() || header.iter().all(|h| h.trim().is_empty()) {
-        return Err(ImportError::Header(
-            "the file is empty or has no header row".into(),
-        ));
-    }
-    let layout = layout(&header)?;
-    let mut parsed = Parsed {
-        rows: 0,
-        errors: LineErrors::default(),
-        copied: 0,
-    };
+    let mut rows = CsvRows::open(input)?;
+    let mark = decimal_mark(rows.delimiter);
+    let layout = layout(&rows.header)?;
+    let mut errors = LineErrors::default();
+    let mut copied = 0;
     let new_writer = || {
         csv::WriterBuilder::new()
             .has_headers(false)
             .from_writer(Vec::with_capacity(CHUNK_BYTES + 4096))
     };
     let mut out = new_writer();
-    let mut record = StringRecord::new();
-    // csv counts lines by '\n', which is right for quoted fields that span lines but says
-    // "line 1" for every row of a file with bare '\r' line ends; the row count (the header
-    // is line 1) is right there. A row starts on whichever is later.
-    let line_of = |position: Option<&csv::Position>, rows: u64| {
-        position.map_or(0, csv::Position::line).max(rows + 1)
-    };
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                parsed.rows += 1;
-                let line = line_of(e.position(), parsed.rows);
-                let problem = match e.kind() {
-                    csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_owned(),
-                    csv::ErrorKind::Io(io) => {
-                        match io.get_ref().and_then(|e| e.downcast_ref::<RowTooLong>()) {
-                            // Reading stops here: the rest of the file is not looked at.
-                            Some(too_long) => {
-                                parsed.errors.push(LineError {
-                                line: too_long.line,
-                                column: "row".into(),
-                                problem: format!(
-                                    "longer than {MAX_ROW_BYTES} bytes; the file was not read past it"
-                                ),
-                            });
-                                return Ok(parsed);
-                            }
-                            None => return Err(ImportError::Read(io.to_string())),
-                        }
-                    }
-                    _ => e.to_string(),
-                };
-                parsed.errors.push(LineError {
-                    line,
-                    column: "row".into(),
-                    problem,
-                });
-                continue;
-            }
-        }
-        parsed.rows += 1;
-        let line = line_of(record.position(), parsed.rows);
-        if record.len() != header.len() {
-            parsed.errors.push(LineError {
-                line,
-                column: "row".into(),
-                problem: format!(
-                    "has {} fields, the header has {}",
-                    record.len(),
-                    header.len()
-                ),
-            });
-            continue;
-        }
-        if let Some(row) = validate(&record, line, &layout, naive_offset, &mut parsed.errors) {
+    while let Some(line) = rows.next(&mut errors)? {
+        if let Some(row) = validate(&rows.record, line, &layout, naive_offset, mark, &mut errors)
+        {
             row.write_csv(&mut out)
                 .map_err(|e| ImportError::Read(e.to_string()))?;
-            parsed.copied += 1;
+            copied += 1;
         }
         if out.get_ref().len() >= CHUNK_BYTES {
             let chunk = std::mem::replace(&mut out, new_writer())
@@ -398,10 +323,15 @@ fn parse_file(
                 .map_err(|e| ImportError::Read(e.to_string()))?;
             if !emit(chunk) {
                 // The database side failed; it reports why.
-                return Ok(parsed);
+                break;
             }
         }
     }
+    let parsed = Parsed {
+        rows: rows.rows,
+        errors,
+        copied,
+    };
     let chunk = out
         .into_inner()
         .map_err(|e| ImportError::Read(e.to_string()))?;
@@ -409,6 +339,134 @@ fn parse_file(
         emit(chunk);
     }
     Ok(parsed)
+}
+
+/// The data rows of a CSV file with a header row, one at a time, as every command that reads
+/// a spreadsheet reads them (`import`, `resolve --from-csv`): delimiter detected, rows
+/// bounded by [`RowBound`], unreadable rows and rows with the wrong number of fields counted
+/// as line errors and skipped.
+pub(crate) struct CsvRows<R: Read> {
+    reader: csv::Reader<RowBound<std::io::BufReader<R>>>,
+    pub delimiter: u8,
+    pub header: StringRecord,
+    /// The current row, after [`CsvRows::next`] returned its line.
+    pub record: StringRecord,
+    /// Data rows read so far, readable or not.
+    pub rows: u64,
+    /// A row too long was met: nothing after it is read.
+    stopped: bool,
+}
+
+impl<R: Read> CsvRows<R> {
+    pub fn open(input: R) -> Result<Self, ImportError> {
+        let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
+        let delimiter = detect_delimiter(
+            input
+                .fill_buf()
+                .map_err(|e| ImportError::Read(e.to_string()))?,
+        );
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .delimiter(delimiter)
+            .from_reader(RowBound::new(input, delimiter));
+        let header = reader
+            .headers()
+            .map_err(|e| ImportError::Header(e.to_string()))?
+            .clone();
+        if header.is_empty() || header.iter().all(|h| h.trim().is_empty()) {
+            return Err(ImportError::Header(
+                "the file is empty or has no header row".into(),
+            ));
+        }
+        Ok(Self {
+            reader,
+            delimiter,
+            header,
+            record: StringRecord::new(),
+            rows: 0,
+            stopped: false,
+        })
+    }
+
+    /// Reads the next readable row into `self.record` and returns its line; `None` at the end
+    /// of the file, or after a row too long (reading stops there). Problems go to `errors`.
+    pub fn next(&mut self, errors: &mut LineErrors) -> Result<Option<u64>, ImportError> {
+        // csv counts lines by '\n', which is right for quoted fields that span lines but says
+        // "line 1" for every row of a file with bare '\r' line ends; the row count (the header
+        // is line 1) is right there. A row starts on whichever is later.
+        let line_of = |position: Option<&csv::Position>, rows: u64| {
+            position.map_or(0, csv::Position::line).max(rows + 1)
+        };
+        while !self.stopped {
+            match self.reader.read_record(&mut self.record) {
+                Ok(false) => return Ok(None),
+                Ok(true) => {}
+                Err(e) => {
+                    self.rows += 1;
+                    let line = line_of(e.position(), self.rows);
+                    let problem = match e.kind() {
+                        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_owned(),
+                        csv::ErrorKind::Io(io) => {
+                            match io.get_ref().and_then(|e| e.downcast_ref::<RowTooLong>()) {
+                                // Reading stops here: the rest of the file is not looked at.
+                                Some(too_long) => {
+                                    errors.push(LineError {
+                                        line: too_long.line,
+                                        column: "row".into(),
+                                        problem: format!(
+                                            "longer than {MAX_ROW_BYTES} bytes; the file was not read past it"
+                                        ),
+                                    });
+                                    self.stopped = true;
+                                    return Ok(None);
+                                }
+                                None => return Err(ImportError::Read(io.to_string())),
+                            }
+                        }
+                        _ => e.to_string(),
+                    };
+                    errors.push(LineError {
+                        line,
+                        column: "row".into(),
+                        problem,
+                    });
+                    continue;
+                }
+            }
+            self.rows += 1;
+            let line = line_of(self.record.position(), self.rows);
+            if self.record.len() != self.header.len() {
+                errors.push(LineError {
+                    line,
+                    column: "row".into(),
+                    problem: format!(
+                        "has {} fields, the header has {}",
+                        self.record.len(),
+                        self.header.len()
+                    ),
+                });
+                continue;
+            }
+            return Ok(Some(line));
+        }
+        Ok(None)
+    }
+}
+
+/// The decimal separator of a file's amounts: a file separated by semicolons comes from a
+/// spreadsheet in a locale that writes a decimal comma (ru, kk: `1 234,50`).
+pub(crate) fn decimal_mark(delimiter: u8) -> DecimalMark {
+    if delimiter == b';' {
+        DecimalMark::Comma
+    } else {
+        DecimalMark::Dot
+    }
+}
+
+/// A header cell as a column name: trimmed, lowercase, without a byte-order mark.
+pub(crate) fn column_name(cell: &str) -> String {
+    cell.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()
 }
 
 /// The delimiter the header row uses: a comma, or the semicolon that spreadsheets write in
@@ -473,7 +531,7 @@ enum RowState {
 /// Stops a reader at the first row longer than [`MAX_ROW_BYTES`], so the CSV reader never
 /// buffers a huge cell. It follows RFC 4180 quoting just enough to know where rows end (a
 /// line break inside quotes does not end one) and counts lines as the CSV reader does.
-struct RowBound<R> {
+pub(crate) struct RowBound<R> {
     inner: R,
     delimiter: u8,
     state: RowState,

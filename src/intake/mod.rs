@@ -4,6 +4,7 @@
 //! enforce, so PostgreSQL never refuses what intake let through.
 
 mod import;
+pub mod resolutions;
 
 use chrono::{DateTime, FixedOffset, Utc};
 

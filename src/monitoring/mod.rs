@@ -293,9 +293,15 @@ fn render_gauges(gauges: &store::summary::Gauges, rate: u32) -> String {
     );
     family(
         "freedompay_recon_open_discrepancies",
-        "Open flags by kind.",
+        "Open flags a person must act on (class action), by kind.",
         &labelled(&gauges.open_by_kind),
         Some("kind"),
+    );
+    family(
+        "freedompay_recon_oldest_open_action_flag_age_seconds",
+        "How long the oldest open flag a person must act on has been open (0 when none).",
+        &[("", gauges.oldest_open_action_flag_age_seconds)],
+        None,
     );
     family(
         "freedompay_recon_backlog_due",

@@ -13,7 +13,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::store::digest::{OpenAges, OpenFlag, Outcome};
+use crate::store::digest::{OpenFlag, Outcome};
+use crate::store::report::{AgeBuckets, open_action_ages};
 use crate::store::{self, StoreError};
 use crate::text::clean;
 
@@ -35,12 +36,13 @@ pub struct Digest {
     pub to: NaiveDate,
     pub timezone: String,
     pub generated_at: DateTime<Utc>,
-    /// Payments that settled in the period: paid, failed, expired unpaid.
+    /// Payments that reached an outcome in the period: paid, failed, expired unpaid.
     pub outcomes: Vec<Outcome>,
     pub flags_opened: Vec<(String, i64)>,
     pub flags_resolved: Vec<(String, i64)>,
-    /// Open flags when the digest was made.
-    pub open: OpenAges,
+    /// Open flags a person must act on when the digest was made, by age.
+    pub open: AgeBuckets,
+    /// The oldest of them.
     pub oldest_open: Vec<OpenFlag>,
 }
 
@@ -65,7 +67,7 @@ impl Digest {
             outcomes: store::digest::outcomes(pool, from, to).await?,
             flags_opened,
             flags_resolved,
-            open: store::digest::open_ages(pool).await?,
+            open: open_action_ages(pool).await?,
             oldest_open: store::digest::oldest_open(pool, OLDEST_LISTED).await?,
         })
     }
@@ -98,9 +100,10 @@ impl Digest {
             };
         };
         // Outside text: escaped, bounded, and in Markdown a code span without the characters
-        // chat services act on even there (Slack reads <!channel> inside code).
+        // chat services act on even there (Slack reads <!channel> inside code). Long enough
+        // for a flag's own texts (a deadline and whose it was), short enough for a chat line.
         let value = |raw: &str| {
-            let cleaned = clean(raw, 64);
+            let cleaned = clean(raw, 160);
             if markdown {
                 let quiet: String = cleaned
                     .chars()
@@ -129,15 +132,15 @@ impl Digest {
             writeln!(out, "{title}")
         };
 
-        heading(&mut out, "Settled in the period");
+        heading(&mut out, "Outcomes in the period");
         if self.outcomes.is_empty() {
             let _ = writeln!(out, "{bullet}none");
         }
         for o in &self.outcomes {
-            let what = match o.status.as_str() {
-                "success" => "paid",
-                "error" => "failed",
-                _ => "expired unpaid",
+            let (what, amount_is) = match o.outcome.as_str() {
+                "paid" => ("paid", "received"),
+                "failed" => ("failed", "invoiced"),
+                _ => ("expired unpaid", "invoiced"),
             };
             let currency = o
                 .currency
@@ -146,11 +149,10 @@ impl Digest {
             let amount = o
                 .amount
                 .as_deref()
-                .map_or(String::new(), |a| format!(", {a} {currency}"));
+                .map_or(String::new(), |a| format!(", {amount_is} {a} {currency}"));
             let _ = writeln!(
                 out,
-                "{bullet}{what} ({}): {} {}{amount}",
-                o.status,
+                "{bullet}{what}: {} {}{amount}",
                 o.payments,
                 if o.payments == 1 {
                     "payment"
@@ -176,19 +178,21 @@ impl Digest {
         let open = &self.open;
         let _ = writeln!(
             out,
-            "{bullet}open now: {} (older than 1 day: {}, 3 days: {}, 7 days: {})",
-            open.open, open.older_than_1_day, open.older_than_3_days, open.older_than_7_days
+            "{bullet}open, needing a person: {} ({})",
+            open.total(),
+            open.describe()
         );
 
         if !self.oldest_open.is_empty() {
-            heading(&mut out, "Oldest open flags");
+            heading(&mut out, "Oldest open flags needing a person");
             for flag in &self.oldest_open {
                 let _ = writeln!(
                     out,
-                    "{bullet}{} {} {}: expected {}, actual {}",
+                    "{bullet}{} {} {} (status {}): expected {}, actual {}",
                     flag.detected_at.format("%Y-%m-%d %H:%M UTC"),
                     value(&flag.payment_id),
                     flag.kind,
+                    value(&flag.status),
                     flag.expected.as_deref().map_or("-".into(), value),
                     flag.actual.as_deref().map_or("-".into(), value),
                 );

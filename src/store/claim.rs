@@ -5,7 +5,7 @@
 //! and a write carrying a stale token (its lease was taken over) is ignored. The lease
 //! columns are not indexed, so a claim is a HOT update: no index is touched.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -15,8 +15,8 @@ use sqlx::{PgExecutor, PgPool};
 use super::{StoreError, millis};
 use crate::domain::rules::text_problem;
 use crate::domain::{
-    ExpectedValues, Expiry, FlagKind, LifetimeSource, ORDER_ID_MAX_LEN, PaymentId, ProviderStatus,
-    Tracked,
+    ClosedFlag, ExpectedValues, Expiry, FlagKind, LifetimeSource, ORDER_ID_MAX_LEN, PaymentId,
+    ProviderStatus, Resolver, Tracked,
 };
 
 /// A payment this process now holds a lease on.
@@ -51,7 +51,8 @@ struct ClaimedRow {
     attempts: i32,
     not_found_since: Option<DateTime<Utc>>,
     settled_at: Option<DateTime<Utc>>,
-    open_flags: Vec<String>,
+    deadline_missed_at: Option<DateTime<Utc>>,
+    latest_flags: Option<String>,
     claimed_at: DateTime<Utc>,
     recovered: bool,
 }
@@ -190,11 +191,8 @@ impl ClaimedRow {
                 .as_deref()
                 .and_then(LifetimeSource::parse),
         );
-        let open_flags: BTreeSet<FlagKind> = self
-            .open_flags
-            .iter()
-            .filter_map(|kind| kind.parse().ok())
-            .collect();
+        let (open_flags, closed_flags) = latest_flags(self.latest_flags.as_deref())
+            .map_err(|e| unreadable(format!("its flags cannot be read: {e}")))?;
         Ok(Claimed {
             tracked: Tracked {
                 payment_id,
@@ -211,7 +209,9 @@ impl ClaimedRow {
                 attempts: self.attempts,
                 not_found_since: self.not_found_since,
                 settled_at: self.settled_at,
+                deadline_missed_at: self.deadline_missed_at,
                 open_flags,
+                closed_flags,
             },
             lease_token: self.lease_token,
             claimed_at: self.claimed_at,
@@ -219,6 +219,33 @@ impl ClaimedRow {
             recovered: self.recovered,
         })
     }
+}
+
+/// One flag as the claim reads it: `[kind, open, resolved_by, expected, actual]`.
+type LatestFlag = (String, bool, Option<String>, Option<String>, Option<String>);
+
+/// The claim's latest flag of each kind, as open kinds and the kinds a person or a rule
+/// closed (with the values they closed). A kind this build does not know is left out.
+fn latest_flags(
+    json: Option<&str>,
+) -> Result<(BTreeSet<FlagKind>, BTreeMap<FlagKind, ClosedFlag>), serde_json::Error> {
+    let mut open = BTreeSet::new();
+    let mut closed = BTreeMap::new();
+    let flags: Vec<LatestFlag> = match json {
+        Some(json) => serde_json::from_str(json)?,
+        None => Vec::new(),
+    };
+    for (kind, is_open, resolved_by, expected, actual) in flags {
+        let Ok(kind) = kind.parse::<FlagKind>() else {
+            continue;
+        };
+        if is_open {
+            open.insert(kind);
+        } else if resolved_by.as_deref() != Some(Resolver::Cleared.resolved_by().as_str()) {
+            closed.insert(kind, ClosedFlag { expected, actual });
+        }
+    }
+    Ok((open, closed))
 }
 
 /// Gives back claims that were not completed (shutdown, a lease about to run out): the

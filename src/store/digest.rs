@@ -6,18 +6,22 @@ use sqlx::PgPool;
 
 use super::StoreError;
 
-/// Payments that reached a terminal status in the period, by status and currency.
+/// Payments that reached an outcome in the period, by outcome and currency: paid, failed or
+/// expired unpaid (`incomplete` when it settled, or unpaid past its deadline when that was
+/// seen).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Outcome {
-    /// `success`, `error` or `incomplete`.
-    pub status: String,
+    /// `paid`, `failed` or `expired_unpaid`.
+    pub outcome: String,
+    /// The currency of the amount (the invoice's); none when the provider named none.
     pub currency: Option<String>,
     pub payments: i64,
-    /// The provider's amounts, summed exactly (`numeric` as text); none when unknown.
+    /// Paid: the amounts received; failed or expired: the amounts invoiced. Summed exactly
+    /// (`numeric` as text); none when unknown.
     pub amount: Option<String>,
 }
 
-/// An open flag, for the list of the oldest.
+/// An open flag a person must act on, for the list of the oldest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OpenFlag {
     pub payment_id: String,
@@ -25,15 +29,8 @@ pub struct OpenFlag {
     pub expected: Option<String>,
     pub actual: Option<String>,
     pub detected_at: DateTime<Utc>,
-}
-
-/// Open flags now, and how many of them are older than 1, 3 and 7 days.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct OpenAges {
-    pub open: i64,
-    pub older_than_1_day: i64,
-    pub older_than_3_days: i64,
-    pub older_than_7_days: i64,
+    /// The payment's status now (`no_answer` before the first answer).
+    pub status: String,
 }
 
 /// The reporting zone and yesterday in it.
@@ -48,7 +45,8 @@ pub async fn yesterday(pool: &PgPool) -> Result<(String, NaiveDate), StoreError>
     Ok((row.timezone, row.yesterday))
 }
 
-/// Payments settled (first seen terminal) in the days `from..=to`.
+/// Payments that reached an outcome in the days `from..=to`: settled (first seen paid,
+/// failed or incomplete) then, or seen unpaid past their deadline then.
 pub async fn outcomes(
     pool: &PgPool,
     from: NaiveDate,
@@ -56,12 +54,19 @@ pub async fn outcomes(
 ) -> Result<Vec<Outcome>, StoreError> {
     Ok(sqlx::query_as!(
         Outcome,
-        r#"select status as "status!", currency, count(*) as "payments!", sum(amount)::text as amount
+        r#"select recon.outcome(status, deadline_missed_at) as "outcome!",
+                  currency, count(*) as "payments!",
+                  sum(amount)::text as amount
            from recon.payments
-           where settled_at >= recon.day_start($1) and settled_at < recon.day_start($2::date + 1)
-             and status in ('success', 'error', 'incomplete')
-           group by status, currency
-           order by case status when 'success' then 1 when 'error' then 2 else 3 end, currency"#,
+           where (settled_at >= recon.day_start($1) and settled_at < recon.day_start($2::date + 1)
+                  and status in ('success', 'error', 'incomplete'))
+              or (deadline_missed_at >= recon.day_start($1)
+                  and deadline_missed_at < recon.day_start($2::date + 1)
+                  and status is distinct from 'success' and status is distinct from 'error'
+                  and status is distinct from 'incomplete')
+           group by 1, 2
+           order by array_position(array['paid', 'failed', 'expired_unpaid'],
+                                   recon.outcome(status, deadline_missed_at)), 2"#,
         from,
         to,
     )
@@ -104,28 +109,15 @@ pub async fn flag_changes(
     Ok((opened, resolved))
 }
 
-/// Open flags now, by age.
-pub async fn open_ages(pool: &PgPool) -> Result<OpenAges, StoreError> {
-    Ok(sqlx::query_as!(
-        OpenAges,
-        r#"select count(*) as "open!",
-                  count(*) filter (where detected_at < now() - interval '1 day') as "older_than_1_day!",
-                  count(*) filter (where detected_at < now() - interval '3 days') as "older_than_3_days!",
-                  count(*) filter (where detected_at < now() - interval '7 days') as "older_than_7_days!"
-           from recon.discrepancies where resolved_at is null"#
-    )
-    .fetch_one(pool)
-    .await?)
-}
-
-/// The `limit` oldest open flags.
+/// The `limit` oldest open flags a person must act on.
 pub async fn oldest_open(pool: &PgPool, limit: i64) -> Result<Vec<OpenFlag>, StoreError> {
     Ok(sqlx::query_as!(
         OpenFlag,
-        "select payment_id, kind, expected, actual, detected_at
-         from recon.discrepancies where resolved_at is null
-         order by detected_at, id
-         limit $1",
+        r#"select payment_id as "payment_id!", kind as "kind!", expected, actual,
+                  detected_at as "detected_at!", coalesce(status, 'no_answer') as "status!"
+           from recon.open_discrepancies
+           order by detected_at, id
+           limit $1"#,
         limit,
     )
     .fetch_all(pool)

@@ -1,10 +1,12 @@
 //! SQL behind the finance commands: closing a flag by hand, asking for a re-poll, and
 //! granting a read-only role.
 
+use chrono::NaiveDate;
 use sqlx::PgPool;
 
 use super::StoreError;
 use crate::domain::{FlagKind, PaymentId};
+
 
 /// Closes the open `kind` flag of a payment, recording who and why. Returns false when there
 /// is no such open flag.
@@ -37,6 +39,167 @@ pub async fn resolve_flag(
     .await?;
     tx.commit().await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Which open flags `resolve --all` closes.
+#[derive(Debug, Clone)]
+pub struct FlagSelection {
+    pub kind: FlagKind,
+    /// The payment's provider status (`no_answer`: none yet).
+    pub status: Option<String>,
+    /// First and last reporting day the flag was opened, inclusive.
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+/// Closes every open flag `selection` matches, in one transaction, recording who and why;
+/// with `dry_run`, only counts them. Returns how many it closed (or would close).
+pub async fn resolve_selected(
+    pool: &PgPool,
+    selection: &FlagSelection,
+    by: &str,
+    note: &str,
+    dry_run: bool,
+) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    // The payments first, in one order, then their flags (as `resolve_flag`).
+    let ids: Vec<String> = sqlx::query_scalar!(
+        r#"select p.payment_id as "payment_id!"
+           from recon.payments p
+           where p.payment_id in (
+                   select d.payment_id from recon.discrepancies d
+                   where d.kind = $1 and d.resolved_at is null
+                     and d.detected_at >= coalesce(recon.day_start($3::date), '-infinity')
+                     and d.detected_at < coalesce(recon.day_start($4::date + 1), 'infinity'))
+             and ($2::text is null or coalesce(p.status, 'no_answer') = $2)
+           order by p.payment_id
+           for no key update"#,
+        selection.kind.as_str(),
+        selection.status.as_deref(),
+        selection.from,
+        selection.to,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if dry_run {
+        tx.rollback().await?;
+        return Ok(ids.len() as u64);
+    }
+    let result = sqlx::query!(
+        "update recon.discrepancies
+         set resolved_at = now(), resolved_by = $4, resolution = $5
+         where payment_id = any($1) and kind = $2 and resolved_at is null
+           and detected_at >= coalesce(recon.day_start($3::date), '-infinity')
+           and detected_at < coalesce(recon.day_start($6::date + 1), 'infinity')",
+        &ids,
+        selection.kind.as_str(),
+        selection.from,
+        by,
+        note,
+        selection.to,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(result.rows_affected())
+}
+
+/// One row of a list of flags to close (`resolve --from-csv`): the flag and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The row's line in its file.
+    pub line: u64,
+    pub payment_id: PaymentId,
+    pub kind: FlagKind,
+    /// The flag's id, when the list names it.
+    pub flag_id: Option<i64>,
+    pub note: String,
+}
+
+/// What closing a list of flags did, by line of the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListedOutcome {
+    /// Lines whose flag this closed.
+    pub closed: Vec<u64>,
+    /// Lines whose flag was already closed: `(line, resolved_by)`; nothing changed.
+    pub already_closed: Vec<(u64, String)>,
+    /// Lines that name no flag at all (no such payment, kind or flag id): nothing was
+    /// written.
+    pub unknown: Vec<u64>,
+}
+
+/// Closes the flags `rows` list (each by its flag id when given, else the payment's open flag
+/// of that kind, else its latest of that kind), with each row's note, in one transaction.
+/// When any row names no flag, nothing is written. A flag already closed is reported, not
+/// an error: running the same list twice changes nothing.
+pub async fn resolve_listed(
+    pool: &PgPool,
+    rows: &[Resolution],
+    by: &str,
+    dry_run: bool,
+) -> Result<ListedOutcome, StoreError> {
+    let lines: Vec<i64> = rows.iter().map(|r| r.line as i64).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.payment_id.as_str()).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    let flag_ids: Vec<Option<i64>> = rows.iter().map(|r| r.flag_id).collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "select 1 as locked from recon.payments where payment_id = any($1)
+         order by payment_id for no key update",
+        &ids as &[&str],
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let matched = sqlx::query!(
+        r#"select l.line as "line!", f.id as "flag_id?", f.resolved_by
+           from unnest($1::int8[], $2::text[], $3::text[], $4::int8[])
+                as l(line, payment_id, kind, flag_id)
+           left join lateral (
+               select d.id, d.resolved_by
+               from recon.discrepancies d
+               where d.payment_id = l.payment_id and d.kind = l.kind
+                 and (l.flag_id is null or d.id = l.flag_id)
+               order by d.resolved_at is null desc, d.id desc
+               limit 1
+           ) f on true
+           order by l.line"#,
+        &lines,
+        &ids as &[&str],
+        &kinds as &[&str],
+        &flag_ids as &[Option<i64>],
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut outcome = ListedOutcome::default();
+    let mut to_close: Vec<(i64, &str)> = Vec::new();
+    for (row, m) in rows.iter().zip(&matched) {
+        match (m.flag_id, &m.resolved_by) {
+            (None, _) => outcome.unknown.push(row.line),
+            (Some(_), Some(by)) => outcome.already_closed.push((row.line, by.clone())),
+            (Some(id), None) => {
+                outcome.closed.push(row.line);
+                to_close.push((id, row.note.as_str()));
+            }
+        }
+    }
+    if !outcome.unknown.is_empty() || dry_run || to_close.is_empty() {
+        tx.rollback().await?;
+        return Ok(outcome);
+    }
+    let (flag_ids, notes): (Vec<i64>, Vec<&str>) = to_close.into_iter().unzip();
+    sqlx::query!(
+        "update recon.discrepancies d
+         set resolved_at = now(), resolved_by = $3, resolution = c.note
+         from unnest($1::int8[], $2::text[]) as c(id, note)
+         where d.id = c.id and d.resolved_at is null",
+        &flag_ids,
+        &notes as &[&str],
+        by,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(outcome)
 }
 
 /// Which payments to re-poll.
@@ -106,8 +269,9 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
     .await?)
 }
 
-/// The views a reader may query; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 7] = [
+/// The views a reader may query, and what the flag kinds mean; nothing else in the schema is
+/// granted.
+pub const READER_VIEWS: [&str; 8] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -115,6 +279,7 @@ pub const READER_VIEWS: [&str; 7] = [
     "recon.discrepancy_history",
     "recon.parked_payments",
     "recon.event_log",
+    "recon.flag_kinds",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.

@@ -41,10 +41,12 @@ pub enum StoreError {
     /// `reason` says what went wrong and what to do about it.
     #[error("cannot connect to PostgreSQL at {target}: {reason}")]
     Connect { target: String, reason: String },
-    #[error("database error: {0}")]
-    Query(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// One line: the database's own message, once (sqlx's text would repeat it for every
+    /// layer it wraps and add PostgreSQL's source line number).
+    #[error("database error: {}", describe_query_error(.0))]
+    Query(sqlx::Error),
+    #[error("migration failed: {}", describe_migrate_error(.0))]
+    Migrate(sqlx::migrate::MigrateError),
     #[error(
         "{pending} schema migrations are pending and this database role may not apply them ({reason}); \
          run `freedompay-recon migrate` as the migrating role (see docs/operations.md, \"Database roles\")"
@@ -52,11 +54,66 @@ pub enum StoreError {
     MigrationsPending { pending: usize, reason: String },
     #[error("{0}")]
     Settings(#[from] crate::settings::SettingsError),
+    /// `database` has no freedompay-recon schema: nothing was migrated there yet.
+    #[error(
+        "database {database} has no freedompay-recon schema; run `freedompay-recon migrate` \
+         with the same settings first (it creates schema recon)"
+    )]
+    NoSchema { database: String },
+    /// The schema is older than this binary needs.
+    #[error(
+        "database {database} has an older freedompay-recon schema than this version needs \
+         (migrations up to {need}); run `freedompay-recon migrate` with the same settings"
+    )]
+    SchemaBehind { database: String, need: i64 },
     #[error(
         "database {0:?} exists and is not a demo database (demo replaces its database on every \
          run); nothing was changed. Pick another with --database-url"
     )]
     NotADemoDatabase(String),
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(e)
+    }
+}
+
+/// A migration's failure in one line, as [`describe_query_error`] words a query's.
+fn describe_migrate_error(e: &sqlx::migrate::MigrateError) -> String {
+    use sqlx::migrate::MigrateError;
+    match e {
+        MigrateError::ExecuteMigration(e, version) => {
+            format!("migration {version}: {}", describe_query_error(e))
+        }
+        MigrateError::Execute(e) => describe_query_error(e),
+        other => other.to_string(),
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Query(e)
+    }
+}
+
+/// A query's failure in one line: PostgreSQL's message (with its detail, which names the
+/// offending value), or sqlx's own text for anything else; escaped, since a value in it may
+/// come from a row another system inserted.
+fn describe_query_error(e: &sqlx::Error) -> String {
+    let text = match e {
+        sqlx::Error::Database(db) => {
+            let detail = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.detail());
+            match detail {
+                Some(detail) => format!("{} ({detail})", db.message()),
+                None => db.message().to_owned(),
+            }
+        }
+        other => other.to_string(),
+    };
+    crate::text::clean(&text, 1024)
 }
 
 /// Connects and checks the connection once, so an unreachable database is reported now,
@@ -102,6 +159,37 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> 
             Err(unreachable(probe.unwrap_or(sqlx::Error::PoolTimedOut)))
         }
         Err(e) => Err(unreachable(e)),
+    }
+}
+
+/// Connects like [`connect`], for a command that works on the schema without migrating it:
+/// a database without the schema, or with an older one than this binary needs, is refused
+/// in one line that says to run `migrate`.
+pub async fn connect_to_schema(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
+    let pool = connect(settings).await?;
+    let need = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let behind = || StoreError::SchemaBehind {
+        database: settings.describe(),
+        need,
+    };
+    // The function reads the migrations record for any role that may use the schema.
+    let version: Result<Option<i64>, sqlx::Error> =
+        sqlx::query_scalar!("select recon.schema_version()")
+            .fetch_one(&pool)
+            .await;
+    match version {
+        Ok(Some(have)) if have >= need => Ok(pool),
+        Ok(_) => Err(behind()),
+        Err(sqlx::Error::Database(db)) => match db.code().as_deref() {
+            // schema recon does not exist
+            Some("3F000") => Err(StoreError::NoSchema {
+                database: settings.describe(),
+            }),
+            // recon.schema_version() came with the schema this version needs
+            Some("42883") => Err(behind()),
+            _ => Err(StoreError::Query(sqlx::Error::Database(db))),
+        },
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -82,6 +82,7 @@ struct PaymentColumns<'a> {
     next_check_urgent: Vec<bool>,
     request_id: Vec<Option<Uuid>>,
     error_body: Vec<Option<String>>,
+    deadline_missed_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'a> PaymentColumns<'a> {
@@ -128,6 +129,7 @@ impl<'a> PaymentColumns<'a> {
                 .filter(|_| invoice.is_none())
                 .map(|b| text::clean(b, ERROR_BODY_MAX_CHARS)),
         );
+        self.deadline_missed_at.push(v.deadline_missed_at);
     }
 }
 
@@ -154,12 +156,14 @@ struct OpenedColumns<'a> {
     detected_at: Vec<DateTime<Utc>>,
 }
 
-/// Flags to clear.
+/// Flags to close: cleared by a later observation, or closed by a rule.
 #[derive(Default)]
 struct ResolvedColumns<'a> {
     payment_id: Vec<&'a str>,
     kind: Vec<&'static str>,
     resolved_at: Vec<DateTime<Utc>>,
+    resolved_by: Vec<String>,
+    resolution: Vec<&'static str>,
 }
 
 /// Writes a batch of verdicts in one transaction. Returns what was applied.
@@ -229,10 +233,12 @@ pub async fn write_verdicts(
             opened.actual.push(flag.actual.as_deref());
             opened.detected_at.push(v.observed_at);
         }
-        for kind in &v.resolve {
+        for (kind, resolver) in &v.resolve {
             resolved.payment_id.push(id);
             resolved.kind.push(kind.as_str());
             resolved.resolved_at.push(v.observed_at);
+            resolved.resolved_by.push(resolver.resolved_by());
+            resolved.resolution.push(resolver.note());
         }
     }
     if !transitions.payment_id.is_empty() {
@@ -275,6 +281,7 @@ async fn update_payments(
              last_error_body   = v.error_body,
              last_request_id   = coalesce(v.request_id, p.last_request_id),
              settled_at        = v.settled_at,
+             deadline_missed_at = v.deadline_missed_at,
              not_found_since   = v.not_found_since,
              next_check_at     = case when p.recheck_requested_at is not null
                                       then now() else v.next_check_at end,
@@ -290,13 +297,13 @@ async fn update_payments(
              $11::text[], $12::text[], $13::text[], $14::timestamptz[],
              $15::timestamptz[], $16::text[], $17::text[], $18::int4[], $19::int4[],
              $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
-             $24::bool[], $25::uuid[], $26::text[])
+             $24::bool[], $25::uuid[], $26::text[], $27::timestamptz[])
          as v(payment_id, lease_token, has_invoice, answered, observed_at,
               status, amount, currency, fee, discount,
               provider_order_id, freedom_id, merchant_id, provider_dt,
               lifetime_ends_at, lifetime_source, body, checks, attempts,
               last_error, settled_at, not_found_since, next_check_at,
-              next_check_urgent, request_id, error_body)
+              next_check_urgent, request_id, error_body, deadline_missed_at)
          where p.payment_id = v.payment_id and p.lease_token = v.lease_token
          returning p.payment_id",
         &c.payment_id as &[&str],
@@ -325,6 +332,7 @@ async fn update_payments(
         &c.next_check_urgent,
         &c.request_id as &[Option<Uuid>],
         &c.error_body as &[Option<String>],
+        &c.deadline_missed_at as &[Option<DateTime<Utc>>],
     )
     .fetch_all(conn)
     .await?)
@@ -360,11 +368,14 @@ async fn insert_transitions(
     Ok(result.rows_affected())
 }
 
-/// Raises flags; at most one open flag per (payment, kind).
+/// Raises flags; at most one open flag per (payment, kind). A flag links the payment's
+/// previous flag of its kind, the one it follows.
 async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns<'_>) -> Result<u64, StoreError> {
     let result = sqlx::query!(
-        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
-         select o.payment_id, o.kind, o.expected, o.actual, o.detected_at
+        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at, follows_id)
+         select o.payment_id, o.kind, o.expected, o.actual, o.detected_at,
+                (select max(d.id) from recon.discrepancies d
+                 where d.payment_id = o.payment_id and d.kind = o.kind)
          from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
               as o(payment_id, kind, expected, actual, detected_at)
          on conflict (payment_id, kind) where resolved_at is null do nothing",
@@ -379,7 +390,8 @@ async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns<'_>) -> Result<u6
     Ok(result.rows_affected())
 }
 
-/// Clears open flags a later observation no longer supports.
+/// Closes open flags a later observation no longer supports, or a rule closes (those
+/// opened by the same verdict included: they were inserted just before).
 async fn resolve_flags(
     conn: &mut PgConnection,
     r: &ResolvedColumns<'_>,
@@ -387,14 +399,16 @@ async fn resolve_flags(
     let result = sqlx::query!(
         "update recon.discrepancies d set
              resolved_at = r.resolved_at,
-             resolved_by = 'daemon',
-             resolution  = 'cleared by a later observation'
-         from unnest($1::text[], $2::text[], $3::timestamptz[])
-              as r(payment_id, kind, resolved_at)
+             resolved_by = r.resolved_by,
+             resolution  = r.resolution
+         from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
+              as r(payment_id, kind, resolved_at, resolved_by, resolution)
          where d.payment_id = r.payment_id and d.kind = r.kind and d.resolved_at is null",
         &r.payment_id as &[&str],
         &r.kind as &[&str],
         &r.resolved_at,
+        &r.resolved_by,
+        &r.resolution as &[&str],
     )
     .execute(conn)
     .await?;

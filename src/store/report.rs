@@ -6,7 +6,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::domain::FlagKind;
+use super::StoreError;
+use crate::domain::{FlagClass, FlagKind};
 
 /// Which day a payment belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,38 +41,48 @@ pub struct ReportFilter {
 }
 
 /// A row of `recon.daily_summary`. Sums are PostgreSQL's exact `numeric` as text: a sum of
-/// many amounts may exceed what `Decimal` holds, and no sum is ever rounded.
+/// many amounts may exceed what `Decimal` holds, and no sum is ever rounded. A sum over
+/// nothing is `None` (shown empty): no expected amount is not an expected amount of 0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SummaryRow {
     pub day: NaiveDate,
     pub currency: Option<String>,
+    /// `paid`, `failed`, `expired_unpaid` or `in_progress`.
+    pub outcome: String,
     pub status: String,
     pub payments: i64,
-    pub expected_amount: String,
-    pub amount: String,
-    pub fee: String,
-    pub difference: String,
-    pub flagged: i64,
+    /// Payments whose expected amount is in this row (expected in this currency).
+    pub expected_payments: i64,
+    pub expected_amount: Option<String>,
+    /// Payments paid (`success`) in this currency, and what they brought.
+    pub received_payments: i64,
+    pub received_amount: Option<String>,
+    /// The provider's fees on the payments received, where it stated them.
+    pub fee: Option<String>,
+    /// Payments received whose fee the provider did not state (not counted in `fee`).
+    pub payments_without_fee: i64,
+    /// `received - expected` over the payments received with an expected amount in this
+    /// same currency.
+    pub difference: Option<String>,
+    /// Payments with at least one open flag a person must act on.
+    pub needs_action: i64,
     pub amount_mismatch: i64,
     pub currency_mismatch: i64,
     pub order_mismatch: i64,
-    pub lifetime_exceeded: i64,
+    pub paid_after_deadline: i64,
     pub not_found: i64,
     pub unknown_status: i64,
     pub terminal_status_changed: i64,
     pub polling_abandoned: i64,
-    /// Payments whose expected amount is in this row (expected in this currency).
-    pub expected_payments: i64,
 }
 
 impl SummaryRow {
-    /// Open flags by kind, in `FlagKind::ALL` order.
+    /// Open flags by kind (the `action` kinds), in `FlagKind::ALL` order.
     pub fn flag_counts(&self) -> [(FlagKind, i64); 8] {
         [
             (FlagKind::AmountMismatch, self.amount_mismatch),
             (FlagKind::CurrencyMismatch, self.currency_mismatch),
             (FlagKind::OrderMismatch, self.order_mismatch),
-            (FlagKind::LifetimeExceeded, self.lifetime_exceeded),
             (FlagKind::NotFound, self.not_found),
             (FlagKind::UnknownStatus, self.unknown_status),
             (
@@ -79,6 +90,7 @@ impl SummaryRow {
                 self.terminal_status_changed,
             ),
             (FlagKind::PollingAbandoned, self.polling_abandoned),
+            (FlagKind::PaidAfterDeadline, self.paid_after_deadline),
         ]
     }
 }
@@ -89,21 +101,189 @@ pub struct DetailRow {
     pub payment_id: String,
     pub order_id: Option<String>,
     pub provider_order_id: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub settled_at: Option<DateTime<Utc>>,
+    pub outcome: String,
     pub status: Option<String>,
     pub expected_amount: Option<Decimal>,
     pub expected_currency: Option<String>,
-    pub amount: Option<Decimal>,
-    pub currency: Option<String>,
+    /// Only when the provider says money moved (`success`).
+    pub received_amount: Option<Decimal>,
+    pub received_currency: Option<String>,
+    /// `received - expected`, only when both are known in the same currency.
+    pub difference: Option<Decimal>,
+    /// The amount and currency on the provider's invoice, whatever its status.
+    pub invoice_amount: Option<Decimal>,
+    pub invoice_currency: Option<String>,
     pub fee: Option<Decimal>,
     pub discount: Option<Decimal>,
-    pub amount_difference: Option<Decimal>,
+    pub created_at: DateTime<Utc>,
+    /// The reporting day of `created_at`, in `recon.timezone`.
+    pub created_day: NaiveDate,
+    pub settled_at: Option<DateTime<Utc>>,
+    pub settled_day: Option<NaiveDate>,
     pub expires_at: Option<DateTime<Utc>>,
     pub expiry_source: Option<String>,
+    pub deadline_missed_at: Option<DateTime<Utc>>,
     pub checks: i32,
     pub last_checked_at: Option<DateTime<Utc>>,
     pub open_flags: Vec<String>,
+}
+
+/// A flag, open now or at the end of a day, with its payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlagRow {
+    pub flag_id: i64,
+    pub payment_id: String,
+    pub kind: String,
+    pub class: String,
+    pub opened_at: DateTime<Utc>,
+    pub opened_day: NaiveDate,
+    /// Seconds from opening to now (or to the end of the `--as-of` day).
+    #[serde(skip)]
+    pub age_seconds: i64,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+    pub follows_id: Option<i64>,
+    pub order_id: Option<String>,
+    /// The payment's status then (now, or at the end of the `--as-of` day).
+    pub status: Option<String>,
+    pub outcome: String,
+    pub expected_amount: Option<Decimal>,
+    pub expected_currency: Option<String>,
+    pub received_amount: Option<Decimal>,
+    pub received_currency: Option<String>,
+    pub invoice_amount: Option<Decimal>,
+    pub invoice_currency: Option<String>,
+}
+
+/// Which flags to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClassFilter {
+    /// Flags a person must act on (the exception queue).
+    Action,
+    /// Flags recorded for the history only.
+    Info,
+    All,
+}
+
+impl ClassFilter {
+    fn as_class(self) -> Option<&'static str> {
+        match self {
+            Self::Action => Some(FlagClass::Action.as_str()),
+            Self::Info => Some(FlagClass::Info.as_str()),
+            Self::All => None,
+        }
+    }
+}
+
+/// Filters of the flag list.
+#[derive(Debug, Clone)]
+pub struct FlagFilter {
+    /// Flags open at the end of this reporting day (from history) instead of now.
+    pub as_of: Option<NaiveDate>,
+    pub class: ClassFilter,
+    pub kind: Option<FlagKind>,
+    /// First and last day the flag was opened, inclusive.
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+    pub status: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// How old open flags are: under 1 day, 1 to 3 days, 3 to 7 days, 7 days or more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AgeBuckets {
+    pub under_1_day: i64,
+    pub days_1_to_3: i64,
+    pub days_3_to_7: i64,
+    pub over_7_days: i64,
+}
+
+impl AgeBuckets {
+    /// The bucket edges, in days.
+    pub const EDGES_DAYS: [i64; 3] = [1, 3, 7];
+
+    pub fn add(&mut self, age_seconds: i64) {
+        let days = age_seconds.div_euclid(86_400);
+        let [one, three, seven] = Self::EDGES_DAYS;
+        let bucket = match days {
+            d if d < one => &mut self.under_1_day,
+            d if d < three => &mut self.days_1_to_3,
+            d if d < seven => &mut self.days_3_to_7,
+            _ => &mut self.over_7_days,
+        };
+        *bucket += 1;
+    }
+
+    pub fn total(&self) -> i64 {
+        self.under_1_day + self.days_1_to_3 + self.days_3_to_7 + self.over_7_days
+    }
+
+    /// "under 1 day 3, 1–3 days 0, 3–7 days 1, over 7 days 2"
+    pub fn describe(&self) -> String {
+        format!(
+            "under 1 day {}, 1-3 days {}, 3-7 days {}, over 7 days {}",
+            self.under_1_day, self.days_1_to_3, self.days_3_to_7, self.over_7_days
+        )
+    }
+}
+
+/// Open `action` flags now, by age.
+pub async fn open_action_ages(pool: &PgPool) -> Result<AgeBuckets, StoreError> {
+    let [one, three, seven] = AgeBuckets::EDGES_DAYS.map(|d| d * 86_400);
+    Ok(sqlx::query_as!(
+        AgeBuckets,
+        r#"select count(*) filter (where d.detected_at > now() - $1 * interval '1 second')
+                      as "under_1_day!",
+                  count(*) filter (where d.detected_at <= now() - $1 * interval '1 second'
+                                     and d.detected_at > now() - $2 * interval '1 second')
+                      as "days_1_to_3!",
+                  count(*) filter (where d.detected_at <= now() - $2 * interval '1 second'
+                                     and d.detected_at > now() - $3 * interval '1 second')
+                      as "days_3_to_7!",
+                  count(*) filter (where d.detected_at <= now() - $3 * interval '1 second')
+                      as "over_7_days!"
+           from recon.discrepancies d
+           join recon.flag_kinds k using (kind)
+           where d.resolved_at is null and k.class = 'action'"#,
+        one as f64,
+        three as f64,
+        seven as f64,
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The first instant after a reporting day, in the reporting zone.
+pub async fn day_end(pool: &PgPool, day: NaiveDate) -> Result<DateTime<Utc>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"select recon.day_start($1::date + 1) as "end!""#,
+        day
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Flags matching `filter`, oldest first.
+pub async fn flag_rows<'a>(
+    pool: &'a PgPool,
+    filter: &'a FlagFilter,
+) -> Result<BoxStream<'a, Result<FlagRow, sqlx::Error>>, StoreError> {
+    let as_of = match filter.as_of {
+        Some(day) => Some(day_end(pool, day).await?),
+        None => None,
+    };
+    Ok(sqlx::query_file_as!(
+        FlagRow,
+        "src/store/sql/report_flags.sql",
+        as_of,
+        filter.class.as_class(),
+        filter.kind.map(FlagKind::as_str),
+        filter.from,
+        filter.to,
+        filter.status.as_deref(),
+        filter.currency.as_deref(),
+    )
+    .fetch(pool))
 }
 
 /// The daily summary, by day, currency and status.

@@ -3,31 +3,40 @@
 use sqlx::PgPool;
 
 use super::StoreError;
+use crate::domain::{FlagClass, FlagKind};
 
-/// How far a set of payments has come.
+/// How far a set of payments has come, by outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub total: i64,
-    /// With a terminal status (`success`, `error`, `incomplete`).
-    pub settled: i64,
-    /// With at least one open flag.
-    pub flagged: i64,
-    /// Settled or flagged.
+    pub paid: i64,
+    pub failed: i64,
+    pub expired_unpaid: i64,
+    /// Still in progress, with a flag a person must act on (not found, unknown status…).
+    pub in_progress_flagged: i64,
+    /// With at least one open flag a person must act on, whatever the outcome.
+    pub need_a_person: i64,
+    /// Paid, failed, expired unpaid, or waiting for a person: the sum of the four above.
     pub done: i64,
 }
 
-/// Expected and paid totals in one currency. Sums are PostgreSQL's exact `numeric` as text:
-/// a sum of many amounts may exceed what `Decimal` holds, and no sum is ever rounded.
+/// Expected and received totals in one currency, by the definitions of the daily summary:
+/// expected amounts of every payment expected in this currency, received amounts of the
+/// payments paid in it. Sums are PostgreSQL's exact `numeric` as text: a sum of many amounts
+/// may exceed what `Decimal` holds, and no sum is ever rounded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrencyTotals {
     pub currency: Option<String>,
     /// Payments expected in this currency, and their expected amounts.
     pub expected_payments: i64,
     pub expected: Option<String>,
-    /// Payments the provider reports paid (`success`) in this currency, their amounts and fees.
-    pub paid_payments: i64,
-    pub paid: Option<String>,
+    /// Payments the provider reports paid (`success`) in this currency, their amounts and the
+    /// fees it stated.
+    pub received_payments: i64,
+    pub received: Option<String>,
     pub fees: Option<String>,
+    /// Payments received whose fee the provider did not state.
+    pub without_fee: i64,
 }
 
 fn like_prefix(prefix: &str) -> String {
@@ -42,10 +51,13 @@ pub async fn progress(pool: &PgPool, id_prefix: &str) -> Result<Progress, StoreE
     Ok(sqlx::query_as!(
         Progress,
         r#"select count(*) as "total!",
-                count(*) filter (where status in ('success', 'error', 'incomplete')) as "settled!",
-                count(*) filter (where cardinality(open_flags) > 0) as "flagged!",
-                count(*) filter (where status in ('success', 'error', 'incomplete')
-                                    or cardinality(open_flags) > 0) as "done!"
+                count(*) filter (where outcome = 'paid') as "paid!",
+                count(*) filter (where outcome = 'failed') as "failed!",
+                count(*) filter (where outcome = 'expired_unpaid') as "expired_unpaid!",
+                count(*) filter (where outcome = 'in_progress' and needs_action)
+                    as "in_progress_flagged!",
+                count(*) filter (where needs_action) as "need_a_person!",
+                count(*) filter (where outcome <> 'in_progress' or needs_action) as "done!"
          from recon.reconciliation where payment_id like $1"#,
         like_prefix(id_prefix)
     )
@@ -69,7 +81,7 @@ pub async fn status_counts(
     Ok(rows.into_iter().map(|r| (r.status, r.payments)).collect())
 }
 
-/// Expected totals by expected currency beside paid totals by the provider's currency: a
+/// Expected totals by expected currency beside received totals by the received currency: a
 /// payment expected in KZT but paid in USD counts in both rows, as it should.
 pub async fn currency_totals(
     pool: &PgPool,
@@ -82,21 +94,58 @@ pub async fn currency_totals(
          ),
          expected as (
              select expected_currency as currency, count(*) as n, sum(expected_amount) as total
-             from chosen where expected_currency is not null group by 1
+             from chosen where expected_currency is not null and expected_amount is not null
+             group by 1
          ),
-         paid as (
-             select currency, count(*) as n, sum(amount) as total, sum(fee) as fees
-             from chosen where status = 'success' and currency is not null group by 1
+         received as (
+             select received_currency as currency, count(*) as n, sum(received_amount) as total,
+                    sum(fee) as fees, count(*) filter (where fee is null) as without_fee
+             from chosen where outcome = 'paid' and received_currency is not null group by 1
          )
-         select coalesce(e.currency, p.currency) as currency,
+         select coalesce(e.currency, r.currency) as currency,
                 coalesce(e.n, 0) as "expected_payments!", e.total::text as expected,
-                coalesce(p.n, 0) as "paid_payments!", p.total::text as paid, p.fees::text as fees
-         from expected e full join paid p on p.currency = e.currency
+                coalesce(r.n, 0) as "received_payments!", r.total::text as received,
+                r.fees::text as fees, coalesce(r.without_fee, 0) as "without_fee!"
+         from expected e full join received r on r.currency = e.currency
          order by 1"#,
         like_prefix(id_prefix)
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// `(outcome, payments)`: paid, failed, expired unpaid, in progress.
+pub async fn outcome_counts(
+    pool: &PgPool,
+    id_prefix: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query!(
+        r#"select outcome as "outcome!", count(*) as "payments!" from recon.reconciliation
+         where payment_id like $1
+         group by outcome
+         order by array_position(array['paid', 'failed', 'expired_unpaid', 'in_progress'], outcome)"#,
+        like_prefix(id_prefix)
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.outcome, r.payments)).collect())
+}
+
+/// Flags a rule closed as they opened, by rule (`rule:expired_unpaid`), among a set of
+/// payments.
+pub async fn closed_by_rules(
+    pool: &PgPool,
+    id_prefix: &str,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query!(
+        r#"select resolved_by as "rule!", count(*) as "flags!" from recon.discrepancies
+         where payment_id like $1 and resolved_by like 'rule:%'
+         group by resolved_by order by resolved_by"#,
+        like_prefix(id_prefix)
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.rule, r.flags)).collect())
 }
 
 /// `(kind, open flags)` by kind.
@@ -122,8 +171,10 @@ pub struct Gauges {
     /// `(status, payments)`: the five documented statuses, `unknown` for any other value the
     /// provider sent, `no_answer` before the first answer.
     pub payments_by_status: Vec<(&'static str, i64)>,
-    /// `(kind, open flags)`.
+    /// `(kind, open flags)`, for the kinds a person must act on (class `action`).
     pub open_by_kind: Vec<(&'static str, i64)>,
+    /// How long the oldest of those flags has been open, in seconds (0 when none).
+    pub oldest_open_action_flag_age_seconds: f64,
     /// Payments due now and not held by a live lease.
     pub backlog_due: i64,
     /// How long the oldest of those has been due, in seconds (0 when none).
@@ -164,16 +215,25 @@ pub async fn gauges(pool: &PgPool, webhook_types: Option<&[String]>) -> Result<G
     .into_iter()
     .map(|r| (r.label, r.payments))
     .collect();
-    let by_kind: Vec<(String, i64)> = sqlx::query!(
-        r#"select kind, count(*) as "flags!" from recon.discrepancies
-         where resolved_at is null group by kind"#
+    let action_kinds: Vec<&str> = FlagKind::ALL
+        .iter()
+        .filter(|kind| kind.class() == FlagClass::Action)
+        .map(|kind| kind.as_str())
+        .collect();
+    // Ages are seconds for a gauge, never money: float8 is right here.
+    let open = sqlx::query!(
+        r#"select kind as "kind!", count(*) as "flags!",
+                  extract(epoch from now() - min(detected_at))::float8 as "oldest!"
+         from recon.discrepancies
+         where resolved_at is null and kind = any($1)
+         group by kind"#,
+        &action_kinds as &[&str],
     )
     .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|r| (r.kind, r.flags))
-    .collect();
-    // Ages are seconds for a gauge, never money: float8 is right here.
+    .await?;
+    let oldest_open_action_flag_age_seconds =
+        open.iter().map(|r| r.oldest).fold(0.0, f64::max);
+    let by_kind: Vec<(String, i64)> = open.into_iter().map(|r| (r.kind, r.flags)).collect();
     let due = sqlx::query!(
         r#"select count(*) as "backlog!",
                 coalesce(extract(epoch from now() - min(next_check_at))::float8, 0) as "oldest!",
@@ -206,10 +266,12 @@ pub async fn gauges(pool: &PgPool, webhook_types: Option<&[String]>) -> Result<G
             .iter()
             .map(|&label| (label, count_of(&by_status, label)))
             .collect(),
-        open_by_kind: crate::domain::FlagKind::ALL
+        open_by_kind: FlagKind::ALL
             .iter()
+            .filter(|kind| kind.class() == FlagClass::Action)
             .map(|kind| (kind.as_str(), count_of(&by_kind, kind.as_str())))
             .collect(),
+        oldest_open_action_flag_age_seconds,
         backlog_due,
         oldest_due_age_seconds,
         backlog_due_urgent,

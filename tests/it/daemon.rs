@@ -158,11 +158,11 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     };
     let first = receive(&socket);
     assert!(first.contains("READY=1"), "{first:?}");
-    // READY comes after migrations: the schema is there (5 tables and the migrations record).
+    // READY comes after migrations: the schema is there (6 tables and the migrations record).
     assert_eq!(
         app.count("select count(*) from information_schema.tables where table_schema = 'recon' and table_type = 'BASE TABLE'")
             .await,
-        6
+        7
     );
     let mut pings = 0;
     while pings < 3 {

@@ -44,7 +44,7 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
     );
     assert!(elapsed.as_secs() < 60, "the demo took {elapsed:?}");
     assert!(text.contains("created database"), "{text}");
-    assert!(text.contains("200/200 settled or flagged"), "{text}");
+    assert!(text.contains("200/200 done: "), "{text}");
 
     let pool = db.pool().await;
     let counts: Vec<(String, i64)> = sqlx::query_as(
@@ -73,9 +73,25 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
     for (kind, n) in &flags {
         assert_eq!(summary_number(&text, kind), *n, "{kind} in:\n{text}");
     }
-    // Expired unpaid payments are flagged; paid ones carry the provider's fee.
+    // Expired unpaid payments are an outcome: their flags were closed by the rule, none waits
+    // for a person; paid ones carry the provider's fee.
     let incomplete = summary_number(&text, "incomplete");
-    assert_eq!(summary_number(&text, "lifetime_exceeded"), incomplete);
+    assert!(incomplete > 0, "{text}");
+    assert_eq!(summary_number(&text, "expired_unpaid"), incomplete);
+    assert_eq!(summary_number(&text, "lifetime_exceeded"), 0);
+    assert!(
+        text.contains(&format!(
+            "{incomplete} flags were closed as they opened by rule:expired_unpaid"
+        )),
+        "{text}"
+    );
+    let open_expired: i64 = sqlx::query_scalar(
+        "select count(*) from recon.open_discrepancies where kind = 'lifetime_exceeded'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(open_expired, 0);
     let fees: Option<rust_decimal::Decimal> =
         sqlx::query_scalar("select sum(fee) from recon.reconciliation where status = 'success'")
             .fetch_one(&pool)

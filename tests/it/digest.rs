@@ -32,7 +32,11 @@ async fn known_day() -> TestApp {
                 ('paid-usd', 10, 'USD', 'success', 10, 'USD', '2026-03-10 12:00Z', null),
                 ('failed-1', 700, 'KZT', 'error', 700, 'KZT', '2026-03-10 08:00Z', null),
                 ('expired-1', 900, 'KZT', 'incomplete', null, null, '2026-03-10 07:00Z', null),
+                ('unpaid-1', 300, 'KZT', 'process', 300, 'KZT', null, null),
                 ('next-day', 1, 'KZT', 'success', 1, 'KZT', '2026-03-11 00:00Z', null);
+         -- still `process`, but its deadline passed unpaid that day: expired unpaid too
+         update recon.payments set deadline_missed_at = '2026-03-10 05:00Z'
+         where payment_id in ('unpaid-1', 'expired-1');
          insert into recon.discrepancies
              (payment_id, kind, expected, actual, detected_at, resolved_at, resolved_by, resolution)
          values ('paid-2', 'amount_mismatch', '2500', '2499.50 `@here`', '2026-03-10 23:59:59Z',
@@ -66,20 +70,20 @@ async fn the_digest_of_a_known_day_reads_as_pinned() {
         String::from_utf8_lossy(&output.stdout),
         "Freedom Pay reconciliation digest: 2026-03-10 (UTC)
 
-Settled in the period
-  paid (success): 2 payments, 7499.50 KZT
-  paid (success): 1 payment, 10 USD
-  failed (error): 1 payment, 700 KZT
-  expired unpaid (incomplete): 1 payment
+Outcomes in the period
+  paid: 2 payments, received 7499.50 KZT
+  paid: 1 payment, received 10 USD
+  failed: 1 payment, invoiced 700 KZT
+  expired unpaid: 1 payment, invoiced 300 KZT
+  expired unpaid: 1 payment
 
 Flags
   opened: amount_mismatch 1
   resolved: not_found 1
-  open now: 2 (older than 1 day: 2, 3 days: 2, 7 days: 2)
+  open, needing a person: 1 (under 1 day 0, 1-3 days 0, 3-7 days 0, over 7 days 1)
 
-Oldest open flags
-  2026-03-01 12:00 UTC expired-1 lifetime_exceeded: expected 2026-03-01T00:00:00Z, actual process
-  2026-03-10 23:59 UTC paid-2 amount_mismatch: expected 2500, actual 2499.50 `@here`
+Oldest open flags needing a person
+  2026-03-10 23:59 UTC paid-2 amount_mismatch (status success): expected 2500, actual 2499.50 `@here`
 "
     );
 
@@ -104,7 +108,10 @@ Oldest open flags
         digest["outcomes"][0]["amount"], "7500.50",
         "the next day's payment counts"
     );
-    assert_eq!(digest["open"]["open"], 2);
+    // Only flags a person must act on: the open lifetime_exceeded (info) is not counted.
+    assert_eq!(digest["open"]["over_7_days"], 1);
+    assert_eq!(digest["oldest_open"].as_array().unwrap().len(), 1);
+    assert_eq!(digest["oldest_open"][0]["status"], "success");
 
     // `--to` alone is that one day.
     let only_to = run_binary(&["digest", "--to", "2026-03-10"], &[("DATABASE_URL", &url)]).await;

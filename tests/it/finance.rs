@@ -126,7 +126,7 @@ async fn import_is_all_or_nothing_idempotent_and_never_overwrites() {
     assert!(piped.status.success(), "{}", err(&piped));
     assert_eq!(
         out(&piped).trim(),
-        "-: 1 rows: 1 imported, 0 already known (unchanged)"
+        "-: 1 row: 1 imported, 0 already known (unchanged)"
     );
 }
 
@@ -222,11 +222,13 @@ async fn the_daily_summary_in_csv_has_stable_columns_and_exact_sums() {
     )
     .await;
     assert!(output.status.success(), "{}", err(&output));
+    // A failed payment brought nothing: its received amount, fee and difference are empty,
+    // not 0.
     assert_eq!(
         out(&output),
-        "day,currency,status,payments,expected_amount,amount,fee,difference,flagged,amount_mismatch,currency_mismatch,order_mismatch,lifetime_exceeded,not_found,unknown_status,terminal_status_changed,polling_abandoned,expected_payments\r\n\
-         2025-07-11,KZT,error,1,100,100,0,0,0,0,0,0,0,0,0,0,0,1\r\n\
-         2025-07-11,KZT,success,2,10000,9900.00,148.50,-100.00,1,1,0,0,0,0,0,0,0,2\r\n"
+        "day,currency,outcome,status,payments,expected_payments,expected_amount,received_payments,received_amount,fee,payments_without_fee,difference,needs_action,amount_mismatch,currency_mismatch,order_mismatch,not_found,unknown_status,terminal_status_changed,polling_abandoned,paid_after_deadline\r\n\
+         2025-07-11,KZT,paid,success,2,2,10000,2,9900.00,148.50,0,-100.00,1,1,0,0,0,0,0,0,0\r\n\
+         2025-07-11,KZT,failed,error,1,1,100,0,,,0,,0,0,0,0,0,0,0,0,0\r\n"
     );
 
     let other_day = run(
@@ -236,12 +238,27 @@ async fn the_daily_summary_in_csv_has_stable_columns_and_exact_sums() {
     )
     .await;
     assert_eq!(out(&other_day).lines().count(), 1, "only the header");
+    assert_eq!(
+        err(&other_day).trim(),
+        "no payments created since 2025-07-12",
+        "said apart from the data"
+    );
 
     let table = run(&app, &["report", "--status", "success"], None).await;
     let text = out(&table);
     assert!(text.starts_with("day"), "{text}");
-    assert!(text.contains("2025-07-11 KZT      success"), "{text}");
+    assert!(text.contains("2025-07-11 KZT      paid           success"), "{text}");
     assert!(!text.contains("error"), "{text}");
+    assert!(
+        text.contains("open flags needing a person now: 1 (under 1 day 1,"),
+        "{text}"
+    );
+    let empty_table = run(&app, &["report", "--from", "2025-07-12"], None).await;
+    assert!(
+        out(&empty_table).contains("\nno payments created since 2025-07-12\n"),
+        "{}",
+        out(&empty_table)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,15 +282,15 @@ async fn the_detail_report_filters_and_writes_json_to_a_file() {
     )
     .await;
     assert!(output.status.success(), "{}", err(&output));
-    assert!(err(&output).contains("1 rows written to"));
+    assert!(err(&output).contains("1 row written to"), "{}", err(&output));
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["payment_id"], "p-less");
     assert_eq!(rows[0]["expected_amount"], "5000");
-    assert_eq!(rows[0]["amount"], "4900.00");
-    assert_eq!(rows[0]["amount_difference"], "-100.00");
+    assert_eq!(rows[0]["received_amount"], "4900.00");
+    assert_eq!(rows[0]["difference"], "-100.00");
     assert_eq!(rows[0]["created_at"], "2025-07-11T05:00:00Z");
     assert_eq!(
         rows[0]["open_flags"],
@@ -292,7 +309,7 @@ async fn the_detail_report_filters_and_writes_json_to_a_file() {
         lines
             .next()
             .unwrap()
-            .starts_with("payment_id,order_id,provider_order_id,created_at,settled_at,status")
+            .starts_with("payment_id,order_id,provider_order_id,outcome,status,expected_amount")
     );
     let ids: Vec<&str> = lines
         .filter(|l| !l.is_empty())
@@ -341,9 +358,11 @@ async fn a_flag_closed_by_hand_keeps_who_and_why_and_can_open_again() {
     )
     .await;
     assert!(output.status.success(), "{}", err(&output));
+    // The login name from the user database, not $USER (which anyone can set).
+    let login = login_name();
     assert_eq!(
         out(&output).trim(),
-        "closed the amount_mismatch flag of payment p-less (by aigerim)"
+        format!("closed the amount_mismatch flag of payment p-less (by {login})")
     );
     let (by, why): (String, String) = sqlx::query_as(
         "select resolved_by, resolution from recon.discrepancy_history where payment_id = 'p-less'",
@@ -353,7 +372,7 @@ async fn a_flag_closed_by_hand_keeps_who_and_why_and_can_open_again() {
     .unwrap();
     assert_eq!(
         (by.as_str(), why.as_str()),
-        ("aigerim", "customer paid the rest in cash")
+        (login.as_str(), "customer paid the rest in cash")
     );
     assert_eq!(app.open_flags("p-less").await, Vec::<String>::new());
 
@@ -379,18 +398,40 @@ async fn a_flag_closed_by_hand_keeps_who_and_why_and_can_open_again() {
         err(&twice)
     );
 
-    // The confirmation re-check sees the same short payment: the flag opens again.
+    // A re-check that sees the same short payment leaves the resolution as it is.
+    let recheck = run(&app, &["recheck", "p-less"], None).await;
+    assert!(recheck.status.success(), "{}", err(&recheck));
+    app.sweep().await;
+    assert_eq!(app.open_flags("p-less").await, Vec::<String>::new());
+    assert_eq!(
+        app.flag_history("p-less").await,
+        [("amount_mismatch".to_owned(), true)]
+    );
+
+    // A different amount is a new finding: a new flag, linked to the one it follows.
+    app.sim.set_scenario(
+        Scenario::new().payment("p-less", [Reply::invoice("success", "4800.00", "KZT")]),
+    );
     let recheck = run(&app, &["recheck", "p-less"], None).await;
     assert!(recheck.status.success(), "{}", err(&recheck));
     app.sweep().await;
     assert_eq!(app.open_flags("p-less").await, ["amount_mismatch"]);
-    assert_eq!(
-        app.flag_history("p-less").await,
-        [
-            ("amount_mismatch".to_owned(), true),
-            ("amount_mismatch".to_owned(), false)
-        ]
-    );
+    let (actual, follows, first): (String, Option<i64>, i64) = sqlx::query_as(
+        "select d.actual, d.follows_id, (select min(id) from recon.discrepancies
+                                          where payment_id = 'p-less')
+         from recon.discrepancies d where payment_id = 'p-less' and resolved_at is null",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(actual, "4800.00");
+    assert_eq!(follows, Some(first));
+}
+
+/// The name of this process's user in the system's user database.
+pub fn login_name() -> String {
+    let output = Command::new("id").arg("-un").output().expect("id runs");
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,12 +447,9 @@ async fn recheck_makes_payments_due_now_by_id_flag_or_status() {
 
     let by_flag = run(&app, &["recheck", "--flag", "amount_mismatch"], None).await;
     assert!(by_flag.status.success());
-    assert_eq!(out(&by_flag).trim(), "1 payments are due for a re-poll now");
+    assert_eq!(out(&by_flag).trim(), "1 payment is due for a re-poll now");
     let by_status = run(&app, &["recheck", "--status", "error"], None).await;
-    assert_eq!(
-        out(&by_status).trim(),
-        "1 payments are due for a re-poll now"
-    );
+    assert_eq!(out(&by_status).trim(), "1 payment is due for a re-poll now");
     let due: Vec<String> = sqlx::query_scalar(
         "select payment_id from recon.payments where next_check_at <= now() order by 1",
     )

@@ -147,9 +147,21 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_kept_when_paid_
     .await;
 
     app.sweep().await;
-    assert_eq!(app.open_flags("late").await, ["lifetime_exceeded"]);
-    assert_eq!(app.open_flags("secs").await, ["lifetime_exceeded"]);
-    assert_eq!(app.open_flags("merchant").await, ["lifetime_exceeded"]);
+    // Raised, and closed in the same transaction by the rule expired_unpaid: no money moved,
+    // so nobody has anything to do; the payment's outcome says it.
+    for id in ["late", "secs", "merchant"] {
+        assert_eq!(app.open_flags(id).await, Vec::<String>::new(), "{id}");
+        assert_eq!(app.flag_history(id).await, [flag("lifetime_exceeded", true)]);
+        let (by, outcome): (String, String) = sqlx::query_as(
+            "select d.resolved_by, r.outcome from recon.discrepancies d
+             join recon.reconciliation r using (payment_id) where d.payment_id = $1",
+        )
+        .bind(id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        assert_eq!((by.as_str(), outcome.as_str()), ("rule:expired_unpaid", "expired_unpaid"));
+    }
     let source: String = sqlx::query_scalar(
         "select expiry_source from recon.reconciliation where payment_id = 'merchant'",
     )
@@ -158,14 +170,24 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_kept_when_paid_
     .unwrap();
     assert_eq!(source, "merchant");
 
-    // Paid after it was seen unpaid past its lifetime: late, so the flag stays for a person.
+    // Paid after it was seen unpaid past its lifetime: late, a flag for a person.
     app.fast_forward().await;
     app.sweep().await;
     assert_eq!(app.status("late").await.as_deref(), Some("success"));
     assert_eq!(
         app.flag_history("late").await,
-        [flag("lifetime_exceeded", false)]
+        [
+            flag("lifetime_exceeded", true),
+            flag("paid_after_deadline", false)
+        ]
     );
+    let queue: Vec<String> = sqlx::query_scalar(
+        "select kind from recon.open_discrepancies where payment_id = 'late'",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(queue, ["paid_after_deadline"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -274,10 +296,10 @@ async fn a_terminal_status_that_changes_is_flagged_and_left_for_a_person() {
         ("incomplete", "success")
     );
     // Later identical answers do not clear it; the payment is confirmed and done. Paid after
-    // the provider said the time ran out, it stays `lifetime_exceeded` too.
+    // the provider said the time ran out, it was paid late too.
     assert_eq!(
         app.open_flags("t").await,
-        ["lifetime_exceeded", "terminal_status_changed"]
+        ["paid_after_deadline", "terminal_status_changed"]
     );
     assert_eq!(app.sim.calls()["t"], 3);
 }
@@ -295,11 +317,7 @@ async fn polling_is_abandoned_after_the_maximum_age_and_the_flag_clears_on_a_ter
     app.insert("('old', null, null, null, now() - interval '8 days', null)")
         .await;
     app.sweep().await;
-    assert_eq!(
-        app.open_flags("old").await,
-        ["lifetime_exceeded", "polling_abandoned"],
-        "open_flags is sorted"
-    );
+    assert_eq!(app.open_flags("old").await, ["polling_abandoned"]);
     app.fast_forward().await;
     assert_eq!(
         app.sweep().await.claimed,
@@ -313,13 +331,15 @@ async fn polling_is_abandoned_after_the_maximum_age_and_the_flag_clears_on_a_ter
         .await
         .unwrap();
     app.sweep().await;
-    // Abandonment ends with the terminal answer; the lifetime it outlived stays on record.
-    assert_eq!(app.open_flags("old").await, ["lifetime_exceeded"]);
+    // Abandonment ends with the terminal answer; paid after the lifetime it outlived, the
+    // payment was paid late.
+    assert_eq!(app.open_flags("old").await, ["paid_after_deadline"]);
     assert_eq!(
         app.flag_history("old").await,
         [
-            flag("lifetime_exceeded", false),
-            flag("polling_abandoned", true)
+            flag("lifetime_exceeded", true),
+            flag("polling_abandoned", true),
+            flag("paid_after_deadline", false)
         ]
     );
 }

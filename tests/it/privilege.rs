@@ -178,6 +178,20 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
         .await,
         "resolve",
     );
+    assert_ok(
+        &run_binary(&["report", "--flags", "--format", "csv"], &daemon_env).await,
+        "report --flags",
+    );
+    assert_ok(
+        &run_binary(
+            &[
+                "resolve", "--all", "--kind", "not_found", "--note", "none", "--by", "ops",
+            ],
+            &daemon_env,
+        )
+        .await,
+        "resolve --all",
+    );
 
     // The running role cannot change the schema.
     let refused = run_binary(&["migrate"], &daemon_env).await;

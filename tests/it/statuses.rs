@@ -51,7 +51,8 @@ async fn a_payment_inserted_by_plain_sql_goes_process_to_success_and_stops_after
         [t(None, "process"), t(Some("process"), "success")]
     );
     let row: (String, rust_decimal::Decimal, String, i32, bool, bool, Vec<String>) = sqlx::query_as(
-        "select status, amount, currency, checks, settled_at is not null, polling_finished, open_flags
+        "select status, received_amount, received_currency, checks, settled_at is not null,
+                polling_finished, open_flags
          from recon.reconciliation where payment_id = '1001'",
     )
     .fetch_one(app.pool())
@@ -109,7 +110,24 @@ async fn error_and_incomplete_are_terminal_paths() {
         [t(None, "waiting"), t(Some("waiting"), "incomplete")]
     );
     assert_eq!(app.open_flags("e-1").await, Vec::<String>::new());
-    assert_eq!(app.open_flags("i-1").await, ["lifetime_exceeded"]);
+    // Expired unpaid: an outcome; its lifetime flag was closed by the rule as it opened.
+    assert_eq!(app.open_flags("i-1").await, Vec::<String>::new());
+    assert_eq!(
+        app.flag_history("i-1").await,
+        [("lifetime_exceeded".to_owned(), true)]
+    );
+    let outcomes: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select outcome, received_amount::text from recon.reconciliation
+         where payment_id in ('e-1', 'i-1') order by payment_id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        [("failed".to_owned(), None), ("expired_unpaid".to_owned(), None)],
+        "no money received"
+    );
     let finished = app
         .count("select count(*) from recon.reconciliation where polling_finished")
         .await;
@@ -255,7 +273,7 @@ async fn amounts_are_stored_exactly() {
         .await;
     app.sweep().await;
     let (amount, fee, difference): (String, String, String) = sqlx::query_as(
-        "select amount::text, fee::text, amount_difference::text
+        "select received_amount::text, fee::text, difference::text
          from recon.reconciliation where payment_id = 'x'",
     )
     .fetch_one(app.pool())

@@ -40,7 +40,8 @@ claimed as (
     where p.ctid = any(array(select ctid from due))
     returning p.payment_id, p.expected_amount, p.expected_currency, p.order_id,
               p.created_at, p.expires_at, p.status, p.lifetime_ends_at, p.lifetime_source,
-              p.checks, p.attempts, p.not_found_since, p.settled_at, p.lease_token,
+              p.checks, p.attempts, p.not_found_since, p.settled_at, p.deadline_missed_at,
+              p.lease_token,
               coalesce('expected_amount ' || recon.amount_problem(p.expected_amount),
                        'created_at ' || recon.timestamp_problem(p.created_at),
                        'expires_at ' || recon.timestamp_problem(p.expires_at)) as problem
@@ -54,8 +55,17 @@ select c.payment_id as "payment_id!", c.lease_token as "lease_token!", c.problem
        c.status as "status?", c.lifetime_ends_at as "lifetime_ends_at?",
        c.lifetime_source as "lifetime_source?", c.checks as "checks!", c.attempts as "attempts!",
        c.not_found_since as "not_found_since?", c.settled_at as "settled_at?",
-       array(select d.kind from recon.discrepancies d
-             where d.payment_id = c.payment_id and d.resolved_at is null) as "open_flags!",
+       c.deadline_missed_at as "deadline_missed_at?",
+       -- The latest flag of each kind: open, or closed by whom with what values (a flag a
+       -- person or a rule closed is not opened again for the same finding). As JSON text:
+       -- [[kind, open, resolved_by, expected, actual], ...], null when there is none.
+       (select json_agg(json_build_array(f.kind, f.resolved_at is null, f.resolved_by,
+                                         f.expected, f.actual))::text
+        from (select distinct on (d.kind) d.kind, d.resolved_at, d.resolved_by, d.expected,
+                     d.actual
+              from recon.discrepancies d
+              where d.payment_id = c.payment_id
+              order by d.kind, d.id desc) f) as "latest_flags?",
        now() as "claimed_at!",
        due.previous_token is not null as "recovered!"
 from claimed c

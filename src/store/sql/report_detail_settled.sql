@@ -1,14 +1,16 @@
 -- Payments by the day they were settled: `$1`/`$2` first and last day (null: open), `$3`
 -- currency, `$4` status, `$5` flag kind. The day range is a range of settled_at, read by
 -- index, in order.
-select payment_id as "payment_id!", order_id, provider_order_id, created_at as "created_at!",
-       settled_at, status, expected_amount, expected_currency, amount, currency, fee, discount,
-       amount_difference, expires_at, expiry_source, checks as "checks!", last_checked_at,
+select payment_id as "payment_id!", order_id, provider_order_id, outcome as "outcome!", status,
+       expected_amount, expected_currency, received_amount, received_currency, difference,
+       invoice_amount, invoice_currency, fee, discount,
+       created_at as "created_at!", created_day as "created_day!", settled_at, settled_day,
+       expires_at, expiry_source, deadline_missed_at, checks as "checks!", last_checked_at,
        open_flags as "open_flags!"
 from recon.reconciliation
 where settled_at >= coalesce(recon.day_start($1::date), '-infinity')
   and settled_at < coalesce(recon.day_start($2::date + 1), 'infinity')
-  and ($3::text is null or coalesce(currency, expected_currency) = $3)
+  and ($3::text is null or $3 in (invoice_currency, expected_currency))
   and ($4::text is null or coalesce(status, 'no_answer') = $4)
   and ($5::text is null or $5 = any(open_flags))
 order by settled_at, payment_id
