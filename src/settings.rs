@@ -114,7 +114,7 @@ pub struct WebhookSettings {
     /// One delivery attempt, connection to last byte.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// An event still undelivered this long after it was written is abandoned.
+    /// An event still failing this long after its first delivery attempt is abandoned.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Which event types to send; the others stay in `recon.events`, unsent.
@@ -629,6 +629,22 @@ mod tests {
         assert_eq!(s.provider.params, ParamsMode::Query);
         assert_eq!(s.reconcile.amount_tolerance, Decimal::ZERO);
         assert_eq!(s.http.listen, None, "no listener unless asked");
+    }
+
+    #[test]
+    fn auto_close_rules_are_named_and_an_empty_list_keeps_every_flag_open() {
+        use crate::domain::AutoClose;
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(s.policy().auto_close, [AutoClose::ExpiredUnpaid]);
+        let f = file("[flags]\nauto_close = []\n");
+        let s = Settings::load_from(Some(f.path()), env(&[])).unwrap();
+        assert!(s.policy().auto_close.is_empty());
+        let f = file("[flags]\nauto_close = [\"expired\"]\n");
+        let e = Settings::load_from(Some(f.path()), env(&[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "configuration: flags.auto_close: unknown rule \"expired\"; the rules are expired_unpaid"
+        );
     }
 
     #[test]

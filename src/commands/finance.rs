@@ -154,10 +154,13 @@ pub async fn resolve(settings: &Settings, args: ResolveArgs) -> anyhow::Result<E
             from: args.from,
             to: args.to,
         };
-        let n = store::finance::resolve_selected(&pool, &selection, &by, &note, args.dry_run)
-            .await?;
+        let n =
+            store::finance::resolve_selected(&pool, &selection, &by, &note, args.dry_run).await?;
         if args.dry_run {
-            outln!("would close {} of kind {kind} (by {by}); closed none", flags(n))?;
+            outln!(
+                "would close {} of kind {kind} (by {by}); closed none",
+                flags(n)
+            )?;
         } else {
             outln!("closed {} of kind {kind} (by {by})", flags(n))?;
         }

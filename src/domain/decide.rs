@@ -543,7 +543,12 @@ fn paid_after_deadline_finding(
     match (status, missed_at) {
         (Some(ProviderStatus::Success), Some(missed_at)) => Finding::Holds {
             expected: Some(deadline.map_or_else(
-                || format!("paid before it was seen unpaid at {}", missed_at.to_rfc3339()),
+                || {
+                    format!(
+                        "paid before it was seen unpaid at {}",
+                        missed_at.to_rfc3339()
+                    )
+                },
                 Deadline::describe,
             )),
             actual: Some(match settled_at {
@@ -929,12 +934,13 @@ mod tests {
         let v = decide_at(&state, PollResult::Invoice(Box::new(lived)), 100);
         assert_eq!(
             opened(&v),
-            vec![
-                FlagKind::TerminalStatusChanged,
-                FlagKind::PaidAfterDeadline
-            ]
+            vec![FlagKind::TerminalStatusChanged, FlagKind::PaidAfterDeadline]
         );
-        assert_eq!(v.deadline_missed_at, Some(at(80)), "the miss stays on record");
+        assert_eq!(
+            v.deadline_missed_at,
+            Some(at(80)),
+            "the miss stays on record"
+        );
         let late = &v.open[1];
         assert_eq!(
             late.expected.as_deref(),
@@ -978,7 +984,11 @@ mod tests {
 
         // Closed by the rule, it is not raised again while the deadline is the same, whatever
         // status follows; its story goes on in deadline_missed_at.
-        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 25);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("process"))),
+            25,
+        );
         let state = apply(&state, &v);
         assert!(state.open_flags.is_empty());
         let v = decide_at(
@@ -1024,7 +1034,11 @@ mod tests {
                 actual: Some("5000".into()),
             },
         );
-        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("success"))), 90);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            90,
+        );
         assert!(v.open.is_empty(), "a recheck with the same values: {v:?}");
 
         let mut changed = invoice("success");

@@ -132,7 +132,9 @@ fn comma_decimal(raw: &str) -> Result<String, InvalidInput> {
             && groups[0].len() <= 3
             && groups[1..].iter().all(|g| g.len() == 3 && digits(g));
         if !grouped {
-            return Err(refuse("has a space that is not between groups of three digits"));
+            return Err(refuse(
+                "has a space that is not between groups of three digits",
+            ));
         }
     }
     if fraction.is_none() && looks_like_dotted_thousands(whole) {

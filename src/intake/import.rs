@@ -311,8 +311,7 @@ fn parse_file(
     };
     let mut out = new_writer();
     while let Some(line) = rows.next(&mut errors)? {
-        if let Some(row) = validate(&rows.record, line, &layout, naive_offset, mark, &mut errors)
-        {
+        if let Some(row) = validate(&rows.record, line, &layout, naive_offset, mark, &mut errors) {
             row.write_csv(&mut out)
                 .map_err(|e| ImportError::Read(e.to_string()))?;
             copied += 1;
@@ -466,7 +465,9 @@ pub(crate) fn decimal_mark(delimiter: u8) -> DecimalMark {
 
 /// A header cell as a column name: trimmed, lowercase, without a byte-order mark.
 pub(crate) fn column_name(cell: &str) -> String {
-    cell.trim().trim_start_matches('\u{feff}').to_ascii_lowercase()
+    cell.trim()
+        .trim_start_matches('\u{feff}')
+        .to_ascii_lowercase()
 }
 
 /// The delimiter the header row uses: a comma, or the semicolon that spreadsheets write in

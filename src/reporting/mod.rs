@@ -806,7 +806,8 @@ mod tests {
     fn the_table_escapes_control_characters() {
         let mut row = hostile_row();
         row.payment_id = "+1\u{1b}[2J".into();
-        let mut sink = Sink::new::<DetailRow>(Format::Table, CsvStyle::default(), Vec::new()).unwrap();
+        let mut sink =
+            Sink::new::<DetailRow>(Format::Table, CsvStyle::default(), Vec::new()).unwrap();
         sink.row(&row).unwrap();
         let out = String::from_utf8(sink.out.take().unwrap()).unwrap();
         assert!(!out.contains('\u{1b}'), "{out:?}");
@@ -821,7 +822,8 @@ mod tests {
         row.expected_amount = Some("1234567.50".parse().unwrap());
         row.expected_currency = Some("KZT".into());
         let table = |row: &DetailRow| {
-            let mut sink = Sink::new::<DetailRow>(Format::Table, CsvStyle::default(), Vec::new()).unwrap();
+            let mut sink =
+                Sink::new::<DetailRow>(Format::Table, CsvStyle::default(), Vec::new()).unwrap();
             sink.row(row).unwrap();
             String::from_utf8(sink.out.take().unwrap()).unwrap()
         };

@@ -7,7 +7,6 @@ use sqlx::PgPool;
 use super::StoreError;
 use crate::domain::{FlagKind, PaymentId};
 
-
 /// Closes the open `kind` flag of a payment, recording who and why. Returns false when there
 /// is no such open flag.
 pub async fn resolve_flag(

@@ -255,12 +255,11 @@ pub async fn open_action_ages(pool: &PgPool) -> Result<AgeBuckets, StoreError> {
 
 /// The first instant after a reporting day, in the reporting zone.
 pub async fn day_end(pool: &PgPool, day: NaiveDate) -> Result<DateTime<Utc>, StoreError> {
-    Ok(sqlx::query_scalar!(
-        r#"select recon.day_start($1::date + 1) as "end!""#,
-        day
+    Ok(
+        sqlx::query_scalar!(r#"select recon.day_start($1::date + 1) as "end!""#, day)
+            .fetch_one(pool)
+            .await?,
     )
-    .fetch_one(pool)
-    .await?)
 }
 
 /// Flags matching `filter`, oldest first.

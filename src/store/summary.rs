@@ -231,8 +231,7 @@ pub async fn gauges(pool: &PgPool, webhook_types: Option<&[String]>) -> Result<G
     )
     .fetch_all(pool)
     .await?;
-    let oldest_open_action_flag_age_seconds =
-        open.iter().map(|r| r.oldest).fold(0.0, f64::max);
+    let oldest_open_action_flag_age_seconds = open.iter().map(|r| r.oldest).fold(0.0, f64::max);
     let by_kind: Vec<(String, i64)> = open.into_iter().map(|r| (r.kind, r.flags)).collect();
     let due = sqlx::query!(
         r#"select count(*) as "backlog!",

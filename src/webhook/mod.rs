@@ -4,8 +4,8 @@
 //! "data"}` and `X-Recon-Signature: sha256=<hex HMAC-SHA256 of the exact body>` (key
 //! `webhook.secret`). An event counts as delivered only on a 2xx answer; anything else
 //! (another status, a timeout, a refused connection, a redirect, which is never followed) is
-//! tried again after a jittered, doubling delay, until `webhook.max_age` after the event was
-//! written, when it is abandoned. A payment's events go in id order (see
+//! tried again after a jittered, doubling delay, until `webhook.max_age` after its first
+//! attempt, when it is abandoned. A payment's events go in id order (see
 //! [`store::events::claim_due`]); instances share the work through leases. Delivery runs
 //! beside the sweeps and never holds them up: a dead receiver only grows the backlog.
 

@@ -247,7 +247,10 @@ async fn the_daily_summary_in_csv_has_stable_columns_and_exact_sums() {
     let table = run(&app, &["report", "--status", "success"], None).await;
     let text = out(&table);
     assert!(text.starts_with("day"), "{text}");
-    assert!(text.contains("2025-07-11 KZT      paid           success"), "{text}");
+    assert!(
+        text.contains("2025-07-11 KZT      paid           success"),
+        "{text}"
+    );
     assert!(!text.contains("error"), "{text}");
     assert!(
         text.contains("open flags needing a person now: 1 (under 1 day 1,"),
@@ -282,7 +285,11 @@ async fn the_detail_report_filters_and_writes_json_to_a_file() {
     )
     .await;
     assert!(output.status.success(), "{}", err(&output));
-    assert!(err(&output).contains("1 row written to"), "{}", err(&output));
+    assert!(
+        err(&output).contains("1 row written to"),
+        "{}",
+        err(&output)
+    );
     let rows: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let rows = rows.as_array().unwrap();

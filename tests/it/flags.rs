@@ -151,7 +151,10 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_kept_when_paid_
     // so nobody has anything to do; the payment's outcome says it.
     for id in ["late", "secs", "merchant"] {
         assert_eq!(app.open_flags(id).await, Vec::<String>::new(), "{id}");
-        assert_eq!(app.flag_history(id).await, [flag("lifetime_exceeded", true)]);
+        assert_eq!(
+            app.flag_history(id).await,
+            [flag("lifetime_exceeded", true)]
+        );
         let (by, outcome): (String, String) = sqlx::query_as(
             "select d.resolved_by, r.outcome from recon.discrepancies d
              join recon.reconciliation r using (payment_id) where d.payment_id = $1",
@@ -160,7 +163,10 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_kept_when_paid_
         .fetch_one(app.pool())
         .await
         .unwrap();
-        assert_eq!((by.as_str(), outcome.as_str()), ("rule:expired_unpaid", "expired_unpaid"));
+        assert_eq!(
+            (by.as_str(), outcome.as_str()),
+            ("rule:expired_unpaid", "expired_unpaid")
+        );
     }
     let source: String = sqlx::query_scalar(
         "select expiry_source from recon.reconciliation where payment_id = 'merchant'",
@@ -181,12 +187,11 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_kept_when_paid_
             flag("paid_after_deadline", false)
         ]
     );
-    let queue: Vec<String> = sqlx::query_scalar(
-        "select kind from recon.open_discrepancies where payment_id = 'late'",
-    )
-    .fetch_all(app.pool())
-    .await
-    .unwrap();
+    let queue: Vec<String> =
+        sqlx::query_scalar("select kind from recon.open_discrepancies where payment_id = 'late'")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
     assert_eq!(queue, ["paid_after_deadline"]);
 }
 

@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod digest;
 mod events;
+mod exceptions;
 mod faults;
 mod finance;
 mod flags;

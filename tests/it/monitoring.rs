@@ -94,6 +94,29 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_the_database() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!((90.0..120.0).contains(&age), "{age}");
+
+    // Only flags a person must act on count, and the oldest of them is aged: an open
+    // lifetime_exceeded (info) five days old is neither counted nor the oldest.
+    sqlx::query(
+        "insert into recon.discrepancies (payment_id, kind, detected_at) values
+             ('m-2', 'order_mismatch', now() - interval '2 hours'),
+             ('m-3', 'lifetime_exceeded', now() - interval '5 days')",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let (_, text) = get(&format!("{base}/metrics")).await;
+    assert!(
+        text.contains("freedompay_recon_open_discrepancies{kind=\"order_mismatch\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("kind=\"lifetime_exceeded\""), "{text}");
+    let oldest: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("freedompay_recon_oldest_open_action_flag_age_seconds "))
+        .and_then(|v| v.parse().ok())
+        .expect("the oldest action flag's age");
+    assert!((7200.0..7300.0).contains(&oldest), "{oldest}");
     shutdown.cancel();
 }
 

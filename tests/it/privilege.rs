@@ -9,13 +9,13 @@ use sqlx::PgPool;
 use crate::helpers::{AUTH_ID, SECRET, TestApp, TestDb, run_binary, simulator};
 
 /// Login roles named for this test run, dropped (with what they own) when the test ends.
-struct Roles {
-    names: Vec<String>,
+pub struct Roles {
+    pub names: Vec<String>,
     admin: PgPool,
 }
 
 impl Roles {
-    async fn create(admin: &PgPool, labels: &[&str]) -> Self {
+    pub async fn create(admin: &PgPool, labels: &[&str]) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::SeqCst);
         let mut names = Vec::new();
@@ -36,7 +36,7 @@ impl Roles {
         }
     }
 
-    async fn drop_all(self, database: &TestDb) {
+    pub async fn drop_all(self, database: &TestDb) {
         let server = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .connect(crate::helpers::server_url())
@@ -185,7 +185,14 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
     assert_ok(
         &run_binary(
             &[
-                "resolve", "--all", "--kind", "not_found", "--note", "none", "--by", "ops",
+                "resolve",
+                "--all",
+                "--kind",
+                "not_found",
+                "--note",
+                "none",
+                "--by",
+                "ops",
             ],
             &daemon_env,
         )

@@ -50,7 +50,15 @@ async fn a_payment_inserted_by_plain_sql_goes_process_to_success_and_stops_after
         app.transitions("1001").await,
         [t(None, "process"), t(Some("process"), "success")]
     );
-    let row: (String, rust_decimal::Decimal, String, i32, bool, bool, Vec<String>) = sqlx::query_as(
+    let row: (
+        String,
+        rust_decimal::Decimal,
+        String,
+        i32,
+        bool,
+        bool,
+        Vec<String>,
+    ) = sqlx::query_as(
         "select status, received_amount, received_currency, checks, settled_at is not null,
                 polling_finished, open_flags
          from recon.reconciliation where payment_id = '1001'",
@@ -125,7 +133,10 @@ async fn error_and_incomplete_are_terminal_paths() {
     .unwrap();
     assert_eq!(
         outcomes,
-        [("failed".to_owned(), None), ("expired_unpaid".to_owned(), None)],
+        [
+            ("failed".to_owned(), None),
+            ("expired_unpaid".to_owned(), None)
+        ],
         "no money received"
     );
     let finished = app
