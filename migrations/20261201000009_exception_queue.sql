@@ -15,6 +15,35 @@
 -- 6. The finance views are rebuilt with columns that say what they hold (expected_*,
 --    received_*, invoice_*, difference, outcome, reporting days); grants on them are kept.
 
+-- The finance views are rebuilt below (their columns change names). A view someone built on
+-- one of them would make that fail halfway; say so first, in one line, naming it.
+do $$
+declare
+    dependents text;
+begin
+    select string_agg(distinct dep.relnamespace::regnamespace::text || '.' || dep.relname
+                      || ' (on recon.' || ref.relname || ')', ', ')
+    into dependents
+    from pg_depend d
+    join pg_rewrite r on r.oid = d.objid
+    join pg_class dep on dep.oid = r.ev_class
+    join pg_class ref on ref.oid = d.refobjid
+    where d.classid = 'pg_rewrite'::regclass
+      and d.refclassid = 'pg_class'::regclass
+      and ref.relnamespace = 'recon'::regnamespace
+      and ref.relname in ('reconciliation', 'open_discrepancies', 'daily_summary',
+                          'discrepancy_history')
+      and dep.oid <> ref.oid
+      and not (dep.relnamespace = 'recon'::regnamespace
+               and dep.relname in ('reconciliation', 'open_discrepancies', 'daily_summary',
+                                   'discrepancy_history'));
+    if dependents is not null then
+        raise exception 'these views are built on finance views this upgrade rebuilds with new column names: %; drop them, migrate, then create them again on the new columns (docs/finance.md)', dependents
+            using errcode = 'dependent_objects_still_exist';
+    end if;
+end
+$$;
+
 -- 1. Flag kinds ------------------------------------------------------------------------------
 
 create table recon.flag_kinds (
@@ -102,16 +131,19 @@ comment on column recon.payments.deadline_missed_at is
     'When the daemon first saw this payment unpaid past its deadline (the earlier of expires_at and the provider''s lifetime, plus poll.lifetime_grace), or incomplete. A success after it is a late payment (paid_after_deadline).';
 
 -- From the lifetime flags raised so far: the latest one, unless a later observation cleared it.
+-- A payment that was paid and whose lifetime flag a person closed is left alone: closing that
+-- flag was how a late payment was settled before, so it raises no paid_after_deadline now.
 update recon.payments p
 set deadline_missed_at = f.detected_at
 from (
-    select distinct on (payment_id) payment_id, detected_at, resolved_by
+    select distinct on (payment_id) payment_id, detected_at, resolved_at, resolved_by
     from recon.discrepancies
     where kind = 'lifetime_exceeded'
     order by payment_id, id desc
 ) f
 where f.payment_id = p.payment_id
-  and f.resolved_by is distinct from 'daemon';
+  and f.resolved_by is distinct from 'daemon'
+  and not (p.status = 'success' and f.resolved_at is not null);
 
 -- What happened to a payment, in one word, from its status and whether its deadline passed
 -- unpaid: paid, failed, expired_unpaid, or in_progress (including no answer yet).

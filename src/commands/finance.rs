@@ -210,14 +210,31 @@ async fn resolve_from_csv(
     };
     let pool = store::connect_to_schema(&settings.database).await?;
     let outcome = store::finance::resolve_listed(&pool, &rows, by, dry_run).await?;
-    if !outcome.unknown.is_empty() {
-        for line in outcome.unknown.iter().take(crate::intake::SHOWN_ERRORS) {
-            eprintln!("line {line}: no such flag (check payment_id, kind and flag_id)");
+    let mut problems: Vec<(u64, String)> = outcome
+        .unknown
+        .iter()
+        .map(|&line| {
+            (
+                line,
+                "no such flag (check payment_id, kind and flag_id)".to_owned(),
+            )
+        })
+        .chain(outcome.repeated.iter().map(|&(line, first)| {
+            (
+                line,
+                format!("the same flag as line {first}; keep one of the two notes"),
+            )
+        }))
+        .collect();
+    if !problems.is_empty() {
+        problems.sort();
+        for (line, problem) in problems.iter().take(crate::intake::SHOWN_ERRORS) {
+            eprintln!("line {line}: {problem}");
         }
         eprintln!(
-            "error: {name}: {} of {} rows name no flag; no flag was closed. Fix them and give \
-             the file again.",
-            outcome.unknown.len(),
+            "error: {name}: {} of {} rows name no flag, or one another row names; no flag was \
+             closed. Fix them and give the file again.",
+            problems.len(),
             rows.len()
         );
         return Ok(ExitCode::FAILURE);
@@ -420,9 +437,10 @@ pub struct ReportArgs {
     /// Only payments with an open flag of this kind; with --flags, only flags of this kind.
     #[arg(long, value_parser = parse_kind)]
     pub flag: Option<FlagKind>,
-    /// With --flags: which flags (action: those a person must act on).
-    #[arg(long, value_enum, default_value = "action", requires = "flags")]
-    pub class: store::report::ClassFilter,
+    /// With --flags: which flags [default: action, those a person must act on; with --flag,
+    /// that kind's class]
+    #[arg(long, value_enum, requires = "flags")]
+    pub class: Option<store::report::ClassFilter>,
     /// With --flags: the flags that were open at the end of this reporting day (from
     /// history), to close a month after the fact.
     #[arg(long, value_parser = crate::reporting::parse_date, requires = "flags")]
@@ -447,9 +465,15 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
     let format = if args.excel { Format::Csv } else { args.format };
     let currency = args.currency.map(|c| c.to_string());
     let kind = if args.flags {
+        use store::report::ClassFilter;
+        // `--flag lifetime_exceeded` alone lists those flags, not an empty action queue.
+        let class = args.class.unwrap_or(match args.flag.map(FlagKind::class) {
+            Some(crate::domain::FlagClass::Info) => ClassFilter::Info,
+            _ => ClassFilter::Action,
+        });
         ReportKind::Flags(FlagFilter {
             as_of: args.as_of,
-            class: args.class,
+            class,
             kind: args.flag,
             from: args.from,
             to: args.to,

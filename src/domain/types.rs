@@ -329,15 +329,17 @@ impl FlagKind {
 
     /// Whether a flag of this kind with `expected`/`actual` is about the same thing as an
     /// earlier one: a flag a person (or a rule) closed reopens only when it is not. A missed
-    /// deadline is about the deadline, whatever status the payment shows after it.
+    /// deadline, and a payment made after one, are about the deadline, whatever the payment
+    /// shows after it.
     pub fn same_subject(
         self,
         earlier: &ClosedFlag,
         expected: Option<&str>,
         actual: Option<&str>,
     ) -> bool {
+        let about_the_deadline = matches!(self, Self::LifetimeExceeded | Self::PaidAfterDeadline);
         earlier.expected.as_deref() == expected
-            && (self == Self::LifetimeExceeded || earlier.actual.as_deref() == actual)
+            && (about_the_deadline || earlier.actual.as_deref() == actual)
     }
 }
 

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SubsecRound as _, TimeDelta, Utc};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use rand::Rng as _;
@@ -749,8 +749,11 @@ impl Sweep {
                         }
                     }
                 };
-                let observed_at = claim.claimed_at
-                    + TimeDelta::from_std(claimed_locally.elapsed()).unwrap_or_default();
+                // To the microsecond, as PostgreSQL keeps it: a time the verdict writes into a
+                // flag's text reads back the same on the next poll.
+                let observed_at = (claim.claimed_at
+                    + TimeDelta::from_std(claimed_locally.elapsed()).unwrap_or_default())
+                .trunc_subsecs(6);
                 let jitter = Jitter::from_permille(rand::rng().random_range(0..=1000));
                 let verdict = decide(&claim.tracked, &result, observed_at, &inner.policy, jitter);
                 let invoice = match result {

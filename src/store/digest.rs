@@ -45,8 +45,10 @@ pub async fn yesterday(pool: &PgPool) -> Result<(String, NaiveDate), StoreError>
     Ok((row.timezone, row.yesterday))
 }
 
-/// Payments that reached an outcome in the days `from..=to`: settled (first seen paid,
-/// failed or incomplete) then, or seen unpaid past their deadline then.
+/// Payments that reached an outcome in the days `from..=to`: paid or failed, by the day it
+/// was first seen; expired unpaid, by the day it was first seen unpaid past its deadline (or
+/// `incomplete`), so a payment that expires late one day and turns `incomplete` the next is
+/// counted on the first day, once.
 pub async fn outcomes(
     pool: &PgPool,
     from: NaiveDate,
@@ -58,12 +60,12 @@ pub async fn outcomes(
                   currency, count(*) as "payments!",
                   sum(amount)::text as amount
            from recon.payments
-           where (settled_at >= recon.day_start($1) and settled_at < recon.day_start($2::date + 1)
-                  and status in ('success', 'error', 'incomplete'))
-              or (deadline_missed_at >= recon.day_start($1)
-                  and deadline_missed_at < recon.day_start($2::date + 1)
-                  and status is distinct from 'success' and status is distinct from 'error'
-                  and status is distinct from 'incomplete')
+           where (status in ('success', 'error')
+                  and settled_at >= recon.day_start($1)
+                  and settled_at < recon.day_start($2::date + 1))
+              or (recon.outcome(status, deadline_missed_at) = 'expired_unpaid'
+                  and coalesce(deadline_missed_at, settled_at) >= recon.day_start($1)
+                  and coalesce(deadline_missed_at, settled_at) < recon.day_start($2::date + 1))
            group by 1, 2
            order by array_position(array['paid', 'failed', 'expired_unpaid'],
                                    recon.outcome(status, deadline_missed_at)), 2"#,
@@ -74,7 +76,8 @@ pub async fn outcomes(
     .await?)
 }
 
-/// `(kind, flags)` opened in the days `from..=to`, and resolved in them (by anyone).
+/// `(kind, flags)` a person must act on (class `action`) opened in the days `from..=to`, and
+/// resolved in them (by anyone). Expired payments are outcomes, counted there instead.
 pub async fn flag_changes(
     pool: &PgPool,
     from: NaiveDate,
@@ -87,8 +90,10 @@ pub async fn flag_changes(
                   count(*) filter (where resolved_at >= recon.day_start($1)
                                      and resolved_at < recon.day_start($2::date + 1)) as "resolved!"
            from recon.discrepancies
-           where (detected_at >= recon.day_start($1) and detected_at < recon.day_start($2::date + 1))
-              or (resolved_at >= recon.day_start($1) and resolved_at < recon.day_start($2::date + 1))
+           join recon.flag_kinds using (kind)
+           where class = 'action'
+             and ((detected_at >= recon.day_start($1) and detected_at < recon.day_start($2::date + 1))
+                  or (resolved_at >= recon.day_start($1) and resolved_at < recon.day_start($2::date + 1)))
            group by kind
            order by kind"#,
         from,

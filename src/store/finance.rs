@@ -125,12 +125,17 @@ pub struct ListedOutcome {
     /// Lines that name no flag at all (no such payment, kind or flag id): nothing was
     /// written.
     pub unknown: Vec<u64>,
+    /// `(line, earlier line)`: lines naming a flag an earlier line names too (with and without
+    /// its flag id, say): nothing was written, since only one note could be kept.
+    pub repeated: Vec<(u64, u64)>,
 }
 
-/// Closes the flags `rows` list (each by its flag id when given, else the payment's open flag
-/// of that kind, else its latest of that kind), with each row's note, in one transaction.
-/// When any row names no flag, nothing is written. A flag already closed is reported, not
-/// an error: running the same list twice changes nothing.
+/// Closes the flags `rows` list, with each row's note, in one transaction. A row names its
+/// flag by flag id when it has one; else it names the payment's flag of that kind that `by`
+/// already closed with this same note (the list is being run again), else its open one, else
+/// its latest. When any row names no flag, or two rows the same flag, nothing is written. A
+/// flag already closed is reported, not an error: running the same list twice changes
+/// nothing, even after the flag opened again with other values.
 pub async fn resolve_listed(
     pool: &PgPool,
     rows: &[Resolution],
@@ -141,6 +146,7 @@ pub async fn resolve_listed(
     let ids: Vec<&str> = rows.iter().map(|r| r.payment_id.as_str()).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
     let flag_ids: Vec<Option<i64>> = rows.iter().map(|r| r.flag_id).collect();
+    let notes: Vec<&str> = rows.iter().map(|r| r.note.as_str()).collect();
     let mut tx = pool.begin().await?;
     sqlx::query!(
         "select 1 as locked from recon.payments where payment_id = any($1)
@@ -151,14 +157,15 @@ pub async fn resolve_listed(
     .await?;
     let matched = sqlx::query!(
         r#"select l.line as "line!", f.id as "flag_id?", f.resolved_by
-           from unnest($1::int8[], $2::text[], $3::text[], $4::int8[])
-                as l(line, payment_id, kind, flag_id)
+           from unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[])
+                as l(line, payment_id, kind, flag_id, note)
            left join lateral (
                select d.id, d.resolved_by
                from recon.discrepancies d
                where d.payment_id = l.payment_id and d.kind = l.kind
                  and (l.flag_id is null or d.id = l.flag_id)
-               order by d.resolved_at is null desc, d.id desc
+               order by coalesce(d.resolved_by = $6 and d.resolution = l.note, false) desc,
+                        d.resolved_at is null desc, d.id desc
                limit 1
            ) f on true
            order by l.line"#,
@@ -166,12 +173,21 @@ pub async fn resolve_listed(
         &ids as &[&str],
         &kinds as &[&str],
         &flag_ids as &[Option<i64>],
+        &notes as &[&str],
+        by,
     )
     .fetch_all(&mut *tx)
     .await?;
     let mut outcome = ListedOutcome::default();
     let mut to_close: Vec<(i64, &str)> = Vec::new();
+    let mut first_line: std::collections::HashMap<i64, u64> = std::collections::HashMap::new();
     for (row, m) in rows.iter().zip(&matched) {
+        if let Some(id) = m.flag_id
+            && let Some(first) = first_line.insert(id, row.line)
+        {
+            outcome.repeated.push((row.line, first));
+            continue;
+        }
         match (m.flag_id, &m.resolved_by) {
             (None, _) => outcome.unknown.push(row.line),
             (Some(_), Some(by)) => outcome.already_closed.push((row.line, by.clone())),
@@ -181,7 +197,8 @@ pub async fn resolve_listed(
             }
         }
     }
-    if !outcome.unknown.is_empty() || dry_run || to_close.is_empty() {
+    let refused = !outcome.unknown.is_empty() || !outcome.repeated.is_empty();
+    if refused || dry_run || to_close.is_empty() {
         tx.rollback().await?;
         return Ok(outcome);
     }

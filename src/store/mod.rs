@@ -433,6 +433,10 @@ fn is_permission_denied(error: &StoreError) -> bool {
 fn migrator() -> sqlx::migrate::Migrator {
     let mut migrator = sqlx::migrate::Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    // [`migrate`] holds its own advisory lock around the run. sqlx's lock would stay held by a
+    // pooled connection after a failed migration (it is not released on error), and the next
+    // `migrate` in the same process would wait for it forever.
+    migrator.set_locking(false);
     migrator
 }
 

@@ -138,7 +138,6 @@ pub struct FlagRow {
     pub opened_at: DateTime<Utc>,
     pub opened_day: NaiveDate,
     /// Seconds from opening to now (or to the end of the `--as-of` day).
-    #[serde(skip)]
     pub age_seconds: i64,
     pub expected: Option<String>,
     pub actual: Option<String>,

@@ -33,10 +33,14 @@ async fn known_day() -> TestApp {
                 ('failed-1', 700, 'KZT', 'error', 700, 'KZT', '2026-03-10 08:00Z', null),
                 ('expired-1', 900, 'KZT', 'incomplete', null, null, '2026-03-10 07:00Z', null),
                 ('unpaid-1', 300, 'KZT', 'process', 300, 'KZT', null, null),
+                -- expired the day before, `incomplete` this day: counted the day before
+                ('expired-0', 400, 'KZT', 'incomplete', 400, 'KZT', '2026-03-10 01:00Z', null),
                 ('next-day', 1, 'KZT', 'success', 1, 'KZT', '2026-03-11 00:00Z', null);
          -- still `process`, but its deadline passed unpaid that day: expired unpaid too
          update recon.payments set deadline_missed_at = '2026-03-10 05:00Z'
          where payment_id in ('unpaid-1', 'expired-1');
+         update recon.payments set deadline_missed_at = '2026-03-09 23:00Z'
+         where payment_id = 'expired-0';
          insert into recon.discrepancies
              (payment_id, kind, expected, actual, detected_at, resolved_at, resolved_by, resolution)
          values ('paid-2', 'amount_mismatch', '2500', '2499.50 `@here`', '2026-03-10 23:59:59Z',

@@ -153,6 +153,25 @@ async fn an_expired_unpaid_payment_is_an_outcome_and_never_waits_in_the_queue() 
         info.contains(",kept-open,lifetime_exceeded,info,"),
         "{info}"
     );
+    let by_kind = ok(&run(
+        &app,
+        &[
+            "report",
+            "--flags",
+            "--flag",
+            "lifetime_exceeded",
+            "--format",
+            "json",
+        ],
+    )
+    .await);
+    let rows: serde_json::Value = serde_json::from_str(&by_kind).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        1,
+        "its class is implied: {rows:#}"
+    );
+    assert!(rows[0]["age_seconds"].as_i64().unwrap() >= 0, "{rows:#}");
 }
 
 /// A `note` filled in for every data row of a flags CSV (the report leaves it empty, last).
@@ -232,7 +251,25 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
         );
     }
 
-    // The same file again: nothing changes, nothing fails.
+    // short-1 is paid a different amount since: a new flag, which the old notes do not close.
+    app.sim.set_scenario(
+        Scenario::new().payment("short-1", [Reply::invoice("success", "80.00", "KZT")]),
+    );
+    ok(&run(&app, &["recheck", "short-1"]).await);
+    app.sweep().await;
+    assert_eq!(
+        queue(&app).await,
+        [("short-1".to_owned(), "amount_mismatch".to_owned())]
+    );
+    // Without flag ids, the file still names the flags it closed: the same file again changes
+    // nothing and fails nothing.
+    let without_ids: String = std::fs::read_to_string(&noted)
+        .unwrap()
+        .lines()
+        .map(|line| format!("{}\r\n", line.split_once(',').unwrap().1))
+        .collect();
+    let noted = dir.path().join("noted-without-ids.csv");
+    std::fs::write(&noted, without_ids).unwrap();
     let events = app.count("select count(*) from recon.events").await;
     let again = ok(&run(&app, &["resolve", "--from-csv", noted.to_str().unwrap()]).await);
     assert!(
@@ -246,6 +283,31 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
         "{again}"
     );
     assert_eq!(app.count("select count(*) from recon.events").await, events);
+    assert_eq!(queue(&app).await.len(), 1, "the new flag is still open");
+
+    // The same flag twice (with and without its id): which note would count? Nothing is
+    // closed.
+    let open_id: i64 = sqlx::query_scalar("select id from recon.open_discrepancies")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let twice = dir.path().join("twice.csv");
+    std::fs::write(
+        &twice,
+        format!(
+            "flag_id,payment_id,kind,note\r\n{open_id},short-1,amount_mismatch,one\r\n\
+             ,short-1,amount_mismatch,another\r\n"
+        ),
+    )
+    .unwrap();
+    let refused = run(&app, &["resolve", "--from-csv", twice.to_str().unwrap()]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        err(&refused).starts_with("line 3: the same flag as line 2; keep one of the two notes"),
+        "{}",
+        err(&refused)
+    );
+    assert_eq!(queue(&app).await.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -942,17 +1004,39 @@ async fn an_upgrade_closes_the_open_expiries_by_the_rule_and_keeps_readers_grant
          values ('u-inc', 10, 'KZT', 'incomplete', 10, 'KZT', now(), null),
                 ('u-proc', 10, 'KZT', 'process', 10, 'KZT', null, now()),
                 ('u-late', 10, 'KZT', 'success', 10, 'KZT', now(), null),
-                ('u-short', 10, 'KZT', 'success', 9, 'KZT', now(), null);
+                ('u-short', 10, 'KZT', 'success', 9, 'KZT', now(), null),
+                ('u-settled', 10, 'KZT', 'success', 10, 'KZT', now(), null);
          insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
          values ('u-inc', 'lifetime_exceeded', 'settled by x', 'incomplete', now() - interval '2 days'),
                 ('u-proc', 'lifetime_exceeded', 'settled by x', 'process', now() - interval '2 days'),
                 ('u-late', 'lifetime_exceeded', 'settled by x', 'process', now() - interval '2 days'),
-                ('u-short', 'amount_mismatch', '10', '9', now() - interval '2 days');"
+                ('u-short', 'amount_mismatch', '10', '9', now() - interval '2 days');
+         -- a late payment a person settled, the way it was done before
+         insert into recon.discrepancies
+             (payment_id, kind, expected, actual, detected_at, resolved_at, resolved_by, resolution)
+         values ('u-settled', 'lifetime_exceeded', 'settled by x', 'process',
+                 now() - interval '3 days', now() - interval '1 day', 'aigerim', 'refunded');
+         create view public.bi_report as select payment_id, amount from recon.reconciliation;"
     )))
     .execute(&db.pool)
     .await
     .unwrap();
 
+    // A view someone built on a view the upgrade rebuilds: refused, in one line naming it,
+    // and nothing is changed.
+    let refused = store::migrate(&db.pool).await.unwrap_err().to_string();
+    assert!(
+        refused.contains(
+            "these views are built on finance views this upgrade rebuilds with new column \
+             names: public.bi_report (on recon.reconciliation)"
+        ),
+        "{refused}"
+    );
+    assert_eq!(store::pending_migrations(&db.pool).await.unwrap(), 1);
+    sqlx::query("drop view public.bi_report")
+        .execute(&db.pool)
+        .await
+        .unwrap();
     store::migrate(&db.pool).await.unwrap();
 
     let flags: Vec<(String, String, Option<String>)> = sqlx::query_as(
@@ -971,8 +1055,19 @@ async fn an_upgrade_closes_the_open_expiries_by_the_rule_and_keeps_readers_grant
             flag("u-late", "lifetime_exceeded", Some("daemon")),
             flag("u-late", "paid_after_deadline", None),
             flag("u-proc", "lifetime_exceeded", Some("rule:expired_unpaid")),
+            flag("u-settled", "lifetime_exceeded", Some("aigerim")),
             flag("u-short", "amount_mismatch", None),
         ]
+    );
+    let settled_missed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "select deadline_missed_at from recon.payments where payment_id = 'u-settled'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        settled_missed, None,
+        "settled by a person before: no late-payment flag to raise again"
     );
     let outcomes: Vec<(String, String)> =
         sqlx::query_as("select payment_id, outcome from recon.reconciliation order by payment_id")
@@ -985,6 +1080,7 @@ async fn an_upgrade_closes_the_open_expiries_by_the_rule_and_keeps_readers_grant
             ("u-inc".to_owned(), "expired_unpaid".to_owned()),
             ("u-late".to_owned(), "paid".to_owned()),
             ("u-proc".to_owned(), "expired_unpaid".to_owned()),
+            ("u-settled".to_owned(), "paid".to_owned()),
             ("u-short".to_owned(), "paid".to_owned()),
         ]
     );
@@ -997,10 +1093,10 @@ async fn an_upgrade_closes_the_open_expiries_by_the_rule_and_keeps_readers_grant
     assert_eq!(
         events,
         [
-            ("flag_opened".to_owned(), 5),
+            ("flag_opened".to_owned(), 6),
             ("flag_resolved".to_owned(), 3)
         ],
-        "four flags raised before the upgrade, one by it; three closed by it"
+        "five flags raised before the upgrade, one by it; three closed by it"
     );
 
     // The reader still reads the rebuilt views, and what the flag kinds mean.

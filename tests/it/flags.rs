@@ -193,6 +193,27 @@ async fn lifetime_exceeded_is_raised_past_lifetime_and_grace_and_kept_when_paid_
             .await
             .unwrap();
     assert_eq!(queue, ["paid_after_deadline"]);
+
+    // A person settles it (a refund); the confirmation poll sees the same late payment and
+    // leaves the resolution as it is.
+    sqlx::query(
+        "update recon.discrepancies set resolved_at = now(), resolved_by = 'aigerim',
+             resolution = 'refunded'
+         where payment_id = 'late' and resolved_at is null",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    app.fast_forward().await;
+    app.sweep().await;
+    assert_eq!(app.sim.calls()["late"], 3, "the confirmation poll was made");
+    assert_eq!(
+        app.flag_history("late").await,
+        [
+            flag("lifetime_exceeded", true),
+            flag("paid_after_deadline", true)
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
