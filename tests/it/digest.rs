@@ -17,13 +17,7 @@ use crate::helpers::{TestApp, run_binary};
 /// opened on 1 March and still open.
 async fn known_day() -> TestApp {
     let app = TestApp::new(Scenario::new()).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "alter database {} set recon.timezone = 'UTC'",
-        app.db.name()
-    )))
-    .execute(app.pool())
-    .await
-    .unwrap();
+    app.report_in_utc().await;
     sqlx::raw_sql(
         "insert into recon.payments (payment_id, expected_amount, expected_currency, status,
                                      amount, currency, settled_at, next_check_at)

@@ -28,17 +28,6 @@ fn ok(output: &Output) -> String {
     out(output)
 }
 
-/// Reports in UTC days, so the tests' times read as written.
-async fn utc_days(app: &TestApp) {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "alter database {} set recon.timezone = 'UTC'",
-        app.db.name()
-    )))
-    .execute(app.pool())
-    .await
-    .unwrap();
-}
-
 /// `(kind, resolved_by, resolution)` of every flag of a payment, in order.
 async fn flags_of(app: &TestApp, id: &str) -> Vec<(String, Option<String>, Option<String>)> {
     sqlx::query_as(
@@ -883,7 +872,7 @@ async fn month_end_filters_narrow_the_totals_and_an_unknown_fee_stays_unknown() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flags_open_at_the_end_of_a_day_are_listed_from_history() {
     let app = TestApp::new(Scenario::new()).await;
-    utc_days(&app).await;
+    app.report_in_utc().await;
     app.insert(
         "('a', 10, 'KZT', null, '2026-06-01 10:00Z', null),
          ('b', 10, 'KZT', null, '2026-06-01 10:00Z', null),

@@ -350,6 +350,18 @@ impl TestApp {
         .expect("insert a transition");
     }
 
+    /// Reporting days in UTC for commands that connect from now on (the database setting
+    /// `recon.timezone`), so a test's times read as written.
+    pub async fn report_in_utc(&self) {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "alter database {} set recon.timezone = 'UTC'",
+            self.db.name()
+        )))
+        .execute(self.pool())
+        .await
+        .unwrap();
+    }
+
     /// Time passes: every payment still polled is due now.
     pub async fn fast_forward(&self) {
         sqlx::query(
