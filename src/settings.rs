@@ -153,11 +153,13 @@ impl WebhookSettings {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("webhook.url", "must be an http(s) URL"));
         }
-        if self.secret.expose_secret().len() < 16 {
+        // Whitespace is no key: 16 spaces would sign with something anyone can guess.
+        if self.secret.expose_secret().trim().chars().count() < 16 {
             return Err(invalid(
                 "webhook.secret",
-                "must be set, at least 16 characters, when webhook.url is (set \
-                 FREEDOMPAY_RECON__WEBHOOK__SECRET; systemd: in the EnvironmentFile)",
+                "must be set, at least 16 characters other than spaces at either end, when \
+                 webhook.url is (set FREEDOMPAY_RECON__WEBHOOK__SECRET; systemd: in the \
+                 EnvironmentFile)",
             ));
         }
         if self.timeout.is_zero() || self.max_age.is_zero() {
@@ -469,6 +471,24 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.database.connect_options()?;
+        if !(1..=1000).contains(&self.database.max_connections) {
+            return Err(invalid(
+                "database.max_connections",
+                "must be between 1 and 1000",
+            ));
+        }
+        for (key, duration) in [
+            ("database.connect_timeout", self.database.connect_timeout),
+            ("provider.timeout", self.provider.timeout),
+            ("provider.connect_timeout", self.provider.connect_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(invalid(
+                    key,
+                    "must be more than zero (every attempt would time out at once)",
+                ));
+            }
+        }
         self.provider.naive_offset()?;
         let poll = &self.poll;
         if poll.concurrency == 0 {
@@ -806,6 +826,22 @@ mod tests {
                 "localhost",
                 "is not an address",
             ),
+            // These were accepted and broke the daemon (a panic, or every poll timing out).
+            (
+                "FREEDOMPAY_RECON__DATABASE__MAX_CONNECTIONS",
+                "0",
+                "database.max_connections: must be between 1 and 1000",
+            ),
+            (
+                "FREEDOMPAY_RECON__PROVIDER__TIMEOUT",
+                "0s",
+                "provider.timeout: must be more than zero",
+            ),
+            (
+                "FREEDOMPAY_RECON__PROVIDER__CONNECT_TIMEOUT",
+                "0s",
+                "provider.connect_timeout: must be more than zero",
+            ),
         ];
         for (key, value, named) in cases {
             let err = Settings::load_from(None, env(&[(key, value)]))
@@ -815,6 +851,28 @@ mod tests {
             assert!(message.contains(named), "{key}={value}: {message}");
             assert!(!message.contains("pw@"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_webhook_secret_of_spaces_is_no_secret() {
+        let webhook = |secret: &str| {
+            Settings::load_from(
+                None,
+                env(&[
+                    (
+                        "FREEDOMPAY_RECON__WEBHOOK__URL",
+                        "https://erp.example/hooks",
+                    ),
+                    ("FREEDOMPAY_RECON__WEBHOOK__SECRET", secret),
+                ]),
+            )
+        };
+        let e = webhook(&" ".repeat(16)).unwrap_err().to_string();
+        assert!(
+            e.contains("webhook.secret: must be set, at least 16"),
+            "{e}"
+        );
+        assert!(webhook("0123456789abcdef").is_ok());
     }
 
     #[test]

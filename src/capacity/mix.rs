@@ -44,6 +44,9 @@ impl Default for Mix {
     }
 }
 
+/// The longest duration a mix may state.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 impl Mix {
     /// Reads a mix from a TOML file; every key is required.
     pub fn from_toml(text: &str) -> Result<Self, String> {
@@ -57,6 +60,19 @@ impl Mix {
         }
         if !(0.0..=5.0).contains(&mix.pay_sigma) {
             return Err("pay_sigma must be between 0 and 5".into());
+        }
+        // A day of payments: durations past a year describe no payment anyone takes.
+        for (key, duration) in [
+            ("pay_median", mix.pay_median),
+            ("lifetime", mix.lifetime),
+            ("visible_after", mix.visible_after),
+        ] {
+            if duration > MAX_DURATION {
+                return Err(format!(
+                    "{key} must be at most 365 days (it is {})",
+                    humantime::format_duration(duration)
+                ));
+            }
         }
         Ok(mix)
     }

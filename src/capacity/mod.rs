@@ -91,8 +91,13 @@ fn epoch() -> DateTime<Utc> {
     DateTime::from_timestamp(1_767_225_600, 0).expect("a valid instant")
 }
 
+/// `at + d`, the last instant there is when that is past it (a policy or mix with an absurd
+/// duration is simulated, not a crash).
 fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    at + TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// Runs the plan. Deterministic: the same input gives the same plan.
@@ -403,5 +408,23 @@ mod tests {
         ] {
             assert!(Mix::from_toml(bad).is_err(), "{bad}");
         }
+        // 262,000 years: refused in words, not a panic.
+        let absurd = "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\n\
+                      pay_sigma = 0.5\nlifetime = \"262000years\"\nvisible_after = \"10s\"\n";
+        assert_eq!(
+            Mix::from_toml(absurd).unwrap_err(),
+            "lifetime must be at most 365 days (it is 262000years)"
+        );
+    }
+
+    #[test]
+    fn absurd_durations_in_a_policy_are_simulated_not_a_crash() {
+        let mut input = small_day(0);
+        input.policy.max_age = Duration::from_secs(u64::MAX / 4);
+        input.policy.lifetime_grace = Duration::from_secs(u64::MAX / 4);
+        input.policy.confirm_after = Duration::from_secs(u64::MAX / 4);
+        input.mix.lifetime = mix::MAX_DURATION;
+        let plan = run(&input);
+        assert_eq!(plan.payments, 4);
     }
 }
