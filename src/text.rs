@@ -52,6 +52,25 @@ pub fn excerpt(raw: &str) -> String {
     format!("\"{}\"", clean(raw, EXCERPT_CHARS))
 }
 
+/// Outside text for a chat message, in any format: `<`, `>` and `@` become look-alikes
+/// (`‹`, `›`, `＠`), so no `<!channel>`, `<@U123>`, `@here` or `@everyone` in a payment id or
+/// a flag's value can notify anyone, in Slack, Mattermost, Rocket.Chat or Discord.
+pub fn without_mentions(raw: &str) -> Cow<'_, str> {
+    if !raw.contains(['<', '>', '@']) {
+        return Cow::Borrowed(raw);
+    }
+    Cow::Owned(
+        raw.chars()
+            .map(|c| match c {
+                '<' => '‹',
+                '>' => '›',
+                '@' => '＠',
+                c => c,
+            })
+            .collect(),
+    )
+}
+
 /// Characters that make a spreadsheet run a cell as a formula when it starts with one.
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
@@ -109,6 +128,20 @@ mod tests {
         let huge = "\u{0}".repeat(500_000);
         assert!(clean(&huge, PROVIDER_TEXT_MAX_CHARS).len() < 4 * PROVIDER_TEXT_MAX_CHARS);
         assert_eq!(excerpt("ab"), "\"ab\"");
+    }
+
+    #[test]
+    fn chat_mentions_are_neutralised() {
+        for (raw, quiet) in [
+            ("<!channel>", "‹!channel›"),
+            ("<!here|here>", "‹!here|here›"),
+            ("<@U024BE7LH>", "‹＠U024BE7LH›"),
+            ("@everyone", "＠everyone"),
+            ("pay @here now", "pay ＠here now"),
+        ] {
+            assert_eq!(without_mentions(raw), quiet);
+        }
+        assert!(matches!(without_mentions("1001"), Cow::Borrowed(_)));
     }
 
     #[test]

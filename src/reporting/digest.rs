@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use crate::store::digest::{OpenFlag, Outcome};
 use crate::store::report::{AgeBuckets, open_action_ages};
 use crate::store::{self, StoreError};
-use crate::text::clean;
+use crate::text::{clean, without_mentions};
 
 /// How many of the oldest open flags are listed.
 pub const OLDEST_LISTED: i64 = 10;
@@ -59,7 +59,7 @@ impl Digest {
         let from = from.or(to).unwrap_or(yesterday);
         let to = to.unwrap_or(from);
         let (flags_opened, flags_resolved) = store::digest::flag_changes(pool, from, to).await?;
-        Ok(Self {
+        let mut digest = Self {
             from,
             to,
             timezone,
@@ -69,7 +69,28 @@ impl Digest {
             flags_resolved,
             open: open_action_ages(pool).await?,
             oldest_open: store::digest::oldest_open(pool, OLDEST_LISTED).await?,
-        })
+        };
+        digest.quiet_outside_text();
+        Ok(digest)
+    }
+
+    /// Text from outside (ids, a flag's values, statuses, currencies) can mention nobody, in
+    /// whichever format the digest is rendered and wherever it is sent.
+    fn quiet_outside_text(&mut self) {
+        let quiet = |text: &mut String| {
+            if let std::borrow::Cow::Owned(safe) = without_mentions(text) {
+                *text = safe;
+            }
+        };
+        for outcome in &mut self.outcomes {
+            outcome.currency.as_mut().map(quiet);
+        }
+        for flag in &mut self.oldest_open {
+            quiet(&mut flag.payment_id);
+            quiet(&mut flag.status);
+            flag.expected.as_mut().map(quiet);
+            flag.actual.as_mut().map(quiet);
+        }
     }
 
     fn period(&self) -> String {

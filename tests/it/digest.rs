@@ -81,7 +81,7 @@ Flags
   open, needing a person: 1 (under 1 day 0, 1-3 days 0, 3-7 days 0, over 7 days 1)
 
 Oldest open flags needing a person
-  2026-03-10 23:59 UTC paid-2 amount_mismatch (status success): expected 2500, actual 2499.50 `@here`
+  2026-03-10 23:59 UTC paid-2 amount_mismatch (status success): expected 2500, actual 2499.50 `＠here`
 "
     );
 
@@ -180,11 +180,11 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
         "{text}"
     );
     // Outside text is a code span: no mention, no formatting.
-    assert!(text.contains("actual `2499.50 '@here'`"), "{text}");
+    assert!(text.contains("actual `2499.50 '＠here'`"), "{text}");
 
     // A malformed URL is refused without being repeated: it is a secret.
     let malformed = run_binary(
-        &["digest", "--from", "2026-03-10"],
+        &["digest", "--from", "2026-03-10", "--post"],
         &[
             ("DATABASE_URL", &url),
             (
@@ -199,6 +199,70 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
     assert!(
         stderr.contains("is not an http(s) URL") && !stderr.contains("secret-token"),
         "{stderr}"
+    );
+
+    // The variable alone posts nothing: JSON is printed, whatever the environment holds.
+    let printed = run_binary(
+        &["digest", "--from", "2026-03-10", "--format", "json"],
+        &[
+            ("DATABASE_URL", &url),
+            ("FREEDOMPAY_RECON_DIGEST_POST", &hook),
+        ],
+    )
+    .await;
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let _: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert!(chat.posted.lock().unwrap().is_empty(), "nothing posted");
+    // `--post` alone takes the URL from the variable; in plain text, nobody is mentioned.
+    sqlx::query(
+        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+         values ('paid-1', 'order_mismatch', '<!channel>', '@everyone <@U024BE7LH>',
+                 '2026-03-10 09:00Z')",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let plain = run_binary(
+        &["digest", "--from", "2026-03-10", "--post"],
+        &[
+            ("DATABASE_URL", &url),
+            ("FREEDOMPAY_RECON_DIGEST_POST", &hook),
+        ],
+    )
+    .await;
+    assert!(
+        plain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let posted = chat
+        .posted
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("posted by --post alone");
+    let text = posted["text"].as_str().unwrap();
+    assert!(
+        text.contains("expected ‹!channel›, actual ＠everyone ‹＠U024BE7LH›"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("<!") && !text.contains("@everyone"),
+        "{text}"
+    );
+    let json = run_binary(
+        &["digest", "--from", "2026-03-10", "--format", "json"],
+        &[("DATABASE_URL", &url)],
+    )
+    .await;
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(
+        !json.contains("<!channel>") && !json.contains("@everyone"),
+        "{json}"
     );
 
     *chat.status.lock().unwrap() = Some(StatusCode::FORBIDDEN);
