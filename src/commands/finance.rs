@@ -341,7 +341,8 @@ pub async fn grant_reader(settings: &Settings, args: GrantReaderArgs) -> anyhow:
     use store::finance::{READER_VIEWS, quote_ident, role_reach};
 
     let pool = store::connect_to_schema(&settings.database).await?;
-    let role = quote_ident(&args.role);
+    // For messages: quoted, and escaped like any outside text on a terminal.
+    let role = crate::text::escape_invisible(&quote_ident(&args.role)).into_owned();
     let reach = role_reach(&pool, &args.role).await?;
     anyhow::ensure!(
         reach.exists,
@@ -386,7 +387,8 @@ pub async fn grant_daemon(settings: &Settings, args: GrantDaemonArgs) -> anyhow:
     use store::finance::{daemon_grants, quote_ident, role_reach};
 
     let pool = store::connect_to_schema(&settings.database).await?;
-    let role = quote_ident(&args.role);
+    // For messages: quoted, and escaped like any outside text on a terminal.
+    let role = crate::text::escape_invisible(&quote_ident(&args.role)).into_owned();
     anyhow::ensure!(
         role_reach(&pool, &args.role).await?.exists,
         "role {role} does not exist; create it first, e.g. create role {role} login password '…'"
@@ -397,7 +399,7 @@ pub async fn grant_daemon(settings: &Settings, args: GrantDaemonArgs) -> anyhow:
             "could not grant; run this as the role that ran `migrate` (it owns schema recon)",
         )?;
     for statement in daemon_grants(&args.role) {
-        outln!("{statement};")?;
+        outln!("{};", crate::text::escape_invisible(&statement))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -248,6 +248,14 @@ async fn grant_reader_refuses_roles_that_read_everything_and_quotes_names() {
     );
     assert!(out.contains("and no table"), "{out}");
 
+    // A role name that carries a terminal escape sequence is shown escaped, never run.
+    let missing = grant("esc\u{1b}]0;pwned\u{7}".to_owned()).await;
+    let message = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !message.contains('\u{1b}') && message.contains("esc\\u{1b}]0;pwned\\u{7}"),
+        "{message:?}"
+    );
+
     let missing = grant("no\"such".to_owned()).await;
     assert_eq!(missing.status.code(), Some(1));
     assert!(
