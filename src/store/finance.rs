@@ -303,15 +303,23 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// What a role may do already, before any grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a role may do already, before any grant, counting every role it can become: a
+/// membership without INHERIT still lets it `SET ROLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleReach {
     pub exists: bool,
     pub superuser: bool,
-    /// A member of `pg_read_all_data` (PostgreSQL 14+): it reads every table.
+    /// A built-in role (`pg_…`): PostgreSQL's own, whose members are other roles.
+    pub built_in: bool,
+    /// CREATEROLE: it may grant itself other roles (`pg_read_all_data` among them).
+    pub creates_roles: bool,
+    /// A member, directly or not, inheriting or not, of `pg_read_all_data`: it reads every
+    /// table.
     pub reads_all_data: bool,
-    /// It may already read the payments table (its owner, or granted).
+    /// It, or a role it can become, may read the payments table (owner, or granted).
     pub reads_tables: bool,
+    /// Other login roles that are members of it (they would act with what it is granted).
+    pub login_members: Vec<String>,
 }
 
 pub async fn role_reach(pool: &PgPool, role: &str) -> Result<RoleReach, StoreError> {
@@ -319,10 +327,19 @@ pub async fn role_reach(pool: &PgPool, role: &str) -> Result<RoleReach, StoreErr
         RoleReach,
         r#"select r.oid is not null as "exists!",
                 coalesce(r.rolsuper, false) as "superuser!",
+                coalesce(r.rolname like 'pg\_%', false) as "built_in!",
+                coalesce(r.rolcreaterole, false) as "creates_roles!",
                 coalesce(pg_has_role(r.oid, 'pg_read_all_data', 'member'), false)
                     as "reads_all_data!",
-                coalesce(has_table_privilege(r.oid, 'recon.payments', 'select'), false)
-                    as "reads_tables!"
+                coalesce(exists (select 1 from pg_roles b
+                                 where pg_has_role(r.oid, b.oid, 'member')
+                                   and has_table_privilege(b.oid, 'recon.payments', 'select')),
+                         false) as "reads_tables!",
+                array(select m.rolname::text from pg_roles m
+                      where r.oid is not null and m.oid <> r.oid and m.rolcanlogin
+                        and not m.rolsuper
+                        and pg_has_role(m.oid, r.oid, 'member')
+                      order by m.rolname) as "login_members!"
          from (select 1) one
          left join pg_roles r on r.rolname = $1"#,
         role

@@ -267,3 +267,128 @@ async fn grant_reader_refuses_roles_that_read_everything_and_quotes_names() {
     let TestApp { db, .. } = app;
     roles.drop_all(&db).await;
 }
+
+/// What grant-reader says about raw bodies is what the role can really reach: a membership
+/// without INHERIT still lets it SET ROLE, and CREATEROLE lets it grant itself anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_reader_counts_every_role_a_login_can_become() {
+    let app = TestApp::new(Scenario::new()).await;
+    let roles = Roles::create(
+        app.pool(),
+        &["owner_like", "noinherit", "creator", "indirect"],
+    )
+    .await;
+    let [reads, noinherit, creator, indirect] = [0, 1, 2, 3].map(|i| roles.names[i].clone());
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "grant usage on schema recon to \"{reads}\";
+         grant select on recon.payments to \"{reads}\";
+         alter role \"{noinherit}\" noinherit;
+         grant \"{reads}\" to \"{noinherit}\";
+         alter role \"{creator}\" createrole;
+         alter role \"{indirect}\" noinherit;
+         grant \"{noinherit}\" to \"{indirect}\";"
+    )))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let grant = |role: String| {
+        let url = app.db.url.clone();
+        async move { run_binary(&["grant-reader", &role], &[("DATABASE_URL", &url)]).await }
+    };
+    for role in [noinherit.clone(), indirect.clone()] {
+        let output = grant(role.clone()).await;
+        let out = assert_ok(&output, "grant-reader");
+        assert!(!out.contains("no table"), "{role}: {out}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(
+                "can already read the tables of schema recon (it, or a role it can become"
+            ),
+            "{role}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let refused = grant(creator.clone()).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("has CREATEROLE (it can grant itself pg_read_all_data)"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let TestApp { db, .. } = app;
+    roles.drop_all(&db).await;
+}
+
+/// Write access to payments never goes to a role many logins share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grant_daemon_refuses_built_in_roles_superusers_and_shared_roles_unless_forced() {
+    let app = TestApp::new(Scenario::new()).await;
+    let roles = Roles::create(app.pool(), &["shared", "bi_login"]).await;
+    let (shared, bi_login) = (roles.names[0].clone(), roles.names[1].clone());
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "grant \"{shared}\" to \"{bi_login}\""
+    )))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let url = app.db.url.clone();
+    let grant = |args: Vec<String>| {
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut all = vec!["grant-daemon"];
+            all.extend(args);
+            run_binary(&all, &[("DATABASE_URL", &url)]).await
+        }
+    };
+    for (role, why) in [
+        ("pg_read_all_data", "one of PostgreSQL's built-in roles"),
+        ("postgres", "is a superuser"),
+    ] {
+        let refused = grant(vec![role.to_owned()]).await;
+        assert_eq!(refused.status.code(), Some(1), "{role}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains(why),
+            "{role}: {}",
+            String::from_utf8_lossy(&refused.stderr)
+        );
+    }
+    let can_insert = |role: String| {
+        let pool = app.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "select has_table_privilege($1, 'recon.payments', 'insert')",
+            )
+            .bind(role)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert!(!can_insert("pg_read_all_data".into()).await);
+
+    let refused = grant(vec![shared.clone()]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains(&format!("has login roles as members (\"{bi_login}\")")),
+        "{message}"
+    );
+    assert!(!can_insert(shared.clone()).await, "nothing was granted");
+
+    let forced = grant(vec![
+        shared.clone(),
+        "--force".into(),
+        "the ETL logins share it on purpose".into(),
+    ])
+    .await;
+    assert_ok(&forced, "grant-daemon --force");
+    assert!(
+        String::from_utf8_lossy(&forced.stderr).contains("the ETL logins share it on purpose"),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert!(can_insert(shared.clone()).await);
+    let TestApp { db, .. } = app;
+    roles.drop_all(&db).await;
+}
