@@ -74,6 +74,7 @@ auto_close = ["expired_unpaid"]
 
 [http]
 listen = ""
+unready_after = "1m"
 
 [webhook]
 url = ""
@@ -181,6 +182,10 @@ pub struct HttpSettings {
     /// Where `run` serves /healthz, /readyz and /metrics; empty: no listener.
     #[serde(deserialize_with = "optional_address")]
     pub listen: Option<std::net::SocketAddr>,
+    /// `/readyz` answers 503 once the daemon's database writes have failed for this long
+    /// (a read-only database after a failover, a full disk, a revoked grant).
+    #[serde(with = "humantime_serde")]
+    pub unready_after: Duration,
 }
 
 /// An empty string is "none".

@@ -115,6 +115,11 @@ struct Inner {
     /// The event types the webhook sends, when one is configured.
     webhook_types: Option<Vec<String>>,
     halt: Mutex<Option<Halt>>,
+    /// Since when, and why, the database refuses this daemon's writes (claims, verdicts);
+    /// `None` while they succeed. `/readyz` reads it.
+    writes_failing: Mutex<Option<(Instant, String)>>,
+    /// How long writes may fail before the daemon says it is not ready (`http.unready_after`).
+    unready_after: Duration,
     /// The last confirming re-ask and when it was made (see [`Engine::confirm_credentials`]).
     /// The lock also makes concurrent doubts share one re-ask.
     credentials_checked: tokio::sync::Mutex<Option<(Instant, Credentials)>>,
@@ -167,6 +172,8 @@ impl Engine {
                     .enabled()
                     .then(|| settings.webhook.types.clone()),
                 halt: Mutex::new(None),
+                writes_failing: Mutex::new(None),
+                unready_after: settings.http.unready_after,
                 credentials_checked: tokio::sync::Mutex::new(None),
             }),
         }
@@ -197,6 +204,42 @@ impl Engine {
         halt.as_ref().map(|h| h.reason.clone())
     }
 
+    /// How long, and why, the database has been refusing this daemon's writes; `None` while
+    /// they succeed.
+    pub fn writes_failing(&self) -> Option<(Duration, String)> {
+        let failing = self.inner.writes_failing.lock().expect("writes lock");
+        failing
+            .as_ref()
+            .map(|(since, reason)| (since.elapsed(), reason.clone()))
+    }
+
+    /// Why the daemon is not doing its job although its database answers: its writes have
+    /// been refused for `http.unready_after` or longer.
+    pub fn writes_refused(&self) -> Option<String> {
+        let (failing_for, reason) = self.writes_failing()?;
+        (failing_for >= self.inner.unready_after).then(|| {
+            format!(
+                "database writes have failed for {}s: {reason}",
+                failing_for.as_secs()
+            )
+        })
+    }
+
+    /// A claim or a write failed: the first failure starts the clock, later ones keep it.
+    fn note_write_failure(&self, reason: &dyn std::fmt::Display) {
+        let mut failing = self.inner.writes_failing.lock().expect("writes lock");
+        let reason = reason.to_string();
+        match failing.as_mut() {
+            Some((_, last)) => *last = reason,
+            None => *failing = Some((Instant::now(), reason)),
+        }
+    }
+
+    /// A claim or a write succeeded: the database takes our writes again.
+    fn note_write_success(&self) {
+        *self.inner.writes_failing.lock().expect("writes lock") = None;
+    }
+
     /// Claims every payment due now and reconciles it: the whole job of one scheduled run.
     ///
     /// Returns when nothing due at the start remains, when `shutdown` fires (after in-flight
@@ -215,10 +258,21 @@ impl Engine {
         let sweep_id: u32 = rand::rng().random();
         let span = tracing::info_span!("sweep", sweep.id = %format_args!("{sweep_id:08x}"));
         let started = Instant::now();
-        let outcome = Sweep::new(self.clone(), shutdown)
+        let outcome = match Sweep::new(self.clone(), shutdown)
             .run()
             .instrument(span.clone())
-            .await?;
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                self.note_write_failure(&e);
+                return Err(e);
+            }
+        };
+        // The claim (an update) went through; the writer reports its own writes.
+        if outcome.claimed == 0 {
+            self.note_write_success();
+        }
         ::metrics::histogram!(metrics::SWEEP_DURATION).record(started.elapsed().as_secs_f64());
         span.in_scope(|| match &outcome.stop {
             SweepStop::Fatal(reason) => tracing::error!(
@@ -846,10 +900,12 @@ impl Sweep {
             };
             let e = match result {
                 Ok(written) => {
+                    self.engine.note_write_success();
                     writes.count(&written, failed);
                     return writes;
                 }
                 Err(interrupted) => {
+                    self.engine.note_write_failure(&interrupted.error);
                     writes.count(&interrupted.written, 0);
                     pending = interrupted.remaining;
                     interrupted.error

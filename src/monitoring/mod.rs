@@ -201,7 +201,9 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("http.listen {addr}: cannot listen: {e}"))
 }
 
-/// Ready: the database answers and the provider has not rejected our configuration. Parked
+/// Ready: the database answers, takes our writes (they have not failed for
+/// `http.unready_after`: a read-only database after a failover, a full disk, a revoked grant)
+/// and the provider has not rejected our configuration. Parked
 /// rows need a person, not a restart: they are reported in the body of a ready answer, from
 /// the last gauges read (readiness never waits for a gauge read).
 async fn readyz(State(state): State<Listener>) -> Response {
@@ -212,7 +214,8 @@ async fn readyz(State(state): State<Listener>) -> Response {
         Ok(Ok(_)) => state
             .engine
             .halted()
-            .map(|reason| format!("provider: polling halted: {reason}")),
+            .map(|reason| format!("provider: polling halted: {reason}"))
+            .or_else(|| state.engine.writes_refused()),
     };
     match problem {
         None => {
@@ -250,6 +253,16 @@ async fn metrics(State(state): State<Listener>) -> Response {
         "# HELP freedompay_recon_provider_halted 1 while a fatal provider error holds polling off.\n\
          # TYPE freedompay_recon_provider_halted gauge\n\
          freedompay_recon_provider_halted {halted}\n"
+    );
+    let failing = state
+        .engine
+        .writes_failing()
+        .map_or(0.0, |(failing_for, _)| failing_for.as_secs_f64());
+    let _ = write!(
+        body,
+        "# HELP freedompay_recon_writes_failing_seconds How long this instance's database writes have been refused (0 while they succeed).\n\
+         # TYPE freedompay_recon_writes_failing_seconds gauge\n\
+         freedompay_recon_writes_failing_seconds {failing}\n"
     );
     if let Some(gauges) = state
         .gauges

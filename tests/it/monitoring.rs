@@ -319,3 +319,88 @@ async fn a_listener_open_to_the_network_is_warned_about_at_start() {
         "{text}"
     );
 }
+
+/// Ready means working: a database that answers but refuses the daemon's writes (read-only
+/// after a failover, a full disk raised by a trigger) turns /readyz 503 with the reason, and
+/// it recovers by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_503_while_the_database_refuses_writes_and_recovers() {
+    let app = TestApp::with(
+        Scenario::new().fallback([Reply::invoice("process", "10", "KZT")]),
+        &[("FREEDOMPAY_RECON__HTTP__UNREADY_AFTER", "0s")],
+    )
+    .await;
+    app.insert_ids(&["w-1"]).await;
+
+    // A read-only database (the role's default, as on a standby after a failover).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {} set default_transaction_read_only = on",
+        app.db.name()
+    )))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let read_only = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+    let provider = ProviderClient::new(&app.settings.provider).unwrap();
+    let engine = Engine::new(read_only, provider, &app.settings);
+    let shutdown = CancellationToken::new();
+    let base = listen(engine.clone(), &shutdown).await;
+    assert_eq!(
+        get(&format!("{base}/readyz")).await.0,
+        200,
+        "nothing failed yet"
+    );
+    assert!(engine.reconcile_due(&shutdown).await.is_err());
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("not ready: database writes have failed for ")
+            && body.contains("read-only transaction"),
+        "{body}"
+    );
+    let (_, metrics) = get(&format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains("# TYPE freedompay_recon_writes_failing_seconds gauge"),
+        "{metrics}"
+    );
+    shutdown.cancel();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "alter database {} reset default_transaction_read_only",
+        app.db.name()
+    )))
+    .execute(app.pool())
+    .await
+    .unwrap();
+
+    // A full disk, as a trigger would raise it; then room again.
+    sqlx::raw_sql(
+        "create function recon.disk_full() returns trigger language plpgsql as $$
+         begin
+             raise exception 'could not extend file \"base/16384/2619\": No space left on device'
+                 using errcode = '53100';
+         end $$;
+         create trigger disk_full before update on recon.payments
+             for each statement execute function recon.disk_full();",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let base = listen(app.engine.clone(), &shutdown).await;
+    assert!(app.engine.reconcile_due(&shutdown).await.is_err());
+    let (status, body) = get(&format!("{base}/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("No space left on device"), "{body}");
+    sqlx::raw_sql("drop trigger disk_full on recon.payments; drop function recon.disk_full()")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let outcome = app.engine.reconcile_due(&shutdown).await.unwrap();
+    assert_eq!(outcome.recorded, 1);
+    assert_eq!(
+        get(&format!("{base}/readyz")).await,
+        (200, "ready\n".into()),
+        "recovered by itself"
+    );
+    shutdown.cancel();
+}
