@@ -99,6 +99,8 @@ pub struct Deliverer {
     max_age: Duration,
     types: Vec<String>,
     lease: Duration,
+    /// One attempt's longest wait (`webhook.timeout`).
+    timeout: Duration,
     instance: String,
 }
 
@@ -135,8 +137,24 @@ impl Deliverer {
             types: settings.types.clone(),
             // Long enough for a batch of attempts at the timeout each.
             lease: settings.timeout * (CLAIM.div_ceil(IN_FLIGHT as u32) + 1),
+            timeout: settings.timeout,
             instance: instance.to_owned(),
         })
+    }
+
+    /// How long a claim of events is held ([`CLAIM`] / [`IN_FLIGHT`] + 1 attempts at
+    /// `webhook.timeout` by default). For tests, and for receivers that answer very slowly.
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Whether an attempt started now would still finish inside the claim made at `claimed`.
+    /// A process frozen past its lease (SIGSTOP, a paused VM) finds on waking that it no
+    /// longer holds its events: another instance may have sent them, and later ones of the
+    /// same payments, since.
+    fn still_held(&self, claimed: tokio::time::Instant) -> bool {
+        claimed.elapsed() + self.timeout < self.lease
     }
 
     /// Delivers until nothing is due (or `stop` fires); returns what it recorded.
@@ -152,58 +170,90 @@ impl Deliverer {
             {}
         }
         while !stop.is_cancelled() {
-            // Unique per claim, across processes and restarts: settling checks it.
-            let owner = format!("{}#{}", self.instance, uuid::Uuid::now_v7());
-            let events =
-                store::events::claim_due(&self.pool, &owner, CLAIM, self.lease, &self.types)
-                    .await?;
-            if events.is_empty() {
+            let Some(settled) = self.deliver_claim(stop).await? else {
                 break;
-            }
-            let events = &events;
-            let attempts: Vec<(i64, Attempt)> = futures_util::stream::iter(0..events.len())
-                .map(|i| async move { (events[i].id, self.send(&events[i]).await) })
-                .buffer_unordered(IN_FLIGHT)
-                .take_until(stop.cancelled())
-                .collect()
-                .await;
-            let attempted: Vec<i64> = attempts.iter().map(|(id, _)| *id).collect();
-            let unsent: Vec<i64> = events
-                .iter()
-                .map(|e| e.id)
-                .filter(|id| !attempted.contains(id))
-                .collect();
-            // Attempts first: a delivered event must be recorded even if the release fails.
-            let settled =
-                store::events::settle(&self.pool, &owner, &attempts, self.max_age).await?;
-            if !unsent.is_empty()
-                && let Err(e) = store::events::release(&self.pool, &owner, &unsent).await
-            {
-                tracing::warn!(
-                    "could not give back {} unsent events ({e}); they are sent when their lease runs out",
-                    unsent.len()
-                );
-            }
-            for (outcome, n) in [
-                ("delivered", settled.delivered),
-                ("failed", settled.failed),
-                ("abandoned", settled.abandoned),
-            ] {
-                if n > 0 {
-                    ::metrics::counter!(DELIVERIES, "outcome" => outcome).increment(n);
-                }
-            }
-            if settled.abandoned > 0 {
-                tracing::error!(
-                    abandoned = settled.abandoned,
-                    "webhook events abandoned after webhook.max_age of failed attempts; see recon.event_log"
-                );
-            }
+            };
             total.delivered += settled.delivered;
             total.failed += settled.failed;
             total.abandoned += settled.abandoned;
+            if settled.delivered + settled.failed + settled.abandoned == 0 {
+                // Nothing was sent (a stop, or a claim that ran out at once): the next pass
+                // tries again, rather than claiming in a tight loop.
+                break;
+            }
         }
         Ok(total)
+    }
+
+    /// One claim's worth: claims up to [`CLAIM`] due events (the first undelivered one of
+    /// each payment), sends those the claim still holds, records the attempts and gives back
+    /// the rest. `None` when nothing was due.
+    pub async fn deliver_claim(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<Option<Settled>, StoreError> {
+        // Unique per claim, across processes and restarts: settling checks it.
+        let owner = format!("{}#{}", self.instance, uuid::Uuid::now_v7());
+        let events =
+            store::events::claim_due(&self.pool, &owner, CLAIM, self.lease, &self.types).await?;
+        if events.is_empty() {
+            return Ok(None);
+        }
+        // This process's monotonic clock: it runs on while the process is frozen.
+        let claimed = tokio::time::Instant::now();
+        let events = &events;
+        let attempts: Vec<(i64, Attempt)> = futures_util::stream::iter(0..events.len())
+            .map(|i| async move {
+                // Deliver only what is still held: checked as each attempt starts.
+                if !self.still_held(claimed) {
+                    return None;
+                }
+                Some((events[i].id, self.send(&events[i]).await))
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .take_until(stop.cancelled())
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        let attempted: Vec<i64> = attempts.iter().map(|(id, _)| *id).collect();
+        let unsent: Vec<i64> = events
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| !attempted.contains(id))
+            .collect();
+        if !unsent.is_empty() && !self.still_held(claimed) {
+            tracing::warn!(
+                unsent = unsent.len(),
+                "the claim on these events ran out before they were sent (was the process \
+                 paused?); they were not sent and go back to the queue"
+            );
+        }
+        // Attempts first: a delivered event must be recorded even if the release fails.
+        let settled = store::events::settle(&self.pool, &owner, &attempts, self.max_age).await?;
+        if !unsent.is_empty()
+            && let Err(e) = store::events::release(&self.pool, &owner, &unsent).await
+        {
+            tracing::warn!(
+                "could not give back {} unsent events ({e}); they are sent when their lease runs out",
+                unsent.len()
+            );
+        }
+        for (outcome, n) in [
+            ("delivered", settled.delivered),
+            ("failed", settled.failed),
+            ("abandoned", settled.abandoned),
+        ] {
+            if n > 0 {
+                ::metrics::counter!(DELIVERIES, "outcome" => outcome).increment(n);
+            }
+        }
+        if settled.abandoned > 0 {
+            tracing::error!(
+                abandoned = settled.abandoned,
+                "webhook events abandoned after webhook.max_age of failed attempts; see recon.event_log"
+            );
+        }
+        Ok(Some(settled))
     }
 
     /// Delivers until `shutdown`: a pass, then a pause when nothing was due.

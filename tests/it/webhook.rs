@@ -632,3 +632,104 @@ async fn an_attempt_is_recorded_only_under_the_claim_that_made_it() {
     .unwrap();
     assert_eq!(own.delivered, 1);
 }
+
+/// Event ids a slow receiver got, and when each request arrived.
+#[derive(Clone, Default)]
+struct Slow {
+    arrivals: Arc<Mutex<Vec<(i64, tokio::time::Instant)>>>,
+}
+
+async fn receive_slowly(State(slow): State<Slow>, body: Bytes) -> StatusCode {
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let id = event["id"].as_i64().unwrap_or(-1);
+    slow.arrivals
+        .lock()
+        .unwrap()
+        .push((id, tokio::time::Instant::now()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    StatusCode::NO_CONTENT
+}
+
+/// An instance that wakes past its claim (frozen by SIGSTOP, a paused VM) finds it no longer
+/// holds its events: it sends none of them, and another instance sends each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_sends_only_the_events_its_claim_still_holds() {
+    let app = TestApp::new(Scenario::new()).await;
+    sqlx::raw_sql(
+        "insert into recon.payments (payment_id) select 's-' || g from generate_series(1, 30) g;
+         insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, body)
+         select 's-' || g, 1, null, 'process', now(), '{}' from generate_series(1, 30) g;",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let stop = CancellationToken::new();
+    // A: a receiver that takes a second per event, and a claim of 2.5 s with attempts of up
+    // to 2 s: only the attempts that start at once fit in the claim.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = listener.local_addr().unwrap();
+    let slow = Slow::default();
+    let app_router = Router::new()
+        .route("/hooks/recon", post(receive_slowly))
+        .with_state(slow.clone());
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, app_router)
+            .with_graceful_shutdown(stopping.cancelled_owned())
+            .await
+            .unwrap();
+    });
+    let lease = Duration::from_millis(2500);
+    let a = Deliverer::new(app.pool().clone(), &webhook_settings(slow_addr), "host-a:1")
+        .unwrap()
+        .with_lease(lease);
+    let started = tokio::time::Instant::now();
+    let settled = a
+        .deliver_claim(&CancellationToken::new())
+        .await
+        .unwrap()
+        .expect("events were due");
+    let arrivals = slow.arrivals.lock().unwrap().clone();
+    assert_eq!(
+        arrivals.len(),
+        8,
+        "only the attempts that started inside the claim (8 in flight)"
+    );
+    assert!(
+        arrivals.iter().all(|(_, at)| *at - started < lease),
+        "nothing was sent after the claim ran out"
+    );
+    assert_eq!(settled.delivered, 8);
+    assert_eq!(pending(&app).await, 22, "the rest went back to the queue");
+    assert_eq!(
+        app.count("select count(*) from recon.events where lease_owner is not null")
+            .await,
+        0
+    );
+
+    // B sends the rest, each once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver {
+        seen: Arc::default(),
+        fail_every: 0,
+        answer: None,
+    };
+    let _server = serve(listener, receiver.clone(), stop.clone());
+    let b = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "host-b:2").unwrap();
+    b.deliver_due(&CancellationToken::new()).await.unwrap();
+    let by_b: HashSet<i64> = receiver
+        .seen
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .map(|(id, _, _)| *id)
+        .collect();
+    let by_a: HashSet<i64> = arrivals.iter().map(|(id, _)| *id).collect();
+    assert_eq!(by_b.len(), 22);
+    assert!(by_a.is_disjoint(&by_b), "no event sent twice");
+    assert_eq!(pending(&app).await, 0);
+    stop.cancel();
+}
