@@ -506,6 +506,7 @@ impl Settings {
             return Err(invalid("poll.writers", "must be between 1 and 8"));
         }
         self.webhook.validate()?;
+        check_schedule(&poll.schedule, chrono::Utc::now())?;
         if poll.recheck.is_empty() || poll.recheck.iter().any(Duration::is_zero) {
             return Err(invalid(
                 "poll.recheck",
@@ -555,6 +556,42 @@ impl Settings {
             // Checked when the settings were loaded.
             auto_close: self.flags.rules().unwrap_or_default(),
         }
+    }
+}
+
+/// `poll.schedule` must be a cron expression with seconds, read as the scheduler reads it,
+/// that fires within a year of `now`: `0 0 0 31 2 *` (the 31st of February) parses, and would
+/// leave a daemon that never polls.
+fn check_schedule(schedule: &str, now: chrono::DateTime<chrono::Utc>) -> Result<(), SettingsError> {
+    use croner::parser::{CronParser, Seconds};
+    let cron = CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(schedule)
+        .map_err(|e| {
+            invalid(
+                "poll.schedule",
+                format!(
+                    "{} is not a cron expression with seconds (e.g. \"*/10 * * * * *\"): {e}",
+                    crate::text::excerpt(schedule)
+                ),
+            )
+        })?;
+    let within_a_year = cron
+        .find_next_occurrence(&now, false)
+        .is_ok_and(|next| next - now <= chrono::TimeDelta::days(366));
+    if within_a_year {
+        Ok(())
+    } else {
+        Err(invalid(
+            "poll.schedule",
+            format!(
+                "{} never fires within a year (a date that does not exist, such as the 31st of \
+                 February?); the daemon would never poll",
+                crate::text::excerpt(schedule)
+            ),
+        ))
     }
 }
 
@@ -856,6 +893,29 @@ mod tests {
             assert!(message.contains(named), "{key}={value}: {message}");
             assert!(!message.contains("pw@"), "{message}");
         }
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let now = at("2026-12-01T00:00:00Z");
+        assert!(check_schedule("*/10 * * * * *", now).is_ok());
+        // The 29th of February: over a year away from this December, not from next March.
+        assert!(check_schedule("0 0 9 29 2 *", now).is_err());
+        assert!(check_schedule("0 0 9 29 2 *", at("2027-03-01T00:00:00Z")).is_ok());
+        let never = check_schedule("0 0 0 31 2 *", now).unwrap_err().to_string();
+        assert!(
+            never.contains("poll.schedule: \"0 0 0 31 2 *\" never fires within a year"),
+            "{never}"
+        );
+        let e = Settings::load_from(
+            None,
+            env(&[("FREEDOMPAY_RECON__POLL__SCHEDULE", "0 0 0 31 2 *")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("never fires"), "{e}");
+        let e = check_schedule("every minute", now).unwrap_err().to_string();
+        assert!(e.contains("is not a cron expression with seconds"), "{e}");
     }
 
     #[test]
