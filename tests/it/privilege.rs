@@ -62,6 +62,11 @@ impl Roles {
     }
 }
 
+/// `grant-reader ROLE` against the test's database.
+async fn grant_reader(app: &TestApp, role: String) -> std::process::Output {
+    run_binary(&["grant-reader", &role], &[("DATABASE_URL", &app.db.url)]).await
+}
+
 fn assert_ok(output: &std::process::Output, what: &str) -> String {
     assert!(
         output.status.success(),
@@ -222,10 +227,7 @@ async fn grant_reader_refuses_roles_that_read_everything_and_quotes_names() {
     .execute(app.pool())
     .await
     .unwrap();
-    let grant = |role: String| {
-        let url = app.db.url.clone();
-        async move { run_binary(&["grant-reader", &role], &[("DATABASE_URL", &url)]).await }
-    };
+    let grant = |role: String| grant_reader(&app, role);
 
     for (role, why) in [
         ("postgres".to_owned(), "is a superuser"),
@@ -291,10 +293,7 @@ async fn grant_reader_counts_every_role_a_login_can_become() {
     .execute(app.pool())
     .await
     .unwrap();
-    let grant = |role: String| {
-        let url = app.db.url.clone();
-        async move { run_binary(&["grant-reader", &role], &[("DATABASE_URL", &url)]).await }
-    };
+    let grant = |role: String| grant_reader(&app, role);
     for role in [noinherit.clone(), indirect.clone()] {
         let output = grant(role.clone()).await;
         let out = assert_ok(&output, "grant-reader");
