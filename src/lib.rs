@@ -42,6 +42,7 @@ pub mod commands;
 pub mod domain;
 pub mod engine;
 pub mod intake;
+pub mod listener;
 pub mod monitoring;
 pub mod provider;
 pub mod reporting;

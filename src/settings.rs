@@ -20,6 +20,7 @@ use serde::{Deserialize, Deserializer};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::{AutoClose, Policy};
+use crate::listener::Limits;
 
 /// Where the daemon looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/freedompay-recon/config.toml";
@@ -75,6 +76,8 @@ auto_close = ["expired_unpaid"]
 [http]
 listen = ""
 unready_after = "1m"
+header_timeout = "10s"
+max_connections = 128
 
 [webhook]
 url = ""
@@ -186,6 +189,39 @@ pub struct HttpSettings {
     /// (a read-only database after a failover, a full disk, a revoked grant).
     #[serde(with = "humantime_serde")]
     pub unready_after: Duration,
+    /// A connection must send a whole request header within this, from connect and from its
+    /// previous response (so it is also the keep-alive idle timeout).
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// Connections open at once; one more is closed at once.
+    pub max_connections: usize,
+}
+
+impl HttpSettings {
+    /// The listener's limits, as checked at load.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
+        }
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.header_timeout) {
+            return Err(invalid(
+                "http.header_timeout",
+                "must be between 1s and 5m (it bounds how long an idle or slow connection \
+                 holds a file descriptor)",
+            ));
+        }
+        if !(1..=4096).contains(&self.max_connections) {
+            return Err(invalid(
+                "http.max_connections",
+                "must be between 1 and 4096 (each open connection holds a file descriptor)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An empty string is "none".
@@ -506,6 +542,7 @@ impl Settings {
             return Err(invalid("poll.writers", "must be between 1 and 8"));
         }
         self.webhook.validate()?;
+        self.http.validate()?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
         if poll.recheck.is_empty() || poll.recheck.iter().any(Duration::is_zero) {
             return Err(invalid(

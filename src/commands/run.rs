@@ -38,8 +38,9 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
             let listener = monitoring::bind(addr).await?;
             tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
             let (engine, shutdown) = (engine.clone(), shutdown.clone());
+            let limits = settings.http.limits();
             Some(tokio::spawn(async move {
-                if let Err(e) = monitoring::serve(listener, engine, shutdown).await {
+                if let Err(e) = monitoring::serve(listener, engine, limits, shutdown).await {
                     tracing::error!("the health and metrics listener stopped: {e}");
                 }
             }))

@@ -27,6 +27,7 @@ use crate::engine::Engine;
 use crate::engine::metrics::{
     LATENCY_BUCKETS, PROVIDER_LATENCY, RATE_LIMIT_WAIT, SWEEP_BUCKETS, SWEEP_DURATION, describe,
 };
+use crate::listener::{self, Limits};
 use crate::store;
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -53,6 +54,7 @@ pub fn recorder() -> PrometheusHandle {
             };
             describe();
             crate::webhook::describe();
+            listener::describe();
             handle
         })
         .clone()
@@ -137,19 +139,22 @@ impl GaugeCache {
     }
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` until `shutdown` fires.
+/// Serves `/healthz`, `/readyz` and `/metrics` on `listener` within `limits` until `shutdown`
+/// fires.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, engine, shutdown, GAUGE_TTL).await
+    serve_with(listener, engine, limits, shutdown, GAUGE_TTL).await
 }
 
 /// As [`serve`], reusing database gauges for `gauge_ttl` (tests use zero).
 pub async fn serve_with(
     listener: TcpListener,
     engine: Engine,
+    limits: Limits,
     shutdown: CancellationToken,
     gauge_ttl: Duration,
 ) -> std::io::Result<()> {
@@ -180,9 +185,7 @@ pub async fn serve_with(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    listener::serve(listener, app, limits, shutdown).await
 }
 
 /// Binds `addr`, naming it in the error. The listener has no authentication: on an address

@@ -512,3 +512,29 @@ pub fn most_in_one_second(times: &[tokio::time::Instant]) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+/// A daemon a test spawned: killed (and reaped) when dropped, so a failing or panicking test
+/// leaves no process behind.
+pub struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    pub fn new(child: std::process::Child) -> Self {
+        Self(Some(child))
+    }
+
+    /// Stops it with SIGTERM and waits; returns what it wrote to stderr.
+    pub async fn stop(mut self) -> String {
+        let child = self.0.take().expect("running");
+        signal(&child, "TERM");
+        wait_exit(child).await.1
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod helpers;
 mod instances;
 mod intake;
 mod leases;
+mod listener;
 mod monitoring;
 mod output;
 mod pacing;

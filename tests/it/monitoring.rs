@@ -23,6 +23,7 @@ async fn listen_caching(engine: Engine, shutdown: &CancellationToken, ttl: Durat
     tokio::spawn(monitoring::serve_with(
         listener,
         engine,
+        freedompay_recon::listener::Limits::default(),
         shutdown.clone(),
         ttl,
     ));

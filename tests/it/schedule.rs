@@ -125,6 +125,7 @@ async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
     tokio::spawn(monitoring::serve_with(
         listener,
         app.engine.clone(),
+        freedompay_recon::listener::Limits::default(),
         shutdown.clone(),
         Duration::ZERO,
     ));

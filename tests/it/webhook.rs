@@ -562,6 +562,7 @@ async fn metrics_show_the_webhook_backlog_when_a_webhook_is_configured() {
     tokio::spawn(freedompay_recon::monitoring::serve_with(
         listener,
         app.engine.clone(),
+        freedompay_recon::listener::Limits::default(),
         shutdown.clone(),
         Duration::ZERO,
     ));

@@ -1,0 +1,243 @@
+//! The HTTP listener's limits (issue 16, item 1): idle, half-sent and non-HTTP/1 connections
+//! are closed, and a flood of them never starves health checks or the daemon's own work.
+
+use std::time::Duration;
+
+use freedompay_recon::listener::Limits;
+use freedompay_recon::monitoring;
+use freedompay_recon::simulator::{Reply, Scenario};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Spawned, TestApp, daemon_command};
+
+/// Waits until the peer closes `stream` (end of file or a reset), or `deadline`; whether it
+/// closed.
+async fn closed_by(stream: &mut TcpStream, deadline: Instant) -> bool {
+    let mut buf = [0_u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            // An error answer (hyper's 400 or 408, say) before the close.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+async fn healthz(base: &str, within: Duration) -> Result<u16, String> {
+    let client = reqwest::Client::builder().timeout(within).build().unwrap();
+    client
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// Serves the listener for `app` on a free port with `limits`; returns its address.
+async fn listen(app: &TestApp, limits: Limits, shutdown: &CancellationToken) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(monitoring::serve_with(
+        listener,
+        app.engine.clone(),
+        limits,
+        shutdown.clone(),
+        Duration::ZERO,
+    ));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_half_sent_and_http2_connections_are_closed() {
+    let app = TestApp::new(Scenario::new()).await;
+    let shutdown = CancellationToken::new();
+    let limits = Limits {
+        header_timeout: Duration::from_secs(2),
+        max_connections: 16,
+    };
+    let addr = listen(&app, limits, &shutdown).await;
+    let opened = Instant::now();
+
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut half_sent = TcpStream::connect(&addr).await.unwrap();
+    half_sent
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut http2 = TcpStream::connect(&addr).await.unwrap();
+    http2
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    // A kept-alive connection that answered once, then says nothing more.
+    let mut kept_alive = TcpStream::connect(&addr).await.unwrap();
+    kept_alive
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    assert!(
+        closed_by(&mut http2, opened + Duration::from_millis(500)).await,
+        "an HTTP/2 preface is closed at once, not held for the header timeout"
+    );
+    for (name, stream) in [
+        ("silent", &mut silent),
+        ("half-sent", &mut half_sent),
+        ("kept-alive", &mut kept_alive),
+    ] {
+        assert!(
+            closed_by(stream, opened + Duration::from_secs(4)).await,
+            "the {name} connection is closed within the 2 s header timeout"
+        );
+        assert!(
+            opened.elapsed() >= Duration::from_millis(1900),
+            "the {name} connection had its full header timeout"
+        );
+    }
+    shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_listener_closes_its_longest_idle_connection_to_let_a_health_check_in() {
+    let app = TestApp::new(Scenario::new()).await;
+    let shutdown = CancellationToken::new();
+    let limits = Limits {
+        header_timeout: Duration::from_secs(30),
+        max_connections: 2,
+    };
+    let addr = listen(&app, limits, &shutdown).await;
+    let mut oldest = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut newer = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let started = Instant::now();
+    let status = healthz(&format!("http://{addr}"), Duration::from_secs(1)).await;
+    assert_eq!(status, Ok(200), "the health check gets in at once");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        closed_by(&mut oldest, Instant::now() + Duration::from_secs(1)).await,
+        "the connection idle longest made room"
+    );
+    assert!(
+        !closed_by(&mut newer, Instant::now() + Duration::from_millis(300)).await,
+        "the other idle connection is still open (its header timeout is 30 s)"
+    );
+    shutdown.cancel();
+}
+
+/// The red team's attack: 1,100 idle connections against a daemon whose soft limit is 1,024
+/// open files. Health checks still answer within a second, polls and their writes go on, and
+/// every idle connection is closed within the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_starves_neither_health_checks_nor_the_daemon() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const IDLE: usize = 1_100;
+    // This process holds the 1,100 client ends: give it room (the daemon gets 1,024).
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard >= 2 * IDLE as u64,
+        "this test needs a hard limit of at least {} open files (ulimit -Hn)",
+        2 * IDLE
+    );
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+
+    let app =
+        TestApp::new(Scenario::new().fallback([Reply::invoice("success", "10", "KZT")])).await;
+    let before: Vec<String> = (1..=5).map(|i| format!("flood-before-{i}")).collect();
+    app.insert_ids(&before.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let daemon = daemon_command(
+        &app,
+        &[
+            ("FREEDOMPAY_RECON__HTTP__LISTEN", &addr),
+            ("FREEDOMPAY_RECON__HTTP__HEADER_TIMEOUT", "3s"),
+        ],
+    );
+    // The soft (and hard) limit the red team found the daemon under: systemd's default.
+    let mut limited = std::process::Command::new("prlimit");
+    limited
+        .arg("--nofile=1024:1024")
+        .arg("--")
+        .arg(daemon.get_program())
+        .args(daemon.get_args())
+        .env_clear()
+        .envs(daemon.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let daemon = Spawned::new(
+        limited
+            .spawn()
+            .expect("prlimit (util-linux) runs the daemon"),
+    );
+
+    let base = format!("http://{addr}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while healthz(&base, Duration::from_secs(1)).await != Ok(200) {
+        assert!(Instant::now() < deadline, "the daemon's listener came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recorded = "select count(*) from recon.payments where status = 'success'";
+    assert_eq!(
+        app.wait_for(recorded, 5, Duration::from_secs(15)).await,
+        5,
+        "the daemon polls before the flood"
+    );
+
+    let opened = Instant::now();
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    let flooded = Instant::now();
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(
+            healthz(&base, Duration::from_secs(1)).await,
+            Ok(200),
+            "/healthz answers under the flood"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    // Polls and their writes go on: new payments are polled and recorded under the flood.
+    let during: Vec<String> = (1..=5).map(|i| format!("flood-during-{i}")).collect();
+    app.insert_ids(&during.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert_eq!(
+        app.wait_for(recorded, 10, Duration::from_secs(10)).await,
+        10,
+        "payments enqueued during the flood are polled and recorded"
+    );
+
+    // Every idle connection is closed within the 3 s header timeout (plus a margin for 1,100
+    // reads on this side).
+    let deadline = flooded + Duration::from_secs(3) + Duration::from_secs(3);
+    let mut still_open = 0;
+    for stream in &mut idle {
+        if !closed_by(stream, deadline).await {
+            still_open += 1;
+        }
+    }
+    assert_eq!(
+        still_open,
+        0,
+        "idle connections still open {:?} after the flood began",
+        opened.elapsed()
+    );
+    let stderr = daemon.stop().await;
+    assert!(
+        !stderr.contains("Too many open files"),
+        "the daemon never ran out of file descriptors: {stderr}"
+    );
+}
