@@ -203,3 +203,29 @@ pub async fn serve(
     let _ = tokio::time::timeout(DRAIN, tasks.wait()).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_listener_closes_the_longest_idle_or_refuses_when_all_are_busy() {
+        let connections = Connections::default();
+        let first = connections.admit(1, 2).unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let second = connections.admit(2, 2).unwrap();
+        let third = connections.admit(3, 2).expect("room made");
+        assert!(first.close.is_cancelled(), "the longest idle was closed");
+        assert!(!second.close.is_cancelled());
+
+        // Both open ones in the middle of a request: the newcomer is refused, no one closed.
+        let _busy = (Busy::start(&second), Busy::start(&third));
+        assert!(connections.admit(4, 2).is_none());
+        assert!(!second.close.is_cancelled() && !third.close.is_cancelled());
+        drop(_busy);
+        assert!(
+            connections.admit(4, 2).is_some(),
+            "idle again after the request"
+        );
+    }
+}

@@ -13,47 +13,58 @@ pub const AMOUNT_MAX_INTEGER_DIGITS: u32 = 18;
 /// Most digits an amount may have after the decimal point.
 pub const AMOUNT_MAX_SCALE: u32 = 8;
 
-/// Unicode format characters (general category Cf: zero-width spaces and joiners, direction
-/// marks and overrides, the byte order mark, tags…). Invisible on screen, so an id holding
-/// one looks like another id. The schema's `recon.text_problem` lists the same ranges.
-const FORMAT_CHARACTERS: &[(char, char)] = &[
+/// Characters that are invisible or look blank, so an id holding one looks like another id:
+/// Unicode's format characters (general category Cf: zero-width spaces and joiners, direction
+/// marks and overrides, the byte order mark, tags…), its Default_Ignorable_Code_Point set
+/// (Hangul fillers U+115F, U+1160, U+3164 and U+FFA0, variation selectors, the combining
+/// grapheme joiner…), and U+2800 BRAILLE PATTERN BLANK. Derived from Unicode's
+/// DerivedCoreProperties (`perl -e '… /\p{Default_Ignorable_Code_Point}/ …'` and `\p{Cf}`
+/// list them); the schema's `recon.text_problem` lists the same ranges.
+const INVISIBLE_CHARACTERS: &[(char, char)] = &[
     ('\u{00AD}', '\u{00AD}'),
+    ('\u{034F}', '\u{034F}'),
     ('\u{0600}', '\u{0605}'),
     ('\u{061C}', '\u{061C}'),
     ('\u{06DD}', '\u{06DD}'),
     ('\u{070F}', '\u{070F}'),
     ('\u{0890}', '\u{0891}'),
     ('\u{08E2}', '\u{08E2}'),
-    ('\u{180E}', '\u{180E}'),
+    ('\u{115F}', '\u{1160}'),
+    ('\u{17B4}', '\u{17B5}'),
+    ('\u{180B}', '\u{180F}'),
     ('\u{200B}', '\u{200F}'),
     ('\u{202A}', '\u{202E}'),
-    ('\u{2060}', '\u{2064}'),
-    ('\u{2066}', '\u{206F}'),
+    ('\u{2060}', '\u{206F}'),
+    ('\u{2800}', '\u{2800}'),
+    ('\u{3164}', '\u{3164}'),
+    ('\u{FE00}', '\u{FE0F}'),
     ('\u{FEFF}', '\u{FEFF}'),
-    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{FFA0}', '\u{FFA0}'),
+    ('\u{FFF0}', '\u{FFFB}'),
     ('\u{110BD}', '\u{110BD}'),
     ('\u{110CD}', '\u{110CD}'),
     ('\u{13430}', '\u{1343F}'),
     ('\u{1BCA0}', '\u{1BCA3}'),
     ('\u{1D173}', '\u{1D17A}'),
-    ('\u{E0001}', '\u{E0001}'),
-    ('\u{E0020}', '\u{E007F}'),
+    ('\u{E0000}', '\u{E0FFF}'),
 ];
 
-/// A character that has no business inside an id or a short text: a control character, a
-/// format character, or a line or paragraph separator.
+/// A character that has no business inside an id or a short text: a control character, an
+/// invisible or blank-looking one, or a line or paragraph separator.
 pub fn is_invisible(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}')
-        || FORMAT_CHARACTERS
+        || INVISIBLE_CHARACTERS
             .iter()
             .any(|&(low, high)| (low..=high).contains(&c))
 }
 
 /// What is wrong with a short text (an id, an order id), or `None`: it must be 1 to
-/// `max_chars` characters, hold no control or invisible character, and have no whitespace
-/// around it. Intake trims before it asks, so only a caller inserting by SQL meets the last
-/// rule.
+/// `max_chars` characters, hold no control, invisible or blank-looking character, be in
+/// Unicode's composed normal form (NFC: `café` typed and `café` pasted from a decomposed
+/// source are then one id), and have no whitespace around it. Intake trims and normalises
+/// before it asks ([`intake_text`]), so only a caller inserting by SQL meets the last two
+/// rules.
 pub fn text_problem(value: &str, max_chars: usize) -> Option<String> {
     if value.is_empty() {
         return Some("is empty".into());
@@ -67,10 +78,25 @@ pub fn text_problem(value: &str, max_chars: usize) -> Option<String> {
             u32::from(c)
         ));
     }
+    if !unicode_normalization::is_nfc(value) {
+        return Some(NOT_NFC.into());
+    }
     if value.trim() != value {
         return Some("has spaces around it".into());
     }
     None
+}
+
+/// `recon.text_problem`'s words for a text that is not in NFC.
+const NOT_NFC: &str = "is not in Unicode's composed form (NFC); normalise it, e.g. with \
+                       normalize(value, NFC) in SQL";
+
+/// A short text as a person, a file or a callback gives it: whitespace around it dropped and
+/// composed to NFC, the same way on every intake path, so `" 1001"` and `"1001"`, or `café`
+/// composed and decomposed, are one value. Rules are checked afterwards.
+pub fn intake_text(raw: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    raw.trim().nfc().collect()
 }
 
 /// What is wrong with an amount, or `None`: at most 18 digits before the decimal point and 8
@@ -174,6 +200,26 @@ mod tests {
             let problem = text_problem(bad, 128).unwrap();
             assert!(problem.contains(&format!("U+{code}")), "{bad:?}: {problem}");
         }
+        for (bad, code) in [
+            ("\u{3164}", "3164"),
+            ("\u{115F}1", "115F"),
+            ("1\u{FFA0}", "FFA0"),
+            ("\u{2800}", "2800"),
+            ("1\u{FE0F}", "FE0F"),
+            ("1\u{E0100}", "E0100"),
+            ("1\u{034F}2", "034F"),
+        ] {
+            let problem = text_problem(bad, 128).unwrap();
+            assert_eq!(
+                problem,
+                format!("contains a control or invisible character (U+{code})"),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(text_problem("caf\u{E9}-1", 128), None);
+        assert_eq!(text_problem("caf\u{65}\u{301}-1", 128).unwrap(), NOT_NFC);
+        assert_eq!(intake_text(" caf\u{65}\u{301}-1 "), "caf\u{E9}-1");
+        assert_eq!(intake_text("\u{3000}1001\u{A0}"), "1001");
         assert_eq!(text_problem(" x", 128).unwrap(), "has spaces around it");
         assert_eq!(
             text_problem("x\u{3000}", 128).unwrap(),

@@ -30,10 +30,11 @@ impl PaymentId {
         }
     }
 
-    /// An id as a person or a file gives it: whitespace around it is dropped first, the same
-    /// way on every intake path, so `" 1001"` and `"1001"` are one payment.
+    /// An id as a person, a file or a callback gives it: trimmed and composed to NFC first
+    /// ([`rules::intake_text`]), the same way on every intake path, so `" 1001"` and
+    /// `"1001"`, or `café-1` composed and decomposed, are one payment.
     pub fn from_input(raw: &str) -> Result<Self, InvalidInput> {
-        Self::parse(raw.trim())
+        Self::parse(&rules::intake_text(raw))
     }
 
     pub fn as_str(&self) -> &str {
@@ -50,15 +51,15 @@ impl fmt::Display for PaymentId {
 /// Longest merchant order id accepted; the schema enforces the same bound.
 pub const ORDER_ID_MAX_LEN: usize = 256;
 
-/// An optional short text as a person or a file gives it (an order id): trimmed, and empty
-/// means "not given" (`None`), never an empty string.
+/// An optional short text as a person or a file gives it (an order id): trimmed and composed
+/// to NFC ([`rules::intake_text`]), and empty means "not given" (`None`), never an empty string.
 pub fn optional_text(raw: &str, max_chars: usize) -> Result<Option<String>, InvalidInput> {
-    let value = raw.trim();
+    let value = rules::intake_text(raw);
     if value.is_empty() {
         return Ok(None);
     }
-    match rules::text_problem(value, max_chars) {
-        None => Ok(Some(value.to_owned())),
+    match rules::text_problem(&value, max_chars) {
+        None => Ok(Some(value)),
         Some(problem) => Err(InvalidInput(problem)),
     }
 }

@@ -50,6 +50,19 @@ async fn the_rust_rules_and_the_schema_rules_agree() {
         "x\u{1d173}",
         "x\u{ad}y",
         "😀",
+        // One id, one payment: decomposed text, fillers and blanks, variation selectors.
+        "caf\u{e9}-1",
+        "cafe\u{301}-1",
+        "\u{3164}",
+        "\u{115f}1",
+        "1\u{1160}",
+        "1\u{ffa0}",
+        "\u{2800}",
+        "1\u{fe0f}",
+        "1\u{e0100}",
+        "1\u{34f}2",
+        "1\u{17b4}",
+        "\u{1100}\u{1161}",
     ];
     for text in texts {
         for max in [3_usize, 128] {
@@ -186,6 +199,143 @@ async fn one_id_rule_on_every_intake_path_and_empty_text_is_null() {
         );
     }
     assert_eq!(app.count("select count(*) from recon.payments").await, 1);
+}
+
+/// The red team's look-alikes: `café-1` composed and decomposed is one payment by every
+/// intake path, and ids made of or carrying blank-looking characters are refused by each path
+/// and by the schema, in the same words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn look_alike_ids_are_one_payment_or_refused() {
+    let app = TestApp::new(Scenario::new()).await;
+    let (composed, decomposed) = ("caf\u{e9}-1", "cafe\u{301}-1");
+    let enqueued = run(&app, &["enqueue", decomposed, "--order-id", "cafe\u{301}"]).await;
+    assert!(enqueued.status.success(), "{}", stderr(&enqueued));
+    let file = csv_file(format!("payment_id\n{composed}\n").as_bytes());
+    let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    assert!(
+        String::from_utf8_lossy(&imported.stdout).contains("0 imported, 1 already known"),
+        "{}",
+        String::from_utf8_lossy(&imported.stdout)
+    );
+    let file = csv_file(format!("payment_id\n{composed}\n{decomposed}\n").as_bytes());
+    let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    assert!(
+        stderr(&imported).starts_with(&format!(
+            "line 3: payment_id: \"{composed}\" is already on line 2 of this file"
+        )),
+        "{}",
+        stderr(&imported)
+    );
+    let stored: Vec<(String, Option<String>)> =
+        sqlx::query_as("select payment_id, order_id from recon.payments")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        [(composed.to_owned(), Some("caf\u{e9}".to_owned()))],
+        "stored composed, once"
+    );
+
+    for (id, code) in [
+        ("\u{3164}", "3164"),
+        ("\u{2800}", "2800"),
+        ("1001\u{fe0f}", "FE0F"),
+        ("\u{ffa0}1", "FFA0"),
+    ] {
+        let enqueued = run(&app, &["enqueue", id]).await;
+        assert_eq!(enqueued.status.code(), Some(2), "{id:?}");
+        assert!(
+            stderr(&enqueued).contains(&format!("invisible character (U+{code})")),
+            "{}",
+            stderr(&enqueued)
+        );
+        let file = csv_file(format!("payment_id\n{id}\n").as_bytes());
+        let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+        assert_eq!(imported.status.code(), Some(1), "{id:?}");
+        assert!(
+            stderr(&imported).contains(&format!("invisible character (U+{code})")),
+            "{}",
+            stderr(&imported)
+        );
+    }
+    for id in [decomposed, "\u{3164}", "\u{2800}", "1001\u{fe0f}"] {
+        let refused = sqlx::query("insert into recon.payments (payment_id) values ($1)")
+            .bind(id)
+            .execute(app.pool())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("payment_id_is_1_to_128_visible_chars_without_outer_spaces"),
+            "{id:?}: {refused}"
+        );
+    }
+    assert_eq!(app.count("select count(*) from recon.payments").await, 1);
+}
+
+/// A database that already holds look-alike ids, upgraded: the rows that break the new rule
+/// are parked with the reason, never rewritten, and the rest are polled as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_one_id_migration_parks_look_alikes_without_rewriting_them() {
+    let db = TestDb::unmigrated().await;
+    let previous =
+        sqlx::migrate::Migrator::with_migrations(store::MIGRATOR.iter().take(9).cloned().collect());
+    previous.run(&db.pool).await.unwrap();
+    sqlx::query(
+        "insert into recon.payments (payment_id, order_id)
+         values ('caf\u{e9}-1', null), ($1, null), ($2, null), ('fine', $3)",
+    )
+    .bind("cafe\u{301}-1")
+    .bind("\u{3164}")
+    .bind("\u{2800}")
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    store::migrate(&db.pool).await.unwrap();
+    let parked: Vec<(String, String, Option<serde_json::Value>)> = sqlx::query_as(
+        "select payment_id, last_error, parked_values from recon.parked_payments
+         order by payment_id collate \"C\"",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let ids: Vec<&str> = parked.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["cafe\u{301}-1", "fine", "\u{3164}"],
+        "kept as they were, parked"
+    );
+    assert!(
+        parked[0]
+            .1
+            .contains("payment_id is not in Unicode's composed form (NFC)")
+    );
+    assert!(parked[0].1.contains("an id is never rewritten"));
+    assert_eq!(parked[1].2.as_ref().unwrap()["order_id"], "\u{2800}");
+    assert!(
+        parked[1]
+            .1
+            .contains("order_id contains a control or invisible character")
+    );
+    assert!(
+        parked[2]
+            .1
+            .contains("payment_id contains a control or invisible character")
+    );
+
+    let sim = crate::helpers::simulator(
+        Scenario::new().fallback([Reply::invoice("process", "10", "KZT")]),
+    )
+    .await;
+    let settings = crate::helpers::settings(&db, &sim, &[]);
+    let outcome = crate::helpers::engine(&db, &settings)
+        .reconcile_due(&tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.claimed, 1, "only the composed café-1 is polled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
