@@ -166,12 +166,6 @@ impl WebhookSettings {
                  EnvironmentFile)",
             ));
         }
-        if self.timeout.is_zero() || self.max_age.is_zero() {
-            return Err(invalid(
-                "webhook.timeout",
-                "webhook.timeout and webhook.max_age must be more than zero",
-            ));
-        }
         if self.types.is_empty() {
             return Err(invalid("webhook.types", "name at least one event type"));
         }
@@ -204,23 +198,6 @@ impl HttpSettings {
             header_timeout: self.header_timeout,
             max_connections: self.max_connections,
         }
-    }
-
-    fn validate(&self) -> Result<(), SettingsError> {
-        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.header_timeout) {
-            return Err(invalid(
-                "http.header_timeout",
-                "must be between 1s and 5m (it bounds how long an idle or slow connection \
-                 holds a file descriptor)",
-            ));
-        }
-        if !(1..=4096).contains(&self.max_connections) {
-            return Err(invalid(
-                "http.max_connections",
-                "must be between 1 and 4096 (each open connection holds a file descriptor)",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -391,6 +368,18 @@ fn invalid(key: &str, problem: impl std::fmt::Display) -> SettingsError {
     SettingsError::Invalid(format!("{key}: {problem}"))
 }
 
+/// A config line for an error message, its value left out (it may be a secret): ` (`key =
+/// …`)` or ` (`[table]`)`; nothing for any other line.
+fn quoted_without_value(line: &str) -> String {
+    let line = line.trim();
+    let shown = match line.split_once('=') {
+        Some((key, _)) => format!("{} = …", key.trim()),
+        None if line.starts_with('[') && line.ends_with(']') => line.to_owned(),
+        None => return String::new(),
+    };
+    format!(" (`{}`)", crate::text::clean(&shown, 80))
+}
+
 /// `["30s", "1m"]` in a file; `30s,1m` in an environment variable.
 /// A list, or a comma-separated string (as environment variables give it).
 fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -465,7 +454,11 @@ impl Settings {
                 let line = text[..at.min(text.len())].matches('\n').count() + 1;
                 return Err(SettingsError::File {
                     path: path.clone(),
-                    reason: format!("not valid TOML at line {line}: {}", e.message()),
+                    reason: format!(
+                        "not valid TOML at line {line}{}: {}",
+                        quoted_without_value(text.lines().nth(line - 1).unwrap_or_default()),
+                        e.message().trim_end()
+                    ),
                 });
             }
             builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
@@ -512,39 +505,12 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.database.connect_options()?;
-        if !(1..=1000).contains(&self.database.max_connections) {
-            return Err(invalid(
-                "database.max_connections",
-                "must be between 1 and 1000",
-            ));
-        }
-        for (key, duration) in [
-            ("database.connect_timeout", self.database.connect_timeout),
-            ("provider.timeout", self.provider.timeout),
-            ("provider.connect_timeout", self.provider.connect_timeout),
-        ] {
-            if duration.is_zero() {
-                return Err(invalid(
-                    key,
-                    "must be more than zero (every attempt would time out at once)",
-                ));
-            }
-        }
+        self.check_bounds()?;
         self.provider.naive_offset()?;
         let poll = &self.poll;
-        if poll.concurrency == 0 {
-            return Err(invalid("poll.concurrency", "must be at least 1"));
-        }
-        if poll.batch_size == 0 {
-            return Err(invalid("poll.batch_size", "must be at least 1"));
-        }
-        if !(1..=8).contains(&poll.writers) {
-            return Err(invalid("poll.writers", "must be between 1 and 8"));
-        }
         self.webhook.validate()?;
-        self.http.validate()?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
-        if poll.recheck.is_empty() || poll.recheck.iter().any(Duration::is_zero) {
+        if poll.recheck.is_empty() {
             return Err(invalid(
                 "poll.recheck",
                 "give at least one non-zero duration, e.g. [\"30s\", \"5m\"]",
@@ -561,11 +527,8 @@ impl Settings {
                 ),
             ));
         }
-        if poll.retry_min.is_zero() || poll.retry_min > poll.retry_max {
-            return Err(invalid(
-                "poll.retry_min",
-                "must be non-zero and at most poll.retry_max",
-            ));
+        if poll.retry_min > poll.retry_max {
+            return Err(invalid("poll.retry_min", "must be at most poll.retry_max"));
         }
         self.flags.rules()?;
         if self.reconcile.amount_tolerance.is_sign_negative() {
@@ -573,6 +536,135 @@ impl Settings {
                 "reconcile.amount_tolerance",
                 "must not be negative",
             ));
+        }
+        Ok(())
+    }
+
+    /// Every count and duration within what the daemon can work with, checked first, so no
+    /// setting can panic it (a pool of zero connections), make every attempt fail (a zero
+    /// timeout) or overflow later arithmetic (a lease compared with a timeout plus a drain).
+    /// The bounds are wide: they refuse mistakes, not tuning. docs/configuration.md lists them.
+    fn check_bounds(&self) -> Result<(), SettingsError> {
+        const MS: Duration = Duration::from_millis(1);
+        const SECOND: Duration = Duration::from_secs(1);
+        const MINUTE: Duration = Duration::from_secs(60);
+        const DAY: Duration = Duration::from_secs(86_400);
+        const NONE: Duration = Duration::ZERO;
+        let (database, provider, poll) = (&self.database, &self.provider, &self.poll);
+        let durations = [
+            (
+                "database.connect_timeout",
+                database.connect_timeout,
+                MS,
+                10 * MINUTE,
+            ),
+            (
+                "database.statement_timeout",
+                database.statement_timeout,
+                MS,
+                DAY,
+            ),
+            ("database.lock_timeout", database.lock_timeout, MS, DAY),
+            ("provider.timeout", provider.timeout, MS, 10 * MINUTE),
+            (
+                "provider.connect_timeout",
+                provider.connect_timeout,
+                MS,
+                10 * MINUTE,
+            ),
+            (
+                "provider.default_retry_after",
+                provider.default_retry_after,
+                SECOND,
+                DAY,
+            ),
+            (
+                "provider.max_retry_after",
+                provider.max_retry_after,
+                SECOND,
+                DAY,
+            ),
+            (
+                "poll.first_poll_after",
+                poll.first_poll_after,
+                NONE,
+                365 * DAY,
+            ),
+            ("poll.lease", poll.lease, SECOND, DAY),
+            ("poll.confirm_after", poll.confirm_after, NONE, 365 * DAY),
+            ("poll.lifetime_grace", poll.lifetime_grace, NONE, 365 * DAY),
+            (
+                "poll.not_found_grace",
+                poll.not_found_grace,
+                NONE,
+                365 * DAY,
+            ),
+            ("poll.max_age", poll.max_age, SECOND, 3650 * DAY),
+            ("poll.retry_min", poll.retry_min, MS, DAY),
+            ("poll.retry_max", poll.retry_max, MS, DAY),
+            ("poll.drain_timeout", poll.drain_timeout, NONE, 60 * MINUTE),
+            ("http.unready_after", self.http.unready_after, NONE, DAY),
+            (
+                "http.header_timeout",
+                self.http.header_timeout,
+                SECOND,
+                5 * MINUTE,
+            ),
+            ("webhook.timeout", self.webhook.timeout, MS, 10 * MINUTE),
+            ("webhook.max_age", self.webhook.max_age, SECOND, 365 * DAY),
+        ]
+        .into_iter()
+        .chain(
+            poll.recheck
+                .iter()
+                .map(|&step| ("poll.recheck", step, SECOND, 365 * DAY)),
+        );
+        for (key, value, min, max) in durations {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must be between {} and {}",
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
+        }
+        let counts: [(&str, u64, u64, u64); 8] = [
+            (
+                "database.max_connections",
+                database.max_connections.into(),
+                1,
+                1000,
+            ),
+            (
+                "provider.max_body_bytes",
+                provider.max_body_bytes as u64,
+                1024,
+                256 << 20,
+            ),
+            (
+                "poll.rate_per_second",
+                poll.rate_per_second.into(),
+                0,
+                100_000,
+            ),
+            ("poll.burst", poll.burst.into(), 1, 100_000),
+            ("poll.concurrency", poll.concurrency as u64, 1, 4096),
+            ("poll.batch_size", poll.batch_size.into(), 1, 100_000),
+            ("poll.writers", poll.writers.into(), 1, 8),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                1,
+                4096,
+            ),
+        ];
+        for (key, value, min, max) in counts {
+            if !(min..=max).contains(&value) {
+                return Err(invalid(key, format!("must be between {min} and {max}")));
+            }
         }
         Ok(())
     }
@@ -914,12 +1006,12 @@ mod tests {
             (
                 "FREEDOMPAY_RECON__PROVIDER__TIMEOUT",
                 "0s",
-                "provider.timeout: must be more than zero",
+                "provider.timeout: must be between 1ms and 10m",
             ),
             (
                 "FREEDOMPAY_RECON__PROVIDER__CONNECT_TIMEOUT",
                 "0s",
-                "provider.connect_timeout: must be more than zero",
+                "provider.connect_timeout: must be between 1ms and 10m",
             ),
         ];
         for (key, value, named) in cases {
@@ -983,8 +1075,21 @@ mod tests {
         let err = Settings::load_from(Some(broken.path()), env(&[]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("not valid TOML at line 3"), "{err}");
+        assert!(
+            err.contains("not valid TOML at line 3 (`secret = …`)"),
+            "{err}"
+        );
         assert!(!err.contains("hunter2"), "{err}");
+
+        let duplicate = file("[provider]\nsecret = \"a-secret\"\nsecret = \"b-secret\"\n");
+        let err = Settings::load_from(Some(duplicate.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not valid TOML at line 3 (`secret = …`)") && err.contains("duplicate"),
+            "{err}"
+        );
+        assert!(!err.contains("-secret"), "{err}");
     }
 
     #[test]
@@ -1016,5 +1121,134 @@ mod tests {
             format!("{:?}", defaults.reconcile)
         );
         assert_eq!(example.provider.base_url, defaults.provider.base_url);
+    }
+
+    /// Every count and duration, at zero, negative, its largest value and beyond: each is
+    /// refused at load with one line naming the key, or it builds everything `run` and `plan`
+    /// build from it. Never a panic.
+    #[tokio::test]
+    async fn no_count_or_duration_can_panic_the_daemon() {
+        const COUNTS: &[&str] = &[
+            "DATABASE__MAX_CONNECTIONS",
+            "PROVIDER__MAX_BODY_BYTES",
+            "POLL__RATE_PER_SECOND",
+            "POLL__BURST",
+            "POLL__CONCURRENCY",
+            "POLL__BATCH_SIZE",
+            "POLL__WRITERS",
+            "HTTP__MAX_CONNECTIONS",
+        ];
+        const DURATIONS: &[&str] = &[
+            "DATABASE__CONNECT_TIMEOUT",
+            "DATABASE__STATEMENT_TIMEOUT",
+            "DATABASE__LOCK_TIMEOUT",
+            "PROVIDER__TIMEOUT",
+            "PROVIDER__CONNECT_TIMEOUT",
+            "PROVIDER__DEFAULT_RETRY_AFTER",
+            "PROVIDER__MAX_RETRY_AFTER",
+            "POLL__FIRST_POLL_AFTER",
+            "POLL__RECHECK",
+            "POLL__LEASE",
+            "POLL__CONFIRM_AFTER",
+            "POLL__LIFETIME_GRACE",
+            "POLL__NOT_FOUND_GRACE",
+            "POLL__MAX_AGE",
+            "POLL__RETRY_MIN",
+            "POLL__RETRY_MAX",
+            "POLL__DRAIN_TIMEOUT",
+            "HTTP__UNREADY_AFTER",
+            "HTTP__HEADER_TIMEOUT",
+            "WEBHOOK__TIMEOUT",
+            "WEBHOOK__MAX_AGE",
+        ];
+        let counts = [
+            "0",
+            "-1",
+            "1",
+            "4294967295",
+            "18446744073709551615",
+            "1e999",
+        ];
+        let durations = [
+            "0s",
+            "-1s",
+            "1ms",
+            "365days",
+            "18446744073709551615s",
+            "584542046090years",
+        ];
+        let cases = COUNTS
+            .iter()
+            .flat_map(|key| counts.iter().map(move |v| (*key, *v)))
+            .chain(
+                DURATIONS
+                    .iter()
+                    .flat_map(|key| durations.iter().map(move |v| (*key, *v))),
+            );
+        let (mut refused, mut working) = (0, 0);
+        for (key, value) in cases {
+            let name = format!("{ENV_PREFIX}__{key}");
+            let mut vars = env(&[
+                (name.as_str(), value),
+                ("FREEDOMPAY_RECON__WEBHOOK__URL", "http://127.0.0.1:9/hooks"),
+                ("FREEDOMPAY_RECON__WEBHOOK__SECRET", "0123456789abcdef"),
+                ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "1"),
+                ("FREEDOMPAY_RECON__PROVIDER__SECRET", "s"),
+            ]);
+            vars.insert("DATABASE_URL".into(), "postgres://u@127.0.0.1:1/db".into());
+            let loaded = std::panic::catch_unwind(|| Settings::load_from(None, vars))
+                .unwrap_or_else(|_| panic!("{key}={value} panicked at load"));
+            match loaded {
+                Err(e) => {
+                    let message = e.to_string();
+                    let dotted = key.to_lowercase().replacen("__", ".", 1);
+                    assert!(
+                        message.contains(&dotted) && !message.contains('\n'),
+                        "{key}={value}: one line naming the key: {message}"
+                    );
+                    refused += 1;
+                }
+                Ok(settings) => {
+                    let started = std::time::Instant::now();
+                    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        everything_run_and_plan_build(&settings)
+                    }));
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(5),
+                        "{key}={value}: {:?}",
+                        started.elapsed()
+                    );
+                    assert!(built.is_ok(), "{key}={value} was accepted, then panicked");
+                    working += 1;
+                }
+            }
+        }
+        assert!(
+            refused > 0 && working > 0,
+            "{refused} refused, {working} working"
+        );
+    }
+
+    /// What `run` and `plan` build from settings, short of connecting.
+    fn everything_run_and_plan_build(settings: &Settings) {
+        let options = settings.database.connect_options().expect("a URL");
+        let pool = crate::store::pool_options(&settings.database).connect_lazy_with(options);
+        let provider = crate::provider::ProviderClient::new(&settings.provider).expect("client");
+        let engine = crate::engine::Engine::new(pool.clone(), provider, settings);
+        crate::webhook::Deliverer::new(pool, &settings.webhook, engine.instance())
+            .expect("deliverer");
+        let _ = settings.http.limits();
+        check_schedule(&settings.poll.schedule, chrono::Utc::now()).expect("schedule");
+        let policy = settings.policy();
+        // `plan` refuses a policy it cannot simulate in reasonable time, in one line.
+        if crate::capacity::simulable(&policy).is_ok() {
+            let plan = crate::capacity::run(&crate::capacity::PlanInput {
+                payments_per_day: 50,
+                rate_per_second: settings.poll.rate_per_second,
+                policy,
+                mix: crate::capacity::Mix::default(),
+            });
+            assert!(plan.payments > 0);
+        }
     }
 }

@@ -100,6 +100,34 @@ fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
+/// Most polls `plan` simulates for one payment that never settles.
+pub const MOST_POLLS_SIMULATED: u128 = 100_000;
+
+/// Whether `plan` can simulate `policy`: a payment that never settles is polled until
+/// `poll.max_age`, and a short last recheck step with a long `max_age` (1 s for 7 days is
+/// 604,800 polls) would take hours to simulate. The daemon itself runs such a policy (the
+/// rate budget bounds it); `plan` says why it will not.
+pub fn simulable(policy: &Policy) -> Result<(), String> {
+    let ladder = policy.recheck.iter().sum::<Duration>() + policy.first_poll_after;
+    let last = policy
+        .recheck
+        .last()
+        .copied()
+        .unwrap_or(Duration::from_secs(1));
+    let polls = policy.recheck.len() as u128
+        + policy.max_age.saturating_sub(ladder).as_millis() / last.as_millis().max(1);
+    if polls <= MOST_POLLS_SIMULATED {
+        return Ok(());
+    }
+    Err(format!(
+        "a payment that never settles would be polled about {polls} times before poll.max_age \
+         ({}), more than plan simulates ({MOST_POLLS_SIMULATED}); such a policy spends the rate \
+         budget on stuck payments: make the last poll.recheck step longer or poll.max_age \
+         shorter",
+        humantime::format_duration(policy.max_age)
+    ))
+}
+
 /// Runs the plan. Deterministic: the same input gives the same plan.
 pub fn run(input: &PlanInput) -> Plan {
     let mix = &input.mix;

@@ -33,10 +33,12 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
             Mix::from_toml(&text).map_err(|e| anyhow::anyhow!("--mix {}: {e}", path.display()))?
         }
     };
+    let policy = settings.policy();
+    crate::capacity::simulable(&policy).map_err(|e| anyhow::anyhow!("plan: {e}"))?;
     let input = PlanInput {
         payments_per_day: args.payments_per_day,
         rate_per_second: args.rate.unwrap_or(settings.poll.rate_per_second),
-        policy: settings.policy(),
+        policy,
         mix,
     };
     let plan = tokio::task::spawn_blocking({

@@ -118,6 +118,13 @@ fn describe_query_error(e: &sqlx::Error) -> String {
 
 /// Connects and checks the connection once, so an unreachable database is reported now,
 /// in one line, rather than at the first query.
+/// The pool's sizing and waits, from `database.*`.
+pub fn pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.connect_timeout)
+}
+
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> {
     let millis = |d: Duration| format!("{}ms", d.as_millis());
     let options = settings
@@ -148,12 +155,7 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, StoreError> 
             Err(_) => return Err(unreachable(sqlx::Error::PoolTimedOut)),
         }
     };
-    match PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(settings.connect_timeout)
-        .connect_with(options)
-        .await
-    {
+    match pool_options(settings).connect_with(options).await {
         Ok(pool) => Ok(pool),
         Err(sqlx::Error::PoolTimedOut) => {
             Err(unreachable(probe.unwrap_or(sqlx::Error::PoolTimedOut)))

@@ -172,7 +172,7 @@ async fn an_unreachable_database_and_a_bad_config_are_named() {
     .await;
     assert_eq!(bad.status.code(), Some(1));
     assert!(
-        stderr(&bad).contains("poll.concurrency: must be at least 1"),
+        stderr(&bad).contains("poll.concurrency: must be between 1 and 4096"),
         "{}",
         stderr(&bad)
     );
