@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::FixedOffset;
 use config::{Config, Environment, File, FileFormat};
 use rust_decimal::Decimal;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Deserializer};
 use sqlx::postgres::PgConnectOptions;
 
@@ -82,6 +83,7 @@ max_connections = 128
 [webhook]
 url = ""
 secret = ""
+format = "standard"
 timeout = "10s"
 max_age = "3days"
 types = ["status_changed", "flag_opened", "flag_resolved"]
@@ -113,8 +115,10 @@ pub const EVENT_TYPES: [&str; 3] = ["status_changed", "flag_opened", "flag_resol
 pub struct WebhookSettings {
     /// A secret too: a receiver's URL may carry a token (kept out of `Debug` and logs).
     pub url: SecretString,
-    /// The key of `X-Recon-Signature`; never logged.
+    /// The signing key; never logged. Under `standard`, `whsec_` and the base64 of the key.
     pub secret: SecretString,
+    /// How each delivery is signed: `standard` or `github`.
+    pub format: WebhookFormat,
     /// One delivery attempt, connection to last byte.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -125,6 +129,52 @@ pub struct WebhookSettings {
     #[serde(deserialize_with = "strings")]
     pub types: Vec<String>,
 }
+
+/// How a webhook delivery is signed (`webhook.format`).
+///
+/// `standard` is the default for new configurations. A deployment upgraded from a version
+/// that had no `webhook.format` and signed the GitHub way does not switch silently: its
+/// plain secret is no `whsec_` secret, so the loader refuses it and says both ways on
+/// (keep the old shape with `format = "github"`, or give the receiver a new `whsec_`
+/// secret). Nothing is sent in a shape the receiver was not told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// [Standard Webhooks](https://www.standardwebhooks.com/): `webhook-id`,
+    /// `webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of
+    /// "{id}.{timestamp}.{body}">`. The id and time are signed with the body, so a receiver
+    /// that refuses old timestamps and ids it has seen cannot be replayed to.
+    Standard,
+    /// GitHub's shape: `X-Recon-Event-Id` and `X-Recon-Signature: sha256=<hex HMAC-SHA256 of
+    /// the body>`. It signs the body alone: a captured delivery verifies forever.
+    Github,
+}
+
+impl WebhookFormat {
+    /// What `webhook.format` may be, as written.
+    const NAMES: [&str; 2] = ["standard", "github"];
+}
+
+/// A `webhook.format` it does not take is named with the ones it does, in the loader's own
+/// words: the `config` crate's message for an unknown enum value names neither.
+fn check_webhook_format(config: &Config) -> Result<(), SettingsError> {
+    match config.get_string("webhook.format") {
+        Ok(format) if !WebhookFormat::NAMES.contains(&format.as_str()) => Err(invalid(
+            "webhook.format",
+            format!(
+                "{} is not a format; use \"standard\" (Standard Webhooks) or \"github\" \
+                 (X-Recon-Signature, as before this setting)",
+                crate::text::excerpt(&format)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// How `webhook.secret` is made for `format = "standard"`, for messages.
+const WHSEC_HOW: &str = "generate one with: echo \"whsec_$(openssl rand -base64 32)\"";
+/// The fewest key bytes a `whsec_` secret may hold (Standard Webhooks recommends 24 to 64).
+const WHSEC_MIN_BYTES: usize = 16;
 
 impl WebhookSettings {
     pub fn enabled(&self) -> bool {
@@ -157,20 +207,84 @@ impl WebhookSettings {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("webhook.url", "must be an http(s) URL"));
         }
-        // Whitespace is no key: 16 spaces would sign with something anyone can guess.
-        if self.secret.expose_secret().trim().chars().count() < 16 {
-            return Err(invalid(
-                "webhook.secret",
-                "must be set, at least 16 characters other than spaces at either end, when \
-                 webhook.url is (set FREEDOMPAY_RECON__WEBHOOK__SECRET; systemd: in the \
-                 EnvironmentFile)",
-            ));
-        }
+        self.signing_key()?;
         if self.types.is_empty() {
             return Err(invalid("webhook.types", "name at least one event type"));
         }
         Ok(())
     }
+
+    /// The HMAC key `webhook.secret` gives under `webhook.format`: under `standard` the bytes
+    /// the base64 after `whsec_` stands for, under `github` the secret's own bytes (as they
+    /// always were). Checked at load; the deliverer keys its signatures with it. No message
+    /// quotes the secret, or any part of it.
+    pub fn signing_key(&self) -> Result<SecretSlice<u8>, SettingsError> {
+        let secret = self.secret.expose_secret();
+        match self.format {
+            WebhookFormat::Github => {
+                // Whitespace is no key: 16 spaces would sign with something anyone can guess.
+                if secret.trim().chars().count() < 16 {
+                    return Err(invalid(
+                        "webhook.secret",
+                        "must be set, at least 16 characters other than spaces at either end, \
+                         when webhook.url is (set FREEDOMPAY_RECON__WEBHOOK__SECRET; systemd: in \
+                         the EnvironmentFile)",
+                    ));
+                }
+                Ok(SecretSlice::from(secret.as_bytes().to_vec()))
+            }
+            WebhookFormat::Standard => standard_key(secret.trim()),
+        }
+    }
+}
+
+/// The key of a Standard Webhooks secret: `whsec_` and the base64 (standard alphabet, padded)
+/// of at least [`WHSEC_MIN_BYTES`] bytes.
+fn standard_key(secret: &str) -> Result<SecretSlice<u8>, SettingsError> {
+    if secret.is_empty() {
+        return Err(invalid(
+            "webhook.secret",
+            format!(
+                "must be set when webhook.url is: a Standard Webhooks secret, whsec_ and the \
+                 base64 of 24 or more random bytes ({WHSEC_HOW}; set \
+                 FREEDOMPAY_RECON__WEBHOOK__SECRET; systemd: in the EnvironmentFile)"
+            ),
+        ));
+    }
+    let Some(encoded) = secret.strip_prefix("whsec_") else {
+        return Err(invalid(
+            "webhook.secret",
+            format!(
+                "is not a Standard Webhooks secret (whsec_ and base64), which webhook.format = \
+                 \"standard\" (the default) signs with; to keep the earlier deliveries \
+                 (X-Recon-Signature) set webhook.format = \"github\", or {WHSEC_HOW} and give \
+                 it to the receiver"
+            ),
+        ));
+    };
+    // The decoder's own message names the offending character: not repeated here.
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| {
+            invalid(
+                "webhook.secret",
+                format!(
+                    "the part after whsec_ is not base64 (standard alphabet, padded with =); \
+                     {WHSEC_HOW}"
+                ),
+            )
+        })?;
+    if key.len() < WHSEC_MIN_BYTES {
+        return Err(invalid(
+            "webhook.secret",
+            format!(
+                "holds {} key bytes; at least {WHSEC_MIN_BYTES} are needed, 24 or more \
+                 recommended; {WHSEC_HOW}",
+                key.len()
+            ),
+        ));
+    }
+    Ok(SecretSlice::from(key))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -488,17 +602,16 @@ impl Settings {
             .map_or("defaults and environment".to_owned(), |p| {
                 p.display().to_string()
             });
-        let settings: Settings =
-            builder
-                .build()
-                .and_then(Config::try_deserialize)
-                .map_err(|e| match &file {
-                    Some(path) => SettingsError::File {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    },
-                    None => SettingsError::Invalid(format!("{e} (in {origin})")),
-                })?;
+        let unreadable = |e: config::ConfigError| match &file {
+            Some(path) => SettingsError::File {
+                path: path.clone(),
+                reason: e.to_string(),
+            },
+            None => SettingsError::Invalid(format!("{e} (in {origin})")),
+        };
+        let config = builder.build().map_err(unreadable)?;
+        check_webhook_format(&config)?;
+        let settings: Settings = config.try_deserialize().map_err(unreadable)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -944,18 +1057,25 @@ mod tests {
                     "FREEDOMPAY_RECON__WEBHOOK__URL",
                     "https://erp.example/hooks?token=webhook-url-token",
                 ),
+                // whsec_ and the base64 of "webhook-signing-secret-24".
                 (
                     "FREEDOMPAY_RECON__WEBHOOK__SECRET",
-                    "webhook-signing-secret",
+                    "whsec_d2ViaG9vay1zaWduaW5nLXNlY3JldC0yNA==",
                 ),
             ]),
         )
         .unwrap();
-        let dump = format!("{s:?}");
+        let dump = format!("{s:?} {:?}", s.webhook.signing_key().unwrap());
         assert!(!dump.contains("top-secret-value"), "{dump}");
         assert!(!dump.contains("db-password"), "{dump}");
         assert!(!dump.contains("webhook-url-token"), "{dump}");
+        assert!(
+            !dump.contains("d2ViaG9vay1zaWduaW5nLXNlY3JldC0yNA"),
+            "{dump}"
+        );
         assert!(!dump.contains("webhook-signing-secret"), "{dump}");
+        // Nor the key's bytes, as Debug would print a byte slice.
+        assert!(!dump.contains("119, 101, 98"), "{dump}");
     }
 
     #[test]
@@ -1047,26 +1167,137 @@ mod tests {
         assert!(e.contains("is not a cron expression with seconds"), "{e}");
     }
 
+    /// Settings with a webhook to `https://erp.example/hooks`, signed with `secret` in
+    /// `format` (none: the default).
+    fn webhook(secret: &str, format: Option<&str>) -> Result<Settings, SettingsError> {
+        let mut vars = vec![
+            (
+                "FREEDOMPAY_RECON__WEBHOOK__URL",
+                "https://erp.example/hooks",
+            ),
+            ("FREEDOMPAY_RECON__WEBHOOK__SECRET", secret),
+        ];
+        vars.extend(format.map(|f| ("FREEDOMPAY_RECON__WEBHOOK__FORMAT", f)));
+        Settings::load_from(None, env(&vars))
+    }
+
+    /// `whsec_` and the base64 of `n` bytes.
+    fn whsec(n: usize) -> String {
+        let key: Vec<u8> = (0..n as u8).collect();
+        format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        )
+    }
+
     #[test]
     fn a_webhook_secret_of_spaces_is_no_secret() {
-        let webhook = |secret: &str| {
-            Settings::load_from(
-                None,
-                env(&[
-                    (
-                        "FREEDOMPAY_RECON__WEBHOOK__URL",
-                        "https://erp.example/hooks",
-                    ),
-                    ("FREEDOMPAY_RECON__WEBHOOK__SECRET", secret),
-                ]),
-            )
-        };
-        let e = webhook(&" ".repeat(16)).unwrap_err().to_string();
+        let e = webhook(&" ".repeat(16), Some("github"))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("webhook.secret: must be set, at least 16"),
             "{e}"
         );
-        assert!(webhook("0123456789abcdef").is_ok());
+        let e = webhook(&" ".repeat(16), None).unwrap_err().to_string();
+        assert!(
+            e.contains("webhook.secret: must be set when webhook.url is"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_github_format_keeps_the_sixteen_character_rule_and_the_secrets_own_bytes() {
+        let s = webhook("0123456789abcdef", Some("github")).unwrap();
+        assert_eq!(s.webhook.format, WebhookFormat::Github);
+        assert_eq!(
+            s.webhook.signing_key().unwrap().expose_secret(),
+            b"0123456789abcdef"
+        );
+        let e = webhook("0123456789abcde", Some("github"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 16 characters"), "{e}");
+        // A whsec_ secret is, to the GitHub shape, just characters.
+        let s = webhook(&whsec(24), Some("github")).unwrap();
+        assert_eq!(
+            s.webhook.signing_key().unwrap().expose_secret(),
+            whsec(24).as_bytes()
+        );
+    }
+
+    #[test]
+    fn the_webhook_format_is_standard_or_github_and_nothing_else() {
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(defaults.webhook.format, WebhookFormat::Standard);
+        let e = webhook(&whsec(24), Some("svix")).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.starts_with(
+                r#"configuration: webhook.format: "svix" is not a format; use "standard" (Standard Webhooks) or "github""#
+            ),
+            "{e}"
+        );
+        let f = file("[webhook]\nformat = \"GitHub\"\n");
+        let e = Settings::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("webhook.format"), "{e}");
+    }
+
+    /// A configuration written before `webhook.format` existed (a plain secret, no format)
+    /// must not switch to the new shape silently: it is refused, with both ways on.
+    #[test]
+    fn a_plain_secret_under_the_standard_format_is_refused_with_both_ways_on() {
+        let old = "an-old-plain-secret-0123";
+        for format in [None, Some("standard")] {
+            let e = webhook(old, format).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "one line: {e}");
+            assert!(
+                e.starts_with("configuration: webhook.secret: is not a Standard Webhooks secret"),
+                "{e}"
+            );
+            assert!(e.contains(r#"set webhook.format = "github""#), "{e}");
+            assert!(
+                e.contains(r#"echo "whsec_$(openssl rand -base64 32)""#),
+                "{e}"
+            );
+            assert!(!e.contains(old), "the secret is never quoted: {e}");
+        }
+        assert!(webhook(old, Some("github")).is_ok());
+    }
+
+    #[test]
+    fn a_whsec_secret_is_base64_of_at_least_sixteen_bytes() {
+        let s = webhook(&whsec(24), None).unwrap();
+        let key: Vec<u8> = (0..24).collect();
+        assert_eq!(s.webhook.signing_key().unwrap().expose_secret(), &key[..]);
+        assert!(webhook(&whsec(16), None).is_ok());
+        assert!(webhook(&whsec(64), None).is_ok());
+        // Surrounding spaces are no part of base64: a trailing newline is forgiven.
+        assert!(webhook(&format!(" {}\n", whsec(32)), None).is_ok());
+
+        let short = whsec(15);
+        let e = webhook(&short, None).unwrap_err().to_string();
+        assert!(
+            e.contains("webhook.secret: holds 15 key bytes; at least 16 are needed"),
+            "{e}"
+        );
+        assert!(!e.contains(&short[6..]), "{e}");
+        for bad in [
+            "whsec_not base64 at all!!",
+            // Unpadded: some receivers' libraries refuse it, so it is refused here first.
+            "whsec_AAECAwQFBgcICQoLDA0ODxA",
+        ] {
+            let e = webhook(bad, None).unwrap_err().to_string();
+            assert!(
+                e.contains("webhook.secret: the part after whsec_ is not base64"),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains(&bad[6..]), "{bad}: {e}");
+        }
+        let e = webhook("whsec_", None).unwrap_err().to_string();
+        assert!(e.contains("webhook.secret: holds 0 key bytes"), "{e}");
     }
 
     #[test]
@@ -1121,6 +1352,7 @@ mod tests {
             format!("{:?}", defaults.reconcile)
         );
         assert_eq!(example.provider.base_url, defaults.provider.base_url);
+        assert_eq!(example.webhook.format, defaults.webhook.format);
     }
 
     /// Every count and duration, at zero, negative, its largest value and beyond: each is
@@ -1191,7 +1423,10 @@ mod tests {
             let mut vars = env(&[
                 (name.as_str(), value),
                 ("FREEDOMPAY_RECON__WEBHOOK__URL", "http://127.0.0.1:9/hooks"),
-                ("FREEDOMPAY_RECON__WEBHOOK__SECRET", "0123456789abcdef"),
+                (
+                    "FREEDOMPAY_RECON__WEBHOOK__SECRET",
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                ),
                 ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "1"),
                 ("FREEDOMPAY_RECON__PROVIDER__SECRET", "s"),
             ]);

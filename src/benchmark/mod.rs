@@ -212,27 +212,37 @@ async fn run_phases(db: &PgConnectOptions, options: &BenchOptions) -> anyhow::Re
 
 /// Delivers every event in the database (the throughput run's transitions) to a local
 /// receiver that checks each signature; fails unless all are delivered, each correctly signed.
+/// Signed as configurations are by default (`webhook.format = "standard"`).
 async fn delivery(pool: &PgPool) -> anyhow::Result<Delivery> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use axum::body::Bytes;
     use axum::http::{HeaderMap, StatusCode};
+    use base64::Engine as _;
 
-    const WEBHOOK_SECRET: &str = "bench-webhook-secret";
+    /// `whsec_` and the base64 of the 24 bytes `bench-webhook-key-24byte`.
+    const WEBHOOK_SECRET: &str = "whsec_YmVuY2gtd2ViaG9vay1rZXktMjRieXRl";
+    let key: Arc<[u8]> = base64::engine::general_purpose::STANDARD
+        .decode(WEBHOOK_SECRET.trim_start_matches("whsec_"))?
+        .into();
     let (good, bad) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let receiver = {
         let (good, bad) = (Arc::clone(&good), Arc::clone(&bad));
         axum::Router::new().route(
             "/hooks",
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let (good, bad) = (Arc::clone(&good), Arc::clone(&bad));
+                let (good, bad, key) = (Arc::clone(&good), Arc::clone(&bad), Arc::clone(&key));
                 async move {
-                    let expected = crate::webhook::signature(WEBHOOK_SECRET.as_bytes(), &body);
-                    let signed = headers
-                        .get("x-recon-signature")
-                        .and_then(|v| v.to_str().ok());
-                    if signed == Some(expected.as_str()) {
+                    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                    let expected = header("webhook-id").zip(header("webhook-timestamp")).map(
+                        |(id, timestamp)| {
+                            let timestamp = timestamp.parse().unwrap_or(i64::MIN);
+                            crate::webhook::standard_signature(&key, id, timestamp, &body)
+                        },
+                    );
+                    let signed = header("webhook-signature");
+                    if signed.is_some() && signed == expected.as_deref() {
                         good.fetch_add(1, Ordering::Relaxed);
                         StatusCode::NO_CONTENT
                     } else {
@@ -257,6 +267,7 @@ async fn delivery(pool: &PgPool) -> anyhow::Result<Delivery> {
     let settings = crate::settings::WebhookSettings {
         url: SecretString::from(format!("http://{addr}/hooks")),
         secret: SecretString::from(WEBHOOK_SECRET),
+        format: crate::settings::WebhookFormat::Standard,
         timeout: Duration::from_secs(10),
         max_age: Duration::from_secs(3 * 24 * 3600),
         types: crate::settings::EVENT_TYPES.map(String::from).into(),

@@ -1,27 +1,36 @@
 //! Webhook delivery: POSTs the outbox's events (`recon.events`) to `webhook.url`, signed.
 //!
 //! Each event is one request: the body is `{"id", "type", "payment_id", "occurred_at",
-//! "data"}` and `X-Recon-Signature: sha256=<hex HMAC-SHA256 of the exact body>` (key
-//! `webhook.secret`). An event counts as delivered only on a 2xx answer; anything else
-//! (another status, a timeout, a refused connection, a redirect, which is never followed) is
-//! tried again after a jittered, doubling delay, until `webhook.max_age` after its first
-//! attempt, when it is abandoned. A payment's events go in id order (see
+//! "data"}`, signed as `webhook.format` says. `standard` ([Standard Webhooks]): `webhook-id`
+//! (the event's id, the same on every attempt), `webhook-timestamp` (this attempt's time) and
+//! `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`, keyed with the
+//! bytes of the `whsec_` secret, so a receiver refusing old timestamps and seen ids cannot be
+//! replayed to. `github`, as before: `X-Recon-Event-Id` and `X-Recon-Signature:
+//! sha256=<hex HMAC-SHA256 of the exact body>`.
+//!
+//! An event counts as delivered only on a 2xx answer; anything else (another status, a
+//! timeout, a refused connection, a redirect, which is never followed) is tried again after a
+//! jittered, doubling delay, until `webhook.max_age` after its first attempt, when it is
+//! abandoned. A payment's events go in id order (see
 //! [`store::events::claim_due`]); instances share the work through leases. Delivery runs
 //! beside the sweeps and never holds them up: a dead receiver only grows the backlog.
+//!
+//! [Standard Webhooks]: https://www.standardwebhooks.com/
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures_util::StreamExt as _;
 use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng as _;
 use reqwest::Url;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::Serialize;
 use sha2::Sha256;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::settings::WebhookSettings;
+use crate::settings::{WebhookFormat, WebhookSettings};
 use crate::store::events::{Attempt, Outgoing, Settled};
 use crate::store::{self, StoreError};
 use crate::text;
@@ -76,11 +85,48 @@ pub fn body(event: &Outgoing) -> Vec<u8> {
     .expect("an event serialises")
 }
 
-/// `X-Recon-Signature` for `body`: `sha256=` and the hex HMAC-SHA256 of the exact bytes.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+/// `X-Recon-Signature` (format `github`) for `body`: `sha256=` and the hex HMAC-SHA256 of the
+/// exact bytes.
+pub fn github_signature(key: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// `webhook-signature` (format `standard`) for message `id`, sent at `timestamp` (seconds
+/// since the epoch): `v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}`.
+pub fn standard_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let signed = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    format!("v1,{signed}")
+}
+
+/// The headers that identify and sign one attempt at event `event_id`, whose request body is
+/// `body`, made at `timestamp` (seconds since the epoch; signed only under `standard`).
+pub fn signed_headers(
+    format: WebhookFormat,
+    key: &[u8],
+    event_id: i64,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let id = event_id.to_string();
+    match format {
+        WebhookFormat::Standard => {
+            let signature = standard_signature(key, &id, timestamp, body);
+            vec![
+                ("webhook-id", id),
+                ("webhook-timestamp", timestamp.to_string()),
+                ("webhook-signature", signature),
+            ]
+        }
+        WebhookFormat::Github => vec![
+            ("X-Recon-Event-Id", id),
+            ("X-Recon-Signature", github_signature(key, body)),
+        ],
+    }
 }
 
 /// The delay before attempt `attempts + 1`: doubling from [`RETRY_FIRST`] up to
@@ -95,7 +141,9 @@ pub struct Deliverer {
     pool: PgPool,
     http: reqwest::Client,
     url: Url,
-    secret: SecretString,
+    format: WebhookFormat,
+    /// The HMAC key, decoded from `webhook.secret` once; never printed.
+    key: SecretSlice<u8>,
     max_age: Duration,
     types: Vec<String>,
     lease: Duration,
@@ -109,6 +157,7 @@ impl std::fmt::Debug for Deliverer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deliverer")
             .field("url", &redacted(&self.url))
+            .field("format", &self.format)
             .field("types", &self.types)
             .field("instance", &self.instance)
             .finish_non_exhaustive()
@@ -120,6 +169,7 @@ impl Deliverer {
     pub fn new(pool: PgPool, settings: &WebhookSettings, instance: &str) -> anyhow::Result<Self> {
         let url = Url::parse(settings.url.expose_secret().trim())
             .map_err(|e| anyhow::anyhow!("webhook.url is not a URL: {e}"))?;
+        let key = settings.signing_key()?;
         crate::provider::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
@@ -132,7 +182,8 @@ impl Deliverer {
             pool,
             http,
             url,
-            secret: settings.secret.clone(),
+            format: settings.format,
+            key,
             max_age: settings.max_age,
             types: settings.types.clone(),
             // Long enough for a batch of attempts at the timeout each.
@@ -279,16 +330,18 @@ impl Deliverer {
     /// One attempt at one event.
     async fn send(&self, event: &Outgoing) -> Attempt {
         let body = body(event);
-        let signature = signature(self.secret.expose_secret().as_bytes(), &body);
-        let sent = self
+        // Each attempt's own time: a retry is signed afresh, and verifies as fresh.
+        let now = chrono::Utc::now().timestamp();
+        let mut request = self
             .http
             .post(self.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Recon-Event-Id", event.id.to_string())
-            .header("X-Recon-Signature", signature)
-            .body(body)
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in
+            signed_headers(self.format, self.key.expose_secret(), event.id, now, &body)
+        {
+            request = request.header(name, value);
+        }
+        let sent = request.body(body).send().await;
         let error = match sent {
             Ok(response) if response.status().is_success() => return Attempt::Delivered,
             Ok(mut response) => {
@@ -340,11 +393,75 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_signature_is_the_hex_hmac_of_the_exact_body() {
+    fn the_github_signature_is_the_hex_hmac_of_the_exact_body() {
         // RFC 4231, test case 2.
         assert_eq!(
-            signature(b"Jefe", b"what do ya want for nothing?"),
+            github_signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    /// The key bytes of a `whsec_` secret.
+    fn whsec(secret: &str) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(secret.strip_prefix("whsec_").unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_standard_signature_matches_the_published_vectors() {
+        // The vector the Svix libraries test with (Standard Webhooks is their scheme), then
+        // the one in the Rust `standardwebhooks` crate's own tests.
+        assert_eq!(
+            standard_signature(
+                &whsec("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                1614265330,
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        assert_eq!(
+            standard_signature(
+                &whsec("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"),
+                "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+                1649367553,
+                br#"{"email":"test@example.com","username":"test_user"}"#
+            ),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
+    }
+
+    #[test]
+    fn each_format_sends_its_own_headers() {
+        let key = whsec("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let body = br#"{"id":7}"#;
+        assert_eq!(
+            signed_headers(WebhookFormat::Standard, &key, 7, 1614265330, body),
+            [
+                ("webhook-id", "7".to_owned()),
+                ("webhook-timestamp", "1614265330".to_owned()),
+                (
+                    "webhook-signature",
+                    standard_signature(&key, "7", 1614265330, body)
+                ),
+            ]
+        );
+        // The id and the time are signed: another of either is another signature.
+        assert_ne!(
+            standard_signature(&key, "7", 1614265330, body),
+            standard_signature(&key, "7", 1614265331, body)
+        );
+        assert_ne!(
+            standard_signature(&key, "7", 1614265330, body),
+            standard_signature(&key, "8", 1614265330, body)
+        );
+        assert_eq!(
+            signed_headers(WebhookFormat::Github, b"Jefe", 7, 1614265330, body),
+            [
+                ("X-Recon-Event-Id", "7".to_owned()),
+                ("X-Recon-Signature", github_signature(b"Jefe", body)),
+            ]
         );
     }
 

@@ -149,7 +149,7 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
         ("FREEDOMPAY_RECON__WEBHOOK__URL", "http://127.0.0.1:9/hooks"),
         (
             "FREEDOMPAY_RECON__WEBHOOK__SECRET",
-            "a-signing-secret-of-length",
+            "whsec_cHJpdmlsZWdlLXRlc3Qtd2ViaG9vay1r",
         ),
         ("FREEDOMPAY_RECON__WEBHOOK__TYPES", "flag_opened"),
     ]);

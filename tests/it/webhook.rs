@@ -1,5 +1,7 @@
 //! Webhook delivery against a local receiver that checks every signature, fails some
-//! requests and goes away for a while, across a SIGKILL of the daemon.
+//! requests and goes away for a while, across a SIGKILL of the daemon. The receiver verifies
+//! with code that is not the daemon's: Standard Webhooks' own crate (`standardwebhooks`) for
+//! the `standard` format, an HMAC computed here for `github`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -11,16 +13,22 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use freedompay_recon::settings::WebhookSettings;
+use freedompay_recon::settings::{WebhookFormat, WebhookSettings};
 use freedompay_recon::simulator::{Reply, Scenario};
-use freedompay_recon::webhook::{Deliverer, signature};
-use secrecy::SecretString;
+use freedompay_recon::webhook::{Deliverer, signed_headers};
+use hmac::{Hmac, KeyInit as _, Mac as _};
+use secrecy::{ExposeSecret as _, SecretString};
+use sha2::Sha256;
+use standardwebhooks::{Webhook, WebhookError};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, daemon_command, signal, wait_exit};
 
-const WEBHOOK_SECRET: &str = "receiver-shared-secret-0123";
+/// The default format's secret: `whsec_` and the base64 of `receiver-shared-key-0123`.
+const WEBHOOK_SECRET: &str = "whsec_cmVjZWl2ZXItc2hhcmVkLWtleS0wMTIz";
+/// The `github` format's secret: a plain string, as before `webhook.format` existed.
+const GITHUB_SECRET: &str = "receiver-shared-secret-0123";
 
 /// What the receiver saw: every request in arrival order.
 #[derive(Default)]
@@ -31,16 +39,70 @@ struct Seen {
     failed_on_purpose: usize,
     /// Requests whose signature or shape did not check.
     bad: Vec<String>,
+    /// The headers and body of each request whose signature checked.
+    deliveries: Vec<(HeaderMap, Bytes)>,
     requests: usize,
 }
 
 #[derive(Clone)]
 struct Receiver {
+    /// The format it expects deliveries in.
+    format: WebhookFormat,
     seen: Arc<Mutex<Seen>>,
     /// Every `fail_every`-th request is answered 503 (0: none).
     fail_every: usize,
     /// Answered instead of 2xx when set (e.g. a redirect).
     answer: Option<(StatusCode, &'static str)>,
+}
+
+impl Receiver {
+    /// One that expects `format` and answers every request it can verify with 204.
+    fn new(format: WebhookFormat) -> Self {
+        Self {
+            format,
+            seen: Arc::default(),
+            fail_every: 0,
+            answer: None,
+        }
+    }
+}
+
+/// Checks a delivery as a receiver would, with code that is not the daemon's; the event id
+/// its headers name.
+fn verify(format: WebhookFormat, headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("content-type") != Some("application/json") {
+        return Err(format!("content-type {:?}", header("content-type")));
+    }
+    let (id, other_format) = match format {
+        WebhookFormat::Standard => {
+            Webhook::new(WEBHOOK_SECRET)
+                .unwrap()
+                .verify(body, headers)
+                .map_err(|e| format!("standardwebhooks refused it: {e}"))?;
+            (header("webhook-id"), "x-recon-signature")
+        }
+        WebhookFormat::Github => {
+            let signed = header("x-recon-signature")
+                .and_then(|s| s.strip_prefix("sha256="))
+                .and_then(|hex| hex::decode(hex).ok())
+                .ok_or_else(|| {
+                    format!("no sha256= signature: {:?}", header("x-recon-signature"))
+                })?;
+            let mut mac = Hmac::<Sha256>::new_from_slice(GITHUB_SECRET.as_bytes()).unwrap();
+            mac.update(body);
+            mac.verify_slice(&signed)
+                .map_err(|_| "the HMAC of the body does not match X-Recon-Signature")?;
+            (header("x-recon-event-id"), "webhook-signature")
+        }
+    };
+    if headers.contains_key(other_format) {
+        return Err(format!(
+            "{other_format} sent in the {format:?} format as well"
+        ));
+    }
+    id.map(str::to_owned)
+        .ok_or_else(|| "no event id header".to_owned())
 }
 
 async fn receive(
@@ -50,18 +112,13 @@ async fn receive(
 ) -> (StatusCode, HeaderMap) {
     let mut seen = receiver.seen.lock().unwrap();
     seen.requests += 1;
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+    let named_id = match verify(receiver.format, &headers, &body) {
+        Ok(id) => id,
+        Err(e) => {
+            seen.bad.push(e);
+            return (StatusCode::UNAUTHORIZED, HeaderMap::new());
+        }
     };
-    let expected = signature(WEBHOOK_SECRET.as_bytes(), &body);
-    if header("x-recon-signature").as_deref() != Some(expected.as_str()) {
-        seen.bad
-            .push(format!("bad signature {:?}", header("x-recon-signature")));
-        return (StatusCode::UNAUTHORIZED, HeaderMap::new());
-    }
     let event: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(event) => event,
         Err(e) => {
@@ -70,12 +127,15 @@ async fn receive(
         }
     };
     let id = event["id"].as_i64().unwrap_or(-1);
-    if header("x-recon-event-id") != Some(id.to_string())
+    if named_id != id.to_string()
         || event["data"].is_null()
         || event["occurred_at"].as_str().is_none()
     {
-        seen.bad.push(format!("fields or headers missing: {event}"));
+        seen.bad.push(format!(
+            "fields or headers missing (id {named_id}): {event}"
+        ));
     }
+    seen.deliveries.push((headers, body));
     if let Some((status, location)) = receiver.answer {
         let mut headers = HeaderMap::new();
         headers.insert("location", location.parse().unwrap());
@@ -114,6 +174,7 @@ fn webhook_settings(addr: SocketAddr) -> WebhookSettings {
     WebhookSettings {
         url: SecretString::from(format!("http://{addr}/hooks/recon")),
         secret: SecretString::from(WEBHOOK_SECRET),
+        format: WebhookFormat::Standard,
         timeout: Duration::from_secs(2),
         max_age: Duration::from_secs(3 * 24 * 3600),
         types: ["status_changed", "flag_opened", "flag_resolved"]
@@ -158,14 +219,14 @@ async fn every_event_arrives_once_per_id_in_payment_order_across_failures_downti
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let receiver = Receiver {
-        seen: Arc::default(),
         fail_every: 4,
-        answer: None,
+        ..Receiver::new(WebhookFormat::Standard)
     };
     let receiver_stop = CancellationToken::new();
     let server = serve(listener, receiver.clone(), receiver_stop.clone());
 
     let url = format!("http://{addr}/hooks/recon");
+    // No webhook.format: the default, standard.
     let env = [
         ("FREEDOMPAY_RECON__WEBHOOK__URL", url.as_str()),
         ("FREEDOMPAY_RECON__WEBHOOK__SECRET", WEBHOOK_SECRET),
@@ -285,12 +346,163 @@ async fn every_event_arrives_once_per_id_in_payment_order_across_failures_downti
             );
         }
     }
-    for log in [&first_log, &second_log] {
+    // Every attempt at an event (a retry after a 503, a resend after the SIGKILL) carries the
+    // same webhook-id and body, each signed at its own time: a receiver dedupes on the id.
+    let mut attempts: HashMap<&str, Vec<&Bytes>> = HashMap::new();
+    for (headers, body) in &seen.deliveries {
+        let id = headers["webhook-id"].to_str().unwrap();
+        attempts.entry(id).or_default().push(body);
+    }
+    assert_eq!(attempts.len(), expected.len());
+    assert!(
+        attempts.values().any(|a| a.len() > 1),
+        "some events were tried more than once"
+    );
+    for (id, bodies) in &attempts {
         assert!(
-            !log.contains(WEBHOOK_SECRET),
-            "the webhook secret was logged"
+            bodies.iter().all(|b| b == &bodies[0]),
+            "{id}: bodies differ"
         );
     }
+    let key = WEBHOOK_SECRET.trim_start_matches("whsec_");
+    for log in [&first_log, &second_log] {
+        assert!(!log.contains(key), "the webhook secret was logged");
+    }
+}
+
+/// What the default format sends verifies with Standard Webhooks' own crate; the same
+/// delivery with its body changed, or replayed once its time is more than five minutes old, does
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_deliveries_verify_with_the_standardwebhooks_crate_and_a_replay_is_refused() {
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert("('w-1', 10, 'KZT', null, now(), null)").await;
+    app.insert_first_transition("w-1").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver::new(WebhookFormat::Standard);
+    let stop = CancellationToken::new();
+    let _server = serve(listener, receiver.clone(), stop.clone());
+
+    let settings = webhook_settings(addr);
+    let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
+    let settled = deliverer
+        .deliver_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    let sent_at = chrono::Utc::now().timestamp();
+    assert_eq!(settled.delivered, 1);
+    let (headers, body) = {
+        let seen = receiver.seen.lock().unwrap();
+        assert!(seen.bad.is_empty(), "{:?}", seen.bad);
+        seen.deliveries[0].clone()
+    };
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["payment_id"], "w-1");
+    let id = event["id"].as_i64().unwrap();
+    assert_eq!(headers["webhook-id"], id.to_string().as_str());
+    let timestamp: i64 = headers["webhook-timestamp"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (sent_at - 5..=sent_at).contains(&timestamp),
+        "signed at the attempt: {timestamp}, now {sent_at}"
+    );
+    let wh = Webhook::new(WEBHOOK_SECRET).unwrap();
+    wh.verify(&body, &headers).expect("the delivery verifies");
+
+    // The body changed in transit: refused.
+    let tampered = String::from_utf8(body.to_vec())
+        .unwrap()
+        .replace("\"w-1\"", "\"w-2\"");
+    assert_ne!(tampered.as_bytes(), &body[..]);
+    assert!(matches!(
+        wh.verify(tampered.as_bytes(), &headers),
+        Err(WebhookError::InvalidSignature)
+    ));
+    // Another id or time on the captured signature: refused (both are signed).
+    for (name, value) in [
+        ("webhook-id", (id + 1).to_string()),
+        ("webhook-timestamp", (timestamp - 1).to_string()),
+    ] {
+        let mut doctored = headers.clone();
+        doctored.insert(name, value.parse().unwrap());
+        assert!(
+            matches!(
+                wh.verify(&body, &doctored),
+                Err(WebhookError::InvalidSignature)
+            ),
+            "{name}"
+        );
+    }
+    // A replay: this delivery as the deliverer signed it six minutes ago, which is what one
+    // captured then and sent again now is. Its signature is good (the crate signs it the
+    // same way); its time is too old, and the receiver refuses it.
+    let six_minutes_ago = timestamp - 6 * 60;
+    let mut replay = headers.clone();
+    let key = settings.signing_key().unwrap();
+    for (name, value) in signed_headers(
+        WebhookFormat::Standard,
+        key.expose_secret(),
+        id,
+        six_minutes_ago,
+        &body,
+    ) {
+        replay.insert(name, value.parse().unwrap());
+    }
+    assert_eq!(
+        replay["webhook-signature"],
+        wh.sign(&id.to_string(), six_minutes_ago, &body)
+            .unwrap()
+            .as_str()
+    );
+    assert!(matches!(
+        wh.verify(&body, &replay),
+        Err(WebhookError::TimestampTooOldError)
+    ));
+    stop.cancel();
+}
+
+/// `webhook.format = "github"` sends what every version before it sent: X-Recon-Event-Id and
+/// X-Recon-Signature, the hex HMAC-SHA256 of the body under the plain secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_github_format_is_signed_as_before_and_verifies_with_a_plain_hmac() {
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert("('h-1', 10, 'KZT', null, now(), null)").await;
+    app.insert_first_transition("h-1").await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let receiver = Receiver::new(WebhookFormat::Github);
+    let stop = CancellationToken::new();
+    let _server = serve(listener, receiver.clone(), stop.clone());
+
+    let settings = WebhookSettings {
+        secret: SecretString::from(GITHUB_SECRET),
+        format: WebhookFormat::Github,
+        ..webhook_settings(addr)
+    };
+    let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
+    let settled = deliverer
+        .deliver_due(&CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(settled.delivered, 1);
+    let seen = receiver.seen.lock().unwrap();
+    assert!(seen.bad.is_empty(), "{:?}", seen.bad);
+    let (headers, body) = &seen.deliveries[0];
+    let event: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(event["payment_id"], "h-1");
+    assert_eq!(
+        headers["x-recon-event-id"],
+        event["id"].as_i64().unwrap().to_string().as_str()
+    );
+    for standard in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        assert!(!headers.contains_key(standard), "{standard}");
+    }
+    drop(seen);
+    stop.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,11 +513,7 @@ async fn a_redirect_is_a_failure_retried_later_and_never_followed() {
     // The redirect points at a second receiver, which must never be asked.
     let elsewhere = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let elsewhere_addr = elsewhere.local_addr().unwrap();
-    let other = Receiver {
-        seen: Arc::default(),
-        fail_every: 0,
-        answer: None,
-    };
+    let other = Receiver::new(WebhookFormat::Standard);
     let stop = CancellationToken::new();
     let _other = serve(elsewhere, other.clone(), stop.clone());
     let location: &'static str =
@@ -314,9 +522,8 @@ async fn a_redirect_is_a_failure_retried_later_and_never_followed() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let redirecting = Receiver {
-        seen: Arc::default(),
-        fail_every: 0,
         answer: Some((StatusCode::TEMPORARY_REDIRECT, location)),
+        ..Receiver::new(WebhookFormat::Standard)
     };
     let _server = serve(listener, redirecting.clone(), stop.clone());
 
@@ -370,9 +577,8 @@ async fn other_types_are_skipped_and_max_age_counts_from_the_first_attempt() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let receiver = Receiver {
-        seen: Arc::default(),
         fail_every: 1,
-        answer: None,
+        ..Receiver::new(WebhookFormat::Standard)
     };
     let stop = CancellationToken::new();
     let _server = serve(listener, receiver.clone(), stop.clone());
@@ -462,11 +668,7 @@ async fn two_instances_delivering_at_once_never_send_an_event_twice_or_out_of_or
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let receiver = Receiver {
-        seen: Arc::default(),
-        fail_every: 0,
-        answer: None,
-    };
+    let receiver = Receiver::new(WebhookFormat::Standard);
     let stop = CancellationToken::new();
     let _server = serve(listener, receiver.clone(), stop.clone());
 
@@ -712,11 +914,7 @@ async fn an_instance_sends_only_the_events_its_claim_still_holds() {
     // B sends the rest, each once.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let receiver = Receiver {
-        seen: Arc::default(),
-        fail_every: 0,
-        answer: None,
-    };
+    let receiver = Receiver::new(WebhookFormat::Standard);
     let _server = serve(listener, receiver.clone(), stop.clone());
     let b = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "host-b:2").unwrap();
     b.deliver_due(&CancellationToken::new()).await.unwrap();
