@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, SweepStop, run_daemon};
 use crate::monitoring;
@@ -33,20 +34,16 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let listener = match settings.http.listen {
-        Some(addr) if !once => {
-            let listener = monitoring::bind(addr).await?;
-            tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
-            let (engine, shutdown) = (engine.clone(), shutdown.clone());
-            let limits = settings.http.limits();
-            Some(tokio::spawn(async move {
-                if let Err(e) = monitoring::serve(listener, engine, limits, shutdown).await {
-                    tracing::error!("the health and metrics listener stopped: {e}");
-                }
-            }))
-        }
-        _ => None,
-    };
+    let mut tasks = Supervised::default();
+    if let Some(addr) = settings.http.listen.filter(|_| !once) {
+        let listener = monitoring::bind(addr).await?;
+        tracing::info!(%addr, "serving /healthz, /readyz and /metrics");
+        let (engine, shutdown) = (engine.clone(), shutdown.clone());
+        let limits = settings.http.limits();
+        tasks.spawn("health and metrics listener", async move {
+            Ok(monitoring::serve(listener, engine, limits, shutdown).await?)
+        });
+    }
 
     if once {
         let outcome = engine.reconcile_due(&shutdown).await?;
@@ -83,15 +80,110 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
     }
     // Delivery runs beside the sweeps, on its own: a slow or dead receiver never holds up
     // reconciliation.
-    let delivery = deliverer.map(|d| tokio::spawn(d.run(shutdown.clone())));
-    run_daemon(engine, &settings.poll.schedule, shutdown)
-        .await
-        .context("the daemon stopped")?;
-    if let Some(delivery) = delivery {
-        let _ = delivery.await;
+    if let Some(deliverer) = deliverer {
+        let shutdown = shutdown.clone();
+        tasks.spawn("webhook deliverer", async move {
+            deliverer.run(shutdown).await;
+            Ok(())
+        });
     }
-    if let Some(listener) = listener {
-        let _ = listener.await;
-    }
+    let schedule = settings.poll.schedule.clone();
+    tasks.spawn("sweeps", {
+        let shutdown = shutdown.clone();
+        async move { Ok(run_daemon(engine, &schedule, shutdown).await?) }
+    });
+    tasks.wait(&shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's long-running parts (sweeps, listener, deliverer). Each runs until shutdown;
+/// one that fails, panics or ends on its own is logged with its error as a field, stops the
+/// others, and makes `run` exit non-zero (systemd restarts it) rather than leaving a daemon
+/// that runs on without it.
+#[derive(Default)]
+struct Supervised {
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+}
+
+impl Supervised {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) {
+        let id = self.tasks.spawn(task).id();
+        self.names.insert(id, name);
+    }
+
+    /// Waits for every task; the first failure, once all have stopped.
+    async fn wait(mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut first_failure = None;
+        while let Some(joined) = self.tasks.join_next_with_id().await {
+            let (name, failure) = match joined {
+                Ok((id, result)) => (self.names[&id], result.err()),
+                Err(e) => (
+                    self.names[&e.id()],
+                    Some(anyhow::anyhow!("it panicked: {e}")),
+                ),
+            };
+            let failure = failure.or_else(|| {
+                (!shutdown.is_cancelled()).then(|| anyhow::anyhow!("it ended on its own"))
+            });
+            if let Some(e) = failure {
+                tracing::error!(task = name, error = format!("{e:#}"), "stopping the daemon");
+                first_failure.get_or_insert(e.context(format!("the {name} stopped")));
+                shutdown.cancel();
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_task_stops_the_others_and_the_process() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Supervised::default();
+        let stopped = CancellationToken::new();
+        tasks.spawn("steady", {
+            let (shutdown, stopped) = (shutdown.clone(), stopped.clone());
+            async move {
+                shutdown.cancelled().await;
+                stopped.cancel();
+                Ok(())
+            }
+        });
+        tasks.spawn("listener", async { anyhow::bail!("address in use") });
+        let e = tasks.wait(&shutdown).await.unwrap_err();
+        assert_eq!(format!("{e:#}"), "the listener stopped: address in use");
+        assert!(stopped.is_cancelled(), "the other task was told to stop");
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Supervised::default();
+        tasks.spawn("deliverer", async { panic!("boom") });
+        let e = tasks.wait(&shutdown).await.unwrap_err();
+        assert!(
+            format!("{e:#}").starts_with("the deliverer stopped: it panicked"),
+            "{e:#}"
+        );
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = Supervised::default();
+        tasks.spawn("sweeps", async { Ok(()) });
+        let e = tasks.wait(&shutdown).await.unwrap_err();
+        assert_eq!(format!("{e:#}"), "the sweeps stopped: it ended on its own");
+
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        let mut tasks = Supervised::default();
+        tasks.spawn("sweeps", async { Ok(()) });
+        assert!(
+            tasks.wait(&shutdown).await.is_ok(),
+            "ending at shutdown is no failure"
+        );
+    }
 }

@@ -47,10 +47,10 @@ pub async fn run_daemon(
                 match engine.reconcile_due(&shutdown).await {
                     Ok(outcome) => {
                         if let SweepStop::Halted { reason, until } = outcome.stop {
-                            tracing::error!(%until, "polling halted by a fatal provider error: {reason}");
+                            tracing::error!(%until, %reason, "polling halted by a fatal provider error");
                         }
                     }
-                    Err(e) => tracing::error!("sweep failed: {e}"),
+                    Err(e) => tracing::error!(error = %e, "sweep failed"),
                 }
             })
         })
@@ -97,6 +97,6 @@ pub async fn run_daemon(
 /// Tells systemd (`Type=notify`) about our state; a no-op when not run by systemd.
 fn notify_systemd(state: NotifyState) {
     if let Err(e) = sd_notify::notify(false, &[state]) {
-        tracing::warn!("could not notify systemd: {e}");
+        tracing::warn!(error = %e, "could not notify systemd");
     }
 }

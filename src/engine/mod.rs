@@ -278,7 +278,8 @@ impl Engine {
             SweepStop::Fatal(reason) => tracing::error!(
                 claimed = outcome.claimed,
                 released = outcome.released,
-                "sweep stopped, polling halted: {reason}"
+                %reason,
+                "sweep stopped, polling halted"
             ),
             _ if outcome.claimed > 0 => tracing::info!(
                 claimed = outcome.claimed,
@@ -523,8 +524,9 @@ impl Sweep {
             match tokio::time::timeout(Duration::from_secs(5), release).await {
                 Ok(Ok(n)) => released = n,
                 Ok(Err(e)) => tracing::warn!(
-                    "could not release {} claims ({e}); they fall due when their lease ends",
-                    leftover.len()
+                    error = %e,
+                    claims = leftover.len(),
+                    "could not release claims; they fall due when their lease ends"
                 ),
                 Err(_) => tracing::warn!(
                     "could not release {} claims within 5 s; they fall due when their lease ends",
@@ -621,7 +623,7 @@ impl Sweep {
                 tokio::select! {
                     parked = store::park_unreadable(&inner.pool, &batch.unreadable) => {
                         if let Err(e) = parked {
-                            tracing::warn!("could not park unreadable rows ({e}); their lease runs out");
+                            tracing::warn!(error = %e, "could not park unreadable rows; their lease runs out");
                         }
                     }
                     () = self.past_deadline() => return Ok(()),
@@ -679,7 +681,7 @@ impl Sweep {
                         Ok((task, result)) => (task, Some(result)),
                         Err(e) => {
                             if e.is_panic() {
-                                tracing::error!("a poll failed unexpectedly: {e}");
+                                tracing::error!(error = %e, "a poll failed unexpectedly");
                             }
                             (e.id(), None)
                         }
@@ -768,7 +770,8 @@ impl Sweep {
                             payment.id = %payment_id,
                             request.id = %fetched.request_id,
                             http.status = fetched.http_status,
-                            "poll failed, will retry: {reason}"
+                            %reason,
+                            "poll failed, will retry"
                         );
                         PollResult::Failed { reason }
                     }
@@ -914,13 +917,14 @@ impl Sweep {
             // Past the lease the writes would be refused anyway. The claims then fall due
             // again.
             let gave_up = if first_try.elapsed() >= inner.poll.lease {
-                tracing::error!("gave up recording {} verdicts: {e}", pending.len());
+                tracing::error!(error = %e, verdicts = pending.len(), "gave up recording verdicts");
                 true
             } else {
                 tracing::warn!(
                     retry_in_ms = backoff.as_millis() as u64,
-                    "could not record {} verdicts: {e}",
-                    pending.len()
+                    error = %e,
+                    verdicts = pending.len(),
+                    "could not record verdicts"
                 );
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => false,

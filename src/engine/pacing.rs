@@ -105,7 +105,7 @@ impl Pacer {
             if let Some(pool) = &budget.shared
                 && let Err(e) = store::rate::hold_off(pool, pause).await
             {
-                tracing::warn!("could not share the pause with other instances: {e}");
+                tracing::warn!(error = %e, "could not share the pause with other instances");
             }
         }
     }
@@ -189,7 +189,8 @@ impl Budget {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        "cannot reserve from the shared rate budget ({e}); pacing locally"
+                        error = %e,
+                        "cannot reserve from the shared rate budget; pacing locally"
                     );
                 }
             }

@@ -126,7 +126,7 @@ impl GaugeCache {
         {
             Ok(Ok(gauges)) => Some(gauges),
             Ok(Err(e)) => {
-                tracing::warn!("metrics: cannot read the database gauges: {e}");
+                tracing::warn!(error = %e, "metrics: cannot read the database gauges");
                 None
             }
             Err(_) => {

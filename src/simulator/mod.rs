@@ -233,7 +233,7 @@ impl Simulator {
                 .with_graceful_shutdown(until.cancelled_owned())
                 .await;
             if let Err(e) = served {
-                tracing::error!("simulator stopped: {e}");
+                tracing::error!(error = %e, "simulator stopped");
             }
         });
         Ok(Self { addr, shared, stop })

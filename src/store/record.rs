@@ -483,7 +483,7 @@ pub async fn record_isolated(
         }
         let Some(item) = chunk.pop() else { continue };
         let reason = refusal_reason(&item, &error);
-        tracing::warn!(payment.id = %item.payment_id, "{reason}; recorded as a failed poll");
+        tracing::warn!(payment.id = %item.payment_id, %reason, "refused by the database; recorded as a failed poll");
         let key = (item.payment_id.clone(), item.lease_token);
         let replacement = refused(item, reason);
         match record_verdicts(pool, std::slice::from_ref(&replacement)).await {
@@ -495,7 +495,7 @@ pub async fn record_isolated(
             Err(error) if is_refusal(&error) => {
                 // Not even the failure could be stored: the claim is released with the rest
                 // of the sweep's leftovers and the payment polled again later.
-                tracing::error!(payment.id = %key.0, "cannot record even a failed poll: {error}");
+                tracing::error!(payment.id = %key.0, %error, "cannot record even a failed poll");
                 written.unstored.push(key);
             }
             Err(error) => {

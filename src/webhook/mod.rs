@@ -285,8 +285,9 @@ impl Deliverer {
             && let Err(e) = store::events::release(&self.pool, &owner, &unsent).await
         {
             tracing::warn!(
-                "could not give back {} unsent events ({e}); they are sent when their lease runs out",
-                unsent.len()
+                error = %e,
+                events = unsent.len(),
+                "could not give back unsent events; they are sent when their lease runs out"
             );
         }
         for (outcome, n) in [
@@ -318,7 +319,7 @@ impl Deliverer {
                     "the webhook refused or missed some events; they are tried again later"
                 ),
                 Ok(_) => {}
-                Err(e) => tracing::warn!("webhook delivery paused: {e}"),
+                Err(e) => tracing::warn!(error = %e, "webhook delivery paused"),
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
