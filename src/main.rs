@@ -3,14 +3,24 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use freedompay_recon::commands::{Cli, Command, StdoutClosed, execute};
 use freedompay_recon::settings::Settings;
-use freedompay_recon::telemetry;
+use freedompay_recon::{telemetry, text};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version, on stdout.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // A usage error quotes the argument as given: escape what a terminal would act on
+        // (`resolve $'\e]0;…\a'`).
+        Err(e) => {
+            eprint!("{}", text::for_terminal(&e.render().to_string()));
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", text::for_terminal(&e.to_string()));
             return ExitCode::FAILURE;
         }
     };
@@ -38,7 +48,7 @@ fn main() -> ExitCode {
         Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
             tracing::debug!("command failed: {e:?}");
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", text::for_terminal(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

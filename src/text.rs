@@ -32,6 +32,17 @@ pub fn escape_invisible(raw: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// A message for a terminal, line by line: everything [`escape_invisible`] escapes except the
+/// line breaks, so a value quoted in an error (an argument, a name, a file's cell) cannot move
+/// the cursor, retitle the window or hide text.
+pub fn for_terminal(message: &str) -> String {
+    message
+        .split('\n')
+        .map(escape_invisible)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Provider text as it is stored: invisible characters escaped, and cut at `max_chars`
 /// characters with a trailing `…` when longer.
 pub fn clean(raw: &str, max_chars: usize) -> String {
