@@ -44,6 +44,7 @@ pub mod engine;
 pub mod intake;
 pub mod listener;
 pub mod monitoring;
+pub mod outbound;
 pub mod provider;
 pub mod reporting;
 pub mod settings;

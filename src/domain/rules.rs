@@ -5,7 +5,7 @@
 //! hold rows that other systems insert with SQL to the same rules. The problem texts are the
 //! same words on both sides, and a test keeps the two in step.
 
-use chrono::{DateTime, Datelike as _, Utc};
+use chrono::{DateTime, Datelike as _, FixedOffset, NaiveDateTime, TimeZone as _, Utc};
 use rust_decimal::Decimal;
 
 /// Most digits an amount may have before the decimal point (so `|amount| < 10^18`).
@@ -163,6 +163,23 @@ pub fn exact_amount(text: &str) -> Result<Decimal, String> {
     }
 }
 
+/// RFC 3339 with or without fractions; a naive `YYYY-MM-DD[ T]HH:MM:SS[.f]` is read in
+/// `naive_offset` (Asia/Almaty, UTC+5, unless configured otherwise). Truncated to the
+/// microsecond, as PostgreSQL stores it, so a time compares the same here and there.
+pub fn parse_timestamp(raw: &str, naive_offset: FixedOffset) -> Option<DateTime<Utc>> {
+    use chrono::SubsecRound as _;
+    let raw = raw.trim();
+    let parsed = match DateTime::parse_from_rfc3339(raw) {
+        Ok(parsed) => Some(parsed.with_timezone(&Utc)),
+        Err(_) => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+            .and_then(|naive| naive_offset.from_local_datetime(&naive).single())
+            .map(|local| local.with_timezone(&Utc)),
+    }?;
+    Some(parsed.trunc_subsecs(6))
+}
+
 /// What is wrong with a timestamp, or `None`: it must fall within the years 1 to 9999, which
 /// RFC 3339, PostgreSQL and every report can all write.
 pub fn timestamp_problem(at: DateTime<Utc>) -> Option<String> {
@@ -261,5 +278,48 @@ mod tests {
         assert_eq!(timestamp_problem(at("9999-12-31T23:59:59Z")), None);
         assert!(timestamp_problem(DateTime::<Utc>::MAX_UTC).is_some());
         assert!(timestamp_problem(DateTime::<Utc>::MIN_UTC).is_some());
+    }
+
+    #[test]
+    fn timestamps_in_every_seen_form() {
+        let utc = |raw: &str| {
+            DateTime::parse_from_rfc3339(raw)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let expected = utc("2025-07-11T11:19:49Z");
+        for raw in [
+            "2025-07-11T11:19:49+00:00",
+            "2025-07-11T11:19:49Z",
+            "2025-07-11 16:19:49",
+            "2025-07-11T16:19:49",
+        ] {
+            assert_eq!(
+                parse_timestamp(raw, FixedOffset::east_opt(5 * 3600).unwrap()),
+                Some(expected),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            parse_timestamp(
+                "2025-07-11T11:19:49.123456Z",
+                FixedOffset::east_opt(5 * 3600).unwrap()
+            )
+            .unwrap()
+            .timestamp_subsec_micros(),
+            123456
+        );
+        assert_eq!(
+            parse_timestamp("11.07.2025", FixedOffset::east_opt(5 * 3600).unwrap()),
+            None
+        );
+        assert_eq!(
+            parse_timestamp(
+                "2025-07-11T11:19:49.1234567Z",
+                FixedOffset::east_opt(5 * 3600).unwrap()
+            ),
+            Some(utc("2025-07-11T11:19:49.123456Z")),
+            "to the microsecond, as PostgreSQL keeps it"
+        );
     }
 }

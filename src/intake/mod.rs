@@ -13,8 +13,7 @@ pub use import::{
     check_csv, import_csv,
 };
 
-use crate::domain::rules::timestamp_problem;
-use crate::provider::parse_timestamp;
+use crate::domain::rules::{parse_timestamp, timestamp_problem};
 use crate::text::excerpt;
 
 /// A time as every intake path reads it (`import`, `enqueue`): RFC 3339, or

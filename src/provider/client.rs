@@ -1,7 +1,6 @@
 //! The HTTP side: one signed GET per poll, a capped body read, and [`classify`], the one
 //! function that decides what any response or failure means.
 
-use std::sync::Once;
 use std::time::{Duration, Instant, SystemTime};
 
 use chrono::FixedOffset;
@@ -179,15 +178,6 @@ pub struct ProviderClient {
     limits: Limits,
 }
 
-static CRYPTO_PROVIDER: Once = Once::new();
-
-/// reqwest is built without a default TLS crypto backend; use ring, as sqlx does.
-pub(crate) fn install_crypto_provider() {
-    CRYPTO_PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
 impl ProviderClient {
     pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderSettingsError> {
         use secrecy::ExposeSecret;
@@ -222,15 +212,7 @@ impl ProviderClient {
         );
         endpoint.set_path(&path);
 
-        install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
-            // Never follow a redirect: the next host would receive our signature (it carries
-            // no nonce or time, so it could be replayed) and its answer is not the provider's.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .connect_timeout(settings.connect_timeout)
-            .build()
+        let http = crate::outbound::client(settings.timeout, Some(settings.connect_timeout))
             .map_err(|e| err(format!("cannot build the HTTP client: {e}")))?;
         let limits = Limits {
             naive_offset: settings.naive_offset().map_err(|e| err(e.to_string()))?,
@@ -273,7 +255,7 @@ impl ProviderClient {
             Ok(response) => response,
             Err(e) => {
                 return Fetched {
-                    classified: Classified::Retryable(describe_transport_error(&e)),
+                    classified: Classified::Retryable(crate::outbound::describe(&e)),
                     raw_body: None,
                     unreadable_body: None,
                     http_status: None,
@@ -324,49 +306,19 @@ impl ProviderClient {
     /// Reads at most `max_body_bytes`; a larger body is an error, never buffered whole.
     async fn read_capped(&self, response: &mut reqwest::Response) -> Result<Vec<u8>, String> {
         let cap = self.max_body_bytes;
+        let too_large = || format!("body larger than {cap} bytes");
         if response
             .content_length()
             .is_some_and(|len| len as usize > cap)
         {
-            return Err(format!("body larger than {cap} bytes"));
+            return Err(too_large());
         }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > cap {
-                        return Err(format!("body larger than {cap} bytes"));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => return Ok(body),
-                Err(e) => return Err(describe_transport_error(&e)),
-            }
+        let body = crate::outbound::read_at_most(response, cap).await?;
+        if body.cut {
+            return Err(too_large());
         }
+        Ok(body.bytes)
     }
-}
-
-/// A transport failure in words: its kind and causes, without the URL.
-pub(crate) fn describe_transport_error(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "body could not be read"
-    } else {
-        "request failed"
-    };
-    // Only the causes, not reqwest's own message: that one repeats the URL, and the
-    // payment id is a span field already.
-    let mut reason = kind.to_owned();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    reason
 }
 
 #[cfg(test)]

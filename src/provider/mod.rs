@@ -8,9 +8,8 @@ mod parse;
 pub use client::{
     Classified, Fetched, Limits, ProviderClient, ProviderSettingsError, ResponseHead, classify,
 };
-pub(crate) use client::{describe_transport_error, install_crypto_provider};
 pub use jws::{Signer, VerifyError, protected_header, sign_detached, verify_detached};
-pub use parse::{ApiError, Body, ParseError, parse_body, parse_timestamp};
+pub use parse::{ApiError, Body, ParseError, parse_body};
 
 /// The one endpoint the daemon polls.
 pub const INVOICE_INFO_PATH: &str = "/v5/partner/invoice/info";

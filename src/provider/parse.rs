@@ -12,11 +12,11 @@
 //! [`crate::domain::rules`]. A value outside them makes the answer unreadable, naming the
 //! field, so one hostile answer can never fail a batch of writes.
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::domain::rules::{exact_amount, is_invisible, timestamp_problem};
+use crate::domain::rules::{exact_amount, is_invisible, parse_timestamp, timestamp_problem};
 use crate::domain::{Currency, Invoice, Lifetime, ProviderStatus};
 use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean, excerpt};
 
@@ -269,23 +269,6 @@ impl Fields<'_> {
             Some(other) => Err(bad(field, not_a("date-time or seconds", other))),
         }
     }
-}
-
-/// RFC 3339 with or without fractions; a naive `YYYY-MM-DD[ T]HH:MM:SS[.f]` is read in
-/// `naive_offset` (Asia/Almaty, UTC+5, unless configured otherwise). Truncated to the
-/// microsecond, as PostgreSQL stores it, so a time compares the same here and there.
-pub fn parse_timestamp(raw: &str, naive_offset: FixedOffset) -> Option<DateTime<Utc>> {
-    use chrono::SubsecRound as _;
-    let raw = raw.trim();
-    let parsed = match DateTime::parse_from_rfc3339(raw) {
-        Ok(parsed) => Some(parsed.with_timezone(&Utc)),
-        Err(_) => ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
-            .iter()
-            .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
-            .and_then(|naive| naive_offset.from_local_datetime(&naive).single())
-            .map(|local| local.with_timezone(&Utc)),
-    }?;
-    Some(parsed.trunc_subsecs(6))
 }
 
 #[cfg(test)]
@@ -598,30 +581,5 @@ mod tests {
             }
         }
         assert!(read > 100, "some mangled bodies still read ({read})");
-    }
-
-    #[test]
-    fn timestamps_in_every_seen_form() {
-        let expected = utc("2025-07-11T11:19:49Z");
-        for raw in [
-            "2025-07-11T11:19:49+00:00",
-            "2025-07-11T11:19:49Z",
-            "2025-07-11 16:19:49",
-            "2025-07-11T16:19:49",
-        ] {
-            assert_eq!(parse_timestamp(raw, almaty()), Some(expected), "{raw}");
-        }
-        assert_eq!(
-            parse_timestamp("2025-07-11T11:19:49.123456Z", almaty())
-                .unwrap()
-                .timestamp_subsec_micros(),
-            123456
-        );
-        assert_eq!(parse_timestamp("11.07.2025", almaty()), None);
-        assert_eq!(
-            parse_timestamp("2025-07-11T11:19:49.1234567Z", almaty()),
-            Some(utc("2025-07-11T11:19:49.123456Z")),
-            "to the microsecond, as PostgreSQL keeps it"
-        );
     }
 }

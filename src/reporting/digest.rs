@@ -236,12 +236,7 @@ pub async fn post(url: &str, text: &str) -> anyhow::Result<()> {
                  give the chat's incoming-webhook URL as it is, without quotes"
             )
         })?;
-    crate::provider::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()?;
+    let client = crate::outbound::client(Duration::from_secs(10), None)?;
     let host = url.host_str().unwrap_or("").to_owned();
     let response = client
         .post(url)
@@ -252,7 +247,7 @@ pub async fn post(url: &str, text: &str) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot post the digest to {host}: {}",
-                crate::provider::describe_transport_error(&e)
+                crate::outbound::describe(&e)
             )
         })?;
     let status = response.status();

@@ -170,13 +170,8 @@ impl Deliverer {
         let url = Url::parse(settings.url.expose_secret().trim())
             .map_err(|e| anyhow::anyhow!("webhook.url is not a URL: {e}"))?;
         let key = settings.signing_key()?;
-        crate::provider::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("freedompay-recon/", env!("CARGO_PKG_VERSION")))
-            // A redirect is an answer that is not a 2xx: retried, never followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(settings.timeout)
-            .build()
+        // A redirect is an answer that is not a 2xx: retried, never followed.
+        let http = crate::outbound::client(settings.timeout, None)
             .map_err(|e| anyhow::anyhow!("cannot build the webhook client: {e}"))?;
         Ok(Self {
             pool,
@@ -347,7 +342,10 @@ impl Deliverer {
             Ok(response) if response.status().is_success() => return Attempt::Delivered,
             Ok(mut response) => {
                 let status = response.status().as_u16();
-                let answer = read_capped(&mut response).await;
+                // At most ANSWER_CAP bytes of it; the rest is never read.
+                let answer = crate::outbound::read_at_most(&mut response, ANSWER_CAP)
+                    .await
+                    .map_or_else(|_| Vec::new(), |body| body.bytes);
                 let answer = text::clean(&String::from_utf8_lossy(&answer), 200);
                 if answer.is_empty() {
                     format!("HTTP {status}")
@@ -355,7 +353,7 @@ impl Deliverer {
                     format!("HTTP {status}: {answer}")
                 }
             }
-            Err(e) => crate::provider::describe_transport_error(&e),
+            Err(e) => crate::outbound::describe(&e),
         };
         let jitter = rand::rng().random_range(0.5..=1.5);
         Attempt::Failed {
@@ -363,19 +361,6 @@ impl Deliverer {
             retry_in: retry_delay(event.attempts, jitter),
         }
     }
-}
-
-/// At most [`ANSWER_CAP`] bytes of an answer; the rest is never read.
-async fn read_capped(response: &mut reqwest::Response) -> Vec<u8> {
-    let mut answer = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = ANSWER_CAP - answer.len();
-        answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if answer.len() >= ANSWER_CAP {
-            break;
-        }
-    }
-    answer
 }
 
 /// The URL for logs: scheme, host and path, never credentials or a query (which may hold a
