@@ -275,7 +275,7 @@ async fn delivery(pool: &PgPool) -> anyhow::Result<Delivery> {
     let deliverer = crate::webhook::Deliverer::new(pool.clone(), &settings, "bench")?;
     let (events, _) = store::bench::event_delivery(pool).await?;
     let started = Instant::now();
-    let settled = deliverer
+    let tally = deliverer
         .deliver_due(&tokio_util::sync::CancellationToken::new())
         .await?;
     let wall = started.elapsed();
@@ -284,11 +284,11 @@ async fn delivery(pool: &PgPool) -> anyhow::Result<Delivery> {
     let (_, pending) = store::bench::event_delivery(pool).await?;
     ensure!(
         pending == 0
-            && settled.delivered == events as u64
+            && tally.delivered == events as u64
             && good.load(Ordering::Relaxed) == events as u64
             && bad.load(Ordering::Relaxed) == 0,
         "webhook delivery: {} of {events} delivered, {pending} pending, {} badly signed",
-        settled.delivered,
+        tally.delivered,
         bad.load(Ordering::Relaxed)
     );
     Ok(Delivery { events, wall })

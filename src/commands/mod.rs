@@ -30,8 +30,12 @@ mod check;
 mod demo;
 mod digest;
 mod enqueue;
-mod finance;
+mod grant;
+mod import;
 mod plan;
+mod recheck;
+mod report;
+mod resolve;
 mod run;
 mod simulate;
 
@@ -46,10 +50,12 @@ pub use bench::BenchArgs;
 pub use demo::DemoArgs;
 pub use digest::DigestArgs;
 pub use enqueue::EnqueueArgs;
-pub use finance::{
-    GrantDaemonArgs, GrantReaderArgs, ImportArgs, RecheckArgs, ReportArgs, ResolveArgs,
-};
+pub use grant::{GrantDaemonArgs, GrantReaderArgs};
+pub use import::ImportArgs;
 pub use plan::PlanArgs;
+pub use recheck::RecheckArgs;
+pub use report::ReportArgs;
+pub use resolve::ResolveArgs;
 pub use simulate::SimulateArgs;
 
 #[derive(Debug, Parser)]
@@ -159,13 +165,13 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Demo(args) => demo::demo(settings, args).await,
         Command::Bench(args) => bench::bench(settings, args).await,
         Command::Plan(args) => plan::plan(settings, args).await,
-        Command::Import(args) => finance::import(settings, args).await,
-        Command::Report(args) => finance::report(settings, args).await,
+        Command::Import(args) => import::import(settings, args).await,
+        Command::Report(args) => report::report(settings, args).await,
         Command::Digest(args) => digest::digest(settings, args).await,
-        Command::Resolve(args) => finance::resolve(settings, args).await,
-        Command::Recheck(args) => finance::recheck(settings, args).await,
-        Command::GrantReader(args) => finance::grant_reader(settings, args).await,
-        Command::GrantDaemon(args) => finance::grant_daemon(settings, args).await,
+        Command::Resolve(args) => resolve::resolve(settings, args).await,
+        Command::Recheck(args) => recheck::recheck(settings, args).await,
+        Command::GrantReader(args) => grant::grant_reader(settings, args).await,
+        Command::GrantDaemon(args) => grant::grant_daemon(settings, args).await,
     }
 }
 
@@ -186,6 +192,47 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<tokio_util::sync::Cancellat
         cancel.cancel();
     });
     Ok(token)
+}
+
+/// Prints the line errors of a rejected CSV file (`import`, `resolve --from-csv`), those shown
+/// and how many more.
+fn print_line_errors(errors: &crate::intake::LineErrors) {
+    for error in &errors.shown {
+        eprintln!("{error}");
+    }
+    let unshown = errors.total - errors.shown.len() as u64;
+    if unshown > 0 {
+        eprintln!("… and {unshown} more");
+    }
+}
+
+/// A `--status` must be a documented status, `no_answer`, or one the provider has sent: a
+/// typo (`sucess`) is an error, not an empty selection.
+async fn check_status(pool: &sqlx::PgPool, status: &str) -> anyhow::Result<()> {
+    use crate::domain::ProviderStatus;
+    if status == "no_answer"
+        || ProviderStatus::DOCUMENTED.contains(&status)
+        || crate::store::finance::status_seen(pool, status).await?
+    {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--status {}: no payment has that status; use one of {}, no_answer, or a status the \
+         provider sent (select distinct status from recon.reconciliation)",
+        crate::text::excerpt(status),
+        ProviderStatus::DOCUMENTED.join(", ")
+    )
+}
+
+/// A flag kind given on the command line (`--kind`, `--flag`).
+fn parse_kind(raw: &str) -> Result<crate::domain::FlagKind, String> {
+    raw.parse()
+        .map_err(|e: crate::domain::InvalidInput| e.to_string())
+}
+
+/// "1 row", "2 rows".
+fn rows(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "row" } else { "rows" })
 }
 
 #[cfg(test)]

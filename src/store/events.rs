@@ -49,8 +49,8 @@ pub async fn skip_unwanted(pool: &PgPool, types: &[String], limit: u32) -> Resul
 
 /// Claims up to `limit` events due for delivery: of the `types` wanted, each the first
 /// undelivered one of its payment, oldest first, not held by a live lease. `owner` names this
-/// claim and no other (it carries a fresh UUID), so [`settle`] only records attempts it made.
-pub async fn claim_due(
+/// claim and no other (it carries a fresh UUID), so [`record_attempts`] only records attempts it made.
+pub async fn claim_undelivered(
     pool: &PgPool,
     owner: &str,
     limit: u32,
@@ -112,9 +112,9 @@ pub enum Attempt {
     Failed { error: String, retry_in: Duration },
 }
 
-/// What [`settle`] recorded.
+/// What [`record_attempts`] recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Settled {
+pub struct DeliveryTally {
     pub delivered: u64,
     pub failed: u64,
     /// Failed, `max_age` after its first attempt: given up.
@@ -123,12 +123,12 @@ pub struct Settled {
 
 /// Records attempts made under `owner`'s claim, in one statement; an attempt whose lease was
 /// taken over meanwhile is not recorded (the other instance's attempt counts).
-pub async fn settle(
+pub async fn record_attempts(
     pool: &PgPool,
     owner: &str,
     attempts: &[(i64, Attempt)],
     max_age: Duration,
-) -> Result<Settled, StoreError> {
+) -> Result<DeliveryTally, StoreError> {
     let mut ids = Vec::with_capacity(attempts.len());
     let mut ok = Vec::with_capacity(attempts.len());
     let mut errors: Vec<Option<&str>> = Vec::with_capacity(attempts.len());
@@ -174,15 +174,15 @@ pub async fn settle(
     )
     .fetch_all(pool)
     .await?;
-    let mut settled = Settled::default();
+    let mut tally = DeliveryTally::default();
     for row in rows {
         match (row.delivered, row.abandoned) {
-            (true, _) => settled.delivered += 1,
-            (false, true) => settled.abandoned += 1,
-            (false, false) => settled.failed += 1,
+            (true, _) => tally.delivered += 1,
+            (false, true) => tally.abandoned += 1,
+            (false, false) => tally.failed += 1,
         }
     }
-    Ok(settled)
+    Ok(tally)
 }
 
 /// Gives back claims not attempted (shutdown): due again at once.

@@ -12,7 +12,7 @@
 //! timeout, a refused connection, a redirect, which is never followed) is tried again after a
 //! jittered, doubling delay, until `webhook.max_age` after its first attempt, when it is
 //! abandoned. A payment's events go in id order (see
-//! [`store::events::claim_due`]); instances share the work through leases. Delivery runs
+//! [`store::events::claim_undelivered`]); instances share the work through leases. Delivery runs
 //! beside the sweeps and never holds them up: a dead receiver only grows the backlog.
 //!
 //! [Standard Webhooks]: https://www.standardwebhooks.com/
@@ -31,7 +31,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::{WebhookFormat, WebhookSettings};
-use crate::store::events::{Attempt, Outgoing, Settled};
+use crate::store::events::{Attempt, DeliveryTally, Outgoing};
 use crate::store::{self, StoreError};
 use crate::text;
 
@@ -204,8 +204,8 @@ impl Deliverer {
     }
 
     /// Delivers until nothing is due (or `stop` fires); returns what it recorded.
-    pub async fn deliver_due(&self, stop: &CancellationToken) -> Result<Settled, StoreError> {
-        let mut total = Settled::default();
+    pub async fn deliver_due(&self, stop: &CancellationToken) -> Result<DeliveryTally, StoreError> {
+        let mut total = DeliveryTally::default();
         // Only when some type is not sent: the scan costs as much as the backlog.
         if !crate::settings::EVENT_TYPES
             .iter()
@@ -216,13 +216,13 @@ impl Deliverer {
             {}
         }
         while !stop.is_cancelled() {
-            let Some(settled) = self.deliver_claim(stop).await? else {
+            let Some(tally) = self.deliver_claim(stop).await? else {
                 break;
             };
-            total.delivered += settled.delivered;
-            total.failed += settled.failed;
-            total.abandoned += settled.abandoned;
-            if settled.delivered + settled.failed + settled.abandoned == 0 {
+            total.delivered += tally.delivered;
+            total.failed += tally.failed;
+            total.abandoned += tally.abandoned;
+            if tally.delivered + tally.failed + tally.abandoned == 0 {
                 // Nothing was sent (a stop, or a claim that ran out at once): the next pass
                 // tries again, rather than claiming in a tight loop.
                 break;
@@ -237,11 +237,12 @@ impl Deliverer {
     pub async fn deliver_claim(
         &self,
         stop: &CancellationToken,
-    ) -> Result<Option<Settled>, StoreError> {
-        // Unique per claim, across processes and restarts: settling checks it.
+    ) -> Result<Option<DeliveryTally>, StoreError> {
+        // Unique per claim, across processes and restarts: recording the attempts checks it.
         let owner = format!("{}#{}", self.instance, uuid::Uuid::now_v7());
         let events =
-            store::events::claim_due(&self.pool, &owner, CLAIM, self.lease, &self.types).await?;
+            store::events::claim_undelivered(&self.pool, &owner, CLAIM, self.lease, &self.types)
+                .await?;
         if events.is_empty() {
             return Ok(None);
         }
@@ -275,7 +276,8 @@ impl Deliverer {
             );
         }
         // Attempts first: a delivered event must be recorded even if the release fails.
-        let settled = store::events::settle(&self.pool, &owner, &attempts, self.max_age).await?;
+        let tally =
+            store::events::record_attempts(&self.pool, &owner, &attempts, self.max_age).await?;
         if !unsent.is_empty()
             && let Err(e) = store::events::release(&self.pool, &owner, &unsent).await
         {
@@ -286,21 +288,21 @@ impl Deliverer {
             );
         }
         for (outcome, n) in [
-            ("delivered", settled.delivered),
-            ("failed", settled.failed),
-            ("abandoned", settled.abandoned),
+            ("delivered", tally.delivered),
+            ("failed", tally.failed),
+            ("abandoned", tally.abandoned),
         ] {
             if n > 0 {
                 ::metrics::counter!(DELIVERIES, "outcome" => outcome).increment(n);
             }
         }
-        if settled.abandoned > 0 {
+        if tally.abandoned > 0 {
             tracing::error!(
-                abandoned = settled.abandoned,
+                abandoned = tally.abandoned,
                 "webhook events abandoned after webhook.max_age of failed attempts; see recon.event_log"
             );
         }
-        Ok(Some(settled))
+        Ok(Some(tally))
     }
 
     /// Delivers until `shutdown`: a pass, then a pause when nothing was due.
@@ -308,9 +310,9 @@ impl Deliverer {
         tracing::info!(url = %redacted(&self.url), "delivering events to the webhook");
         loop {
             match self.deliver_due(&shutdown).await {
-                Ok(settled) if settled.failed > 0 => tracing::warn!(
-                    delivered = settled.delivered,
-                    failed = settled.failed,
+                Ok(tally) if tally.failed > 0 => tracing::warn!(
+                    delivered = tally.delivered,
+                    failed = tally.failed,
                     "the webhook refused or missed some events; they are tried again later"
                 ),
                 Ok(_) => {}

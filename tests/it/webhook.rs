@@ -386,12 +386,12 @@ async fn standard_deliveries_verify_with_the_standardwebhooks_crate_and_a_replay
 
     let settings = webhook_settings(addr);
     let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
-    let settled = deliverer
+    let tally = deliverer
         .deliver_due(&CancellationToken::new())
         .await
         .unwrap();
     let sent_at = chrono::Utc::now().timestamp();
-    assert_eq!(settled.delivered, 1);
+    assert_eq!(tally.delivered, 1);
     let (headers, body) = {
         let seen = receiver.seen.lock().unwrap();
         assert!(seen.bad.is_empty(), "{:?}", seen.bad);
@@ -484,11 +484,11 @@ async fn the_github_format_is_signed_as_before_and_verifies_with_a_plain_hmac() 
         ..webhook_settings(addr)
     };
     let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
-    let settled = deliverer
+    let tally = deliverer
         .deliver_due(&CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(settled.delivered, 1);
+    assert_eq!(tally.delivered, 1);
     let seen = receiver.seen.lock().unwrap();
     assert!(seen.bad.is_empty(), "{:?}", seen.bad);
     let (headers, body) = &seen.deliveries[0];
@@ -528,11 +528,11 @@ async fn a_redirect_is_a_failure_retried_later_and_never_followed() {
     let _server = serve(listener, redirecting.clone(), stop.clone());
 
     let deliverer = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "test:1").unwrap();
-    let settled = deliverer
+    let tally = deliverer
         .deliver_due(&CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!((settled.delivered, settled.failed), (0, 1));
+    assert_eq!((tally.delivered, tally.failed), (0, 1));
     assert_eq!(
         other.seen.lock().unwrap().requests,
         0,
@@ -607,14 +607,11 @@ async fn other_types_are_skipped_and_max_age_counts_from_the_first_attempt() {
     backdate("update recon.events set created_at = now() - interval '1 day'").await;
 
     let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
-    let settled = deliverer
+    let tally = deliverer
         .deliver_due(&CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(
-        (settled.delivered, settled.failed, settled.abandoned),
-        (0, 1, 0)
-    );
+    assert_eq!((tally.delivered, tally.failed, tally.abandoned), (0, 1, 0));
     assert_eq!(
         receiver.seen.lock().unwrap().requests,
         1,
@@ -628,14 +625,11 @@ async fn other_types_are_skipped_and_max_age_counts_from_the_first_attempt() {
          where type = 'flag_opened'",
     )
     .await;
-    let settled = deliverer
+    let tally = deliverer
         .deliver_due(&CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(
-        (settled.delivered, settled.failed, settled.abandoned),
-        (0, 0, 1)
-    );
+    assert_eq!((tally.delivered, tally.failed, tally.abandoned), (0, 0, 1));
     let deliveries: Vec<(String, String)> =
         sqlx::query_as("select type, delivery from recon.event_log order by id")
             .fetch_all(app.pool())
@@ -716,11 +710,11 @@ async fn a_receivers_long_answer_is_cut_and_cleaned_before_it_is_kept() {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
     let deliverer = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "test:1").unwrap();
-    let settled = deliverer
+    let tally = deliverer
         .deliver_due(&CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(settled.failed, 1);
+    assert_eq!(tally.failed, 1);
     let error: String = sqlx::query_scalar("select last_error from recon.events")
         .fetch_one(app.pool())
         .await
@@ -798,7 +792,7 @@ async fn an_attempt_is_recorded_only_under_the_claim_that_made_it() {
     app.insert_first_transition("o-1").await;
     let types = ["status_changed".to_owned()];
     let lease = Duration::from_secs(60);
-    let first = events::claim_due(app.pool(), "host:1#a", 10, lease, &types)
+    let first = events::claim_undelivered(app.pool(), "host:1#a", 10, lease, &types)
         .await
         .unwrap();
     assert_eq!(first.len(), 1);
@@ -807,12 +801,12 @@ async fn an_attempt_is_recorded_only_under_the_claim_that_made_it() {
         .execute(app.pool())
         .await
         .unwrap();
-    let second = events::claim_due(app.pool(), "host:1#b", 10, lease, &types)
+    let second = events::claim_undelivered(app.pool(), "host:1#b", 10, lease, &types)
         .await
         .unwrap();
     assert_eq!(second.len(), 1);
     // The first claim's late result is not recorded; the second's is.
-    let late = events::settle(
+    let late = events::record_attempts(
         app.pool(),
         "host:1#a",
         &[(first[0].id, Attempt::Delivered)],
@@ -825,7 +819,7 @@ async fn an_attempt_is_recorded_only_under_the_claim_that_made_it() {
         app.count("select count(*) from recon.events where delivered_at is null and lease_owner = 'host:1#b'").await,
         1
     );
-    let own = events::settle(
+    let own = events::record_attempts(
         app.pool(),
         "host:1#b",
         &[(second[0].id, Attempt::Delivered)],
@@ -888,7 +882,7 @@ async fn an_instance_sends_only_the_events_its_claim_still_holds() {
         .unwrap()
         .with_lease(lease);
     let started = tokio::time::Instant::now();
-    let settled = a
+    let tally = a
         .deliver_claim(&CancellationToken::new())
         .await
         .unwrap()
@@ -903,7 +897,7 @@ async fn an_instance_sends_only_the_events_its_claim_still_holds() {
         arrivals.iter().all(|(_, at)| *at - started < lease),
         "nothing was sent after the claim ran out"
     );
-    assert_eq!(settled.delivered, 8);
+    assert_eq!(tally.delivered, 8);
     assert_eq!(pending(&app).await, 22, "the rest went back to the queue");
     assert_eq!(
         app.count("select count(*) from recon.events where lease_owner is not null")

@@ -1,0 +1,143 @@
+//! `report`: the daily summary, the payments or the open flags, as a table, CSV or JSON,
+//! streamed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{check_status, parse_kind, rows};
+use crate::domain::FlagKind;
+use crate::settings::Settings;
+use crate::store;
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").args(["detail", "flags"]))]
+pub struct ReportArgs {
+    /// List payments instead of the daily summary.
+    #[arg(long)]
+    pub detail: bool,
+    /// List flags instead of the daily summary: the open flags a person must act on, oldest
+    /// first, with their age (CSV: add notes in the `note` column and give the file to
+    /// `resolve --from-csv`).
+    #[arg(long)]
+    pub flags: bool,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::reporting::Format,
+    /// CSV for Excel in Russian or Kazakh locales: a UTF-8 byte-order mark, `;` between
+    /// cells and a decimal comma (implies --format csv).
+    #[arg(long, conflicts_with = "format")]
+    pub excel: bool,
+    /// First reporting day, inclusive (YYYY-MM-DD); with --flags, of the day a flag opened.
+    #[arg(long, value_parser = crate::reporting::parse_date)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last reporting day, inclusive (YYYY-MM-DD); with --flags, of the day a flag opened.
+    #[arg(long, value_parser = crate::reporting::parse_date)]
+    pub to: Option<chrono::NaiveDate>,
+    /// Which day a payment belongs to: the day it was created, or the day it settled.
+    #[arg(long, value_enum, default_value = "created", conflicts_with = "flags")]
+    pub by: store::report::DayBasis,
+    /// Only this currency (ISO 4217): expected or invoiced in it.
+    #[arg(long, value_parser = super::enqueue::parse_currency)]
+    pub currency: Option<crate::domain::Currency>,
+    /// Only this provider status (`no_answer` for none yet); with --as-of, the status then.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only payments with an open flag of this kind; with --flags, only flags of this kind.
+    #[arg(long, value_parser = parse_kind)]
+    pub flag: Option<FlagKind>,
+    /// With --flags: which flags [default: action, those a person must act on; with --flag,
+    /// that kind's class]
+    #[arg(long, value_enum, requires = "flags")]
+    pub class: Option<store::report::ClassFilter>,
+    /// With --flags: the flags that were open at the end of this reporting day (from
+    /// history), to close a month after the fact.
+    #[arg(long, value_parser = crate::reporting::parse_date, requires = "flags")]
+    pub as_of: Option<chrono::NaiveDate>,
+    /// Write to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// CSV: write text cells exactly as stored. By default a cell starting with =, +, -, @,
+    /// a tab or a carriage return (other than a plain number) gets a leading ' so a
+    /// spreadsheet shows it and does not run it as a formula.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<ExitCode> {
+    use crate::reporting::{CsvStyle, Format, ReportKind, ReportRequest, write_report};
+    use store::report::{FlagFilter, ReportFilter};
+
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
+    }
+    let format = if args.excel { Format::Csv } else { args.format };
+    let currency = args.currency.map(|c| c.to_string());
+    let kind = if args.flags {
+        use store::report::ClassFilter;
+        // `--flag lifetime_exceeded` alone lists those flags, not an empty action queue.
+        let class = args.class.unwrap_or(match args.flag.map(FlagKind::class) {
+            Some(crate::domain::FlagClass::Info) => ClassFilter::Info,
+            _ => ClassFilter::Action,
+        });
+        ReportKind::Flags(FlagFilter {
+            as_of: args.as_of,
+            class,
+            kind: args.flag,
+            from: args.from,
+            to: args.to,
+            status: args.status.clone(),
+            currency,
+        })
+    } else {
+        let filter = ReportFilter {
+            basis: args.by,
+            from: args.from,
+            to: args.to,
+            currency,
+            status: args.status.clone(),
+            flag: args.flag,
+        };
+        if args.detail {
+            ReportKind::Detail(filter)
+        } else {
+            ReportKind::Summary(filter)
+        }
+    };
+    let request = ReportRequest {
+        kind,
+        format,
+        csv: CsvStyle {
+            raw: args.raw,
+            excel: args.excel,
+        },
+    };
+    let pool = store::connect_to_schema(&settings.database).await?;
+    if let Some(status) = &args.status {
+        check_status(&pool, status).await?;
+    }
+    let written = match &args.output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let written = write_report(&pool, &request, std::io::BufWriter::new(file)).await?;
+            eprintln!("{} written to {}", rows(written.rows), path.display());
+            written
+        }
+        None => {
+            let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+            match write_report(&pool, &request, stdout).await {
+                Err(crate::reporting::ReportError::Write(e)) => return Err(super::stdout_error(e)),
+                other => other?,
+            }
+        }
+    };
+    // A table says it in its last line; data files stay data.
+    if let Some(empty) = written.empty
+        && (format != Format::Table || args.output.is_some())
+    {
+        eprintln!("{empty}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
