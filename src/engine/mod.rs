@@ -35,7 +35,7 @@ pub use pacing::Pacer;
 use crate::domain::{Jitter, PaymentId, Policy, PollResult, decide};
 use crate::provider::{Classified, ProviderClient};
 use crate::settings::{PollSettings, Settings};
-use crate::store::{self, Claimed, Recorded, StoreError};
+use crate::store::{self, Claimed, Lease, Recorded, StoreError};
 use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean};
 
 /// Counts of what one sweep did.
@@ -432,10 +432,11 @@ enum Polled {
 }
 
 /// A claim by its lease: what is released if it is not written.
-type Lease = (PaymentId, i64);
-
 fn lease_of(claim: &Claimed) -> Lease {
-    (claim.tracked.payment_id.clone(), claim.lease_token)
+    Lease {
+        payment_id: claim.tracked.payment_id.clone(),
+        token: claim.lease_token,
+    }
 }
 
 /// What the claimer did.
@@ -842,9 +843,25 @@ impl Sweep {
 
     /// A verdict the database refused, decided again as a failed poll that names the problem;
     /// the answer is kept, cleaned, as its error body.
-    fn refused(&self, item: Recorded, reason: String) -> Recorded {
+    /// A verdict the database refused, decided again as a failed poll for `reason`, its answer
+    /// kept as the error body: what is written instead.
+    fn as_failed_poll(&self, item: Recorded, reason: String) -> Recorded {
+        tracing::warn!(payment.id = %item.payment_id, %reason, "refused by the database; recorded as a failed poll");
         let jitter = Jitter::from_permille(rand::rng().random_range(0..=1000));
-        item.as_failed_poll(reason, &self.engine.inner.policy, jitter)
+        let verdict = decide(
+            &item.before,
+            &PollResult::Failed { reason },
+            item.verdict.observed_at,
+            &self.engine.inner.policy,
+            jitter,
+        );
+        Recorded {
+            verdict,
+            invoice: None,
+            error_body: item.raw_body.or(item.error_body),
+            raw_body: None,
+            ..item
+        }
     }
 
     /// Writes verdicts in batches, up to `poll.writers` transactions at once: whatever has
@@ -881,18 +898,15 @@ impl Sweep {
     async fn write_batch(&self, mut pending: Vec<Recorded>) -> Writes {
         let inner = &self.engine.inner;
         let mut writes = Writes::default();
-        let failed = pending.iter().filter(|r| !r.verdict.answered).count() as u64;
+        let mut failed = pending.iter().filter(|r| !r.verdict.answered).count() as u64;
+        // Set once `pending` holds failed polls standing in for verdicts the database refused.
+        let mut replacing = false;
         let mut backoff = Duration::from_millis(100);
         let first_try = Instant::now();
         loop {
             // Known before the write takes the batch: released if it never finishes.
-            let leases: Vec<Lease> = pending
-                .iter()
-                .map(|r| (r.payment_id.clone(), r.lease_token))
-                .collect();
-            let write = store::record_isolated(&inner.pool, pending, |item, reason| {
-                self.refused(item, reason)
-            });
+            let leases: Vec<Lease> = pending.iter().map(Recorded::lease).collect();
+            let write = store::record_isolated(&inner.pool, pending);
             let result = tokio::select! {
                 result = write => result,
                 () = self.past_deadline() => {
@@ -902,13 +916,40 @@ impl Sweep {
                 }
             };
             let e = match result {
-                Ok(written) => {
+                Ok(mut written) => {
                     self.engine.note_write_success();
+                    let refused = std::mem::take(&mut written.refused);
                     writes.count(&written, failed);
-                    return writes;
+                    if refused.is_empty() {
+                        return writes;
+                    }
+                    if replacing {
+                        // Not even the failure could be stored: the claim is released with the
+                        // sweep's leftovers and the payment polled again later.
+                        for (item, reason) in refused {
+                            tracing::error!(payment.id = %item.payment_id, %reason, "cannot record even a failed poll");
+                            writes.failed -= 1;
+                            writes.unwritten.push(item.lease());
+                        }
+                        return writes;
+                    }
+                    // Each refused verdict is written again, alone, as a failed poll that says
+                    // why; they count as failed polls.
+                    failed = refused.len() as u64;
+                    pending = refused
+                        .into_iter()
+                        .map(|(item, reason)| self.as_failed_poll(item, reason))
+                        .collect();
+                    replacing = true;
+                    continue;
                 }
-                Err(interrupted) => {
+                Err(mut interrupted) => {
                     self.engine.note_write_failure(&interrupted.error);
+                    // Refused verdicts go back with the rest, to be refused (and replaced) again.
+                    let refused = std::mem::take(&mut interrupted.written.refused);
+                    interrupted
+                        .remaining
+                        .extend(refused.into_iter().map(|(item, _)| item));
                     writes.count(&interrupted.written, 0);
                     pending = interrupted.remaining;
                     interrupted.error
@@ -932,11 +973,7 @@ impl Sweep {
                 }
             };
             if gave_up {
-                writes.unwritten.extend(
-                    pending
-                        .iter()
-                        .map(|r| (r.payment_id.clone(), r.lease_token)),
-                );
+                writes.unwritten.extend(pending.iter().map(Recorded::lease));
                 return writes;
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -959,12 +996,11 @@ impl Writes {
     fn count(&mut self, written: &store::Isolated, failed: u64) {
         let o = &written.outcome;
         self.recorded += o.applied;
-        self.failed += failed + written.refused;
+        self.failed += failed;
         self.stale += (written.done.len() as u64).saturating_sub(o.applied);
         self.transitions += o.transitions;
         self.flags_opened += o.flags_opened;
         self.flags_resolved += o.flags_resolved;
-        self.unwritten.extend(written.unstored.iter().cloned());
         ::metrics::counter!(metrics::TRANSITIONS).increment(o.transitions);
         ::metrics::counter!(metrics::FLAGS_OPENED).increment(o.flags_opened);
         ::metrics::counter!(metrics::FLAGS_RESOLVED).increment(o.flags_resolved);

@@ -248,16 +248,24 @@ fn latest_flags(
     Ok((open, closed))
 }
 
+/// A claim on one payment: its id and the token the claim wrote. Every write and release is
+/// conditional on the token, so a claim another sweep has taken over changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub payment_id: PaymentId,
+    pub token: i64,
+}
+
 /// Gives back claims that were not completed (shutdown, a lease about to run out): the
 /// payments are claimable again at once (they are still due). Only rows still holding the
 /// given tokens are touched.
-pub async fn release(pool: &PgPool, claims: &[(PaymentId, i64)]) -> Result<u64, StoreError> {
+pub async fn release(pool: &PgPool, claims: &[Lease]) -> Result<u64, StoreError> {
     if claims.is_empty() {
         return Ok(0);
     }
     let (ids, tokens): (Vec<&str>, Vec<i64>) = claims
         .iter()
-        .map(|(id, token)| (id.as_str(), *token))
+        .map(|lease| (lease.payment_id.as_str(), lease.token))
         .unzip();
     let result = sqlx::query!(
         "update recon.payments p

@@ -18,7 +18,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use claim::{
-    CLAIM_SQL, ClaimBatch, Claimed, Unreadable, answered_payment_other_than, claim_due,
+    CLAIM_SQL, ClaimBatch, Claimed, Lease, Unreadable, answered_payment_other_than, claim_due,
     park_unreadable, release,
 };
 pub use intake::{EnqueueOutcome, NewPayment, enqueue};

@@ -6,8 +6,8 @@
 //! number, and flags per open (payment, kind), so no replay can duplicate history.
 //!
 //! [`record_isolated`] keeps one verdict the database refuses from taking the rest of its batch
-//! with it: it splits the batch until the refused verdict stands alone, and records that one
-//! as a failed poll instead.
+//! with it: it splits the batch until the refused verdict stands alone, and hands that one
+//! back with the reason (the engine records it as a failed poll instead).
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
@@ -16,8 +16,8 @@ use std::collections::HashSet;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::StoreError;
-use crate::domain::{Invoice, Jitter, PaymentId, Policy, PollResult, Tracked, Verdict, decide};
+use super::{Lease, StoreError};
+use crate::domain::{Invoice, PaymentId, Tracked, Verdict};
 use crate::text;
 
 /// Longest error body kept in `last_error_body`.
@@ -415,16 +415,15 @@ async fn resolve_flags(
     Ok(result.rows_affected())
 }
 
-/// What [`record_isolated`] wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What [`record_isolated`] wrote, and what the database refused.
+#[derive(Debug, Default)]
 pub struct Isolated {
     pub outcome: RecordOutcome,
-    /// Verdicts the database refused, each recorded as a failed poll instead.
-    pub refused: u64,
-    /// Every item handled (written, stale or refused): its claim is settled.
-    pub done: Vec<(PaymentId, i64)>,
-    /// Items not even a failed poll could be stored for: their claims are to be released.
-    pub unstored: Vec<(PaymentId, i64)>,
+    /// Every verdict written or found stale (its lease taken over): its claim is done with.
+    pub done: Vec<Lease>,
+    /// Verdicts the database refused (a data error no retry can fix), each on its own, with
+    /// why in words.
+    pub refused: Vec<(Recorded, String)>,
 }
 
 /// The database stopped before writing everything: the error, what is left to write, and
@@ -438,24 +437,18 @@ pub struct Interrupted {
 
 /// Writes `items` like [`record_verdicts`], but a verdict the database refuses (a data error,
 /// which no retry can fix) never takes the others with it: the failing batch is split into
-/// smaller parts, and failing parts again, until the refused verdict stands alone, and that one is replaced by
-/// `refused(item, reason)` (a failed poll that names the problem) and written instead. An
-/// error of any other kind (a lost connection, a timeout) stops the write: what is left comes
-/// back in [`Interrupted::remaining`], for the caller to retry.
-pub async fn record_isolated(
-    pool: &PgPool,
-    items: Vec<Recorded>,
-    mut refused: impl FnMut(Recorded, String) -> Recorded,
-) -> Result<Isolated, Interrupted> {
+/// smaller parts, and failing parts again, until the refused verdict stands alone; that one
+/// comes back in [`Isolated::refused`] with the reason. An error of any other kind (a lost
+/// connection, a timeout) stops the write: what is left comes back in
+/// [`Interrupted::remaining`], for the caller to retry.
+pub async fn record_isolated(pool: &PgPool, items: Vec<Recorded>) -> Result<Isolated, Interrupted> {
     let mut written = Isolated::default();
     let mut stack = vec![items];
     while let Some(mut chunk) = stack.pop() {
         let error = match record_verdicts(pool, &chunk).await {
             Ok(outcome) => {
                 written.outcome.add(outcome);
-                written
-                    .done
-                    .extend(chunk.iter().map(|r| (r.payment_id.clone(), r.lease_token)));
+                written.done.extend(chunk.iter().map(Recorded::lease));
                 continue;
             }
             Err(error) => error,
@@ -481,31 +474,9 @@ pub async fn record_isolated(
             stack.push(chunk);
             continue;
         }
-        let Some(item) = chunk.pop() else { continue };
-        let reason = refusal_reason(&item, &error);
-        tracing::warn!(payment.id = %item.payment_id, %reason, "refused by the database; recorded as a failed poll");
-        let key = (item.payment_id.clone(), item.lease_token);
-        let replacement = refused(item, reason);
-        match record_verdicts(pool, std::slice::from_ref(&replacement)).await {
-            Ok(outcome) => {
-                written.outcome.add(outcome);
-                written.refused += 1;
-                written.done.push(key);
-            }
-            Err(error) if is_refusal(&error) => {
-                // Not even the failure could be stored: the claim is released with the rest
-                // of the sweep's leftovers and the payment polled again later.
-                tracing::error!(payment.id = %key.0, %error, "cannot record even a failed poll");
-                written.unstored.push(key);
-            }
-            Err(error) => {
-                stack.push(vec![replacement]);
-                return Err(Interrupted {
-                    error,
-                    remaining: stack.into_iter().flatten().collect(),
-                    written,
-                });
-            }
+        if let Some(item) = chunk.pop() {
+            let reason = refusal_reason(&item, &error);
+            written.refused.push((item, reason));
         }
     }
     Ok(written)
@@ -553,22 +524,11 @@ fn refusal_reason(item: &Recorded, error: &StoreError) -> String {
 }
 
 impl Recorded {
-    /// This verdict decided again as a failed poll for `reason` (the database refused it),
-    /// its answer kept as the error body: what [`record_isolated`] writes instead.
-    pub fn as_failed_poll(self, reason: String, policy: &Policy, jitter: Jitter) -> Recorded {
-        let verdict = decide(
-            &self.before,
-            &PollResult::Failed { reason },
-            self.verdict.observed_at,
-            policy,
-            jitter,
-        );
-        Recorded {
-            verdict,
-            invoice: None,
-            error_body: self.raw_body.or(self.error_body),
-            raw_body: None,
-            ..self
+    /// The claim this verdict is written under.
+    pub fn lease(&self) -> Lease {
+        Lease {
+            payment_id: self.payment_id.clone(),
+            token: self.lease_token,
         }
     }
 
