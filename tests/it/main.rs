@@ -23,6 +23,7 @@ mod output;
 mod pacing;
 mod privilege;
 mod provider_faults;
+mod replica;
 mod report_ranges;
 mod schedule;
 mod signoff;
