@@ -15,6 +15,8 @@
 //! Speed is reported, never asserted; correctness (every payment reconciled, no window over
 //! budget, an index scan) is checked and fails the command.
 
+pub mod year;
+
 use std::fmt::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -31,10 +31,37 @@ pub struct BenchArgs {
     /// How long the daemon works on each backlog in the memory run, in seconds.
     #[arg(long)]
     pub rss_seconds: Option<u32>,
+    /// Instead: a year of history in place (365 days at 450,000 payments a day × --scale),
+    /// and what reports, the claim and one payment's history cost with it.
+    #[arg(long)]
+    pub year: bool,
+    /// With --year: the share of a full-volume year to synthesize (0.1 is 16 million
+    /// payments).
+    #[arg(long, requires = "year", default_value_t = 0.02, value_parser = scale)]
+    pub scale: f64,
+}
+
+/// A share of a full year, more than 0 and at most 1.
+fn scale(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 1.0 => Ok(s),
+        _ => Err("must be a number more than 0 and at most 1, e.g. 0.02".into()),
+    }
 }
 
 /// Benchmarks on a scratch database on the server database.url points at.
 pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    if args.year {
+        let report = crate::benchmark::year::run_year(&settings.database, args.scale).await?;
+        outln!(
+            "{}",
+            report
+                .to_markdown(&format!("freedompay-recon {}", command.join(" ")))
+                .trim_end()
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut options = if args.smoke {
         BenchOptions::smoke()
     } else {
@@ -52,7 +79,6 @@ pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitC
         "--payments and --rate must be positive"
     );
 
-    let command: Vec<String> = std::env::args().skip(1).collect();
     let report = run_bench(&settings.database, &options).await?;
     outln!(
         "{}",

@@ -112,3 +112,177 @@ pub async fn explain_claim(conn: &mut PgConnection, limit: u32) -> Result<String
     .await?;
     Ok(plan.join("\n"))
 }
+
+/// Synthesizes a year of history directly in SQL: `per_day` payments a day for `days` days
+/// ending yesterday, with the default mix's outcomes (70 % paid, 1 in 100 of them short by
+/// one, 5 % failed, 25 % expired unpaid), two transitions each (`process`, then the outcome)
+/// carrying a body of about 330 bytes as the provider sends it, a `lifetime_exceeded` flag
+/// closed by the rule on every expiry and an open `amount_mismatch` flag on every short
+/// payment, and the events the outbox would have written for all of them, delivered. The
+/// outbox triggers are off while it runs (`session_replication_role = replica`, the
+/// scratch database's owner may) so events carry their own times, as a year of real ones
+/// would. Returns the payments written.
+pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i64, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *tx)
+        .await?;
+    let payments = sqlx::query(
+        "insert into recon.payments (
+             payment_id, expected_amount, expected_currency, order_id, created_at, status,
+             amount, currency, fee, provider_order_id, freedom_id, merchant_id, provider_dt,
+             lifetime_ends_at, lifetime_source, last_body, checks, first_checked_at,
+             last_checked_at, last_checked_by, settled_at, next_check_at, next_check_urgent)
+         select id, amount, 'KZT', 'order-' || g, created, status,
+                case when status = 'success' then amount - case when g % 100 = 0 then 1 else 0 end end,
+                case when status = 'success' then 'KZT' end,
+                case when status = 'success' then round(amount * 0.025, 2) end,
+                'order-' || g, (700000000 + g)::text, '545443', settled,
+                created + interval '24 hours', 'provider_seconds',
+                json_build_object(
+                    'code', 'success',
+                    'data', json_build_object(
+                        'paymentId', id, 'orderId', 'order-' || g, 'freedomId', 700000000 + g,
+                        'merchantId', 545443, 'paymentStatus', status,
+                        'amount', amount::text, 'currency', 'KZT',
+                        'fee', round(amount * 0.025, 2)::text, 'discount', '0.00',
+                        'dt', to_char(settled at time zone 'Asia/Almaty', 'YYYY-MM-DD HH24:MI:SS'),
+                        'lifetime', 86400, 'paymentMethod', 'bankcard',
+                        'cardPan', '4405-63XX-XXXX-' || lpad((g % 10000)::text, 4, '0'),
+                        'description', 'Order ' || g || ' at the merchant''s online shop')),
+                3, created + interval '30 seconds', settled, 'bench:1', settled, null, false
+         from (select g, 'year-' || g as id,
+                      date_trunc('day', now()) - make_interval(days => $2::int)
+                          + make_interval(days => ((g - 1) / $1)::int)
+                          + make_interval(secs => ((g - 1) % $1) * 86400.0 / $1) as created,
+                      round((1000 + (g * 7919) % 90000) / 100.0, 2) as amount,
+                      case when g % 100 < 70 then 'success'
+                           when g % 100 < 75 then 'error'
+                           else 'incomplete' end as status
+               from generate_series(1, $1 * $2) g) p,
+              lateral (select case when status = 'incomplete'
+                                   then created + interval '24 hours 5 minutes'
+                                   else created + make_interval(secs => 60 + g % 600) end
+                              as settled) s",
+    )
+    .bind(per_day)
+    .bind(days)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    for statement in [
+        "insert into recon.status_transitions
+             (payment_id, observation_no, from_status, to_status, observed_at, provider_dt, body,
+              request_id)
+         select payment_id, 1, null, 'process', first_checked_at, created_at, last_body,
+                gen_random_uuid()
+         from recon.payments
+         union all
+         select payment_id, 2, 'process', status, settled_at, settled_at, last_body,
+                gen_random_uuid()
+         from recon.payments",
+        "insert into recon.discrepancies
+             (payment_id, kind, expected, actual, detected_at, resolved_at, resolved_by, resolution)
+         select payment_id, 'lifetime_exceeded', 'settled by ' || lifetime_ends_at, 'process',
+                settled_at, settled_at, 'rule:expired_unpaid',
+                'expired unpaid: the provider says no money moved'
+         from recon.payments where status = 'incomplete'
+         union all
+         select payment_id, 'amount_mismatch', expected_amount::text, amount::text, settled_at,
+                null, null, null
+         from recon.payments where amount <> expected_amount",
+        "insert into recon.events
+             (type, payment_id, occurred_at, payload, created_at, delivered_at, attempts,
+              first_attempt_at, next_attempt_at)
+         select type, payment_id, at, payload, at, at + interval '1 second', 1,
+                at + interval '1 second', at
+         from (select 'status_changed' as type, t.payment_id, t.observed_at as at,
+                      jsonb_build_object(
+                          'from_status', t.from_status, 'to_status', t.to_status,
+                          'observation_no', t.observation_no, 'provider_dt', t.provider_dt,
+                          'amount', p.amount::text, 'currency', p.currency,
+                          'expected_amount', p.expected_amount::text,
+                          'expected_currency', p.expected_currency, 'order_id', p.order_id)
+                          as payload
+               from recon.status_transitions t join recon.payments p using (payment_id)
+               union all
+               select 'flag_opened', payment_id, detected_at,
+                      jsonb_build_object('flag_id', id, 'kind', kind, 'expected', expected,
+                                         'actual', actual)
+               from recon.discrepancies
+               union all
+               select 'flag_resolved', payment_id, resolved_at,
+                      jsonb_build_object('flag_id', id, 'kind', kind, 'resolved_by', resolved_by,
+                                         'resolution', resolution)
+               from recon.discrepancies where resolved_at is not null) e
+         order by at, payment_id",
+    ] {
+        sqlx::query(statement).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(payments as i64)
+}
+
+/// Bytes on disk of each history table, indexes and partitions included, by table.
+pub async fn table_bytes(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "select t.name,
+                (select coalesce(sum(pg_total_relation_size(r)), 0)::int8
+                 from (select relid as r from pg_partition_tree(('recon.' || t.name)::regclass)
+                       union
+                       select ('recon.' || t.name)::regclass) parts)
+         from unnest(array['payments', 'status_transitions', 'discrepancies', 'events'])
+              with ordinality as t(name, n)
+         order by t.n",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
+
+/// Makes `count` payments of the synthesized year due now, for the claim to find.
+pub async fn make_due(pool: &PgPool, count: i64) -> Result<(), StoreError> {
+    sqlx::query(
+        "update recon.payments set next_check_at = now() - interval '1 second',
+                                   next_check_urgent = true
+         where payment_id in (select payment_id from recon.payments
+                              order by created_at desc limit $1)",
+    )
+    .bind(count)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// One payment's whole history, as a person looking into it reads it: its transitions, its
+/// flags and its events. Returns the rows read.
+pub async fn payment_history(pool: &PgPool, payment_id: &str) -> Result<usize, StoreError> {
+    let transitions: Vec<(i32,)> = sqlx::query_as(
+        "select observation_no from recon.status_transitions where payment_id = $1
+         order by observation_no",
+    )
+    .bind(payment_id)
+    .fetch_all(pool)
+    .await?;
+    let flags: Vec<(i64,)> =
+        sqlx::query_as("select id from recon.discrepancies where payment_id = $1 order by id")
+            .bind(payment_id)
+            .fetch_all(pool)
+            .await?;
+    let events: Vec<(i64,)> =
+        sqlx::query_as("select id from recon.events where payment_id = $1 order by id")
+            .bind(payment_id)
+            .fetch_all(pool)
+            .await?;
+    Ok(transitions.len() + flags.len() + events.len())
+}
+
+/// `vacuum analyze` of every history table.
+pub async fn vacuum_history(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query(
+        "vacuum analyze recon.payments, recon.status_transitions, recon.discrepancies, recon.events",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

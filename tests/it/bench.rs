@@ -35,3 +35,51 @@ async fn the_benchmark_smoke_run_reconciles_everything_within_the_rate_budget() 
     }
     assert!(!text.contains("Seq Scan on payments"), "{text}");
 }
+
+/// `bench --year` in its smoke form: a small year synthesized, every measure taken twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_year_benchmark_synthesizes_a_year_and_measures_it() {
+    let server = crate::helpers::server_url().to_owned();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
+    command
+        .args(["bench", "--year", "--scale", "0.0001"])
+        .env_clear()
+        .env("DATABASE_URL", &server)
+        .env("RUST_LOG", "error");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains(": 16425 payments over 365 days (scale 0.0001)"),
+        "{text}"
+    );
+    for measure in [
+        "| claim of 100 due, p50 / p99 | ",
+        "| `report` for one day | ",
+        "| `report` for one month | ",
+        "| `report` for the year | ",
+        "| `report --detail` for one day | ",
+        "| `digest` for one day | ",
+        "| one payment's history, p50 / p99 | ",
+    ] {
+        let row = text
+            .lines()
+            .find(|line| line.starts_with(measure))
+            .unwrap_or_else(|| panic!("{measure:?} missing from:\n{text}"));
+        assert!(row.matches(" ms").count() >= 2, "{row}");
+    }
+    let bytes = text
+        .lines()
+        .find(|line| line.starts_with("| bytes per payment on disk"))
+        .unwrap_or_else(|| panic!("no bytes row:\n{text}"));
+    assert!(
+        !bytes.contains("| 0 (") && !bytes.contains("events 0"),
+        "{bytes}"
+    );
+}
