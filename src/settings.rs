@@ -88,6 +88,9 @@ timeout = "10s"
 max_age = "3days"
 types = ["status_changed", "flag_opened", "flag_resolved"]
 
+[events]
+retention = "30days"
+
 [log]
 format = "text"
 filter = "info,sqlx::postgres::notice=warn,sqlx::query=error,tokio_cron_scheduler=warn"
@@ -103,7 +106,19 @@ pub struct Settings {
     pub flags: FlagSettings,
     pub http: HttpSettings,
     pub webhook: WebhookSettings,
+    pub events: EventSettings,
     pub log: LogSettings,
+}
+
+/// The outbox's retention (`docs/operations.md`, "Partitions and event retention").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// Whole monthly partitions of `recon.events` whose month ended longer ago than this are
+    /// dropped by the daemon's maintenance: with a webhook configured, only once every event
+    /// in them was delivered, skipped or abandoned; without one, whatever their state.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 /// The event types of `recon.events`, in the order a payment's life produces them.
@@ -717,6 +732,7 @@ impl Settings {
             ("poll.retry_max", poll.retry_max, MS, DAY),
             ("poll.drain_timeout", poll.drain_timeout, NONE, 60 * MINUTE),
             ("http.unready_after", self.http.unready_after, NONE, DAY),
+            ("events.retention", self.events.retention, DAY, 3650 * DAY),
             (
                 "http.header_timeout",
                 self.http.header_timeout,
@@ -1353,6 +1369,8 @@ mod tests {
         );
         assert_eq!(example.provider.base_url, defaults.provider.base_url);
         assert_eq!(example.webhook.format, defaults.webhook.format);
+        assert_eq!(example.events.retention, defaults.events.retention);
+        assert_eq!(defaults.events.retention, Duration::from_secs(30 * 86_400));
     }
 
     /// Every count and duration, at zero, negative, its largest value and beyond: each is

@@ -1,5 +1,6 @@
 //! The scheduled daemon: tokio-cron-scheduler fires [`Engine::reconcile_due`] on
-//! `poll.schedule`. This adapter is the only code that knows about the scheduler.
+//! `poll.schedule`, then [`Engine::maintain_if_due`] (at most hourly per instance). This
+//! adapter is the only code that knows about the scheduler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,25 @@ pub async fn run_daemon(
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "sweep failed"),
+                }
+                // Maintenance after the sweep, at most hourly per instance: cheap when there
+                // is nothing to do (a catalog look-up per table).
+                match engine.maintain_if_due().await {
+                    Some(Ok(done))
+                        if done.partitions_created > 0
+                            || !done.event_partitions_dropped.is_empty() =>
+                    {
+                        tracing::info!(
+                            partitions_created = done.partitions_created,
+                            event_partitions_dropped = ?done.event_partitions_dropped,
+                            "maintenance: history partitions"
+                        );
+                    }
+                    None | Some(Ok(_)) => {}
+                    Some(Err(e)) => tracing::warn!(
+                        error = %e,
+                        "maintenance failed (partitions ahead, event retention); tried again after the next sweep"
+                    ),
                 }
             })
         })

@@ -36,9 +36,11 @@ pub async fn reset_payments(pool: &PgPool, count: u32, due: u32) -> Result<(), S
     sqlx::query!("select set_config('recon.allow_truncate', 'on', true)")
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query("truncate recon.payments, recon.events cascade")
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "truncate recon.payments, recon.events, recon.transition_keys, recon.open_flags cascade",
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     sqlx::query!(
         "insert into recon.payments (payment_id, next_check_at)

@@ -377,6 +377,9 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant select on recon._sqlx_migrations to {role}"),
         format!("grant select, insert, update on recon.payments to {role}"),
         format!("grant select, insert on recon.status_transitions to {role}"),
+        // What history's writes are checked against (transitions are unique per
+        // observation, flags open once per kind: migration `partitioned_history`).
+        format!("grant select on recon.transition_keys, recon.open_flags to {role}"),
         format!(
             "grant select, insert, update (resolved_at, resolved_by, resolution) \
              on recon.discrepancies to {role}"
@@ -391,6 +394,11 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              lease_owner, lease_expires_at) on recon.events to {role}"
         ),
         format!("grant usage on sequence recon.lease_tokens to {role}"),
+        // Maintenance: monthly partitions ahead, event retention.
+        format!(
+            "grant execute on function recon.ensure_partitions(interval), \
+             recon.drop_expired_event_partitions(interval, boolean) to {role}"
+        ),
         format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
     ]
 }

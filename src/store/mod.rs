@@ -8,6 +8,7 @@ pub mod events;
 pub mod finance;
 pub mod import;
 mod intake;
+pub mod maintenance;
 pub mod rate;
 mod record;
 pub mod report;
@@ -374,6 +375,11 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let prepared = prepare_migrations_table(&mut conn).await;
     let migrated = match prepared {
         Ok(()) => migrator().run(&mut *conn).await.map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    // The monthly partitions ahead, on every `migrate` (the daemon keeps them too).
+    let migrated = match migrated {
+        Ok(()) => maintenance::ensure_partitions(&mut *conn).await.map(|_| ()),
         Err(e) => Err(e),
     };
     sqlx::query!("select pg_advisory_unlock(hashtext('freedompay-recon migrations'))")

@@ -3,7 +3,9 @@
 //!
 //! Every part is conditional on the claim's `lease_token`: a verdict whose lease was taken
 //! over, or one written twice, changes nothing. Transitions are also unique per observation
-//! number, and flags per open (payment, kind), so no replay can duplicate history.
+//! number, and flags per open (payment, kind), so no replay can duplicate history (kept by the
+//! side tables `recon.transition_keys` and `recon.open_flags`: see migration
+//! `partitioned_history`).
 //!
 //! [`record_isolated`] keeps one verdict the database refuses from taking the rest of its batch
 //! with it: it splits the batch until the refused verdict stands alone, and hands that one
@@ -338,7 +340,12 @@ async fn update_payments(
     .await?)
 }
 
-/// Appends transitions; one per (payment, observation), so a replay adds nothing.
+/// Appends transitions; one per (payment, observation), so a replay adds nothing. The
+/// transitions table is partitioned by month, so no unique index on it can say so: its
+/// trigger registers each (payment, observation) in `recon.transition_keys`, whose key refuses
+/// a second one, and this insert skips the ones registered already. It runs under the
+/// payments' row locks (taken by [`update_payments`] in the same transaction), so nobody can
+/// register one between the check and the insert.
 async fn insert_transitions(
     conn: &mut PgConnection,
     t: &TransitionColumns<'_>,
@@ -349,11 +356,15 @@ async fn insert_transitions(
               body, request_id)
          select t.payment_id, t.observation_no, t.from_status, t.to_status, t.observed_at,
                 t.provider_dt, coalesce(t.body::json, 'null'::json), t.request_id
-         from unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::timestamptz[],
-                     $6::timestamptz[], $7::text[], $8::uuid[])
-              as t(payment_id, observation_no, from_status, to_status, observed_at,
-                   provider_dt, body, request_id)
-         on conflict (payment_id, observation_no) do nothing",
+         from (select distinct on (u.payment_id, u.observation_no) u.*
+               from unnest($1::text[], $2::int4[], $3::text[], $4::text[], $5::timestamptz[],
+                           $6::timestamptz[], $7::text[], $8::uuid[])
+                    with ordinality as u(payment_id, observation_no, from_status, to_status,
+                                         observed_at, provider_dt, body, request_id, n)
+               order by u.payment_id, u.observation_no, u.n) t
+         where not exists (select 1 from recon.transition_keys k
+                           where k.payment_id = t.payment_id
+                             and k.observation_no = t.observation_no)",
         &t.payment_id as &[&str],
         &t.observation_no,
         &t.from as &[Option<&str>],
@@ -368,7 +379,10 @@ async fn insert_transitions(
     Ok(result.rows_affected())
 }
 
-/// Raises flags; at most one open flag per (payment, kind). A flag links the payment's
+/// Raises flags; at most one open flag per (payment, kind), kept by `recon.open_flags` (the
+/// flags table is partitioned by month, so no unique index on it can say so; its triggers
+/// keep that table, whose key refuses a second open flag). This insert skips a kind already
+/// open, under the payments' row locks as for transitions. A flag links the payment's
 /// previous flag of its kind, the one it follows.
 async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns<'_>) -> Result<u64, StoreError> {
     let result = sqlx::query!(
@@ -376,9 +390,13 @@ async fn open_flags(conn: &mut PgConnection, o: &OpenedColumns<'_>) -> Result<u6
          select o.payment_id, o.kind, o.expected, o.actual, o.detected_at,
                 (select max(d.id) from recon.discrepancies d
                  where d.payment_id = o.payment_id and d.kind = o.kind)
-         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-              as o(payment_id, kind, expected, actual, detected_at)
-         on conflict (payment_id, kind) where resolved_at is null do nothing",
+         from (select distinct on (u.payment_id, u.kind) u.*
+               from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+                    with ordinality as u(payment_id, kind, expected, actual, detected_at, n)
+               order by u.payment_id, u.kind, u.n) o
+         where not exists (select 1 from recon.open_flags f
+                           where f.payment_id = o.payment_id and f.kind = o.kind)
+         order by o.n",
         &o.payment_id as &[&str],
         &o.kind as &[&str],
         &o.expected as &[Option<&str>],

@@ -21,6 +21,7 @@ mod listener;
 mod monitoring;
 mod output;
 mod pacing;
+mod partitions;
 mod privilege;
 mod provider_faults;
 mod replica;
