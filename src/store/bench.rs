@@ -123,9 +123,20 @@ pub async fn explain_claim(conn: &mut PgConnection, limit: u32) -> Result<String
 /// payment, and the events the outbox would have written for all of them, delivered. The
 /// outbox triggers are off while it runs (`session_replication_role = replica`, the
 /// scratch database's owner may) so events carry their own times, as a year of real ones
-/// would. Returns the payments written.
+/// would; the side tables those triggers keep (`recon.transition_keys`, `recon.open_flags`)
+/// are filled here instead, and every month's partitions are made first, as the daemon's
+/// maintenance would have over the year. Returns the payments written.
 pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i64, StoreError> {
     let mut tx = pool.begin().await?;
+    sqlx::query(
+        "select recon.create_month_partition(t, m::date)
+         from unnest(array['status_transitions', 'discrepancies', 'events']) t,
+              generate_series(date_trunc('month', now() - make_interval(days => $1::int + 1)),
+                              now(), interval '1 month') m",
+    )
+    .bind(days)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("set local session_replication_role = replica")
         .execute(&mut *tx)
         .await?;
@@ -218,6 +229,10 @@ pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i
                                          'resolution', resolution)
                from recon.discrepancies where resolved_at is not null) e
          order by at, payment_id",
+        "insert into recon.transition_keys (payment_id, observation_no)
+         select payment_id, observation_no from recon.status_transitions",
+        "insert into recon.open_flags (payment_id, kind, flag_id)
+         select payment_id, kind, id from recon.discrepancies where resolved_at is null",
     ] {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
@@ -233,7 +248,8 @@ pub async fn table_bytes(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError
                  from (select relid as r from pg_partition_tree(('recon.' || t.name)::regclass)
                        union
                        select ('recon.' || t.name)::regclass) parts)
-         from unnest(array['payments', 'status_transitions', 'discrepancies', 'events'])
+         from unnest(array['payments', 'status_transitions', 'transition_keys',
+                           'discrepancies', 'open_flags', 'events'])
               with ordinality as t(name, n)
          order by t.n",
     )
