@@ -4,7 +4,7 @@
 
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::{TestApp, run_binary};
+use crate::helpers::TestApp;
 
 /// What a terminal would act on: ESC, BEL, and the 8-bit CSI and OSC introducers.
 fn assert_terminal_safe(what: &str, output: &std::process::Output) {
@@ -25,7 +25,6 @@ async fn nothing_a_person_types_reaches_the_terminal_raw() {
     app.insert("('short-1', 10, 'KZT', null, now() - interval '1 hour', null)")
         .await;
     app.sweep().await;
-    let env = [("DATABASE_URL", app.db.url.as_str())];
     let osc = "\u{1b}]0;owned\u{7}";
     let csi = "\u{1b}[2J\u{9b}31m";
 
@@ -86,7 +85,7 @@ async fn nothing_a_person_types_reaches_the_terminal_raw() {
     ];
     for (what, args) in &attempts {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let output = run_binary(&args, &env).await;
+        let output = app.run(&args).await;
         assert!(!output.status.success(), "{what}: refused");
         assert_terminal_safe(what, &output);
     }
@@ -99,8 +98,8 @@ async fn nothing_a_person_types_reaches_the_terminal_raw() {
 
     // A note is kept, escaped, and every report that shows it stays safe.
     let note = format!("refunded{osc}{csi}");
-    let closed = run_binary(
-        &[
+    let closed = app
+        .run(&[
             "resolve",
             "short-1",
             "--kind",
@@ -109,10 +108,8 @@ async fn nothing_a_person_types_reaches_the_terminal_raw() {
             &note,
             "--by",
             "aigerim",
-        ],
-        &env,
-    )
-    .await;
+        ])
+        .await;
     assert!(
         closed.status.success(),
         "{}",
@@ -130,7 +127,7 @@ async fn nothing_a_person_types_reaches_the_terminal_raw() {
         "kept, escaped"
     );
     for format in ["table", "csv", "json"] {
-        let report = run_binary(&["report", "--detail", "--format", format], &env).await;
+        let report = app.run(&["report", "--detail", "--format", format]).await;
         assert!(
             report.status.success(),
             "{}",

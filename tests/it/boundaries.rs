@@ -7,7 +7,7 @@ use freedompay_recon::engine::SweepStop;
 use freedompay_recon::simulator::{Reply, Scenario};
 use serde_json::json;
 
-use crate::helpers::{TestApp, daemon_command, engine, signal, simulator, wait_exit};
+use crate::helpers::{TestApp, engine, simulator};
 
 /// An invoice for `id` whose field `field` is set to `value`.
 fn invoice_with(field: &str, value: serde_json::Value) -> Reply {
@@ -269,18 +269,13 @@ async fn sigterm_returns_within_the_drain_timeout_while_the_database_is_stuck() 
     .await
     .unwrap();
     let drain = Duration::from_secs(2);
-    let child = daemon_command(
-        &app,
-        &[
-            ("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s"),
-            ("FREEDOMPAY_RECON__POLL__LEASE", "15s"),
-            ("FREEDOMPAY_RECON__PROVIDER__TIMEOUT", "5s"),
-            ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "16"),
-            ("FREEDOMPAY_RECON__POLL__BATCH_SIZE", "20"),
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let daemon = app.spawn_daemon(&[
+        ("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s"),
+        ("FREEDOMPAY_RECON__POLL__LEASE", "15s"),
+        ("FREEDOMPAY_RECON__PROVIDER__TIMEOUT", "5s"),
+        ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "16"),
+        ("FREEDOMPAY_RECON__POLL__BATCH_SIZE", "20"),
+    ]);
     let recorded = app
         .wait_for(
             "select least(count(*), 1) from recon.payments where status is not null",
@@ -296,10 +291,19 @@ async fn sigterm_returns_within_the_drain_timeout_while_the_database_is_stuck() 
         .execute(&mut *locker)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The daemon is stuck once one of its writes waits on the lock.
+    let waiting = app
+        .wait_for(
+            "select least(count(*), 1) from pg_locks
+             where not granted and relation = 'recon.payments'::regclass
+               and database = (select oid from pg_database where datname = current_database())",
+            1,
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(waiting, 1, "the daemon waits on the locked table");
     let stopping = Instant::now();
-    signal(&child, "TERM");
-    let (code, stderr) = wait_exit(child).await;
+    let (code, stderr) = daemon.stop().await;
     let took = stopping.elapsed();
     println!(
         "SIGTERM with the payments table locked: exited in {took:?} (drain timeout {drain:?})"
@@ -310,9 +314,31 @@ async fn sigterm_returns_within_the_drain_timeout_while_the_database_is_stuck() 
         "stopped in {took:?} with a stuck database"
     );
     locker.rollback().await.unwrap();
+    // The daemon's statements that waited on the lock run now, in backends that outlive it
+    // until they find it gone (a claim among them would take fresh leases): wait for them.
+    let left = app
+        .wait_for(
+            "select count(*) from pg_stat_activity
+             where application_name = 'freedompay-recon' and datname = current_database()",
+            0,
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(left, 0, "the stopped daemon's connections are gone");
 
-    // Nothing was lost: once the stuck leases run out, every payment is polled.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Nothing was lost: once the stuck leases run out (moved into the past here rather than
+    // waited for), every payment is polled.
+    let stuck = app
+        .count("select count(*) from recon.payments where lease_token is not null")
+        .await;
+    println!("leases the stopped daemon left behind: {stuck}");
+    sqlx::query(
+        "update recon.payments set lease_expires_at = now() - interval '1 ms'
+         where lease_token is not null",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
     app.fast_forward().await;
     app.sweep().await;
     assert_eq!(

@@ -1,32 +1,10 @@
 //! The command line, run as a real process.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::{AUTH_ID, SECRET, TestApp};
-
-/// Runs the binary with the test's database and simulator in its environment.
-async fn run(app: &TestApp, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.db.url)
-        .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url())
-        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
-        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
-        .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
-        .env("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s")
-        .env("RUST_LOG", "warn");
-    for (key, value) in extra_env {
-        command.env(key, value);
-    }
-    tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
-        .await
-        .unwrap()
-}
+use crate::helpers::TestApp;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -51,15 +29,15 @@ async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {
         "--expires-at",
         "2030-01-01T00:00:00Z",
     ];
-    let first = run(&app, &args, &[]).await;
+    let first = app.run(&args).await;
     assert!(first.status.success(), "{}", stderr(&first));
     assert_eq!(stdout(&first).trim(), "enqueued payment 555");
 
-    let again = run(&app, &args, &[]).await;
+    let again = app.run(&args).await;
     assert!(again.status.success());
     assert!(stdout(&again).contains("already tracked with the same values; nothing changed"));
 
-    let conflict = run(&app, &["enqueue", "555", "--amount", "4000"], &[]).await;
+    let conflict = app.run(&["enqueue", "555", "--amount", "4000"]).await;
     assert_eq!(conflict.status.code(), Some(1));
     let message = stderr(&conflict);
     assert!(
@@ -96,7 +74,7 @@ async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
         (&["enqueue", "  "], "payment id is empty"),
     ];
     for (args, expected) in cases {
-        let output = run(&app, args, &[]).await;
+        let output = app.run(args).await;
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let message = stderr(&output);
         assert!(message.contains(expected), "{args:?}: {message}");
@@ -111,15 +89,15 @@ async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_database_and_a_bad_config_are_named() {
     let app = TestApp::new(Scenario::new()).await;
-    let down = run(
-        &app,
-        &["enqueue", "1"],
-        &[(
-            "DATABASE_URL",
-            "postgres://nobody:hunter2@127.0.0.1:1/nowhere",
-        )],
-    )
-    .await;
+    let down = app
+        .run_with(
+            &["enqueue", "1"],
+            &[(
+                "DATABASE_URL",
+                "postgres://nobody:hunter2@127.0.0.1:1/nowhere",
+            )],
+        )
+        .await;
     assert_eq!(down.status.code(), Some(1));
     let message = stderr(&down);
     assert!(
@@ -151,7 +129,9 @@ async fn an_unreachable_database_and_a_bad_config_are_named() {
             "the role \"fpr_no_such_role\" does not exist",
         ),
     ] {
-        let output = run(&app, &["enqueue", "1"], &[("DATABASE_URL", &url)]).await;
+        let output = app
+            .run_with(&["enqueue", "1"], &[("DATABASE_URL", &url)])
+            .await;
         assert_eq!(output.status.code(), Some(1), "{url}");
         assert!(
             stderr(&output).contains(advice),
@@ -160,16 +140,16 @@ async fn an_unreachable_database_and_a_bad_config_are_named() {
         );
     }
 
-    let missing = run(&app, &["--config", "/nonexistent.toml", "migrate"], &[]).await;
+    let missing = app.run(&["--config", "/nonexistent.toml", "migrate"]).await;
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("config file /nonexistent.toml"));
 
-    let bad = run(
-        &app,
-        &["migrate"],
-        &[("FREEDOMPAY_RECON__POLL__CONCURRENCY", "0")],
-    )
-    .await;
+    let bad = app
+        .run_with(
+            &["migrate"],
+            &[("FREEDOMPAY_RECON__POLL__CONCURRENCY", "0")],
+        )
+        .await;
     assert_eq!(bad.status.code(), Some(1));
     assert!(
         stderr(&bad).contains("poll.concurrency: must be between 1 and 4096"),
@@ -185,7 +165,7 @@ async fn check_prints_the_parsed_answer_and_writes_nothing() {
         [Reply::invoice("success", "5000.50", "KZT").with("orderId", serde_json::json!("A-7"))],
     ))
     .await;
-    let output = run(&app, &["check", "777"], &[]).await;
+    let output = app.run(&["check", "777"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
     for line in [
@@ -198,12 +178,12 @@ async fn check_prints_the_parsed_answer_and_writes_nothing() {
     }
     assert_eq!(app.count("select count(*) from recon.payments").await, 0);
 
-    let rejected = run(
-        &app,
-        &["check", "777"],
-        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
-    )
-    .await;
+    let rejected = app
+        .run_with(
+            &["check", "777"],
+            &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
+        )
+        .await;
     assert_eq!(rejected.status.code(), Some(1));
     assert!(
         stdout(&rejected).contains("REJECTED"),
@@ -212,12 +192,12 @@ async fn check_prints_the_parsed_answer_and_writes_nothing() {
     );
     assert!(!stdout(&rejected).contains("wrong\""));
 
-    let unset = run(
-        &app,
-        &["check", "777"],
-        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "")],
-    )
-    .await;
+    let unset = app
+        .run_with(
+            &["check", "777"],
+            &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "")],
+        )
+        .await;
     assert_eq!(unset.status.code(), Some(1));
     assert!(
         stderr(&unset).contains("provider.secret is not set"),
@@ -231,15 +211,12 @@ async fn run_once_migrates_reconciles_everything_due_and_exits() {
     let app =
         TestApp::new(Scenario::new().prefix("o-", [Reply::invoice("success", "10", "KZT")])).await;
     for id in ["o-1", "o-2", "o-3"] {
-        let output = run(
-            &app,
-            &["enqueue", id, "--amount", "10", "--currency", "KZT"],
-            &[],
-        )
-        .await;
+        let output = app
+            .run(&["enqueue", id, "--amount", "10", "--currency", "KZT"])
+            .await;
         assert!(output.status.success());
     }
-    let output = run(&app, &["run", "--once"], &[]).await;
+    let output = app.run(&["run", "--once"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
         stdout(&output).contains("claimed 3, recorded 3"),
@@ -252,24 +229,24 @@ async fn run_once_migrates_reconciles_everything_due_and_exits() {
         3
     );
 
-    let fatal = run(
-        &app,
-        &["run", "--once"],
-        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
-    )
-    .await;
+    let fatal = app
+        .run_with(
+            &["run", "--once"],
+            &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
+        )
+        .await;
     // Nothing is due now, so nothing is asked and nothing fails.
     assert!(fatal.status.success());
     sqlx::query("update recon.payments set next_check_at = now()")
         .execute(app.pool())
         .await
         .unwrap();
-    let fatal = run(
-        &app,
-        &["run", "--once"],
-        &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
-    )
-    .await;
+    let fatal = app
+        .run_with(
+            &["run", "--once"],
+            &[("FREEDOMPAY_RECON__PROVIDER__SECRET", "wrong")],
+        )
+        .await;
     assert_eq!(fatal.status.code(), Some(1));
     assert!(
         stderr(&fatal).contains("polling stopped"),
@@ -281,11 +258,11 @@ async fn run_once_migrates_reconciles_everything_due_and_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn help_explains_every_command() {
     let app = TestApp::new(Scenario::new()).await;
-    let output = run(&app, &["--help"], &[]).await;
+    let output = app.run(&["--help"]).await;
     let text = stdout(&output);
     for command in ["migrate", "run", "enqueue", "check"] {
         assert!(text.contains(command), "{command} missing from --help");
     }
-    let run_help = stdout(&run(&app, &["run", "--help"], &[]).await);
+    let run_help = stdout(&app.run(&["run", "--help"]).await);
     assert!(run_help.contains("--once"));
 }

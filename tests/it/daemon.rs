@@ -7,7 +7,7 @@ use freedompay_recon::engine::run_daemon;
 use freedompay_recon::simulator::{Reply, Scenario};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::TestApp;
+use crate::helpers::{Spawned, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cron_schedule_fires_sweeps_until_shutdown() {
@@ -73,16 +73,11 @@ async fn sigterm_drains_the_daemon_exits_zero_and_leaves_no_lease() {
     .execute(app.pool())
     .await
     .unwrap();
-    let child = crate::helpers::daemon_command(
-        &app,
-        &[
-            ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4"),
-            ("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s"),
-            ("RUST_LOG", "info"),
-        ],
-    )
-    .spawn()
-    .expect("the daemon starts");
+    let daemon = app.spawn_daemon(&[
+        ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4"),
+        ("FREEDOMPAY_RECON__POLL__DRAIN_TIMEOUT", "2s"),
+        ("RUST_LOG", "info"),
+    ]);
 
     // Wait until it is mid-sweep: some payments done, most still claimed or due.
     let started = app
@@ -93,8 +88,7 @@ async fn sigterm_drains_the_daemon_exits_zero_and_leaves_no_lease() {
         )
         .await;
     assert_eq!(started, 1, "the daemon began polling");
-    crate::helpers::signal(&child, "TERM");
-    let (code, log) = crate::helpers::wait_exit(child).await;
+    let (code, log) = daemon.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("SIGTERM received"), "{log}");
     assert_eq!(
@@ -128,28 +122,25 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let daemon = crate::helpers::daemon_command(
-        &app,
-        &[
-            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "200000"),
-        ],
-    );
+    let daemon = app.daemon_command(&[
+        ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "200000"),
+    ]);
     // systemd names the watched process in WATCHDOG_PID; `exec` keeps the shell's pid.
-    let child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg("WATCHDOG_PID=$$ exec \"$0\" run")
-        .arg(env!("CARGO_BIN_EXE_freedompay-recon"))
-        .env_clear()
-        .envs(
-            daemon
-                .get_envs()
-                .filter_map(|(key, value)| value.map(|value| (key, value))),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = Spawned::spawn(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("WATCHDOG_PID=$$ exec \"$0\" run")
+            .arg(env!("CARGO_BIN_EXE_freedompay-recon"))
+            .env_clear()
+            .envs(
+                daemon
+                    .get_envs()
+                    .filter_map(|(key, value)| value.map(|value| (key, value))),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
 
     let receive = move |socket: &std::os::unix::net::UnixDatagram| {
         let mut buffer = [0u8; 512];
@@ -171,7 +162,7 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
         assert!(message.contains("WATCHDOG=1"), "{message:?}");
         pings += 1;
     }
-    crate::helpers::signal(&child, "TERM");
+    child.signal("TERM");
     let mut stopping = false;
     for _ in 0..50 {
         if receive(&socket).contains("STOPPING=1") {
@@ -180,6 +171,6 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
         }
     }
     assert!(stopping, "systemd is told the daemon is stopping");
-    let (code, log) = crate::helpers::wait_exit(child).await;
+    let (code, log) = child.wait(Duration::from_secs(60)).await;
     assert_eq!(code, Some(0), "{log}");
 }

@@ -1,17 +1,9 @@
 //! The simulator as a command, and the one-command demo.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
-use crate::helpers::MissingDb;
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    command
-}
+use crate::helpers::{MissingDb, Spawned, binary, output};
 
 /// The number printed after `label` on a summary line, e.g. `  success   170`.
 fn summary_number(text: &str, label: &str) -> i64 {
@@ -29,12 +21,9 @@ fn summary_number(text: &str, label: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_summary() {
     let db = MissingDb::new("demo");
-    let mut command = binary();
-    command.args(["demo", "--payments", "200", "--database-url", &db.url]);
+    let command = binary(&["demo", "--payments", "200", "--database-url", &db.url]);
     let started = std::time::Instant::now();
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = output(command).await;
     let elapsed = started.elapsed();
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -103,16 +92,15 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_serves_signed_requests_and_refuses_bad_signatures() {
-    let mut server = binary()
-        .args(["simulate", "--listen", "127.0.0.1:0", "--builtin", "paid"])
-        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "demo")
-        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", "demo-secret")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut output = BufReader::new(server.stdout.take().unwrap());
+    let mut server = Spawned::spawn(
+        binary(&["simulate", "--listen", "127.0.0.1:0", "--builtin", "paid"])
+            .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "demo")
+            .env("FREEDOMPAY_RECON__PROVIDER__SECRET", "demo-secret")
+            .stdout(Stdio::piped()),
+    );
+    let mut stdout = BufReader::new(server.take_stdout());
     let mut first_line = String::new();
-    output.read_line(&mut first_line).unwrap();
+    stdout.read_line(&mut first_line).unwrap();
     let base_url = first_line
         .trim()
         .strip_prefix("listening on ")
@@ -124,26 +112,19 @@ async fn simulate_serves_signed_requests_and_refuses_bad_signatures() {
     );
 
     let check = |secret: &str| {
-        let mut command = binary();
+        let mut command = binary(&["check", "4242"]);
         command
-            .args(["check", "4242"])
             .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", &base_url)
             .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "demo")
             .env("FREEDOMPAY_RECON__PROVIDER__SECRET", secret);
-        command
+        output(command)
     };
-    let mut good = check("demo-secret");
-    let good = tokio::task::spawn_blocking(move || good.output().unwrap())
-        .await
-        .unwrap();
+    let good = check("demo-secret").await;
     let text = String::from_utf8_lossy(&good.stdout);
     assert!(good.status.success(), "{text}");
     assert!(text.contains("status:       success"), "{text}");
 
-    let mut bad = check("guessed-secret");
-    let bad = tokio::task::spawn_blocking(move || bad.output().unwrap())
-        .await
-        .unwrap();
+    let bad = check("guessed-secret").await;
     let text = String::from_utf8_lossy(&bad.stdout);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text.contains("response:     HTTP 401"), "{text}");
@@ -152,15 +133,10 @@ async fn simulate_serves_signed_requests_and_refuses_bad_signatures() {
         "{text}"
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    let (code, _) = server.stop().await;
+    assert_eq!(code, Some(0));
     let mut farewell = String::new();
-    output.read_line(&mut farewell).unwrap();
+    stdout.read_line(&mut farewell).unwrap();
     assert_eq!(
         farewell.trim(),
         "requests answered: 1",

@@ -10,7 +10,7 @@ use axum::routing::post;
 use freedompay_recon::simulator::Scenario;
 use tokio::net::TcpListener;
 
-use crate::helpers::{TestApp, run_binary};
+use crate::helpers::TestApp;
 
 /// 10 March 2026 (UTC): two KZT payments paid, one USD paid, one failed, one expired; one
 /// paid on 11 March (outside). Flags: one opened on the 10th, one resolved on the 10th, one
@@ -53,12 +53,7 @@ async fn known_day() -> TestApp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_digest_of_a_known_day_reads_as_pinned() {
     let app = known_day().await;
-    let url = app.db.url.clone();
-    let output = run_binary(
-        &["digest", "--from", "2026-03-10"],
-        &[("DATABASE_URL", &url)],
-    )
-    .await;
+    let output = app.run(&["digest", "--from", "2026-03-10"]).await;
     assert!(
         output.status.success(),
         "{}",
@@ -85,8 +80,8 @@ Oldest open flags needing a person
 "
     );
 
-    let json = run_binary(
-        &[
+    let json = app
+        .run(&[
             "digest",
             "--from",
             "2026-03-10",
@@ -94,10 +89,8 @@ Oldest open flags needing a person
             "2026-03-11",
             "--format",
             "json",
-        ],
-        &[("DATABASE_URL", &url)],
-    )
-    .await;
+        ])
+        .await;
     assert!(json.status.success());
     let digest: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(digest["from"], "2026-03-10");
@@ -112,14 +105,12 @@ Oldest open flags needing a person
     assert_eq!(digest["oldest_open"][0]["status"], "success");
 
     // `--to` alone is that one day.
-    let only_to = run_binary(&["digest", "--to", "2026-03-10"], &[("DATABASE_URL", &url)]).await;
+    let only_to = app.run(&["digest", "--to", "2026-03-10"]).await;
     assert_eq!(only_to.stdout, output.stdout);
 
-    let backwards = run_binary(
-        &["digest", "--from", "2026-03-11", "--to", "2026-03-10"],
-        &[("DATABASE_URL", &url)],
-    )
-    .await;
+    let backwards = app
+        .run(&["digest", "--from", "2026-03-11", "--to", "2026-03-10"])
+        .await;
     assert_eq!(backwards.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&backwards.stderr)
@@ -152,10 +143,9 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
         .with_state(chat.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let hook = format!("http://{addr}/hooks/chat");
-    let url = app.db.url.clone();
 
-    let output = run_binary(
-        &[
+    let output = app
+        .run(&[
             "digest",
             "--from",
             "2026-03-10",
@@ -163,10 +153,8 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
             "markdown",
             "--post",
             &hook,
-        ],
-        &[("DATABASE_URL", &url)],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         output.status.success(),
         "{}",
@@ -183,17 +171,15 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
     assert!(text.contains("actual `2499.50 '＠here'`"), "{text}");
 
     // A malformed URL is refused without being repeated: it is a secret.
-    let malformed = run_binary(
-        &["digest", "--from", "2026-03-10", "--post"],
-        &[
-            ("DATABASE_URL", &url),
-            (
+    let malformed = app
+        .run_with(
+            &["digest", "--from", "2026-03-10", "--post"],
+            &[(
                 "FREEDOMPAY_RECON_DIGEST_POST",
                 "\"hooks.example/T0/secret-token\"",
-            ),
-        ],
-    )
-    .await;
+            )],
+        )
+        .await;
     assert_eq!(malformed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&malformed.stderr);
     assert!(
@@ -202,14 +188,12 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
     );
 
     // The variable alone posts nothing: JSON is printed, whatever the environment holds.
-    let printed = run_binary(
-        &["digest", "--from", "2026-03-10", "--format", "json"],
-        &[
-            ("DATABASE_URL", &url),
-            ("FREEDOMPAY_RECON_DIGEST_POST", &hook),
-        ],
-    )
-    .await;
+    let printed = app
+        .run_with(
+            &["digest", "--from", "2026-03-10", "--format", "json"],
+            &[("FREEDOMPAY_RECON_DIGEST_POST", &hook)],
+        )
+        .await;
     assert!(
         printed.status.success(),
         "{}",
@@ -226,14 +210,12 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
     .execute(app.pool())
     .await
     .unwrap();
-    let plain = run_binary(
-        &["digest", "--from", "2026-03-10", "--post"],
-        &[
-            ("DATABASE_URL", &url),
-            ("FREEDOMPAY_RECON_DIGEST_POST", &hook),
-        ],
-    )
-    .await;
+    let plain = app
+        .run_with(
+            &["digest", "--from", "2026-03-10", "--post"],
+            &[("FREEDOMPAY_RECON_DIGEST_POST", &hook)],
+        )
+        .await;
     assert!(
         plain.status.success(),
         "{}",
@@ -254,11 +236,9 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
         !text.contains("<!") && !text.contains("@everyone"),
         "{text}"
     );
-    let json = run_binary(
-        &["digest", "--from", "2026-03-10", "--format", "json"],
-        &[("DATABASE_URL", &url)],
-    )
-    .await;
+    let json = app
+        .run(&["digest", "--from", "2026-03-10", "--format", "json"])
+        .await;
     let json = String::from_utf8_lossy(&json.stdout);
     assert!(
         !json.contains("<!channel>") && !json.contains("@everyone"),
@@ -266,11 +246,9 @@ async fn the_digest_is_posted_to_a_chat_webhook_as_text_and_a_refusal_is_an_erro
     );
 
     *chat.status.lock().unwrap() = Some(StatusCode::FORBIDDEN);
-    let refused = run_binary(
-        &["digest", "--from", "2026-03-10", "--post", &hook],
-        &[("DATABASE_URL", &url)],
-    )
-    .await;
+    let refused = app
+        .run(&["digest", "--from", "2026-03-10", "--post", &hook])
+        .await;
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(

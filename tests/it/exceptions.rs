@@ -11,10 +11,6 @@ use serde_json::json;
 use crate::finance::login_name;
 use crate::helpers::{TestApp, TestDb, engine, run_binary};
 
-async fn run(app: &TestApp, args: &[&str]) -> Output {
-    run_binary(args, &[("DATABASE_URL", &app.db.url)]).await
-}
-
 fn out(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -132,28 +128,24 @@ async fn an_expired_unpaid_payment_is_an_outcome_and_never_waits_in_the_queue() 
         3,
         "info flags are not in the queue"
     );
-    let info = ok(&run(
-        &app,
-        &["report", "--flags", "--class", "info", "--format", "csv"],
-    )
-    .await);
+    let info = ok(&app
+        .run(&["report", "--flags", "--class", "info", "--format", "csv"])
+        .await);
     assert_eq!(info.lines().count(), 2, "{info}");
     assert!(
         info.contains(",kept-open,lifetime_exceeded,info,"),
         "{info}"
     );
-    let by_kind = ok(&run(
-        &app,
-        &[
+    let by_kind = ok(&app
+        .run(&[
             "report",
             "--flags",
             "--flag",
             "lifetime_exceeded",
             "--format",
             "json",
-        ],
-    )
-    .await);
+        ])
+        .await);
     let rows: serde_json::Value = serde_json::from_str(&by_kind).unwrap();
     assert_eq!(
         rows.as_array().unwrap().len(),
@@ -180,18 +172,16 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
     let app = flagged_day().await;
     let dir = tempfile::tempdir().unwrap();
     let export = dir.path().join("flags.csv");
-    let written = run(
-        &app,
-        &[
+    let written = app
+        .run(&[
             "report",
             "--flags",
             "--format",
             "csv",
             "--output",
             export.to_str().unwrap(),
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert!(written.status.success(), "{}", err(&written));
     assert!(
         err(&written).contains("3 rows written to"),
@@ -215,7 +205,9 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
 
     let noted = dir.path().join("noted.csv");
     std::fs::write(&noted, with_notes(&csv, ',')).unwrap();
-    let resolved = ok(&run(&app, &["resolve", "--from-csv", noted.to_str().unwrap()]).await);
+    let resolved = ok(&app
+        .run(&["resolve", "--from-csv", noted.to_str().unwrap()])
+        .await);
     let login = login_name();
     assert!(
         resolved.ends_with(&format!(
@@ -244,7 +236,7 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
     app.sim.set_scenario(
         Scenario::new().payment("short-1", [Reply::invoice("success", "80.00", "KZT")]),
     );
-    ok(&run(&app, &["recheck", "short-1"]).await);
+    ok(&app.run(&["recheck", "short-1"]).await);
     app.sweep().await;
     assert_eq!(
         queue(&app).await,
@@ -260,7 +252,9 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
     let noted = dir.path().join("noted-without-ids.csv");
     std::fs::write(&noted, without_ids).unwrap();
     let events = app.count("select count(*) from recon.events").await;
-    let again = ok(&run(&app, &["resolve", "--from-csv", noted.to_str().unwrap()]).await);
+    let again = ok(&app
+        .run(&["resolve", "--from-csv", noted.to_str().unwrap()])
+        .await);
     assert!(
         again.contains(&format!(
             "line 2: already closed (by {login}); left as it was"
@@ -289,7 +283,9 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
         ),
     )
     .unwrap();
-    let refused = run(&app, &["resolve", "--from-csv", twice.to_str().unwrap()]).await;
+    let refused = app
+        .run(&["resolve", "--from-csv", twice.to_str().unwrap()])
+        .await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         err(&refused).starts_with("line 3: the same flag as line 2; keep one of the two notes"),
@@ -302,7 +298,7 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_nothing() {
     let app = flagged_day().await;
-    let excel = run(&app, &["report", "--flags", "--excel"]).await;
+    let excel = app.run(&["report", "--flags", "--excel"]).await;
     let bytes = excel.stdout.clone();
     ok(&excel);
     assert!(
@@ -322,7 +318,9 @@ async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_n
     let mut broken = with_notes(&text, ';');
     broken.push_str("99;short-1;amount_mismatch;;;;;;;;;;;;;;;;;\r\n");
     std::fs::write(&bad, &broken).unwrap();
-    let refused = run(&app, &["resolve", "--from-csv", bad.to_str().unwrap()]).await;
+    let refused = app
+        .run(&["resolve", "--from-csv", bad.to_str().unwrap()])
+        .await;
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
         err(&refused),
@@ -342,7 +340,9 @@ async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_n
         ),
     )
     .unwrap();
-    let refused = run(&app, &["resolve", "--from-csv", unknown.to_str().unwrap()]).await;
+    let refused = app
+        .run(&["resolve", "--from-csv", unknown.to_str().unwrap()])
+        .await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(
         err(&refused).starts_with("line 3: no such flag"),
@@ -353,31 +353,27 @@ async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_n
 
     let good = dir.path().join("good.csv");
     std::fs::write(&good, with_notes(&text, ';')).unwrap();
-    let dry = ok(&run(
-        &app,
-        &[
+    let dry = ok(&app
+        .run(&[
             "resolve",
             "--from-csv",
             good.to_str().unwrap(),
             "--dry-run",
             "--by",
             "aigerim",
-        ],
-    )
-    .await);
+        ])
+        .await);
     assert!(dry.contains("would close 3 flags (by aigerim)"), "{dry}");
     assert_eq!(queue(&app).await.len(), 3, "a dry run closes nothing");
-    let done = ok(&run(
-        &app,
-        &[
+    let done = ok(&app
+        .run(&[
             "resolve",
             "--from-csv",
             good.to_str().unwrap(),
             "--by",
             "aigerim",
-        ],
-    )
-    .await);
+        ])
+        .await);
     assert!(done.contains("closed 3 flags (by aigerim)"), "{done}");
     assert!(queue(&app).await.is_empty());
 }
@@ -385,9 +381,8 @@ async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_n
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
     let app = flagged_day().await;
-    let dry = ok(&run(
-        &app,
-        &[
+    let dry = ok(&app
+        .run(&[
             "resolve",
             "--all",
             "--kind",
@@ -395,9 +390,8 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
             "--note",
             "tolerance agreed",
             "--dry-run",
-        ],
-    )
-    .await);
+        ])
+        .await);
     assert_eq!(
         dry.trim(),
         format!(
@@ -407,9 +401,8 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
     );
     assert_eq!(queue(&app).await.len(), 3);
 
-    let narrowed = ok(&run(
-        &app,
-        &[
+    let narrowed = ok(&app
+        .run(&[
             "resolve",
             "--all",
             "--kind",
@@ -420,16 +413,14 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
             "x",
             "--by",
             "aigerim",
-        ],
-    )
-    .await);
+        ])
+        .await);
     assert_eq!(
         narrowed.trim(),
         "closed 0 flags of kind amount_mismatch (by aigerim)"
     );
-    let other_days = ok(&run(
-        &app,
-        &[
+    let other_days = ok(&app
+        .run(&[
             "resolve",
             "--all",
             "--kind",
@@ -440,14 +431,12 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
             "x",
             "--by",
             "aigerim",
-        ],
-    )
-    .await);
+        ])
+        .await);
     assert!(other_days.starts_with("closed 0 flags"), "{other_days}");
 
-    let closed = ok(&run(
-        &app,
-        &[
+    let closed = ok(&app
+        .run(&[
             "resolve",
             "--all",
             "--kind",
@@ -458,9 +447,8 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
             "tolerance agreed",
             "--by",
             "aigerim",
-        ],
-    )
-    .await);
+        ])
+        .await);
     assert_eq!(
         closed.trim(),
         "closed 2 flags of kind amount_mismatch (by aigerim)"
@@ -480,9 +468,8 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
 
     // Names the daemon writes are not a person's.
     for by in ["daemon", "rule:expired_unpaid", "unknown"] {
-        let refused = run(
-            &app,
-            &[
+        let refused = app
+            .run(&[
                 "resolve",
                 "--all",
                 "--kind",
@@ -491,9 +478,8 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
                 "x",
                 "--by",
                 by,
-            ],
-        )
-        .await;
+            ])
+            .await;
         assert_eq!(refused.status.code(), Some(1), "{by}");
         assert!(
             err(&refused).contains("give a person's name"),
@@ -534,7 +520,7 @@ async fn report_columns_say_whose_money_in_every_format() {
         ("dollars", "paid", "14474.54", "USD", ""),
     ];
 
-    let json = ok(&run(&app, &["report", "--detail", "--format", "json"]).await);
+    let json = ok(&app.run(&["report", "--detail", "--format", "json"]).await);
     let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
     for (id, outcome, received, currency, difference) in expected {
         let row = rows
@@ -565,7 +551,7 @@ async fn report_columns_say_whose_money_in_every_format() {
         );
     }
 
-    let csv = ok(&run(&app, &["report", "--detail", "--format", "csv"]).await);
+    let csv = ok(&app.run(&["report", "--detail", "--format", "csv"]).await);
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
@@ -588,7 +574,7 @@ async fn report_columns_say_whose_money_in_every_format() {
         assert_eq!(cells[at("created_day")], "2026-11-30", "{line}");
     }
 
-    let table = ok(&run(&app, &["report", "--detail"]).await);
+    let table = ok(&app.run(&["report", "--detail"]).await);
     let line = |id: &str| {
         table
             .lines()
@@ -615,9 +601,8 @@ async fn report_columns_say_whose_money_in_every_format() {
     );
 
     // The summary counts by the same definitions: what came in is received, per currency.
-    let summary = ok(&run(
-        &app,
-        &[
+    let summary = ok(&app
+        .run(&[
             "report",
             "--by",
             "settled",
@@ -625,16 +610,17 @@ async fn report_columns_say_whose_money_in_every_format() {
             "USD",
             "--format",
             "json",
-        ],
-    )
-    .await);
+        ])
+        .await);
     let rows: serde_json::Value = serde_json::from_str(&summary).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1, "{rows:#}");
     let usd = &rows[0];
     assert_eq!(usd["received_amount"], "14474.54");
     assert_eq!(usd["expected_amount"], serde_json::Value::Null, "{usd}");
     assert_eq!(usd["difference"], serde_json::Value::Null, "{usd}");
-    let table = ok(&run(&app, &["report", "--by", "settled", "--currency", "USD"]).await);
+    let table = ok(&app
+        .run(&["report", "--by", "settled", "--currency", "USD"])
+        .await);
     let row = table.lines().nth(1).unwrap();
     assert!(row.contains("paid           success"), "{table}");
     // No expected amount and no difference: empty, not 0 (the fee of 0 is the provider's).
@@ -660,7 +646,7 @@ async fn a_semicolon_spreadsheet_reads_decimal_commas_and_spaced_thousands() {
          ru-4;7.25;KZT\r\n",
     )
     .unwrap();
-    let imported = ok(&run(&app, &["import", file.to_str().unwrap()]).await);
+    let imported = ok(&app.run(&["import", file.to_str().unwrap()]).await);
     assert!(imported.contains("4 rows: 4 imported"), "{imported}");
     let amounts: Vec<(String, String)> = sqlx::query_as(
         "select payment_id, expected_amount::text from recon.payments order by payment_id",
@@ -690,7 +676,7 @@ async fn a_semicolon_spreadsheet_reads_decimal_commas_and_spaced_thousands() {
         "payment_id;expected_amount\r\nde-1;1.234\r\nde-2;1 23,5\r\n",
     )
     .unwrap();
-    let refused = run(&app, &["import", file.to_str().unwrap()]).await;
+    let refused = app.run(&["import", file.to_str().unwrap()]).await;
     assert_eq!(refused.status.code(), Some(1));
     let message = err(&refused);
     assert!(
@@ -702,7 +688,7 @@ async fn a_semicolon_spreadsheet_reads_decimal_commas_and_spaced_thousands() {
         "{message}"
     );
     std::fs::write(&file, "payment_id,expected_amount\r\nen-1,\"12,50\"\r\n").unwrap();
-    let refused = run(&app, &["import", file.to_str().unwrap()]).await;
+    let refused = app.run(&["import", file.to_str().unwrap()]).await;
     assert!(
         err(&refused).starts_with(
             "line 2: expected_amount: \"12,50\" uses a comma; write a dot as the decimal separator"
@@ -831,7 +817,7 @@ async fn month_end_filters_narrow_the_totals_and_an_unknown_fee_stays_unknown() 
                 "2026-06-30",
             ];
             all.extend_from_slice(args);
-            let rows: serde_json::Value = serde_json::from_str(&ok(&run(app, &all).await)).unwrap();
+            let rows: serde_json::Value = serde_json::from_str(&ok(&app.run(&all).await)).unwrap();
             rows
         }
     };
@@ -903,18 +889,16 @@ async fn the_flags_open_at_the_end_of_a_day_are_listed_from_history() {
     .await
     .unwrap();
 
-    let csv = ok(&run(
-        &app,
-        &[
+    let csv = ok(&app
+        .run(&[
             "report",
             "--flags",
             "--as-of",
             "2026-06-30",
             "--format",
             "csv",
-        ],
-    )
-    .await);
+        ])
+        .await);
     let rows: Vec<Vec<String>> = csv
         .lines()
         .skip(1)
@@ -933,7 +917,9 @@ async fn the_flags_open_at_the_end_of_a_day_are_listed_from_history() {
         ],
         "{csv}"
     );
-    let table = ok(&run(&app, &["report", "--flags", "--as-of", "2026-06-30"]).await);
+    let table = ok(&app
+        .run(&["report", "--flags", "--as-of", "2026-06-30"])
+        .await);
     assert!(
         table.trim_end().ends_with(
             "2 flags needing a person open at the end of 2026-06-30: under 1 day 1, 1-3 days 1, \
@@ -941,7 +927,7 @@ async fn the_flags_open_at_the_end_of_a_day_are_listed_from_history() {
         ),
         "{table}"
     );
-    let now = ok(&run(&app, &["report", "--flags", "--format", "csv"]).await);
+    let now = ok(&app.run(&["report", "--flags", "--format", "csv"]).await);
     assert_eq!(now.lines().count(), 3, "c and d are open now: {now}");
 }
 
@@ -951,9 +937,8 @@ async fn the_detail_export_carries_the_reporting_day_beside_the_utc_times() {
     // 19:30 UTC on May 31 is June 1 in Almaty (UTC+5), the default reporting zone.
     app.insert("('j-1', 10, 'KZT', null, '2026-05-31 19:30Z', null)")
         .await;
-    let csv = ok(&run(
-        &app,
-        &[
+    let csv = ok(&app
+        .run(&[
             "report",
             "--detail",
             "--format",
@@ -962,9 +947,8 @@ async fn the_detail_export_carries_the_reporting_day_beside_the_utc_times() {
             "2026-06-01",
             "--to",
             "2026-06-30",
-        ],
-    )
-    .await);
+        ])
+        .await);
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let row: Vec<&str> = lines.next().expect("June's payment").split(',').collect();

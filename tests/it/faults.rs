@@ -10,7 +10,7 @@ use std::time::Duration;
 use freedompay_recon::simulator::{Reply, Scenario};
 use serde_json::json;
 
-use crate::helpers::{TestApp, daemon_command, signal, wait_exit};
+use crate::helpers::TestApp;
 
 const PAYMENTS: i64 = 150;
 
@@ -117,10 +117,11 @@ async fn killed_twenty_times_mid_sweep_the_daemon_loses_and_doubles_nothing() {
     let mut kills = 0;
     let mut switched = false;
     while kills < 20 {
-        let daemon = daemon_command(&app, &FAST).spawn().unwrap();
+        let daemon = app.spawn_daemon(&FAST);
+        // A random moment (the seed names it): the point is to kill the daemon anywhere,
+        // starting up, claiming, polling or writing, not to wait for a condition.
         tokio::time::sleep(Duration::from_millis(300 + random.next(1500))).await;
-        signal(&daemon, "KILL");
-        let (code, _) = wait_exit(daemon).await;
+        let (code, _) = daemon.kill().await;
         assert_eq!(code, None, "killed by a signal");
         kills += 1;
         if !switched && count(&app, "process").await == PAYMENTS {
@@ -130,7 +131,7 @@ async fn killed_twenty_times_mid_sweep_the_daemon_loses_and_doubles_nothing() {
     }
     // Phase one must finish before phase two begins, whatever the kills did.
     if !switched {
-        let daemon = daemon_command(&app, &FAST).spawn().unwrap();
+        let daemon = app.spawn_daemon(&FAST);
         let n = app
             .wait_for(
                 "select count(*) from recon.payments where status = 'process'",
@@ -139,12 +140,11 @@ async fn killed_twenty_times_mid_sweep_the_daemon_loses_and_doubles_nothing() {
             )
             .await;
         app.wait_for_daemon_connection().await;
-        signal(&daemon, "TERM");
-        wait_exit(daemon).await;
+        daemon.stop().await;
         assert_eq!(n, PAYMENTS, "seed {seed}");
         app.sim.set_scenario(answer("success", 15));
     }
-    let daemon = daemon_command(&app, &FAST).spawn().unwrap();
+    let daemon = app.spawn_daemon(&FAST);
     let done = app
         .wait_for(
             "select count(*) from recon.payments where status = 'success'",
@@ -155,8 +155,7 @@ async fn killed_twenty_times_mid_sweep_the_daemon_loses_and_doubles_nothing() {
     // SIGTERM only once the daemon is up (it connects after installing its handlers);
     // before that, as for any process, the signal's default action would end it.
     app.wait_for_daemon_connection().await;
-    signal(&daemon, "TERM");
-    let (code, log) = wait_exit(daemon).await;
+    let (code, log) = daemon.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(done, PAYMENTS, "seed {seed}");
     assert_exact_history(&app).await;
@@ -166,7 +165,7 @@ async fn killed_twenty_times_mid_sweep_the_daemon_loses_and_doubles_nothing() {
 async fn cut_database_connections_are_survived_without_a_restart() {
     let app = TestApp::new(answer("process", 20)).await;
     enqueue(&app).await;
-    let daemon = daemon_command(&app, &FAST).spawn().unwrap();
+    let mut daemon = app.spawn_daemon(&FAST);
     let terminate = "select count(pg_terminate_backend(pid)) from pg_stat_activity
                      where application_name = 'freedompay-recon' and datname = current_database()";
     let mut cut = 0;
@@ -176,6 +175,8 @@ async fn cut_database_connections_are_survived_without_a_restart() {
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
         while count(&app, phase).await < PAYMENTS && tokio::time::Instant::now() < deadline {
+            // The pace of the cuts (not a wait for time to pass): every 0.4 s, whatever the
+            // daemon holds at that moment.
             tokio::time::sleep(Duration::from_millis(400)).await;
             cut += app.count(terminate).await;
         }
@@ -183,20 +184,12 @@ async fn cut_database_connections_are_survived_without_a_restart() {
     }
     assert!(cut >= 2, "connections were cut mid-sweep ({cut})");
     assert!(
-        daemon_alive(&daemon),
+        daemon.is_running(),
         "the daemon carried on without a restart"
     );
-    signal(&daemon, "TERM");
-    let (code, log) = wait_exit(daemon).await;
+    let (code, log) = daemon.stop().await;
     assert_eq!(code, Some(0), "{log}");
     assert_exact_history(&app).await;
-}
-
-fn daemon_alive(daemon: &std::process::Child) -> bool {
-    std::path::Path::new(&format!("/proc/{}/stat", daemon.id()))
-        .exists()
-        .then(|| std::fs::read_to_string(format!("/proc/{}/stat", daemon.id())).unwrap_or_default())
-        .is_some_and(|stat| !stat.contains(") Z "))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,44 +2,22 @@
 //! read-only role, each run as the real command against a real database.
 
 use std::io::Write as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use freedompay_recon::simulator::{Reply, Scenario};
 use sqlx::{ConnectOptions as _, Connection as _};
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, output, output_with_input};
 
-/// Runs the binary against the test's database and simulator, feeding `stdin`.
+/// Runs the binary against the test's app, feeding `stdin`, with `$USER` set to a name
+/// that is not the login's (commands must not take a person's name from it).
 async fn run(app: &TestApp, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
-    command
-        .args(args)
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("USER", "aigerim")
-        .env("RUST_LOG", "warn")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let input = stdin.map(str::to_owned);
-    tokio::task::spawn_blocking(move || {
-        let mut child = command.spawn().expect("the binary runs");
-        if let Some(input) = input {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    let mut command = app.command(args);
+    command.env("USER", "aigerim");
+    match stdin {
+        Some(input) => output_with_input(command, input).await,
+        None => output(command).await,
+    }
 }
 
 fn out(output: &Output) -> String {

@@ -2,8 +2,10 @@
 //! an engine wired to both with the same settings loader the daemon uses.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use freedompay_recon::engine::{Engine, SweepOutcome};
 use freedompay_recon::provider::{ParamsMode, ProviderClient};
@@ -135,21 +137,66 @@ impl TestDb {
     }
 }
 
-/// Runs the binary with `args` and `env` (and nothing else from the test's environment but
-/// PATH); returns its output.
-pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
+/// The binary with `args`, and nothing from the test's environment but PATH; logging at
+/// `warn` (a test that reads the default level removes `RUST_LOG`).
+pub fn binary(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
     command
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn");
-    for (key, value) in env {
-        command.env(key, value);
-    }
+    command
+}
+
+/// Runs `command` to its end (off the runtime's threads); returns its output.
+pub async fn output(mut command: Command) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("the binary runs"))
         .await
         .unwrap()
+}
+
+/// Runs `command` to its end with `input` on its standard input; returns its output.
+pub async fn output_with_input(mut command: Command, input: &str) -> Output {
+    use std::io::Write as _;
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let input = input.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("the binary runs");
+        let written = child.stdin.take().unwrap().write_all(input.as_bytes());
+        let output = child.wait_with_output().unwrap();
+        written.expect("the binary reads its input");
+        output
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs the binary with `args` and only `env` (plus PATH); for a database or a setting that
+/// is not a [`TestApp`]'s. A test with an app uses [`TestApp::run`].
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = binary(args);
+    command.envs(env.iter().copied());
+    output(command).await
+}
+
+/// What the binary needs to work against a test's database and a simulator: the database
+/// URL, the provider's URL and credentials, no rate limit and no wait before a first poll.
+pub fn binary_env(database_url: &str, provider_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url.to_owned()),
+        (
+            "FREEDOMPAY_RECON__PROVIDER__BASE_URL",
+            provider_url.to_owned(),
+        ),
+        ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID.to_owned()),
+        ("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET.to_owned()),
+        ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0".to_owned()),
+        ("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s".to_owned()),
+    ]
 }
 
 /// Test databases whose process is gone (a crashed or killed run) are dropped.
@@ -426,48 +473,52 @@ pub fn engine(db: &TestDb, settings: &Settings) -> Engine {
     Engine::new(db.pool.clone(), provider, settings)
 }
 
-/// The daemon binary (`run`) against the test's database and simulator, sweeping every
-/// second; `env` adds or overrides settings.
-pub fn daemon_command(app: &TestApp, env: &[(&str, &str)]) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
-    command
-        .arg("run")
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url())
-        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID)
-        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET)
-        .env("FREEDOMPAY_RECON__POLL__SCHEDULE", "* * * * * *")
-        .env("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0")
-        .env("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s")
-        .env("RUST_LOG", "error")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    for (key, value) in env {
-        command.env(key, value);
+impl TestApp {
+    /// This app's environment for the binary: its database, its simulator and the
+    /// credentials the simulator accepts ([`binary_env`]). The app's `overrides` are the
+    /// in-process engine's, not passed on.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        binary_env(&self.db.url, &self.sim.base_url())
     }
-    command
-}
 
-/// Sends `signal` (e.g. "TERM", "KILL") to a child process.
-pub fn signal(child: &std::process::Child, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -{signal} failed");
-}
+    /// The binary with `args` and this app's environment ([`TestApp::env`]), logging at
+    /// `warn`; `.env(..)` on the result overrides or adds a setting.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = binary(args);
+        command.envs(self.env());
+        command
+    }
 
-/// Waits for a child to exit; returns its exit code and what it wrote to stderr.
-pub async fn wait_exit(child: std::process::Child) -> (Option<i32>, String) {
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    /// Runs the binary with `args` against this app; returns its output.
+    pub async fn run(&self, args: &[&str]) -> Output {
+        output(self.command(args)).await
+    }
+
+    /// [`TestApp::run`] with `env` added to (or overriding) the app's environment.
+    pub async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        output(command).await
+    }
+
+    /// The daemon (`run`) against this app, sweeping every second, logging errors only to a
+    /// piped stderr; `env` adds or overrides settings.
+    pub fn daemon_command(&self, env: &[(&str, &str)]) -> Command {
+        let mut command = self.command(&["run"]);
+        command
+            .env("FREEDOMPAY_RECON__POLL__SCHEDULE", "* * * * * *")
+            .env("RUST_LOG", "error")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    /// Starts the daemon ([`TestApp::daemon_command`]); it is killed if the test ends first.
+    pub fn spawn_daemon(&self, env: &[(&str, &str)]) -> Spawned {
+        Spawned::spawn(&mut self.daemon_command(env))
+    }
 }
 
 impl TestApp {
@@ -513,28 +564,151 @@ pub fn most_in_one_second(times: &[tokio::time::Instant]) -> usize {
         .unwrap_or(0)
 }
 
-/// A daemon a test spawned: killed (and reaped) when dropped, so a failing or panicking test
-/// leaves no process behind.
-pub struct Spawned(Option<std::process::Child>);
+/// A process a test spawned (a daemon, a simulator): killed and reaped when dropped, so a
+/// failing or panicking test leaves no process behind. What it writes to a piped stderr is
+/// collected as it comes (and printed if the test panics).
+pub struct Spawned {
+    child: Option<Child>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How long [`Spawned::stop`] waits for a process to exit after SIGTERM before failing the
+/// test (and killing it).
+const STOP_WITHIN: Duration = Duration::from_secs(60);
 
 impl Spawned {
-    pub fn new(child: std::process::Child) -> Self {
-        Self(Some(child))
+    /// Spawns `command` and guards the child.
+    pub fn spawn(command: &mut Command) -> Self {
+        Self::new(command.spawn().expect("the process starts"))
     }
 
-    /// Stops it with SIGTERM and waits; returns what it wrote to stderr.
-    pub async fn stop(mut self) -> String {
-        let child = self.0.take().expect("running");
-        signal(&child, "TERM");
-        wait_exit(child).await.1
+    pub fn new(mut child: Child) -> Self {
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let reader = child.stderr.take().map(|mut pipe| {
+            let stderr = Arc::clone(&stderr);
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut buffer = [0u8; 8192];
+                loop {
+                    match pipe.read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(n) => stderr.lock().unwrap().extend_from_slice(&buffer[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        });
+        Self {
+            child: Some(child),
+            stderr,
+            reader,
+        }
+    }
+
+    fn child(&self) -> &Child {
+        self.child.as_ref().expect("running")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child().id()
+    }
+
+    /// Its standard output, if piped (once).
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child
+            .as_mut()
+            .and_then(|child| child.stdout.take())
+            .expect("stdout is piped")
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL", "STOP").
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Whether it is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not waited for");
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// What it has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until its stderr contains `needle` or `within` passes; returns whether it did.
+    pub async fn wait_for_stderr(&self, needle: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for it to exit by itself; fails the test (and kills it) if it has not within
+    /// `within`. Returns its exit code (`None` if a signal ended it) and all of its stderr.
+    pub async fn wait(mut self, within: Duration) -> (Option<i32>, String) {
+        let deadline = tokio::time::Instant::now() + within;
+        let child = self.child.as_mut().expect("running");
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for the child") {
+                break status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "process {} did not exit within {within:?}",
+                child.id()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        self.child = None;
+        if let Some(reader) = self.reader.take() {
+            // The pipe closes when the process exits: the reader ends at once.
+            tokio::task::spawn_blocking(move || reader.join())
+                .await
+                .unwrap()
+                .expect("the stderr reader");
+        }
+        (status.code(), self.stderr())
+    }
+
+    /// SIGTERM, then [`Spawned::wait`] (at most a minute).
+    pub async fn stop(self) -> (Option<i32>, String) {
+        self.signal("TERM");
+        self.wait(STOP_WITHIN).await
+    }
+
+    /// SIGKILL, then [`Spawned::wait`].
+    pub async fn kill(self) -> (Option<i32>, String) {
+        self.signal("KILL");
+        self.wait(STOP_WITHIN).await
     }
 }
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            if std::thread::panicking() {
+                eprintln!(
+                    "process {} (killed as the test failed) wrote to stderr:\n{}",
+                    child.id(),
+                    self.stderr()
+                );
+            }
         }
     }
 }

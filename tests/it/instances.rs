@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::{TestApp, daemon_command, signal, wait_exit};
+use crate::helpers::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_the_rate_budget_and_the_work() {
@@ -29,9 +29,7 @@ async fn three_instances_share_the_rate_budget_and_the_work() {
         ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4"),
         ("FREEDOMPAY_RECON__POLL__CONFIRM_AFTER", "1h"),
     ];
-    let daemons: Vec<_> = (0..3)
-        .map(|_| daemon_command(&app, &env).spawn().expect("a daemon starts"))
-        .collect();
+    let daemons: Vec<_> = (0..3).map(|_| app.spawn_daemon(&env)).collect();
 
     let done = app
         .wait_for(
@@ -41,10 +39,10 @@ async fn three_instances_share_the_rate_budget_and_the_work() {
         )
         .await;
     for daemon in &daemons {
-        signal(daemon, "TERM");
+        daemon.signal("TERM");
     }
     for daemon in daemons {
-        let (code, log) = wait_exit(daemon).await;
+        let (code, log) = daemon.wait(Duration::from_secs(60)).await;
         assert_eq!(code, Some(0), "{log}");
     }
     assert_eq!(done, 240, "every payment was reconciled");

@@ -11,10 +11,6 @@ use freedompay_recon::store;
 
 use crate::helpers::{TestApp, TestDb, run_binary};
 
-async fn run(app: &TestApp, args: &[&str]) -> Output {
-    run_binary(args, &[("DATABASE_URL", &app.db.url)]).await
-}
-
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -137,10 +133,10 @@ async fn the_rust_rules_and_the_schema_rules_agree() {
 async fn one_id_rule_on_every_intake_path_and_empty_text_is_null() {
     let app = TestApp::new(Scenario::new()).await;
     // `enqueue` and `import` read " x " as "x": one payment, whichever path it came by.
-    let enqueued = run(&app, &["enqueue", " x ", "--order-id", ""]).await;
+    let enqueued = app.run(&["enqueue", " x ", "--order-id", ""]).await;
     assert!(enqueued.status.success(), "{}", stderr(&enqueued));
     let file = csv_file(b"payment_id,order_id\n\" x \",\n");
-    let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let imported = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert!(imported.status.success(), "{}", stderr(&imported));
     assert!(
         String::from_utf8_lossy(&imported.stdout).contains("0 imported, 1 already known"),
@@ -160,7 +156,7 @@ async fn one_id_rule_on_every_intake_path_and_empty_text_is_null() {
 
     // An invisible character is refused by every path, each naming it.
     let zero_width = "12\u{200b}3";
-    let enqueued = run(&app, &["enqueue", zero_width]).await;
+    let enqueued = app.run(&["enqueue", zero_width]).await;
     assert_eq!(enqueued.status.code(), Some(2));
     assert!(
         stderr(&enqueued).contains("U+200B"),
@@ -168,7 +164,7 @@ async fn one_id_rule_on_every_intake_path_and_empty_text_is_null() {
         stderr(&enqueued)
     );
     let file = csv_file(format!("payment_id\n{zero_width}\n").as_bytes());
-    let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let imported = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert_eq!(imported.status.code(), Some(1));
     assert!(
         stderr(&imported).starts_with(
@@ -208,10 +204,12 @@ async fn one_id_rule_on_every_intake_path_and_empty_text_is_null() {
 async fn look_alike_ids_are_one_payment_or_refused() {
     let app = TestApp::new(Scenario::new()).await;
     let (composed, decomposed) = ("caf\u{e9}-1", "cafe\u{301}-1");
-    let enqueued = run(&app, &["enqueue", decomposed, "--order-id", "cafe\u{301}"]).await;
+    let enqueued = app
+        .run(&["enqueue", decomposed, "--order-id", "cafe\u{301}"])
+        .await;
     assert!(enqueued.status.success(), "{}", stderr(&enqueued));
     let file = csv_file(format!("payment_id\n{composed}\n").as_bytes());
-    let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let imported = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert!(imported.status.success(), "{}", stderr(&imported));
     assert!(
         String::from_utf8_lossy(&imported.stdout).contains("0 imported, 1 already known"),
@@ -219,7 +217,7 @@ async fn look_alike_ids_are_one_payment_or_refused() {
         String::from_utf8_lossy(&imported.stdout)
     );
     let file = csv_file(format!("payment_id\n{composed}\n{decomposed}\n").as_bytes());
-    let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let imported = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert!(
         stderr(&imported).starts_with(&format!(
             "line 3: payment_id: \"{composed}\" is already on line 2 of this file"
@@ -244,7 +242,7 @@ async fn look_alike_ids_are_one_payment_or_refused() {
         ("1001\u{fe0f}", "FE0F"),
         ("\u{ffa0}1", "FFA0"),
     ] {
-        let enqueued = run(&app, &["enqueue", id]).await;
+        let enqueued = app.run(&["enqueue", id]).await;
         assert_eq!(enqueued.status.code(), Some(2), "{id:?}");
         assert!(
             stderr(&enqueued).contains(&format!("invisible character (U+{code})")),
@@ -252,7 +250,7 @@ async fn look_alike_ids_are_one_payment_or_refused() {
             stderr(&enqueued)
         );
         let file = csv_file(format!("payment_id\n{id}\n").as_bytes());
-        let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+        let imported = app.run(&["import", file.path().to_str().unwrap()]).await;
         assert_eq!(imported.status.code(), Some(1), "{id:?}");
         assert!(
             stderr(&imported).contains(&format!("invisible character (U+{code})")),
@@ -350,7 +348,7 @@ async fn amounts_are_exact_or_refused_and_sums_never_overflow() {
         ),
         ("NaN", "not a decimal number"),
     ] {
-        let output = run(&app, &["enqueue", "a-1", "--amount", amount]).await;
+        let output = app.run(&["enqueue", "a-1", "--amount", amount]).await;
         assert_eq!(output.status.code(), Some(2), "{amount}");
         assert!(
             stderr(&output).contains(problem),
@@ -359,7 +357,7 @@ async fn amounts_are_exact_or_refused_and_sums_never_overflow() {
         );
     }
     let file = csv_file(b"payment_id,expected_amount\na-2,1.000000000000000000000000000001\n");
-    let imported = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let imported = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert_eq!(imported.status.code(), Some(1));
     assert!(
         stderr(&imported).starts_with("line 2: expected_amount: \"1.000000000000000000000000000001\" has too many digits to be held exactly"),
@@ -386,11 +384,11 @@ async fn amounts_are_exact_or_refused_and_sums_never_overflow() {
          ('big-2', 999999999999999999.99999999, 'KZT', null, '2025-07-11T07:00:00Z', null)",
     )
     .await;
-    let json = run(&app, &["report", "--format", "json"]).await;
+    let json = app.run(&["report", "--format", "json"]).await;
     assert!(json.status.success(), "{}", stderr(&json));
     let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(rows[0]["expected_amount"], "1999999999999999999.99999998");
-    let table = run(&app, &["report"]).await;
+    let table = app.run(&["report"]).await;
     assert!(table.status.success(), "{}", stderr(&table));
     assert!(String::from_utf8_lossy(&table.stdout).contains("1999999999999999999.99999998"));
 }
@@ -404,7 +402,7 @@ async fn imports_are_bounded_and_every_cell_postgresql_would_refuse_is_named() {
     huge.extend(std::iter::repeat_n(b'x', 5 * 1024 * 1024));
     huge.extend(b"\"\nok-3,B\n");
     let file = csv_file(&huge);
-    let output = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let output = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     assert!(
@@ -423,7 +421,7 @@ async fn imports_are_bounded_and_every_cell_postgresql_would_refuse_is_named() {
         many.extend(format!("m-{n},ten\n").as_bytes());
     }
     let file = csv_file(&many);
-    let output = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let output = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert_eq!(output.status.code(), Some(1));
     let message = stderr(&output);
     let lines: Vec<&str> = message.lines().collect();
@@ -441,7 +439,7 @@ async fn imports_are_bounded_and_every_cell_postgresql_would_refuse_is_named() {
          n-4,,,infinity\n"
             .as_bytes(),
     );
-    let output = run(&app, &["import", file.path().to_str().unwrap()]).await;
+    let output = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert_eq!(output.status.code(), Some(1));
     let lines: Vec<String> = stderr(&output).lines().map(str::to_owned).collect();
     assert_eq!(lines.len(), 5, "{lines:#?}");

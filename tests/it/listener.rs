@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{Spawned, TestApp, daemon_command};
+use crate::helpers::{Spawned, TestApp};
 
 /// Waits until the peer closes `stream` (end of file or a reset), or `deadline`; whether it
 /// closed.
@@ -110,6 +110,8 @@ async fn a_full_listener_closes_its_longest_idle_connection_to_let_a_health_chec
         max_connections: 2,
     };
     let addr = listen(&app, limits, &shutdown).await;
+    // Idle time is what decides, so the two connections are made apart in time (and the
+    // second is accepted before the health check comes).
     let mut oldest = TcpStream::connect(&addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut newer = TcpStream::connect(&addr).await.unwrap();
@@ -157,13 +159,10 @@ async fn a_flood_of_idle_connections_starves_neither_health_checks_nor_the_daemo
         .unwrap()
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let daemon = daemon_command(
-        &app,
-        &[
-            ("FREEDOMPAY_RECON__HTTP__LISTEN", &addr),
-            ("FREEDOMPAY_RECON__HTTP__HEADER_TIMEOUT", "3s"),
-        ],
-    );
+    let daemon = app.daemon_command(&[
+        ("FREEDOMPAY_RECON__HTTP__LISTEN", &addr),
+        ("FREEDOMPAY_RECON__HTTP__HEADER_TIMEOUT", "3s"),
+    ]);
     // The soft (and hard) limit the red team found the daemon under: systemd's default.
     let mut limited = std::process::Command::new("prlimit");
     limited
@@ -235,7 +234,7 @@ async fn a_flood_of_idle_connections_starves_neither_health_checks_nor_the_daemo
         "idle connections still open {:?} after the flood began",
         opened.elapsed()
     );
-    let stderr = daemon.stop().await;
+    let (_, stderr) = daemon.stop().await;
     assert!(
         !stderr.contains("Too many open files"),
         "the daemon never ran out of file descriptors: {stderr}"

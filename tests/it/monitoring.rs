@@ -237,7 +237,9 @@ async fn database_gauges_are_read_at_most_once_per_interval_and_shared_by_scrape
     let app = TestApp::new(Scenario::new()).await;
     app.insert_ids(&["g-1"]).await;
     let shutdown = CancellationToken::new();
-    let base = listen_caching(app.engine.clone(), &shutdown, Duration::from_secs(3)).await;
+    let interval = Duration::from_secs(3);
+    let started = tokio::time::Instant::now();
+    let base = listen_caching(app.engine.clone(), &shutdown, interval).await;
     let due = |text: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix("freedompay_recon_backlog_due "))
@@ -257,12 +259,23 @@ async fn database_gauges_are_read_at_most_once_per_interval_and_shared_by_scrape
     for scrape in scrapes {
         assert_eq!(due(&scrape.await.unwrap()).as_deref(), Some("1"));
     }
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    let (_, later) = get(&format!("{base}/metrics")).await;
-    assert_eq!(
-        due(&later).as_deref(),
-        Some("3"),
-        "read again after the interval"
+    // Scrapes share the first read until the interval has passed, then one reads again.
+    let (later, after) = loop {
+        let (_, text) = get(&format!("{base}/metrics")).await;
+        let later = due(&text);
+        if later.as_deref() != Some("1") {
+            break (later, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < interval + Duration::from_secs(10),
+            "never read again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(later.as_deref(), Some("3"), "read again after the interval");
+    assert!(
+        after >= interval,
+        "read again after {after:?}, within the interval"
     );
     shutdown.cancel();
 }
@@ -299,21 +312,19 @@ async fn parked_rows_are_counted_and_readiness_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_open_to_the_network_is_warned_about_at_start() {
     let app = TestApp::new(Scenario::new()).await;
-    let mut child = crate::helpers::daemon_command(
-        &app,
-        &[
-            ("FREEDOMPAY_RECON__HTTP__LISTEN", "0.0.0.0:0"),
-            ("RUST_LOG", "warn"),
-        ],
-    )
-    .spawn()
-    .unwrap();
+    let daemon = app.spawn_daemon(&[
+        ("FREEDOMPAY_RECON__HTTP__LISTEN", "0.0.0.0:0"),
+        ("RUST_LOG", "warn"),
+    ]);
     app.wait_for_daemon_connection().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    crate::helpers::signal(&child, "TERM");
-    let stderr = child.stderr.take().unwrap();
-    let (code, _) = crate::helpers::wait_exit(child).await;
-    let text = std::io::read_to_string(stderr).unwrap();
+    // Until the warning is written (asserted below, with everything it wrote).
+    daemon
+        .wait_for_stderr(
+            "http.listen is not a loopback address",
+            Duration::from_secs(10),
+        )
+        .await;
+    let (code, text) = daemon.stop().await;
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("http.listen is not a loopback address"),

@@ -2,39 +2,21 @@
 //! cell runs as a spreadsheet formula, and a reader that goes away ends a command quietly.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::time::Duration;
 
 use freedompay_recon::simulator::{Reply, Scenario};
 use serde_json::json;
 
-use crate::helpers::{AUTH_ID, SECRET, TestApp, run_binary};
-
-fn env(app: &TestApp) -> Vec<(&'static str, String)> {
-    vec![
-        ("DATABASE_URL", app.db.url.clone()),
-        ("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url()),
-        ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID.into()),
-        ("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET.into()),
-    ]
-}
-
-async fn run(app: &TestApp, args: &[&str]) -> std::process::Output {
-    let env = env(app);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    run_binary(args, &env).await
-}
+use crate::helpers::{Spawned, TestApp};
 
 /// The binary with its standard output piped to us.
-fn spawn(app: &TestApp, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_freedompay-recon"))
-        .args(args)
-        .env_clear()
-        .envs(env(app))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn(app: &TestApp, args: &[&str]) -> Spawned {
+    Spawned::spawn(
+        app.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,7 +27,7 @@ async fn check_and_the_report_table_escape_control_characters_from_the_provider(
         [Reply::invoice("process", "1", "KZT").with("orderId", json!(hostile))],
     ))
     .await;
-    let check = run(&app, &["check", "e-1"]).await;
+    let check = app.run(&["check", "e-1"]).await;
     assert!(
         check.status.success(),
         "{}",
@@ -68,7 +50,7 @@ async fn check_and_the_report_table_escape_control_characters_from_the_provider(
         .execute(app.pool())
         .await
         .unwrap();
-    let table = run(&app, &["report", "--detail"]).await;
+    let table = app.run(&["report", "--detail"]).await;
     assert!(table.status.success());
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(!text.contains('\u{1b}'), "{text:?}");
@@ -84,7 +66,7 @@ async fn csv_exports_neutralise_formulas_unless_raw_is_asked_for() {
          ('plain', 10, 'KZT', 'A-1', now(), null)",
     )
     .await;
-    let safe = run(&app, &["report", "--detail", "--format", "csv"]).await;
+    let safe = app.run(&["report", "--detail", "--format", "csv"]).await;
     assert!(safe.status.success());
     let text = String::from_utf8(safe.stdout).unwrap();
     let rows: Vec<&str> = text.split("\r\n").filter(|r| !r.is_empty()).collect();
@@ -104,7 +86,9 @@ async fn csv_exports_neutralise_formulas_unless_raw_is_asked_for() {
     assert!(cells("-1,").starts_with("-1,'+1,"), "{text}");
     assert!(cells("plain,").starts_with("plain,A-1,"), "{text}");
 
-    let raw = run(&app, &["report", "--detail", "--format", "csv", "--raw"]).await;
+    let raw = app
+        .run(&["report", "--detail", "--format", "csv", "--raw"])
+        .await;
     let text = String::from_utf8(raw.stdout).unwrap();
     assert!(
         text.contains("\r\n\"=HYPERLINK(") || text.contains("\r\n-1,+1,"),
@@ -131,22 +115,18 @@ async fn printing_commands_exit_quietly_when_their_reader_goes_away() {
         // Like `| head -1`: read one line, then close the pipe.
         let mut child = spawn(&app, &args);
         let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        BufReader::new(child.take_stdout())
             .read_line(&mut first)
             .unwrap();
         assert!(!first.is_empty(), "{args:?}");
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(output.status.code(), Some(0), "{args:?}");
-        assert_eq!(String::from_utf8_lossy(&output.stderr), "", "{args:?}");
+        let (code, stderr) = child.wait(Duration::from_secs(60)).await;
+        assert_eq!(code, Some(0), "{args:?}");
+        assert_eq!(stderr, "", "{args:?}");
     }
     // `check | head -1` with the pipe already closed when it prints.
     let mut child = spawn(&app, &["check", "pipe-1"]);
-    drop(child.stdout.take());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    drop(child.take_stdout());
+    let (code, stderr) = child.wait(Duration::from_secs(60)).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(stderr, "");
 }

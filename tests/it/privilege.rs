@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use freedompay_recon::simulator::{Reply, Scenario};
 use sqlx::PgPool;
 
-use crate::helpers::{AUTH_ID, SECRET, TestApp, TestDb, run_binary, simulator};
+use crate::helpers::{TestApp, TestDb, binary_env, run_binary, simulator};
 
 /// Login roles named for this test run, dropped (with what they own) when the test ends.
 pub struct Roles {
@@ -64,7 +64,7 @@ impl Roles {
 
 /// `grant-reader ROLE` against the test's database.
 async fn grant_reader(app: &TestApp, role: String) -> std::process::Output {
-    run_binary(&["grant-reader", &role], &[("DATABASE_URL", &app.db.url)]).await
+    app.run(&["grant-reader", &role]).await
 }
 
 fn assert_ok(output: &std::process::Output, what: &str) -> String {
@@ -114,18 +114,11 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
     assert!(statements.contains("grant select, insert, update on recon.payments to"));
 
     let sim = simulator(Scenario::new().fallback([Reply::invoice("process", "10", "KZT")])).await;
-    let base_url = sim.base_url();
-    let env = |url: &str| {
-        vec![
-            ("DATABASE_URL", url.to_owned()),
-            ("FREEDOMPAY_RECON__PROVIDER__BASE_URL", base_url.clone()),
-            ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", AUTH_ID.to_owned()),
-            ("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET.to_owned()),
-            ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "100".to_owned()),
-            ("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s".to_owned()),
-        ]
-    };
-    let daemon_env = env(&as_daemon);
+    // The running role's environment, with a rate limit: the deployment's shared request
+    // budget is kept in the database, so its writes run under the role too.
+    let mut daemon_env = binary_env(&as_daemon, &sim.base_url());
+    daemon_env.retain(|(key, _)| *key != "FREEDOMPAY_RECON__POLL__RATE_PER_SECOND");
+    daemon_env.push(("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "100".to_owned()));
     let daemon_env: Vec<(&str, &str)> = daemon_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     assert_ok(
@@ -330,14 +323,13 @@ async fn grant_daemon_refuses_built_in_roles_superusers_and_shared_roles_unless_
     .execute(app.pool())
     .await
     .unwrap();
-    let url = app.db.url.clone();
     let grant = |args: Vec<String>| {
-        let url = url.clone();
+        let app = &app;
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut all = vec!["grant-daemon"];
             all.extend(args);
-            run_binary(&all, &[("DATABASE_URL", &url)]).await
+            app.run(&all).await
         }
     };
     for (role, why) in [

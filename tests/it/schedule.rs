@@ -150,6 +150,8 @@ async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
         let engine = app.engine.clone();
         async move { engine.reconcile_due(&CancellationToken::new()).await }
     });
+    // A fixed window of time is what is measured (which requests the pacer let out in the
+    // first 6 s), so this sleep stays.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let window = app.sim.requests();
     let deadline_at: Vec<Duration> = window

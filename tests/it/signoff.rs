@@ -4,7 +4,7 @@
 use freedompay_recon::simulator::{Reply, Scenario};
 use serde_json::json;
 
-use crate::helpers::{TestApp, TestDb, run_binary};
+use crate::helpers::{Spawned, TestApp, TestDb, run_binary};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_earlier_of_the_two_deadlines_counts_and_incomplete_always_does() {
@@ -95,8 +95,8 @@ async fn expected_money_stays_in_its_currency_and_received_money_in_its_own() {
     )
     .await;
     app.sweep().await;
-    let output = run_binary(
-        &[
+    let output = app
+        .run(&[
             "report",
             "--format",
             "json",
@@ -104,10 +104,8 @@ async fn expected_money_stays_in_its_currency_and_received_money_in_its_own() {
             "2025-07-11",
             "--to",
             "2025-07-11",
-        ],
-        &[("DATABASE_URL", &app.db.url)],
-    )
-    .await;
+        ])
+        .await;
     assert!(
         output.status.success(),
         "{}",
@@ -325,12 +323,11 @@ async fn a_demo_run_starts_from_a_fresh_database_and_refuses_one_that_is_not_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_small_frictions_of_a_fresh_clone_are_gone() {
     let app = TestApp::new(Scenario::new()).await;
-    let env = [("DATABASE_URL", app.db.url.as_str())];
     let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
 
     // One time grammar: enqueue reads what import reads (a naive time is Almaty time).
-    let naive = run_binary(
-        &[
+    let naive = app
+        .run(&[
             "enqueue",
             "f-1",
             "--amount",
@@ -341,10 +338,8 @@ async fn the_small_frictions_of_a_fresh_clone_are_gone() {
             "A",
             "--expires-at",
             "2025-07-11 16:00:00",
-        ],
-        &env,
-    )
-    .await;
+        ])
+        .await;
     assert!(naive.status.success(), "{}", stderr(&naive));
     let stored: String = sqlx::query_scalar(
         "select to_char(expires_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI') from recon.payments",
@@ -355,23 +350,23 @@ async fn the_small_frictions_of_a_fresh_clone_are_gone() {
     assert_eq!(stored, "2025-07-11 11:00");
 
     // An option left out claims nothing: not a conflict. A different value still is.
-    let again = run_binary(&["enqueue", "f-1", "--amount", "5000"], &env).await;
+    let again = app.run(&["enqueue", "f-1", "--amount", "5000"]).await;
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
         String::from_utf8_lossy(&again.stdout).contains("already tracked with the same values")
     );
-    let conflict = run_binary(&["enqueue", "f-1", "--currency", "USD"], &env).await;
+    let conflict = app.run(&["enqueue", "f-1", "--currency", "USD"]).await;
     assert_eq!(conflict.status.code(), Some(1));
 
     // A status typo is an error, not an empty selection.
-    let typo = run_binary(&["recheck", "--status", "sucess"], &env).await;
+    let typo = app.run(&["recheck", "--status", "sucess"]).await;
     assert_eq!(typo.status.code(), Some(1));
     assert!(
         stderr(&typo).contains("--status \"sucess\": no payment has that status"),
         "{}",
         stderr(&typo)
     );
-    let known = run_binary(&["recheck", "--status", "no_answer"], &env).await;
+    let known = app.run(&["recheck", "--status", "no_answer"]).await;
     assert!(known.status.success(), "{}", stderr(&known));
 
     // The usual Excel export in ru/kk locales separates with semicolons.
@@ -381,7 +376,7 @@ async fn the_small_frictions_of_a_fresh_clone_are_gone() {
         "payment_id;expected_amount;expected_currency\nf-2;10.50;KZT\nf-3;7;KZT\n",
     )
     .unwrap();
-    let imported = run_binary(&["import", file.path().to_str().unwrap()], &env).await;
+    let imported = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert!(imported.status.success(), "{}", stderr(&imported));
     assert_eq!(app.count("select count(*) from recon.payments").await, 3);
 
@@ -391,7 +386,7 @@ async fn the_small_frictions_of_a_fresh_clone_are_gone() {
         "payment_id,expected_amount,expected_currency\nf-4,x,kzt\nf-5,y,KZT\n",
     )
     .unwrap();
-    let bad = run_binary(&["import", file.path().to_str().unwrap()], &env).await;
+    let bad = app.run(&["import", file.path().to_str().unwrap()]).await;
     assert!(
         stderr(&bad).contains("3 problems in 2 rows; nothing was imported"),
         "{}",
@@ -403,21 +398,10 @@ async fn the_small_frictions_of_a_fresh_clone_are_gone() {
 async fn run_once_says_what_it_did_once_and_the_scheduler_keeps_quiet() {
     let app = TestApp::new(Scenario::new().fallback([Reply::invoice("process", "1", "KZT")])).await;
     app.insert_ids(&["o-1", "o-2"]).await;
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
-    command
-        .args(["run", "--once"])
-        .env_clear()
-        .env("DATABASE_URL", &app.db.url)
-        .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", app.sim.base_url())
-        .env(
-            "FREEDOMPAY_RECON__PROVIDER__AUTH_ID",
-            crate::helpers::AUTH_ID,
-        )
-        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", crate::helpers::SECRET)
-        .env("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s");
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    // At the default log level, as an operator runs it.
+    let mut command = app.command(&["run", "--once"]);
+    command.env_remove("RUST_LOG");
+    let output = crate::helpers::output(command).await;
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -427,17 +411,18 @@ async fn run_once_says_what_it_did_once_and_the_scheduler_keeps_quiet() {
         "{stderr}"
     );
 
-    // The daemon: the scheduler's start-up chatter stays below the default level.
-    let mut child = crate::helpers::daemon_command(&app, &[])
-        .env_remove("RUST_LOG")
-        .spawn()
-        .unwrap();
-    app.wait_for_daemon_connection().await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    crate::helpers::signal(&child, "TERM");
-    let stderr = child.stderr.take().unwrap();
-    let (code, _) = crate::helpers::wait_exit(child).await;
-    let text = std::io::read_to_string(stderr).unwrap();
+    // The daemon: the scheduler's start-up chatter stays below the default level. Both
+    // payments are due again, so the schedule's first firing sweeps them and says so.
+    app.fast_forward().await;
+    let daemon = Spawned::spawn(app.daemon_command(&[]).env_remove("RUST_LOG"));
+    assert!(
+        daemon
+            .wait_for_stderr("sweep finished", std::time::Duration::from_secs(15))
+            .await,
+        "a scheduled sweep ran: {}",
+        daemon.stderr()
+    );
+    let (code, text) = daemon.stop().await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("daemon started"), "{text}");
     for chatter in ["Uninited", "Job creator created", "JobScheduler"] {
