@@ -147,8 +147,6 @@ async fn a_frozen_instance_sends_nothing_stale_when_it_wakes() {
 
     use axum::extract::State;
     use axum::http::StatusCode;
-    use nix::sys::signal::{Signal, kill};
-    use nix::unistd::Pid;
 
     type Arrivals = Arc<Mutex<Vec<(i64, String)>>>;
     async fn receive(State(seen): State<Arrivals>, body: axum::body::Bytes) -> StatusCode {
@@ -199,15 +197,13 @@ async fn a_frozen_instance_sends_nothing_stale_when_it_wakes() {
     ];
     let arrived = || seen.lock().unwrap().len();
 
-    let a = crate::helpers::daemon_command(&app, &env).spawn().unwrap();
-    let a_pid = Pid::from_raw(i32::try_from(a.id()).unwrap());
-    let a = crate::helpers::Spawned::new(a);
+    let a = app.spawn_daemon(&env);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     while arrived() == 0 {
         assert!(tokio::time::Instant::now() < deadline, "A delivers");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    kill(a_pid, Signal::SIGSTOP).unwrap();
+    a.signal("STOP");
     let held_by_a = app
         .count("select count(*) from recon.events where lease_owner is not null")
         .await;
@@ -219,8 +215,7 @@ async fn a_frozen_instance_sends_nothing_stale_when_it_wakes() {
         .execute(app.pool())
         .await
         .unwrap();
-    let b =
-        crate::helpers::Spawned::new(crate::helpers::daemon_command(&app, &env).spawn().unwrap());
+    let b = app.spawn_daemon(&env);
     let delivered = app
         .wait_for(
             "select count(*) from recon.events where delivered_at is null",
@@ -231,7 +226,7 @@ async fn a_frozen_instance_sends_nothing_stale_when_it_wakes() {
     assert_eq!(delivered, 0, "B delivered every event");
 
     let before_waking = arrived();
-    kill(a_pid, Signal::SIGCONT).unwrap();
+    a.signal("CONT");
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let arrivals = seen.lock().unwrap().clone();
     assert_eq!(
