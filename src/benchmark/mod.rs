@@ -148,8 +148,25 @@ pub async fn run_bench(
     database: &DatabaseSettings,
     options: &BenchOptions,
 ) -> anyhow::Result<BenchReport> {
+    on_scratch_database(database, "bench", |db| async move {
+        run_phases(&db, options).await
+    })
+    .await
+}
+
+/// Runs `work` on a scratch database `freedompay_recon_{label}_{pid}` on the server
+/// `database` names, created for it and dropped afterwards, whatever `work` returned.
+async fn on_scratch_database<T, F, Fut>(
+    database: &DatabaseSettings,
+    label: &str,
+    work: F,
+) -> anyhow::Result<T>
+where
+    F: FnOnce(PgConnectOptions) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let server = database.connect_options()?;
-    let scratch = format!("freedompay_recon_bench_{}", std::process::id());
+    let scratch = format!("freedompay_recon_{label}_{}", std::process::id());
     let mut admin = server
         .clone()
         .database("postgres")
@@ -157,8 +174,7 @@ pub async fn run_bench(
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", database.describe()))?;
     store::bench::create_scratch_database(&mut admin, &scratch).await?;
-    let scratch_options = server.clone().database(&scratch);
-    let result = run_phases(&scratch_options, options).await;
+    let result = work(server.database(&scratch)).await;
     store::bench::drop_scratch_database(&mut admin, &scratch).await?;
     result
 }

@@ -52,18 +52,7 @@ pub struct YearReport {
 
 /// Runs the year benchmark on a scratch database next to `database` (created, then dropped).
 pub async fn run_year(database: &DatabaseSettings, scale: f64) -> anyhow::Result<YearReport> {
-    let server = database.connect_options()?;
-    let scratch = format!("freedompay_recon_year_{}", std::process::id());
-    let mut admin = server
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", database.describe()))?;
-    store::bench::create_scratch_database(&mut admin, &scratch).await?;
-    let result = year(&server.clone().database(&scratch), scale).await;
-    store::bench::drop_scratch_database(&mut admin, &scratch).await?;
-    result
+    super::on_scratch_database(database, "year", |db| async move { year(&db, scale).await }).await
 }
 
 async fn year(db: &PgConnectOptions, scale: f64) -> anyhow::Result<YearReport> {

@@ -1,21 +1,19 @@
 //! The benchmark's smoke run: every phase works and its correctness checks hold. Speed is
 //! not asserted here; docs/performance.md publishes measured numbers.
 
-use std::process::Command;
+use crate::helpers::run_binary;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_smoke_run_reconciles_everything_within_the_rate_budget() {
     // The bench creates (and drops) its own scratch database on this server.
-    let server = crate::helpers::server_url().to_owned();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
-    command
-        .args(["bench", "--smoke"])
-        .env_clear()
-        .env("DATABASE_URL", &server)
-        .env("RUST_LOG", "error");
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = run_binary(
+        &["bench", "--smoke"],
+        &[
+            ("DATABASE_URL", crate::helpers::server_url()),
+            ("RUST_LOG", "error"),
+        ],
+    )
+    .await;
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -39,16 +37,14 @@ async fn the_benchmark_smoke_run_reconciles_everything_within_the_rate_budget() 
 /// `bench --year` in its smoke form: a small year synthesized, every measure taken twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_year_benchmark_synthesizes_a_year_and_measures_it() {
-    let server = crate::helpers::server_url().to_owned();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_freedompay-recon"));
-    command
-        .args(["bench", "--year", "--scale", "0.0001"])
-        .env_clear()
-        .env("DATABASE_URL", &server)
-        .env("RUST_LOG", "error");
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
+    let output = run_binary(
+        &["bench", "--year", "--scale", "0.0001"],
+        &[
+            ("DATABASE_URL", crate::helpers::server_url()),
+            ("RUST_LOG", "error"),
+        ],
+    )
+    .await;
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
