@@ -7,7 +7,8 @@
 //! the claim (p50/p99 of 101 claims of 100 due payments), the summary of one day, one month
 //! and the year, `report --detail` for one day and `digest` for one day (each the real
 //! command, run as a child process, so the time is what a person waits), one payment's whole
-//! history (p50/p99 over 101 payments), and bytes per payment on disk by table.
+//! history (p50/p99 over 101 payments), and bytes per payment on disk by table; last, event
+//! retention of the oldest month.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -44,10 +45,15 @@ pub struct YearReport {
     pub scale: f64,
     pub payments: i64,
     pub synthesis: Duration,
+    /// `recon.rebuild_summary()` over the whole year (what a change of zone costs).
+    pub rollup_rebuild: Duration,
     /// Bytes on disk by table, indexes included.
     pub bytes: Vec<(String, i64)>,
     pub before_vacuum: Pass,
     pub after_vacuum: Pass,
+    /// Event retention of the oldest month (one partition dropped), after both passes.
+    pub retention: Duration,
+    pub retention_dropped: Vec<String>,
 }
 
 /// Runs the year benchmark on a scratch database next to `database` (created, then dropped).
@@ -63,6 +69,10 @@ async fn year(db: &PgConnectOptions, scale: f64) -> anyhow::Result<YearReport> {
     let started = Instant::now();
     let payments = store::bench::synthesize_year(&pool, per_day, DAYS).await?;
     let synthesis = started.elapsed();
+    eprintln!("bench: building the summary's rollup from the year");
+    let started = Instant::now();
+    store::bench::rebuild_summary(&pool).await?;
+    let rollup_rebuild = started.elapsed();
     ensure!(
         payments == per_day * DAYS,
         "synthesized {payments} payments"
@@ -75,13 +85,24 @@ async fn year(db: &PgConnectOptions, scale: f64) -> anyhow::Result<YearReport> {
     eprintln!("bench: measuring after vacuum analyze");
     let after_vacuum = measure(&pool, &url, payments).await?;
     let bytes = store::bench::table_bytes(&pool).await?;
+    eprintln!("bench: event retention of the oldest month");
+    let started = Instant::now();
+    let retention_dropped = store::bench::retain_oldest_event_month(&pool).await?;
+    let retention = started.elapsed();
+    ensure!(
+        retention_dropped.len() == 1,
+        "retention dropped {retention_dropped:?}, not one month"
+    );
     Ok(YearReport {
         scale,
         payments,
         synthesis,
+        rollup_rebuild,
         bytes,
         before_vacuum,
         after_vacuum,
+        retention,
+        retention_dropped,
     })
 }
 
@@ -216,10 +237,11 @@ impl YearReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "Measured with `{command}`: {} payments over {DAYS} days (scale {}), synthesized in {:.1} s.\n",
+            "Measured with `{command}`: {} payments over {DAYS} days (scale {}), synthesized in {:.1} s; the summary's rollup rebuilt from them in {:.1} s.\n",
             self.payments,
             self.scale,
-            self.synthesis.as_secs_f64()
+            self.synthesis.as_secs_f64(),
+            self.rollup_rebuild.as_secs_f64()
         );
         let _ = writeln!(
             out,
@@ -273,6 +295,12 @@ impl YearReport {
         for (what, before, after, target) in rows {
             let _ = writeln!(out, "| {what} | {before} | {after} | {target} |");
         }
+        let _ = writeln!(
+            out,
+            "| event retention of one month ({}) | | {} | ≤ 1 s |",
+            self.retention_dropped.join(", "),
+            ms(self.retention)
+        );
         let total: i64 = self.bytes.iter().map(|(_, n)| n).sum();
         let per = |n: i64| n as f64 / self.payments as f64;
         let by_table = self

@@ -58,18 +58,20 @@ pub async fn run_daemon(
                 match engine.maintain_if_due().await {
                     Some(Ok(done))
                         if done.partitions_created > 0
-                            || !done.event_partitions_dropped.is_empty() =>
+                            || !done.event_partitions_dropped.is_empty()
+                            || done.summary_rebuilt =>
                     {
                         tracing::info!(
                             partitions_created = done.partitions_created,
                             event_partitions_dropped = ?done.event_partitions_dropped,
-                            "maintenance: history partitions"
+                            summary_rebuilt = done.summary_rebuilt,
+                            "maintenance: history partitions, summary rollup"
                         );
                     }
                     None | Some(Ok(_)) => {}
                     Some(Err(e)) => tracing::warn!(
                         error = %e,
-                        "maintenance failed (partitions ahead, event retention); tried again after the next sweep"
+                        "maintenance failed (partitions ahead, event retention, summary zone); tried again after the next sweep"
                     ),
                 }
             })

@@ -309,6 +309,11 @@ impl Engine {
         if outcome.claimed == 0 {
             self.note_write_success();
         }
+        // The summary's pending changes, this sweep's included, into its rollup: readers see
+        // the same either way, so a failure here only means more rows for them to read.
+        if let Err(e) = store::maintenance::fold_summary(&self.inner.pool).await {
+            tracing::warn!(error = %e, "folding the summary's changes failed; tried again after the next sweep");
+        }
         ::metrics::histogram!(metrics::SWEEP_DURATION).record(started.elapsed().as_secs_f64());
         span.in_scope(|| match &outcome.stop {
             SweepStop::Fatal(reason) => tracing::error!(

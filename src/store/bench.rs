@@ -124,7 +124,8 @@ pub async fn explain_claim(conn: &mut PgConnection, limit: u32) -> Result<String
 /// outbox triggers are off while it runs (`session_replication_role = replica`, the
 /// scratch database's owner may) so events carry their own times, as a year of real ones
 /// would; the side tables those triggers keep (`recon.transition_keys`, `recon.open_flags`)
-/// are filled here instead, and every month's partitions are made first, as the daemon's
+/// are filled here instead (and the payments' open flags; the summary's rollup is left to
+/// [`rebuild_summary`]), and every month's partitions are made first, as the daemon's
 /// maintenance would have over the year. Returns the payments written.
 pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i64, StoreError> {
     let mut tx = pool.begin().await?;
@@ -233,11 +234,23 @@ pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i
          select payment_id, observation_no from recon.status_transitions",
         "insert into recon.open_flags (payment_id, kind, flag_id)
          select payment_id, kind, id from recon.discrepancies where resolved_at is null",
+        "update recon.payments p set open_flags = f.kinds
+         from (select payment_id, array_agg(kind order by kind) as kinds
+               from recon.open_flags group by payment_id) f
+         where f.payment_id = p.payment_id",
     ] {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(payments as i64)
+}
+
+/// Builds the summary's rollup from every payment, as after a change of reporting zone.
+pub async fn rebuild_summary(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("select recon.rebuild_summary()")
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Bytes on disk of each history table, indexes and partitions included, by table.
@@ -249,7 +262,7 @@ pub async fn table_bytes(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError
                        union
                        select ('recon.' || t.name)::regclass) parts)
          from unnest(array['payments', 'status_transitions', 'transition_keys',
-                           'discrepancies', 'open_flags', 'events'])
+                           'discrepancies', 'open_flags', 'events', 'summary_rollup'])
               with ordinality as t(name, n)
          order by t.n",
     )
@@ -293,6 +306,31 @@ pub async fn payment_history(pool: &PgPool, payment_id: &str) -> Result<usize, S
             .fetch_all(pool)
             .await?;
     Ok(transitions.len() + flags.len() + events.len())
+}
+
+/// Event retention for the oldest month only: the retention is set so that exactly the
+/// oldest monthly event partition has expired. Returns the partitions dropped.
+pub async fn retain_oldest_event_month(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    let oldest_month_end: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "select min((to_date(substring(c.relname from '^events_(\\d{4}_\\d{2})$'), 'YYYY_MM')
+                     + interval '1 month')::timestamp at time zone 'UTC')
+         from pg_inherits i join pg_class c on c.oid = i.inhrelid
+         where i.inhparent = 'recon.events'::regclass and c.relname ~ '^events_\\d{4}_\\d{2}$'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let Some(month_end) = oldest_month_end else {
+        return Ok(Vec::new());
+    };
+    // Whole days since that month ended: its partition is past the retention, the next
+    // month's (which ended a month later) is not.
+    let days = (chrono::Utc::now() - month_end).num_days().max(1);
+    super::maintenance::drop_expired_events(
+        pool,
+        std::time::Duration::from_secs(days as u64 * 86_400),
+        true,
+    )
+    .await
 }
 
 /// `vacuum analyze` of every history table.

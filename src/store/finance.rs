@@ -394,10 +394,11 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              lease_owner, lease_expires_at) on recon.events to {role}"
         ),
         format!("grant usage on sequence recon.lease_tokens to {role}"),
-        // Maintenance: monthly partitions ahead, event retention.
+        // Maintenance: monthly partitions ahead, event retention, the summary's rollup.
         format!(
             "grant execute on function recon.ensure_partitions(interval), \
-             recon.drop_expired_event_partitions(interval, boolean) to {role}"
+             recon.drop_expired_event_partitions(interval, boolean), \
+             recon.fold_summary_changes(), recon.rebuild_summary_if_zone_changed() to {role}"
         ),
         format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
     ]

@@ -1,5 +1,6 @@
 //! Maintenance of the partitioned history (migration `partitioned_history`): monthly
-//! partitions created ahead of time, and event retention by dropping whole partitions. Both
+//! partitions created ahead of time, and event retention by dropping whole partitions; and of
+//! the summary's rollup (migration `summary_rollup`). All
 //! are SQL functions in the schema (owned by the migrating role, so the daemon's role needs
 //! only EXECUTE); these wrappers call them.
 
@@ -22,6 +23,9 @@ pub struct MaintenanceOutcome {
     pub partitions_created: i32,
     /// Event partitions dropped by retention, by name (`events_YYYY_MM`).
     pub event_partitions_dropped: Vec<String>,
+    /// The summary rollup was rebuilt: the database's reporting zone (`recon.timezone`) is
+    /// not the one it counted days in.
+    pub summary_rebuilt: bool,
 }
 
 /// Creates the missing monthly partitions of the history tables, up to
@@ -54,8 +58,32 @@ pub async fn drop_expired_events(
     .await?)
 }
 
+/// Folds the summary's pending changes into its rollup (migration `summary_rollup`): what
+/// readers see does not change, they only read fewer rows. One caller at a time; another
+/// returns at once. Returns how many changes were folded.
+pub async fn fold_summary(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar!(r#"select recon.fold_summary_changes() as "folded!""#)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// Rebuilds the summary rollup when this session's reporting zone (the database's
+/// `recon.timezone`) is not the one it counts days in. Holds writers of payments back while
+/// it runs; nothing to do (a catalog read) otherwise. Returns whether it rebuilt.
+pub async fn rebuild_summary_if_zone_changed(
+    conn: impl sqlx::PgExecutor<'_>,
+) -> Result<bool, StoreError> {
+    Ok(
+        sqlx::query_scalar!(r#"select recon.rebuild_summary_if_zone_changed() as "rebuilt!""#)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 /// One maintenance run: partitions ahead first (so nothing waits in a DEFAULT partition),
-/// then retention.
+/// then retention, then the summary rollup's zone.
 pub async fn maintain(
     pool: &PgPool,
     retention: Duration,
@@ -63,8 +91,10 @@ pub async fn maintain(
 ) -> Result<MaintenanceOutcome, StoreError> {
     let partitions_created = ensure_partitions(pool).await?;
     let event_partitions_dropped = drop_expired_events(pool, retention, only_finished).await?;
+    let summary_rebuilt = rebuild_summary_if_zone_changed(pool).await?;
     Ok(MaintenanceOutcome {
         partitions_created,
         event_partitions_dropped,
+        summary_rebuilt,
     })
 }

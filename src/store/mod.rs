@@ -377,9 +377,15 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         Ok(()) => migrator().run(&mut *conn).await.map_err(StoreError::from),
         Err(e) => Err(e),
     };
-    // The monthly partitions ahead, on every `migrate` (the daemon keeps them too).
+    // The monthly partitions ahead, on every `migrate` (the daemon keeps them too), and the
+    // summary rollup in the database's reporting zone when that changed.
     let migrated = match migrated {
-        Ok(()) => maintenance::ensure_partitions(&mut *conn).await.map(|_| ()),
+        Ok(()) => match maintenance::ensure_partitions(&mut *conn).await {
+            Ok(_) => maintenance::rebuild_summary_if_zone_changed(&mut *conn)
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     sqlx::query!("select pg_advisory_unlock(hashtext('freedompay-recon migrations'))")

@@ -398,7 +398,8 @@ impl TestApp {
     }
 
     /// Reporting days in UTC for commands that connect from now on (the database setting
-    /// `recon.timezone`), so a test's times read as written.
+    /// `recon.timezone`), so a test's times read as written; the summary's rollup is rebuilt
+    /// in UTC, as `migrate` or the daemon's maintenance would after the change.
     pub async fn report_in_utc(&self) {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "alter database {} set recon.timezone = 'UTC'",
@@ -407,6 +408,10 @@ impl TestApp {
         .execute(self.pool())
         .await
         .unwrap();
+        sqlx::query("select recon.rebuild_summary('UTC')")
+            .execute(self.pool())
+            .await
+            .unwrap();
     }
 
     /// Time passes: every payment still polled is due now.

@@ -26,6 +26,7 @@ mod privilege;
 mod provider_faults;
 mod replica;
 mod report_ranges;
+mod rollup;
 mod schedule;
 mod signoff;
 mod statuses;
