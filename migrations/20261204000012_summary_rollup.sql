@@ -551,3 +551,15 @@ alter index recon.payments_settled_at_idx set (autosummarize = on);
 
 -- One payment's events, whatever their delivery state (the full history, by index).
 create index events_payment_idx on recon.events (payment_id, id);
+
+-- The digest of a day reads that day only. Expired payments by the day they were seen
+-- expired (a payment's row moves to the table's end when its verdict is written, so this
+-- time follows the pages as created_at does); flags by the day they opened (appended in
+-- time order) and by the day they were resolved (a resolved flag is rewritten wherever there
+-- is room in its partition, so this one needs a btree; only resolved flags are in it).
+create index payments_expired_seen_idx on recon.payments
+    using brin ((coalesce(deadline_missed_at, settled_at))) with (autosummarize = on);
+create index discrepancies_detected_idx on recon.discrepancies using brin (detected_at)
+    with (autosummarize = on);
+create index discrepancies_resolved_idx on recon.discrepancies (resolved_at)
+    where resolved_at is not null;
