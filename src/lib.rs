@@ -31,11 +31,14 @@
 //!   everything, then one transaction).
 //! - [`reporting`]: finance reports (summary or detail; table, CSV or JSON), streamed.
 //! - [`webhook`]: delivers the outbox's events (`recon.events`) to `webhook.url`, signed.
+//! - [`archive`]: one closed month of history as a .tar.gz of CSV files with a manifest,
+//!   written and read back.
 //! - [`text`]: untrusted text cleaned for storage, escaped for terminals, neutralised for
 //!   spreadsheets.
 
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod benchmark;
 pub mod capacity;
 pub mod commands;

@@ -25,6 +25,7 @@ pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
     }
 }
 
+mod archive;
 mod bench;
 mod check;
 mod demo;
@@ -46,6 +47,7 @@ use clap::{Parser, Subcommand};
 
 use crate::settings::Settings;
 
+pub use archive::ArchiveArgs;
 pub use bench::BenchArgs;
 pub use demo::DemoArgs;
 pub use digest::DigestArgs;
@@ -142,6 +144,12 @@ pub enum Command {
     /// Give a PostgreSQL role what running the daemon needs (not `migrate`); run it as the
     /// role that ran `migrate`. Prints the statements.
     GrantDaemon(GrantDaemonArgs),
+    /// Write one closed month (UTC) of transitions, flags and events to a compressed file
+    /// (a .tar.gz of CSV files and a manifest with row counts and SHA-256 checksums); with
+    /// --detach, then detach the month's partitions (kept, not dropped). Run it as the role
+    /// that ran `migrate`. Refuses the current month, and a month with open action flags
+    /// unless --allow-open-flags.
+    Archive(ArchiveArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -172,6 +180,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Recheck(args) => recheck::recheck(settings, args).await,
         Command::GrantReader(args) => grant::grant_reader(settings, args).await,
         Command::GrantDaemon(args) => grant::grant_daemon(settings, args).await,
+        Command::Archive(args) => archive::archive(settings, args).await,
     }
 }
 

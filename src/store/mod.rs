@@ -1,6 +1,7 @@
 //! Every SQL statement the daemon runs. Functions take an executor where they may run inside
 //! a caller's transaction, or the pool where they manage their own.
 
+pub mod archive;
 pub mod bench;
 mod claim;
 pub mod digest;

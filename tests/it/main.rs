@@ -1,6 +1,7 @@
 //! Integration tests: a real PostgreSQL (a fresh database per test) and the provider
 //! simulator on loopback, speaking the real protocol with signatures.
 
+mod archive;
 mod attacks;
 mod bench;
 mod boundaries;
