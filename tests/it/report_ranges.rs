@@ -85,7 +85,7 @@ async fn a_day_range_is_read_through_the_basis_columns_index() {
     let summary = plan(&db, "summary").await;
     assert!(
         summary.contains("Index Scan using summary_rollup_key")
-            && summary.contains("Seq Scan on summary_changes"),
+            && summary.contains("Function Scan on summary_pending"),
         "{summary}"
     );
     let payments_read: Vec<&str> = summary
