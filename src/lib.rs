@@ -30,6 +30,8 @@
 //! - [`intake`]: the rules every intake path shares, and bulk intake from CSV (validate
 //!   everything, then one transaction).
 //! - [`reporting`]: finance reports (summary or detail; table, CSV or JSON), streamed.
+//! - [`callbacks`]: the provider's Result-URL callbacks: verified, stored, and the payment
+//!   polled at once (a hint; the poll decides).
 //! - [`webhook`]: delivers the outbox's events (`recon.events`) to `webhook.url`, signed.
 //! - [`archive`]: one closed month of history as a .tar.gz of CSV files with a manifest,
 //!   written and read back.
@@ -40,6 +42,7 @@
 
 pub mod archive;
 pub mod benchmark;
+pub mod callbacks;
 pub mod capacity;
 pub mod commands;
 pub mod domain;

@@ -80,6 +80,12 @@ unready_after = "1m"
 header_timeout = "10s"
 max_connections = 128
 
+[callbacks]
+listen = ""
+path = "/freedompay/result"
+secret = ""
+script_name = ""
+
 [webhook]
 url = ""
 secret = ""
@@ -105,9 +111,79 @@ pub struct Settings {
     pub reconcile: ReconcileSettings,
     pub flags: FlagSettings,
     pub http: HttpSettings,
+    pub callbacks: CallbackSettings,
     pub webhook: WebhookSettings,
     pub events: EventSettings,
     pub log: LogSettings,
+}
+
+/// The provider's Result-URL callbacks (`docs/operations.md`, "Result-URL callbacks"). An
+/// empty `listen` turns them off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackSettings {
+    /// Where `run` accepts callbacks; separate from `http.listen`.
+    #[serde(deserialize_with = "optional_address")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// The path callbacks are sent to.
+    pub path: String,
+    /// The merchant's secret key (its payment password, not the Partner API secret):
+    /// `pg_sig` is made with it. Never logged.
+    pub secret: SecretString,
+    /// The script name `pg_sig` is made for; empty: the last segment of `path`. Set it to the
+    /// original Result URL's when the merchant's own handler forwards requests here.
+    pub script_name: String,
+}
+
+impl CallbackSettings {
+    /// The script name signatures are made for.
+    pub fn script_name(&self) -> &str {
+        match self.script_name.trim() {
+            "" => crate::callbacks::default_script_name(&self.path),
+            name => name,
+        }
+    }
+
+    fn validate(&self, http_listen: Option<std::net::SocketAddr>) -> Result<(), SettingsError> {
+        let Some(listen) = self.listen else {
+            return Ok(());
+        };
+        if Some(listen) == http_listen {
+            return Err(invalid(
+                "callbacks.listen",
+                "must differ from http.listen: the callback endpoint may face the provider, \
+                 /metrics must not",
+            ));
+        }
+        let path_ok = self.path.starts_with('/')
+            && self.path.len() > 1
+            && self.path.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~')
+            });
+        if !path_ok {
+            return Err(invalid(
+                "callbacks.path",
+                format!(
+                    "{} is not a path like /freedompay/result (letters, digits, / - _ . ~)",
+                    crate::text::excerpt(&self.path)
+                ),
+            ));
+        }
+        if self.script_name().is_empty() || self.script_name().contains(';') {
+            return Err(invalid(
+                "callbacks.script_name",
+                "must name the script the provider signs for, e.g. result (no ;)",
+            ));
+        }
+        if self.secret.expose_secret().trim().is_empty() {
+            return Err(invalid(
+                "callbacks.secret",
+                "must be set when callbacks.listen is: the merchant's secret key for the Result \
+                 URL (set FREEDOMPAY_RECON__CALLBACKS__SECRET; systemd: in the EnvironmentFile)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The outbox's retention (`docs/operations.md`, "Partitions and event retention").
@@ -637,6 +713,7 @@ impl Settings {
         self.provider.naive_offset()?;
         let poll = &self.poll;
         self.webhook.validate()?;
+        self.callbacks.validate(self.http.listen)?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
         if poll.recheck.is_empty() {
             return Err(invalid(
@@ -1352,6 +1429,61 @@ mod tests {
                 .contains(&broken.path().display().to_string()),
             "{err}"
         );
+    }
+
+    #[test]
+    fn callbacks_are_off_by_default_and_checked_when_on() {
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(defaults.callbacks.listen, None);
+        assert_eq!(defaults.callbacks.script_name(), "result");
+        assert!(!format!("{:?}", defaults.callbacks).contains("secret: \"\""));
+
+        let on = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
+                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key"),
+            ];
+            pairs.extend_from_slice(extra);
+            Settings::load_from(None, env(&pairs))
+        };
+        let settings = on(&[]).unwrap();
+        assert!(!format!("{settings:?}").contains("merchant-key"));
+        assert_eq!(
+            on(&[(
+                "FREEDOMPAY_RECON__CALLBACKS__SCRIPT_NAME",
+                "payment_result.php"
+            )])
+            .unwrap()
+            .callbacks
+            .script_name(),
+            "payment_result.php"
+        );
+        for (key, value, named) in [
+            (
+                "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+                " ",
+                "callbacks.secret",
+            ),
+            (
+                "FREEDOMPAY_RECON__HTTP__LISTEN",
+                "127.0.0.1:9188",
+                "callbacks.listen",
+            ),
+            (
+                "FREEDOMPAY_RECON__CALLBACKS__PATH",
+                "result?x=1",
+                "callbacks.path",
+            ),
+            (
+                "FREEDOMPAY_RECON__CALLBACKS__SCRIPT_NAME",
+                "a;b",
+                "callbacks.script_name",
+            ),
+        ] {
+            let err = on(&[(key, value)]).unwrap_err().to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+            assert!(!err.contains("merchant-key"), "{err}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::callbacks;
 use crate::engine::{Engine, SweepStop, run_daemon};
 use crate::monitoring;
 use crate::provider::ProviderClient;
@@ -42,6 +43,22 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
         let limits = settings.http.limits();
         tasks.spawn("health and metrics listener", async move {
             Ok(monitoring::serve(listener, engine, limits, shutdown).await?)
+        });
+    }
+    if let Some(addr) = settings.callbacks.listen.filter(|_| !once) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on callbacks.listen {addr}"))?;
+        let path = settings.callbacks.path.clone();
+        tracing::info!(%addr, %path, "accepting Result-URL callbacks");
+        let state = callbacks::CallbackListener {
+            engine: engine.clone(),
+            script_name: settings.callbacks.script_name().into(),
+            secret: settings.callbacks.secret.clone(),
+        };
+        let (limits, shutdown) = (settings.http.limits(), shutdown.clone());
+        tasks.spawn("callback listener", async move {
+            Ok(callbacks::serve(listener, &path, state, limits, shutdown).await?)
         });
     }
 

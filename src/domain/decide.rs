@@ -6,8 +6,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rust_decimal::Decimal;
 
 use super::types::{
-    AutoClose, Expiry, FlagKind, Invoice, Lifetime, LifetimeSource, NewFlag, ProviderStatus,
-    Resolver, StatusChange, Tracked,
+    AutoClose, CallbackClaim, Expiry, FlagKind, Invoice, Lifetime, LifetimeSource, NewFlag,
+    ProviderStatus, Resolver, StatusChange, Tracked,
 };
 
 /// The settings the rules depend on (the `poll` and `reconcile` sections, already validated).
@@ -280,6 +280,10 @@ pub fn decide(
             },
         ),
         (FlagKind::PaidAfterDeadline, paid_late),
+        (
+            FlagKind::CallbackDisagrees,
+            callback_finding(before, result, now, policy),
+        ),
     ];
     let mut open = Vec::new();
     let mut resolve = Vec::new();
@@ -330,10 +334,18 @@ pub fn decide(
     // A check a deadline moved is a deadline check.
     let not_found_check_at = matches!(result, PollResult::NotFound)
         .then(|| after(before.created_at, policy.not_found_grace));
+    // A callback's claim the API has not confirmed yet is checked again when its
+    // confirmation delay ends, not at the next routine look.
+    let callback_check_at = before
+        .callback
+        .as_ref()
+        .filter(|claim| !confirms(claim, result))
+        .map(|claim| after(claim.received_at, policy.confirm_after));
     let deadlines = [
         lifetime_check_at,
         (!is_terminal).then_some(abandon_at),
         not_found_check_at,
+        callback_check_at,
     ];
     let cap = |next: DateTime<Utc>| {
         let earliest = deadlines
@@ -422,6 +434,73 @@ fn resolve_lifetime(lifetime: Lifetime, created_at: DateTime<Utc>) -> Expiry {
             source: LifetimeSource::ProviderSeconds,
         },
     }
+}
+
+/// Whether this answer confirms everything the callback claimed: the outcome, and the amount
+/// and currency where both name one.
+fn confirms(claim: &CallbackClaim, result: &PollResult) -> bool {
+    let PollResult::Invoice(invoice) = result else {
+        return false;
+    };
+    let outcome = match claim.paid {
+        Some(true) => invoice.status == ProviderStatus::Success,
+        Some(false) => matches!(
+            invoice.status,
+            ProviderStatus::Error | ProviderStatus::Incomplete
+        ),
+        None => true,
+    };
+    outcome && agree(claim.amount, invoice.amount) && agree(claim.currency, invoice.currency)
+}
+
+/// Equal, or one of them unknown.
+fn agree<T: PartialEq>(a: Option<T>, b: Option<T>) -> bool {
+    a.zip(b).is_none_or(|(a, b)| a == b)
+}
+
+/// A callback is a claim the signed poll must confirm (RESULT_URL.md). It disagrees when the
+/// API gives the other outcome (paid against failed or expired), another amount or currency,
+/// or, once `confirm_after` has passed since the callback, still no outcome (in progress, or
+/// not known at all). Goods may have shipped on the callback: a person must look. The flag
+/// clears when a later answer confirms the claim (the API was late, the callback right).
+fn callback_finding(
+    before: &Tracked,
+    result: &PollResult,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Finding {
+    let Some(claim) = &before.callback else {
+        return Finding::Unknown;
+    };
+    let overdue = now >= after(claim.received_at, policy.confirm_after);
+    let actual = match result {
+        _ if confirms(claim, result) => return Finding::Clear,
+        PollResult::Invoice(invoice) => {
+            let contradicts = invoice.status.is_terminal()
+                || claim
+                    .amount
+                    .zip(invoice.amount)
+                    .is_some_and(|(a, b)| a != b)
+                || claim
+                    .currency
+                    .zip(invoice.currency)
+                    .is_some_and(|(a, b)| a != b);
+            if !contradicts && !overdue {
+                return Finding::Unknown;
+            }
+            let mut text = format!("API: {}", invoice.status.as_str());
+            if let Some(amount) = invoice.amount {
+                text.push_str(&format!(" {amount}"));
+            }
+            if let Some(currency) = invoice.currency {
+                text.push_str(&format!(" {currency}"));
+            }
+            text
+        }
+        PollResult::NotFound if overdue => "API: no such payment".to_owned(),
+        _ => return Finding::Unknown,
+    };
+    holds(claim.describe(), actual)
 }
 
 fn amount_finding(before: &Tracked, result: &PollResult, policy: &Policy) -> Finding {
@@ -730,6 +809,124 @@ mod tests {
             .map(TimeDelta::seconds)
             .collect();
         assert_eq!(nexts, expected);
+    }
+
+    /// A payment polled once (`process` at minute 0) that a callback, received at minute 1,
+    /// says was paid 5000 KZT (or failed).
+    fn with_callback(paid: bool) -> Tracked {
+        let mut state = apply(
+            &tracked(),
+            &decide_at(
+                &tracked(),
+                PollResult::Invoice(Box::new(invoice("process"))),
+                0,
+            ),
+        );
+        state.callback = Some(CallbackClaim {
+            id: 7,
+            received_at: at(1),
+            paid: Some(paid),
+            amount: Some(dec("5000")),
+            currency: Some("KZT".parse().unwrap()),
+        });
+        state
+    }
+
+    fn disagreement(verdict: &Verdict) -> Option<(String, String)> {
+        verdict
+            .open
+            .iter()
+            .find(|f| f.kind == FlagKind::CallbackDisagrees)
+            .map(|f| (f.expected.clone().unwrap(), f.actual.clone().unwrap()))
+    }
+
+    #[test]
+    fn a_callback_the_api_contradicts_opens_callback_disagrees_at_once() {
+        let v = decide_at(
+            &with_callback(true),
+            PollResult::Invoice(Box::new(invoice("error"))),
+            2,
+        );
+        assert_eq!(
+            disagreement(&v),
+            Some((
+                "callback #7: paid 5000 KZT".to_owned(),
+                "API: error 5000 KZT".to_owned()
+            ))
+        );
+        let v = decide_at(
+            &with_callback(false),
+            PollResult::Invoice(Box::new(invoice("success"))),
+            2,
+        );
+        assert_eq!(
+            disagreement(&v).map(|(e, _)| e),
+            Some("callback #7: failed 5000 KZT".to_owned())
+        );
+        let mut short = invoice("success");
+        short.amount = Some(dec("4000"));
+        let v = decide_at(
+            &with_callback(true),
+            PollResult::Invoice(Box::new(short)),
+            2,
+        );
+        assert_eq!(
+            disagreement(&v).map(|(_, a)| a),
+            Some("API: success 4000 KZT".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_paid_callback_the_api_has_not_confirmed_is_checked_at_its_confirmation_delay() {
+        let state = with_callback(true);
+        // Minute 2: still in progress, within the 30 minutes the API may lag: no flag yet,
+        // and the next look is no later than minute 31.
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 2);
+        assert_eq!(disagreement(&v), None);
+        assert!(v.next_check_at.unwrap() <= at(31), "{:?}", v.next_check_at);
+        // Minute 31: still in progress: the callback claimed what the API does not show.
+        let state = apply(&state, &v);
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("process"))),
+            31,
+        );
+        assert_eq!(
+            disagreement(&v),
+            Some((
+                "callback #7: paid 5000 KZT".to_owned(),
+                "API: process 5000 KZT".to_owned()
+            ))
+        );
+        let v = decide_at(&state, PollResult::NotFound, 31);
+        assert_eq!(
+            disagreement(&v).map(|(_, a)| a),
+            Some("API: no such payment".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_confirmed_callback_flags_nothing_and_clears_an_earlier_disagreement() {
+        let state = with_callback(true);
+        let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("success"))), 2);
+        assert_eq!(disagreement(&v), None);
+        assert!(!resolved(&v).contains(&FlagKind::CallbackDisagrees));
+
+        let mut late = state.clone();
+        late.open_flags.insert(FlagKind::CallbackDisagrees);
+        let v = decide_at(&late, PollResult::Invoice(Box::new(invoice("success"))), 40);
+        assert_eq!(
+            resolver(&v, FlagKind::CallbackDisagrees),
+            Some(Resolver::Cleared),
+            "the API was late, the callback right"
+        );
+        // Without a callback, nothing is said either way.
+        let v = decide_at(
+            &tracked(),
+            PollResult::Invoice(Box::new(invoice("error"))),
+            2,
+        );
+        assert_eq!(disagreement(&v), None);
     }
 
     #[test]

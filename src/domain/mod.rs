@@ -9,8 +9,8 @@ mod types;
 
 pub use decide::{Jitter, Policy, PollResult, Verdict, decide};
 pub use types::{
-    AutoClose, ClosedFlag, Currency, DecimalMark, ExpectedValues, Expiry, FlagClass, FlagKind,
-    InvalidInput, Invoice, Lifetime, LifetimeSource, NewFlag, ORDER_ID_MAX_LEN, PaymentId,
-    ProviderStatus, Resolver, StatusChange, Tracked, optional_text, parse_amount,
+    AutoClose, CallbackClaim, ClosedFlag, Currency, DecimalMark, ExpectedValues, Expiry, FlagClass,
+    FlagKind, InvalidInput, Invoice, Lifetime, LifetimeSource, NewFlag, ORDER_ID_MAX_LEN,
+    PaymentId, ProviderStatus, Resolver, StatusChange, Tracked, optional_text, parse_amount,
     parse_amount_with,
 };

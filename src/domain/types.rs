@@ -270,6 +270,10 @@ pub enum FlagKind {
     PollingAbandoned,
     /// Paid (`success`) after the payment was seen unpaid past its deadline.
     PaidAfterDeadline,
+    /// The provider's Result-URL callback named a payment nobody enqueued.
+    UntrackedPayment,
+    /// A callback claimed what the signed Partner API did not confirm.
+    CallbackDisagrees,
 }
 
 /// Whether a flag is an exception a person must act on, or an outcome worth recording.
@@ -292,7 +296,7 @@ impl FlagClass {
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 9] = [
+    pub const ALL: [FlagKind; 11] = [
         Self::AmountMismatch,
         Self::CurrencyMismatch,
         Self::OrderMismatch,
@@ -302,6 +306,8 @@ impl FlagKind {
         Self::TerminalStatusChanged,
         Self::PollingAbandoned,
         Self::PaidAfterDeadline,
+        Self::UntrackedPayment,
+        Self::CallbackDisagrees,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -315,6 +321,8 @@ impl FlagKind {
             Self::TerminalStatusChanged => "terminal_status_changed",
             Self::PollingAbandoned => "polling_abandoned",
             Self::PaidAfterDeadline => "paid_after_deadline",
+            Self::UntrackedPayment => "untracked_payment",
+            Self::CallbackDisagrees => "callback_disagrees",
         }
     }
 
@@ -538,6 +546,39 @@ pub struct Tracked {
     pub open_flags: BTreeSet<FlagKind>,
     /// For each kind whose latest flag a person or a rule closed: what that flag said.
     pub closed_flags: BTreeMap<FlagKind, ClosedFlag>,
+    /// The latest verified Result-URL callback about this payment: a claim the poll checks.
+    pub callback: Option<CallbackClaim>,
+}
+
+/// What the provider's latest verified Result-URL callback claimed (`recon.callbacks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackClaim {
+    /// Its id in `recon.callbacks`, named in a `callback_disagrees` flag.
+    pub id: i64,
+    pub received_at: DateTime<Utc>,
+    /// `pg_result`: paid (`true`) or failed (`false`); `None` when unreadable.
+    pub paid: Option<bool>,
+    pub amount: Option<Decimal>,
+    pub currency: Option<Currency>,
+}
+
+impl CallbackClaim {
+    /// The claim in words, for a flag's `expected`.
+    pub fn describe(&self) -> String {
+        let outcome = match self.paid {
+            Some(true) => "paid",
+            Some(false) => "failed",
+            None => "an unreadable result",
+        };
+        let mut text = format!("callback #{}: {outcome}", self.id);
+        if let Some(amount) = self.amount {
+            text.push_str(&format!(" {amount}"));
+        }
+        if let Some(currency) = self.currency {
+            text.push_str(&format!(" {currency}"));
+        }
+        text
+    }
 }
 
 impl Tracked {
@@ -557,6 +598,7 @@ impl Tracked {
             deadline_missed_at: None,
             open_flags: BTreeSet::new(),
             closed_flags: BTreeMap::new(),
+            callback: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The scheduled daemon: tokio-cron-scheduler fires [`Engine::reconcile_due`] on
-//! `poll.schedule`, then [`Engine::maintain_if_due`] (at most hourly per instance). This
-//! adapter is the only code that knows about the scheduler.
+//! `poll.schedule`, then [`Engine::maintain_if_due`] (at most hourly per instance). A wake
+//! ([`Engine::wake`], or a `NOTIFY` on [`WAKE_CHANNEL`] from any instance, a callback or
+//! `recheck`) runs a sweep at once, between ticks. This adapter is the only code that knows
+//! about the scheduler.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, SweepStop};
+use crate::store::callbacks::WAKE_CHANNEL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -30,6 +33,7 @@ pub async fn run_daemon(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let running = Arc::new(tokio::sync::Mutex::new(()));
+    let (engine_for_wakes, engine_for_notify) = (engine.clone(), engine.clone());
     let job = {
         let running = Arc::clone(&running);
         let shutdown = shutdown.clone();
@@ -85,6 +89,15 @@ pub async fn run_daemon(
     let mut scheduler = JobScheduler::new().await?;
     scheduler.add(job).await?;
     scheduler.start().await?;
+    let _woken = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(sweep_when_woken(
+        engine_for_wakes,
+        Arc::clone(&running),
+        shutdown.clone(),
+    )));
+    let _listening = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(wake_on_notify(
+        engine_for_notify,
+        shutdown.clone(),
+    )));
     tracing::info!(schedule, "daemon started");
     // The caller connected and migrated before calling us: we are ready.
     notify_systemd(NotifyState::Ready);
@@ -114,6 +127,59 @@ pub async fn run_daemon(
     let _guard = running.lock().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs a sweep each time the engine is woken. A wake during a sweep waits for it, then sweeps
+/// once more: the running sweep may have claimed before the payment became due.
+async fn sweep_when_woken(
+    engine: Engine,
+    running: Arc<tokio::sync::Mutex<()>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = engine.woken() => {}
+        }
+        let _guard = running.lock().await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if let Err(e) = engine.reconcile_due(&shutdown).await {
+            tracing::error!(error = %e, "sweep on wake failed");
+        }
+    }
+}
+
+/// Wakes this instance when any process sends `NOTIFY` on [`WAKE_CHANNEL`] (a callback
+/// another instance received, `recheck`). A lost connection is reopened; meanwhile the
+/// schedule still sweeps.
+async fn wake_on_notify(engine: Engine, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = listen_for_wakes(&engine) => match result {
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "not listening for wakes; the schedule still sweeps; retrying in 5s"
+                ),
+                Ok(never) => match never {},
+            },
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+async fn listen_for_wakes(engine: &Engine) -> Result<std::convert::Infallible, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect_with(engine.pool()).await?;
+    listener.listen(WAKE_CHANNEL).await?;
+    loop {
+        listener.recv().await?;
+        engine.wake();
+    }
 }
 
 /// Tells systemd (`Type=notify`) about our state; a no-op when not run by systemd.

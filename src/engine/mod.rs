@@ -125,6 +125,8 @@ struct Inner {
     /// When this instance last ran maintenance (see [`Engine::maintain_if_due`]); the lock
     /// also keeps two runs of one instance apart.
     maintained_at: tokio::sync::Mutex<Option<Instant>>,
+    /// Asks the daemon for a sweep now, not at the next tick (see [`Engine::wake`]).
+    wake: tokio::sync::Notify,
 }
 
 /// Maintenance (partitions ahead, event retention) runs at most this often per instance.
@@ -182,12 +184,24 @@ impl Engine {
                 credentials_checked: tokio::sync::Mutex::new(None),
                 events_retention: settings.events.retention,
                 maintained_at: tokio::sync::Mutex::new(None),
+                wake: tokio::sync::Notify::new(),
             }),
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// Asks for a sweep now (a callback made a payment due). Wakes that come while a sweep
+    /// runs make one more sweep after it, never more.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Returns when someone called [`Engine::wake`] (at once if they did since the last time).
+    pub async fn woken(&self) {
+        self.inner.wake.notified().await;
     }
 
     /// The event types the webhook sends, when one is configured.

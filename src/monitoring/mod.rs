@@ -55,6 +55,7 @@ pub fn recorder() -> PrometheusHandle {
             describe();
             crate::webhook::describe();
             listener::describe();
+            crate::callbacks::describe();
             handle
         })
         .clone()

@@ -15,8 +15,8 @@ use sqlx::{PgExecutor, PgPool};
 use super::{StoreError, millis};
 use crate::domain::rules::text_problem;
 use crate::domain::{
-    ClosedFlag, ExpectedValues, Expiry, FlagKind, LifetimeSource, ORDER_ID_MAX_LEN, PaymentId,
-    ProviderStatus, Resolver, Tracked,
+    CallbackClaim, ClosedFlag, ExpectedValues, Expiry, FlagKind, LifetimeSource, ORDER_ID_MAX_LEN,
+    PaymentId, ProviderStatus, Resolver, Tracked, parse_amount,
 };
 
 /// A payment this process now holds a lease on.
@@ -53,6 +53,11 @@ struct ClaimedRow {
     settled_at: Option<DateTime<Utc>>,
     deadline_missed_at: Option<DateTime<Utc>>,
     latest_flags: Option<String>,
+    callback_id: Option<i64>,
+    callback_received_at: Option<DateTime<Utc>>,
+    callback_paid: Option<bool>,
+    callback_amount: Option<String>,
+    callback_currency: Option<String>,
     claimed_at: DateTime<Utc>,
     recovered: bool,
 }
@@ -212,6 +217,21 @@ impl ClaimedRow {
                 deadline_missed_at: self.deadline_missed_at,
                 open_flags,
                 closed_flags,
+                callback: self.callback_id.zip(self.callback_received_at).map(
+                    |(id, received_at)| CallbackClaim {
+                        id,
+                        received_at,
+                        paid: self.callback_paid,
+                        amount: self
+                            .callback_amount
+                            .as_deref()
+                            .and_then(|a| parse_amount(a).ok()),
+                        currency: self
+                            .callback_currency
+                            .as_deref()
+                            .and_then(|c| c.parse().ok()),
+                    },
+                ),
             },
             lease_token: self.lease_token,
             claimed_at: self.claimed_at,

@@ -267,6 +267,12 @@ pub async fn schedule_recheck(
     )
     .fetch_all(pool)
     .await?;
+    if !scheduled.is_empty() {
+        // Running daemons sweep at once rather than at their next tick.
+        sqlx::query!("select pg_notify($1, '')", super::callbacks::WAKE_CHANNEL)
+            .execute(pool)
+            .await?;
+    }
     let missing = ids
         .unwrap_or_default()
         .into_iter()

@@ -3,6 +3,7 @@
 
 pub mod archive;
 pub mod bench;
+pub mod callbacks;
 mod claim;
 pub mod digest;
 pub mod events;

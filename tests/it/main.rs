@@ -5,6 +5,7 @@ mod archive;
 mod attacks;
 mod bench;
 mod boundaries;
+mod callbacks;
 mod cli;
 mod daemon;
 mod demo;

@@ -66,8 +66,18 @@ select c.payment_id as "payment_id!", c.lease_token as "lease_token!", c.problem
               from recon.discrepancies d
               where d.payment_id = c.payment_id
               order by d.kind, d.id desc) f) as "latest_flags?",
+       -- The latest verified callback: a claim this poll checks (`callback_disagrees`).
+       cb.id as "callback_id?", cb.received_at as "callback_received_at?",
+       -- (the amount as text: read in Rust, where a value past Decimal is dropped, not fatal)
+       cb.claims_paid as "callback_paid?", cb.amount::text as "callback_amount?",
+       cb.currency as "callback_currency?",
        now() as "claimed_at!",
        due.previous_token is not null as "recovered!"
 from claimed c
 join due using (payment_id)
+left join lateral (select id, received_at, claims_paid, amount, currency
+                   from recon.callbacks
+                   where payment_id = c.payment_id
+                   order by id desc
+                   limit 1) cb on true
 order by due.urgent desc, due.next_check_at

@@ -1,0 +1,119 @@
+//! `pg_sig`, the Merchant API's signature (../shared/provider/RESULT_URL.md, "Signature").
+//!
+//! `pg_sig = md5(script ; value ; value ; … ; secret)`: the called script's name, then the
+//! values of every field but `pg_sig` in alphabetical order of their names (fields that share
+//! a name keep the order they came in), then the merchant's secret key, joined with `;`, as 32
+//! lowercase hex characters. MD5 is what the provider uses, not a choice of ours.
+
+use md5::{Digest as _, Md5};
+use secrecy::{ExposeSecret as _, SecretString};
+use subtle::ConstantTimeEq as _;
+
+/// The field that carries the signature; never signed itself.
+pub const SIG: &str = "pg_sig";
+
+/// The signature of `fields` (any order; `pg_sig` ignored) for `script`.
+pub fn sign(script: &str, fields: &[(String, String)], secret: &SecretString) -> String {
+    let mut signed: Vec<&(String, String)> =
+        fields.iter().filter(|(name, _)| name != SIG).collect();
+    // A stable sort: fields with the same name keep the order they came in.
+    signed.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut hasher = Md5::new();
+    hasher.update(script.as_bytes());
+    for (_, value) in signed {
+        hasher.update(b";");
+        hasher.update(value.as_bytes());
+    }
+    hasher.update(b";");
+    hasher.update(secret.expose_secret().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Whether `fields` carry exactly one `pg_sig`, and it is theirs. Compared in constant time;
+/// case matters (the provider sends lowercase hex).
+pub fn verify(script: &str, fields: &[(String, String)], secret: &SecretString) -> bool {
+    let mut given = fields.iter().filter(|(name, _)| name == SIG);
+    let (Some((_, sig)), None) = (given.next(), given.next()) else {
+        return false;
+    };
+    let expected = sign(script, fields, secret);
+    expected.as_bytes().ct_eq(sig.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_owned())
+    }
+
+    /// RESULT_URL.md's worked example: `result;100.00;A-1;123;1;abc;k3y`.
+    #[test]
+    fn the_worked_example_signs_as_documented() {
+        let given = fields(&[
+            ("pg_salt", "abc"),
+            ("pg_result", "1"),
+            ("pg_payment_id", "123"),
+            ("pg_order_id", "A-1"),
+            ("pg_amount", "100.00"),
+        ]);
+        assert_eq!(
+            sign("result", &given, &secret("k3y")),
+            "a68b16b261548789fdc604b0086be6d6"
+        );
+        // The same string, hashed by hand: the order is the names', not the arrival's.
+        assert_eq!(
+            hex::encode(Md5::digest(b"result;100.00;A-1;123;1;abc;k3y")),
+            "a68b16b261548789fdc604b0086be6d6"
+        );
+    }
+
+    #[test]
+    fn fields_sharing_a_name_keep_their_order_and_unknown_fields_are_signed() {
+        let given = fields(&[("pg_x", "2"), ("pg_a", "z"), ("pg_x", "1"), ("custom", "c")]);
+        assert_eq!(
+            sign("result", &given, &secret("s")),
+            hex::encode(Md5::digest(b"result;c;z;2;1;s"))
+        );
+    }
+
+    #[test]
+    fn only_the_right_single_signature_verifies() {
+        let mut given = fields(&[("pg_payment_id", "123"), ("pg_salt", "abc")]);
+        let sig = sign("result", &given, &secret("k3y"));
+        given.push((SIG.to_owned(), sig.clone()));
+        assert!(verify("result", &given, &secret("k3y")));
+        assert!(!verify("result", &given, &secret("other")), "wrong secret");
+        assert!(!verify("other", &given, &secret("k3y")), "wrong script");
+
+        let mut tampered = given.clone();
+        tampered[0].1 = "124".to_owned();
+        assert!(
+            !verify("result", &tampered, &secret("k3y")),
+            "tampered value"
+        );
+
+        let mut added = given.clone();
+        added.push(("pg_amount".to_owned(), "1.00".to_owned()));
+        assert!(!verify("result", &added, &secret("k3y")), "an added field");
+
+        let missing: Vec<_> = given.iter().filter(|(n, _)| n != SIG).cloned().collect();
+        assert!(!verify("result", &missing, &secret("k3y")), "no signature");
+
+        let mut twice = given.clone();
+        twice.push((SIG.to_owned(), sig.clone()));
+        assert!(!verify("result", &twice, &secret("k3y")), "two signatures");
+
+        let mut upper = given.clone();
+        upper.last_mut().unwrap().1 = sig.to_uppercase();
+        assert!(!verify("result", &upper, &secret("k3y")), "not lowercase");
+    }
+}

@@ -1,0 +1,468 @@
+//! Result-URL callbacks (issue 18): only signed ones are taken; each distinct one is stored
+//! once; it makes its payment due at once and wakes a sweep, in this instance and others; a
+//! payment nobody tracked is tracked and flagged. The poll still decides what is recorded.
+
+use std::time::Duration;
+
+use freedompay_recon::callbacks::{self, CallbackListener, signature};
+use freedompay_recon::simulator::{Reply, Scenario};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{Spawned, TestApp};
+
+const MERCHANT_KEY: &str = "merchant-key-for-tests";
+
+/// `fields` with `pg_salt` and a `pg_sig` made with `key` for script `result`, form-encoded.
+fn signed_body(fields: &[(&str, &str)], salt: &str, key: &str) -> String {
+    let mut all: Vec<(String, String)> = fields
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+    all.push(("pg_salt".to_owned(), salt.to_owned()));
+    let sig = signature::sign("result", &all, &SecretString::from(key.to_owned()));
+    all.push(("pg_sig".to_owned(), sig));
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(all)
+        .finish()
+}
+
+fn paid(payment_id: &str, order_id: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("pg_payment_id", payment_id.to_owned()),
+        ("pg_order_id", order_id.to_owned()),
+        ("pg_amount", "5000.00".to_owned()),
+        ("pg_currency", "KZT".to_owned()),
+        ("pg_result", "1".to_owned()),
+        ("pg_can_reject", "1".to_owned()),
+    ]
+}
+
+fn body_of(fields: &[(&'static str, String)], salt: &str) -> String {
+    let borrowed: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    signed_body(&borrowed, salt, MERCHANT_KEY)
+}
+
+/// The callback endpoint of `app`'s engine, in this process, on a free port.
+struct Endpoint {
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn endpoint(app: &TestApp) -> Endpoint {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/freedompay/result",
+        listener.local_addr().unwrap()
+    );
+    let stop = CancellationToken::new();
+    let state = CallbackListener {
+        engine: app.engine.clone(),
+        script_name: "result".into(),
+        secret: SecretString::from(MERCHANT_KEY.to_owned()),
+    };
+    let limits = app.settings.http.limits();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        callbacks::serve(listener, "/freedompay/result", state, limits, token)
+            .await
+            .unwrap()
+    });
+    Endpoint { url, stop }
+}
+
+async fn post(url: &str, body: String) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+fn tag(xml: &str, name: &str) -> String {
+    let open = format!("<{name}>");
+    let start = xml
+        .find(&open)
+        .map(|i| i + open.len())
+        .unwrap_or_else(|| panic!("{xml}"));
+    let end = xml[start..].find('<').unwrap() + start;
+    xml[start..end].to_owned()
+}
+
+fn paid_scenario(id: &str) -> Scenario {
+    Scenario::new().payment(id, [Reply::invoice("success", "5000.00", "KZT")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_callback_is_stored_answered_signed_and_its_payment_polled_at_once() {
+    let app = TestApp::new(paid_scenario("cb-1")).await;
+    app.insert("('cb-1', 5000, 'KZT', 'A-1', now(), null)")
+        .await;
+    // Polled once already (process), next look far away: only the callback makes it due.
+    sqlx::query(
+        "update recon.payments set checks = 1, status = 'process',
+                next_check_at = now() + interval '1 day', next_check_urgent = false
+         where payment_id = 'cb-1'",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let endpoint = endpoint(&app).await;
+
+    let (status, xml) = post(&endpoint.url, body_of(&paid("cb-1", "A-1"), "s1")).await;
+    assert_eq!(status, 200, "{xml}");
+    assert_eq!(tag(&xml, "pg_status"), "ok");
+    let answer = [
+        ("pg_status".to_owned(), tag(&xml, "pg_status")),
+        ("pg_salt".to_owned(), tag(&xml, "pg_salt")),
+        ("pg_sig".to_owned(), tag(&xml, "pg_sig")),
+    ];
+    assert!(
+        signature::verify(
+            "result",
+            &answer,
+            &SecretString::from(MERCHANT_KEY.to_owned())
+        ),
+        "the answer is signed with the merchant's key: {xml}"
+    );
+
+    let (stored, matched_by, claims_paid, amount): (i64, String, bool, String) = sqlx::query_as(
+        "select count(*) over (), matched_by, claims_paid, amount::text from recon.callbacks",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (stored, matched_by.as_str(), claims_paid, amount.as_str()),
+        (1, "payment_id", true, "5000.00")
+    );
+    let fields: serde_json::Value = sqlx::query_scalar("select fields from recon.callbacks")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert!(
+        fields.to_string().contains(r#"["pg_can_reject","1"]"#),
+        "every field as received: {fields}"
+    );
+    let due = app
+        .count(
+            "select count(*) from recon.payments where payment_id = 'cb-1'
+               and next_check_at <= now() and next_check_urgent
+               and recheck_requested_at is not null",
+        )
+        .await;
+    assert_eq!(due, 1, "the callback made the payment due now, urgent");
+
+    // The callback is a hint: nothing is recorded until the poll says so.
+    assert_eq!(app.status("cb-1").await.as_deref(), Some("process"));
+    let outcome = app.sweep().await;
+    assert_eq!(outcome.claimed, 1);
+    assert_eq!(app.status("cb-1").await.as_deref(), Some("success"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_unsigned_and_wrongly_keyed_callbacks_get_403_and_change_nothing() {
+    let app = TestApp::new(paid_scenario("cb-2")).await;
+    app.insert("('cb-2', 5000, 'KZT', 'A-2', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    let genuine = body_of(&paid("cb-2", "A-2"), "s1");
+
+    let tampered = genuine.replace("pg_amount=5000.00", "pg_amount=50.00");
+    assert_ne!(tampered, genuine);
+    let unsigned: String = genuine
+        .split('&')
+        .filter(|pair| !pair.starts_with("pg_sig="))
+        .collect::<Vec<_>>()
+        .join("&");
+    let borrowed: Vec<(&str, &str)> = vec![("pg_payment_id", "cb-2"), ("pg_result", "1")];
+    let other_key = signed_body(&borrowed, "s1", "not-the-merchant-key");
+    let added = format!("{genuine}&pg_extra=1");
+    for (what, body) in [
+        ("tampered", tampered),
+        ("unsigned", unsigned),
+        ("another key", other_key),
+        ("a field added", added),
+        ("empty", String::new()),
+    ] {
+        let (status, text) = post(&endpoint.url, body).await;
+        assert_eq!(status, 403, "{what}: {text}");
+        assert!(!text.contains(MERCHANT_KEY));
+    }
+    assert_eq!(app.count("select count(*) from recon.callbacks").await, 0);
+    assert_eq!(
+        app.count("select count(*) from recon.payments where recheck_requested_at is not null")
+            .await,
+        0,
+        "nothing was made due"
+    );
+    // GET with the fields in the query string is the same request.
+    let response = reqwest::get(format!("{}?{}", endpoint.url, genuine))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(app.count("select count(*) from recon.callbacks").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_and_the_providers_retries_make_one_observation() {
+    let app = TestApp::new(paid_scenario("cb-3")).await;
+    app.insert("('cb-3', 5000, 'KZT', 'A-3', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    let first = body_of(&paid("cb-3", "A-3"), "s1");
+    for body in [
+        first.clone(),
+        first.clone(),
+        // The provider's retry: the same fields, a new salt and signature.
+        body_of(&paid("cb-3", "A-3"), "s2"),
+        body_of(&paid("cb-3", "A-3"), "s3"),
+    ] {
+        let (status, xml) = post(&endpoint.url, body).await;
+        assert_eq!(
+            status, 200,
+            "a replay is answered ok, so the provider stops: {xml}"
+        );
+    }
+    assert_eq!(app.count("select count(*) from recon.callbacks").await, 1);
+    // A different claim about the same payment is another observation.
+    let mut failed = paid("cb-3", "A-3");
+    failed[4].1 = "0".to_owned();
+    assert_eq!(post(&endpoint.url, body_of(&failed, "s4")).await.0, 200);
+    assert_eq!(app.count("select count(*) from recon.callbacks").await, 2);
+    // Stored callbacks are evidence: append-only.
+    let refused = sqlx::query("update recon.callbacks set amount = 1")
+        .execute(app.pool())
+        .await;
+    assert!(refused.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_for_a_payment_nobody_tracked_starts_tracking_it_with_an_action_flag() {
+    let app = TestApp::new(paid_scenario("cb-new")).await;
+    let endpoint = endpoint(&app).await;
+    let (status, _) = post(&endpoint.url, body_of(&paid("cb-new", "A-9"), "s1")).await;
+    assert_eq!(status, 200);
+    let (order, expected): (Option<String>, Option<String>) = sqlx::query_as(
+        "select order_id, expected_amount::text from recon.payments where payment_id = 'cb-new'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(order.as_deref(), Some("A-9"));
+    assert_eq!(expected, None, "nobody said what to expect");
+    assert_eq!(app.open_flags("cb-new").await, ["untracked_payment"]);
+    let actual: String = sqlx::query_scalar(
+        "select actual from recon.open_discrepancies where payment_id = 'cb-new'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(actual, "a callback: paid 5000.00 KZT, order A-9");
+    assert_eq!(
+        app.count("select count(*) from recon.callbacks where matched_by = 'untracked'")
+            .await,
+        1
+    );
+    // It is polled like any payment: the poll records what the provider says.
+    app.sweep().await;
+    assert_eq!(app.status("cb-new").await.as_deref(), Some("success"));
+    assert_eq!(
+        app.open_flags("cb-new").await,
+        ["untracked_payment"],
+        "a person must still find out why nobody tracked it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_payment_id_is_matched_by_a_unique_order_id() {
+    let app = TestApp::new(paid_scenario("cb-4")).await;
+    app.insert(
+        "('cb-4', 5000, 'KZT', 'A-4', now(), null),
+         ('cb-5', 10, 'KZT', 'A-dup', now(), null),
+         ('cb-6', 10, 'KZT', 'A-dup', now(), null)",
+    )
+    .await;
+    let endpoint = endpoint(&app).await;
+    assert_eq!(
+        post(&endpoint.url, body_of(&paid("777", "A-4"), "s1"))
+            .await
+            .0,
+        200
+    );
+    let matched: (String, String) = sqlx::query_as(
+        "select payment_id, matched_by from recon.callbacks where pg_payment_id = '777'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(matched, ("cb-4".to_owned(), "order_id".to_owned()));
+
+    // An order id two payments share names neither: the provider's id is tracked instead.
+    assert_eq!(
+        post(&endpoint.url, body_of(&paid("778", "A-dup"), "s1"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(app.open_flags("778").await, ["untracked_payment"]);
+}
+
+/// A free loopback port for a child process to listen on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_daemon_polls_at_once_on_a_callback_or_on_recheck_from_any_process() {
+    let app = TestApp::new(
+        Scenario::new()
+            .payment("cb-7", [Reply::invoice("success", "5000.00", "KZT")])
+            .payment("cb-8", [Reply::invoice("success", "5000.00", "KZT")]),
+    )
+    .await;
+    app.insert(
+        "('cb-7', 5000, 'KZT', 'A-7', now(), null), ('cb-8', 5000, 'KZT', 'A-8', now(), null)",
+    )
+    .await;
+    sqlx::query(
+        "update recon.payments set checks = 1, status = 'process',
+                next_check_at = now() + interval '1 day', next_check_urgent = false",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // Sweeps once a year: only a wake can explain a prompt poll.
+    let yearly = [
+        ("FREEDOMPAY_RECON__POLL__SCHEDULE", "0 0 0 1 1 *"),
+        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+    ];
+    let mut with_listener = yearly.to_vec();
+    with_listener.push(("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()));
+    let daemon: Spawned = app.spawn_daemon(&with_listener);
+    let other: Spawned = app.spawn_daemon(&yearly);
+    app.wait_for_daemon_connection().await;
+    let url = format!("http://{listen}/freedompay/result");
+    let mut accepted = false;
+    for _ in 0..50 {
+        if let Ok(response) = reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body_of(&paid("cb-7", "A-7"), "s1"))
+            .send()
+            .await
+        {
+            assert_eq!(response.status().as_u16(), 200);
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        accepted,
+        "the daemon listens on callbacks.listen: {}",
+        daemon.stderr()
+    );
+    let paid = app
+        .wait_for(
+            "select count(*) from recon.payments where payment_id = 'cb-7' and status = 'success'",
+            1,
+            Duration::from_secs(3),
+        )
+        .await;
+    assert_eq!(
+        paid,
+        1,
+        "polled at once after the callback: {}",
+        daemon.stderr()
+    );
+
+    // `recheck` from another process wakes the daemons through NOTIFY.
+    let output = app.run(&["recheck", "cb-8"]).await;
+    assert!(output.status.success(), "{output:?}");
+    let paid = app
+        .wait_for(
+            "select count(*) from recon.payments where payment_id = 'cb-8' and status = 'success'",
+            1,
+            Duration::from_secs(3),
+        )
+        .await;
+    assert_eq!(paid, 1, "polled at once after recheck: {}", other.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_the_signed_poll_contradicts_opens_callback_disagrees() {
+    let app = TestApp::new(
+        Scenario::new()
+            .payment("cb-9", [Reply::invoice("error", "5000.00", "KZT")])
+            .payment("cb-10", [Reply::invoice("success", "4000.00", "KZT")])
+            .payment("cb-11", [Reply::invoice("success", "5000.00", "KZT")]),
+    )
+    .await;
+    app.insert(
+        "('cb-9', 5000, 'KZT', 'A-9', now(), null),
+         ('cb-10', 4000, 'KZT', 'A-10', now(), null),
+         ('cb-11', 5000, 'KZT', 'A-11', now(), null)",
+    )
+    .await;
+    let endpoint = endpoint(&app).await;
+    for (id, order) in [("cb-9", "A-9"), ("cb-10", "A-10"), ("cb-11", "A-11")] {
+        assert_eq!(
+            post(&endpoint.url, body_of(&paid(id, order), "s1")).await.0,
+            200
+        );
+    }
+    app.sweep().await;
+    // The API is the truth: what it says is recorded...
+    assert_eq!(app.status("cb-9").await.as_deref(), Some("error"));
+    // ...and where the callback said otherwise, a person must look.
+    let flags: Vec<(String, String, String)> = sqlx::query_as(
+        "select payment_id, expected, actual from recon.open_discrepancies
+         where kind = 'callback_disagrees' order by payment_id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    let callback_id = |id: &str| {
+        let pool = app.pool().clone();
+        let id = id.to_owned();
+        async move {
+            sqlx::query_scalar::<_, i64>("select id from recon.callbacks where payment_id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        flags,
+        [
+            (
+                "cb-10".to_owned(),
+                format!("callback #{}: paid 5000.00 KZT", callback_id("cb-10").await),
+                "API: success 4000.00 KZT".to_owned()
+            ),
+            (
+                "cb-9".to_owned(),
+                format!("callback #{}: paid 5000.00 KZT", callback_id("cb-9").await),
+                "API: error 5000.00 KZT".to_owned()
+            ),
+        ],
+        "the confirmed one (cb-11) is not flagged"
+    );
+}
