@@ -400,6 +400,8 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              lease_owner, lease_expires_at) on recon.events to {role}"
         ),
         format!("grant usage on sequence recon.lease_tokens to {role}"),
+        // Result-URL callbacks: stored by the listener, read by the claim (cross-check).
+        format!("grant select, insert on recon.callbacks to {role}"),
         // Maintenance: monthly partitions ahead, event retention, the summary's rollup.
         format!(
             "grant execute on function recon.ensure_partitions(interval), \
