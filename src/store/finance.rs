@@ -423,3 +423,18 @@ pub async fn grant_daemon(pool: &PgPool, role: &str) -> Result<(), StoreError> {
     tx.commit().await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/operations.md prints what `grant-daemon` runs: it must not drift from the code.
+    #[test]
+    fn operations_md_shows_every_daemon_grant() {
+        let doc = include_str!("../../docs/operations.md");
+        for statement in super::daemon_grants("recon_daemon") {
+            assert!(
+                doc.contains(&format!("{statement};\n")),
+                "docs/operations.md lacks: {statement};"
+            );
+        }
+    }
+}
