@@ -26,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::provider::{INVOICE_INFO_PATH, ParamsMode, verify_detached};
 
+mod callbacks;
 mod scenario;
+
+pub use callbacks::CallbackPlan;
 
 pub use scenario::{Builtin, Scenario, ScenarioError, expected_amount};
 
@@ -190,6 +193,39 @@ struct Shared {
     received: tokio::sync::watch::Sender<usize>,
     log: Mutex<Vec<LoggedRequest>>,
     keep_log: AtomicBool,
+    /// With a plan, payments settle by time and are called back ([`Simulator::call_back`]).
+    callbacks: Mutex<Option<Arc<CallbackPlan>>>,
+    /// When each payment settles, from when the simulator learned of it.
+    settling: Mutex<HashMap<String, Instant>>,
+    /// Sends the callbacks; no redirect is followed.
+    client: reqwest::Client,
+}
+
+impl Shared {
+    /// When `id` settles, if callbacks are on and its replies end in `success` or `error`;
+    /// the first time, its callback is scheduled.
+    fn settling(&self, id: &str) -> Option<(Instant, callbacks::Outcome)> {
+        let plan = self.callbacks.lock().expect("callbacks lock").clone()?;
+        let last = self
+            .scenario
+            .lock()
+            .expect("scenario lock")
+            .reply(id, usize::MAX);
+        let outcome = callbacks::outcome_of(&last)?;
+        let mut settling = self.settling.lock().expect("settling lock");
+        let at = *settling.entry(id.to_owned()).or_insert_with(|| {
+            let at = plan.settles_at(id, Instant::now());
+            tokio::spawn(callbacks::call_back(
+                self.client.clone(),
+                Arc::clone(&plan),
+                id.to_owned(),
+                outcome.clone(),
+                at,
+            ));
+            at
+        });
+        Some((at, outcome))
+    }
 }
 
 /// A running simulator; stops when dropped.
@@ -222,6 +258,10 @@ impl Simulator {
             received: tokio::sync::watch::Sender::new(0),
             log: Mutex::new(Vec::new()),
             keep_log: AtomicBool::new(keep_log),
+            callbacks: Mutex::new(None),
+            settling: Mutex::new(HashMap::new()),
+            client: crate::outbound::client(Duration::from_secs(10), None)
+                .map_err(std::io::Error::other)?,
         });
         let stop = CancellationToken::new();
         let app = Router::new()
@@ -242,6 +282,20 @@ impl Simulator {
     /// The base URL to put in `provider.base_url`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// From now on, payments whose replies end in `success` or `error` settle by time and are
+    /// called back as `plan` says (see [`CallbackPlan`]).
+    pub fn call_back(&self, plan: CallbackPlan) {
+        *self.shared.callbacks.lock().expect("callbacks lock") = Some(Arc::new(plan));
+    }
+
+    /// Starts the settling clock of `ids` now, as if they had been polled: their callbacks
+    /// come whether or not anyone polls them.
+    pub fn expect<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        for id in ids {
+            self.shared.settling(id);
+        }
     }
 
     /// Replaces the scenario; per-id positions carry on.
@@ -328,6 +382,19 @@ async fn invoice_info(
             .reply(&payment_id, *n);
         *n += 1;
         reply
+    };
+    // Settling by time: in progress until the payment settles, then its terminal reply.
+    let reply = match shared.settling(&payment_id) {
+        Some((at, outcome)) if Instant::now() < at => match callbacks::outcome_of(&reply) {
+            Some(_) => outcome.in_progress(),
+            None => reply,
+        },
+        Some(_) => shared
+            .scenario
+            .lock()
+            .expect("scenario lock")
+            .reply(&payment_id, usize::MAX),
+        None => reply,
     };
     shared.received.send_modify(|n| *n += 1);
     let response = render(reply).await;

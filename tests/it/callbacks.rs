@@ -466,3 +466,106 @@ async fn a_callback_the_signed_poll_contradicts_opens_callback_disagrees() {
         "the confirmed one (cb-11) is not flagged"
     );
 }
+
+/// The whole path, measured: 1,000 payments settle over a few seconds; the simulator calls
+/// back for 95 % of them (one in five twice), the daemon polls each at once, and its ladder
+/// finds the ones whose callback was lost. Prints the figures the issue asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_payments_called_back_are_confirmed_within_a_second_and_lost_ones_by_the_ladder()
+{
+    const N: usize = 1000;
+    let app = TestApp::new(
+        Scenario::new()
+            .prefix("ok-", [Reply::invoice("success", "5000.00", "KZT")])
+            .prefix("ko-", [Reply::invoice("error", "5000.00", "KZT")]),
+    )
+    .await;
+    let ids: Vec<String> = (0..N)
+        .map(|i| format!("{}-{i}", if i % 5 == 4 { "ko" } else { "ok" }))
+        .collect();
+    let values = ids
+        .iter()
+        .map(|id| format!("('{id}', 5000, 'KZT', null, now(), null)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    app.insert(&values).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // First polls at once; then the ladder looks again after 20 s: anything found sooner
+    // was found by its callback.
+    let daemon = app.spawn_daemon(&[
+        ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()),
+        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+        ("FREEDOMPAY_RECON__POLL__RECHECK", "20s"),
+        ("FREEDOMPAY_RECON__POLL__CONFIRM_AFTER", "1h"),
+    ]);
+    app.wait_for_daemon_connection().await;
+    app.sim
+        .call_back(freedompay_recon::simulator::CallbackPlan {
+            url: format!("http://{listen}/freedompay/result")
+                .parse()
+                .unwrap(),
+            secret: SecretString::from(MERCHANT_KEY.to_owned()),
+            loss: 0.05,
+            duplicates: 1,
+            delay: Duration::ZERO,
+            settle_after: Duration::from_secs(4),
+        });
+    app.sim.expect(ids.iter().map(String::as_str));
+
+    let settled = app
+        .wait_for(
+            "select count(*) from recon.payments where status in ('success', 'error')",
+            N as i64,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(
+        settled,
+        N as i64,
+        "every outcome found: {}",
+        daemon.stderr()
+    );
+
+    // From each callback's arrival to the transition its poll recorded.
+    let lags: Vec<f64> = sqlx::query_scalar(
+        "select extract(epoch from t.observed_at - c.received_at)::float8
+         from recon.callbacks c
+         join recon.status_transitions t
+           on t.payment_id = c.payment_id and t.to_status in ('success', 'error')
+         order by 1",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    let called_back = lags.len();
+    assert!(
+        (900..=980).contains(&called_back),
+        "about 95 % called back: {called_back}"
+    );
+    let at = |q: f64| lags[((lags.len() - 1) as f64 * q).round() as usize];
+    let (p50, p95) = (at(0.5), at(0.95));
+    let requests = app.sim.total_calls() as f64 / N as f64;
+    println!(
+        "callbacks: {called_back} of {N}; callback to transition p50 {:.0} ms, p95 {:.0} ms; \
+         provider requests per payment {requests:.2}",
+        p50 * 1000.0,
+        p95 * 1000.0
+    );
+    assert!(p95 <= 1.0, "p95 from callback to transition {p95:.3} s");
+    assert!(
+        at(0.0) >= 0.0,
+        "no transition before its callback: {lags:?}"
+    );
+    // Lost callbacks were found by the ladder (the 20 s look), not by a callback.
+    let by_ladder = app
+        .count(
+            "select count(*) from recon.payments p
+             where not exists (select 1 from recon.callbacks c where c.payment_id = p.payment_id)",
+        )
+        .await;
+    assert_eq!(by_ladder as usize, N - called_back);
+    // A first poll, the poll the callback (or the ladder) asked for, and the confirmation
+    // that poll.confirm_after (1 h) has not reached yet: about two requests per payment.
+    assert!(requests < 2.2, "{requests:.2} requests per payment");
+}
