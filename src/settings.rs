@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Deserializer};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::domain::{AutoClose, Policy};
+use crate::domain::{AutoClose, Policy, Sweeps};
 use crate::listener::Limits;
 
 /// Where the daemon looks for its config file when `--config` is not given.
@@ -817,6 +817,13 @@ impl Settings {
     }
 }
 
+impl PollSettings {
+    /// When sweeps run: `poll.schedule`, checked when the settings were loaded.
+    pub fn sweeps(&self) -> Sweeps {
+        Sweeps::parse(&self.schedule).expect("poll.schedule was checked at load")
+    }
+}
+
 /// `poll.schedule` must be a cron expression with seconds, read as the scheduler reads it,
 /// that fires within a year of `now`: `0 0 0 31 2 *` (the 31st of February) parses, and would
 /// leave a daemon that never polls.
@@ -1500,6 +1507,8 @@ mod tests {
                 rate_per_second: settings.poll.rate_per_second,
                 policy,
                 mix: crate::capacity::Mix::default(),
+                sweeps: settings.poll.sweeps(),
+                claim_ahead: Duration::ZERO,
             });
             assert!(plan.payments > 0);
         }
