@@ -822,6 +822,13 @@ impl PollSettings {
     pub fn sweeps(&self) -> Sweeps {
         Sweeps::parse(&self.schedule).expect("poll.schedule was checked at load")
     }
+
+    /// How long before it is due a sweep takes a routine check: half the shortest gap
+    /// between sweeps, at most 30 s ([`Sweeps::claim_ahead`]). The daemon's claim and `plan`
+    /// both use this.
+    pub fn claim_ahead(&self) -> Duration {
+        self.sweeps().claim_ahead(chrono::Utc::now().date_naive())
+    }
 }
 
 /// `poll.schedule` must be a cron expression with seconds, read as the scheduler reads it,
@@ -1508,7 +1515,7 @@ mod tests {
                 policy,
                 mix: crate::capacity::Mix::default(),
                 sweeps: settings.poll.sweeps(),
-                claim_ahead: Duration::ZERO,
+                claim_ahead: settings.poll.claim_ahead(),
             });
             assert!(plan.payments > 0);
         }

@@ -43,8 +43,8 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
         policy,
         mix,
         sweeps: settings.poll.sweeps(),
-        // The claim takes what is due when its sweep starts.
-        claim_ahead: std::time::Duration::ZERO,
+        // The daemon's claim rule.
+        claim_ahead: settings.poll.claim_ahead(),
     };
     let plan = tokio::task::spawn_blocking({
         let input = input.clone();

@@ -29,6 +29,7 @@ pub async fn run_daemon(
     schedule: &str,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    let engine_claim_ahead = engine.claim_ahead();
     let running = Arc::new(tokio::sync::Mutex::new(()));
     let job = {
         let running = Arc::clone(&running);
@@ -85,7 +86,11 @@ pub async fn run_daemon(
     let mut scheduler = JobScheduler::new().await?;
     scheduler.add(job).await?;
     scheduler.start().await?;
-    tracing::info!(schedule, "daemon started");
+    tracing::info!(
+        schedule,
+        claim_ahead_ms = engine_claim_ahead.as_millis() as u64,
+        "daemon started"
+    );
     // The caller connected and migrated before calling us: we are ready.
     notify_systemd(NotifyState::Ready);
 
