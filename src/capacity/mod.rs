@@ -528,6 +528,19 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_left_in_process_gets_one_last_look_and_no_more() {
+        let mut input = small_day(0);
+        input.mix.expired_status = ExpiredStatus::Process;
+        let plan = run(&input);
+        // A poll a minute from 0.1 to 4,440.1 s (75), the deadline check at 4,500.1 s (lifetime
+        // + grace), a poll a minute after it to 10,740.1 s (104), the last look at 10,800.1 s
+        // (lifetime + 2 h): 181, then none (polled every minute until poll.max_age, it would
+        // be over 10,000).
+        assert_eq!(plan.by_outcome[2], ("abandoned", 1, 181));
+        assert_eq!((plan.lifetime_flagged, plan.lifetime_on_time), (1, 1));
+    }
+
+    #[test]
     fn the_budget_is_checked_against_the_steady_state_rate() {
         let mut input = small_day(1);
         // 74 requests per 4 payments: 18.5 each; 5,000 payments a day need 1.07/s.
