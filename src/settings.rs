@@ -20,7 +20,7 @@ use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use serde::{Deserialize, Deserializer};
 use sqlx::postgres::PgConnectOptions;
 
-use crate::domain::{AutoClose, Policy};
+use crate::domain::{AutoClose, Policy, Sweeps};
 use crate::listener::Limits;
 
 /// Where the daemon looks for its config file when `--config` is not given.
@@ -894,6 +894,20 @@ impl Settings {
     }
 }
 
+impl PollSettings {
+    /// When sweeps run: `poll.schedule`, checked when the settings were loaded.
+    pub fn sweeps(&self) -> Sweeps {
+        Sweeps::parse(&self.schedule).expect("poll.schedule was checked at load")
+    }
+
+    /// How long before it is due a sweep takes a routine check: half the shortest gap
+    /// between sweeps, at most 30 s ([`Sweeps::claim_ahead`]). The daemon's claim and `plan`
+    /// both use this.
+    pub fn claim_ahead(&self) -> Duration {
+        self.sweeps().claim_ahead(chrono::Utc::now().date_naive())
+    }
+}
+
 /// `poll.schedule` must be a cron expression with seconds, read as the scheduler reads it,
 /// that fires within a year of `now`: `0 0 0 31 2 *` (the 31st of February) parses, and would
 /// leave a daemon that never polls.
@@ -1632,6 +1646,8 @@ mod tests {
                 rate_per_second: settings.poll.rate_per_second,
                 policy,
                 mix: crate::capacity::Mix::default(),
+                sweeps: settings.poll.sweeps(),
+                claim_ahead: settings.poll.claim_ahead(),
             });
             assert!(plan.payments > 0);
         }

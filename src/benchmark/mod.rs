@@ -491,9 +491,17 @@ async fn time_claims(pool: &PgPool, limit: u32) -> anyhow::Result<(Duration, Dur
         store::bench::vacuum_payments(pool).await?;
         let mut tx = pool.begin().await?;
         let started = Instant::now();
-        let rows = store::claim_due(&mut *tx, "bench", limit, lease, None, Duration::ZERO)
-            .await?
-            .claims;
+        let rows = store::claim_due(
+            &mut *tx,
+            "bench",
+            limit,
+            lease,
+            None,
+            Duration::ZERO,
+            Duration::from_secs(5),
+        )
+        .await?
+        .claims;
         timings.push(started.elapsed());
         tx.rollback().await?;
         ensure!(

@@ -204,6 +204,7 @@ async fn time_claims(pool: &PgPool) -> anyhow::Result<(Duration, Duration)> {
             Duration::from_secs(300),
             None,
             Duration::ZERO,
+            Duration::from_secs(5),
         )
         .await?
         .claims

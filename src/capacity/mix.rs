@@ -13,7 +13,7 @@ pub struct Mix {
     pub paid: f64,
     /// Failed (`error`) after the time to pay.
     pub failed: f64,
-    /// Never paid: `process` until the lifetime runs out, then `incomplete`.
+    /// Never paid: `process` until the lifetime runs out, then `expired_status`.
     pub abandoned: f64,
     /// Time to pay or fail: log-normal with this median...
     #[serde(with = "humantime_serde")]
@@ -26,6 +26,22 @@ pub struct Mix {
     /// How long after creation the provider still says "not found".
     #[serde(with = "humantime_serde")]
     pub visible_after: Duration,
+    /// What the provider says about an abandoned payment once its lifetime has run out
+    /// (optional; `incomplete` when left out).
+    #[serde(default)]
+    pub expired_status: ExpiredStatus,
+}
+
+/// What the provider says about an abandoned payment after its lifetime.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiredStatus {
+    /// `incomplete`, as the provider documents.
+    #[default]
+    Incomplete,
+    /// Still `process`: a provider that never closes abandoned payments (seen in the field;
+    /// issue 18 measured one).
+    Process,
 }
 
 impl Default for Mix {
@@ -40,6 +56,7 @@ impl Default for Mix {
             pay_sigma: 1.0,
             lifetime: Duration::from_secs(24 * 3600),
             visible_after: Duration::from_secs(30),
+            expired_status: ExpiredStatus::Incomplete,
         }
     }
 }
@@ -48,7 +65,7 @@ impl Default for Mix {
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 impl Mix {
-    /// Reads a mix from a TOML file; every key is required.
+    /// Reads a mix from a TOML file; every key but `expired_status` is required.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let mix: Mix = toml::from_str(text).map_err(|e| e.message().to_owned())?;
         let shares = [mix.paid, mix.failed, mix.abandoned];

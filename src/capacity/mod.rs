@@ -3,11 +3,18 @@
 //! network), says how many provider requests each payment costs, how late the daemon learns
 //! of a payment or failure, and whether the deployment's rate budget holds the volume.
 //!
-//! The day: `payments_per_day` payments, each with an outcome drawn from the [`Mix`]: paid or
-//! failed after a log-normally distributed time, or abandoned (the provider says `process`
-//! until the lifetime runs out, then `incomplete`). A payment is invisible to the provider
-//! ("not found") for a while after creation. Every poll is answered as that story says at
-//! the moment of the poll, and polls happen when `decide` schedules them (no jitter).
+//! The day: `payments_per_day` payments, created evenly over the day, each with an outcome
+//! drawn from the [`Mix`]: paid or failed after a log-normally distributed time, or abandoned
+//! (the provider says `process` until the lifetime runs out, then `incomplete`, or `process`
+//! still with `expired_status = "process"`). A payment is invisible to the provider ("not
+//! found") for a while after creation. Every poll is answered as that story says at the
+//! moment of the poll.
+//!
+//! Polls happen as the daemon makes them: a check `decide` schedules (no jitter) is taken by
+//! a sweep on `poll.schedule` by the claim's rule: the first sweep at or after its due time,
+//! or, for a routine check, at or after its due time less the claim's `claim_ahead`, never
+//! by the sweep that scheduled it; its answer is observed [`POLL_LATENCY`] after the sweep
+//! starts. So the detection lags include the wait for a sweep.
 //!
 //! In a steady state every day's payments make all their requests, so the rate a deployment
 //! needs is `payments_per_day × requests per payment / 86,400 s`; the plan fails when that is
@@ -22,9 +29,11 @@ mod mix;
 
 pub use mix::Mix;
 
+pub use mix::ExpiredStatus;
+
 use crate::domain::{
-    FlagKind, Invoice, Jitter, Lifetime, PaymentId, Policy, PollResult, ProviderStatus, Tracked,
-    decide,
+    FlagKind, Invoice, Jitter, Lifetime, PaymentId, Policy, PollResult, ProviderStatus, Sweeps,
+    Tracked, decide,
 };
 
 /// What a plan is run with.
@@ -35,7 +44,16 @@ pub struct PlanInput {
     pub rate_per_second: u32,
     pub policy: Policy,
     pub mix: Mix,
+    /// When sweeps run (`poll.schedule`).
+    pub sweeps: Sweeps,
+    /// How long before it is due a sweep takes a routine check, as the daemon's claim does.
+    pub claim_ahead: Duration,
 }
+
+/// How long after its sweep starts a poll's answer is observed, in the plan: the claim and
+/// one request. The daemon's figure varies (the pacer spreads a large sweep's requests over
+/// its interval); what matters here is that it is more than nothing, as it always is.
+pub const POLL_LATENCY: Duration = Duration::from_millis(100);
 
 /// Percentiles of a lag, in seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -56,6 +74,9 @@ pub struct Plan {
     /// From payment (or failure) to the poll that saw it.
     pub paid_lag: Lags,
     pub failed_lag: Lags,
+    /// From a routine check's due time (a recheck, a confirmation) to its answer: the wait
+    /// for a sweep, less `claim_ahead`, plus [`POLL_LATENCY`]. Negative: answered early.
+    pub routine_wait: Lags,
     /// Abandoned payments flagged `lifetime_exceeded`, and of those, flagged no later than
     /// their lifetime plus `poll.lifetime_grace`.
     pub lifetime_flagged: u64,
@@ -149,13 +170,17 @@ pub fn run(input: &PlanInput) -> Plan {
         by_outcome: [("paid", 0, 0), ("failed", 0, 0), ("abandoned", 0, 0)],
         paid_lag: Lags::default(),
         failed_lag: Lags::default(),
+        routine_wait: Lags::default(),
         lifetime_flagged: 0,
         lifetime_on_time: 0,
         rate_budget: input.rate_per_second,
     };
     let (mut paid_lags, mut failed_lags) = (Vec::new(), Vec::new());
+    let mut routine_waits = Vec::new();
     let id = PaymentId::parse("planned").expect("a valid id");
     for k in 0..n {
+        // Created evenly over the day, so payments meet the sweeps at every phase.
+        let created = epoch() + TimeDelta::milliseconds((k * 86_400_000 / n.max(1)) as i64);
         let outcome = if k < paid {
             Outcome::Paid(time_to_pay())
         } else if k < paid + failed {
@@ -163,7 +188,7 @@ pub fn run(input: &PlanInput) -> Plan {
         } else {
             Outcome::Abandoned
         };
-        let story = simulate(&id, outcome, input);
+        let story = simulate(&id, created, outcome, input, &mut routine_waits);
         plan.requests += story.requests;
         let slot = match outcome {
             Outcome::Paid(_) => 0,
@@ -184,6 +209,7 @@ pub fn run(input: &PlanInput) -> Plan {
     }
     plan.paid_lag = percentiles(paid_lags);
     plan.failed_lag = percentiles(failed_lags);
+    plan.routine_wait = percentiles(routine_waits);
     plan
 }
 
@@ -196,10 +222,17 @@ struct Story {
     lifetime_flag_on_time: Option<bool>,
 }
 
-fn simulate(id: &PaymentId, outcome: Outcome, input: &PlanInput) -> Story {
+/// Simulates one payment's polls; adds the wait of each of its routine checks (seconds from
+/// due to answer) to `routine_waits`.
+fn simulate(
+    id: &PaymentId,
+    created: DateTime<Utc>,
+    outcome: Outcome,
+    input: &PlanInput,
+    routine_waits: &mut Vec<f64>,
+) -> Story {
     let policy = &input.policy;
     let mix = &input.mix;
-    let created = epoch();
     let mut tracked = Tracked::new(id.clone(), created);
     let horizon = after(created, policy.max_age + Duration::from_secs(86_400));
     let deadline_check = after(created, mix.lifetime + policy.lifetime_grace);
@@ -208,8 +241,19 @@ fn simulate(id: &PaymentId, outcome: Outcome, input: &PlanInput) -> Story {
         lag: None,
         lifetime_flag_on_time: None,
     };
-    let mut at = after(created, policy.first_poll_after);
+    let mut due = after(created, policy.first_poll_after);
+    // A new payment's first poll is urgent: claimed only once it is due.
+    let mut urgent = true;
+    let mut last_sweep: Option<DateTime<Utc>> = None;
     loop {
+        let Some(sweep) = sweep_taking(input, due, urgent, last_sweep) else {
+            return story;
+        };
+        let at = sweep + POLL_LATENCY;
+        last_sweep = Some(sweep);
+        if !urgent {
+            routine_waits.push((at - due).as_seconds_f64());
+        }
         story.requests += 1;
         let age = (at - created).to_std().unwrap_or_default();
         let answer = answer(outcome, age, mix);
@@ -228,14 +272,43 @@ fn simulate(id: &PaymentId, outcome: Outcome, input: &PlanInput) -> Story {
                 .iter()
                 .any(|f| f.kind == FlagKind::LifetimeExceeded)
         {
-            story.lifetime_flag_on_time = Some(at <= deadline_check);
+            // On time: by the first sweep after lifetime + grace.
+            let on_time = input
+                .sweeps
+                .first_at_or_after(deadline_check)
+                .is_none_or(|first| sweep <= first);
+            story.lifetime_flag_on_time = Some(on_time);
         }
         tracked.apply(&verdict);
         match verdict.next_check_at {
-            Some(next) if next < horizon => at = next.max(at + TimeDelta::milliseconds(1)),
+            Some(next) if next < horizon => {
+                due = next;
+                urgent = verdict.next_check_urgent;
+            }
             _ => return story,
         }
     }
+}
+
+/// The sweep that takes a check due at `due`, by the claim's rule: the first at or after
+/// `due` (a routine check: `due - claim_ahead`), and never the sweep that scheduled it
+/// (`last`), which fixed what it takes when it started.
+fn sweep_taking(
+    input: &PlanInput,
+    due: DateTime<Utc>,
+    urgent: bool,
+    last: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let ahead = if urgent {
+        TimeDelta::zero()
+    } else {
+        TimeDelta::from_std(input.claim_ahead).unwrap_or_default()
+    };
+    let mut earliest = due.checked_sub_signed(ahead).unwrap_or(due);
+    if let Some(last) = last {
+        earliest = earliest.max(last + TimeDelta::milliseconds(1));
+    }
+    input.sweeps.first_at_or_after(earliest)
 }
 
 /// What the provider says about a payment of this story at this age.
@@ -246,7 +319,10 @@ fn answer(outcome: Outcome, age: Duration, mix: &Mix) -> PollResult {
     let status = match outcome {
         Outcome::Paid(when) if age >= when => ProviderStatus::Success,
         Outcome::Failed(when) if age >= when => ProviderStatus::Error,
-        Outcome::Abandoned if age >= mix.lifetime => ProviderStatus::Incomplete,
+        Outcome::Abandoned if age >= mix.lifetime => match mix.expired_status {
+            ExpiredStatus::Incomplete => ProviderStatus::Incomplete,
+            ExpiredStatus::Process => ProviderStatus::Process,
+        },
         _ => ProviderStatus::Process,
     };
     PollResult::Invoice(Box::new(Invoice {
@@ -306,6 +382,12 @@ pub fn render(plan: &Plan, input: &PlanInput) -> String {
     );
     let _ = writeln!(
         out,
+        "sweeps on \"{}\"; a routine check is claimed up to {} before it is due",
+        input.sweeps.schedule(),
+        humantime::format_duration(input.claim_ahead),
+    );
+    let _ = writeln!(
+        out,
         "requests per payment: {:.2} ({} requests a day)",
         plan.requests_per_payment(),
         plan.requests
@@ -340,6 +422,13 @@ pub fn render(plan: &Plan, input: &PlanInput) -> String {
             );
         }
     }
+    if plan.routine_wait.count > 0 {
+        let _ = writeln!(
+            out,
+            "routine rechecks and confirmations, answered after their due time: p50 {:+.1}s, p95 {:+.1}s, p99 {:+.1}s",
+            plan.routine_wait.p50, plan.routine_wait.p95, plan.routine_wait.p99
+        );
+    }
     let abandoned = plan.by_outcome[2].1;
     if abandoned > 0 {
         let _ = writeln!(
@@ -356,7 +445,8 @@ mod tests {
     use super::*;
 
     /// A day small enough to check by hand: 2 paid, 1 failed, 1 abandoned; everything at
-    /// fixed times; a poll every minute.
+    /// fixed times; a poll every minute; sweeps every 10 s, taking routine checks up to 5 s
+    /// before they are due (the daemon's rule on that schedule).
     fn small_day(rate: u32) -> PlanInput {
         PlanInput {
             payments_per_day: 4,
@@ -377,34 +467,77 @@ mod tests {
                 pay_sigma: 0.0,
                 lifetime: Duration::from_secs(3600),
                 visible_after: Duration::ZERO,
+                expired_status: ExpiredStatus::Incomplete,
             },
+            sweeps: Sweeps::parse("*/10 * * * * *").unwrap(),
+            claim_ahead: Duration::from_secs(5),
         }
     }
 
     #[test]
     fn a_small_day_adds_up_by_hand() {
         let plan = run(&small_day(0));
-        // Paid at 100 s: polls at 0 and 60 s (process), 120 s (success, seen 20 s late),
-        // and the confirmation 30 min later: 4 requests. Failed: the same story.
+        // Created on a sweep (every 6 h), each answer seen 0.1 s after its sweep. Paid at
+        // 100 s: polls at 0.1 and 60.1 s (process; each next check due 60 s later, taken by
+        // the sweep 0.1 s before), 120.1 s (success, seen 20.1 s late), and the confirmation
+        // 30 min later: 4 requests. Failed: the same story.
         assert_eq!(plan.by_outcome[0], ("paid", 2, 8));
         assert_eq!(plan.by_outcome[1], ("failed", 1, 4));
-        // Abandoned: a poll a minute from 0 to 3,540 s (60), `incomplete` at 3,600 s, and its
-        // confirmation: 62 requests, flagged at 3,600 s, before lifetime + grace.
+        // Abandoned: a poll a minute from 0.1 to 3,540.1 s (60), `incomplete` at 3,600.1 s,
+        // and its confirmation: 62 requests, flagged by the first sweep after its lifetime.
         assert_eq!(plan.by_outcome[2], ("abandoned", 1, 62));
         assert_eq!(plan.requests, 74);
         assert_eq!(plan.requests_per_payment(), 18.5);
-        assert_eq!(
-            plan.paid_lag,
-            Lags {
-                count: 2,
-                p50: 20.0,
-                p95: 20.0,
-                p99: 20.0
-            }
-        );
-        assert_eq!(plan.failed_lag.p95, 20.0);
+        assert_eq!(plan.paid_lag.count, 2);
+        for lag in [plan.paid_lag.p50, plan.paid_lag.p99, plan.failed_lag.p95] {
+            assert!((lag - 20.1).abs() < 1e-9, "{lag}");
+        }
         assert_eq!((plan.lifetime_flagged, plan.lifetime_on_time), (1, 1));
         assert!(plan.fits());
+    }
+
+    #[test]
+    fn a_recheck_due_just_after_a_sweep_starts_waits_a_whole_sweep_unless_claimed_ahead() {
+        // Claimed only once due: every 60 s recheck, due 0.1 s after a sweep started, waits
+        // for the next one. Paid at 100 s: polls at 0.1, 70.1 (due 60.1) and 140.1 s (due
+        // 130.1): seen 40.1 s late instead of 20.1 s.
+        let mut input = small_day(0);
+        input.claim_ahead = Duration::ZERO;
+        let plan = run(&input);
+        assert!(
+            (plan.paid_lag.p50 - 40.1).abs() < 1e-9,
+            "{:?}",
+            plan.paid_lag
+        );
+        // Every routine check answered 10 s after it was due: 9.9 s to the next sweep, and
+        // the poll's 0.1 s.
+        for wait in [plan.routine_wait.p50, plan.routine_wait.p99] {
+            assert!((wait - 10.0).abs() < 1e-9, "{:?}", plan.routine_wait);
+        }
+        // Claimed up to 5 s ahead: each is made by the sweep 0.1 s before it is due, and
+        // answered as it falls due.
+        let plan = run(&small_day(0));
+        assert!(
+            (plan.paid_lag.p50 - 20.1).abs() < 1e-9,
+            "{:?}",
+            plan.paid_lag
+        );
+        for wait in [plan.routine_wait.p50, plan.routine_wait.p99] {
+            assert!(wait.abs() < 1e-9, "{:?}", plan.routine_wait);
+        }
+    }
+
+    #[test]
+    fn a_payment_left_in_process_gets_one_last_look_and_no_more() {
+        let mut input = small_day(0);
+        input.mix.expired_status = ExpiredStatus::Process;
+        let plan = run(&input);
+        // A poll a minute from 0.1 to 4,440.1 s (75), the deadline check at 4,500.1 s (lifetime
+        // + grace), a poll a minute after it to 10,740.1 s (104), the last look at 10,800.1 s
+        // (lifetime + 2 h): 181, then none (polled every minute until poll.max_age, it would
+        // be over 10,000).
+        assert_eq!(plan.by_outcome[2], ("abandoned", 1, 181));
+        assert_eq!((plan.lifetime_flagged, plan.lifetime_on_time), (1, 1));
     }
 
     #[test]

@@ -17,8 +17,10 @@ pub struct PlanArgs {
     #[arg(long, value_name = "R")]
     pub rate: Option<u32>,
     /// What happens to the day's payments, as a TOML file (paid, failed, abandoned,
-    /// pay_median, pay_sigma, lifetime, visible_after) [default: 70 % paid after a median of
-    /// 90 s, 5 % failed, 25 % abandoned at a 24 h lifetime, invisible for 30 s].
+    /// pay_median, pay_sigma, lifetime, visible_after, and optionally expired_status:
+    /// `incomplete` or `process`, what the provider says of an abandoned payment after its
+    /// lifetime) [default: 70 % paid after a median of 90 s, 5 % failed, 25 % abandoned at a
+    /// 24 h lifetime (then `incomplete`), invisible for 30 s].
     #[arg(long, value_name = "FILE")]
     pub mix: Option<PathBuf>,
 }
@@ -40,6 +42,9 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
         rate_per_second: args.rate.unwrap_or(settings.poll.rate_per_second),
         policy,
         mix,
+        sweeps: settings.poll.sweeps(),
+        // The daemon's claim rule.
+        claim_ahead: settings.poll.claim_ahead(),
     };
     let plan = tokio::task::spawn_blocking({
         let input = input.clone();

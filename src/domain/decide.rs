@@ -10,6 +10,13 @@ use super::types::{
     ProviderStatus, Resolver, StatusChange, Tracked,
 };
 
+/// How long after a payment's deadline the provider may still settle it on its own: it calls
+/// the merchant's Result URL again every 30 minutes for 2 hours when a call fails, "even after
+/// the payment's lifetime has passed" (`../shared/provider/RESULT_URL.md`, "When it is
+/// called"). A payment still unsettled at its deadline check is polled on its schedule until
+/// that window has closed and looked at once more then, and no longer after ([`decide`]).
+pub const CALLBACK_RETRY_WINDOW: Duration = Duration::from_secs(2 * 3600);
+
 /// The settings the rules depend on (the `poll` and `reconcile` sections, already validated).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
@@ -109,11 +116,12 @@ pub struct Verdict {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub not_found_since: Option<DateTime<Utc>>,
-    /// `None`: stop polling (confirmed terminal, or abandoned).
+    /// `None`: stop polling (confirmed terminal, abandoned, or still unsettled at its last
+    /// look after its deadline).
     pub next_check_at: Option<DateTime<Utc>>,
     /// The next check is a deadline check (the lifetime check, the end of the not-found
-    /// grace, the maximum age): when due work exceeds the rate budget, it goes before routine
-    /// rechecks.
+    /// grace, the maximum age, the last look after a missed deadline): when due work exceeds
+    /// the rate budget, it goes before routine rechecks.
     pub next_check_urgent: bool,
     /// When the payment was first seen unpaid past its deadline (kept once known, unless a
     /// later lifetime moves the deadline ahead).
@@ -232,6 +240,14 @@ pub fn decide(
         lifetime_check_at,
         now,
     );
+    // Unsettled past its deadline check: the schedule goes on, capped at one last look once
+    // the provider's callback retries are over (with the default schedule's 24 h step, that
+    // is the one look after the deadline check), and then polling stops. Polled daily until
+    // `max_age` instead, such a payment cost several more requests (five on a 24 h lifetime
+    // and the default settings) and learned nothing the last look did not.
+    let overdue = !is_terminal && matches!(lifetime, Finding::Holds { .. });
+    let last_look_at = deadline.map(|d| after(d.at, CALLBACK_RETRY_WINDOW));
+    let given_up = overdue && answered && last_look_at.is_some_and(|at| now >= at);
     let deadline_missed_at = match (&lifetime, &status) {
         (Finding::Holds { .. }, _) => Some(before.deadline_missed_at.unwrap_or(now)),
         // Paid or failed: the deadline's story is told; a miss stays on record.
@@ -265,7 +281,19 @@ pub fn decide(
         ),
         (
             FlagKind::PollingAbandoned,
-            if abandoned {
+            if given_up {
+                // Named by the deadline, not the time of the look: a recheck that finds the
+                // same does not reopen a flag a person closed.
+                holds(
+                    format!(
+                        "a terminal status by {} (the deadline plus the provider's {} of \
+                         callback retries)",
+                        last_look_at.map_or_else(String::new, |at| at.to_rfc3339()),
+                        humantime::format_duration(CALLBACK_RETRY_WINDOW)
+                    ),
+                    status.as_ref().map_or("no answer", ProviderStatus::as_str),
+                )
+            } else if abandoned {
                 holds(
                     format!(
                         "a terminal status within {}",
@@ -329,7 +357,8 @@ pub fn decide(
     }
 
     // Never later than a deadline: the lifetime check, (while unsettled) the abandon time,
-    // and (while the provider does not know the payment) the end of the not-found grace.
+    // (while the provider does not know the payment) the end of the not-found grace, and
+    // (past the deadline check, unsettled) the last look.
     // Each applies only while it is still ahead, so a check is never scheduled in the past.
     // A check a deadline moved is a deadline check.
     let not_found_check_at = matches!(result, PollResult::NotFound)
@@ -346,6 +375,7 @@ pub fn decide(
         (!is_terminal).then_some(abandon_at),
         not_found_check_at,
         callback_check_at,
+        last_look_at.filter(|_| overdue),
     ];
     let cap = |next: DateTime<Utc>| {
         let earliest = deadlines
@@ -368,6 +398,9 @@ pub fn decide(
         // A settled payment looked at again after the maximum age (a manual recheck, a late
         // confirmation) gets that one look, whatever it brings.
         _ if now >= abandon_at => None,
+        // Still unsettled at its last look: polling stops, `polling_abandoned` says so. A
+        // recheck someone asks for later gets that one look too.
+        _ if given_up => None,
         PollResult::Failed { .. } => {
             let exponent = before.attempts.clamp(0, 20) as u32;
             let backoff = policy
@@ -1104,7 +1137,7 @@ mod tests {
         assert_eq!(
             v.next_check_at,
             Some(at(105)),
-            "past the check, the schedule resumes"
+            "past the check, the schedule resumes (until the last look, 10:30 + 2 h)"
         );
     }
 
@@ -1563,6 +1596,129 @@ mod tests {
             week + 60,
         );
         assert_eq!(resolved(&v), vec![FlagKind::PollingAbandoned]);
+    }
+
+    #[test]
+    fn an_unsettled_payment_gets_one_last_look_when_the_callback_retries_end_then_none() {
+        // Deadline 10:10; its check at 10:25 finds it still in `process`, on a schedule whose
+        // last step is a day (as the default one).
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        state.status = Some(ProviderStatus::Process);
+        state.checks = 4;
+        let daily = Policy {
+            recheck: vec![Duration::from_secs(60), Duration::from_secs(86_400)],
+            ..Policy::default()
+        };
+        let decide_at = |state: &Tracked, result: PollResult, minutes: i64| {
+            decide(state, &result, at(minutes), &daily, Jitter::NONE)
+        };
+        let process = || PollResult::Invoice(Box::new(invoice("process")));
+        let v = decide_at(&state, process(), 25);
+        assert_eq!(opened(&v), vec![FlagKind::LifetimeExceeded]);
+        assert_eq!(
+            v.next_check_at,
+            Some(at(130)),
+            "the last look: the deadline plus the provider's 2 h of callback retries"
+        );
+        assert!(v.next_check_urgent, "a deadline placed it");
+        let state = apply(&state, &v);
+
+        // A failed attempt at the last look is no look: it is tried again.
+        let failed = decide_at(
+            &state,
+            PollResult::Failed {
+                reason: "timeout".into(),
+            },
+            130,
+        );
+        assert!(failed.next_check_at.is_some_and(|next| next > at(130)));
+        assert!(failed.open.is_empty());
+
+        // Still unsettled: polling stops, and a person is told nobody knows whether money
+        // moved.
+        let v = decide_at(&state, process(), 130);
+        assert_eq!(v.next_check_at, None, "no more looks");
+        assert_eq!(opened(&v), vec![FlagKind::PollingAbandoned]);
+        assert_eq!(
+            v.open[0].expected.as_deref(),
+            Some(
+                "a terminal status by 2025-07-11T12:10:00+00:00 (the deadline plus the \
+                 provider's 2h of callback retries)"
+            )
+        );
+        assert_eq!(v.open[0].actual.as_deref(), Some("process"));
+        assert_eq!(FlagKind::PollingAbandoned.class(), FlagClass::Action);
+        let stopped = apply(&state, &v);
+
+        // Something else makes it due (`recheck`): a change is still caught...
+        let paid = decide_at(
+            &stopped,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            600,
+        );
+        assert_eq!(opened(&paid), vec![FlagKind::PaidAfterDeadline]);
+        assert_eq!(resolved(&paid), vec![FlagKind::PollingAbandoned]);
+        assert_eq!(paid.next_check_at, Some(at(630)), "and confirmed");
+        // ...and the same answer is that one look, with no flag opened again, even one a
+        // person closed.
+        let mut closed = stopped.clone();
+        closed.open_flags.remove(&FlagKind::PollingAbandoned);
+        closed.closed_flags.insert(
+            FlagKind::PollingAbandoned,
+            ClosedFlag {
+                expected: v.open[0].expected.clone(),
+                actual: Some("process".into()),
+            },
+        );
+        for state in [&stopped, &closed] {
+            let again = decide_at(state, process(), 600);
+            assert_eq!(again.next_check_at, None);
+            assert!(again.open.is_empty(), "{again:?}");
+        }
+    }
+
+    #[test]
+    fn a_denser_schedule_goes_on_until_the_last_look() {
+        // Rechecks every hour: 10:25 (the deadline check), 11:25, then 12:10, the last look.
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        state.checks = 4;
+        let process = || PollResult::Invoice(Box::new(invoice("process")));
+        let v = decide_at(&state, process(), 25);
+        assert_eq!(v.next_check_at, Some(at(85)));
+        assert!(!v.next_check_urgent);
+        let state = apply(&state, &v);
+        let v = decide_at(&state, process(), 85);
+        assert_eq!(v.next_check_at, Some(at(130)));
+        assert!(v.next_check_urgent, "capped at the last look");
+        let state = apply(&state, &v);
+        let v = decide_at(&state, process(), 130);
+        assert_eq!(v.next_check_at, None);
+        assert_eq!(opened(&v), vec![FlagKind::PollingAbandoned]);
+    }
+
+    #[test]
+    fn with_a_grace_past_the_callback_retries_the_deadline_check_is_the_last_look() {
+        let mut state = tracked();
+        state.merchant_expires_at = Some(at(10));
+        state.checks = 4;
+        let patient = Policy {
+            lifetime_grace: Duration::from_secs(3 * 3600),
+            ..Policy::default()
+        };
+        let v = decide(
+            &state,
+            &PollResult::Invoice(Box::new(invoice("waiting"))),
+            at(190),
+            &patient,
+            Jitter::NONE,
+        );
+        assert_eq!(
+            opened(&v),
+            vec![FlagKind::LifetimeExceeded, FlagKind::PollingAbandoned]
+        );
+        assert_eq!(v.next_check_at, None);
     }
 
     #[test]

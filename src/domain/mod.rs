@@ -5,9 +5,11 @@
 
 mod decide;
 pub mod rules;
+mod sweeps;
 mod types;
 
 pub use decide::{Jitter, Policy, PollResult, Verdict, decide};
+pub use sweeps::{CLAIM_AHEAD_MAX, Sweeps};
 pub use types::{
     AutoClose, CallbackClaim, ClosedFlag, Currency, DecimalMark, ExpectedValues, Expiry, FlagClass,
     FlagKind, InvalidInput, Invoice, Lifetime, LifetimeSource, NewFlag, ORDER_ID_MAX_LEN,

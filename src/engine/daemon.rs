@@ -32,6 +32,7 @@ pub async fn run_daemon(
     schedule: &str,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
+    let engine_claim_ahead = engine.claim_ahead();
     let running = Arc::new(tokio::sync::Mutex::new(()));
     let (engine_for_wakes, engine_for_notify) = (engine.clone(), engine.clone());
     let job = {
@@ -98,7 +99,11 @@ pub async fn run_daemon(
         engine_for_notify,
         shutdown.clone(),
     )));
-    tracing::info!(schedule, "daemon started");
+    tracing::info!(
+        schedule,
+        claim_ahead_ms = engine_claim_ahead.as_millis() as u64,
+        "daemon started"
+    );
     // The caller connected and migrated before calling us: we are ready.
     notify_systemd(NotifyState::Ready);
 

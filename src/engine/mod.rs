@@ -106,6 +106,9 @@ struct Inner {
     policy: Policy,
     poll: PollSettings,
     provider_timeout: Duration,
+    /// How long before it is due a sweep takes a routine check (`poll.schedule`'s
+    /// [`crate::domain::Sweeps::claim_ahead`]), so none waits a whole extra sweep.
+    claim_ahead: Duration,
     pacer: Pacer,
     /// Names this process's claims in `lease_owner`.
     instance: String,
@@ -172,6 +175,7 @@ impl Engine {
                 provider,
                 policy: settings.policy(),
                 provider_timeout: settings.provider.timeout,
+                claim_ahead: poll.claim_ahead(),
                 poll,
                 instance,
                 webhook_types: settings
@@ -212,6 +216,11 @@ impl Engine {
     /// This process's name in leases (`host:pid`).
     pub fn instance(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// How long before it is due a sweep takes a routine check.
+    pub fn claim_ahead(&self) -> Duration {
+        self.inner.claim_ahead
     }
 
     /// The deployment's request budget per second (0: unlimited).

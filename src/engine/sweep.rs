@@ -210,6 +210,7 @@ impl Sweep {
                 inner.poll.lease,
                 due_by,
                 inner.poll.first_poll_after,
+                inner.claim_ahead,
             );
             let batch = tokio::select! {
                 claimed = claim => match claimed {
@@ -247,8 +248,8 @@ impl Sweep {
             let Some(first) = claimed.first() else {
                 continue;
             };
-            // "Due now" is fixed at the first claim, on the database's clock: payments
-            // rescheduled during this sweep wait for the next one.
+            // "Due now" is fixed at the first claim, on the database's clock (routine checks:
+            // plus `claim_ahead`): payments rescheduled during this sweep wait for the next.
             due_by.get_or_insert(first.claimed_at);
             let recovered = claimed.iter().filter(|c| c.recovered).count() as u64;
             counts.claimed += claimed.len() as u64;

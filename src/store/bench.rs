@@ -110,6 +110,7 @@ pub async fn explain_claim(conn: &mut PgConnection, limit: u32) -> Result<String
     .bind("bench")
     .bind(300_000_i64)
     .bind(0_i64)
+    .bind(5_000_i64)
     .fetch_all(conn)
     .await?;
     Ok(plan.join("\n"))

@@ -64,8 +64,8 @@ struct ClaimedRow {
 
 /// The claim statement (`sql/claim.sql`): `$1` due by (null: now), `$2` limit, `$3` owner,
 /// `$4` lease in milliseconds, `$5` how old (milliseconds) a payment must be for its first
-/// poll. Checked at compile time like every statement; public so the benchmark can show its
-/// plan.
+/// poll, `$6` how long before it is due (milliseconds) a routine check is taken. Checked at
+/// compile time like every statement; public so the benchmark can show its plan.
 ///
 /// `problem` is the schema's own verdict on the intake values that could not even be decoded
 /// (an amount or a time past the rules: `NaN`, `infinity`), possible only if someone dropped
@@ -97,7 +97,11 @@ impl ClaimBatch {
 }
 
 /// Claims up to `limit` payments due at or before `due_by` (the database's `now()` when
-/// `None`), oldest first, skipping rows another transaction holds.
+/// `None`), deadline checks and first polls first, oldest first, skipping rows another
+/// transaction holds. A routine check (a recheck, a confirmation) that falls due within
+/// `claim_ahead` after `due_by` is taken too, when the answer that scheduled it came before
+/// `due_by` and was not a failure: see [`crate::domain::Sweeps::claim_ahead`] for why, and
+/// `Duration::ZERO` to take only what is due.
 pub async fn claim_due<'e>(
     executor: impl PgExecutor<'e>,
     owner: &str,
@@ -105,6 +109,7 @@ pub async fn claim_due<'e>(
     lease: Duration,
     due_by: Option<DateTime<Utc>>,
     first_poll_after: Duration,
+    claim_ahead: Duration,
 ) -> Result<ClaimBatch, StoreError> {
     // A value that could not be decoded comes back null with its `problem`, so one row
     // that cannot be read is set aside, not an error for the whole chunk.
@@ -116,6 +121,7 @@ pub async fn claim_due<'e>(
         owner,
         millis(lease),
         millis(first_poll_after),
+        millis(claim_ahead),
     )
     .fetch_all(executor)
     .await?;

@@ -109,6 +109,7 @@ async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
         Duration::from_secs(1),
         None,
         Duration::ZERO,
+        Duration::ZERO,
     )
     .await
     .unwrap()
@@ -342,6 +343,7 @@ async fn a_recheck_asked_for_during_a_poll_is_kept_by_its_verdict() {
         10,
         Duration::from_secs(60),
         None,
+        Duration::ZERO,
         Duration::ZERO,
     )
     .await

@@ -222,6 +222,7 @@ async fn a_replayed_verdict_doubles_nothing_and_a_kind_stays_open_once() {
         Duration::from_secs(60),
         None,
         Duration::ZERO,
+        Duration::ZERO,
     )
     .await
     .unwrap()

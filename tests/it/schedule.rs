@@ -1,4 +1,5 @@
-//! When payments are polled: not before the provider can know them.
+//! When payments are polled: not before the provider can know them, and by the sweep nearest
+//! their due time.
 
 use freedompay_recon::simulator::{Reply, Scenario};
 
@@ -63,6 +64,14 @@ async fn plan_says_what_a_day_costs_and_fails_when_the_budget_cannot_hold_it() {
     // The default schedule's target on the default mix.
     assert!(per_payment <= 4.0, "{text}");
     assert!(text.contains("detection lag, paid: p50"), "{text}");
+    // Sweeps every 10 s: plan takes routine checks as the claim does, half a sweep early at
+    // most, so none waits a whole extra sweep (capacity's unit tests show the difference).
+    assert!(
+        text.contains(
+            "sweeps on \"*/10 * * * * *\"; a routine check is claimed up to 5s before it is due"
+        ),
+        "{text}"
+    );
 
     let over = run(&["plan", "--payments-per-day", "2000", "--rate", "0"]).await;
     assert!(over.status.success());
@@ -175,4 +184,92 @@ async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
     );
     let outcome = sweeping.await.unwrap().unwrap();
     assert_eq!(outcome.recorded, 120, "and the routine ones are done after");
+}
+
+/// A routine recheck due a little after a sweep starts is taken by that sweep, not by the
+/// next one 10 s later; deadline checks, and retries after a failure, are taken only once due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_due_just_after_the_sweep_starts_is_taken_by_that_sweep() {
+    let app = TestApp::new(Scenario::new().fallback([Reply::invoice("process", "1", "KZT")])).await;
+    assert_eq!(
+        app.engine.claim_ahead(),
+        std::time::Duration::from_secs(5),
+        "half of the default schedule's 10 s"
+    );
+    // Due 1.5 s from now: long after this sweep's claim will have started, well within half
+    // a sweep.
+    sqlx::query(
+        "insert into recon.payments (payment_id, created_at, status, checks, attempts,
+                                     last_checked_at, next_check_at, next_check_urgent)
+         values ('recheck-soon', now() - interval '1 hour', 'process', 2, 0,
+                 now() - interval '1 minute', now() + interval '1500 milliseconds', false),
+                ('recheck-later', now() - interval '1 hour', 'process', 2, 0,
+                 now() - interval '1 minute', now() + interval '6 seconds', false),
+                ('deadline-soon', now() - interval '1 hour', 'process', 2, 0,
+                 now() - interval '1 minute', now() + interval '1500 milliseconds', true),
+                ('retry-soon', now() - interval '1 hour', 'process', 2, 1,
+                 now() - interval '1 minute', now() + interval '1500 milliseconds', false)",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let due: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "select next_check_at from recon.payments where payment_id = 'recheck-soon'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+
+    let outcome = app.sweep().await;
+    assert_eq!(outcome.claimed, 1, "{outcome:?}");
+    let polled: Vec<(String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "select payment_id, last_checked_at from recon.payments
+         where last_checked_at > now() - interval '30 seconds'",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(polled.len(), 1, "{polled:?}");
+    assert_eq!(polled[0].0, "recheck-soon");
+    assert!(
+        polled[0].1 < due,
+        "taken before it was due ({} < {due}), not a sweep later",
+        polled[0].1
+    );
+}
+
+/// A sweep fixes what it takes when it starts: a payment it polled, rescheduled within the
+/// claim-ahead window (a 1 s recheck), is not taken again by the same sweep's later claims.
+/// With a budget of 20 requests a second, 60 first polls take three seconds, and the claimer
+/// claims its last chunks after the first answers are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_does_not_take_again_what_it_has_just_rescheduled() {
+    let app = TestApp::with(
+        Scenario::new().fallback([Reply::invoice("process", "1", "KZT")]),
+        &[
+            ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "20"),
+            ("FREEDOMPAY_RECON__POLL__BURST", "1"),
+            ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "2"),
+            ("FREEDOMPAY_RECON__POLL__RECHECK", "1s"),
+            ("FREEDOMPAY_RECON__POLL__CONFIRM_AFTER", "1h"),
+        ],
+    )
+    .await;
+    sqlx::query(
+        "insert into recon.payments (payment_id, created_at)
+         select 'p-' || g, now() - interval '1 hour' from generate_series(1, 60) g",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let outcome = app.sweep().await;
+    assert_eq!(outcome.claimed, 60, "{outcome:?}");
+    assert_eq!(app.sim.total_calls(), 60, "each payment polled once");
+    let rescheduled_within_the_window = app
+        .count(
+            "select count(*) from recon.payments
+             where checks = 1 and next_check_at <= last_checked_at + interval '1 second'",
+        )
+        .await;
+    assert_eq!(rescheduled_within_the_window, 60);
 }

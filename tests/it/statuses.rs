@@ -210,6 +210,7 @@ async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
         std::time::Duration::from_secs(60),
         None,
         std::time::Duration::ZERO,
+        std::time::Duration::ZERO,
     )
     .await
     .unwrap()

@@ -1,5 +1,6 @@
 -- The claim: `$1` due by (null: now), `$2` limit, `$3` owner, `$4` lease in milliseconds,
--- `$5` how old (milliseconds) a payment must be for its first poll. See `claim.rs`.
+-- `$5` how old (milliseconds) a payment must be for its first poll, `$6` how long before it
+-- is due (milliseconds) a routine check is taken. See `claim.rs`.
 with urgent as (
     select ctid, payment_id, lease_token as previous_token, next_check_at, true as urgent
     from recon.payments
@@ -18,7 +19,15 @@ routine as (
     select ctid, payment_id, lease_token as previous_token, next_check_at, false as urgent
     from recon.payments
     where not next_check_urgent
-      and next_check_at <= coalesce($1, now())
+      -- A recheck or a confirmation is due a fixed interval after the answer that scheduled
+      -- it, which came a little after its sweep started: it is taken by the sweep nearest
+      -- its due time (`$6`: half the gap between sweeps, domain/sweeps.rs), not by the one a
+      -- whole interval later. Only when that answer came before this sweep began (a sweep
+      -- never takes again what it has just rescheduled), and never after a failed attempt
+      -- (its backoff is kept). Deadline checks, above, are never taken early.
+      and next_check_at <= coalesce($1, now()) + $6::int8 * interval '1 millisecond'
+      and (next_check_at <= coalesce($1, now())
+           or (attempts = 0 and last_checked_at < coalesce($1, now())))
       and (lease_expires_at is null or lease_expires_at <= now())
     order by next_check_at
     limit greatest($2 - (select count(*) from urgent), 0)
