@@ -33,6 +33,9 @@ const SAMPLES: usize = 101;
 pub struct Pass {
     pub claim: (Duration, Duration),
     pub day_summary: Duration,
+    /// The day's summary statement alone, in this process (p50/p99): the command's time
+    /// less starting a process and connecting.
+    pub day_summary_statement: (Duration, Duration),
     pub month_summary: Duration,
     pub year_summary: Duration,
     pub day_detail: Duration,
@@ -125,6 +128,7 @@ async fn measure(pool: &PgPool, url: &str, payments: i64) -> anyhow::Result<Pass
     let report = |args: Vec<String>| command(url, args);
     Ok(Pass {
         claim: time_claims(pool).await?,
+        day_summary_statement: time_summary_statement(pool, day).await?,
         day_summary: report(vec![
             "report".into(),
             "--from".into(),
@@ -216,6 +220,31 @@ async fn time_claims(pool: &PgPool) -> anyhow::Result<(Duration, Duration)> {
     Ok(percentiles(timings))
 }
 
+async fn time_summary_statement(
+    pool: &PgPool,
+    day: NaiveDate,
+) -> anyhow::Result<(Duration, Duration)> {
+    use futures_util::TryStreamExt as _;
+    let filter = store::report::ReportFilter {
+        basis: store::report::DayBasis::Created,
+        from: Some(day),
+        to: Some(day),
+        currency: None,
+        status: None,
+        flag: None,
+    };
+    let mut timings = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let started = Instant::now();
+        let rows: Vec<_> = store::report::summary_rows(pool, &filter)
+            .try_collect()
+            .await?;
+        timings.push(started.elapsed());
+        ensure!(!rows.is_empty(), "no summary rows for {day}");
+    }
+    Ok(percentiles(timings))
+}
+
 async fn time_histories(pool: &PgPool, payments: i64) -> anyhow::Result<(Duration, Duration)> {
     let mut timings = Vec::with_capacity(SAMPLES);
     for k in 0..SAMPLES as i64 {
@@ -249,7 +278,7 @@ impl YearReport {
             "| measure | as written | after vacuum | target at scale 0.1 |"
         );
         let _ = writeln!(out, "| --- | --- | --- | --- |");
-        let rows: [(&str, String, String, &str); 7] = [
+        let rows: [(&str, String, String, &str); 8] = [
             (
                 "claim of 100 due, p50 / p99",
                 pair(b.claim),
@@ -261,6 +290,12 @@ impl YearReport {
                 ms(b.day_summary),
                 ms(a.day_summary),
                 "≤ 100 ms",
+            ),
+            (
+                "the day's summary statement alone, p50 / p99",
+                pair(b.day_summary_statement),
+                pair(a.day_summary_statement),
+                "",
             ),
             (
                 "`report` for one month",
