@@ -57,6 +57,8 @@ burst = 1
 concurrency = 16
 first_poll_after = "2m"
 recheck = ["1m", "2m", "4m", "10m", "24h"]
+first_poll_after_with_callbacks = "10m"
+recheck_with_callbacks = ["1h", "24h"]
 lease = "5m"
 batch_size = 500
 writers = 1
@@ -491,8 +493,18 @@ pub struct PollSettings {
     /// new payment for up to about a minute).
     #[serde(with = "humantime_serde")]
     pub first_poll_after: Duration,
+    /// Delays between checks of a non-terminal payment: the n-th answer is followed by the
+    /// n-th, the last repeating.
     #[serde(deserialize_with = "durations")]
     pub recheck: Vec<Duration>,
+    /// `first_poll_after` and `recheck` for a daemon that hears the provider's callbacks
+    /// (`callbacks.listen` set): a callback makes its payment due at once, so polling is
+    /// only the safety net for the callbacks that never arrive, and can start later and be
+    /// sparser ([`Settings::policy`]).
+    #[serde(with = "humantime_serde")]
+    pub first_poll_after_with_callbacks: Duration,
+    #[serde(deserialize_with = "durations")]
+    pub recheck_with_callbacks: Vec<Duration>,
     /// How long a claim is held before another sweep or instance may take it over.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
@@ -715,11 +727,16 @@ impl Settings {
         self.webhook.validate()?;
         self.callbacks.validate(self.http.listen)?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
-        if poll.recheck.is_empty() {
-            return Err(invalid(
-                "poll.recheck",
-                "give at least one non-zero duration, e.g. [\"30s\", \"5m\"]",
-            ));
+        for (key, ladder) in [
+            ("poll.recheck", &poll.recheck),
+            ("poll.recheck_with_callbacks", &poll.recheck_with_callbacks),
+        ] {
+            if ladder.is_empty() {
+                return Err(invalid(
+                    key,
+                    "give at least one non-zero duration, e.g. [\"30s\", \"5m\"]",
+                ));
+            }
         }
         if poll.lease <= self.provider.timeout + poll.drain_timeout {
             return Err(invalid(
@@ -795,6 +812,12 @@ impl Settings {
                 NONE,
                 365 * DAY,
             ),
+            (
+                "poll.first_poll_after_with_callbacks",
+                poll.first_poll_after_with_callbacks,
+                NONE,
+                365 * DAY,
+            ),
             ("poll.lease", poll.lease, SECOND, DAY),
             ("poll.confirm_after", poll.confirm_after, NONE, 365 * DAY),
             ("poll.lifetime_grace", poll.lifetime_grace, NONE, 365 * DAY),
@@ -824,6 +847,11 @@ impl Settings {
             poll.recheck
                 .iter()
                 .map(|&step| ("poll.recheck", step, SECOND, 365 * DAY)),
+        )
+        .chain(
+            poll.recheck_with_callbacks
+                .iter()
+                .map(|&step| ("poll.recheck_with_callbacks", step, SECOND, 365 * DAY)),
         );
         for (key, value, min, max) in durations {
             if !(min..=max).contains(&value) {
@@ -875,12 +903,30 @@ impl Settings {
         Ok(())
     }
 
-    /// The rules' settings, for the pure core.
+    /// The rules' settings, for the pure core. A daemon that hears callbacks
+    /// (`callbacks.listen` set) polls first after `poll.first_poll_after_with_callbacks` and
+    /// rechecks on `poll.recheck_with_callbacks`; one that does not, after
+    /// `poll.first_poll_after` and on `poll.recheck`. Everything else (the deadline checks,
+    /// the confirmation) is the same either way.
     pub fn policy(&self) -> Policy {
+        self.policy_for(self.callbacks.listen.is_some())
+    }
+
+    /// The policy of a daemon that hears callbacks (`callbacks`) or not, whatever
+    /// `callbacks.listen` says: `plan --callbacks` plans for one before it is configured.
+    pub fn policy_for(&self, callbacks: bool) -> Policy {
         let poll = &self.poll;
+        let (first_poll_after, recheck) = if callbacks {
+            (
+                poll.first_poll_after_with_callbacks,
+                &poll.recheck_with_callbacks,
+            )
+        } else {
+            (poll.first_poll_after, &poll.recheck)
+        };
         Policy {
-            first_poll_after: poll.first_poll_after,
-            recheck: poll.recheck.clone(),
+            first_poll_after,
+            recheck: recheck.clone(),
             confirm_after: poll.confirm_after,
             lifetime_grace: poll.lifetime_grace,
             not_found_grace: poll.not_found_grace,
@@ -1501,6 +1547,81 @@ mod tests {
     }
 
     #[test]
+    fn the_schedule_with_callbacks_is_the_daemons_when_callbacks_are_on_and_bounded_like_the_other()
+    {
+        let off = Settings::load_from(None, env(&[])).unwrap();
+        assert_eq!(off.policy().recheck, off.poll.recheck);
+        assert_eq!(off.policy().first_poll_after, off.poll.first_poll_after);
+        let with = off.policy_for(true);
+        assert_eq!(with.recheck, off.poll.recheck_with_callbacks);
+        assert_eq!(
+            with.first_poll_after,
+            off.poll.first_poll_after_with_callbacks
+        );
+        assert_ne!(off.poll.recheck, off.poll.recheck_with_callbacks);
+        assert_ne!(
+            off.poll.first_poll_after,
+            off.poll.first_poll_after_with_callbacks
+        );
+        let on = Settings::load_from(
+            None,
+            env(&[
+                ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
+                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key"),
+                ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "5m,1h"),
+                (
+                    "FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER_WITH_CALLBACKS",
+                    "3m",
+                ),
+            ]),
+        )
+        .unwrap();
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        assert_eq!(on.policy().recheck, [minutes(5), minutes(60)]);
+        assert_eq!(on.policy().first_poll_after, minutes(3));
+        assert_eq!(on.policy_for(false).recheck, off.poll.recheck);
+        // Everything but the first poll and the ladder is the same either way.
+        let (with, without) = (on.policy_for(true), on.policy_for(false));
+        assert_eq!(
+            (with.confirm_after, with.lifetime_grace, with.max_age),
+            (
+                without.confirm_after,
+                without.lifetime_grace,
+                without.max_age
+            )
+        );
+
+        for (text, named) in [
+            (
+                "[poll]\nrecheck_with_callbacks = [\"10m\", \"0s\"]\n",
+                "poll.recheck_with_callbacks: must be between 1s and",
+            ),
+            (
+                "[poll]\nrecheck_with_callbacks = [\"400days\"]\n",
+                "poll.recheck_with_callbacks: must be between 1s and",
+            ),
+            (
+                "[poll]\nrecheck_with_callbacks = []\n",
+                "poll.recheck_with_callbacks: give at least one",
+            ),
+            (
+                "[poll]\nrecheck_with_callbacks = [\"soon\"]\n",
+                "\"soon\" is not a duration",
+            ),
+            (
+                "[poll]\nfirst_poll_after_with_callbacks = \"400days\"\n",
+                "poll.first_poll_after_with_callbacks: must be between 0s and",
+            ),
+        ] {
+            let f = file(text);
+            let err = Settings::load_from(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn the_example_config_is_valid_and_matches_the_defaults() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"));
         let example = Settings::load_from(Some(path), env(&[])).unwrap();
@@ -1543,7 +1664,9 @@ mod tests {
             "PROVIDER__DEFAULT_RETRY_AFTER",
             "PROVIDER__MAX_RETRY_AFTER",
             "POLL__FIRST_POLL_AFTER",
+            "POLL__FIRST_POLL_AFTER_WITH_CALLBACKS",
             "POLL__RECHECK",
+            "POLL__RECHECK_WITH_CALLBACKS",
             "POLL__LEASE",
             "POLL__CONFIRM_AFTER",
             "POLL__LIFETIME_GRACE",
@@ -1638,18 +1761,22 @@ mod tests {
             .expect("deliverer");
         let _ = settings.http.limits();
         check_schedule(&settings.poll.schedule, chrono::Utc::now()).expect("schedule");
-        let policy = settings.policy();
-        // `plan` refuses a policy it cannot simulate in reasonable time, in one line.
-        if crate::capacity::simulable(&policy).is_ok() {
-            let plan = crate::capacity::run(&crate::capacity::PlanInput {
-                payments_per_day: 50,
-                rate_per_second: settings.poll.rate_per_second,
-                policy,
-                mix: crate::capacity::Mix::default(),
-                sweeps: settings.poll.sweeps(),
-                claim_ahead: settings.poll.claim_ahead(),
-            });
-            assert!(plan.payments > 0);
+        // `plan` refuses a policy it cannot simulate in reasonable time, in one line; with
+        // callbacks or without.
+        for callbacks in [false, true] {
+            let policy = settings.policy_for(callbacks);
+            if crate::capacity::simulable(&policy).is_ok() {
+                let plan = crate::capacity::run(&crate::capacity::PlanInput {
+                    payments_per_day: 50,
+                    rate_per_second: settings.poll.rate_per_second,
+                    policy,
+                    mix: crate::capacity::Mix::default(),
+                    sweeps: settings.poll.sweeps(),
+                    claim_ahead: settings.poll.claim_ahead(),
+                    callbacks,
+                });
+                assert!(plan.payments > 0);
+            }
         }
     }
 }

@@ -16,6 +16,16 @@
 //! by the sweep that scheduled it; its answer is observed [`POLL_LATENCY`] after the sweep
 //! starts. So the detection lags include the wait for a sweep.
 //!
+//! With callbacks on ([`PlanInput::callbacks`]), the provider's Result-URL callback of a paid
+//! or failed payment arrives `callback_delay` after the outcome for `callback_share` of them
+//! (every payment's fate fixed by its place in the day, as its outcome is, so the same
+//! payments are called back in every plan of the same mix); it makes the payment due at once
+//! (urgent) and wakes a sweep, which starts as the callback arrives: the poll's answer is
+//! observed [`POLL_LATENCY`] later, and `decide` reads the callback's claim as the daemon
+//! does. A lost callback changes nothing: the ladder finds the outcome. (A payment is known to
+//! the provider once it has an outcome, even within `visible_after`: the provider calls back
+//! about it.)
+//!
 //! In a steady state every day's payments make all their requests, so the rate a deployment
 //! needs is `payments_per_day × requests per payment / 86,400 s`; the plan fails when that is
 //! over the budget. (Polls are assumed on time, which they are while the budget holds.)
@@ -32,8 +42,8 @@ pub use mix::Mix;
 pub use mix::ExpiredStatus;
 
 use crate::domain::{
-    FlagKind, Invoice, Jitter, Lifetime, PaymentId, Policy, PollResult, ProviderStatus, Sweeps,
-    Tracked, decide,
+    CallbackClaim, FlagKind, Invoice, Jitter, Lifetime, PaymentId, Policy, PollResult,
+    ProviderStatus, Sweeps, Tracked, decide,
 };
 
 /// What a plan is run with.
@@ -48,6 +58,11 @@ pub struct PlanInput {
     pub sweeps: Sweeps,
     /// How long before it is due a sweep takes a routine check, as the daemon's claim does.
     pub claim_ahead: Duration,
+    /// Whether the daemon hears the provider's callbacks (`callbacks.listen`): then the mix's
+    /// `callback_share` of paid and failed outcomes is called back. The policy is the one the
+    /// daemon runs with callbacks (`poll.first_poll_after_with_callbacks`,
+    /// `poll.recheck_with_callbacks`).
+    pub callbacks: bool,
 }
 
 /// How long after its sweep starts a poll's answer is observed, in the plan: the claim and
@@ -62,6 +77,7 @@ pub struct Lags {
     pub p50: f64,
     pub p95: f64,
     pub p99: f64,
+    pub max: f64,
 }
 
 /// What the planner found.
@@ -71,6 +87,8 @@ pub struct Plan {
     pub requests: u64,
     /// `(outcome, payments, requests)` for paid, failed, abandoned.
     pub by_outcome: [(&'static str, u64, u64); 3],
+    /// Paid and failed payments whose callback arrived (0 without callbacks).
+    pub called_back: u64,
     /// From payment (or failure) to the poll that saw it.
     pub paid_lag: Lags,
     pub failed_lag: Lags,
@@ -156,6 +174,14 @@ pub fn run(input: &PlanInput) -> Plan {
     let paid = (n as f64 * mix.paid).round() as u64;
     let failed = ((n as f64 * mix.failed).round() as u64).min(n - paid);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    // Which outcomes are called back: spread evenly over the paid and failed payments, so a
+    // plan has exactly the mix's share, and raising the share only adds callbacks.
+    let share = if input.callbacks {
+        mix.callback_share.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let called_back = |j: u64| (((j + 1) as f64) * share).floor() > ((j as f64) * share).floor();
     let mut time_to_pay = || {
         // Box-Muller: a standard normal from two uniforms.
         let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
@@ -168,6 +194,7 @@ pub fn run(input: &PlanInput) -> Plan {
         payments: n,
         requests: 0,
         by_outcome: [("paid", 0, 0), ("failed", 0, 0), ("abandoned", 0, 0)],
+        called_back: 0,
         paid_lag: Lags::default(),
         failed_lag: Lags::default(),
         routine_wait: Lags::default(),
@@ -188,7 +215,14 @@ pub fn run(input: &PlanInput) -> Plan {
         } else {
             Outcome::Abandoned
         };
-        let story = simulate(&id, created, outcome, input, &mut routine_waits);
+        let callback = match outcome {
+            Outcome::Paid(when) | Outcome::Failed(when) if called_back(k) => {
+                plan.called_back += 1;
+                Some(after(after(created, when), mix.callback_delay))
+            }
+            _ => None,
+        };
+        let story = simulate(&id, created, outcome, callback, input, &mut routine_waits);
         plan.requests += story.requests;
         let slot = match outcome {
             Outcome::Paid(_) => 0,
@@ -222,12 +256,13 @@ struct Story {
     lifetime_flag_on_time: Option<bool>,
 }
 
-/// Simulates one payment's polls; adds the wait of each of its routine checks (seconds from
-/// due to answer) to `routine_waits`.
+/// Simulates one payment's polls, its callback arriving at `callback` if it does; adds the
+/// wait of each of its routine checks (seconds from due to answer) to `routine_waits`.
 fn simulate(
     id: &PaymentId,
     created: DateTime<Utc>,
     outcome: Outcome,
+    mut callback: Option<DateTime<Utc>>,
     input: &PlanInput,
     routine_waits: &mut Vec<f64>,
 ) -> Story {
@@ -241,12 +276,32 @@ fn simulate(
         lag: None,
         lifetime_flag_on_time: None,
     };
-    let mut due = after(created, policy.first_poll_after);
+    // The next check `decide` scheduled, and whether it is urgent; `None` once polling stops.
     // A new payment's first poll is urgent: claimed only once it is due.
-    let mut urgent = true;
+    let mut next = Some((after(created, policy.first_poll_after), true));
     let mut last_sweep: Option<DateTime<Utc>> = None;
     loop {
-        let Some(sweep) = sweep_taking(input, due, urgent, last_sweep) else {
+        let scheduled = next.and_then(|(due, urgent)| {
+            sweep_taking(input, due, urgent, last_sweep).map(|sweep| (sweep, due, urgent))
+        });
+        // A callback that arrives before the sweep that would take the scheduled check makes
+        // the payment due at once and wakes a sweep, which starts as it arrives; one that
+        // arrives after polling stopped does the same (the daemon polls once more).
+        let woken =
+            callback.filter(|&arrives| scheduled.is_none_or(|(sweep, _, _)| arrives < sweep));
+        let (sweep, due, urgent) = if let Some(arrives) = woken {
+            callback = None;
+            tracked.callback = Some(CallbackClaim {
+                id: 1,
+                received_at: arrives,
+                paid: Some(matches!(outcome, Outcome::Paid(_))),
+                amount: None,
+                currency: None,
+            });
+            (arrives, arrives, true)
+        } else if let Some(scheduled) = scheduled {
+            scheduled
+        } else {
             return story;
         };
         let at = sweep + POLL_LATENCY;
@@ -280,13 +335,10 @@ fn simulate(
             story.lifetime_flag_on_time = Some(on_time);
         }
         tracked.apply(&verdict);
-        match verdict.next_check_at {
-            Some(next) if next < horizon => {
-                due = next;
-                urgent = verdict.next_check_urgent;
-            }
-            _ => return story,
-        }
+        next = verdict
+            .next_check_at
+            .filter(|&at| at < horizon)
+            .map(|at| (at, verdict.next_check_urgent));
     }
 }
 
@@ -313,7 +365,13 @@ fn sweep_taking(
 
 /// What the provider says about a payment of this story at this age.
 fn answer(outcome: Outcome, age: Duration, mix: &Mix) -> PollResult {
-    if age < mix.visible_after {
+    // Unknown for `visible_after`, unless paid or failed sooner: a payment with an outcome is
+    // one the provider knows (it calls back about it).
+    let known = match outcome {
+        Outcome::Paid(when) | Outcome::Failed(when) => age >= when,
+        Outcome::Abandoned => false,
+    };
+    if age < mix.visible_after && !known {
         return PollResult::NotFound;
     }
     let status = match outcome {
@@ -357,7 +415,38 @@ fn percentiles(mut lags: Vec<f64>) -> Lags {
         p50: at(0.50),
         p95: at(0.95),
         p99: at(0.99),
+        max: lags[lags.len() - 1],
     }
+}
+
+/// The safety net's worst case, as people read it: `lost` is the plan of the same input with
+/// every callback lost (`callback_share = 0`), so the ladder alone finds every outcome.
+pub fn render_lost(lost: &Plan) -> String {
+    use std::fmt::Write as _;
+    let seconds = |s: f64| humantime::format_duration(Duration::from_secs(s.round() as u64));
+    let mut out = String::new();
+    let budget = if lost.fits() { "" } else { ": DOES NOT FIT" };
+    let _ = writeln!(
+        out,
+        "if every callback were lost: requests per payment {:.2}, rate needed {:.2}/s{budget}",
+        lost.requests_per_payment(),
+        lost.needed_rate(),
+    );
+    for (what, slot, lags) in [("paid", 0, lost.paid_lag), ("failed", 1, lost.failed_lag)] {
+        let payments = lost.by_outcome[slot].1;
+        if payments > 0 {
+            let _ = writeln!(
+                out,
+                "  detection lag, {what}: p50 {}, p95 {}, p99 {}, worst {} ({} of {payments} found)",
+                seconds(lags.p50),
+                seconds(lags.p95),
+                seconds(lags.p99),
+                seconds(lags.max),
+                lags.count,
+            );
+        }
+    }
+    out
 }
 
 /// The plan as people read it; `requests per payment` is on one line of its own.
@@ -386,6 +475,17 @@ pub fn render(plan: &Plan, input: &PlanInput) -> String {
         input.sweeps.schedule(),
         humantime::format_duration(input.claim_ahead),
     );
+    if input.callbacks {
+        let called = plan.by_outcome[0].1 + plan.by_outcome[1].1;
+        let _ = writeln!(
+            out,
+            "callbacks on: {} of {called} paid and failed outcomes called back ({:.0} %), {} \
+             after the outcome, each polled at once (schedule: poll.*_with_callbacks)",
+            plan.called_back,
+            input.mix.callback_share * 100.0,
+            humantime::format_duration(input.mix.callback_delay),
+        );
+    }
     let _ = writeln!(
         out,
         "requests per payment: {:.2} ({} requests a day)",
@@ -468,9 +568,12 @@ mod tests {
                 lifetime: Duration::from_secs(3600),
                 visible_after: Duration::ZERO,
                 expired_status: ExpiredStatus::Incomplete,
+                callback_share: 1.0,
+                callback_delay: Duration::from_secs(2),
             },
             sweeps: Sweeps::parse("*/10 * * * * *").unwrap(),
             claim_ahead: Duration::from_secs(5),
+            callbacks: false,
         }
     }
 
@@ -555,6 +658,126 @@ mod tests {
     }
 
     #[test]
+    fn a_called_back_payment_is_polled_as_its_callback_arrives() {
+        let mut input = small_day(0);
+        input.callbacks = true;
+        let plan = run(&input);
+        // Paid at 100 s: polls at 0.1 and 60.1 s (process); the callback arrives at 102 s,
+        // before the sweep at 120 s that would take the next recheck, and wakes a sweep at
+        // once: polled at 102.1 s, seen 2.1 s late (the callback's 2 s, the poll's 0.1 s).
+        // The answer confirms the callback's claim: no confirmation re-check, 3 requests
+        // where the ladder alone makes 4. Failed: the same story.
+        assert_eq!(plan.called_back, 3);
+        assert_eq!(plan.by_outcome[0], ("paid", 2, 6));
+        assert_eq!(plan.by_outcome[1], ("failed", 1, 3));
+        for lag in [plan.paid_lag.p50, plan.paid_lag.max, plan.failed_lag.p95] {
+            assert!((lag - 2.1).abs() < 1e-9, "{lag}");
+        }
+        // An abandoned payment is never called back.
+        assert_eq!(plan.by_outcome[2], ("abandoned", 1, 62));
+        // Paid before the API shows new payments (`visible_after`): known once paid.
+        let mut early = input.clone();
+        early.mix.visible_after = Duration::from_secs(200);
+        let early = run(&early);
+        assert!(
+            (early.paid_lag.p99 - 2.1).abs() < 1e-9,
+            "{:?}",
+            early.paid_lag
+        );
+        let text = render(&plan, &input);
+        assert!(
+            text.contains("callbacks on: 3 of 3 paid and failed outcomes called back (100 %)"),
+            "{text}"
+        );
+        // Without callbacks the mix's share means nothing, and the output says nothing of it.
+        let off = run(&small_day(0));
+        assert_eq!(off.called_back, 0);
+        assert!(!render(&off, &small_day(0)).contains("callback"));
+    }
+
+    #[test]
+    fn a_callback_is_polled_even_when_the_ladder_saw_the_outcome_first() {
+        // Every 60 s recheck claimed only once due: polls at 0.1, 70.1 and 140.1 s; paid at
+        // 100 s and called back 50 s later, at 150 s, after the 140.1 s poll saw it (40.1 s
+        // late): the callback still makes it due, as the daemon's does, and its poll, finding
+        // the status unchanged, is the confirmation: polling stops there, 4 requests.
+        let mut input = small_day(0);
+        input.claim_ahead = Duration::ZERO;
+        input.callbacks = true;
+        input.mix.callback_delay = Duration::from_secs(50);
+        let plan = run(&input);
+        assert_eq!(plan.by_outcome[0], ("paid", 2, 8));
+        assert!(
+            (plan.paid_lag.p50 - 40.1).abs() < 1e-9,
+            "{:?}",
+            plan.paid_lag
+        );
+    }
+
+    #[test]
+    fn with_every_callback_lost_the_plan_is_the_ladders_alone() {
+        let mut input = small_day(0);
+        input.callbacks = true;
+        input.mix.callback_share = 0.0;
+        assert_eq!(run(&input), run(&small_day(0)));
+        // Half the callbacks: exactly half the paid and failed payments, spread evenly.
+        input.mix.callback_share = 0.5;
+        let plan = run(&input);
+        assert_eq!(plan.called_back, 1);
+        assert_eq!(plan.paid_lag.count + plan.failed_lag.count, 3);
+    }
+
+    /// Issue 18, item 4: with callbacks on, the default schedule with callbacks
+    /// (`poll.first_poll_after_with_callbacks`, `poll.recheck_with_callbacks`) on the
+    /// default mix (95 % of paid and failed outcomes called back after 2 s) costs at most 2.0
+    /// requests per payment and finds paid payments within 10 s at p95; with every callback
+    /// lost, the ladder still finds every outcome, each within a ladder step of it.
+    #[test]
+    fn the_default_ladder_with_callbacks_meets_the_target_and_alone_finds_every_outcome() {
+        let settings =
+            crate::settings::Settings::load_from(None, std::collections::HashMap::new()).unwrap();
+        let policy = settings.policy_for(true);
+        let longest = policy.recheck.iter().max().copied().unwrap();
+        let mut input = PlanInput {
+            payments_per_day: 100_000,
+            rate_per_second: 0,
+            policy,
+            mix: Mix::default(),
+            sweeps: settings.poll.sweeps(),
+            claim_ahead: settings.poll.claim_ahead(),
+            callbacks: true,
+        };
+        assert_eq!(input.mix.callback_share, 0.95);
+        let plan = run(&input);
+        assert!(
+            plan.requests_per_payment() <= 2.0,
+            "{}",
+            render(&plan, &input)
+        );
+        assert!(plan.paid_lag.p95 <= 10.0, "{}", render(&plan, &input));
+
+        input.mix.callback_share = 0.0;
+        let lost = run(&input);
+        assert_eq!(lost.called_back, 0);
+        for (slot, lags) in [(0, lost.paid_lag), (1, lost.failed_lag)] {
+            assert_eq!(
+                lags.count,
+                lost.by_outcome[slot].1,
+                "{}",
+                render_lost(&lost)
+            );
+            assert!(
+                lags.max <= (longest + Duration::from_secs(10)).as_secs_f64(),
+                "{}",
+                render_lost(&lost)
+            );
+        }
+        // What docs/performance.md publishes: most lost callbacks cost at most the wait for
+        // the first poll.
+        assert!(lost.paid_lag.p95 <= 600.0, "{}", render_lost(&lost));
+    }
+
+    #[test]
     fn a_mix_file_is_checked() {
         let ok = Mix::from_toml(
             "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\n\
@@ -562,10 +785,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.pay_median, Duration::from_secs(120));
+        assert_eq!(
+            (ok.callback_share, ok.callback_delay),
+            (0.95, Duration::from_secs(2))
+        );
+        let with = Mix::from_toml(
+            "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\n\
+             lifetime = \"1h\"\nvisible_after = \"10s\"\ncallback_share = 0.5\n\
+             callback_delay = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (with.callback_share, with.callback_delay),
+            (0.5, Duration::from_secs(30))
+        );
         for bad in [
             "paid = 0.6\nfailed = 0.1\nabandoned = 0.2\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\nvisible_after = \"10s\"\n",
             "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\n",
             "paid = 1.6\nfailed = -0.6\nabandoned = 0\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\nvisible_after = \"10s\"\n",
+            "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\nvisible_after = \"10s\"\ncallback_share = 1.5\n",
+            "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\nvisible_after = \"10s\"\ncallback_share = nan\n",
         ] {
             assert!(Mix::from_toml(bad).is_err(), "{bad}");
         }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::capacity::{Mix, PlanInput, render, run};
+use crate::capacity::{Mix, PlanInput, render, render_lost, run};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -17,15 +17,24 @@ pub struct PlanArgs {
     #[arg(long, value_name = "R")]
     pub rate: Option<u32>,
     /// What happens to the day's payments, as a TOML file (paid, failed, abandoned,
-    /// pay_median, pay_sigma, lifetime, visible_after, and optionally expired_status:
+    /// pay_median, pay_sigma, lifetime, visible_after; optionally expired_status:
     /// `incomplete` or `process`, what the provider says of an abandoned payment after its
-    /// lifetime) [default: 70 % paid after a median of 90 s, 5 % failed, 25 % abandoned at a
-    /// 24 h lifetime (then `incomplete`), invisible for 30 s].
+    /// lifetime; with callbacks, optionally callback_share, the share of paid and failed
+    /// outcomes whose callback arrives, and callback_delay, from the outcome to its callback)
+    /// [default: 70 % paid after a median of 90 s, 5 % failed, 25 % abandoned at a 24 h
+    /// lifetime (then `incomplete`), invisible for 30 s; 95 % called back after 2 s].
     #[arg(long, value_name = "FILE")]
     pub mix: Option<PathBuf>,
+    /// Plan a daemon that hears the provider's callbacks, as if callbacks.listen were set
+    /// [default: on when callbacks.listen is set]: the schedule is
+    /// poll.first_poll_after_with_callbacks and poll.recheck_with_callbacks, and the plan is
+    /// shown again with every callback lost.
+    #[arg(long)]
+    pub callbacks: bool,
 }
 
-/// Runs the configured policy over a synthetic day; exit 1 when the budget cannot hold it.
+/// Runs the configured policy over a synthetic day; exit 1 when the budget cannot hold it
+/// (with callbacks: with them, or with every callback lost).
 pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let mix = match &args.mix {
         None => Mix::default(),
@@ -35,7 +44,8 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
             Mix::from_toml(&text).map_err(|e| anyhow::anyhow!("--mix {}: {e}", path.display()))?
         }
     };
-    let policy = settings.policy();
+    let callbacks = args.callbacks || settings.callbacks.listen.is_some();
+    let policy = settings.policy_for(callbacks);
     crate::capacity::simulable(&policy).map_err(|e| anyhow::anyhow!("plan: {e}"))?;
     let input = PlanInput {
         payments_per_day: args.payments_per_day,
@@ -45,22 +55,45 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
         sweeps: settings.poll.sweeps(),
         // The daemon's claim rule.
         claim_ahead: settings.poll.claim_ahead(),
+        callbacks,
     };
-    let plan = tokio::task::spawn_blocking({
+    // With callbacks, the same day again with every callback lost: the safety net alone.
+    let (plan, lost) = tokio::task::spawn_blocking({
         let input = input.clone();
-        move || run(&input)
+        move || {
+            let lost = input.callbacks.then(|| {
+                let mut lost = input.clone();
+                lost.mix.callback_share = 0.0;
+                run(&lost)
+            });
+            (run(&input), lost)
+        }
     })
     .await?;
     outln!("{}", render(&plan, &input).trim_end())?;
-    if plan.fits() {
-        return Ok(ExitCode::SUCCESS);
+    if let Some(lost) = &lost {
+        outln!("{}", render_lost(lost).trim_end())?;
     }
+    // The budget must hold the day when callbacks stop arriving too: that is when the ladder
+    // has to do all the work.
+    let Some(over) = [Some(&plan), lost.as_ref()]
+        .into_iter()
+        .flatten()
+        .find(|plan| !plan.fits())
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
     eprintln!(
-        "error: {} payments a day need {:.1} requests/s and the budget is {}/s: raise \
+        "error: {} payments a day need {:.1} requests/s{} and the budget is {}/s: raise \
          poll.rate_per_second (if the provider allows it) or make the recheck schedule sparser",
-        plan.payments,
-        plan.needed_rate(),
-        plan.rate_budget
+        over.payments,
+        over.needed_rate(),
+        if std::ptr::eq(over, &plan) {
+            ""
+        } else {
+            " if every callback were lost"
+        },
+        over.rate_budget
     );
     Ok(ExitCode::FAILURE)
 }

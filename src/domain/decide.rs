@@ -392,7 +392,17 @@ pub fn decide(
     let next_check = match result {
         _ if abandoned => None,
         PollResult::Invoice(_) if is_terminal => {
-            let confirmed = change.is_none();
+            // Seen twice, or told twice: an unchanged answer confirms the status, and so
+            // does a callback's claim this answer agrees with (the provider's Result URL and
+            // its signed API, two channels, say the same; a later change, such as a payment
+            // after `incomplete`, comes with a callback of its own). With callbacks on, that
+            // spares most paid and failed payments a request (docs/performance.md,
+            // "Callbacks and the ladder").
+            let confirmed = change.is_none()
+                || before
+                    .callback
+                    .as_ref()
+                    .is_some_and(|claim| claim.paid.is_some() && confirms(claim, result));
             (!confirmed).then(|| (after(now, policy.confirm_after), false))
         }
         // A settled payment looked at again after the maximum age (a manual recheck, a late
@@ -960,6 +970,41 @@ mod tests {
             2,
         );
         assert_eq!(disagreement(&v), None);
+    }
+
+    #[test]
+    fn a_status_the_callback_claimed_needs_no_confirmation_recheck() {
+        // Paid, said the callback at minute 1; success, says the API at minute 2: told twice,
+        // by two channels, so polling stops.
+        let v = decide_at(
+            &with_callback(true),
+            PollResult::Invoice(Box::new(invoice("success"))),
+            2,
+        );
+        assert_eq!(v.change.as_ref().unwrap().to, ProviderStatus::Success);
+        assert_eq!(v.next_check_at, None);
+        let v = decide_at(
+            &with_callback(false),
+            PollResult::Invoice(Box::new(invoice("error"))),
+            2,
+        );
+        assert_eq!(v.next_check_at, None);
+        // A claim the answer contradicts confirms nothing: the re-check stays, as it does
+        // for a claim nobody can read.
+        let v = decide_at(
+            &with_callback(false),
+            PollResult::Invoice(Box::new(invoice("success"))),
+            2,
+        );
+        assert_eq!(v.next_check_at, Some(at(32)));
+        let mut unreadable = with_callback(true);
+        unreadable.callback.as_mut().unwrap().paid = None;
+        let v = decide_at(
+            &unreadable,
+            PollResult::Invoice(Box::new(invoice("success"))),
+            2,
+        );
+        assert_eq!(v.next_check_at, Some(at(32)));
     }
 
     #[test]

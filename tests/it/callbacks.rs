@@ -491,12 +491,12 @@ async fn a_thousand_payments_called_back_are_confirmed_within_a_second_and_lost_
     app.insert(&values).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    // First polls at once; then the ladder looks again after 20 s: anything found sooner
-    // was found by its callback.
+    // First polls at once; then the ladder (with callbacks on, poll.recheck_with_callbacks)
+    // looks again after 20 s: anything found sooner was found by its callback.
     let daemon = app.spawn_daemon(&[
         ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()),
         ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
-        ("FREEDOMPAY_RECON__POLL__RECHECK", "20s"),
+        ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "20s"),
         ("FREEDOMPAY_RECON__POLL__CONFIRM_AFTER", "1h"),
     ]);
     app.wait_for_daemon_connection().await;

@@ -196,6 +196,10 @@ pub fn binary_env(database_url: &str, provider_url: &str) -> Vec<(&'static str, 
         ("FREEDOMPAY_RECON__PROVIDER__SECRET", SECRET.to_owned()),
         ("FREEDOMPAY_RECON__POLL__RATE_PER_SECOND", "0".to_owned()),
         ("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "0s".to_owned()),
+        (
+            "FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER_WITH_CALLBACKS",
+            "0s".to_owned(),
+        ),
     ]
 }
 

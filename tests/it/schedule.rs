@@ -92,6 +92,84 @@ async fn plan_says_what_a_day_costs_and_fails_when_the_budget_cannot_hold_it() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--mix"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_with_callbacks_shows_the_safety_net_with_every_callback_lost() {
+    let requests_per_payment = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("requests per payment: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    let args = ["plan", "--payments-per-day", "2000", "--rate", "20"];
+    let off = crate::helpers::run_binary(&args, &[]).await;
+    assert!(off.status.success());
+    let off = String::from_utf8_lossy(&off.stdout).into_owned();
+    assert!(!off.contains("callback"), "{off}");
+
+    // Asked for with --callbacks, or because callbacks.listen is set.
+    let flag = crate::helpers::run_binary(&[&args[..], &["--callbacks"]].concat(), &[]).await;
+    let configured = crate::helpers::run_binary(
+        &args,
+        &[
+            ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
+            ("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key"),
+        ],
+    )
+    .await;
+    for on in [flag, configured] {
+        assert!(
+            on.status.success(),
+            "{}",
+            String::from_utf8_lossy(&on.stderr)
+        );
+        let text = String::from_utf8_lossy(&on.stdout);
+        assert!(
+            text.contains("callbacks on: ")
+                && text.contains("(95 %), 2s after the outcome, each polled at once"),
+            "{text}"
+        );
+        // Issue 18's target on the default mix.
+        assert!(requests_per_payment(&text) <= 2.0, "{text}");
+        let lost = text
+            .lines()
+            .skip_while(|l| !l.starts_with("if every callback were lost: requests per payment "))
+            .collect::<Vec<_>>();
+        assert!(lost.len() >= 3, "{text}");
+        // The ladder alone finds every outcome.
+        for line in &lost[1..3] {
+            let (_, found) = line.rsplit_once('(').unwrap_or_else(|| panic!("{line}"));
+            let (n, rest) = found.split_once(" of ").unwrap();
+            assert_eq!(rest.strip_suffix(" found)"), Some(n), "{line}");
+        }
+    }
+    // 40,000 payments a day at 1 request/s: enough with callbacks (about 1.8 requests each),
+    // not with every callback lost (about 2.5): the ladder must hold that day too.
+    let lost_over = crate::helpers::run_binary(
+        &[
+            "plan",
+            "--payments-per-day",
+            "40000",
+            "--rate",
+            "1",
+            "--callbacks",
+        ],
+        &[],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&lost_over.stdout);
+    assert!(
+        text.contains("rate needed: 0.84/s against a budget of 1/s\n"),
+        "{text}"
+    );
+    assert_eq!(lost_over.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&lost_over.stderr);
+    assert!(
+        stderr.contains("40000 payments a day need 1.2 requests/s if every callback were lost"),
+        "{stderr}"
+    );
+}
+
 /// About twice the budget: 120 polls due, 10 requests a second, looked at over a 6-second
 /// window. The 20 deadline checks, due last, are all made in the first two seconds; the
 /// routine rechecks, due first, slip behind them.
