@@ -297,6 +297,8 @@ fn simulate(
                 paid: Some(matches!(outcome, Outcome::Paid(_))),
                 amount: None,
                 currency: None,
+                // Only the callback-to-transition metric reads it; the plan counts requests.
+                after_last_transition: true,
             });
             (arrives, arrives, true)
         } else if let Some(scheduled) = scheduled {

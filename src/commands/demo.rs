@@ -12,11 +12,14 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::callbacks::{self, CallbackListener};
 use crate::domain::{Currency, ExpectedValues, PaymentId};
 use crate::engine::{Engine, run_daemon};
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
-use crate::simulator::{Builtin, Credentials, Scenario, Simulator, expected_amount};
+use crate::simulator::{
+    Builtin, CallbackPlan, Credentials, Reply, Scenario, Simulator, expected_amount,
+};
 use crate::store::{self, NewPayment, summary};
 
 #[derive(Debug, Args)]
@@ -37,6 +40,13 @@ pub struct DemoArgs {
 const DEFAULT_DEMO_URL: &str = "postgres://postgres@127.0.0.1:5432/freedompay_recon_demo";
 const DEMO_AUTH_ID: &str = "demo";
 const DEMO_SECRET: &str = "demo-secret";
+/// The share of callbacks the simulator never sends: the ladder finds those payments.
+const CALLBACK_LOSS: f64 = 0.05;
+/// A payment settles between half and one and a half times this after its first poll.
+const SETTLE_AFTER: Duration = Duration::from_secs(2);
+/// The most payments each side of the detection measurement enqueues: enough for a p95, few
+/// enough to take a few seconds.
+const COMPARISON_PAYMENTS: u32 = 100;
 
 /// The demo's own settings: the configured database, the in-process simulator, and a fast
 /// schedule so that a few hundred payments settle in seconds rather than hours.
@@ -53,6 +63,10 @@ fn demo_settings(settings: &Settings, simulator: &Simulator) -> Settings {
     poll.concurrency = 16;
     poll.first_poll_after = Duration::ZERO;
     poll.recheck = vec![Duration::from_secs(1)];
+    // Callbacks are on in the demo: the same fast schedule, so both halves of its detection
+    // measure (called back, and polling only) run on one ladder and only callbacks differ.
+    poll.first_poll_after_with_callbacks = Duration::ZERO;
+    poll.recheck_with_callbacks = vec![Duration::from_secs(1)];
     poll.confirm_after = Duration::from_secs(2);
     poll.lifetime_grace = Duration::from_secs(1);
     poll.not_found_grace = Duration::from_secs(3);
@@ -93,28 +107,121 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         "Freedom Pay simulator (realistic mix) on {}",
         simulator.base_url()
     )?;
-    let demo = demo_settings(settings, &simulator);
+    let mut demo = demo_settings(settings, &simulator);
+
+    // Result-URL callbacks, as `run` takes them with `callbacks.listen`: on loopback, signed
+    // with a merchant secret made for this run and never shown.
+    let callback_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let callback_addr = callback_listener.local_addr()?;
+    demo.callbacks.listen = Some(callback_addr);
+    demo.callbacks.secret = SecretString::from(hex::encode(rand::random::<[u8; 16]>()));
+    let callback_url = format!("http://{callback_addr}{}", demo.callbacks.path);
+    let plan = CallbackPlan {
+        url: callback_url.parse().context("the callback URL")?,
+        secret: demo.callbacks.secret.clone(),
+        loss: CALLBACK_LOSS,
+        duplicates: 0,
+        delay: Duration::ZERO,
+        settle_after: SETTLE_AFTER,
+    };
+    simulator.call_back(plan.clone());
+    outln!(
+        "Result-URL callbacks on {callback_url}: the simulator settles payments {} to {} s after \
+         their first poll and calls back, losing {:.0} %",
+        SETTLE_AFTER.as_secs_f64() / 2.0,
+        SETTLE_AFTER.as_secs_f64() * 1.5,
+        CALLBACK_LOSS * 100.0
+    )?;
 
     // The same ids every run: the simulator's answers follow from the id, so every run
     // reaches the same verdicts.
     let prefix = "demo-";
-    enqueue_payments(&pool, prefix, args.payments).await?;
+    let ids: Vec<String> = (1..=args.payments)
+        .map(|n| format!("{prefix}{n:04}"))
+        .collect();
+    enqueue_payments(&pool, &ids).await?;
     outln!("enqueued {} payments {prefix}0001..", args.payments)?;
 
     let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, &demo);
     let shutdown = CancellationToken::new();
+    let listening = listen_for_callbacks(callback_listener, &demo, &engine, &shutdown);
     let (daemon, finished) = tokio::join!(
         run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
         async {
-            let finished = watch_progress(&pool, prefix, args.timeout).await;
+            let finished = watch_progress(&pool, prefix, args.timeout, true).await;
             shutdown.cancel();
             finished
         }
     );
     daemon.context("the daemon stopped")?;
-    let finished = finished?;
+    stopped(listening).await?;
+    let mut finished = finished?;
+
+    // Detection lag and requests per payment, with callbacks and without, measured side by
+    // side in one short run of its own: payments that settle plainly (in progress, then paid
+    // or failed), half of them never called back. Not in the run above: its first sweep
+    // spends seconds in the realistic mix's 429 pauses (each holds every poll for a second),
+    // and a payment settling meanwhile waits for them, callback or not, so its lag would
+    // measure the pauses. Same daemon, same schedule, same moment: only the callbacks differ.
+    let (mut with_callbacks, mut polling_only) = (None, None);
+    if finished {
+        let scenario = Scenario::builtin(Builtin::Realistic);
+        simulator.silence("poll-");
+        let count = args.payments.min(COMPARISON_PAYMENTS) as usize;
+        let plain = |prefix: &'static str| {
+            (1..)
+                .map(move |n| format!("{prefix}{n:04}"))
+                .filter(|id| settles_plainly(&scenario, id))
+                .take(count)
+                .collect::<Vec<String>>()
+        };
+        let (called, silent) = (plain("cb-"), plain("poll-"));
+        enqueue_payments(&pool, &[called.clone(), silent.clone()].concat()).await?;
+
+        let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, &demo);
+        let shutdown = CancellationToken::new();
+        // A fresh endpoint (the first stopped with its daemon), the plan sent there.
+        let callback_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = callback_listener.local_addr()?;
+        demo.callbacks.listen = Some(addr);
+        simulator.call_back(CallbackPlan {
+            url: format!("http://{addr}{}", demo.callbacks.path)
+                .parse()
+                .context("the callback URL")?,
+            ..plan
+        });
+        let listening = listen_for_callbacks(callback_listener, &demo, &engine, &shutdown);
+        let started = Instant::now();
+        let (daemon, done) = tokio::join!(
+            run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
+            async {
+                let mut done = watch_progress(&pool, "cb-", args.timeout, false).await;
+                if matches!(done, Ok(true)) {
+                    done = watch_progress(&pool, "poll-", args.timeout, false).await;
+                }
+                shutdown.cancel();
+                done
+            }
+        );
+        daemon.context("the daemon stopped")?;
+        stopped(listening).await?;
+        finished = done?;
+        outln!(
+            "then, to measure detection: {count} payments cb-… called back and {count} poll-… \
+             never called back, settling the same way: {} in {:.1} s",
+            if finished {
+                "all found"
+            } else {
+                "not all found"
+            },
+            started.elapsed().as_secs_f32()
+        )?;
+        with_callbacks = measure(&pool, &simulator, &called, &scenario).await?;
+        polling_only = measure(&pool, &simulator, &silent, &scenario).await?;
+    }
 
     print_summary(&pool, prefix).await?;
+    print_detection(with_callbacks, polling_only)?;
     let options = settings.database.connect_options()?;
     let url = format!(
         "postgres://{}@{}:{}/{}",
@@ -142,15 +249,39 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     }
 }
 
-async fn enqueue_payments(pool: &sqlx::PgPool, prefix: &str, count: u32) -> anyhow::Result<()> {
+/// Serves `demo`'s callback endpoint on `listener` for `engine`, as `run` does, until
+/// `shutdown`.
+fn listen_for_callbacks(
+    listener: TcpListener,
+    demo: &Settings,
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let state = CallbackListener {
+        engine: engine.clone(),
+        script_name: demo.callbacks.script_name().into(),
+        secret: demo.callbacks.secret.clone(),
+    };
+    let path = demo.callbacks.path.clone();
+    let (limits, shutdown) = (demo.http.limits(), shutdown.clone());
+    tokio::spawn(async move { callbacks::serve(listener, &path, state, limits, shutdown).await })
+}
+
+async fn stopped(listening: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+    listening
+        .await
+        .context("the callback listener stopped")?
+        .context("the callback listener stopped")
+}
+
+async fn enqueue_payments(pool: &sqlx::PgPool, ids: &[String]) -> anyhow::Result<()> {
     let kzt: Currency = "KZT".parse().expect("a valid code");
     let mut tx = pool.begin().await?;
-    for n in 1..=count {
-        let id = format!("{prefix}{n:04}");
+    for id in ids {
         let payment = NewPayment {
-            payment_id: PaymentId::parse(&id)?,
+            payment_id: PaymentId::parse(id)?,
             expected: ExpectedValues {
-                amount: Some(expected_amount(&id)),
+                amount: Some(expected_amount(id)),
                 currency: Some(kzt),
                 order_id: None,
             },
@@ -163,15 +294,16 @@ async fn enqueue_payments(pool: &sqlx::PgPool, prefix: &str, count: u32) -> anyh
     Ok(())
 }
 
-/// Prints a progress line until every payment is settled or flagged; false on timeout or
-/// Ctrl-C.
+/// Waits until every payment is settled or flagged, printing a progress line when `show`;
+/// false on timeout or Ctrl-C.
 async fn watch_progress(
     pool: &sqlx::PgPool,
     prefix: &str,
     timeout: Duration,
+    show: bool,
 ) -> anyhow::Result<bool> {
     let started = Instant::now();
-    let interactive = std::io::stdout().is_terminal();
+    let interactive = show && std::io::stdout().is_terminal();
     let mut ticks = tokio::time::interval(Duration::from_millis(500));
     let shutdown = super::shutdown_on_signal()?;
     let interrupted = shutdown.cancelled();
@@ -202,7 +334,7 @@ async fn watch_progress(
             let mut out = std::io::stdout();
             write!(out, "\r{line}").map_err(super::stdout_error)?;
             out.flush().map_err(super::stdout_error)?;
-        } else if line[8..] != last_line.get(8..).unwrap_or_default()[..] {
+        } else if show && line[8..] != last_line.get(8..).unwrap_or_default()[..] {
             outln!("{line}")?;
         }
         last_line = line;
@@ -219,6 +351,133 @@ async fn watch_progress(
             return Ok(false);
         }
     }
+}
+
+/// What a run measured over the payments the simulator settled by time and the daemon
+/// found.
+#[derive(Debug)]
+struct Detection {
+    payments: usize,
+    /// Of those, the ones whose callback the simulator sent.
+    called_back: usize,
+    /// Detection lag (see [`measure`]), median and 95th percentile.
+    p50: Duration,
+    p95: Duration,
+    /// Provider requests per payment until the first answer that showed its outcome.
+    requests: f64,
+}
+
+/// A payment whose script goes from in progress to paid (the amount asked, in KZT) or
+/// failed, and nothing else: the payments detection is measured on.
+fn settles_plainly(scenario: &Scenario, id: &str) -> bool {
+    let field = |reply: Reply, name: &str| match reply {
+        Reply::Json {
+            body,
+            http_status: 200,
+        } => Some(body.get(name)?.to_string().trim_matches('"').to_owned()),
+        _ => None,
+    };
+    let first = field(scenario.reply(id, 0), "paymentStatus");
+    let last = scenario.reply(id, usize::MAX);
+    let plain = |status| {
+        field(last.clone(), "paymentStatus").as_deref() == Some(status)
+            && field(last.clone(), "amount") == Some(expected_amount(id).to_string())
+            && field(last.clone(), "currency").as_deref() == Some("KZT")
+    };
+    first.as_deref() == Some("process") && (plain("success") || plain("error"))
+}
+
+/// The detection lag of the payments among `ids` that settle plainly: from the moment the
+/// simulator settled each one (it knows: [`Simulator::settled`]) to the `observed_at` of the
+/// transition that recorded it paid or failed (`recon.status_transitions`); and the provider
+/// requests each took until the first answer that showed its outcome, that one included (the
+/// one confirmation re-check `poll.confirm_after` later is left out: both sides make it).
+/// `None` when none was found.
+async fn measure(
+    pool: &sqlx::PgPool,
+    simulator: &Simulator,
+    ids: &[String],
+    scenario: &Scenario,
+) -> anyhow::Result<Option<Detection>> {
+    let settled: std::collections::HashMap<String, _> = simulator
+        .settled()
+        .into_iter()
+        .filter(|s| settles_plainly(scenario, &s.payment_id))
+        .map(|s| (s.payment_id.clone(), s))
+        .collect();
+    let wanted: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| settled.contains_key(*id))
+        .collect();
+    let mut lags = Vec::new();
+    let (mut requests, mut called_back) = (0, 0);
+    for (id, observed_at) in summary::outcome_observed_at(pool, &wanted).await? {
+        let s = &settled[&id];
+        lags.push((observed_at - s.at).to_std().unwrap_or_default());
+        requests += s.requests_to_outcome;
+        called_back += usize::from(s.called_back);
+    }
+    if lags.is_empty() {
+        return Ok(None);
+    }
+    lags.sort();
+    let rank = |q: f64| lags[((lags.len() as f64 * q).ceil() as usize).clamp(1, lags.len()) - 1];
+    Ok(Some(Detection {
+        payments: lags.len(),
+        called_back,
+        p50: rank(0.5),
+        p95: rank(0.95),
+        requests: requests as f64 / lags.len() as f64,
+    }))
+}
+
+fn print_detection(
+    with_callbacks: Option<Detection>,
+    polling_only: Option<Detection>,
+) -> anyhow::Result<()> {
+    outln!(
+        "\ndetection lag: from the moment the simulator settled a payment to the observed_at of \
+         the transition recorded for it; requests: to the provider, until the answer that showed \
+         the outcome"
+    )?;
+    let show = |d: Duration| {
+        if d < Duration::from_secs(1) {
+            format!("{} ms", d.as_millis())
+        } else {
+            format!("{:.2} s", d.as_secs_f64())
+        }
+    };
+    for (label, measured) in [
+        ("with callbacks", with_callbacks),
+        ("polling only", polling_only),
+    ] {
+        match measured {
+            Some(d) => {
+                let lost = match d.payments - d.called_back {
+                    n if n > 0 && d.called_back > 0 => {
+                        format!(" ({n} callbacks lost: found by polling)")
+                    }
+                    _ => String::new(),
+                };
+                outln!(
+                    "  {label:<15} {:>4} payments   lag p50 {:>7}, p95 {:>7}   {:.2} requests \
+                     per payment{lost}",
+                    d.payments,
+                    show(d.p50),
+                    show(d.p95),
+                    d.requests
+                )?;
+            }
+            None => outln!("  {label:<15} (nothing measured)")?,
+        }
+    }
+    outln!(
+        "  (callbacks cut the lag, not the polls: the ladder runs either way. The demo looks at \
+         an unsettled payment every second; a deployment, by default, after 30 s, 1 min, 5 min, \
+         15 min, then hourly: polling alone takes that long)"
+    )?;
+    Ok(())
 }
 
 async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> {

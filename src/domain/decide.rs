@@ -132,6 +132,29 @@ pub struct Verdict {
     pub resolve: Vec<(FlagKind, Resolver)>,
 }
 
+/// The detection lag of a transition a callback announced: `verdict`'s `observed_at` (the
+/// transition's, as `recon.status_transitions` keeps it) minus the arrival
+/// (`recon.callbacks.received_at`) of the payment's latest callback, when `verdict` records a
+/// transition and that callback came after the payment's previous transition (or before any)
+/// and before this poll (the claim loaded it). `None` otherwise: a transition found with no
+/// callback, or one after a callback an earlier transition already answered. The sweep
+/// records it in `freedompay_recon_callback_to_transition_seconds` once the transition is
+/// committed.
+pub fn callback_lag(before: &Tracked, verdict: &Verdict) -> Option<Duration> {
+    verdict.change.as_ref()?;
+    let callback = before
+        .callback
+        .as_ref()
+        .filter(|c| c.after_last_transition)?;
+    // Both on the database's clock; never negative, should two statements' clocks disagree
+    // by a hair.
+    Some(
+        (verdict.observed_at - callback.received_at)
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
 impl Tracked {
     /// What is known after a verdict: the state the shell writes, here for whoever replays
     /// polls without a database (the capacity planner, tests).
@@ -143,6 +166,11 @@ impl Tracked {
         self.not_found_since = verdict.not_found_since;
         self.settled_at = verdict.settled_at;
         self.deadline_missed_at = verdict.deadline_missed_at;
+        if verdict.change.is_some()
+            && let Some(callback) = &mut self.callback
+        {
+            callback.after_last_transition = false;
+        }
         for flag in &verdict.open {
             self.open_flags.insert(flag.kind);
             self.closed_flags.remove(&flag.kind);
@@ -871,6 +899,7 @@ mod tests {
             paid: Some(paid),
             amount: Some(dec("5000")),
             currency: Some("KZT".parse().unwrap()),
+            after_last_transition: true,
         });
         state
     }
@@ -1005,6 +1034,41 @@ mod tests {
             2,
         );
         assert_eq!(v.next_check_at, Some(at(32)));
+    }
+
+    #[test]
+    fn the_callback_lag_counts_from_a_callback_to_the_transition_it_announced_only() {
+        let minutes = |m: u64| Some(Duration::from_secs(60 * m));
+        let paid = || PollResult::Invoice(Box::new(invoice("success")));
+        let process = || PollResult::Invoice(Box::new(invoice("process")));
+        // Received at minute 1, the API shows it at minute 2 (the poll it asked for) or,
+        // lagging behind the callback, only at minute 31 (its confirmation look).
+        let state = with_callback(true);
+        let v = decide_at(&state, paid(), 2);
+        assert_eq!(callback_lag(&state, &v), minutes(1));
+        let still = decide_at(&state, process(), 2);
+        assert_eq!(callback_lag(&state, &still), None, "no transition");
+        let later = apply(&state, &still);
+        let v = decide_at(&later, paid(), 31);
+        assert_eq!(callback_lag(&later, &v), minutes(30));
+
+        // Once a transition answered it, the callback explains no later one.
+        let settled = apply(&later, &v);
+        assert!(!settled.callback.as_ref().unwrap().after_last_transition);
+        let refunded = decide_at(
+            &settled,
+            PollResult::Invoice(Box::new(invoice("refunded"))),
+            90,
+        );
+        assert!(refunded.change.is_some());
+        assert_eq!(callback_lag(&settled, &refunded), None);
+        // Nor does one that arrived before the latest transition (as the claim reads it), and
+        // a transition without a callback has no lag.
+        let mut stale = with_callback(true);
+        stale.callback.as_mut().unwrap().after_last_transition = false;
+        assert_eq!(callback_lag(&stale, &decide_at(&stale, paid(), 2)), None);
+        let none = apply(&tracked(), &decide_at(&tracked(), process(), 0));
+        assert_eq!(callback_lag(&none, &decide_at(&none, paid(), 2)), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod rules;
 mod sweeps;
 mod types;
 
-pub use decide::{Jitter, Policy, PollResult, Verdict, decide};
+pub use decide::{Jitter, Policy, PollResult, Verdict, callback_lag, decide};
 pub use sweeps::{CLAIM_AHEAD_MAX, Sweeps};
 pub use types::{
     AutoClose, CallbackClaim, ClosedFlag, Currency, DecimalMark, ExpectedValues, Expiry, FlagClass,

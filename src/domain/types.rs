@@ -560,6 +560,10 @@ pub struct CallbackClaim {
     pub paid: Option<bool>,
     pub amount: Option<Decimal>,
     pub currency: Option<Currency>,
+    /// It arrived after the payment's latest recorded transition (or before any): the next
+    /// transition recorded is the one it announced, and the time between the two is the
+    /// callback's detection lag (`freedompay_recon_callback_to_transition_seconds`).
+    pub after_last_transition: bool,
 }
 
 impl CallbackClaim {

@@ -20,10 +20,20 @@ pub const TRANSITIONS: &str = "freedompay_recon_transitions_total";
 pub const FLAGS_OPENED: &str = "freedompay_recon_flags_opened_total";
 pub const FLAGS_RESOLVED: &str = "freedompay_recon_flags_resolved_total";
 
+/// From a Result-URL callback's arrival to the transition its payment's poll recorded, once
+/// committed: see [`crate::domain::callback_lag`] for which transitions count.
+pub const CALLBACK_TO_TRANSITION: &str = "freedompay_recon_callback_to_transition_seconds";
+
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 pub const SWEEP_BUCKETS: [f64; 10] = [0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+/// Milliseconds when the poll a callback asks for finds the outcome; up to
+/// `poll.confirm_after` (30 min by default) when the Partner API lags behind the callback and
+/// the confirmation look finds it; beyond, the ladder's later looks.
+pub const CALLBACK_BUCKETS: [f64; 14] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0, 300.0, 1800.0, 3600.0, 7200.0,
+];
 
 /// Gives every metric its help text (once the recorder is installed).
 pub fn describe() {
@@ -47,4 +57,10 @@ pub fn describe() {
     describe_counter!(TRANSITIONS, "Status transitions recorded.");
     describe_counter!(FLAGS_OPENED, "Flags raised by the daemon.");
     describe_counter!(FLAGS_RESOLVED, "Flags cleared by a later observation.");
+    describe_histogram!(
+        CALLBACK_TO_TRANSITION,
+        Unit::Seconds,
+        "From a Result-URL callback's arrival to the observation of the transition it \
+         announced, counted once the transition is committed."
+    );
 }

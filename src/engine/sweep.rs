@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use super::{Credentials, Engine, EngineError, SweepOutcome, SweepStop, metrics};
-use crate::domain::{Jitter, PollResult, decide};
+use crate::domain::{Jitter, PollResult, callback_lag, decide};
 use crate::provider::Classified;
 use crate::store::{self, Claimed, Lease, Recorded};
 use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean};
@@ -517,6 +517,14 @@ impl Sweep {
         let mut replacing = false;
         let mut backoff = Duration::from_millis(100);
         let first_try = Instant::now();
+        // The detection lags of the transitions callbacks announced, observed once committed.
+        let callback_lags: HashMap<String, Duration> = pending
+            .iter()
+            .filter_map(|r| {
+                let lag = callback_lag(&r.before, &r.verdict)?;
+                Some((r.payment_id.as_str().to_owned(), lag))
+            })
+            .collect();
         loop {
             // Known before the write takes the batch: released if it never finishes.
             let leases: Vec<Lease> = pending.iter().map(Recorded::lease).collect();
@@ -533,7 +541,7 @@ impl Sweep {
                 Ok(mut written) => {
                     self.engine.note_write_success();
                     let refused = std::mem::take(&mut written.refused);
-                    writes.count(&written, failed);
+                    writes.count(&written, failed, &callback_lags);
                     if refused.is_empty() {
                         return writes;
                     }
@@ -564,7 +572,7 @@ impl Sweep {
                     interrupted
                         .remaining
                         .extend(refused.into_iter().map(|(item, _)| item));
-                    writes.count(&interrupted.written, 0);
+                    writes.count(&interrupted.written, 0, &callback_lags);
                     pending = interrupted.remaining;
                     interrupted.error
                 }
@@ -606,8 +614,13 @@ impl Writes {
         self.unwritten.extend(other.unwritten);
     }
 
-    /// Counts what a write did.
-    fn count(&mut self, written: &store::Isolated, failed: u64) {
+    /// Counts what a write did; `callback_lags` by payment, for the transitions it committed.
+    fn count(
+        &mut self,
+        written: &store::Isolated,
+        failed: u64,
+        callback_lags: &HashMap<String, Duration>,
+    ) {
         let o = &written.outcome;
         self.recorded += o.applied;
         self.failed += failed;
@@ -618,5 +631,10 @@ impl Writes {
         ::metrics::counter!(metrics::TRANSITIONS).increment(o.transitions);
         ::metrics::counter!(metrics::FLAGS_OPENED).increment(o.flags_opened);
         ::metrics::counter!(metrics::FLAGS_RESOLVED).increment(o.flags_resolved);
+        for payment_id in &written.transitioned {
+            if let Some(lag) = callback_lags.get(payment_id) {
+                ::metrics::histogram!(metrics::CALLBACK_TO_TRANSITION).record(lag.as_secs_f64());
+            }
+        }
     }
 }

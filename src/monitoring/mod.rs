@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::engine::metrics::{
-    LATENCY_BUCKETS, PROVIDER_LATENCY, RATE_LIMIT_WAIT, SWEEP_BUCKETS, SWEEP_DURATION, describe,
+    CALLBACK_BUCKETS, CALLBACK_TO_TRANSITION, LATENCY_BUCKETS, PROVIDER_LATENCY, RATE_LIMIT_WAIT,
+    SWEEP_BUCKETS, SWEEP_DURATION, describe,
 };
 use crate::listener::{self, Limits};
 use crate::store;
@@ -45,6 +46,12 @@ pub fn recorder() -> PrometheusHandle {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(SWEEP_DURATION.into()), &SWEEP_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(CALLBACK_TO_TRANSITION.into()),
+                        &CALLBACK_BUCKETS,
+                    )
                 })
                 .expect("bucket lists are not empty");
             let handle = match builder.install_recorder() {

@@ -197,6 +197,11 @@ struct Shared {
     callbacks: Mutex<Option<Arc<CallbackPlan>>>,
     /// When each payment settles, from when the simulator learned of it.
     settling: Mutex<HashMap<String, Instant>>,
+    /// Id prefixes never called back ([`Simulator::silence`]).
+    silent: Mutex<Vec<String>>,
+    /// For each payment settling by time: the requests answered until the first answer that
+    /// showed its outcome (that one included), and whether that answer has gone out.
+    to_outcome: Mutex<HashMap<String, (usize, bool)>>,
     /// Sends the callbacks; no redirect is followed.
     client: reqwest::Client,
 }
@@ -215,17 +220,48 @@ impl Shared {
         let mut settling = self.settling.lock().expect("settling lock");
         let at = *settling.entry(id.to_owned()).or_insert_with(|| {
             let at = plan.settles_at(id, Instant::now());
-            tokio::spawn(callbacks::call_back(
-                self.client.clone(),
-                Arc::clone(&plan),
-                id.to_owned(),
-                outcome.clone(),
-                at,
-            ));
+            if !self.silenced(id) {
+                tokio::spawn(callbacks::call_back(
+                    self.client.clone(),
+                    Arc::clone(&plan),
+                    id.to_owned(),
+                    outcome.clone(),
+                    at,
+                ));
+            }
             at
         });
         Some((at, outcome))
     }
+
+    fn silenced(&self, id: &str) -> bool {
+        let silent = self.silent.lock().expect("silent lock");
+        silent.iter().any(|prefix| id.starts_with(prefix.as_str()))
+    }
+
+    /// Counts a request for a payment settling by time; `shows_outcome` when it was answered
+    /// with the outcome.
+    fn count_until_outcome(&self, id: &str, shows_outcome: bool) {
+        let mut counts = self.to_outcome.lock().expect("to_outcome lock");
+        let (requests, shown) = counts.entry(id.to_owned()).or_default();
+        if !*shown {
+            *requests += 1;
+            *shown = shows_outcome;
+        }
+    }
+}
+
+/// A payment the simulator settled by time ([`Simulator::call_back`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    pub payment_id: String,
+    /// When it settled (paid or failed), on the wall clock: what a detection lag counts from.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// Requests for it answered until the first one that showed its outcome, that one
+    /// included; 0 while none has.
+    pub requests_to_outcome: usize,
+    /// Its callback was sent: the plan did not lose it, and its id is not silenced.
+    pub called_back: bool,
 }
 
 /// A running simulator; stops when dropped.
@@ -260,6 +296,8 @@ impl Simulator {
             keep_log: AtomicBool::new(keep_log),
             callbacks: Mutex::new(None),
             settling: Mutex::new(HashMap::new()),
+            silent: Mutex::new(Vec::new()),
+            to_outcome: Mutex::new(HashMap::new()),
             client: crate::outbound::client(Duration::from_secs(10), None)
                 .map_err(std::io::Error::other)?,
         });
@@ -290,12 +328,54 @@ impl Simulator {
         *self.shared.callbacks.lock().expect("callbacks lock") = Some(Arc::new(plan));
     }
 
+    /// Payments whose id starts with `prefix` still settle by time but are never called back
+    /// (from their first poll on): a merchant whose Result URL misses them, or a comparison.
+    pub fn silence(&self, prefix: &str) {
+        self.shared
+            .silent
+            .lock()
+            .expect("silent lock")
+            .push(prefix.to_owned());
+    }
+
     /// Starts the settling clock of `ids` now, as if they had been polled: their callbacks
     /// come whether or not anyone polls them.
     pub fn expect<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
         for id in ids {
             self.shared.settling(id);
         }
+    }
+
+    /// The payments settled by now (with a plan), in no particular order.
+    pub fn settled(&self) -> Vec<Settled> {
+        let plan = self
+            .shared
+            .callbacks
+            .lock()
+            .expect("callbacks lock")
+            .clone();
+        let (now, wall) = (Instant::now(), chrono::Utc::now());
+        let counts = self
+            .shared
+            .to_outcome
+            .lock()
+            .expect("to_outcome lock")
+            .clone();
+        let settling = self.shared.settling.lock().expect("settling lock");
+        settling
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, at)| Settled {
+                payment_id: id.clone(),
+                at: wall - chrono::TimeDelta::from_std(now - *at).unwrap_or_default(),
+                requests_to_outcome: counts
+                    .get(id)
+                    .filter(|(_, shown)| *shown)
+                    .map_or(0, |(n, _)| *n),
+                called_back: plan.as_ref().is_some_and(|plan| !plan.lost(id))
+                    && !self.shared.silenced(id),
+            })
+            .collect()
     }
 
     /// Replaces the scenario; per-id positions carry on.
@@ -384,8 +464,10 @@ async fn invoice_info(
         reply
     };
     // Settling by time: in progress until the payment settles, then its terminal reply.
-    let reply = match shared.settling(&payment_id) {
-        Some((at, outcome)) if Instant::now() < at => match callbacks::outcome_of(&reply) {
+    let settling = shared.settling(&payment_id);
+    let now = Instant::now();
+    let reply = match &settling {
+        Some((at, outcome)) if now < *at => match callbacks::outcome_of(&reply) {
             Some(_) => outcome.in_progress(),
             None => reply,
         },
@@ -396,6 +478,9 @@ async fn invoice_info(
             .reply(&payment_id, usize::MAX),
         None => reply,
     };
+    if let Some((at, _)) = settling {
+        shared.count_until_outcome(&payment_id, now >= at);
+    }
     shared.received.send_modify(|n| *n += 1);
     let response = render(reply).await;
     if shared.keep_log.load(Ordering::Relaxed) {

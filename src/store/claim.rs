@@ -58,6 +58,7 @@ struct ClaimedRow {
     callback_paid: Option<bool>,
     callback_amount: Option<String>,
     callback_currency: Option<String>,
+    callback_after_transition: bool,
     claimed_at: DateTime<Utc>,
     recovered: bool,
 }
@@ -236,6 +237,7 @@ impl ClaimedRow {
                             .callback_currency
                             .as_deref()
                             .and_then(|c| c.parse().ok()),
+                        after_last_transition: self.callback_after_transition,
                     },
                 ),
             },

@@ -173,22 +173,32 @@ pub async fn record_verdicts(
     pool: &PgPool,
     items: &[Recorded],
 ) -> Result<RecordOutcome, StoreError> {
+    Ok(record_listing(pool, items).await?.outcome)
+}
+
+/// What one write did, and which payments it appended a transition for.
+struct Listed {
+    outcome: RecordOutcome,
+    transitioned: Vec<String>,
+}
+
+async fn record_listing(pool: &PgPool, items: &[Recorded]) -> Result<Listed, StoreError> {
     if items.is_empty() {
-        return Ok(RecordOutcome::default());
+        return Ok(Listed {
+            outcome: RecordOutcome::default(),
+            transitioned: Vec::new(),
+        });
     }
     let mut tx = pool.begin().await?;
-    let outcome = write_verdicts(&mut tx, items).await?;
+    let listed = write_listing(&mut tx, items).await?;
     tx.commit().await?;
-    Ok(outcome)
+    Ok(listed)
 }
 
 /// Writes a batch of verdicts inside the caller's transaction, one statement per table. Only
 /// verdicts whose claim still holds its lease are applied; their history follows them (the
 /// payment rows stay locked until the transaction ends, so no lease can change meanwhile).
-pub async fn write_verdicts(
-    tx: &mut PgConnection,
-    items: &[Recorded],
-) -> Result<RecordOutcome, StoreError> {
+async fn write_listing(tx: &mut PgConnection, items: &[Recorded]) -> Result<Listed, StoreError> {
     let mut payments = PaymentColumns::default();
     for item in items {
         payments.push(item);
@@ -243,8 +253,10 @@ pub async fn write_verdicts(
             resolved.resolution.push(resolver.note());
         }
     }
+    let mut transitioned = Vec::new();
     if !transitions.payment_id.is_empty() {
-        outcome.transitions = insert_transitions(&mut *tx, &transitions).await?;
+        transitioned = insert_transitions(&mut *tx, &transitions).await?;
+        outcome.transitions = transitioned.len() as u64;
     }
     if !opened.payment_id.is_empty() {
         outcome.flags_opened = open_flags(&mut *tx, &opened).await?;
@@ -252,7 +264,10 @@ pub async fn write_verdicts(
     if !resolved.payment_id.is_empty() {
         outcome.flags_resolved = resolve_flags(&mut *tx, &resolved).await?;
     }
-    Ok(outcome)
+    Ok(Listed {
+        outcome,
+        transitioned,
+    })
 }
 
 /// The payments' new state, where the claim's lease still holds. Returns the ids updated.
@@ -345,12 +360,12 @@ async fn update_payments(
 /// trigger registers each (payment, observation) in `recon.transition_keys`, whose key refuses
 /// a second one, and this insert skips the ones registered already. It runs under the
 /// payments' row locks (taken by [`update_payments`] in the same transaction), so nobody can
-/// register one between the check and the insert.
+/// register one between the check and the insert. Returns the payments it appended one for.
 async fn insert_transitions(
     conn: &mut PgConnection,
     t: &TransitionColumns<'_>,
-) -> Result<u64, StoreError> {
-    let result = sqlx::query!(
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
         "insert into recon.status_transitions
              (payment_id, observation_no, from_status, to_status, observed_at, provider_dt,
               body, request_id)
@@ -364,7 +379,8 @@ async fn insert_transitions(
                order by u.payment_id, u.observation_no, u.n) t
          where not exists (select 1 from recon.transition_keys k
                            where k.payment_id = t.payment_id
-                             and k.observation_no = t.observation_no)",
+                             and k.observation_no = t.observation_no)
+         returning payment_id as \"payment_id!\"",
         &t.payment_id as &[&str],
         &t.observation_no,
         &t.from as &[Option<&str>],
@@ -374,9 +390,8 @@ async fn insert_transitions(
         &t.body as &[Option<&str>],
         &t.request_id as &[Option<Uuid>],
     )
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected())
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Raises flags; at most one open flag per (payment, kind), kept by `recon.open_flags` (the
@@ -439,6 +454,8 @@ pub struct Isolated {
     pub outcome: RecordOutcome,
     /// Every verdict written or found stale (its lease taken over): its claim is done with.
     pub done: Vec<Lease>,
+    /// The payments a transition was committed for.
+    pub transitioned: Vec<String>,
     /// Verdicts the database refused (a data error no retry can fix), each on its own, with
     /// why in words.
     pub refused: Vec<(Recorded, String)>,
@@ -463,9 +480,10 @@ pub async fn record_isolated(pool: &PgPool, items: Vec<Recorded>) -> Result<Isol
     let mut written = Isolated::default();
     let mut stack = vec![items];
     while let Some(mut chunk) = stack.pop() {
-        let error = match record_verdicts(pool, &chunk).await {
-            Ok(outcome) => {
-                written.outcome.add(outcome);
+        let error = match record_listing(pool, &chunk).await {
+            Ok(listed) => {
+                written.outcome.add(listed.outcome);
+                written.transitioned.extend(listed.transitioned);
                 written.done.extend(chunk.iter().map(Recorded::lease));
                 continue;
             }

@@ -282,3 +282,24 @@ pub async fn gauges(pool: &PgPool, webhook_types: Option<&[String]>) -> Result<G
         },
     })
 }
+
+/// When each of `ids` was first recorded paid or failed: the `observed_at` of its first
+/// transition to `success` or `error`. Ids without one are left out.
+pub async fn outcome_observed_at(
+    pool: &PgPool,
+    ids: &[&str],
+) -> Result<Vec<(String, chrono::DateTime<chrono::Utc>)>, StoreError> {
+    let rows = sqlx::query!(
+        r#"select payment_id, min(observed_at) as "observed_at!"
+         from recon.status_transitions
+         where payment_id = any($1) and to_status in ('success', 'error')
+         group by payment_id"#,
+        ids as &[&str],
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.payment_id, r.observed_at))
+        .collect())
+}

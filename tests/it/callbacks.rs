@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Spawned, TestApp};
 
-const MERCHANT_KEY: &str = "merchant-key-for-tests";
+pub(crate) const MERCHANT_KEY: &str = "merchant-key-for-tests";
 
 /// `fields` with `pg_salt` and a `pg_sig` made with `key` for script `result`, form-encoded.
 fn signed_body(fields: &[(&str, &str)], salt: &str, key: &str) -> String {
@@ -27,7 +27,7 @@ fn signed_body(fields: &[(&str, &str)], salt: &str, key: &str) -> String {
         .finish()
 }
 
-fn paid(payment_id: &str, order_id: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn paid(payment_id: &str, order_id: &str) -> Vec<(&'static str, String)> {
     vec![
         ("pg_payment_id", payment_id.to_owned()),
         ("pg_order_id", order_id.to_owned()),
@@ -38,7 +38,7 @@ fn paid(payment_id: &str, order_id: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn body_of(fields: &[(&'static str, String)], salt: &str) -> String {
+pub(crate) fn body_of(fields: &[(&'static str, String)], salt: &str) -> String {
     let borrowed: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
     signed_body(&borrowed, salt, MERCHANT_KEY)
 }
@@ -77,7 +77,7 @@ async fn endpoint(app: &TestApp) -> Endpoint {
     Endpoint { url, stop }
 }
 
-async fn post(url: &str, body: String) -> (u16, String) {
+pub(crate) async fn post(url: &str, body: String) -> (u16, String) {
     let response = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -318,7 +318,7 @@ async fn an_unknown_payment_id_is_matched_by_a_unique_order_id() {
 }
 
 /// A free loopback port for a child process to listen on.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

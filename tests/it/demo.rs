@@ -37,7 +37,8 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
 
     let pool = db.pool().await;
     let counts: Vec<(String, i64)> = sqlx::query_as(
-        "select status, count(*) from recon.reconciliation group by status order by status",
+        "select status, count(*) from recon.reconciliation where payment_id like 'demo-%'
+         group by status order by status",
     )
     .fetch_all(&pool)
     .await
@@ -53,6 +54,8 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
     }
     assert!(summary_number(&text, "success") > 120, "{text}");
 
+    // Every open flag is a demo payment's: the polling-only comparison's payments settle
+    // plainly.
     let flags: Vec<(String, i64)> =
         sqlx::query_as("select kind, count(*) from recon.open_discrepancies group by kind")
             .fetch_all(&pool)
@@ -87,7 +90,114 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
             .await
             .unwrap();
     assert!(fees.unwrap() > rust_decimal::Decimal::ZERO);
+
+    // Callbacks: on for the whole demo; detection measured on payments cb-… called back and
+    // poll-… never called back, every one found.
+    assert!(
+        text.contains("Result-URL callbacks on http://127.0.0.1:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("settling the same way: all found in "),
+        "{text}"
+    );
+    let callbacks = detection(&text, "with callbacks");
+    let polling = detection(&text, "polling only");
+    assert_eq!((callbacks.payments, polling.payments), (100, 100), "{text}");
+    // About 5 % lost (by id: the same every run), found by polling.
+    assert!(callbacks.lost > 0 && callbacks.lost < 20, "{text}");
+    assert_eq!(polling.lost, 0, "nothing to lose: {text}");
+    let called_back = |prefix: &str| {
+        let pool = pool.clone();
+        let like = format!("{prefix}%");
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select count(distinct payment_id) from recon.callbacks where payment_id like $1",
+            )
+            .bind(like)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        called_back("cb-").await as usize,
+        callbacks.payments - callbacks.lost,
+        "{text}"
+    );
+    assert_eq!(called_back("poll-").await, 0);
+    assert!(
+        called_back("demo-").await > 100,
+        "the demo's own payments are called back too"
+    );
+    // Callbacks find a payment within a poll's round trip; polling, at its next look (the
+    // demo's every second). Lost callbacks are in the p95.
+    assert!(callbacks.p50 < 0.3, "{text}");
+    assert!(callbacks.p50 < polling.p50, "{text}");
+    assert!(
+        callbacks.p50 <= callbacks.p95 && polling.p50 <= polling.p95,
+        "{text}"
+    );
+    assert!(polling.p95 < 3.0, "{text}");
+    for d in [&callbacks, &polling] {
+        assert!((1.5..8.0).contains(&d.requests), "{text}");
+    }
+    // The merchant secret made for the run is never shown (32 hex digits).
+    assert!(
+        !text
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .any(|word| word.len() >= 32),
+        "{text}"
+    );
     pool.close().await;
+}
+
+/// One line of the demo's detection table.
+#[derive(Debug)]
+struct Detection {
+    payments: usize,
+    lost: usize,
+    /// Seconds.
+    p50: f64,
+    p95: f64,
+    requests: f64,
+}
+
+/// Reads the line that starts with `label`, e.g.
+/// `  with callbacks   100 payments   lag p50   43 ms, p95  303 ms   4.45 requests per payment (9 callbacks lost: found by polling)`.
+fn detection(text: &str, label: &str) -> Detection {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(label))
+        .unwrap_or_else(|| panic!("no {label:?} line in:\n{text}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |word: &str| {
+        words
+            .iter()
+            .position(|w| *w == word)
+            .unwrap_or_else(|| panic!("{word:?} in {line:?}"))
+    };
+    let seconds = |at: usize| {
+        let n: f64 = words[at + 1].parse().unwrap();
+        match words[at + 2].trim_end_matches(',') {
+            "ms" => n / 1000.0,
+            "s" => n,
+            unit => panic!("{unit} in {line:?}"),
+        }
+    };
+    let payments: usize = words[after("payments") - 1].parse().unwrap();
+    Detection {
+        payments,
+        lost: words
+            .iter()
+            .position(|w| *w == "callbacks")
+            .map_or(0, |at| {
+                words[at - 1].trim_start_matches('(').parse().unwrap()
+            }),
+        p50: seconds(after("p50")),
+        p95: seconds(after("p95")),
+        requests: words[after("requests") - 1].parse().unwrap(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

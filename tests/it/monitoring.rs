@@ -416,3 +416,101 @@ async fn readiness_turns_503_while_the_database_refuses_writes_and_recovers() {
     );
     shutdown.cancel();
 }
+
+/// The value of an unlabelled sample `name` on a /metrics page.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callback_to_transition_histogram_counts_the_transitions_callbacks_announced() {
+    use crate::callbacks::{MERCHANT_KEY, body_of, free_port, paid, post};
+    let app =
+        TestApp::new(Scenario::new().prefix("cm-", [Reply::invoice("success", "5000.00", "KZT")]))
+            .await;
+    app.insert(
+        "('cm-1', 5000, 'KZT', 'A-1', now(), null), ('cm-2', 5000, 'KZT', 'A-2', now(), null),
+         ('cm-3', 5000, 'KZT', 'A-3', now(), null)",
+    )
+    .await;
+    // cm-1 was polled once (process), its next look a day away: only its callback explains a
+    // prompt transition. cm-2 and cm-3 are due now.
+    app.insert_first_transition("cm-1").await;
+    sqlx::query(
+        "update recon.payments set checks = 1, status = 'process',
+                next_check_at = now() + interval '1 day', next_check_urgent = false
+         where payment_id = 'cm-1'",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    // The daemon process has its own recorder: no other test's samples.
+    let (http, callbacks) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let daemon = app.spawn_daemon(&[
+        ("FREEDOMPAY_RECON__HTTP__LISTEN", http.as_str()),
+        ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", callbacks.as_str()),
+        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+    ]);
+    let found = app
+        .wait_for(
+            "select count(*) from recon.payments where status = 'success'",
+            2,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(
+        found,
+        2,
+        "cm-2 and cm-3 found by their first poll: {}",
+        daemon.stderr()
+    );
+
+    // cm-3's callback comes after its transition: the poll it asks for changes nothing.
+    let url = format!("http://{callbacks}/freedompay/result");
+    for (id, order) in [("cm-3", "A-3"), ("cm-1", "A-1")] {
+        let (status, xml) = post(&url, body_of(&paid(id, order), "s1")).await;
+        assert_eq!(status, 200, "{xml}");
+    }
+    let done = app
+        .wait_for(
+            "select count(*) from recon.payments
+             where (payment_id = 'cm-1' and status = 'success')
+                or (payment_id = 'cm-3' and checks = 2)",
+            2,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(done, 2, "both callbacks polled: {}", daemon.stderr());
+
+    let (status, text) = get(&format!("http://{http}/metrics")).await;
+    assert_eq!(status, 200);
+    let name = "freedompay_recon_callback_to_transition_seconds";
+    assert!(text.contains(&format!("# TYPE {name} histogram")), "{text}");
+    assert!(
+        text.contains(&format!("{name}_bucket{{le=\"0.01\"}}")),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("{name}_count")),
+        Some(1.0),
+        "cm-1 only: cm-2 had no callback, cm-3's came after its transition:\n{text}"
+    );
+    // The same figure as SQL reads it from the two tables.
+    let expected: f64 = sqlx::query_scalar(
+        "select extract(epoch from t.observed_at - c.received_at)::float8
+         from recon.callbacks c
+         join recon.status_transitions t on t.payment_id = c.payment_id and t.to_status = 'success'
+         where c.payment_id = 'cm-1'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let sum = sample(&text, &format!("{name}_sum")).unwrap();
+    assert!((sum - expected).abs() < 1e-3, "{sum} against {expected}");
+    assert!(sum < 3.0, "polled at once after its callback: {sum} s");
+}

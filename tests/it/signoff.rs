@@ -264,15 +264,22 @@ async fn a_demo_run_starts_from_a_fresh_database_and_refuses_one_that_is_not_its
         assert!(text.contains("DATABASE_URL=postgres://postgres@"), "{text}");
     }
     let pool = db.pool().await;
-    let (payments, runs): (i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where created_at < $1) from recon.payments",
+    // The demo's own payments, and the 30 + 30 its detection measurement adds (cb-…, poll-…).
+    let (payments, all, runs): (i64, i64, i64) = sqlx::query_as(
+        "select count(*) filter (where payment_id like 'demo-%'), count(*),
+                count(*) filter (where created_at < $1)
+         from recon.payments",
     )
     .bind(latest_run)
     .fetch_one(&pool)
     .await
     .unwrap();
     let runs = 1 + runs;
-    assert_eq!((payments, runs), (30, 1), "only the latest run's payments");
+    assert_eq!(
+        (payments, all, runs),
+        (30, 90, 1),
+        "only the latest run's payments"
+    );
     assert_eq!(
         sqlx::query_scalar::<_, i64>(
             "select count(*) from recon.status_transitions

@@ -80,6 +80,15 @@ select c.payment_id as "payment_id!", c.lease_token as "lease_token!", c.problem
        -- (the amount as text: read in Rust, where a value past Decimal is dropped, not fatal)
        cb.claims_paid as "callback_paid?", cb.amount::text as "callback_amount?",
        cb.currency as "callback_currency?",
+       -- Whether it came after the payment's latest recorded transition: then a transition
+       -- this poll records is the one it announced (the engine's
+       -- freedompay_recon_callback_to_transition_seconds). The partitions before the
+       -- callback's month are pruned at run time.
+       case when cb.id is null then false
+            else not exists (select 1 from recon.status_transitions t
+                             where t.payment_id = c.payment_id
+                               and t.observed_at >= cb.received_at)
+       end as "callback_after_transition!",
        now() as "claimed_at!",
        due.previous_token is not null as "recovered!"
 from claimed c
