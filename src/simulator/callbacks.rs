@@ -58,8 +58,11 @@ impl CallbackPlan {
 /// What a terminal reply says: paid (`success`) or failed (`error`), with its amount,
 /// currency and order id as the invoice shows them. `None` for anything else.
 pub fn outcome_of(reply: &Reply) -> Option<Outcome> {
-    let Reply::Json { body, http_status } = reply else {
-        return None;
+    let (body, http_status) = match reply {
+        Reply::Json { body, http_status } => (body, http_status),
+        // A slow answer is still the answer.
+        Reply::Delay { then, .. } => return outcome_of(then),
+        _ => return None,
     };
     if *http_status != 200 {
         return None;
@@ -224,5 +227,7 @@ mod tests {
         assert_eq!(value("pg_order_id"), Some("A-1"));
         assert_eq!(value("pg_result"), Some("1"));
         assert_eq!(outcome_of(&Reply::invoice("process", "1", "KZT")), None);
+        let slow = Reply::invoice("error", "1", "KZT").delayed(Duration::from_millis(20));
+        assert_eq!(outcome_of(&slow).map(|o| o.paid), Some(false));
     }
 }

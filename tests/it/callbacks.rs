@@ -569,3 +569,73 @@ async fn a_thousand_payments_called_back_are_confirmed_within_a_second_and_lost_
     // that poll.confirm_after (1 h) has not reached yet: about two requests per payment.
     assert!(requests < 2.2, "{requests:.2} requests per payment");
 }
+
+/// Two instances, callbacks sent to one of them: the other is woken through NOTIFY, both
+/// claim, and no payment is polled twice for one callback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_work_callbacks_bring() {
+    const N: usize = 200;
+    let app = TestApp::new(Scenario::new().prefix(
+        "two-",
+        [Reply::invoice("success", "5000.00", "KZT").delayed(Duration::from_millis(20))],
+    ))
+    .await;
+    let ids: Vec<String> = (0..N).map(|i| format!("two-{i}")).collect();
+    let values = ids
+        .iter()
+        .map(|id| format!("('{id}', 5000, 'KZT', null, now(), null)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    app.insert(&values).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let common = [
+        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+        ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "1h"),
+        ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4"),
+    ];
+    let mut with_listener = common.to_vec();
+    with_listener.push(("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()));
+    // Payments settle 2 to 6 s from now and are called back then (to one instance only).
+    app.sim
+        .call_back(freedompay_recon::simulator::CallbackPlan {
+            url: format!("http://{listen}/freedompay/result")
+                .parse()
+                .unwrap(),
+            secret: SecretString::from(MERCHANT_KEY.to_owned()),
+            loss: 0.0,
+            duplicates: 0,
+            delay: Duration::ZERO,
+            settle_after: Duration::from_secs(4),
+        });
+    app.sim.expect(ids.iter().map(String::as_str));
+    let receiving = app.spawn_daemon(&with_listener);
+    let other = app.spawn_daemon(&common);
+    let paid = app
+        .wait_for(
+            "select count(*) from recon.payments where status = 'success'",
+            N as i64,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(paid, N as i64, "{}\n{}", receiving.stderr(), other.stderr());
+    // The first poll, and the one the callback asked for: never a second for one callback.
+    let calls = app.sim.calls();
+    assert!(
+        ids.iter().all(|id| calls.get(id).copied() == Some(2)),
+        "polls per payment: {:?}",
+        ids.iter()
+            .map(|id| calls.get(id).copied().unwrap_or(0))
+            .collect::<Vec<_>>()
+    );
+    let by_instance: Vec<(String, i64)> = sqlx::query_as(
+        "select last_checked_by, count(*) from recon.payments group by 1 order by 2 desc",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        by_instance.len(),
+        2,
+        "both instances polled: {by_instance:?}"
+    );
+}
