@@ -1,4 +1,4 @@
--- Freedom Pay's Result-URL callbacks as a fast path (issue 18; ../shared/provider/RESULT_URL.md).
+-- Freedom Pay's Result-URL callbacks as a fast path (issue 18; docs/provider/RESULT_URL.md).
 --
 -- A verified callback is a hint: it makes its payment due at once and wakes a sweep; the signed
 -- Partner API poll stays the truth. Each distinct callback is kept here, as received, as

@@ -1,4 +1,4 @@
-//! Freedom Pay's Result-URL callbacks (issue 18; ../shared/provider/RESULT_URL.md).
+//! Freedom Pay's Result-URL callbacks (issue 18; docs/provider/RESULT_URL.md).
 //!
 //! After a payment succeeds or fails the provider calls the merchant's Result URL with the
 //! outcome, signed with the merchant's secret key (`pg_sig`). The daemon takes these calls as

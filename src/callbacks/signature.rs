@@ -1,4 +1,4 @@
-//! `pg_sig`, the Merchant API's signature (../shared/provider/RESULT_URL.md, "Signature").
+//! `pg_sig`, the Merchant API's signature (docs/provider/RESULT_URL.md, "Signature").
 //!
 //! `pg_sig = md5(script ; value ; value ; … ; secret)`: the called script's name, then the
 //! values of every field but `pg_sig` in alphabetical order of their names (fields that share

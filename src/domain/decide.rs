@@ -12,7 +12,7 @@ use super::types::{
 
 /// How long after a payment's deadline the provider may still settle it on its own: it calls
 /// the merchant's Result URL again every 30 minutes for 2 hours when a call fails, "even after
-/// the payment's lifetime has passed" (`../shared/provider/RESULT_URL.md`, "When it is
+/// the payment's lifetime has passed" (`docs/provider/RESULT_URL.md`, "When it is
 /// called"). A payment still unsettled at its deadline check is polled on its schedule until
 /// that window has closed and looked at once more then, and no longer after ([`decide`]).
 pub const CALLBACK_RETRY_WINDOW: Duration = Duration::from_secs(2 * 3600);
