@@ -137,6 +137,13 @@ fn csv_rows(data: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+/// Runs `archive --month MONTH --to TO` with `extra` arguments against `app`.
+async fn archive(app: &TestApp, month: &str, to: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["archive", "--month", month, "--to", to];
+    args.extend_from_slice(extra);
+    app.run(&args).await
+}
+
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -167,9 +174,7 @@ async fn a_past_month_is_archived_with_a_manifest_whose_counts_and_checksums_mat
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join(format!("recon-{m}.tar.gz"));
 
-    let out = app
-        .run(&["archive", "--month", &m, "--to", file.to_str().unwrap()])
-        .await;
+    let out = archive(&app, &m, file.to_str().unwrap(), &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains(&format!("archived {m} to")),
@@ -245,22 +250,11 @@ async fn a_past_month_is_archived_with_a_manifest_whose_counts_and_checksums_mat
 
     // The same month again is refused without --force, and the archive stays as it was.
     let before = std::fs::read(&file).unwrap();
-    let again = app
-        .run(&["archive", "--month", &m, "--to", file.to_str().unwrap()])
-        .await;
+    let again = archive(&app, &m, file.to_str().unwrap(), &[]).await;
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
     assert_eq!(std::fs::read(&file).unwrap(), before);
-    let forced = app
-        .run(&[
-            "archive",
-            "--month",
-            &m,
-            "--to",
-            file.to_str().unwrap(),
-            "--force",
-        ])
-        .await;
+    let forced = archive(&app, &m, file.to_str().unwrap(), &["--force"]).await;
     assert!(forced.status.success(), "{}", stderr(&forced));
     // Nothing was detached without --detach.
     assert!(
@@ -280,14 +274,14 @@ async fn the_current_month_a_future_one_a_malformed_one_and_a_missing_directory_
     let to = file.to_str().unwrap();
     let (this, next) = (month(pool, 0).await, month(pool, -1).await);
 
-    let out = app.run(&["archive", "--month", &this, "--to", to]).await;
+    let out = archive(&app, &this, to, &[]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(
         stderr(&out).contains("is the current month"),
         "{}",
         stderr(&out)
     );
-    let out = app.run(&["archive", "--month", &next, "--to", to]).await;
+    let out = archive(&app, &next, to, &[]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("is in the future"),
@@ -295,21 +289,13 @@ async fn the_current_month_a_future_one_a_malformed_one_and_a_missing_directory_
         stderr(&out)
     );
     for bad in ["2026-1", "2026-13", "10-2026"] {
-        let out = app.run(&["archive", "--month", bad, "--to", to]).await;
+        let out = archive(&app, bad, to, &[]).await;
         assert_eq!(out.status.code(), Some(2), "{bad}");
         assert!(stderr(&out).contains("YYYY-MM"), "{}", stderr(&out));
     }
     let missing = dir.path().join("no-such-dir").join("out.tar.gz");
     let past = month(pool, 2).await;
-    let out = app
-        .run(&[
-            "archive",
-            "--month",
-            &past,
-            "--to",
-            missing.to_str().unwrap(),
-        ])
-        .await;
+    let out = archive(&app, &past, missing.to_str().unwrap(), &[]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
     // Nothing was written anywhere.
@@ -335,7 +321,7 @@ async fn a_month_with_an_open_action_flag_is_refused_unless_allowed_and_never_de
     let file = dir.path().join("flags.tar.gz");
     let to = file.to_str().unwrap();
 
-    let out = app.run(&["archive", "--month", &m, "--to", to]).await;
+    let out = archive(&app, &m, to, &[]).await;
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);
     assert!(
@@ -345,9 +331,7 @@ async fn a_month_with_an_open_action_flag_is_refused_unless_allowed_and_never_de
     );
     assert!(!file.exists());
 
-    let out = app
-        .run(&["archive", "--month", &m, "--to", to, "--allow-open-flags"])
-        .await;
+    let out = archive(&app, &m, to, &["--allow-open-flags"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let entries = entries(&file);
     let manifest: Manifest = serde_json::from_slice(&entries[0].1).unwrap();
@@ -357,18 +341,7 @@ async fn a_month_with_an_open_action_flag_is_refused_unless_allowed_and_never_de
 
     // --detach never takes a month with an open flag, allowed or not; nothing is written.
     let before = std::fs::read(&file).unwrap();
-    let out = app
-        .run(&[
-            "archive",
-            "--month",
-            &m,
-            "--to",
-            to,
-            "--allow-open-flags",
-            "--detach",
-            "--force",
-        ])
-        .await;
+    let out = archive(&app, &m, to, &["--allow-open-flags", "--detach", "--force"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("has 1 open flag (detected that month, of any class)"),
@@ -398,9 +371,7 @@ async fn detach_waits_for_rows_in_a_default_partition_and_for_events_a_webhook_s
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("d.tar.gz");
     let to = file.to_str().unwrap();
-    let out = app
-        .run(&["archive", "--month", &m, "--to", to, "--detach"])
-        .await;
+    let out = archive(&app, &m, to, &["--detach"]).await;
     assert_eq!(out.status.code(), Some(1));
     let message = stderr(&out);
     assert!(
@@ -409,7 +380,7 @@ async fn detach_waits_for_rows_in_a_default_partition_and_for_events_a_webhook_s
     );
     assert!(!file.exists());
     // Without --detach, the rows waiting there are archived all the same.
-    let out = app.run(&["archive", "--month", &m, "--to", to]).await;
+    let out = archive(&app, &m, to, &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let manifest: Manifest = serde_json::from_slice(&entries(&file)[0].1).unwrap();
     assert_eq!(manifest.tables[0].rows, 1);
@@ -481,16 +452,7 @@ async fn detach_takes_exactly_the_months_three_partitions_and_the_printed_statem
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("detach.tar.gz");
 
-    let out = app
-        .run(&[
-            "archive",
-            "--month",
-            &m,
-            "--to",
-            file.to_str().unwrap(),
-            "--detach",
-        ])
-        .await;
+    let out = archive(&app, &m, file.to_str().unwrap(), &["--detach"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let printed = stdout(&out);
     assert!(printed.contains("read back"), "{printed}");
@@ -586,9 +548,7 @@ async fn detach_takes_exactly_the_months_three_partitions_and_the_printed_statem
     assert_eq!(frozen, 0);
     // And the month can be archived again, the same rows.
     let again = dir.path().join("again.tar.gz");
-    let out = app
-        .run(&["archive", "--month", &m, "--to", again.to_str().unwrap()])
-        .await;
+    let out = archive(&app, &m, again.to_str().unwrap(), &[]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let first: Manifest = serde_json::from_slice(&entries(&file)[0].1).unwrap();
     let second: Manifest = serde_json::from_slice(&entries(&again)[0].1).unwrap();

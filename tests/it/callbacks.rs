@@ -467,6 +467,33 @@ async fn a_callback_the_signed_poll_contradicts_opens_callback_disagrees() {
     );
 }
 
+/// Enqueues `ids`, each expecting 5000.00 KZT.
+async fn enqueue_expecting_5000_kzt(app: &TestApp, ids: &[String]) {
+    let values = ids
+        .iter()
+        .map(|id| format!("('{id}', 5000, 'KZT', null, now(), null)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    app.insert(&values).await;
+}
+
+/// From now on the simulator settles `ids` 2 to 6 s from now and calls back to the daemon
+/// listening on `listen`, losing `loss` of the callbacks and sending `duplicates` extra copies.
+fn settle_and_call_back(app: &TestApp, listen: &str, ids: &[String], loss: f64, duplicates: u32) {
+    app.sim
+        .call_back(freedompay_recon::simulator::CallbackPlan {
+            url: format!("http://{listen}/freedompay/result")
+                .parse()
+                .unwrap(),
+            secret: SecretString::from(MERCHANT_KEY.to_owned()),
+            loss,
+            duplicates,
+            delay: Duration::ZERO,
+            settle_after: Duration::from_secs(4),
+        });
+    app.sim.expect(ids.iter().map(String::as_str));
+}
+
 /// The whole path, measured: 1,000 payments settle over a few seconds; the simulator calls
 /// back for 95 % of them (one in five twice), the daemon polls each at once, and its ladder
 /// finds the ones whose callback was lost. Prints the figures the issue asks for.
@@ -483,12 +510,7 @@ async fn a_thousand_payments_called_back_are_confirmed_within_a_second_and_lost_
     let ids: Vec<String> = (0..N)
         .map(|i| format!("{}-{i}", if i % 5 == 4 { "ko" } else { "ok" }))
         .collect();
-    let values = ids
-        .iter()
-        .map(|id| format!("('{id}', 5000, 'KZT', null, now(), null)"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    app.insert(&values).await;
+    enqueue_expecting_5000_kzt(&app, &ids).await;
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     // First polls at once; then the ladder (with callbacks on, poll.recheck_with_callbacks)
@@ -500,18 +522,7 @@ async fn a_thousand_payments_called_back_are_confirmed_within_a_second_and_lost_
         ("FREEDOMPAY_RECON__POLL__CONFIRM_AFTER", "1h"),
     ]);
     app.wait_for_daemon_connection().await;
-    app.sim
-        .call_back(freedompay_recon::simulator::CallbackPlan {
-            url: format!("http://{listen}/freedompay/result")
-                .parse()
-                .unwrap(),
-            secret: SecretString::from(MERCHANT_KEY.to_owned()),
-            loss: 0.05,
-            duplicates: 1,
-            delay: Duration::ZERO,
-            settle_after: Duration::from_secs(4),
-        });
-    app.sim.expect(ids.iter().map(String::as_str));
+    settle_and_call_back(&app, &listen, &ids, 0.05, 1);
 
     let settled = app
         .wait_for(
@@ -581,12 +592,7 @@ async fn two_instances_share_the_work_callbacks_bring() {
     ))
     .await;
     let ids: Vec<String> = (0..N).map(|i| format!("two-{i}")).collect();
-    let values = ids
-        .iter()
-        .map(|id| format!("('{id}', 5000, 'KZT', null, now(), null)"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    app.insert(&values).await;
+    enqueue_expecting_5000_kzt(&app, &ids).await;
     let listen = format!("127.0.0.1:{}", free_port());
     let common = [
         ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
@@ -596,18 +602,7 @@ async fn two_instances_share_the_work_callbacks_bring() {
     let mut with_listener = common.to_vec();
     with_listener.push(("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()));
     // Payments settle 2 to 6 s from now and are called back then (to one instance only).
-    app.sim
-        .call_back(freedompay_recon::simulator::CallbackPlan {
-            url: format!("http://{listen}/freedompay/result")
-                .parse()
-                .unwrap(),
-            secret: SecretString::from(MERCHANT_KEY.to_owned()),
-            loss: 0.0,
-            duplicates: 0,
-            delay: Duration::ZERO,
-            settle_after: Duration::from_secs(4),
-        });
-    app.sim.expect(ids.iter().map(String::as_str));
+    settle_and_call_back(&app, &listen, &ids, 0.0, 0);
     let receiving = app.spawn_daemon(&with_listener);
     let other = app.spawn_daemon(&common);
     let paid = app
