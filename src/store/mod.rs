@@ -11,6 +11,7 @@ pub mod finance;
 pub mod import;
 mod intake;
 pub mod maintenance;
+mod migrations;
 pub mod rate;
 mod record;
 pub mod report;
@@ -30,14 +31,12 @@ pub use record::{
     record_isolated, record_verdicts,
 };
 
+pub use migrations::{
+    EARLIER_TEXTS, EarlierText, MIGRATIONS_TABLE, MIGRATOR, OLDEST_SERVER, migrate,
+    migrate_if_pending, pending_migrations,
+};
+
 use crate::settings::DatabaseSettings;
-
-/// The schema migrations, embedded in the binary.
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Where the applied migrations are recorded: inside the schema the migrations build, so the
-/// migrating role needs no privilege on `public` (PostgreSQL 15 grants none there by default).
-pub const MIGRATIONS_TABLE: &str = "recon._sqlx_migrations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,6 +49,12 @@ pub enum StoreError {
     Query(sqlx::Error),
     #[error("migration failed: {}", describe_migrate_error(.0))]
     Migrate(sqlx::migrate::MigrateError),
+    /// The server is older than the migrations need ([`OLDEST_SERVER`]).
+    #[error(
+        "the database server is PostgreSQL {version}; freedompay-recon needs PostgreSQL 15 or \
+         newer (its migrations use `nulls not distinct`); nothing was changed"
+    )]
+    ServerTooOld { version: String },
     #[error(
         "{pending} schema migrations are pending and this database role may not apply them ({reason}); \
          run `freedompay-recon migrate` as the migrating role (see docs/operations.md, \"Database roles\")"
@@ -90,6 +95,15 @@ fn describe_migrate_error(e: &sqlx::migrate::MigrateError) -> String {
             format!("migration {version}: {}", describe_query_error(e))
         }
         MigrateError::Execute(e) => describe_query_error(e),
+        MigrateError::VersionMismatch(version) => format!(
+            "migration {version} was applied to this database from another text than this \
+             build's (its recorded checksum differs): a landed migration was edited. Nothing \
+             was changed; migrations/README.md in the source says how to get past it safely"
+        ),
+        MigrateError::VersionMissing(version) => format!(
+            "this database has migration {version}, which this build does not know: it was \
+             migrated by a newer freedompay-recon; run that version or a later one"
+        ),
         other => other.to_string(),
     }
 }
@@ -364,150 +378,6 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
     }
     admin.close().await.ok();
     Ok(!exists)
-}
-
-/// Applies pending migrations. Safe to run from several instances at once: sqlx serialises
-/// them with an advisory lock.
-///
-/// Needs a role that may create schema `recon` in this database (or already owns it), nothing
-/// more: the record of applied migrations lives in [`MIGRATIONS_TABLE`]. A database migrated
-/// by an earlier version, which kept that record in `public._sqlx_migrations`, has its rows
-/// copied over first (the old table is left alone: it may be another application's too).
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query!("select pg_advisory_lock(hashtext('freedompay-recon migrations'))")
-        .fetch_one(&mut *conn)
-        .await?;
-    let prepared = prepare_migrations_table(&mut conn).await;
-    let migrated = match prepared {
-        Ok(()) => migrator().run(&mut *conn).await.map_err(StoreError::from),
-        Err(e) => Err(e),
-    };
-    // The monthly partitions ahead, on every `migrate` (the daemon keeps them too), and the
-    // summary rollup in the database's reporting zone when that changed.
-    let migrated = match migrated {
-        Ok(()) => match maintenance::ensure_partitions(&mut *conn).await {
-            Ok(_) => maintenance::rebuild_summary_if_zone_changed(&mut *conn)
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
-    sqlx::query!("select pg_advisory_unlock(hashtext('freedompay-recon migrations'))")
-        .fetch_one(&mut *conn)
-        .await?;
-    migrated
-}
-
-/// Applies pending migrations only when there are any, so a role that may only run the
-/// daemon (see `grant-daemon`) starts against an up-to-date schema without needing the
-/// privileges `migrate` needs. Returns how many were applied.
-pub async fn migrate_if_pending(pool: &PgPool) -> Result<usize, StoreError> {
-    let pending = pending_migrations(pool).await?;
-    if pending == 0 {
-        return Ok(0);
-    }
-    match migrate(pool).await {
-        Ok(()) => Ok(pending),
-        Err(e) if is_permission_denied(&e) => Err(StoreError::MigrationsPending {
-            pending,
-            reason: e.to_string(),
-        }),
-        Err(e) => Err(e),
-    }
-}
-
-/// How many embedded migrations the database has not applied.
-pub async fn pending_migrations(pool: &PgPool) -> Result<usize, StoreError> {
-    let applied: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "select version from {MIGRATIONS_TABLE} where success"
-    )))
-    .fetch_all(pool)
-    .await
-    .or_else(|e| match &e {
-        // No record yet (a new database, or one migrated by an earlier version).
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("42P01") => Ok(Vec::new()),
-        _ => Err(e),
-    })?;
-    Ok(MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
-        .count())
-}
-
-fn is_permission_denied(error: &StoreError) -> bool {
-    let code = |e: &sqlx::Error| match e {
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| c == "42501"),
-        _ => false,
-    };
-    match error {
-        StoreError::Query(e) => code(e),
-        StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e))
-        | StoreError::Migrate(sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => code(e),
-        _ => false,
-    }
-}
-
-/// The embedded migrations, recorded in [`MIGRATIONS_TABLE`].
-fn migrator() -> sqlx::migrate::Migrator {
-    let mut migrator = sqlx::migrate::Migrator::with_migrations(MIGRATOR.iter().cloned().collect());
-    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    // [`migrate`] holds its own advisory lock around the run. sqlx's lock would stay held by a
-    // pooled connection after a failed migration (it is not released on error), and the next
-    // `migrate` in the same process would wait for it forever.
-    migrator.set_locking(false);
-    migrator
-}
-
-/// Creates schema `recon` when it is missing (not otherwise: `create schema if not exists`
-/// needs the database's CREATE privilege even when the schema exists) and the migrations
-/// record inside it, copying rows from a record kept in `public` by an earlier version.
-async fn prepare_migrations_table(conn: &mut sqlx::PgConnection) -> Result<(), StoreError> {
-    let schema_exists =
-        sqlx::query_scalar!(r#"select to_regnamespace('recon') is not null as "exists!""#)
-            .fetch_one(&mut *conn)
-            .await?;
-    if !schema_exists {
-        sqlx::query("create schema recon")
-            .execute(&mut *conn)
-            .await?;
-    }
-    let tables = sqlx::query!(
-        r#"select to_regclass('recon._sqlx_migrations') is not null as "ours!",
-                  to_regclass('public._sqlx_migrations') is not null as "legacy!""#
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let (ours, legacy) = (tables.ours, tables.legacy);
-    if ours {
-        return Ok(());
-    }
-    // The same table sqlx creates.
-    sqlx::query(
-        "create table recon._sqlx_migrations (
-             version bigint primary key,
-             description text not null,
-             installed_on timestamptz not null default now(),
-             success boolean not null,
-             checksum bytea not null,
-             execution_time bigint not null
-         )",
-    )
-    .execute(&mut *conn)
-    .await?;
-    if legacy {
-        let versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
-        sqlx::query(
-            "insert into recon._sqlx_migrations
-             select version, description, installed_on, success, checksum, execution_time
-             from public._sqlx_migrations where version = any($1)",
-        )
-        .bind(&versions)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
 }
 
 /// Whether the database answers at all (`/readyz`).

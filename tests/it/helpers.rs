@@ -30,9 +30,13 @@ pub fn server_url() -> &'static str {
     })
 }
 
+/// The PostgreSQL image tag the testcontainers fallback starts.
+pub const CONTAINER_TAG: &str = "15-alpine";
+
 /// Starts PostgreSQL in Docker on a thread that keeps it alive for the whole test run.
 fn start_container() -> String {
     use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::ImageExt as _;
     use testcontainers_modules::testcontainers::runners::AsyncRunner as _;
 
     let (tx, rx) = std::sync::mpsc::channel();
@@ -42,7 +46,9 @@ fn start_container() -> String {
             .build()
             .expect("a runtime for the container");
         runtime.block_on(async move {
-            match Postgres::default().start().await {
+            // The module's default image is PostgreSQL 11, which the migrations refuse
+            // (store::OLDEST_SERVER): the same major version as the build machines'.
+            match Postgres::default().with_tag(CONTAINER_TAG).start().await {
                 Ok(container) => {
                     let port = container.get_host_port_ipv4(5432).await;
                     let _ = tx.send(

@@ -20,6 +20,7 @@ mod instances;
 mod intake;
 mod leases;
 mod listener;
+mod migrations;
 mod monitoring;
 mod output;
 mod pacing;

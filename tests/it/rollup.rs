@@ -293,6 +293,178 @@ async fn another_zone_reads_the_rows_until_the_rollup_is_rebuilt_in_it() {
     assert!(!again.summary_rebuilt, "nothing to rebuild the second time");
 }
 
+/// Payments whose `open_flags` differs from their open flags (the source rows).
+async fn drifted(pool: &PgPool) -> Vec<(String, Vec<String>, Vec<String>)> {
+    sqlx::query_as(
+        "select p.payment_id, p.open_flags,
+                coalesce(array(select d.kind from recon.discrepancies d
+                               where d.payment_id = p.payment_id and d.resolved_at is null
+                               order by d.kind), '{}')
+         from recon.payments p
+         where p.open_flags is distinct from
+               coalesce(array(select d.kind from recon.discrepancies d
+                              where d.payment_id = p.payment_id and d.resolved_at is null
+                              order by d.kind), '{}')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until the session `pid` waits for a lock.
+async fn blocked_on_a_lock(pool: &PgPool, pid: i32) {
+    for _ in 0..500 {
+        let waiting: bool = sqlx::query_scalar(
+            "select coalesce((select wait_event_type = 'Lock' from pg_stat_activity
+                              where pid = $1), false)",
+        )
+        .bind(pid)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("session {pid} never waited for a lock");
+}
+
+/// Two transactions of hand SQL on one payment, one opening a flag and one resolving
+/// another, the second made to wait for the first (issue 23, item 4): whichever commits
+/// first, `open_flags` ends as the flags say, and so does the summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_flags_stay_exact_whatever_order_two_flag_writers_commit_in() {
+    let app = TestApp::new(Scenario::new()).await;
+    let pool = app.pool().clone();
+    execute(
+        &pool,
+        "insert into recon.payments (payment_id, expected_amount, expected_currency)
+         values ('race-1', 100, 'KZT'), ('race-2', 100, 'KZT')",
+    )
+    .await;
+    let open = "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+                values ($1, $2, 'a', 'b', now())";
+    let resolve = "update recon.discrepancies
+                   set resolved_at = now(), resolved_by = 'finance', resolution = 'checked'
+                   where payment_id = $1 and kind = $2 and resolved_at is null";
+    for payment in ["race-1", "race-2"] {
+        sqlx::query(open)
+            .bind(payment)
+            .bind("order_mismatch")
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    // race-1: the opener goes first and the resolver waits for it; race-2: the other way.
+    for (payment, first, second) in [
+        ("race-1", (open, "amount_mismatch"), (resolve, "order_mismatch")),
+        ("race-2", (resolve, "order_mismatch"), (open, "amount_mismatch")),
+    ] {
+        let mut one = pool.begin().await.unwrap();
+        sqlx::query(first.0)
+            .bind(payment)
+            .bind(first.1)
+            .execute(&mut *one)
+            .await
+            .unwrap();
+        let mut two = pool.acquire().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+            .fetch_one(&mut *two)
+            .await
+            .unwrap();
+        let (payment_two, sql_two, kind_two) = (payment.to_owned(), second.0, second.1);
+        let waiting = tokio::spawn(async move {
+            let mut tx = sqlx::Connection::begin(&mut *two).await.unwrap();
+            sqlx::query(sql_two)
+                .bind(&payment_two)
+                .bind(kind_two)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        });
+        blocked_on_a_lock(&pool, pid).await;
+        one.commit().await.unwrap();
+        waiting.await.unwrap();
+        let flags: Vec<String> =
+            sqlx::query_scalar("select open_flags from recon.payments where payment_id = $1")
+                .bind(payment)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(flags, ["amount_mismatch"], "{payment}");
+    }
+    assert_eq!(drifted(&pool).await, []);
+    assert_exact(&pool, "after two races").await;
+    fold(&pool).await;
+    assert_exact(&pool, "after folding them").await;
+    let counted = app
+        .count("select sum(amount_mismatch)::int8 from recon.daily_summary where basis = 'created'")
+        .await;
+    assert_eq!(counted, 2);
+}
+
+/// A database that drifted (under the trigger before migration 15, or with triggers off)
+/// is repaired from the flags by the rebuild, and a caller's own write of the column is
+/// ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_repairs_open_flags_from_the_flags_and_a_caller_cannot_update_them() {
+    let app = TestApp::new(Scenario::new()).await;
+    let pool = app.pool().clone();
+    execute(
+        &pool,
+        "insert into recon.payments (payment_id, expected_amount, expected_currency)
+         select 'drift-' || g, 100, 'KZT' from generate_series(1, 3) g",
+    )
+    .await;
+    execute(
+        &pool,
+        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+         values ('drift-1', 'amount_mismatch', 'a', 'b', now())",
+    )
+    .await;
+
+    execute(
+        &pool,
+        "update recon.payments set open_flags = '{not_found}' where payment_id like 'drift-%'",
+    )
+    .await;
+    assert_eq!(drifted(&pool).await, [], "a caller's write is ignored");
+
+    // Drift as the old trigger left it: written with triggers off.
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("set session_replication_role = replica")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "update recon.payments set open_flags = case payment_id when 'drift-1' then '{}'::text[]
+                                                 else '{order_mismatch}' end
+         where payment_id in ('drift-1', 'drift-2')",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::query("reset session_replication_role")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    assert_eq!(drifted(&pool).await.len(), 2);
+
+    let _: i64 = sqlx::query_scalar("select recon.rebuild_summary()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(drifted(&pool).await, [], "the rebuild repaired them");
+    assert_exact(&pool, "after the rebuild").await;
+    let counted = app
+        .count("select sum(amount_mismatch)::int8 from recon.daily_summary where basis = 'created'")
+        .await;
+    assert_eq!(counted, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_cannot_write_a_payments_open_flags() {
     let app = TestApp::new(Scenario::new()).await;

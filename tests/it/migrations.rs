@@ -1,0 +1,99 @@
+//! Landed migrations never change (issue 23, item 8): a database that applied an earlier text
+//! of an edited migration is brought up to date by `migrate`, any other mismatch is refused in
+//! one line with nothing changed, and the testcontainers fallback starts a server the
+//! migrations accept. (The pins themselves: `store::migrations::tests`.)
+
+use freedompay_recon::store::{self, EARLIER_TEXTS, MIGRATOR, OLDEST_SERVER};
+
+use crate::helpers::{CONTAINER_TAG, TestDb, run_binary};
+
+async fn recorded_checksum(db: &TestDb, version: i64) -> String {
+    sqlx::query_scalar("select encode(checksum, 'hex') from recon._sqlx_migrations where version = $1")
+        .bind(version)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+async fn record_checksum(db: &TestDb, version: i64, hex: &str) {
+    sqlx::query("update recon._sqlx_migrations set checksum = decode($2, 'hex') where version = $1")
+        .bind(version)
+        .bind(hex)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+}
+
+async fn index_exists(db: &TestDb, name: &str) -> bool {
+    sqlx::query_scalar("select to_regclass($1) is not null")
+        .bind(format!("recon.{name}"))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+fn current_checksum(version: i64) -> String {
+    hex::encode(&MIGRATOR.iter().find(|m| m.version == version).unwrap().checksum)
+}
+
+#[tokio::test]
+async fn a_database_that_applied_an_earlier_text_of_an_edited_migration_is_brought_up_to_date() {
+    let db = TestDb::new().await;
+    // As a database migrated from the earlier texts looks: their checksums, and no index
+    // (the one thing the later text of migration 12 added).
+    sqlx::query("drop index recon.discrepancies_open_age_idx")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for earlier in EARLIER_TEXTS {
+        record_checksum(&db, earlier.version, earlier.checksum).await;
+    }
+    // sqlx alone refuses it: this is what an operator saw.
+    let refused = sqlx::migrate::Migrator::with_migrations(MIGRATOR.iter().cloned().collect())
+        .dangerous_set_table_name(store::MIGRATIONS_TABLE)
+        .run(&db.pool)
+        .await;
+    assert!(
+        matches!(refused, Err(sqlx::migrate::MigrateError::VersionMismatch(_))),
+        "{refused:?}"
+    );
+
+    store::migrate(&db.pool).await.expect("migrate brings it up to date");
+    assert!(index_exists(&db, "discrepancies_open_age_idx").await);
+    for earlier in EARLIER_TEXTS {
+        assert_eq!(
+            recorded_checksum(&db, earlier.version).await,
+            current_checksum(earlier.version)
+        );
+    }
+    // Once up to date, again is nothing.
+    store::migrate(&db.pool).await.unwrap();
+}
+
+#[tokio::test]
+async fn any_other_edit_of_a_landed_migration_is_refused_in_one_line_and_nothing_changes() {
+    let db = TestDb::new().await;
+    let unknown = "00".repeat(48);
+    record_checksum(&db, 20261204000012, &unknown).await;
+    let output = run_binary(&["migrate"], &[("DATABASE_URL", &db.url)]).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("migration 20261204000012 was applied to this database from another text")
+            && stderr.contains("migrations/README.md"),
+        "{stderr}"
+    );
+    assert_eq!(recorded_checksum(&db, 20261204000012).await, unknown);
+}
+
+#[test]
+fn the_testcontainers_fallback_starts_a_server_the_migrations_accept() {
+    let major: i32 = CONTAINER_TAG
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(major * 10_000 >= OLDEST_SERVER, "{CONTAINER_TAG}");
+}
