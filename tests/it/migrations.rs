@@ -36,7 +36,7 @@ fn current_checksum(version: i64) -> String {
     hex::encode(&MIGRATOR.iter().find(|m| m.version == version).unwrap().checksum)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_applied_an_earlier_text_of_an_edited_migration_is_brought_up_to_date() {
     let db = TestDb::new().await;
     // As a database migrated from the earlier texts looks: their checksums, and no index
@@ -70,7 +70,7 @@ async fn a_database_that_applied_an_earlier_text_of_an_edited_migration_is_broug
     store::migrate(&db.pool).await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_other_edit_of_a_landed_migration_is_refused_in_one_line_and_nothing_changes() {
     let db = TestDb::new().await;
     let unknown = "00".repeat(48);
