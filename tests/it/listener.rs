@@ -58,6 +58,7 @@ async fn silent_half_sent_and_http2_connections_are_closed() {
     let limits = Limits {
         header_timeout: Duration::from_secs(2),
         max_connections: 16,
+        ..Limits::default()
     };
     let addr = listen(&app, limits, &shutdown).await;
     let opened = Instant::now();
@@ -108,6 +109,7 @@ async fn a_full_listener_closes_its_longest_idle_connection_to_let_a_health_chec
     let limits = Limits {
         header_timeout: Duration::from_secs(30),
         max_connections: 2,
+        ..Limits::default()
     };
     let addr = listen(&app, limits, &shutdown).await;
     // Idle time is what decides, so the two connections are made apart in time (and the
