@@ -80,6 +80,8 @@ auto_close = ["expired_unpaid"]
 listen = ""
 unready_after = "1m"
 header_timeout = "10s"
+body_timeout = "10s"
+body_min_rate = 500
 max_connections = 128
 
 [callbacks]
@@ -394,7 +396,14 @@ pub struct HttpSettings {
     /// previous response (so it is also the keep-alive idle timeout).
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
-    /// Connections open at once; one more is closed at once.
+    /// A request's body must be whole within this of its header; a late one is answered 408
+    /// and its connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Bytes a second a request body must average after a 2 s grace; 0: no minimum rate.
+    pub body_min_rate: u64,
+    /// Connections open at once; when full, the one idle longest (a body still coming counts
+    /// as idle) is closed for a new one, or the new one is closed when all are busy.
     pub max_connections: usize,
 }
 
@@ -403,6 +412,8 @@ impl HttpSettings {
     pub fn limits(&self) -> Limits {
         Limits {
             header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            body_min_rate: self.body_min_rate,
             max_connections: self.max_connections,
         }
     }
@@ -839,6 +850,12 @@ impl Settings {
                 SECOND,
                 5 * MINUTE,
             ),
+            (
+                "http.body_timeout",
+                self.http.body_timeout,
+                SECOND,
+                5 * MINUTE,
+            ),
             ("webhook.timeout", self.webhook.timeout, MS, 10 * MINUTE),
             ("webhook.max_age", self.webhook.max_age, SECOND, 365 * DAY),
         ]
@@ -865,7 +882,7 @@ impl Settings {
                 ));
             }
         }
-        let counts: [(&str, u64, u64, u64); 8] = [
+        let counts: [(&str, u64, u64, u64); 9] = [
             (
                 "database.max_connections",
                 database.max_connections.into(),
@@ -894,6 +911,8 @@ impl Settings {
                 1,
                 4096,
             ),
+            // Up to 1 GiB/s: far beyond any client, short of refusing every body.
+            ("http.body_min_rate", self.http.body_min_rate, 0, 1 << 30),
         ];
         for (key, value, min, max) in counts {
             if !(min..=max).contains(&value) {
@@ -1637,6 +1656,12 @@ mod tests {
         assert_eq!(example.provider.base_url, defaults.provider.base_url);
         assert_eq!(example.webhook.format, defaults.webhook.format);
         assert_eq!(example.events.retention, defaults.events.retention);
+        assert_eq!(example.http.limits(), defaults.http.limits());
+        assert_eq!(
+            defaults.http.limits(),
+            Limits::default(),
+            "the listener's own defaults are the daemon's"
+        );
         assert_eq!(defaults.events.retention, Duration::from_secs(30 * 86_400));
     }
 
@@ -1654,6 +1679,7 @@ mod tests {
             "POLL__BATCH_SIZE",
             "POLL__WRITERS",
             "HTTP__MAX_CONNECTIONS",
+            "HTTP__BODY_MIN_RATE",
         ];
         const DURATIONS: &[&str] = &[
             "DATABASE__CONNECT_TIMEOUT",
@@ -1677,6 +1703,7 @@ mod tests {
             "POLL__DRAIN_TIMEOUT",
             "HTTP__UNREADY_AFTER",
             "HTTP__HEADER_TIMEOUT",
+            "HTTP__BODY_TIMEOUT",
             "WEBHOOK__TIMEOUT",
             "WEBHOOK__MAX_AGE",
         ];

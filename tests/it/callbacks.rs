@@ -43,10 +43,19 @@ pub(crate) fn body_of(fields: &[(&'static str, String)], salt: &str) -> String {
     signed_body(&borrowed, salt, MERCHANT_KEY)
 }
 
-/// The callback endpoint of `app`'s engine, in this process, on a free port.
-struct Endpoint {
-    url: String,
+/// The callback endpoint of `app`'s engine, in this process, on a free port; stopped when
+/// dropped.
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
     stop: CancellationToken,
+}
+
+impl Endpoint {
+    /// Its `host:port`, for raw connections.
+    pub(crate) fn addr(&self) -> String {
+        let authority = self.url.trim_start_matches("http://");
+        authority[..authority.find('/').expect("a path")].to_owned()
+    }
 }
 
 impl Drop for Endpoint {
@@ -55,7 +64,8 @@ impl Drop for Endpoint {
     }
 }
 
-async fn endpoint(app: &TestApp) -> Endpoint {
+/// Serves the callback endpoint with `app`'s settings (`http.*` limits included).
+pub(crate) async fn endpoint(app: &TestApp) -> Endpoint {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "http://{}/freedompay/result",
