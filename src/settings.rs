@@ -66,6 +66,7 @@ confirm_after = "30m"
 lifetime_grace = "15m"
 not_found_grace = "10m"
 max_age = "7days"
+last_look_after = "2h"
 retry_min = "5s"
 retry_max = "5m"
 drain_timeout = "20s"
@@ -531,6 +532,11 @@ pub struct PollSettings {
     pub not_found_grace: Duration,
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// A payment still unsettled at its deadline check is polled until its deadline plus
+    /// this, looked at once more then, and no more: the provider retries its Result-URL
+    /// callback for 2 hours after a payment's lifetime (docs/provider/RESULT_URL.md).
+    #[serde(with = "humantime_serde")]
+    pub last_look_after: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_min: Duration,
     #[serde(with = "humantime_serde")]
@@ -839,6 +845,12 @@ impl Settings {
                 365 * DAY,
             ),
             ("poll.max_age", poll.max_age, SECOND, 3650 * DAY),
+            (
+                "poll.last_look_after",
+                poll.last_look_after,
+                NONE,
+                365 * DAY,
+            ),
             ("poll.retry_min", poll.retry_min, MS, DAY),
             ("poll.retry_max", poll.retry_max, MS, DAY),
             ("poll.drain_timeout", poll.drain_timeout, NONE, 60 * MINUTE),
@@ -950,6 +962,7 @@ impl Settings {
             lifetime_grace: poll.lifetime_grace,
             not_found_grace: poll.not_found_grace,
             max_age: poll.max_age,
+            last_look_after: poll.last_look_after,
             amount_tolerance: self.reconcile.amount_tolerance,
             retry_min: poll.retry_min,
             retry_max: poll.retry_max,
@@ -1698,6 +1711,7 @@ mod tests {
             "POLL__LIFETIME_GRACE",
             "POLL__NOT_FOUND_GRACE",
             "POLL__MAX_AGE",
+            "POLL__LAST_LOOK_AFTER",
             "POLL__RETRY_MIN",
             "POLL__RETRY_MAX",
             "POLL__DRAIN_TIMEOUT",
@@ -1801,6 +1815,7 @@ mod tests {
                     sweeps: settings.poll.sweeps(),
                     claim_ahead: settings.poll.claim_ahead(),
                     callbacks,
+                    created_over: crate::capacity::DAY,
                 });
                 assert!(plan.payments > 0);
             }

@@ -39,6 +39,11 @@ pub struct Mix {
     /// From paying or failing to the callback's arrival (optional; 2 s when left out).
     #[serde(default = "default_callback_delay", with = "humantime_serde")]
     pub callback_delay: Duration,
+    /// How long after a payment is paid or fails the Partner API shows it (optional; 0 when
+    /// left out): until then the API answers as before (`process`, or "not found" within
+    /// `visible_after`), so a callback faster than this meets an API that lags it.
+    #[serde(default, with = "humantime_serde")]
+    pub api_lag: Duration,
 }
 
 /// The share of callbacks that arrive, when a mix does not say: issue 18's working figure.
@@ -83,6 +88,7 @@ impl Default for Mix {
             expired_status: ExpiredStatus::Incomplete,
             callback_share: DEFAULT_CALLBACK_SHARE,
             callback_delay: DEFAULT_CALLBACK_DELAY,
+            api_lag: Duration::ZERO,
         }
     }
 }
@@ -91,8 +97,8 @@ impl Default for Mix {
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
 impl Mix {
-    /// Reads a mix from a TOML file; every key but `expired_status`, `callback_share` and
-    /// `callback_delay` is required.
+    /// Reads a mix from a TOML file; every key but `expired_status`, `callback_share`,
+    /// `callback_delay` and `api_lag` is required.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let mix: Mix = toml::from_str(text).map_err(|e| e.message().to_owned())?;
         let shares = [mix.paid, mix.failed, mix.abandoned];
@@ -114,6 +120,7 @@ impl Mix {
             ("lifetime", mix.lifetime),
             ("visible_after", mix.visible_after),
             ("callback_delay", mix.callback_delay),
+            ("api_lag", mix.api_lag),
         ] {
             if duration > MAX_DURATION {
                 return Err(format!(

@@ -23,8 +23,9 @@
 //! (urgent) and wakes a sweep, which starts as the callback arrives: the poll's answer is
 //! observed [`POLL_LATENCY`] later, and `decide` reads the callback's claim as the daemon
 //! does. A lost callback changes nothing: the ladder finds the outcome. (A payment is known to
-//! the provider once it has an outcome, even within `visible_after`: the provider calls back
-//! about it.)
+//! the provider once its outcome shows, even within `visible_after`: the provider calls back
+//! about it. With the mix's `api_lag`, the API shows an outcome that long after its callback
+//! was sent: a callback then meets "not found" or `process`, as issue 23 measured.)
 //!
 //! In a steady state every day's payments make all their requests, so the rate a deployment
 //! needs is `payments_per_day × requests per payment / 86,400 s`; the plan fails when that is
@@ -63,7 +64,13 @@ pub struct PlanInput {
     /// daemon runs with callbacks (`poll.first_poll_after_with_callbacks`,
     /// `poll.recheck_with_callbacks`).
     pub callbacks: bool,
+    /// The payments are created evenly over this long: a day ([`DAY`]) for `plan`; a test
+    /// that replays the same stories against the daemon in compressed time uses its own.
+    pub created_over: Duration,
 }
+
+/// The day `plan` spreads its payments over.
+pub const DAY: Duration = Duration::from_secs(86_400);
 
 /// How long after its sweep starts a poll's answer is observed, in the plan: the claim and
 /// one request. The daemon's figure varies (the pacer spreads a large sweep's requests over
@@ -118,11 +125,70 @@ impl Plan {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Outcome {
+/// What happens to one payment at the provider: paid or failed this long after its creation,
+/// or never (`process` until its lifetime runs out).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fate {
     Paid(Duration),
     Failed(Duration),
     Abandoned,
+}
+
+/// One payment of a plan's day, as the provider lives it: when it is created (from the day's
+/// start), its fate, and whether its callback reaches the daemon. [`run`] polls these
+/// stories; the simulator can tell the same ones to the real daemon.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Story {
+    pub created: Duration,
+    pub fate: Fate,
+    /// Its Result-URL callback arrives, `callback_delay` after the outcome.
+    pub called_back: bool,
+}
+
+/// The stories of `input`'s day: its payments created evenly over `created_over`, their
+/// fates drawn from the mix (the same every time), and which are called back.
+pub fn stories(input: &PlanInput) -> Vec<Story> {
+    let mix = &input.mix;
+    let n = input.payments_per_day;
+    let paid = (n as f64 * mix.paid).round() as u64;
+    let failed = ((n as f64 * mix.failed).round() as u64).min(n - paid);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    // Which outcomes are called back: spread evenly over the paid and failed payments, so a
+    // plan has exactly the mix's share, and raising the share only adds callbacks.
+    let share = if input.callbacks {
+        mix.callback_share.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let called_back = |j: u64| (((j + 1) as f64) * share).floor() > ((j as f64) * share).floor();
+    let mut time_to_pay = || {
+        // Box-Muller: a standard normal from two uniforms.
+        let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let seconds = mix.pay_median.as_secs_f64() * (mix.pay_sigma * z).exp();
+        Duration::from_secs_f64(seconds.min(365.0 * 86_400.0))
+    };
+    let spread = input.created_over.as_millis();
+    (0..n)
+        .map(|k| {
+            let fate = if k < paid {
+                Fate::Paid(time_to_pay())
+            } else if k < paid + failed {
+                Fate::Failed(time_to_pay())
+            } else {
+                Fate::Abandoned
+            };
+            Story {
+                // Created evenly, so payments meet the sweeps at every phase.
+                created: Duration::from_millis(
+                    u64::try_from(u128::from(k) * spread / u128::from(n.max(1)))
+                        .unwrap_or(u64::MAX),
+                ),
+                fate,
+                called_back: !matches!(fate, Fate::Abandoned) && called_back(k),
+            }
+        })
+        .collect()
 }
 
 /// The start of the simulated day; only differences of times matter.
@@ -170,28 +236,8 @@ pub fn simulable(policy: &Policy) -> Result<(), String> {
 /// Runs the plan. Deterministic: the same input gives the same plan.
 pub fn run(input: &PlanInput) -> Plan {
     let mix = &input.mix;
-    let n = input.payments_per_day;
-    let paid = (n as f64 * mix.paid).round() as u64;
-    let failed = ((n as f64 * mix.failed).round() as u64).min(n - paid);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
-    // Which outcomes are called back: spread evenly over the paid and failed payments, so a
-    // plan has exactly the mix's share, and raising the share only adds callbacks.
-    let share = if input.callbacks {
-        mix.callback_share.clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
-    let called_back = |j: u64| (((j + 1) as f64) * share).floor() > ((j as f64) * share).floor();
-    let mut time_to_pay = || {
-        // Box-Muller: a standard normal from two uniforms.
-        let (u1, u2): (f64, f64) = (rng.random_range(f64::EPSILON..1.0), rng.random());
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        let seconds = mix.pay_median.as_secs_f64() * (mix.pay_sigma * z).exp();
-        Duration::from_secs_f64(seconds.min(365.0 * 86_400.0))
-    };
-
     let mut plan = Plan {
-        payments: n,
+        payments: input.payments_per_day,
         requests: 0,
         by_outcome: [("paid", 0, 0), ("failed", 0, 0), ("abandoned", 0, 0)],
         called_back: 0,
@@ -205,35 +251,28 @@ pub fn run(input: &PlanInput) -> Plan {
     let (mut paid_lags, mut failed_lags) = (Vec::new(), Vec::new());
     let mut routine_waits = Vec::new();
     let id = PaymentId::parse("planned").expect("a valid id");
-    for k in 0..n {
-        // Created evenly over the day, so payments meet the sweeps at every phase.
-        let created = epoch() + TimeDelta::milliseconds((k * 86_400_000 / n.max(1)) as i64);
-        let outcome = if k < paid {
-            Outcome::Paid(time_to_pay())
-        } else if k < paid + failed {
-            Outcome::Failed(time_to_pay())
-        } else {
-            Outcome::Abandoned
-        };
-        let callback = match outcome {
-            Outcome::Paid(when) | Outcome::Failed(when) if called_back(k) => {
+    for story in stories(input) {
+        let created = after(epoch(), story.created);
+        let callback = match story.fate {
+            Fate::Paid(when) | Fate::Failed(when) if story.called_back => {
                 plan.called_back += 1;
                 Some(after(after(created, when), mix.callback_delay))
             }
             _ => None,
         };
+        let outcome = story.fate;
         let story = simulate(&id, created, outcome, callback, input, &mut routine_waits);
         plan.requests += story.requests;
         let slot = match outcome {
-            Outcome::Paid(_) => 0,
-            Outcome::Failed(_) => 1,
-            Outcome::Abandoned => 2,
+            Fate::Paid(_) => 0,
+            Fate::Failed(_) => 1,
+            Fate::Abandoned => 2,
         };
         plan.by_outcome[slot].1 += 1;
         plan.by_outcome[slot].2 += story.requests;
         match (outcome, story.lag) {
-            (Outcome::Paid(_), Some(lag)) => paid_lags.push(lag),
-            (Outcome::Failed(_), Some(lag)) => failed_lags.push(lag),
+            (Fate::Paid(_), Some(lag)) => paid_lags.push(lag),
+            (Fate::Failed(_), Some(lag)) => failed_lags.push(lag),
             _ => {}
         }
         if let Some(on_time) = story.lifetime_flag_on_time {
@@ -248,7 +287,7 @@ pub fn run(input: &PlanInput) -> Plan {
 }
 
 /// One payment's polls.
-struct Story {
+struct Polls {
     requests: u64,
     /// Seconds from paying or failing to the poll that saw it.
     lag: Option<f64>,
@@ -261,17 +300,17 @@ struct Story {
 fn simulate(
     id: &PaymentId,
     created: DateTime<Utc>,
-    outcome: Outcome,
+    outcome: Fate,
     mut callback: Option<DateTime<Utc>>,
     input: &PlanInput,
     routine_waits: &mut Vec<f64>,
-) -> Story {
+) -> Polls {
     let policy = &input.policy;
     let mix = &input.mix;
     let mut tracked = Tracked::new(id.clone(), created);
     let horizon = after(created, policy.max_age + Duration::from_secs(86_400));
     let deadline_check = after(created, mix.lifetime + policy.lifetime_grace);
-    let mut story = Story {
+    let mut story = Polls {
         requests: 0,
         lag: None,
         lifetime_flag_on_time: None,
@@ -294,7 +333,7 @@ fn simulate(
             tracked.callback = Some(CallbackClaim {
                 id: 1,
                 received_at: arrives,
-                paid: Some(matches!(outcome, Outcome::Paid(_))),
+                paid: Some(matches!(outcome, Fate::Paid(_))),
                 amount: None,
                 currency: None,
                 // Only the callback-to-transition metric reads it; the plan counts requests.
@@ -315,14 +354,14 @@ fn simulate(
         let age = (at - created).to_std().unwrap_or_default();
         let answer = answer(outcome, age, mix);
         if story.lag.is_none()
-            && let (PollResult::Invoice(invoice), Outcome::Paid(when) | Outcome::Failed(when)) =
+            && let (PollResult::Invoice(invoice), Fate::Paid(when) | Fate::Failed(when)) =
                 (&answer, outcome)
             && invoice.status.is_paid_or_failed()
         {
             story.lag = Some((age - when).as_secs_f64());
         }
         let verdict = decide(&tracked, &answer, at, policy, Jitter::NONE);
-        if matches!(outcome, Outcome::Abandoned)
+        if matches!(outcome, Fate::Abandoned)
             && story.lifetime_flag_on_time.is_none()
             && verdict
                 .open
@@ -365,21 +404,23 @@ fn sweep_taking(
     input.sweeps.first_at_or_after(earliest)
 }
 
-/// What the provider says about a payment of this story at this age.
-fn answer(outcome: Outcome, age: Duration, mix: &Mix) -> PollResult {
-    // Unknown for `visible_after`, unless paid or failed sooner: a payment with an outcome is
-    // one the provider knows (it calls back about it).
-    let known = match outcome {
-        Outcome::Paid(when) | Outcome::Failed(when) => age >= when,
-        Outcome::Abandoned => false,
+/// What the provider says about a payment of this fate at this age: unknown ("not found")
+/// for `visible_after`, unless it has an outcome sooner that the API shows; `process` until
+/// its outcome shows, `api_lag` after it happens; an abandoned payment `process` until its
+/// lifetime runs out, then `expired_status`. The simulator tells the same story to the daemon.
+pub fn answer(fate: Fate, age: Duration, mix: &Mix) -> PollResult {
+    let shown = |when: Duration| age >= when.saturating_add(mix.api_lag);
+    let known = match fate {
+        Fate::Paid(when) | Fate::Failed(when) => shown(when),
+        Fate::Abandoned => false,
     };
     if age < mix.visible_after && !known {
         return PollResult::NotFound;
     }
-    let status = match outcome {
-        Outcome::Paid(when) if age >= when => ProviderStatus::Success,
-        Outcome::Failed(when) if age >= when => ProviderStatus::Error,
-        Outcome::Abandoned if age >= mix.lifetime => match mix.expired_status {
+    let status = match fate {
+        Fate::Paid(when) if shown(when) => ProviderStatus::Success,
+        Fate::Failed(when) if shown(when) => ProviderStatus::Error,
+        Fate::Abandoned if age >= mix.lifetime => match mix.expired_status {
             ExpiredStatus::Incomplete => ProviderStatus::Incomplete,
             ExpiredStatus::Process => ProviderStatus::Process,
         },
@@ -572,10 +613,12 @@ mod tests {
                 expired_status: ExpiredStatus::Incomplete,
                 callback_share: 1.0,
                 callback_delay: Duration::from_secs(2),
+                api_lag: Duration::ZERO,
             },
             sweeps: Sweeps::parse("*/10 * * * * *").unwrap(),
             claim_ahead: Duration::from_secs(5),
             callbacks: false,
+            created_over: crate::capacity::DAY,
         }
     }
 
@@ -748,6 +791,7 @@ mod tests {
             sweeps: settings.poll.sweeps(),
             claim_ahead: settings.poll.claim_ahead(),
             callbacks: true,
+            created_over: crate::capacity::DAY,
         };
         assert_eq!(input.mix.callback_share, 0.95);
         let plan = run(&input);
@@ -779,6 +823,56 @@ mod tests {
         assert!(lost.paid_lag.p95 <= 600.0, "{}", render_lost(&lost));
     }
 
+    /// Issue 23, item 3: an API that lags its callbacks (`api_lag`: paid at 5 s, called
+    /// back at 7 s, shown by the API only at 25 s, "not found" until then). The plan, with
+    /// the daemon's rules, sees every paid payment within a minute of the API showing it (the
+    /// ladder after a callback), not when the not-found grace ends (10 min); and it costs a
+    /// few more requests than an API that does not lag, which `plan` now counts.
+    #[test]
+    fn an_api_that_lags_its_callbacks_is_seen_within_a_minute_of_showing_the_outcome() {
+        let settings =
+            crate::settings::Settings::load_from(None, std::collections::HashMap::new()).unwrap();
+        let mut input = PlanInput {
+            payments_per_day: 2_000,
+            rate_per_second: 0,
+            policy: settings.policy_for(true),
+            mix: Mix {
+                paid: 1.0,
+                failed: 0.0,
+                abandoned: 0.0,
+                pay_median: Duration::from_secs(5),
+                pay_sigma: 0.0,
+                visible_after: Duration::from_secs(30),
+                callback_share: 1.0,
+                ..Mix::default()
+            },
+            sweeps: settings.poll.sweeps(),
+            claim_ahead: settings.poll.claim_ahead(),
+            callbacks: true,
+            created_over: DAY,
+        };
+        let prompt = run(&input);
+        input.mix.api_lag = Duration::from_secs(20);
+        let lagging = run(&input);
+        assert_eq!(
+            lagging.paid_lag.count,
+            2_000,
+            "{}",
+            render(&lagging, &input)
+        );
+        assert!(
+            lagging.paid_lag.max <= 20.0 + 60.0,
+            "within a minute of the API showing it: {}",
+            render(&lagging, &input)
+        );
+        assert!(
+            lagging.requests_per_payment() > prompt.requests_per_payment(),
+            "{} against {}",
+            lagging.requests_per_payment(),
+            prompt.requests_per_payment()
+        );
+    }
+
     #[test]
     fn a_mix_file_is_checked() {
         let ok = Mix::from_toml(
@@ -794,12 +888,12 @@ mod tests {
         let with = Mix::from_toml(
             "paid = 0.6\nfailed = 0.1\nabandoned = 0.3\npay_median = \"2m\"\npay_sigma = 0.5\n\
              lifetime = \"1h\"\nvisible_after = \"10s\"\ncallback_share = 0.5\n\
-             callback_delay = \"30s\"\n",
+             callback_delay = \"30s\"\napi_lag = \"20s\"\n",
         )
         .unwrap();
         assert_eq!(
-            (with.callback_share, with.callback_delay),
-            (0.5, Duration::from_secs(30))
+            (with.callback_share, with.callback_delay, with.api_lag),
+            (0.5, Duration::from_secs(30), Duration::from_secs(20))
         );
         for bad in [
             "paid = 0.6\nfailed = 0.1\nabandoned = 0.2\npay_median = \"2m\"\npay_sigma = 0.5\nlifetime = \"1h\"\nvisible_after = \"10s\"\n",

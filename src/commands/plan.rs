@@ -56,6 +56,7 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
         // The daemon's claim rule.
         claim_ahead: settings.poll.claim_ahead(),
         callbacks,
+        created_over: crate::capacity::DAY,
     };
     // With callbacks, the same day again with every callback lost: the safety net alone.
     let (plan, lost) = tokio::task::spawn_blocking({

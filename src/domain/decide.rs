@@ -15,7 +15,24 @@ use super::types::{
 /// the payment's lifetime has passed" (`docs/provider/RESULT_URL.md`, "When it is
 /// called"). A payment still unsettled at its deadline check is polled on its schedule until
 /// that window has closed and looked at once more then, and no longer after ([`decide`]).
+/// The default of [`Policy::last_look_after`] (`poll.last_look_after`).
 pub const CALLBACK_RETRY_WINDOW: Duration = Duration::from_secs(2 * 3600);
+
+/// After a callback, while the Partner API does not show what it claimed yet ("not found",
+/// or still in progress: it lags its own callback by seconds in a payment's first moments;
+/// issue 23 saw 49 of 427 callbacks arrive so), the payment is looked at again this long
+/// after the callback arrived, then every [`CALLBACK_LAG_STEP`], until `poll.not_found_grace`
+/// after the callback: so the outcome is seen within a minute of the API showing it, not when
+/// the grace from creation or the callback's confirmation delay ends.
+pub const CALLBACK_LAG_LADDER: [Duration; 4] = [
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+];
+
+/// The step after [`CALLBACK_LAG_LADDER`].
+pub const CALLBACK_LAG_STEP: Duration = Duration::from_secs(60);
 
 /// The settings the rules depend on (the `poll` and `reconcile` sections, already validated).
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +52,9 @@ pub struct Policy {
     pub not_found_grace: Duration,
     /// After this long since `created_at` without a terminal status, polling stops.
     pub max_age: Duration,
+    /// A payment unsettled at its deadline check is polled until its deadline plus this, and
+    /// looked at once more then ([`CALLBACK_RETRY_WINDOW`] by default).
+    pub last_look_after: Duration,
     /// Largest difference between expected and provider amount that is not a mismatch.
     pub amount_tolerance: Decimal,
     /// Backoff after a failed attempt: doubles from `retry_min` up to `retry_max`, jittered.
@@ -60,6 +80,7 @@ impl Default for Policy {
             lifetime_grace: minutes(15),
             not_found_grace: minutes(10),
             max_age: minutes(7 * 24 * 60),
+            last_look_after: CALLBACK_RETRY_WINDOW,
             amount_tolerance: Decimal::ZERO,
             retry_min: Duration::from_secs(5),
             retry_max: minutes(5),
@@ -274,7 +295,7 @@ pub fn decide(
     // `max_age` instead, such a payment cost several more requests (five on a 24 h lifetime
     // and the default settings) and learned nothing the last look did not.
     let overdue = !is_terminal && matches!(lifetime, Finding::Holds { .. });
-    let last_look_at = deadline.map(|d| after(d.at, CALLBACK_RETRY_WINDOW));
+    let last_look_at = deadline.map(|d| after(d.at, policy.last_look_after));
     let given_up = overdue && answered && last_look_at.is_some_and(|at| now >= at);
     let deadline_missed_at = match (&lifetime, &status) {
         (Finding::Holds { .. }, _) => Some(before.deadline_missed_at.unwrap_or(now)),
@@ -317,7 +338,7 @@ pub fn decide(
                         "a terminal status by {} (the deadline plus the provider's {} of \
                          callback retries)",
                         last_look_at.map_or_else(String::new, |at| at.to_rfc3339()),
-                        humantime::format_duration(CALLBACK_RETRY_WINDOW)
+                        humantime::format_duration(policy.last_look_after)
                     ),
                     status.as_ref().map_or("no answer", ProviderStatus::as_str),
                 )
@@ -398,11 +419,24 @@ pub fn decide(
         .as_ref()
         .filter(|claim| !confirms(claim, result))
         .map(|claim| after(claim.received_at, policy.confirm_after));
+    // The API not showing yet what a callback claimed ("not found", or still in progress) is
+    // the API lagging its own callback, not a disagreement: looked at again within seconds.
+    let api_lags = match result {
+        PollResult::NotFound => true,
+        PollResult::Invoice(invoice) => !invoice.status.is_terminal(),
+        _ => false,
+    };
+    let lagging_api_check_at = before
+        .callback
+        .as_ref()
+        .filter(|claim| api_lags && claim.paid.is_some() && !confirms(claim, result))
+        .and_then(|claim| lagging_api_check(claim.received_at, now, policy));
     let deadlines = [
         lifetime_check_at,
         (!is_terminal).then_some(abandon_at),
         not_found_check_at,
         callback_check_at,
+        lagging_api_check_at,
         last_look_at.filter(|_| overdue),
     ];
     let cap = |next: DateTime<Utc>| {
@@ -489,6 +523,24 @@ pub fn decide(
         open,
         resolve,
     }
+}
+
+/// When to look again at a payment whose callback came at `called_back` while the API does
+/// not show its outcome yet ([`CALLBACK_LAG_LADDER`]): the next step of the ladder after `now`, then
+/// every [`CALLBACK_LAG_STEP`]; none once `poll.not_found_grace` has passed since the
+/// callback (the usual not-found rules apply then).
+fn lagging_api_check(
+    called_back: DateTime<Utc>,
+    now: DateTime<Utc>,
+    policy: &Policy,
+) -> Option<DateTime<Utc>> {
+    let ends = after(called_back, policy.not_found_grace);
+    let next = CALLBACK_LAG_LADDER
+        .iter()
+        .map(|&step| after(called_back, step))
+        .find(|&at| at > now)
+        .unwrap_or_else(|| after(now, CALLBACK_LAG_STEP));
+    (now < ends).then(|| next.min(ends))
 }
 
 /// An RFC 3339 lifetime is the absolute expiry; an integer is seconds from creation.
@@ -1593,6 +1645,98 @@ mod tests {
         );
         assert_eq!(resolved(&v), vec![FlagKind::NotFound]);
         assert_eq!(v.not_found_since, None);
+    }
+
+    /// Issue 23, item 3: a callback came while the API still says "not found" (it lags its
+    /// own callback in a payment's first seconds). The payment is looked at again on a short
+    /// ladder from the callback, then every minute, not when the grace from its creation
+    /// ends; once that grace from the callback is over, the usual rules apply.
+    #[test]
+    fn after_a_callback_not_found_is_looked_at_again_within_seconds_then_every_minute() {
+        let called_back = t0() + TimeDelta::seconds(3);
+        let mut state = tracked();
+        state.callback = Some(CallbackClaim {
+            id: 7,
+            received_at: called_back,
+            paid: Some(true),
+            amount: None,
+            currency: None,
+            after_last_transition: true,
+        });
+        let policy = Policy::default();
+        let mut now = called_back + TimeDelta::milliseconds(50);
+        let mut looks = Vec::new();
+        while now < called_back + TimeDelta::minutes(12) {
+            let v = decide(&state, &PollResult::NotFound, now, &policy, Jitter::NONE);
+            let Some(next) = v.next_check_at else { break };
+            looks.push(((next - called_back).num_milliseconds(), v.next_check_urgent));
+            state = apply(&state, &v);
+            now = next + TimeDelta::milliseconds(50);
+        }
+        let (steps, urgent): (Vec<i64>, Vec<bool>) = looks.iter().copied().unzip();
+        assert_eq!(
+            &steps[..6],
+            [2_000, 5_000, 15_000, 30_000, 90_050, 150_100],
+            "seconds, then every minute: {looks:?}"
+        );
+        assert!(
+            urgent[..6].iter().all(|&u| u),
+            "deadline checks, never taken late"
+        );
+        // Never more than a minute apart until the grace (10 min) from the callback is over.
+        let ladder: Vec<i64> = steps.iter().copied().filter(|&s| s <= 600_000).collect();
+        assert!(
+            ladder.windows(2).all(|w| w[1] - w[0] <= 60_100),
+            "{steps:?}"
+        );
+        assert_eq!(ladder.last(), Some(&600_000), "{steps:?}");
+        // After it, the callback's own confirmation check (30 min), not another minute.
+        assert_eq!(steps[ladder.len()], 1_800_000, "{steps:?}");
+
+        // Without a callback, "not found" waits for the grace from creation, as before.
+        let v = decide(
+            &tracked(),
+            &PollResult::NotFound,
+            t0() + TimeDelta::seconds(3),
+            &policy,
+            Jitter::NONE,
+        );
+        assert_eq!(v.next_check_at, Some(t0() + TimeDelta::seconds(33)));
+
+        // Still in progress after a callback that says paid: the API lags it the same way.
+        let mut state = tracked();
+        state.callback = Some(CallbackClaim {
+            id: 8,
+            received_at: called_back,
+            paid: Some(true),
+            amount: None,
+            currency: None,
+            after_last_transition: true,
+        });
+        let in_progress = PollResult::Invoice(Box::new(invoice("process")));
+        let v = decide(
+            &state,
+            &in_progress,
+            called_back + TimeDelta::milliseconds(50),
+            &policy,
+            Jitter::NONE,
+        );
+        assert_eq!(v.next_check_at, Some(called_back + TimeDelta::seconds(2)));
+        assert!(v.next_check_urgent);
+        // A callback with no readable outcome claims nothing to wait for.
+        state.callback.as_mut().unwrap().paid = None;
+        let v = decide(
+            &state,
+            &in_progress,
+            called_back + TimeDelta::milliseconds(50),
+            &policy,
+            Jitter::NONE,
+        );
+        assert_eq!(
+            v.next_check_at,
+            Some(called_back + TimeDelta::milliseconds(50) + TimeDelta::seconds(30)),
+            "the schedule's first recheck"
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub enum DaemonError {
 }
 
 /// Runs sweeps on `schedule` (cron with seconds, UTC) until `shutdown` fires, then waits for
-/// the running sweep to drain. A firing while a sweep still runs is skipped: the running
-/// sweep already covers everything due.
+/// the running sweep to drain. A firing while a sweep still runs becomes one more sweep after
+/// it (as a wake does): sweeps never overlap, and none is lost.
 pub async fn run_daemon(
     engine: Engine,
     schedule: &str,
@@ -44,7 +44,11 @@ pub async fn run_daemon(
             let shutdown = shutdown.clone();
             Box::pin(async move {
                 let Ok(_guard) = running.try_lock() else {
-                    tracing::debug!("previous sweep still running; this firing is skipped");
+                    // The running sweep fixed what it takes when it began: a wake sweep that
+                    // began just before this firing does not cover the checks due at it.
+                    // The wake loop sweeps once more when it has finished.
+                    tracing::debug!("previous sweep still running; sweeping again after it");
+                    engine.wake();
                     return;
                 };
                 if shutdown.is_cancelled() {

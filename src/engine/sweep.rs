@@ -209,7 +209,9 @@ impl Sweep {
                 chunk as u32,
                 inner.poll.lease,
                 due_by,
-                inner.poll.first_poll_after,
+                // The policy's, not `poll.first_poll_after`: with callbacks on it is
+                // `poll.first_poll_after_with_callbacks` (issue 23, item 3).
+                inner.policy.first_poll_after,
                 inner.claim_ahead,
             );
             let batch = tokio::select! {

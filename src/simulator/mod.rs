@@ -28,6 +28,7 @@ use crate::provider::{INVOICE_INFO_PATH, ParamsMode, verify_detached};
 
 mod callbacks;
 mod scenario;
+pub mod stories;
 
 pub use callbacks::CallbackPlan;
 
@@ -204,6 +205,9 @@ struct Shared {
     to_outcome: Mutex<HashMap<String, (usize, bool)>>,
     /// Sends the callbacks; no redirect is followed.
     client: reqwest::Client,
+    /// With a teller, payments told a story are answered by it ([`Simulator::tell`]).
+    teller: Mutex<Option<Arc<stories::Teller>>>,
+    told: Mutex<HashMap<String, stories::Told>>,
 }
 
 impl Shared {
@@ -300,6 +304,8 @@ impl Simulator {
             to_outcome: Mutex::new(HashMap::new()),
             client: crate::outbound::client(Duration::from_secs(10), None)
                 .map_err(std::io::Error::other)?,
+            teller: Mutex::new(None),
+            told: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         let app = Router::new()
@@ -376,6 +382,48 @@ impl Simulator {
                     && !self.shared.silenced(id),
             })
             .collect()
+    }
+
+    /// From now on, payments told a story ([`Simulator::tell`]) are answered as `mix`'s
+    /// provider answers it by their age, and those whose story says so are called back as
+    /// `callbacks` says ([`stories`]).
+    pub fn tell_stories(&self, mix: crate::capacity::Mix, callbacks: Option<CallbackPlan>) {
+        *self.shared.teller.lock().expect("teller lock") = Some(Arc::new(stories::Teller {
+            mix,
+            callbacks: callbacks.map(Arc::new),
+        }));
+    }
+
+    /// Tells `payment_id`'s story, created at `created`; its callback, if it has one, is on
+    /// its way from now. Needs [`Simulator::tell_stories`] first.
+    pub fn tell(
+        &self,
+        payment_id: &str,
+        created: chrono::DateTime<chrono::Utc>,
+        story: crate::capacity::Story,
+    ) {
+        let teller = self
+            .shared
+            .teller
+            .lock()
+            .expect("teller lock")
+            .clone()
+            .expect("tell_stories first");
+        let told = stories::Told { created, story };
+        self.shared
+            .told
+            .lock()
+            .expect("told lock")
+            .insert(payment_id.to_owned(), told);
+        if let Some(plan) = &teller.callbacks {
+            tokio::spawn(stories::call_back(
+                self.shared.client.clone(),
+                Arc::clone(plan),
+                payment_id.to_owned(),
+                told,
+                teller.mix.callback_delay,
+            ));
+        }
     }
 
     /// Replaces the scenario; per-id positions carry on.
@@ -462,6 +510,18 @@ async fn invoice_info(
             .reply(&payment_id, *n);
         *n += 1;
         reply
+    };
+    // A told story answers by the payment's age.
+    let told = shared
+        .told
+        .lock()
+        .expect("told lock")
+        .get(&payment_id)
+        .copied();
+    let teller = shared.teller.lock().expect("teller lock").clone();
+    let reply = match (told, teller) {
+        (Some(told), Some(teller)) => told.reply(chrono::Utc::now(), &teller.mix),
+        _ => reply,
     };
     // Settling by time: in progress until the payment settles, then its terminal reply.
     let settling = shared.settling(&payment_id);

@@ -23,7 +23,6 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// migrating role needs no privilege on `public` (PostgreSQL 15 grants none there by default).
 pub const MIGRATIONS_TABLE: &str = "recon._sqlx_migrations";
 
-
 /// The oldest PostgreSQL the migrations run on: 15, for `nulls not distinct` (the summary
 /// rollup's key, migration 20261204000012).
 pub const OLDEST_SERVER: i32 = 150_000;
@@ -292,7 +291,11 @@ mod tests {
                 let [version, checksum, file] = parts[..] else {
                     panic!("checksums.txt: not `version checksum file`: {line}");
                 };
-                (version.parse().unwrap(), checksum.to_owned(), file.to_owned())
+                (
+                    version.parse().unwrap(),
+                    checksum.to_owned(),
+                    file.to_owned(),
+                )
             })
             .collect()
     }
@@ -338,7 +341,10 @@ mod tests {
         assert!(rollup.ends_with(added));
         let callbacks = include_str!("../../migrations/20261204000014_result_callbacks.sql");
         let earlier = [
-            (20261204000012, rollup[..rollup.len() - added.len()].to_owned()),
+            (
+                20261204000012,
+                rollup[..rollup.len() - added.len()].to_owned(),
+            ),
             (
                 20261204000014,
                 callbacks.replacen(
@@ -351,7 +357,15 @@ mod tests {
         // sqlx's checksum is SHA-384 of the file: the same function over the text on main
         // gives what MIGRATOR recorded.
         let sha384 = |text: &str| hex::encode(Sha384::digest(text.as_bytes()));
-        let recorded = |version| hex::encode(&MIGRATOR.iter().find(|m| m.version == version).unwrap().checksum);
+        let recorded = |version| {
+            hex::encode(
+                &MIGRATOR
+                    .iter()
+                    .find(|m| m.version == version)
+                    .unwrap()
+                    .checksum,
+            )
+        };
         assert_eq!(sha384(rollup), recorded(20261204000012));
         assert_eq!(sha384(callbacks), recorded(20261204000014));
         for (version, text) in earlier {
@@ -365,7 +379,9 @@ mod tests {
     fn a_server_older_than_fifteen_is_refused_in_one_line() {
         assert!(server_is_new_enough("150019", "15.19").is_ok());
         assert!(server_is_new_enough("170002", "17.2").is_ok());
-        let e = server_is_new_enough("140010", "14.10 (Debian)").unwrap_err().to_string();
+        let e = server_is_new_enough("140010", "14.10 (Debian)")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("PostgreSQL 14.10 (Debian)") && e.contains("15 or newer"),
             "{e}"

@@ -25,6 +25,7 @@ mod monitoring;
 mod output;
 mod pacing;
 mod partitions;
+mod plan_fidelity;
 mod privilege;
 mod provider_faults;
 mod replica;

@@ -8,20 +8,24 @@ use freedompay_recon::store::{self, EARLIER_TEXTS, MIGRATOR, OLDEST_SERVER};
 use crate::helpers::{CONTAINER_TAG, TestDb, run_binary};
 
 async fn recorded_checksum(db: &TestDb, version: i64) -> String {
-    sqlx::query_scalar("select encode(checksum, 'hex') from recon._sqlx_migrations where version = $1")
-        .bind(version)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "select encode(checksum, 'hex') from recon._sqlx_migrations where version = $1",
+    )
+    .bind(version)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
 }
 
 async fn record_checksum(db: &TestDb, version: i64, hex: &str) {
-    sqlx::query("update recon._sqlx_migrations set checksum = decode($2, 'hex') where version = $1")
-        .bind(version)
-        .bind(hex)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "update recon._sqlx_migrations set checksum = decode($2, 'hex') where version = $1",
+    )
+    .bind(version)
+    .bind(hex)
+    .execute(&db.pool)
+    .await
+    .unwrap();
 }
 
 async fn index_exists(db: &TestDb, name: &str) -> bool {
@@ -33,7 +37,13 @@ async fn index_exists(db: &TestDb, name: &str) -> bool {
 }
 
 fn current_checksum(version: i64) -> String {
-    hex::encode(&MIGRATOR.iter().find(|m| m.version == version).unwrap().checksum)
+    hex::encode(
+        &MIGRATOR
+            .iter()
+            .find(|m| m.version == version)
+            .unwrap()
+            .checksum,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,11 +64,16 @@ async fn a_database_that_applied_an_earlier_text_of_an_edited_migration_is_broug
         .run(&db.pool)
         .await;
     assert!(
-        matches!(refused, Err(sqlx::migrate::MigrateError::VersionMismatch(_))),
+        matches!(
+            refused,
+            Err(sqlx::migrate::MigrateError::VersionMismatch(_))
+        ),
         "{refused:?}"
     );
 
-    store::migrate(&db.pool).await.expect("migrate brings it up to date");
+    store::migrate(&db.pool)
+        .await
+        .expect("migrate brings it up to date");
     assert!(index_exists(&db, "discrepancies_open_age_idx").await);
     for earlier in EARLIER_TEXTS {
         assert_eq!(

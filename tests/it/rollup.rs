@@ -358,8 +358,16 @@ async fn open_flags_stay_exact_whatever_order_two_flag_writers_commit_in() {
     }
     // race-1: the opener goes first and the resolver waits for it; race-2: the other way.
     for (payment, first, second) in [
-        ("race-1", (open, "amount_mismatch"), (resolve, "order_mismatch")),
-        ("race-2", (resolve, "order_mismatch"), (open, "amount_mismatch")),
+        (
+            "race-1",
+            (open, "amount_mismatch"),
+            (resolve, "order_mismatch"),
+        ),
+        (
+            "race-2",
+            (resolve, "order_mismatch"),
+            (open, "amount_mismatch"),
+        ),
     ] {
         let mut one = pool.begin().await.unwrap();
         sqlx::query(first.0)
