@@ -86,6 +86,7 @@ max_connections = 128
 listen = ""
 path = "/freedompay/result"
 secret = ""
+allow_short_secret = false
 script_name = ""
 
 [webhook]
@@ -130,8 +131,12 @@ pub struct CallbackSettings {
     /// The path callbacks are sent to.
     pub path: String,
     /// The merchant's secret key (its payment password, not the Partner API secret):
-    /// `pg_sig` is made with it. Never logged.
+    /// `pg_sig` is made with it. Never logged. At least [`CALLBACK_SECRET_MIN_CHARS`]
+    /// characters unless `allow_short_secret`.
     pub secret: SecretString,
+    /// Accept a `secret` shorter than [`CALLBACK_SECRET_MIN_CHARS`]: for a key the provider
+    /// issued that short, which the merchant cannot lengthen on its own.
+    pub allow_short_secret: bool,
     /// The script name `pg_sig` is made for; empty: the last segment of `path`. Set it to the
     /// original Result URL's when the merchant's own handler forwards requests here.
     pub script_name: String,
@@ -184,9 +189,31 @@ impl CallbackSettings {
                  URL (set FREEDOMPAY_RECON__CALLBACKS__SECRET; systemd: in the EnvironmentFile)",
             ));
         }
+        // `pg_sig` is an unsalted MD5 over fields the callback itself carries: one captured
+        // callback lets anyone try keys offline at billions a second, so a short key is
+        // found in minutes and then every forged callback verifies. Spaces at either end
+        // count for nothing, as for webhook.secret.
+        if self.secret.expose_secret().trim().chars().count() < CALLBACK_SECRET_MIN_CHARS
+            && !self.allow_short_secret
+        {
+            return Err(invalid(
+                "callbacks.secret",
+                format!(
+                    "is shorter than {CALLBACK_SECRET_MIN_CHARS} characters (spaces at either end \
+                     not counted): an MD5 signature over a key that short is brute-forced \
+                     offline from one captured callback; use a key of {CALLBACK_SECRET_MIN_CHARS} \
+                     or more characters (ask the provider for one), or, for a shorter key the \
+                     provider issued, set callbacks.allow_short_secret = true"
+                ),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The fewest characters `callbacks.secret` may have without `callbacks.allow_short_secret`:
+/// as `webhook.secret` under the `github` format.
+pub const CALLBACK_SECRET_MIN_CHARS: usize = 16;
 
 /// The outbox's retention (`docs/operations.md`, "Partitions and event retention").
 #[derive(Debug, Clone, Deserialize)]
@@ -1501,7 +1528,10 @@ mod tests {
         let on = |extra: &[(&str, &str)]| {
             let mut pairs = vec![
                 ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key"),
+                (
+                    "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+                    "merchant-key-0123456",
+                ),
             ];
             pairs.extend_from_slice(extra);
             Settings::load_from(None, env(&pairs))
@@ -1547,6 +1577,37 @@ mod tests {
     }
 
     #[test]
+    fn a_callback_secret_shorter_than_sixteen_characters_is_refused_unless_allowed() {
+        let load = |secret: &str, allow: Option<&str>| {
+            let mut pairs = vec![
+                ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
+                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", secret),
+            ];
+            pairs.extend(allow.map(|a| ("FREEDOMPAY_RECON__CALLBACKS__ALLOW_SHORT_SECRET", a)));
+            Settings::load_from(None, env(&pairs))
+        };
+        for short in ["Q7", "0123456789abcde", "  0123456789abcd  "] {
+            let e = load(short, None).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "one line: {e}");
+            assert!(
+                e.starts_with("configuration: callbacks.secret: is shorter than 16 characters"),
+                "{e}"
+            );
+            assert!(e.contains("callbacks.allow_short_secret = true"), "{e}");
+            assert!(!e.contains(short.trim()), "the secret is never quoted: {e}");
+            let allowed = load(short, Some("true")).unwrap();
+            assert!(allowed.callbacks.allow_short_secret);
+        }
+        assert!(load("0123456789abcdef", None).is_ok());
+        // Allowing a short key never allows none.
+        let e = load(" ", Some("true")).unwrap_err().to_string();
+        assert!(e.contains("callbacks.secret: must be set"), "{e}");
+        // Off, a short or empty secret is nobody's concern.
+        let f = file("[callbacks]\nsecret = \"k\"\n");
+        assert!(Settings::load_from(Some(f.path()), env(&[])).is_ok());
+    }
+
+    #[test]
     fn the_schedule_with_callbacks_is_the_daemons_when_callbacks_are_on_and_bounded_like_the_other()
     {
         let off = Settings::load_from(None, env(&[])).unwrap();
@@ -1567,7 +1628,10 @@ mod tests {
             None,
             env(&[
                 ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key"),
+                (
+                    "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+                    "merchant-key-0123456",
+                ),
                 ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "5m,1h"),
                 (
                     "FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER_WITH_CALLBACKS",
@@ -1636,6 +1700,10 @@ mod tests {
         );
         assert_eq!(example.provider.base_url, defaults.provider.base_url);
         assert_eq!(example.webhook.format, defaults.webhook.format);
+        assert_eq!(
+            format!("{:?}", example.callbacks),
+            format!("{:?}", defaults.callbacks)
+        );
         assert_eq!(example.events.retention, defaults.events.retention);
         assert_eq!(defaults.events.retention, Duration::from_secs(30 * 86_400));
     }
