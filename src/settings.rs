@@ -624,6 +624,55 @@ fn quoted_without_value(line: &str) -> String {
     format!(" (`{}`)", crate::text::clean(&shown, 80))
 }
 
+/// The text of the config file at `path`: `given` with `--config` (or
+/// `FREEDOMPAY_RECON_CONFIG`), else the default path. Only the default path may be missing,
+/// and only "not found" means missing (`None`): a file that is there but cannot be read (no
+/// permission on it or on its directory, a directory, not UTF-8) is an error naming the path
+/// and the reason. Skipping it would run the daemon on defaults without a word, a wrong
+/// database and schedule included, which is how a service user that could not enter
+/// `/etc/freedompay-recon` ran before.
+fn read_config_file(path: &Path, given: bool) -> Result<Option<String>, SettingsError> {
+    use std::io::ErrorKind;
+    let error = |reason: String| SettingsError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let how = if given {
+        "pass a readable TOML file to --config"
+    } else {
+        "the default config file is read whenever it exists: fix it, or name another with \
+         --config"
+    };
+    let e = match std::fs::read(path) {
+        Ok(bytes) => {
+            return String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| error(format!("not UTF-8 text; save it as UTF-8 TOML ({how})")));
+        }
+        Err(e) => e,
+    };
+    Err(error(match e.kind() {
+        ErrorKind::NotFound if !given => return Ok(None),
+        ErrorKind::NotFound => format!("no such file; {how}"),
+        ErrorKind::PermissionDenied => format!(
+            "permission denied: this process{} cannot read the file or cannot enter its \
+             directory; make both readable by that user (the file holds no secrets: those go \
+             in the environment), or under systemd load it with LoadCredential= as the \
+             shipped unit does; {how}",
+            process_uid().map_or_else(String::new, |uid| format!(" (uid {uid})"))
+        ),
+        ErrorKind::IsADirectory => format!("is a directory, not a file; {how}"),
+        _ => format!("cannot read it: {e}; {how}"),
+    }))
+}
+
+/// The user id this process runs as, for messages: the owner of `/proc/self` (no `unsafe`
+/// call to `geteuid` needed).
+fn process_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 /// `["30s", "1m"]` in a file; `30s,1m` in an environment variable.
 /// A list, or a comma-separated string (as environment variables give it).
 fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -674,30 +723,32 @@ impl Settings {
         config_file: Option<&Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
+        Self::load_with_default(config_file, Path::new(DEFAULT_CONFIG_PATH), env)
+    }
+
+    /// As [`Settings::load_from`], with `default_file` read when no file is given.
+    fn load_with_default(
+        config_file: Option<&Path>,
+        default_file: &Path,
+        env: HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
 
-        let file = match config_file {
-            Some(path) if !path.is_file() => {
-                return Err(SettingsError::File {
-                    path: path.to_owned(),
-                    reason: "no such file; pass an existing TOML file to --config".into(),
-                });
-            }
-            Some(path) => Some(path.to_owned()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        let (path, given) = match config_file {
+            Some(path) => (path, true),
+            None => (default_file, false),
         };
-        if let Some(path) = &file {
-            let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
-                path: path.clone(),
-                reason: format!("cannot read it: {e}"),
-            })?;
+        let text = read_config_file(path, given)?;
+        let file = text.as_ref().map(|_| path.to_owned());
+        if let Some(text) = &text {
+            let path = path.to_owned();
             // Report bad TOML ourselves: the parser's own message quotes the offending line,
             // which may hold a password or the partner secret.
             if let Err(e) = text.parse::<toml::Table>() {
                 let at = e.span().map_or(0, |span| span.start);
                 let line = text[..at.min(text.len())].matches('\n').count() + 1;
                 return Err(SettingsError::File {
-                    path: path.clone(),
+                    path,
                     reason: format!(
                         "not valid TOML at line {line}{}: {}",
                         quoted_without_value(text.lines().nth(line - 1).unwrap_or_default()),
@@ -705,7 +756,7 @@ impl Settings {
                     ),
                 });
             }
-            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
         }
 
         // An empty variable sets nothing: `DATABASE_URL=` must not wipe a configured URL.
@@ -1515,6 +1566,47 @@ mod tests {
             err.to_string()
                 .contains(&broken.path().display().to_string()),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn only_a_default_config_file_that_is_not_there_means_no_file() {
+        let missing = Path::new("/nonexistent/freedompay-recon/config.toml");
+        let s = Settings::load_with_default(None, missing, env(&[])).unwrap();
+        assert_eq!(s.poll.rate_per_second, 20, "the defaults");
+
+        // There, but not a file to read: an error naming it, never the defaults.
+        let dir = tempfile::tempdir().unwrap();
+        let e = Settings::load_with_default(None, dir.path(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "config file {}: is a directory, not a file; the default config file is read \
+                 whenever it exists: fix it, or name another with --config",
+                dir.path().display()
+            )),
+            "{e}"
+        );
+        let latin1 = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(latin1.path(), b"[poll]\n# r\xe9sum\xe9\n").unwrap();
+        let e = Settings::load_with_default(None, latin1.path(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not UTF-8 text"), "{e}");
+        // And read when it is there.
+        let typo = file("[poll]\nschedueL = \"* * * * * *\"\n");
+        let e = Settings::load_with_default(None, typo.path(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `schedueL`"), "{e}");
+        // A file given with --config must be there.
+        let e = Settings::load_with_default(Some(missing), missing, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("no such file; pass a readable TOML file to --config"),
+            "{e}"
         );
     }
 
