@@ -222,7 +222,7 @@ pub struct EventSettings {
     /// Whole monthly partitions of `recon.events` whose month ended longer ago than this are
     /// dropped by the daemon's maintenance: with a webhook configured, only once every event
     /// in them was delivered, skipped or abandoned; without one, whatever their state.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub retention: Duration,
 }
 
@@ -240,10 +240,10 @@ pub struct WebhookSettings {
     /// How each delivery is signed: `standard` or `github`.
     pub format: WebhookFormat,
     /// One delivery attempt, connection to last byte.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     /// An event still failing this long after its first delivery attempt is abandoned.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
     /// Which event types to send; the others stay in `recon.events`, unsent.
     #[serde(deserialize_with = "strings")]
@@ -415,11 +415,11 @@ pub struct HttpSettings {
     pub listen: Option<std::net::SocketAddr>,
     /// `/readyz` answers 503 once the daemon's database writes have failed for this long
     /// (a read-only database after a failover, a full disk, a revoked grant).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub unready_after: Duration,
     /// A connection must send a whole request header within this, from connect and from its
     /// previous response (so it is also the keep-alive idle timeout).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
     /// Connections open at once; one more is closed at once.
     pub max_connections: usize,
@@ -457,13 +457,13 @@ pub struct DatabaseSettings {
     /// May carry a password, hence secret.
     pub url: SecretString,
     pub max_connections: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// No statement runs longer (a stuck connection or lock never hangs a sweep forever).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub statement_timeout: Duration,
     /// No statement waits longer for a row or table lock.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub lock_timeout: Duration,
 }
 
@@ -488,19 +488,19 @@ pub struct ProviderSettings {
     pub secret: SecretString,
     /// What the JWS `params` field carries for a GET: `query` or `empty`.
     pub params: ParamsMode,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// A larger body is unreadable (and retried), never buffered whole.
     pub max_body_bytes: usize,
     /// The zone of provider timestamps sent without one (`+05:00`: Asia/Almaty).
     pub naive_utc_offset: String,
     /// The pause after a 429 that carries no `Retry-After`.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub default_retry_after: Duration,
     /// The longest pause a `Retry-After` may impose.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
 }
 
@@ -518,7 +518,7 @@ pub struct PollSettings {
     pub concurrency: usize,
     /// How long after `created_at` a payment is first polled (the provider may not know a
     /// new payment for up to about a minute).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub first_poll_after: Duration,
     /// Delays between checks of a non-terminal payment: the n-th answer is followed by the
     /// n-th, the last repeating.
@@ -528,31 +528,31 @@ pub struct PollSettings {
     /// (`callbacks.listen` set): a callback makes its payment due at once, so polling is
     /// only the safety net for the callbacks that never arrive, and can start later and be
     /// sparser ([`Settings::policy`]).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub first_poll_after_with_callbacks: Duration,
     #[serde(deserialize_with = "durations")]
     pub recheck_with_callbacks: Vec<Duration>,
     /// How long a claim is held before another sweep or instance may take it over.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub lease: Duration,
     /// Payments claimed per claim query.
     pub batch_size: u32,
     /// Write transactions a sweep runs at once (1–8).
     pub writers: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub confirm_after: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub lifetime_grace: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub not_found_grace: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub retry_min: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub retry_max: Duration,
     /// On SIGTERM, how long in-flight polls may take before their leases are released.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
 }
 
@@ -624,6 +624,114 @@ fn quoted_without_value(line: &str) -> String {
     format!(" (`{}`)", crate::text::clean(&shown, 80))
 }
 
+/// A configuration error as the setting it is about (`poll.lease`), when it says, and the
+/// problem; the `config` crate's own wording puts the key last (`… for key \`poll.lease\``).
+fn split_config_error(e: &config::ConfigError) -> (Option<String>, String) {
+    use config::ConfigError;
+    match e {
+        ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => (Some(key.clone()), error.to_string()),
+        ConfigError::Type {
+            unexpected,
+            expected,
+            key: Some(key),
+            ..
+        } => (
+            Some(key.clone()),
+            format!("invalid type: {unexpected}, expected {expected}"),
+        ),
+        other => (None, other.to_string()),
+    }
+}
+
+/// The variable among `variables` that sets `key` (`poll.lease`, or `poll.recheck[1]`), as
+/// the environment source matches them: ignoring case.
+fn variable_for<'a>(variables: &'a [String], key: &str) -> Option<&'a str> {
+    let key = key.split('[').next().unwrap_or(key);
+    let wanted = format!("{ENV_PREFIX}__{}", key.replace('.', "__"));
+    variables
+        .iter()
+        .find(|name| name.eq_ignore_ascii_case(&wanted))
+        .map(String::as_str)
+}
+
+/// Every variable `FREEDOMPAY_RECON__…` that sets something (not empty) must name a setting,
+/// `FREEDOMPAY_RECON__SECTION__KEY`: the `config` crate would report a misspelt one as an
+/// unknown field, of the config file when there is one, never naming the variable.
+fn check_variable_names(env: &HashMap<String, String>) -> Result<(), SettingsError> {
+    let defaults: toml::Table = DEFAULTS.parse().expect("the defaults are TOML");
+    let settings: Vec<String> = defaults
+        .iter()
+        .filter_map(|(section, keys)| Some((section, keys.as_table()?)))
+        .flat_map(|(section, keys)| {
+            keys.keys()
+                .map(move |key| format!("{ENV_PREFIX}__{section}__{key}").to_ascii_uppercase())
+        })
+        .collect();
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut unknown: Vec<&String> = env
+        .iter()
+        .filter(|(name, value)| {
+            !value.is_empty()
+                && name
+                    .get(..prefix.len())
+                    .is_some_and(|start| start.eq_ignore_ascii_case(&prefix))
+                && !settings
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(name))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    let named: Vec<String> = unknown
+        .iter()
+        .map(|name| {
+            let upper = name.to_ascii_uppercase();
+            let closest = settings
+                .iter()
+                .map(|known| (edit_distance(&upper, known), known))
+                .min()
+                .filter(|(distance, _)| *distance <= 3);
+            let name = crate::text::clean(name, 80);
+            match closest {
+                Some((_, known)) => format!("{name} (did you mean {known}?)"),
+                None => name,
+            }
+        })
+        .collect();
+    Err(SettingsError::Invalid(format!(
+        "environment variable{} {}: not a setting; fix the name or unset it (each setting is \
+         {prefix}SECTION__KEY, e.g. {prefix}POLL__SCHEDULE for poll.schedule; every one is in \
+         docs/configuration.md)",
+        if named.len() == 1 { "" } else { "s" },
+        named.join(", ")
+    )))
+}
+
+/// Levenshtein distance, for suggesting the setting a misspelt variable meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// The text of the config file at `path`: `given` with `--config` (or
 /// `FREEDOMPAY_RECON_CONFIG`), else the default path. Only the default path may be missing,
 /// and only "not found" means missing (`None`): a file that is there but cannot be read (no
@@ -692,6 +800,51 @@ fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D:
     })
 }
 
+/// How a duration is written, for messages: `humantime_serde`'s own ("expected a duration")
+/// shows no form that would do.
+const DURATION_EXAMPLES: &str = "write a number and a unit, e.g. \"30s\", \"5m\" or \"1h 30m\"";
+
+/// `raw` as a duration in humantime's forms, or a message quoting it with examples.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim()).map_err(|e| {
+        format!(
+            "{} is not a duration ({e}); {DURATION_EXAMPLES}",
+            crate::text::excerpt(raw)
+        )
+    })
+}
+
+/// A duration setting: a string in humantime's forms (`"30s"`, `"1h 30m"`). A bare number is
+/// refused with the forms shown: seconds or minutes, nobody could tell.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a duration such as \"30s\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<Duration, E> {
+            parse_duration(raw).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} has no unit; {DURATION_EXAMPLES}, as a string"
+            )))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} has no unit; {DURATION_EXAMPLES}, as a string"
+            )))
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} has no unit; {DURATION_EXAMPLES}, as a string"
+            )))
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}
+
 fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -705,10 +858,7 @@ fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>
     };
     items
         .iter()
-        .map(|item| {
-            humantime::parse_duration(item)
-                .map_err(|e| serde::de::Error::custom(format!("{item:?} is not a duration: {e}")))
-        })
+        .map(|item| parse_duration(item).map_err(serde::de::Error::custom))
         .collect()
 }
 
@@ -759,6 +909,15 @@ impl Settings {
             builder = builder.add_source(File::from_str(text, FileFormat::Toml));
         }
 
+        check_variable_names(&env)?;
+        // The variables the environment source reads (it skips empty ones), to say which one
+        // a bad value came from.
+        let variables: Vec<String> = env
+            .iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+
         // An empty variable sets nothing: `DATABASE_URL=` must not wipe a configured URL.
         let prefixed_url = format!("{ENV_PREFIX}__DATABASE__URL");
         if let Some(url) = env
@@ -778,17 +937,25 @@ impl Settings {
                 .source(Some(env.into_iter().collect())),
         );
 
-        let origin = file
-            .as_ref()
-            .map_or("defaults and environment".to_owned(), |p| {
-                p.display().to_string()
-            });
-        let unreadable = |e: config::ConfigError| match &file {
-            Some(path) => SettingsError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
-            None => SettingsError::Invalid(format!("{e} (in {origin})")),
+        // A value that does not fit is named by its setting, and by where it came from: a
+        // variable overrides the file, so when one sets the key, the value is the variable's.
+        let unreadable = |e: config::ConfigError| {
+            let (key, problem) = split_config_error(&e);
+            let variable = key.as_deref().and_then(|key| variable_for(&variables, key));
+            let problem = match &key {
+                Some(key) => format!("{key}: {problem}"),
+                None => problem,
+            };
+            match (variable, &file) {
+                (Some(variable), _) => {
+                    SettingsError::Invalid(format!("environment variable {variable}: {problem}"))
+                }
+                (None, Some(path)) => SettingsError::File {
+                    path: path.clone(),
+                    reason: problem,
+                },
+                (None, None) => SettingsError::Invalid(problem),
+            }
         };
         let config = builder.build().map_err(unreadable)?;
         check_webhook_format(&config)?;
@@ -1340,7 +1507,8 @@ mod tests {
             (
                 "FREEDOMPAY_RECON__POLL__RATE_PER_SECOUND",
                 "5",
-                "rate_per_secound",
+                "environment variable FREEDOMPAY_RECON__POLL__RATE_PER_SECOUND (did you mean \
+                 FREEDOMPAY_RECON__POLL__RATE_PER_SECOND?)",
             ),
             ("DATABASE_URL", "mysql://x:pw@y/z", "database.url"),
             (
@@ -1373,6 +1541,116 @@ mod tests {
             assert!(message.contains(named), "{key}={value}: {message}");
             assert!(!message.contains("pw@"), "{message}");
         }
+    }
+
+    #[test]
+    fn an_environment_variable_that_names_no_setting_is_refused_by_its_name() {
+        let f = file("[poll]\nrate_per_second = 5\n");
+        let e = Settings::load_from(
+            Some(f.path()),
+            env(&[("FREEDOMPAY_RECON__POLL__SCHEDUEL", "*/5 * * * * *")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.starts_with(
+                "configuration: environment variable FREEDOMPAY_RECON__POLL__SCHEDUEL (did you \
+                 mean FREEDOMPAY_RECON__POLL__SCHEDULE?): not a setting; fix the name or unset it"
+            ),
+            "{e}"
+        );
+        assert!(
+            !e.contains(&f.path().display().to_string()),
+            "not the file's: {e}"
+        );
+        // Every one at once, as the environment source reads them: any case, none empty.
+        let e = Settings::load_from(
+            None,
+            env(&[
+                ("freedompay_recon__poll__schedueL", "*/5 * * * * *"),
+                ("FREEDOMPAY_RECON__NOTHING_LIKE_IT", "1"),
+                ("FREEDOMPAY_RECON__POLL__LEESE", ""),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "configuration: environment variables FREEDOMPAY_RECON__NOTHING_LIKE_IT, \
+                 freedompay_recon__poll__schedueL (did you mean FREEDOMPAY_RECON__POLL__SCHEDULE?): \
+                 not a setting"
+            ),
+            "{e}"
+        );
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("freedompay_recon__poll__rate_per_second", "7"),
+                ("FREEDOMPAY_RECON_CONFIG", "/elsewhere.toml"),
+                ("FREEDOMPAY_RECON_DIGEST_POST", "https://chat.example/hook"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.poll.rate_per_second, 7);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_it_came_from_rather_than_the_file() {
+        let f = file("[poll]\nlease = \"5m\"\n");
+        let e = Settings::load_from(
+            Some(f.path()),
+            env(&[("FREEDOMPAY_RECON__POLL__LEASE", "5 minutes please")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "configuration: environment variable FREEDOMPAY_RECON__POLL__LEASE: poll.lease: \
+                 \"5 minutes please\" is not a duration"
+            ),
+            "{e}"
+        );
+        let bad = file("[poll]\nlease = \"5 minutes please\"\n");
+        let e = Settings::load_from(Some(bad.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "config file {}: poll.lease: \"5 minutes please\" is not a duration",
+                bad.path().display()
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_answered_with_examples_of_good_ones() {
+        let examples = r#"write a number and a unit, e.g. "30s", "5m" or "1h 30m""#;
+        for (text, problem) in [
+            (
+                "[poll]\nlease = \"5 minutes please\"\n",
+                "poll.lease: \"5 minutes please\" is not a duration",
+            ),
+            ("[poll]\nlease = 300\n", "poll.lease: 300 has no unit"),
+            (
+                "[poll]\nrecheck = [\"1m\", \"soon\"]\n",
+                "poll.recheck: \"soon\" is not a duration",
+            ),
+            (
+                "[webhook]\ntimeout = \"ten seconds\"\n",
+                "webhook.timeout: \"ten seconds\" is not a duration",
+            ),
+        ] {
+            let f = file(text);
+            let e = Settings::load_from(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(problem) && e.contains(examples), "{text}: {e}");
+        }
+        let s =
+            Settings::load_from(None, env(&[("FREEDOMPAY_RECON__POLL__LEASE", "1h 30m")])).unwrap();
+        assert_eq!(s.poll.lease, Duration::from_secs(5400));
     }
 
     #[test]
