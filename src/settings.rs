@@ -966,6 +966,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.database.connect_options()?;
+        self.check_credentials_set()?;
         self.check_bounds()?;
         self.provider.naive_offset()?;
         let poll = &self.poll;
@@ -1005,6 +1006,29 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// A webhook or callbacks configured without their secret: `run`'s features, and `run`
+    /// needs the partner credentials too, so every one of them not set is named at once
+    /// rather than one per attempt. A single one missing gets its own, fuller message from
+    /// its section's check.
+    fn check_credentials_set(&self) -> Result<(), SettingsError> {
+        let unset = |secret: &SecretString| secret.expose_secret().trim().is_empty();
+        let mut missing = Vec::new();
+        if self.webhook.enabled() && unset(&self.webhook.secret) {
+            missing.push("webhook.secret");
+        }
+        if self.callbacks.listen.is_some() && unset(&self.callbacks.secret) {
+            missing.push("callbacks.secret");
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.splice(0..0, self.provider.missing_credentials());
+        if missing.len() == 1 {
+            return Ok(());
+        }
+        Err(SettingsError::Invalid(credentials_not_set(&missing)))
     }
 
     /// Every count and duration within what the daemon can work with, checked first, so no
@@ -1291,7 +1315,63 @@ pub fn without_tls_on_loopback(url: &str, options: PgConnectOptions) -> PgConnec
     }
 }
 
+/// The credentials a command may need: the key, the variable that sets it, and what it is.
+const CREDENTIALS: [(&str, &str, &str); 4] = [
+    (
+        "provider.auth_id",
+        "FREEDOMPAY_RECON__PROVIDER__AUTH_ID",
+        "the partner id; it may also go in the config file",
+    ),
+    (
+        "provider.secret",
+        "FREEDOMPAY_RECON__PROVIDER__SECRET",
+        "the partner secret",
+    ),
+    (
+        "callbacks.secret",
+        "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+        "the merchant's secret key for the Result URL, as callbacks.listen is set",
+    ),
+    (
+        "webhook.secret",
+        "FREEDOMPAY_RECON__WEBHOOK__SECRET",
+        "the webhook signing key, as webhook.url is set; under the standard format \
+         whsec_ and base64: echo \"whsec_$(openssl rand -base64 32)\"",
+    ),
+];
+
+/// One line naming every credential in `missing` (keys of [`CREDENTIALS`]), the variables
+/// that set them and where those go under systemd: all at once, so a first run is not a
+/// round of one error per credential.
+pub fn credentials_not_set(missing: &[&str]) -> String {
+    let and = |items: Vec<String>| match items.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => items.concat(),
+    };
+    let known = || CREDENTIALS.iter().filter(|(key, ..)| missing.contains(key));
+    format!(
+        "{} {} not set: set {}; systemd: in the EnvironmentFile",
+        and(known().map(|(key, ..)| (*key).to_owned()).collect()),
+        if missing.len() == 1 { "is" } else { "are" },
+        and(known()
+            .map(|(_, variable, what)| format!("{variable} ({what})"))
+            .collect()),
+    )
+}
+
 impl ProviderSettings {
+    /// The partner credentials not set, as keys: `run` and `check` need both.
+    pub fn missing_credentials(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.auth_id.trim().is_empty() {
+            missing.push("provider.auth_id");
+        }
+        if self.secret.expose_secret().is_empty() {
+            missing.push("provider.secret");
+        }
+        missing
+    }
+
     pub fn naive_offset(&self) -> Result<FixedOffset, SettingsError> {
         self.naive_utc_offset.parse::<FixedOffset>().map_err(|_| {
             invalid(
@@ -1654,6 +1734,52 @@ mod tests {
     }
 
     #[test]
+    fn every_credential_not_set_is_named_in_one_message() {
+        let e = Settings::load_from(
+            None,
+            env(&[
+                ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
+                (
+                    "FREEDOMPAY_RECON__WEBHOOK__URL",
+                    "https://erp.example/hooks",
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.starts_with(
+                "configuration: provider.auth_id, provider.secret, callbacks.secret and \
+                 webhook.secret are not set: set FREEDOMPAY_RECON__PROVIDER__AUTH_ID (the \
+                 partner id"
+            ),
+            "{e}"
+        );
+        for variable in [
+            "FREEDOMPAY_RECON__PROVIDER__SECRET (the partner secret)",
+            "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+            "FREEDOMPAY_RECON__WEBHOOK__SECRET",
+            "systemd: in the EnvironmentFile",
+        ] {
+            assert!(e.contains(variable), "{variable} in {e}");
+        }
+        // Without callbacks or a webhook, `run` and `check` name the partner's two together.
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let e = crate::provider::ProviderClient::new(&s.provider)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "provider.auth_id and provider.secret are not set: set \
+                 FREEDOMPAY_RECON__PROVIDER__AUTH_ID (the partner id; it may also go in the \
+                 config file) and FREEDOMPAY_RECON__PROVIDER__SECRET (the partner secret)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_schedule_that_never_fires_is_refused() {
         let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
         let now = at("2026-12-01T00:00:00Z");
@@ -1685,6 +1811,8 @@ mod tests {
                 "https://erp.example/hooks",
             ),
             ("FREEDOMPAY_RECON__WEBHOOK__SECRET", secret),
+            ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "1"),
+            ("FREEDOMPAY_RECON__PROVIDER__SECRET", "partner-secret"),
         ];
         vars.extend(format.map(|f| ("FREEDOMPAY_RECON__WEBHOOK__FORMAT", f)));
         Settings::load_from(None, env(&vars))
@@ -1952,6 +2080,8 @@ mod tests {
             let mut pairs = vec![
                 ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
                 ("FREEDOMPAY_RECON__CALLBACKS__SECRET", secret),
+                ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "1"),
+                ("FREEDOMPAY_RECON__PROVIDER__SECRET", "partner-secret"),
             ];
             pairs.extend(allow.map(|a| ("FREEDOMPAY_RECON__CALLBACKS__ALLOW_SHORT_SECRET", a)));
             Settings::load_from(None, env(&pairs))
