@@ -57,10 +57,16 @@ async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
     let app = TestApp::new(Scenario::new()).await;
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["enqueue", "1", "--amount", "12,50"],
             "uses a comma; write a dot as the decimal separator",
+        ),
+        // Not clap's "unexpected argument '-5'; use '-- -5'", which does not work.
+        (
+            &["enqueue", "1", "--amount", "-5"],
+            "invalid value '-5' for '--amount <D>': \"-5\" is negative; an expected amount is \
+             what the customer is asked to pay",
         ),
         (&["enqueue", "1", "--amount", "ten"], "not a decimal number"),
         (
