@@ -27,6 +27,7 @@ mod pacing;
 mod partitions;
 mod privilege;
 mod provider_faults;
+mod readme;
 mod replica;
 mod report_ranges;
 mod rollup;
