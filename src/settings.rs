@@ -89,6 +89,7 @@ max_connections = 128
 listen = ""
 path = "/freedompay/result"
 secret = ""
+allow_short_secret = false
 script_name = ""
 
 [webhook]
@@ -133,8 +134,12 @@ pub struct CallbackSettings {
     /// The path callbacks are sent to.
     pub path: String,
     /// The merchant's secret key (its payment password, not the Partner API secret):
-    /// `pg_sig` is made with it. Never logged.
+    /// `pg_sig` is made with it. Never logged. At least [`CALLBACK_SECRET_MIN_CHARS`]
+    /// characters unless `allow_short_secret`.
     pub secret: SecretString,
+    /// Accept a `secret` shorter than [`CALLBACK_SECRET_MIN_CHARS`]: for a key the provider
+    /// issued that short, which the merchant cannot lengthen on its own.
+    pub allow_short_secret: bool,
     /// The script name `pg_sig` is made for; empty: the last segment of `path`. Set it to the
     /// original Result URL's when the merchant's own handler forwards requests here.
     pub script_name: String,
@@ -187,9 +192,31 @@ impl CallbackSettings {
                  URL (set FREEDOMPAY_RECON__CALLBACKS__SECRET; systemd: in the EnvironmentFile)",
             ));
         }
+        // `pg_sig` is an unsalted MD5 over fields the callback itself carries: one captured
+        // callback lets anyone try keys offline at billions a second, so a short key is
+        // found in minutes and then every forged callback verifies. Spaces at either end
+        // count for nothing, as for webhook.secret.
+        if self.secret.expose_secret().trim().chars().count() < CALLBACK_SECRET_MIN_CHARS
+            && !self.allow_short_secret
+        {
+            return Err(invalid(
+                "callbacks.secret",
+                format!(
+                    "is shorter than {CALLBACK_SECRET_MIN_CHARS} characters (spaces at either end \
+                     not counted): an MD5 signature over a key that short is brute-forced \
+                     offline from one captured callback; use a key of {CALLBACK_SECRET_MIN_CHARS} \
+                     or more characters (ask the provider for one), or, for a shorter key the \
+                     provider issued, set callbacks.allow_short_secret = true"
+                ),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The fewest characters `callbacks.secret` may have without `callbacks.allow_short_secret`:
+/// as `webhook.secret` under the `github` format.
+pub const CALLBACK_SECRET_MIN_CHARS: usize = 16;
 
 /// The outbox's retention (`docs/operations.md`, "Partitions and event retention").
 #[derive(Debug, Clone, Deserialize)]
@@ -198,7 +225,7 @@ pub struct EventSettings {
     /// Whole monthly partitions of `recon.events` whose month ended longer ago than this are
     /// dropped by the daemon's maintenance: with a webhook configured, only once every event
     /// in them was delivered, skipped or abandoned; without one, whatever their state.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub retention: Duration,
 }
 
@@ -216,10 +243,10 @@ pub struct WebhookSettings {
     /// How each delivery is signed: `standard` or `github`.
     pub format: WebhookFormat,
     /// One delivery attempt, connection to last byte.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
     /// An event still failing this long after its first delivery attempt is abandoned.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
     /// Which event types to send; the others stay in `recon.events`, unsent.
     #[serde(deserialize_with = "strings")]
@@ -391,15 +418,15 @@ pub struct HttpSettings {
     pub listen: Option<std::net::SocketAddr>,
     /// `/readyz` answers 503 once the daemon's database writes have failed for this long
     /// (a read-only database after a failover, a full disk, a revoked grant).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub unready_after: Duration,
     /// A connection must send a whole request header within this, from connect and from its
     /// previous response (so it is also the keep-alive idle timeout).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub header_timeout: Duration,
     /// A request's body must be whole within this of its header; a late one is answered 408
     /// and its connection closed.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub body_timeout: Duration,
     /// Bytes a second a request body must average after a 2 s grace; 0: no minimum rate.
     pub body_min_rate: u64,
@@ -442,13 +469,13 @@ pub struct DatabaseSettings {
     /// May carry a password, hence secret.
     pub url: SecretString,
     pub max_connections: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// No statement runs longer (a stuck connection or lock never hangs a sweep forever).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub statement_timeout: Duration,
     /// No statement waits longer for a row or table lock.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub lock_timeout: Duration,
 }
 
@@ -473,19 +500,19 @@ pub struct ProviderSettings {
     pub secret: SecretString,
     /// What the JWS `params` field carries for a GET: `query` or `empty`.
     pub params: ParamsMode,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub connect_timeout: Duration,
     /// A larger body is unreadable (and retried), never buffered whole.
     pub max_body_bytes: usize,
     /// The zone of provider timestamps sent without one (`+05:00`: Asia/Almaty).
     pub naive_utc_offset: String,
     /// The pause after a 429 that carries no `Retry-After`.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub default_retry_after: Duration,
     /// The longest pause a `Retry-After` may impose.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub max_retry_after: Duration,
 }
 
@@ -503,7 +530,7 @@ pub struct PollSettings {
     pub concurrency: usize,
     /// How long after `created_at` a payment is first polled (the provider may not know a
     /// new payment for up to about a minute).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub first_poll_after: Duration,
     /// Delays between checks of a non-terminal payment: the n-th answer is followed by the
     /// n-th, the last repeating.
@@ -513,36 +540,36 @@ pub struct PollSettings {
     /// (`callbacks.listen` set): a callback makes its payment due at once, so polling is
     /// only the safety net for the callbacks that never arrive, and can start later and be
     /// sparser ([`Settings::policy`]).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub first_poll_after_with_callbacks: Duration,
     #[serde(deserialize_with = "durations")]
     pub recheck_with_callbacks: Vec<Duration>,
     /// How long a claim is held before another sweep or instance may take it over.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub lease: Duration,
     /// Payments claimed per claim query.
     pub batch_size: u32,
     /// Write transactions a sweep runs at once (1–8).
     pub writers: u32,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub confirm_after: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub lifetime_grace: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub not_found_grace: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub max_age: Duration,
     /// A payment still unsettled at its deadline check is polled until its deadline plus
     /// this, looked at once more then, and no more: the provider retries its Result-URL
     /// callback for 2 hours after a payment's lifetime (docs/provider/RESULT_URL.md).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub last_look_after: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub retry_min: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub retry_max: Duration,
     /// On SIGTERM, how long in-flight polls may take before their leases are released.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
 }
 
@@ -614,6 +641,163 @@ fn quoted_without_value(line: &str) -> String {
     format!(" (`{}`)", crate::text::clean(&shown, 80))
 }
 
+/// A configuration error as the setting it is about (`poll.lease`), when it says, and the
+/// problem; the `config` crate's own wording puts the key last (`… for key \`poll.lease\``).
+fn split_config_error(e: &config::ConfigError) -> (Option<String>, String) {
+    use config::ConfigError;
+    match e {
+        ConfigError::At {
+            error,
+            key: Some(key),
+            ..
+        } => (Some(key.clone()), error.to_string()),
+        ConfigError::Type {
+            unexpected,
+            expected,
+            key: Some(key),
+            ..
+        } => (
+            Some(key.clone()),
+            format!("invalid type: {unexpected}, expected {expected}"),
+        ),
+        other => (None, other.to_string()),
+    }
+}
+
+/// The variable among `variables` that sets `key` (`poll.lease`, or `poll.recheck[1]`), as
+/// the environment source matches them: ignoring case.
+fn variable_for<'a>(variables: &'a [String], key: &str) -> Option<&'a str> {
+    let key = key.split('[').next().unwrap_or(key);
+    let wanted = format!("{ENV_PREFIX}__{}", key.replace('.', "__"));
+    variables
+        .iter()
+        .find(|name| name.eq_ignore_ascii_case(&wanted))
+        .map(String::as_str)
+}
+
+/// Every variable `FREEDOMPAY_RECON__…` that sets something (not empty) must name a setting,
+/// `FREEDOMPAY_RECON__SECTION__KEY`: the `config` crate would report a misspelt one as an
+/// unknown field, of the config file when there is one, never naming the variable.
+fn check_variable_names(env: &HashMap<String, String>) -> Result<(), SettingsError> {
+    let defaults: toml::Table = DEFAULTS.parse().expect("the defaults are TOML");
+    let settings: Vec<String> = defaults
+        .iter()
+        .filter_map(|(section, keys)| Some((section, keys.as_table()?)))
+        .flat_map(|(section, keys)| {
+            keys.keys()
+                .map(move |key| format!("{ENV_PREFIX}__{section}__{key}").to_ascii_uppercase())
+        })
+        .collect();
+    let prefix = format!("{ENV_PREFIX}__");
+    let mut unknown: Vec<&String> = env
+        .iter()
+        .filter(|(name, value)| {
+            !value.is_empty()
+                && name
+                    .get(..prefix.len())
+                    .is_some_and(|start| start.eq_ignore_ascii_case(&prefix))
+                && !settings
+                    .iter()
+                    .any(|known| known.eq_ignore_ascii_case(name))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    let named: Vec<String> = unknown
+        .iter()
+        .map(|name| {
+            let upper = name.to_ascii_uppercase();
+            let closest = settings
+                .iter()
+                .map(|known| (edit_distance(&upper, known), known))
+                .min()
+                .filter(|(distance, _)| *distance <= 3);
+            let name = crate::text::clean(name, 80);
+            match closest {
+                Some((_, known)) => format!("{name} (did you mean {known}?)"),
+                None => name,
+            }
+        })
+        .collect();
+    Err(SettingsError::Invalid(format!(
+        "environment variable{} {}: not a setting; fix the name or unset it (each setting is \
+         {prefix}SECTION__KEY, e.g. {prefix}POLL__SCHEDULE for poll.schedule; every one is in \
+         docs/configuration.md)",
+        if named.len() == 1 { "" } else { "s" },
+        named.join(", ")
+    )))
+}
+
+/// Levenshtein distance, for suggesting the setting a misspelt variable meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The text of the config file at `path`: `given` with `--config` (or
+/// `FREEDOMPAY_RECON_CONFIG`), else the default path. Only the default path may be missing,
+/// and only "not found" means missing (`None`): a file that is there but cannot be read (no
+/// permission on it or on its directory, a directory, not UTF-8) is an error naming the path
+/// and the reason. Skipping it would run the daemon on defaults without a word, a wrong
+/// database and schedule included, which is how a service user that could not enter
+/// `/etc/freedompay-recon` ran before.
+fn read_config_file(path: &Path, given: bool) -> Result<Option<String>, SettingsError> {
+    use std::io::ErrorKind;
+    let error = |reason: String| SettingsError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let how = if given {
+        "pass a readable TOML file to --config"
+    } else {
+        "the default config file is read whenever it exists: fix it, or name another with \
+         --config"
+    };
+    let e = match std::fs::read(path) {
+        Ok(bytes) => {
+            return String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| error(format!("not UTF-8 text; save it as UTF-8 TOML ({how})")));
+        }
+        Err(e) => e,
+    };
+    Err(error(match e.kind() {
+        ErrorKind::NotFound if !given => return Ok(None),
+        ErrorKind::NotFound => format!("no such file; {how}"),
+        ErrorKind::PermissionDenied => format!(
+            "permission denied: this process{} cannot read the file or cannot enter its \
+             directory; make both readable by that user (the file holds no secrets: those go \
+             in the environment), or under systemd load it with LoadCredential= as the \
+             shipped unit does; {how}",
+            process_uid().map_or_else(String::new, |uid| format!(" (uid {uid})"))
+        ),
+        ErrorKind::IsADirectory => format!("is a directory, not a file; {how}"),
+        _ => format!("cannot read it: {e}; {how}"),
+    }))
+}
+
+/// The user id this process runs as, for messages: the owner of `/proc/self` (no `unsafe`
+/// call to `geteuid` needed).
+fn process_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 /// `["30s", "1m"]` in a file; `30s,1m` in an environment variable.
 /// A list, or a comma-separated string (as environment variables give it).
 fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -633,6 +817,51 @@ fn strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D:
     })
 }
 
+/// How a duration is written, for messages: `humantime_serde`'s own ("expected a duration")
+/// shows no form that would do.
+const DURATION_EXAMPLES: &str = "write a number and a unit, e.g. \"30s\", \"5m\" or \"1h 30m\"";
+
+/// `raw` as a duration in humantime's forms, or a message quoting it with examples.
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim()).map_err(|e| {
+        format!(
+            "{} is not a duration ({e}); {DURATION_EXAMPLES}",
+            crate::text::excerpt(raw)
+        )
+    })
+}
+
+/// A duration setting: a string in humantime's forms (`"30s"`, `"1h 30m"`). A bare number is
+/// refused with the forms shown: seconds or minutes, nobody could tell.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a duration such as \"30s\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, raw: &str) -> Result<Duration, E> {
+            parse_duration(raw).map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} has no unit; {DURATION_EXAMPLES}, as a string"
+            )))
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} has no unit; {DURATION_EXAMPLES}, as a string"
+            )))
+        }
+        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "{n} has no unit; {DURATION_EXAMPLES}, as a string"
+            )))
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}
+
 fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -646,10 +875,7 @@ fn durations<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>
     };
     items
         .iter()
-        .map(|item| {
-            humantime::parse_duration(item)
-                .map_err(|e| serde::de::Error::custom(format!("{item:?} is not a duration: {e}")))
-        })
+        .map(|item| parse_duration(item).map_err(serde::de::Error::custom))
         .collect()
 }
 
@@ -664,30 +890,32 @@ impl Settings {
         config_file: Option<&Path>,
         env: HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
+        Self::load_with_default(config_file, Path::new(DEFAULT_CONFIG_PATH), env)
+    }
+
+    /// As [`Settings::load_from`], with `default_file` read when no file is given.
+    fn load_with_default(
+        config_file: Option<&Path>,
+        default_file: &Path,
+        env: HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
 
-        let file = match config_file {
-            Some(path) if !path.is_file() => {
-                return Err(SettingsError::File {
-                    path: path.to_owned(),
-                    reason: "no such file; pass an existing TOML file to --config".into(),
-                });
-            }
-            Some(path) => Some(path.to_owned()),
-            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.is_file()),
+        let (path, given) = match config_file {
+            Some(path) => (path, true),
+            None => (default_file, false),
         };
-        if let Some(path) = &file {
-            let text = std::fs::read_to_string(path).map_err(|e| SettingsError::File {
-                path: path.clone(),
-                reason: format!("cannot read it: {e}"),
-            })?;
+        let text = read_config_file(path, given)?;
+        let file = text.as_ref().map(|_| path.to_owned());
+        if let Some(text) = &text {
+            let path = path.to_owned();
             // Report bad TOML ourselves: the parser's own message quotes the offending line,
             // which may hold a password or the partner secret.
             if let Err(e) = text.parse::<toml::Table>() {
                 let at = e.span().map_or(0, |span| span.start);
                 let line = text[..at.min(text.len())].matches('\n').count() + 1;
                 return Err(SettingsError::File {
-                    path: path.clone(),
+                    path,
                     reason: format!(
                         "not valid TOML at line {line}{}: {}",
                         quoted_without_value(text.lines().nth(line - 1).unwrap_or_default()),
@@ -695,8 +923,17 @@ impl Settings {
                     ),
                 });
             }
-            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
+            builder = builder.add_source(File::from_str(text, FileFormat::Toml));
         }
+
+        check_variable_names(&env)?;
+        // The variables the environment source reads (it skips empty ones), to say which one
+        // a bad value came from.
+        let variables: Vec<String> = env
+            .iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
 
         // An empty variable sets nothing: `DATABASE_URL=` must not wipe a configured URL.
         let prefixed_url = format!("{ENV_PREFIX}__DATABASE__URL");
@@ -717,17 +954,25 @@ impl Settings {
                 .source(Some(env.into_iter().collect())),
         );
 
-        let origin = file
-            .as_ref()
-            .map_or("defaults and environment".to_owned(), |p| {
-                p.display().to_string()
-            });
-        let unreadable = |e: config::ConfigError| match &file {
-            Some(path) => SettingsError::File {
-                path: path.clone(),
-                reason: e.to_string(),
-            },
-            None => SettingsError::Invalid(format!("{e} (in {origin})")),
+        // A value that does not fit is named by its setting, and by where it came from: a
+        // variable overrides the file, so when one sets the key, the value is the variable's.
+        let unreadable = |e: config::ConfigError| {
+            let (key, problem) = split_config_error(&e);
+            let variable = key.as_deref().and_then(|key| variable_for(&variables, key));
+            let problem = match &key {
+                Some(key) => format!("{key}: {problem}"),
+                None => problem,
+            };
+            match (variable, &file) {
+                (Some(variable), _) => {
+                    SettingsError::Invalid(format!("environment variable {variable}: {problem}"))
+                }
+                (None, Some(path)) => SettingsError::File {
+                    path: path.clone(),
+                    reason: problem,
+                },
+                (None, None) => SettingsError::Invalid(problem),
+            }
         };
         let config = builder.build().map_err(unreadable)?;
         check_webhook_format(&config)?;
@@ -738,6 +983,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         self.database.connect_options()?;
+        self.check_credentials_set()?;
         self.check_bounds()?;
         self.provider.naive_offset()?;
         let poll = &self.poll;
@@ -777,6 +1023,29 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// A webhook or callbacks configured without their secret: `run`'s features, and `run`
+    /// needs the partner credentials too, so every one of them not set is named at once
+    /// rather than one per attempt. A single one missing gets its own, fuller message from
+    /// its section's check.
+    fn check_credentials_set(&self) -> Result<(), SettingsError> {
+        let unset = |secret: &SecretString| secret.expose_secret().trim().is_empty();
+        let mut missing = Vec::new();
+        if self.webhook.enabled() && unset(&self.webhook.secret) {
+            missing.push("webhook.secret");
+        }
+        if self.callbacks.listen.is_some() && unset(&self.callbacks.secret) {
+            missing.push("callbacks.secret");
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.splice(0..0, self.provider.missing_credentials());
+        if missing.len() == 1 {
+            return Ok(());
+        }
+        Err(SettingsError::Invalid(credentials_not_set(&missing)))
     }
 
     /// Every count and duration within what the daemon can work with, checked first, so no
@@ -1078,7 +1347,63 @@ pub fn without_tls_on_loopback(url: &str, options: PgConnectOptions) -> PgConnec
     }
 }
 
+/// The credentials a command may need: the key, the variable that sets it, and what it is.
+const CREDENTIALS: [(&str, &str, &str); 4] = [
+    (
+        "provider.auth_id",
+        "FREEDOMPAY_RECON__PROVIDER__AUTH_ID",
+        "the partner id; it may also go in the config file",
+    ),
+    (
+        "provider.secret",
+        "FREEDOMPAY_RECON__PROVIDER__SECRET",
+        "the partner secret",
+    ),
+    (
+        "callbacks.secret",
+        "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+        "the merchant's secret key for the Result URL, as callbacks.listen is set",
+    ),
+    (
+        "webhook.secret",
+        "FREEDOMPAY_RECON__WEBHOOK__SECRET",
+        "the webhook signing key, as webhook.url is set; under the standard format \
+         whsec_ and base64: echo \"whsec_$(openssl rand -base64 32)\"",
+    ),
+];
+
+/// One line naming every credential in `missing` (keys of [`CREDENTIALS`]), the variables
+/// that set them and where those go under systemd: all at once, so a first run is not a
+/// round of one error per credential.
+pub fn credentials_not_set(missing: &[&str]) -> String {
+    let and = |items: Vec<String>| match items.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => items.concat(),
+    };
+    let known = || CREDENTIALS.iter().filter(|(key, ..)| missing.contains(key));
+    format!(
+        "{} {} not set: set {}; systemd: in the EnvironmentFile",
+        and(known().map(|(key, ..)| (*key).to_owned()).collect()),
+        if missing.len() == 1 { "is" } else { "are" },
+        and(known()
+            .map(|(_, variable, what)| format!("{variable} ({what})"))
+            .collect()),
+    )
+}
+
 impl ProviderSettings {
+    /// The partner credentials not set, as keys: `run` and `check` need both.
+    pub fn missing_credentials(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self.auth_id.trim().is_empty() {
+            missing.push("provider.auth_id");
+        }
+        if self.secret.expose_secret().is_empty() {
+            missing.push("provider.secret");
+        }
+        missing
+    }
+
     pub fn naive_offset(&self) -> Result<FixedOffset, SettingsError> {
         self.naive_utc_offset.parse::<FixedOffset>().map_err(|_| {
             invalid(
@@ -1294,7 +1619,8 @@ mod tests {
             (
                 "FREEDOMPAY_RECON__POLL__RATE_PER_SECOUND",
                 "5",
-                "rate_per_secound",
+                "environment variable FREEDOMPAY_RECON__POLL__RATE_PER_SECOUND (did you mean \
+                 FREEDOMPAY_RECON__POLL__RATE_PER_SECOND?)",
             ),
             ("DATABASE_URL", "mysql://x:pw@y/z", "database.url"),
             (
@@ -1330,6 +1656,162 @@ mod tests {
     }
 
     #[test]
+    fn an_environment_variable_that_names_no_setting_is_refused_by_its_name() {
+        let f = file("[poll]\nrate_per_second = 5\n");
+        let e = Settings::load_from(
+            Some(f.path()),
+            env(&[("FREEDOMPAY_RECON__POLL__SCHEDUEL", "*/5 * * * * *")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.starts_with(
+                "configuration: environment variable FREEDOMPAY_RECON__POLL__SCHEDUEL (did you \
+                 mean FREEDOMPAY_RECON__POLL__SCHEDULE?): not a setting; fix the name or unset it"
+            ),
+            "{e}"
+        );
+        assert!(
+            !e.contains(&f.path().display().to_string()),
+            "not the file's: {e}"
+        );
+        // Every one at once, as the environment source reads them: any case, none empty.
+        let e = Settings::load_from(
+            None,
+            env(&[
+                ("freedompay_recon__poll__schedueL", "*/5 * * * * *"),
+                ("FREEDOMPAY_RECON__NOTHING_LIKE_IT", "1"),
+                ("FREEDOMPAY_RECON__POLL__LEESE", ""),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "configuration: environment variables FREEDOMPAY_RECON__NOTHING_LIKE_IT, \
+                 freedompay_recon__poll__schedueL (did you mean FREEDOMPAY_RECON__POLL__SCHEDULE?): \
+                 not a setting"
+            ),
+            "{e}"
+        );
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("freedompay_recon__poll__rate_per_second", "7"),
+                ("FREEDOMPAY_RECON_CONFIG", "/elsewhere.toml"),
+                ("FREEDOMPAY_RECON_DIGEST_POST", "https://chat.example/hook"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.poll.rate_per_second, 7);
+    }
+
+    #[test]
+    fn a_bad_value_names_the_variable_it_came_from_rather_than_the_file() {
+        let f = file("[poll]\nlease = \"5m\"\n");
+        let e = Settings::load_from(
+            Some(f.path()),
+            env(&[("FREEDOMPAY_RECON__POLL__LEASE", "5 minutes please")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with(
+                "configuration: environment variable FREEDOMPAY_RECON__POLL__LEASE: poll.lease: \
+                 \"5 minutes please\" is not a duration"
+            ),
+            "{e}"
+        );
+        let bad = file("[poll]\nlease = \"5 minutes please\"\n");
+        let e = Settings::load_from(Some(bad.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "config file {}: poll.lease: \"5 minutes please\" is not a duration",
+                bad.path().display()
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_answered_with_examples_of_good_ones() {
+        let examples = r#"write a number and a unit, e.g. "30s", "5m" or "1h 30m""#;
+        for (text, problem) in [
+            (
+                "[poll]\nlease = \"5 minutes please\"\n",
+                "poll.lease: \"5 minutes please\" is not a duration",
+            ),
+            ("[poll]\nlease = 300\n", "poll.lease: 300 has no unit"),
+            (
+                "[poll]\nrecheck = [\"1m\", \"soon\"]\n",
+                "poll.recheck: \"soon\" is not a duration",
+            ),
+            (
+                "[webhook]\ntimeout = \"ten seconds\"\n",
+                "webhook.timeout: \"ten seconds\" is not a duration",
+            ),
+        ] {
+            let f = file(text);
+            let e = Settings::load_from(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(problem) && e.contains(examples), "{text}: {e}");
+        }
+        let s =
+            Settings::load_from(None, env(&[("FREEDOMPAY_RECON__POLL__LEASE", "1h 30m")])).unwrap();
+        assert_eq!(s.poll.lease, Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn every_credential_not_set_is_named_in_one_message() {
+        let e = Settings::load_from(
+            None,
+            env(&[
+                ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
+                (
+                    "FREEDOMPAY_RECON__WEBHOOK__URL",
+                    "https://erp.example/hooks",
+                ),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(
+            e.starts_with(
+                "configuration: provider.auth_id, provider.secret, callbacks.secret and \
+                 webhook.secret are not set: set FREEDOMPAY_RECON__PROVIDER__AUTH_ID (the \
+                 partner id"
+            ),
+            "{e}"
+        );
+        for variable in [
+            "FREEDOMPAY_RECON__PROVIDER__SECRET (the partner secret)",
+            "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+            "FREEDOMPAY_RECON__WEBHOOK__SECRET",
+            "systemd: in the EnvironmentFile",
+        ] {
+            assert!(e.contains(variable), "{variable} in {e}");
+        }
+        // Without callbacks or a webhook, `run` and `check` name the partner's two together.
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        let e = crate::provider::ProviderClient::new(&s.provider)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "provider.auth_id and provider.secret are not set: set \
+                 FREEDOMPAY_RECON__PROVIDER__AUTH_ID (the partner id; it may also go in the \
+                 config file) and FREEDOMPAY_RECON__PROVIDER__SECRET (the partner secret)"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_schedule_that_never_fires_is_refused() {
         let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
         let now = at("2026-12-01T00:00:00Z");
@@ -1361,6 +1843,8 @@ mod tests {
                 "https://erp.example/hooks",
             ),
             ("FREEDOMPAY_RECON__WEBHOOK__SECRET", secret),
+            ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "1"),
+            ("FREEDOMPAY_RECON__PROVIDER__SECRET", "partner-secret"),
         ];
         vars.extend(format.map(|f| ("FREEDOMPAY_RECON__WEBHOOK__FORMAT", f)));
         Settings::load_from(None, env(&vars))
@@ -1524,6 +2008,47 @@ mod tests {
     }
 
     #[test]
+    fn only_a_default_config_file_that_is_not_there_means_no_file() {
+        let missing = Path::new("/nonexistent/freedompay-recon/config.toml");
+        let s = Settings::load_with_default(None, missing, env(&[])).unwrap();
+        assert_eq!(s.poll.rate_per_second, 20, "the defaults");
+
+        // There, but not a file to read: an error naming it, never the defaults.
+        let dir = tempfile::tempdir().unwrap();
+        let e = Settings::load_with_default(None, dir.path(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "config file {}: is a directory, not a file; the default config file is read \
+                 whenever it exists: fix it, or name another with --config",
+                dir.path().display()
+            )),
+            "{e}"
+        );
+        let latin1 = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(latin1.path(), b"[poll]\n# r\xe9sum\xe9\n").unwrap();
+        let e = Settings::load_with_default(None, latin1.path(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not UTF-8 text"), "{e}");
+        // And read when it is there.
+        let typo = file("[poll]\nschedueL = \"* * * * * *\"\n");
+        let e = Settings::load_with_default(None, typo.path(), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown field `schedueL`"), "{e}");
+        // A file given with --config must be there.
+        let e = Settings::load_with_default(Some(missing), missing, env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("no such file; pass a readable TOML file to --config"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn callbacks_are_off_by_default_and_checked_when_on() {
         let defaults = Settings::load_from(None, env(&[])).unwrap();
         assert_eq!(defaults.callbacks.listen, None);
@@ -1533,7 +2058,10 @@ mod tests {
         let on = |extra: &[(&str, &str)]| {
             let mut pairs = vec![
                 ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key"),
+                (
+                    "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+                    "merchant-key-0123456",
+                ),
             ];
             pairs.extend_from_slice(extra);
             Settings::load_from(None, env(&pairs))
@@ -1579,6 +2107,39 @@ mod tests {
     }
 
     #[test]
+    fn a_callback_secret_shorter_than_sixteen_characters_is_refused_unless_allowed() {
+        let load = |secret: &str, allow: Option<&str>| {
+            let mut pairs = vec![
+                ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
+                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", secret),
+                ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "1"),
+                ("FREEDOMPAY_RECON__PROVIDER__SECRET", "partner-secret"),
+            ];
+            pairs.extend(allow.map(|a| ("FREEDOMPAY_RECON__CALLBACKS__ALLOW_SHORT_SECRET", a)));
+            Settings::load_from(None, env(&pairs))
+        };
+        for short in ["Q7", "0123456789abcde", "  0123456789abcd  "] {
+            let e = load(short, None).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "one line: {e}");
+            assert!(
+                e.starts_with("configuration: callbacks.secret: is shorter than 16 characters"),
+                "{e}"
+            );
+            assert!(e.contains("callbacks.allow_short_secret = true"), "{e}");
+            assert!(!e.contains(short.trim()), "the secret is never quoted: {e}");
+            let allowed = load(short, Some("true")).unwrap();
+            assert!(allowed.callbacks.allow_short_secret);
+        }
+        assert!(load("0123456789abcdef", None).is_ok());
+        // Allowing a short key never allows none.
+        let e = load(" ", Some("true")).unwrap_err().to_string();
+        assert!(e.contains("callbacks.secret: must be set"), "{e}");
+        // Off, a short or empty secret is nobody's concern.
+        let f = file("[callbacks]\nsecret = \"k\"\n");
+        assert!(Settings::load_from(Some(f.path()), env(&[])).is_ok());
+    }
+
+    #[test]
     fn the_schedule_with_callbacks_is_the_daemons_when_callbacks_are_on_and_bounded_like_the_other()
     {
         let off = Settings::load_from(None, env(&[])).unwrap();
@@ -1599,7 +2160,10 @@ mod tests {
             None,
             env(&[
                 ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-                ("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key"),
+                (
+                    "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+                    "merchant-key-0123456",
+                ),
                 ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "5m,1h"),
                 (
                     "FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER_WITH_CALLBACKS",
@@ -1668,6 +2232,10 @@ mod tests {
         );
         assert_eq!(example.provider.base_url, defaults.provider.base_url);
         assert_eq!(example.webhook.format, defaults.webhook.format);
+        assert_eq!(
+            format!("{:?}", example.callbacks),
+            format!("{:?}", defaults.callbacks)
+        );
         assert_eq!(example.events.retention, defaults.events.retention);
         assert_eq!(example.http.limits(), defaults.http.limits());
         assert_eq!(

@@ -163,65 +163,22 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     // spends seconds in the realistic mix's 429 pauses (each holds every poll for a second),
     // and a payment settling meanwhile waits for them, callback or not, so its lag would
     // measure the pauses. Same daemon, same schedule, same moment: only the callbacks differ.
+    // In a database of its own, dropped afterwards: the demo's database keeps the payments
+    // its summary counts and nothing else, so `report` on it shows the same (and nothing in
+    // the history tables may be deleted).
     let (mut with_callbacks, mut polling_only) = (None, None);
     if finished {
-        let scenario = Scenario::builtin(Builtin::Realistic);
-        simulator.silence("poll-");
-        let count = args.payments.min(COMPARISON_PAYMENTS) as usize;
-        let plain = |prefix: &'static str| {
-            (1..)
-                .map(move |n| format!("{prefix}{n:04}"))
-                .filter(|id| settles_plainly(&scenario, id))
-                .take(count)
-                .collect::<Vec<String>>()
-        };
-        let (called, silent) = (plain("cb-"), plain("poll-"));
-        enqueue_payments(&pool, &[called.clone(), silent.clone()].concat()).await?;
-
-        let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, &demo);
-        let shutdown = CancellationToken::new();
-        // A fresh endpoint (the first stopped with its daemon), the plan sent there.
-        let callback_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = callback_listener.local_addr()?;
-        demo.callbacks.listen = Some(addr);
-        simulator.call_back(CallbackPlan {
-            url: format!("http://{addr}{}", demo.callbacks.path)
-                .parse()
-                .context("the callback URL")?,
-            ..plan
-        });
-        let listening = listen_for_callbacks(callback_listener, &demo, &engine, &shutdown);
-        let started = Instant::now();
-        let (daemon, done) = tokio::join!(
-            run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
-            async {
-                let mut done = watch_progress(&pool, "cb-", args.timeout, false).await;
-                if matches!(done, Ok(true)) {
-                    done = watch_progress(&pool, "poll-", args.timeout, false).await;
-                }
-                shutdown.cancel();
-                done
-            }
-        );
-        daemon.context("the daemon stopped")?;
-        stopped(listening).await?;
-        finished = done?;
-        outln!(
-            "then, to measure detection: {count} payments cb-… called back and {count} poll-… \
-             never called back, settling the same way: {} in {:.1} s",
-            if finished {
-                "all found"
-            } else {
-                "not all found"
-            },
-            started.elapsed().as_secs_f32()
-        )?;
-        with_callbacks = measure(&pool, &simulator, &called, &scenario).await?;
-        polling_only = measure(&pool, &simulator, &silent, &scenario).await?;
+        let mut lag = settings.database.clone();
+        lag.url = SecretString::from(scratch_url(&args.database_url, LAG_DATABASE_SUFFIX)?);
+        store::recreate_demo_database(&lag, false).await?;
+        let measured = measure_detection(&lag, &simulator, &mut demo, plan, &args).await;
+        store::drop_demo_database(&lag).await?;
+        let (done, with, without) = measured?;
+        (finished, with_callbacks, polling_only) = (done, with, without);
     }
 
     print_summary(&pool, prefix).await?;
-    print_detection(with_callbacks, polling_only)?;
+    print_detection(with_callbacks, polling_only, settings)?;
     let options = settings.database.connect_options()?;
     let url = format!(
         "postgres://{}@{}:{}/{}",
@@ -247,6 +204,94 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         );
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// The database the detection measurement runs in: the demo's, with this suffix.
+const LAG_DATABASE_SUFFIX: &str = "_lag";
+
+/// `url` naming the database of its own name plus `suffix` on the same server, everything
+/// else (user, password, options) as it was.
+fn scratch_url(url: &str, suffix: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(url).context("--database-url is not a URL")?;
+    let name = url.path().trim_start_matches('/').to_owned();
+    anyhow::ensure!(
+        !name.is_empty() && !name.contains('/'),
+        "--database-url names no database"
+    );
+    url.set_path(&format!("/{name}{suffix}"));
+    Ok(url.to_string())
+}
+
+/// The detection measurement ([`demo`] says why apart): migrates `database` (created for
+/// it), enqueues payments that settle plainly, `cb-…` called back and `poll-…` never, runs
+/// the daemon until both are found, prints how long that took, and measures both sides.
+/// Returns whether every payment was found, and the two measurements.
+async fn measure_detection(
+    database: &crate::settings::DatabaseSettings,
+    simulator: &Simulator,
+    demo: &mut Settings,
+    plan: CallbackPlan,
+    args: &DemoArgs,
+) -> anyhow::Result<(bool, Option<Detection>, Option<Detection>)> {
+    let pool = store::connect(database).await?;
+    store::migrate(&pool).await?;
+    let scenario = Scenario::builtin(Builtin::Realistic);
+    simulator.silence("poll-");
+    let count = args.payments.min(COMPARISON_PAYMENTS) as usize;
+    let plain = |prefix: &'static str| {
+        (1..)
+            .map(move |n| format!("{prefix}{n:04}"))
+            .filter(|id| settles_plainly(&scenario, id))
+            .take(count)
+            .collect::<Vec<String>>()
+    };
+    let (called, silent) = (plain("cb-"), plain("poll-"));
+    enqueue_payments(&pool, &[called.clone(), silent.clone()].concat()).await?;
+
+    let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, demo);
+    let shutdown = CancellationToken::new();
+    // A fresh endpoint (the first stopped with its daemon), the plan sent there.
+    let callback_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = callback_listener.local_addr()?;
+    demo.callbacks.listen = Some(addr);
+    simulator.call_back(CallbackPlan {
+        url: format!("http://{addr}{}", demo.callbacks.path)
+            .parse()
+            .context("the callback URL")?,
+        ..plan
+    });
+    let listening = listen_for_callbacks(callback_listener, demo, &engine, &shutdown);
+    let started = Instant::now();
+    let (daemon, done) = tokio::join!(
+        run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
+        async {
+            let mut done = watch_progress(&pool, "cb-", args.timeout, false).await;
+            if matches!(done, Ok(true)) {
+                done = watch_progress(&pool, "poll-", args.timeout, false).await;
+            }
+            shutdown.cancel();
+            done
+        }
+    );
+    daemon.context("the daemon stopped")?;
+    stopped(listening).await?;
+    let finished = done?;
+    outln!(
+        "then, to measure detection, in a database of its own ({}, dropped afterwards): {count} \
+         payments cb-… called back and {count} poll-… never called back, settling the same way: \
+         {} in {:.1} s",
+        database.describe(),
+        if finished {
+            "all found"
+        } else {
+            "not all found"
+        },
+        started.elapsed().as_secs_f32()
+    )?;
+    let with_callbacks = measure(&pool, simulator, &called, &scenario).await?;
+    let polling_only = measure(&pool, simulator, &silent, &scenario).await?;
+    pool.close().await;
+    Ok((finished, with_callbacks, polling_only))
 }
 
 /// Serves `demo`'s callback endpoint on `listener` for `engine`, as `run` does, until
@@ -435,6 +480,7 @@ async fn measure(
 fn print_detection(
     with_callbacks: Option<Detection>,
     polling_only: Option<Detection>,
+    settings: &Settings,
 ) -> anyhow::Result<()> {
     outln!(
         "\ndetection lag: from the moment the simulator settled a payment to the observed_at of \
@@ -474,10 +520,29 @@ fn print_detection(
     }
     outln!(
         "  (callbacks cut the lag, not the polls: the ladder runs either way. The demo looks at \
-         an unsettled payment every second; a deployment, by default, after 30 s, 1 min, 5 min, \
-         15 min, then hourly: polling alone takes that long)"
+         an unsettled payment every second; with these settings a deployment looks {} \
+         (poll.first_poll_after, poll.recheck), or, hearing callbacks, {} (the same with \
+         _with_callbacks): polling alone takes that long)",
+        ladder(&settings.policy_for(false)),
+        ladder(&settings.policy_for(true))
     )?;
     Ok(())
+}
+
+/// When a policy looks at a payment: `2m after creation, then 1m, 2m, 4m, 10m after each
+/// look, then every 1day`.
+fn ladder(policy: &crate::domain::Policy) -> String {
+    let show = |d: &Duration| humantime::format_duration(*d).to_string();
+    let first = show(&policy.first_poll_after);
+    match policy.recheck.split_last() {
+        Some((last, [])) => format!("{first} after creation, then every {}", show(last)),
+        Some((last, steps)) => format!(
+            "{first} after creation, then {} after each look, then every {}",
+            steps.iter().map(show).collect::<Vec<_>>().join(", "),
+            show(last)
+        ),
+        None => format!("{first} after creation"),
+    }
 }
 
 async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> {

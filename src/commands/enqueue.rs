@@ -16,7 +16,11 @@ pub struct EnqueueArgs {
     #[arg(value_parser = parse_payment_id)]
     pub payment_id: PaymentId,
     /// The amount the merchant expects, a decimal with a dot (e.g. 5000.00).
-    #[arg(long, value_name = "D", value_parser = parse_amount)]
+    // A negative number is taken as the value, so that `--amount -5` meets our own "is
+    // negative"; clap would call it an unexpected argument and suggest `-- -5`, which makes
+    // it a second payment id. Only numbers: `--amount --currency KZT` still says the amount
+    // is missing.
+    #[arg(long, value_name = "D", value_parser = parse_amount, allow_negative_numbers = true)]
     pub amount: Option<Decimal>,
     /// The expected currency, ISO 4217 (e.g. KZT).
     #[arg(long, value_name = "C", value_parser = parse_currency)]

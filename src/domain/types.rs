@@ -98,7 +98,9 @@ pub fn parse_amount_with(raw: &str, mark: DecimalMark) -> Result<Decimal, Invali
     let amount = rules::exact_amount(&plain)
         .map_err(|problem| InvalidInput(format!("{raw:?} {problem}")))?;
     if amount.is_sign_negative() && !amount.is_zero() {
-        return Err(InvalidInput(format!("{raw:?} is negative")));
+        return Err(InvalidInput(format!(
+            "{raw:?} is negative; an expected amount is what the customer is asked to pay, 0 or more"
+        )));
     }
     Ok(amount)
 }

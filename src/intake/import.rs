@@ -440,9 +440,10 @@ impl<R: Read> CsvRows<R> {
                     line,
                     column: "row".into(),
                     problem: format!(
-                        "has {} fields, the header has {}",
+                        "has {} fields, the header has {}{}",
                         self.record.len(),
-                        self.header.len()
+                        self.header.len(),
+                        self.decimal_comma_hint().unwrap_or_default()
                     ),
                 });
                 continue;
@@ -450,6 +451,41 @@ impl<R: Read> CsvRows<R> {
             return Ok(Some(line));
         }
         Ok(None)
+    }
+}
+
+impl<R: Read> CsvRows<R> {
+    /// Why a row of a comma-separated file may have more fields than its header: an amount
+    /// written with a decimal comma (`12,50`), which the comma splits in two. Said when two
+    /// neighbouring fields read as a whole number and one or two digits: at the
+    /// `expected_amount` column when there is one, else the last such pair in the row.
+    fn decimal_comma_hint(&self) -> Option<String> {
+        if self.delimiter != b',' || self.record.len() <= self.header.len() {
+            return None;
+        }
+        let whole = |s: &str| {
+            let s = s.trim().trim_start_matches('-');
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b' ')
+        };
+        let cents = |s: &str| (1..=2).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+        let split_at = |i: usize| {
+            Some((self.record.get(i)?, self.record.get(i + 1)?))
+                .filter(|(a, b)| whole(a) && cents(b))
+        };
+        let amount_column = self
+            .header
+            .iter()
+            .position(|name| column_name(name) == "expected_amount");
+        let (whole, cents) = amount_column
+            .and_then(split_at)
+            .or_else(|| (0..self.record.len()).rev().find_map(split_at))?;
+        let (whole, cents) = (whole.trim(), cents.trim());
+        Some(format!(
+            ": {} looks like an amount with a decimal comma in a comma-separated file; \
+             separate the columns with ; (as Excel does in ru and kk locales) or write a dot \
+             as the decimal mark ({whole}.{cents})",
+            excerpt(&format!("{whole},{cents}"))
+        ))
     }
 }
 
@@ -843,6 +879,41 @@ mod tests {
         }
         assert_eq!(detect_delimiter(b"payment_id\n1\n"), b',');
         assert_eq!(detect_delimiter(b"\"a,b\";c;d\n"), b';');
+    }
+
+    #[test]
+    fn a_decimal_comma_in_a_comma_separated_file_is_named_as_the_likely_cause() {
+        let (parsed, _) = parse(
+            "payment_id,expected_amount,expected_currency\n\
+             7000000001,12,50,KZT\n\
+             7000000002,\"1 234\",5,KZT\n\
+             7000000003,12.50,KZT,extra\n",
+        )
+        .unwrap();
+        let lines: Vec<String> = parsed.errors.shown.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            lines[0],
+            "line 2: row: has 4 fields, the header has 3: \"12,50\" looks like an amount with a \
+             decimal comma in a comma-separated file; separate the columns with ; (as Excel does \
+             in ru and kk locales) or write a dot as the decimal mark (12.50)"
+        );
+        assert!(lines[1].contains("\"1 234,5\" looks like an amount with a decimal comma"));
+        // An extra field that is no amount's half: only the count.
+        assert_eq!(lines[2], "line 4: row: has 4 fields, the header has 3");
+        // Without an expected_amount column, the last pair that reads as one.
+        let (parsed, _) = parse("payment_id,order_id\n7000000001,A-1,99,90\n").unwrap();
+        assert!(
+            parsed.errors.shown[0]
+                .to_string()
+                .contains("\"99,90\" looks like"),
+            "{:?}",
+            parsed.errors.shown
+        );
+        // Separated by semicolons, a comma is a decimal comma, read as such.
+        let (parsed, copied) =
+            parse("payment_id;expected_amount;expected_currency\n7000000001;12,50;KZT\n").unwrap();
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors.shown);
+        assert_eq!(copied, "2,7000000001,12.50,KZT,,,\n");
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub struct ProviderSettingsError(String);
 pub struct ProviderClient {
     http: reqwest::Client,
     endpoint: Url,
+    /// `provider.base_url` for messages, without any user or password in it: a request that
+    /// never reached the provider names where it went, so a wrong URL is seen as one.
+    base_url: String,
     signer: Signer,
     max_body_bytes: usize,
     limits: Limits,
@@ -180,22 +183,10 @@ pub struct ProviderClient {
 
 impl ProviderClient {
     pub fn new(settings: &ProviderSettings) -> Result<Self, ProviderSettingsError> {
-        use secrecy::ExposeSecret;
-
         let err = |m: String| ProviderSettingsError(m);
-        if settings.auth_id.trim().is_empty() {
-            return Err(err(
-                "provider.auth_id is not set: put it in the config file or set \
-                 FREEDOMPAY_RECON__PROVIDER__AUTH_ID"
-                    .into(),
-            ));
-        }
-        if settings.secret.expose_secret().is_empty() {
-            return Err(err(
-                "provider.secret is not set: set FREEDOMPAY_RECON__PROVIDER__SECRET \
-                 (systemd: in the EnvironmentFile)"
-                    .into(),
-            ));
+        let missing = settings.missing_credentials();
+        if !missing.is_empty() {
+            return Err(err(crate::settings::credentials_not_set(&missing)));
         }
         let mut endpoint = Url::parse(&settings.base_url)
             .ok()
@@ -206,6 +197,11 @@ impl ProviderClient {
                     settings.base_url
                 ))
             })?;
+        let mut shown = endpoint.clone();
+        // Cannot fail on an http(s) URL.
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        let base_url = shown.to_string();
         let path = format!(
             "{}{INVOICE_INFO_PATH}",
             endpoint.path().trim_end_matches('/')
@@ -222,6 +218,7 @@ impl ProviderClient {
         Ok(Self {
             http,
             endpoint,
+            base_url,
             signer: Signer::new(
                 settings.auth_id.clone(),
                 settings.secret.clone(),
@@ -255,7 +252,11 @@ impl ProviderClient {
             Ok(response) => response,
             Err(e) => {
                 return Fetched {
-                    classified: Classified::Retryable(crate::outbound::describe(&e)),
+                    classified: Classified::Retryable(format!(
+                        "{}; the request went to {} (provider.base_url)",
+                        crate::outbound::describe(&e),
+                        self.base_url
+                    )),
                     raw_body: None,
                     unreadable_body: None,
                     http_status: None,

@@ -305,25 +305,9 @@ pub async fn recreate_demo_database(
     settings: &DatabaseSettings,
     unmarked_is_demo: bool,
 ) -> Result<(), StoreError> {
-    use sqlx::{ConnectOptions as _, Connection as _};
+    use sqlx::Connection as _;
 
-    let options = settings.connect_options()?;
-    let name = named_database(&options)?;
-    let mut admin = options
-        .clone()
-        .database("postgres")
-        .connect()
-        .await
-        .map_err(|e| StoreError::Connect {
-            target: settings.describe(),
-            reason: describe_connect_error(&e, settings),
-        })?;
-    let existing: Option<Option<String>> = sqlx::query_scalar!(
-        "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
-        &name,
-    )
-    .fetch_optional(&mut admin)
-    .await?;
+    let (mut admin, name, existing) = demo_database(settings).await?;
     let quoted = format!("\"{}\"", name.replace('"', "\"\""));
     if let Some(comment) = existing {
         if comment.as_deref() != Some(DEMO_DATABASE_MARK) && !unmarked_is_demo {
@@ -345,6 +329,52 @@ pub async fn recreate_demo_database(
     .await?;
     admin.close().await.ok();
     Ok(())
+}
+
+/// Drops the database `settings.url` names when it carries [`DEMO_DATABASE_MARK`] (a demo's
+/// scratch database it is done with); any other, or none, is left as it is.
+pub async fn drop_demo_database(settings: &DatabaseSettings) -> Result<(), StoreError> {
+    use sqlx::Connection as _;
+
+    let (mut admin, name, existing) = demo_database(settings).await?;
+    if existing.flatten().as_deref() == Some(DEMO_DATABASE_MARK) {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "drop database {quoted} with (force)"
+        )))
+        .execute(&mut admin)
+        .await?;
+    }
+    admin.close().await.ok();
+    Ok(())
+}
+
+/// A connection to the server's `postgres` database, the name of the database `settings.url`
+/// names, and that database's comment: `None` when it does not exist, `Some(None)` when it
+/// has no comment.
+async fn demo_database(
+    settings: &DatabaseSettings,
+) -> Result<(sqlx::PgConnection, String, Option<Option<String>>), StoreError> {
+    use sqlx::ConnectOptions as _;
+
+    let options = settings.connect_options()?;
+    let name = named_database(&options)?;
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(|e| StoreError::Connect {
+            target: settings.describe(),
+            reason: describe_connect_error(&e, settings),
+        })?;
+    let existing: Option<Option<String>> = sqlx::query_scalar!(
+        "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+        &name,
+    )
+    .fetch_optional(&mut admin)
+    .await?;
+    Ok((admin, name, existing))
 }
 
 /// Creates the database `settings.url` names when it does not exist yet, connecting to the

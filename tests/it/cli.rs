@@ -57,10 +57,16 @@ async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_one_clear_line_a_non_zero_exit_and_no_write() {
     let app = TestApp::new(Scenario::new()).await;
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["enqueue", "1", "--amount", "12,50"],
             "uses a comma; write a dot as the decimal separator",
+        ),
+        // Not clap's "unexpected argument '-5'; use '-- -5'", which does not work.
+        (
+            &["enqueue", "1", "--amount", "-5"],
+            "invalid value '-5' for '--amount <D>': \"-5\" is negative; an expected amount is \
+             what the customer is asked to pay",
         ),
         (&["enqueue", "1", "--amount", "ten"], "not a decimal number"),
         (
@@ -265,4 +271,48 @@ async fn help_explains_every_command() {
     }
     let run_help = stdout(&app.run(&["run", "--help"]).await);
     assert!(run_help.contains("--once"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_cannot_be_reached_is_named_by_its_url_and_setting() {
+    // A port nobody listens on: bound for a moment, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/partner/");
+    let credentials = [
+        (
+            "FREEDOMPAY_RECON__PROVIDER__AUTH_ID",
+            crate::helpers::AUTH_ID,
+        ),
+        ("FREEDOMPAY_RECON__PROVIDER__SECRET", crate::helpers::SECRET),
+    ];
+    let mut env = credentials.to_vec();
+    env.push(("FREEDOMPAY_RECON__PROVIDER__BASE_URL", &url));
+    let refused = crate::helpers::run_binary(&["check", "777"], &env).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let answer = stdout(&refused);
+    let line = answer
+        .lines()
+        .find(|line| line.starts_with("answer:"))
+        .unwrap_or_else(|| panic!("{answer}"));
+    assert!(
+        line.contains("connection failed")
+            && line.ends_with(&format!("; the request went to {url} (provider.base_url)")),
+        "{answer}"
+    );
+
+    // No credentials at all: both named in one message, not one per attempt.
+    let unset = crate::helpers::run_binary(&["check", "777"], &[]).await;
+    assert_eq!(unset.status.code(), Some(1));
+    let message = stderr(&unset);
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+    assert!(
+        message.starts_with(
+            "error: provider.auth_id and provider.secret are not set: set \
+             FREEDOMPAY_RECON__PROVIDER__AUTH_ID"
+        ),
+        "{message}"
+    );
 }

@@ -21,7 +21,12 @@ fn summary_number(text: &str, label: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_summary() {
     let db = MissingDb::new("demo");
-    let command = binary(&["demo", "--payments", "200", "--database-url", &db.url]);
+    // The default count, as the README's quick start runs it; a schedule of our own, which
+    // the demo must describe (its own run uses a faster one).
+    let mut command = binary(&["demo", "--database-url", &db.url]);
+    command
+        .env("FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER", "90s")
+        .env("FREEDOMPAY_RECON__POLL__RECHECK", "7m,3h");
     let started = std::time::Instant::now();
     let output = output(command).await;
     let elapsed = started.elapsed();
@@ -33,7 +38,31 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
     );
     assert!(elapsed.as_secs() < 60, "the demo took {elapsed:?}");
     assert!(text.contains("created database"), "{text}");
-    assert!(text.contains("200/200 done: "), "{text}");
+    assert!(text.contains("300/300 done: "), "{text}");
+
+    // The README quotes the last progress line as the demo prints it.
+    let last = text
+        .lines()
+        .rfind(|line| line.contains(" done: "))
+        .and_then(|line| line.split_once("] "))
+        .map(|(_, progress)| progress)
+        .unwrap_or_else(|| panic!("no progress line in:\n{text}"));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("the README");
+    assert!(
+        readme.contains(&format!("`{last}`")),
+        "the README's quick start should quote the demo's last progress line, `{last}`"
+    );
+    // The schedule described is the configured one, with callbacks and without.
+    assert!(
+        text.contains(
+            "with these settings a deployment looks 1m 30s after creation, then 7m after each \
+             look, then every 3h (poll.first_poll_after, poll.recheck), or, hearing callbacks, \
+             10m after creation, then 1h after each look, then every 1day (the same with \
+             _with_callbacks)"
+        ),
+        "{text}"
+    );
 
     let pool = db.pool().await;
     let counts: Vec<(String, i64)> = sqlx::query_as(
@@ -44,7 +73,33 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
     .await
     .unwrap();
     let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    assert_eq!(total, 200);
+    assert_eq!(total, 300);
+    // Nothing but the payments the summary counts: the detection measurement ran in a
+    // database of its own, which is gone.
+    let others: i64 = sqlx::query_scalar(
+        "select count(*) from recon.payments where payment_id not like 'demo-%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(others, 0, "{text}");
+    let name = db
+        .url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap();
+    let scratch: Vec<String> = sqlx::query_scalar(
+        "select datname from pg_database where datname in ($1, $1 || '_lag') order by datname",
+    )
+    .bind(name)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(scratch, [name], "the demo's database alone");
+    assert!(text.contains("_lag, dropped afterwards)"), "{text}");
     for (status, n) in &counts {
         assert!(
             ["success", "error", "incomplete"].contains(&status.as_str()),
@@ -52,10 +107,8 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
         );
         assert_eq!(summary_number(&text, status), *n, "{status} in:\n{text}");
     }
-    assert!(summary_number(&text, "success") > 120, "{text}");
+    assert!(summary_number(&text, "success") > 180, "{text}");
 
-    // Every open flag is a demo payment's: the polling-only comparison's payments settle
-    // plainly.
     let flags: Vec<(String, i64)> =
         sqlx::query_as("select kind, count(*) from recon.open_discrepancies group by kind")
             .fetch_all(&pool)
@@ -120,14 +173,8 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
             .unwrap()
         }
     };
-    assert_eq!(
-        called_back("cb-").await as usize,
-        callbacks.payments - callbacks.lost,
-        "{text}"
-    );
-    assert_eq!(called_back("poll-").await, 0);
     assert!(
-        called_back("demo-").await > 100,
+        called_back("demo-").await > 150,
         "the demo's own payments are called back too"
     );
     // Callbacks find a payment within a poll's round trip; polling, at its next look (the

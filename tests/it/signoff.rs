@@ -264,7 +264,8 @@ async fn a_demo_run_starts_from_a_fresh_database_and_refuses_one_that_is_not_its
         assert!(text.contains("DATABASE_URL=postgres://postgres@"), "{text}");
     }
     let pool = db.pool().await;
-    // The demo's own payments, and the 30 + 30 its detection measurement adds (cb-…, poll-…).
+    // The latest run's own payments, and nothing else: its detection measurement (cb-…,
+    // poll-…) ran in a database of its own.
     let (payments, all, runs): (i64, i64, i64) = sqlx::query_as(
         "select count(*) filter (where payment_id like 'demo-%'), count(*),
                 count(*) filter (where created_at < $1)
@@ -277,7 +278,7 @@ async fn a_demo_run_starts_from_a_fresh_database_and_refuses_one_that_is_not_its
     let runs = 1 + runs;
     assert_eq!(
         (payments, all, runs),
-        (30, 90, 1),
+        (30, 30, 1),
         "only the latest run's payments"
     );
     assert_eq!(
