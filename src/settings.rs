@@ -91,6 +91,8 @@ path = "/freedompay/result"
 secret = ""
 allow_short_secret = false
 script_name = ""
+merchant_fields = []
+max_untracked_per_hour = 100
 
 [webhook]
 url = ""
@@ -143,6 +145,14 @@ pub struct CallbackSettings {
     /// The script name `pg_sig` is made for; empty: the last segment of `path`. Set it to the
     /// original Result URL's when the merchant's own handler forwards requests here.
     pub script_name: String,
+    /// The merchant's own fields the provider echoes in a callback (passed when the payment
+    /// was created), accepted besides the documented `pg_*` ones
+    /// (`crate::callbacks::DOCUMENTED_FIELDS`); a callback with any other field is refused.
+    #[serde(deserialize_with = "strings")]
+    pub merchant_fields: Vec<String>,
+    /// How many payments callbacks may start tracking in an hour (`untracked_payment`); past
+    /// it, a callback for a payment nobody tracks is answered 503 and changes nothing.
+    pub max_untracked_per_hour: u32,
 }
 
 impl CallbackSettings {
@@ -1163,7 +1173,7 @@ impl Settings {
                 ));
             }
         }
-        let counts: [(&str, u64, u64, u64); 9] = [
+        let counts: [(&str, u64, u64, u64); 10] = [
             (
                 "database.max_connections",
                 database.max_connections.into(),
@@ -1194,11 +1204,42 @@ impl Settings {
             ),
             // Up to 1 GiB/s: far beyond any client, short of refusing every body.
             ("http.body_min_rate", self.http.body_min_rate, 0, 1 << 30),
+            // 0: a callback never starts tracking a payment.
+            (
+                "callbacks.max_untracked_per_hour",
+                self.callbacks.max_untracked_per_hour.into(),
+                0,
+                1_000_000,
+            ),
         ];
         for (key, value, min, max) in counts {
             if !(min..=max).contains(&value) {
                 return Err(invalid(key, format!("must be between {min} and {max}")));
             }
+        }
+        // Names as a form sends them, checked at load: a typo here would refuse every
+        // callback carrying the field, and the list is read for every callback.
+        let fields = &self.callbacks.merchant_fields;
+        if fields.len() > 100 {
+            return Err(invalid(
+                "callbacks.merchant_fields",
+                "name at most 100 fields",
+            ));
+        }
+        if let Some(bad) = fields.iter().find(|name| {
+            name.is_empty()
+                || name.len() > 64
+                || !name.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'[' | b']')
+                })
+        }) {
+            return Err(invalid(
+                "callbacks.merchant_fields",
+                format!(
+                    "{} is not a field name (1 to 64 of the letters, digits and _ - . [ ])",
+                    crate::text::excerpt(bad)
+                ),
+            ));
         }
         Ok(())
     }
@@ -2140,6 +2181,58 @@ mod tests {
     }
 
     #[test]
+    fn merchant_fields_and_the_untracked_cap_are_read_and_bounded() {
+        let defaults = Settings::load_from(None, env(&[])).unwrap();
+        assert!(defaults.callbacks.merchant_fields.is_empty());
+        assert_eq!(defaults.callbacks.max_untracked_per_hour, 100);
+        let set = Settings::load_from(
+            None,
+            env(&[
+                (
+                    "FREEDOMPAY_RECON__CALLBACKS__MERCHANT_FIELDS",
+                    "basket_id, items[0][sku]",
+                ),
+                ("FREEDOMPAY_RECON__CALLBACKS__MAX_UNTRACKED_PER_HOUR", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            set.callbacks.merchant_fields,
+            ["basket_id", "items[0][sku]"]
+        );
+        assert_eq!(set.callbacks.max_untracked_per_hour, 0);
+        let long = "f".repeat(65);
+        let many = vec!["f"; 101].join(",");
+        for (key, value) in [
+            ("FREEDOMPAY_RECON__CALLBACKS__MERCHANT_FIELDS", "a b"),
+            ("FREEDOMPAY_RECON__CALLBACKS__MERCHANT_FIELDS", "x=1"),
+            ("FREEDOMPAY_RECON__CALLBACKS__MERCHANT_FIELDS", "\u{1b}[2J"),
+            (
+                "FREEDOMPAY_RECON__CALLBACKS__MERCHANT_FIELDS",
+                long.as_str(),
+            ),
+            (
+                "FREEDOMPAY_RECON__CALLBACKS__MERCHANT_FIELDS",
+                many.as_str(),
+            ),
+            (
+                "FREEDOMPAY_RECON__CALLBACKS__MAX_UNTRACKED_PER_HOUR",
+                "1000001",
+            ),
+        ] {
+            let err = Settings::load_from(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            let dotted = key
+                .trim_start_matches("FREEDOMPAY_RECON__")
+                .to_lowercase()
+                .replacen("__", ".", 1);
+            assert!(err.contains(&dotted), "{key}={value}: {err}");
+            assert!(!err.contains('\u{1b}'), "escaped: {err}");
+        }
+    }
+
+    #[test]
     fn the_schedule_with_callbacks_is_the_daemons_when_callbacks_are_on_and_bounded_like_the_other()
     {
         let off = Settings::load_from(None, env(&[])).unwrap();
@@ -2239,6 +2332,16 @@ mod tests {
         assert_eq!(example.events.retention, defaults.events.retention);
         assert_eq!(example.http.limits(), defaults.http.limits());
         assert_eq!(
+            (
+                &example.callbacks.merchant_fields,
+                example.callbacks.max_untracked_per_hour
+            ),
+            (
+                &defaults.callbacks.merchant_fields,
+                defaults.callbacks.max_untracked_per_hour
+            )
+        );
+        assert_eq!(
             defaults.http.limits(),
             Limits::default(),
             "the listener's own defaults are the daemon's"
@@ -2261,6 +2364,7 @@ mod tests {
             "POLL__WRITERS",
             "HTTP__MAX_CONNECTIONS",
             "HTTP__BODY_MIN_RATE",
+            "CALLBACKS__MAX_UNTRACKED_PER_HOUR",
         ];
         const DURATIONS: &[&str] = &[
             "DATABASE__CONNECT_TIMEOUT",

@@ -4,6 +4,9 @@
 //! values of every field but `pg_sig` in alphabetical order of their names (fields that share
 //! a name keep the order they came in), then the merchant's secret key, joined with `;`, as 32
 //! lowercase hex characters. MD5 is what the provider uses, not a choice of ours.
+//!
+//! Names and values are bytes: the provider signs what it sends, which need not be UTF-8 (a
+//! shop's text in windows-1251, say). Strings sign as their UTF-8 bytes.
 
 use md5::{Digest as _, Md5};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -13,16 +16,24 @@ use subtle::ConstantTimeEq as _;
 pub const SIG: &str = "pg_sig";
 
 /// The signature of `fields` (any order; `pg_sig` ignored) for `script`.
-pub fn sign(script: &str, fields: &[(String, String)], secret: &SecretString) -> String {
-    let mut signed: Vec<&(String, String)> =
-        fields.iter().filter(|(name, _)| name != SIG).collect();
-    // A stable sort: fields with the same name keep the order they came in.
-    signed.sort_by(|a, b| a.0.cmp(&b.0));
+pub fn sign<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    script: &str,
+    fields: &[(N, V)],
+    secret: &SecretString,
+) -> String {
+    let mut signed: Vec<(&[u8], &[u8])> = fields
+        .iter()
+        .map(|(name, value)| (name.as_ref(), value.as_ref()))
+        .filter(|(name, _)| *name != SIG.as_bytes())
+        .collect();
+    // A stable sort by the names' bytes (for UTF-8, the same order as by characters): fields
+    // with the same name keep the order they came in.
+    signed.sort_by(|a, b| a.0.cmp(b.0));
     let mut hasher = Md5::new();
     hasher.update(script.as_bytes());
     for (_, value) in signed {
         hasher.update(b";");
-        hasher.update(value.as_bytes());
+        hasher.update(value);
     }
     hasher.update(b";");
     hasher.update(secret.expose_secret().as_bytes());
@@ -31,13 +42,19 @@ pub fn sign(script: &str, fields: &[(String, String)], secret: &SecretString) ->
 
 /// Whether `fields` carry exactly one `pg_sig`, and it is theirs. Compared in constant time;
 /// case matters (the provider sends lowercase hex).
-pub fn verify(script: &str, fields: &[(String, String)], secret: &SecretString) -> bool {
-    let mut given = fields.iter().filter(|(name, _)| name == SIG);
+pub fn verify<N: AsRef<[u8]>, V: AsRef<[u8]>>(
+    script: &str,
+    fields: &[(N, V)],
+    secret: &SecretString,
+) -> bool {
+    let mut given = fields
+        .iter()
+        .filter(|(name, _)| name.as_ref() == SIG.as_bytes());
     let (Some((_, sig)), None) = (given.next(), given.next()) else {
         return false;
     };
     let expected = sign(script, fields, secret);
-    expected.as_bytes().ct_eq(sig.as_bytes()).into()
+    expected.as_bytes().ct_eq(sig.as_ref()).into()
 }
 
 #[cfg(test)]
@@ -115,5 +132,33 @@ mod tests {
         let mut upper = given.clone();
         upper.last_mut().unwrap().1 = sig.to_uppercase();
         assert!(!verify("result", &upper, &secret("k3y")), "not lowercase");
+    }
+
+    #[test]
+    fn values_are_signed_as_the_bytes_sent_whatever_their_encoding() {
+        // "Оплата" in windows-1251: not UTF-8, signed as it came.
+        let cp1251: &[u8] = &[0xCE, 0xEF, 0xEB, 0xE0, 0xF2, 0xE0];
+        let mut given: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (b"pg_description".to_vec(), cp1251.to_vec()),
+            (b"pg_salt".to_vec(), b"abc".to_vec()),
+        ];
+        let mut by_hand = b"result;".to_vec();
+        by_hand.extend_from_slice(cp1251);
+        by_hand.extend_from_slice(b";abc;k3y");
+        let sig = sign("result", &given, &secret("k3y"));
+        assert_eq!(sig, hex::encode(Md5::digest(&by_hand)));
+        given.push((SIG.as_bytes().to_vec(), sig.into_bytes()));
+        assert!(verify("result", &given, &secret("k3y")));
+        // Decoded lossily, the value is another one: the signature no longer holds.
+        let lossy: Vec<(String, String)> = given
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect();
+        assert!(!verify("result", &lossy, &secret("k3y")));
     }
 }

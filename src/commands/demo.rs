@@ -302,11 +302,7 @@ fn listen_for_callbacks(
     engine: &Engine,
     shutdown: &CancellationToken,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let state = CallbackListener {
-        engine: engine.clone(),
-        script_name: demo.callbacks.script_name().into(),
-        secret: demo.callbacks.secret.clone(),
-    };
+    let state = CallbackListener::new(engine.clone(), &demo.callbacks);
     let path = demo.callbacks.path.clone();
     let (limits, shutdown) = (demo.http.limits(), shutdown.clone());
     tokio::spawn(async move { callbacks::serve(listener, &path, state, limits, shutdown).await })

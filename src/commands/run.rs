@@ -51,11 +51,7 @@ pub async fn run(settings: &Settings, once: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on callbacks.listen {addr}"))?;
         let path = settings.callbacks.path.clone();
         tracing::info!(%addr, %path, "accepting Result-URL callbacks");
-        let state = callbacks::CallbackListener {
-            engine: engine.clone(),
-            script_name: settings.callbacks.script_name().into(),
-            secret: settings.callbacks.secret.clone(),
-        };
+        let state = callbacks::CallbackListener::new(engine.clone(), &settings.callbacks);
         let (limits, shutdown) = (settings.http.limits(), shutdown.clone());
         tasks.spawn("callback listener", async move {
             Ok(callbacks::serve(listener, &path, state, limits, shutdown).await?)

@@ -276,6 +276,9 @@ pub enum FlagKind {
     UntrackedPayment,
     /// A callback claimed what the signed Partner API did not confirm.
     CallbackDisagrees,
+    /// A signed callback's claim could not be read (`recon.callbacks.problem`), so it was
+    /// never checked against the poll.
+    CallbackUnreadable,
 }
 
 /// Whether a flag is an exception a person must act on, or an outcome worth recording.
@@ -298,7 +301,7 @@ impl FlagClass {
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 11] = [
+    pub const ALL: [FlagKind; 12] = [
         Self::AmountMismatch,
         Self::CurrencyMismatch,
         Self::OrderMismatch,
@@ -310,6 +313,7 @@ impl FlagKind {
         Self::PaidAfterDeadline,
         Self::UntrackedPayment,
         Self::CallbackDisagrees,
+        Self::CallbackUnreadable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -325,6 +329,7 @@ impl FlagKind {
             Self::PaidAfterDeadline => "paid_after_deadline",
             Self::UntrackedPayment => "untracked_payment",
             Self::CallbackDisagrees => "callback_disagrees",
+            Self::CallbackUnreadable => "callback_unreadable",
         }
     }
 

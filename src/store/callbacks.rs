@@ -1,10 +1,13 @@
-//! Verified Result-URL callbacks (migration `result_callbacks`): stored as received, matched
-//! to their payment, and the payment made due at once.
+//! Verified Result-URL callbacks (migrations `result_callbacks`, `callbacks_as_claimed`):
+//! stored as received, once per claim, matched to their payment, and the payment made due at
+//! once; a payment nobody tracked is tracked, at most `callbacks.max_untracked_per_hour` an
+//! hour.
 
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::StoreError;
-use crate::callbacks::Claim;
+use crate::callbacks::{Claim, Field};
 
 /// The channel a daemon listens on to sweep at once (a callback, a `recheck`).
 pub const WAKE_CHANNEL: &str = "freedompay_recon_wake";
@@ -30,31 +33,52 @@ impl MatchedBy {
     }
 }
 
+/// A verified callback, as received and as read.
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// The query string, as received (`None`: the URL had none).
+    pub raw_query: Option<&'a [u8]>,
+    /// The body, as received (empty for a GET).
+    pub raw_body: &'a [u8],
+    pub fields: &'a [Field],
+    pub claim: &'a Claim,
+}
+
 /// What recording a callback did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
-    /// The same callback was recorded before (a retry or a replay): nothing changed.
+    /// The same claim was recorded before (a retry or a replay): nothing changed.
     Replay,
-    /// A new callback, stored; its payment (if it names one the daemon can track) is due now.
+    /// A new callback, stored as `recon.callbacks` row `id`; its payment (if it names one the
+    /// daemon can track) is due now.
     New {
+        id: i64,
         matched: Option<(String, MatchedBy)>,
     },
+    /// It names a payment nobody tracks, and callbacks started tracking
+    /// `callbacks.max_untracked_per_hour` payments in the last hour: nothing was written.
+    /// `until` is when the next may start (`None` when the cap is 0: never).
+    Capped { until: Option<DateTime<Utc>> },
 }
 
-/// Records one verified callback in one transaction: stored as received (once per
-/// fingerprint), matched by payment id then order id, tracked when nobody did (with an
-/// `untracked_payment` flag), its payment made due now and urgent (kept due if a poll is under
-/// way, as `recheck` does), and every daemon woken through `NOTIFY`. A replay changes nothing.
+/// Records one verified callback in one transaction: stored as received (once per claim:
+/// [`Claim::fingerprint`]), matched by payment id then order id, tracked when nobody did (with
+/// an `untracked_payment` flag; at most `max_untracked_per_hour` an hour, else
+/// [`Recorded::Capped`] and nothing written), its payment made due now and urgent (kept due if
+/// a poll is under way, as `recheck` does), a `callback_unreadable` flag opened on it when the
+/// claim could not be read whole, and every daemon woken through `NOTIFY`. A replay changes
+/// nothing.
 pub async fn record(
     pool: &PgPool,
-    fields: &[(String, String)],
-    fingerprint: &[u8; 32],
-    claim: &Claim,
+    received: Received<'_>,
+    max_untracked_per_hour: u32,
 ) -> Result<Recorded, StoreError> {
+    let claim = received.claim;
+    let fingerprint = &claim.fingerprint[..];
     let mut tx = pool.begin().await?;
     let seen = sqlx::query_scalar!(
         r#"select exists (select 1 from recon.callbacks where fingerprint = $1) as "seen!""#,
-        &fingerprint[..],
+        fingerprint,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -63,13 +87,9 @@ pub async fn record(
     }
     let mut matched: Option<(String, MatchedBy)> = None;
     if let Some(id) = &claim.payment_id {
-        matched = sqlx::query_scalar!(
-            "select payment_id from recon.payments where payment_id = $1 for no key update",
-            id.as_str(),
-        )
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|id| (id, MatchedBy::PaymentId));
+        matched = locked_payment(&mut tx, id.as_str())
+            .await?
+            .map(|id| (id, MatchedBy::PaymentId));
     }
     if matched.is_none()
         && let Some(order_id) = &claim.order_id
@@ -88,10 +108,28 @@ pub async fn record(
     if matched.is_none()
         && let Some(id) = &claim.payment_id
     {
-        matched = Some((
-            track(&mut tx, id.as_str(), claim).await?,
-            MatchedBy::Untracked,
-        ));
+        // One writer at a time counts and starts: the count below sees every payment started
+        // by a transaction that held this lock before (each statement reads what was committed
+        // when it began), so concurrent callbacks cannot all pass the same count.
+        sqlx::query!(
+            "select pg_advisory_xact_lock(hashtext('freedompay-recon untracked callbacks'))"
+        )
+        .execute(&mut *tx)
+        .await?;
+        // Started meanwhile by a callback that held the lock: matched, not started twice.
+        matched = locked_payment(&mut tx, id.as_str())
+            .await?
+            .map(|id| (id, MatchedBy::PaymentId));
+        if matched.is_none() {
+            if let Some(until) = untracked_capped(&mut tx, max_untracked_per_hour).await? {
+                tx.rollback().await?;
+                return Ok(Recorded::Capped { until });
+            }
+            matched = Some((
+                track(&mut tx, id.as_str(), claim).await?,
+                MatchedBy::Untracked,
+            ));
+        }
     }
     if let Some((payment_id, _)) = &matched {
         sqlx::query!(
@@ -107,19 +145,15 @@ pub async fn record(
             .execute(&mut *tx)
             .await?;
     }
-    let pairs: Vec<[&str; 2]> = fields
-        .iter()
-        .map(|(n, v)| [n.as_str(), v.as_str()])
-        .collect();
     let inserted = sqlx::query_scalar!(
         "insert into recon.callbacks
              (fields, fingerprint, pg_payment_id, pg_order_id, claims_paid, amount, currency,
-              payment_id, matched_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+              payment_id, matched_by, raw_query, raw_body, problem)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          on conflict (fingerprint) do nothing
          returning id",
-        serde_json::json!(pairs),
-        &fingerprint[..],
+        crate::callbacks::fields_json(received.fields),
+        fingerprint,
         claim.payment_id.as_ref().map(|id| id.as_str()),
         claim.order_id.as_deref(),
         claim.paid,
@@ -127,16 +161,69 @@ pub async fn record(
         claim.currency.as_deref(),
         matched.as_ref().map(|(id, _)| id.as_str()),
         matched.as_ref().map(|(_, by)| by.as_str()),
+        received.raw_query,
+        received.raw_body,
+        claim.problem.as_deref(),
     )
     .fetch_optional(&mut *tx)
     .await?;
-    if inserted.is_none() {
-        // The same callback, recorded meanwhile by another request: undo ours.
+    let Some(id) = inserted else {
+        // The same claim, recorded meanwhile by another request: undo ours.
         tx.rollback().await?;
         return Ok(Recorded::Replay);
+    };
+    if let (Some(problem), Some((payment_id, _))) = (&claim.problem, &matched) {
+        // The poll still decides the payment, but this claim cannot be checked against it
+        // (callback_disagrees): a person compares the row's raw request with the answer.
+        sqlx::query!(
+            "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+             select $1, 'callback_unreadable', 'a callback the daemon can read', $2, now()
+             where not exists (select 1 from recon.open_flags
+                               where payment_id = $1 and kind = 'callback_unreadable')",
+            payment_id,
+            format!("callback #{id}: {problem}"),
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
-    Ok(Recorded::New { matched })
+    Ok(Recorded::New { id, matched })
+}
+
+/// `payment_id`, locked for this transaction, when it is tracked.
+async fn locked_payment(
+    tx: &mut sqlx::PgConnection,
+    payment_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        "select payment_id from recon.payments where payment_id = $1 for no key update",
+        payment_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?)
+}
+
+/// `Some(until)` when callbacks started `cap` payments or more in the last hour: `until` is when
+/// the `cap`-th newest of them leaves the hour, so the count is below `cap` again (`None`:
+/// never, the cap is 0). `None` when another may start now.
+async fn untracked_capped(
+    tx: &mut sqlx::PgConnection,
+    cap: u32,
+) -> Result<Option<Option<DateTime<Utc>>>, StoreError> {
+    if cap == 0 {
+        return Ok(Some(None));
+    }
+    let until = sqlx::query_scalar!(
+        r#"select received_at + interval '1 hour' as "until!"
+           from recon.callbacks
+           where matched_by = 'untracked' and received_at > now() - interval '1 hour'
+           order by received_at desc
+           offset $1 limit 1"#,
+        i64::from(cap) - 1,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(until.map(Some))
 }
 
 /// Starts tracking a payment only a callback named (no expected amount: nobody said what to

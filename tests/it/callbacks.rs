@@ -64,7 +64,8 @@ impl Drop for Endpoint {
     }
 }
 
-/// Serves the callback endpoint with `app`'s settings (`http.*` limits included).
+/// Serves the callback endpoint with `app`'s settings (`http.*` limits and `callbacks.*`
+/// included), the merchant's key being [`MERCHANT_KEY`].
 pub(crate) async fn endpoint(app: &TestApp) -> Endpoint {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
@@ -72,11 +73,9 @@ pub(crate) async fn endpoint(app: &TestApp) -> Endpoint {
         listener.local_addr().unwrap()
     );
     let stop = CancellationToken::new();
-    let state = CallbackListener {
-        engine: app.engine.clone(),
-        script_name: "result".into(),
-        secret: SecretString::from(MERCHANT_KEY.to_owned()),
-    };
+    let mut settings = app.settings.callbacks.clone();
+    settings.secret = SecretString::from(MERCHANT_KEY.to_owned());
+    let state = CallbackListener::new(app.engine.clone(), &settings);
     let limits = app.settings.http.limits();
     let token = stop.clone();
     tokio::spawn(async move {
@@ -643,4 +642,391 @@ async fn two_instances_share_the_work_callbacks_bring() {
         2,
         "both instances polled: {by_instance:?}"
     );
+}
+
+// ---- Issue 23, items 2 and 6: a callback is what it claims, and every signed one is kept ----
+
+/// `fields` (raw bytes) plus `pg_salt`, form-encoded, with a `pg_sig` computed here by hand as
+/// RESULT_URL.md says (script `result`, the values in the order of their names, the key,
+/// joined with `;`, md5): an independent reading of the protocol, over bytes.
+fn signed_bytes(fields: &[(&str, &[u8])], salt: &str) -> String {
+    use md5::Digest as _;
+    let mut all: Vec<(&str, &[u8])> = fields.to_vec();
+    all.push(("pg_salt", salt.as_bytes()));
+    let mut by_name = all.clone();
+    by_name.sort_by(|a, b| a.0.cmp(b.0));
+    let mut signed = b"result".to_vec();
+    for (_, value) in &by_name {
+        signed.push(b';');
+        signed.extend_from_slice(value);
+    }
+    signed.push(b';');
+    signed.extend_from_slice(MERCHANT_KEY.as_bytes());
+    let sig = hex::encode(md5::Md5::digest(&signed));
+    all.iter()
+        .map(|(name, value)| {
+            format!(
+                "{name}={}",
+                form_urlencoded::byte_serialize(value).collect::<String>()
+            )
+        })
+        .chain([format!("pg_sig={sig}")])
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Whether a form-encoded body carries a signature the merchant's key made: a forgery built
+/// from a genuine callback must still be signed, or its refusal proves nothing.
+fn genuinely_signed(body: &str) -> bool {
+    let fields: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    signature::verify(
+        "result",
+        &fields,
+        &SecretString::from(MERCHANT_KEY.to_owned()),
+    )
+}
+
+/// This process's `freedompay_recon_callbacks_total{outcome}` (0 before the first).
+fn callbacks_counted(outcome: &str) -> f64 {
+    let text = freedompay_recon::monitoring::recorder().render();
+    let sample = format!("freedompay_recon_callbacks_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&sample))
+        .map_or(0.0, |value| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_copies_with_a_renamed_field_are_refused_counted_and_leave_one_row() {
+    freedompay_recon::monitoring::recorder();
+    let app = TestApp::new(paid_scenario("cb-20")).await;
+    app.insert("('cb-20', 5000, 'KZT', 'A-20', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    let genuine = body_of(&paid("cb-20", "A-20"), "s1");
+    assert_eq!(post(&endpoint.url, genuine.clone()).await.0, 200);
+    let refused = callbacks_counted("refused");
+    for i in 1..=200 {
+        // pg_salt is the last name signed; pg_salt_000001… still is: the values keep their
+        // order, so the copy is signed as the provider signed the original.
+        let copy = genuine.replace("pg_salt=", &format!("pg_salt_{i:06}="));
+        assert!(genuinely_signed(&copy), "copy {i} is signed");
+        let (status, text) = post(&endpoint.url, copy).await;
+        assert_eq!(status, 400, "copy {i}: {text}");
+        assert!(
+            text.contains("pg_salt_"),
+            "the answer names the field: {text}"
+        );
+    }
+    assert_eq!(
+        app.count("select count(*) from recon.callbacks").await,
+        1,
+        "only the genuine callback is stored"
+    );
+    assert!(
+        callbacks_counted("refused") - refused >= 200.0,
+        "every copy is counted as refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_pg_payment_id_onto_the_order_ids_value_invents_no_payment() {
+    let app = TestApp::new(Scenario::new()).await;
+    let endpoint = endpoint(&app).await;
+    // The order id arrives first, so the forgeries below keep the values in signed order.
+    let original: Vec<(&'static str, String)> = [
+        ("pg_order_id", "ORD-77"),
+        ("pg_payment_id", "555"),
+        ("pg_amount", "5000.00"),
+        ("pg_currency", "KZT"),
+        ("pg_result", "1"),
+    ]
+    .map(|(n, v)| (n, v.to_owned()))
+    .to_vec();
+    let body = body_of(&original, "s1");
+    // Names in signed order: …, pg_order_id (ORD-77), pg_payment_id (555), pg_result, …
+    // Repeated: pg_payment_id twice, ORD-77 first, 555 second: the same values in order.
+    let repeated = body.replacen("pg_order_id=", "pg_payment_id=", 1);
+    // Renamed: the genuine id moved to a name that sorts right after pg_payment_id.
+    let renamed = body
+        .replacen("pg_payment_id=555", "pg_payment_idx=555", 1)
+        .replacen("pg_order_id=", "pg_payment_id=", 1);
+    for (what, forged) in [("repeated", repeated), ("renamed", renamed)] {
+        assert!(genuinely_signed(&forged), "{what} is still signed");
+        let (status, text) = post(&endpoint.url, forged).await;
+        assert_eq!(status, 400, "{what}: {text}");
+    }
+    assert_eq!(
+        app.count("select count(*) from recon.payments").await,
+        0,
+        "no payment ORD-77 was invented"
+    );
+    assert_eq!(app.count("select count(*) from recon.callbacks").await, 0);
+    assert_eq!(
+        app.count("select count(*) from recon.discrepancies").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_retries_of_one_claim_are_one_row_whatever_else_they_change() {
+    let app = TestApp::new(paid_scenario("cb-21")).await;
+    app.insert("('cb-21', 5000, 'KZT', 'A-21', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    for i in 0..200 {
+        let mut retry = paid("cb-21", "A-21");
+        if i > 0 {
+            // Only the first call can reject (RESULT_URL.md); the same amount, written
+            // another way, is the same claim.
+            retry[5].1 = "0".to_owned();
+            retry[2].1 = if i % 2 == 0 { "5000" } else { "5000.0" }.to_owned();
+        }
+        let (status, text) = post(&endpoint.url, body_of(&retry, &format!("salt-{i}"))).await;
+        assert_eq!(status, 200, "retry {i}: {text}");
+    }
+    assert_eq!(app.count("select count(*) from recon.callbacks").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_with_a_nul_is_recorded_and_answered_200() {
+    let app = TestApp::new(paid_scenario("cb-30")).await;
+    app.insert("('cb-30', 5000, 'KZT', 'A-30', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    let mut fields = paid("cb-30", "A-30");
+    fields.push(("pg_description", "Order\u{0} 30".to_owned()));
+    let body = body_of(&fields, "s1");
+    assert!(body.contains("%00"));
+    let (status, text) = post(&endpoint.url, body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let (raw, fields, matched_by): (Vec<u8>, serde_json::Value, String) =
+        sqlx::query_as("select raw_body, fields, matched_by from recon.callbacks")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(raw, body.as_bytes(), "the request as received");
+    assert_eq!(matched_by, "payment_id");
+    let description = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0] == "pg_description")
+        .unwrap();
+    assert_eq!(
+        description[1],
+        serde_json::json!({ "base64": "T3JkZXIAIDMw" }),
+        "a value jsonb cannot hold is kept as base64: {fields}"
+    );
+    assert_eq!(
+        app.count(
+            "select count(*) from recon.payments where payment_id = 'cb-30'
+               and recheck_requested_at is not null"
+        )
+        .await,
+        1,
+        "and it is the hint it always was"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_signed_over_bytes_that_are_not_utf8_verifies_and_is_kept_losslessly() {
+    let app = TestApp::new(paid_scenario("cb-31")).await;
+    app.insert("('cb-31', 5000, 'KZT', 'A-31', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    // "Оплата" in windows-1251, as a merchant's old shop may pass it on: not UTF-8.
+    let cp1251: &[u8] = &[0xCE, 0xEF, 0xEB, 0xE0, 0xF2, 0xE0];
+    let body = signed_bytes(
+        &[
+            ("pg_payment_id", b"cb-31"),
+            ("pg_order_id", b"A-31"),
+            ("pg_amount", b"5000.00"),
+            ("pg_currency", b"KZT"),
+            ("pg_result", b"1"),
+            ("pg_description", cp1251),
+        ],
+        "s1",
+    );
+    let (status, text) = post(&endpoint.url, body.clone()).await;
+    assert_eq!(status, 200, "{text}");
+    let (raw, fields, problem): (Vec<u8>, serde_json::Value, Option<String>) =
+        sqlx::query_as("select raw_body, fields, problem from recon.callbacks")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(raw, body.as_bytes());
+    let stored = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pair| pair[0] == "pg_description")
+        .unwrap()[1]["base64"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(stored)
+            .unwrap(),
+        cp1251
+    );
+    assert_eq!(problem, None, "nothing the claim reads was unreadable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_the_daemon_cannot_read_is_recorded_answered_200_and_flags_its_payment() {
+    let app = TestApp::new(paid_scenario("cb-32")).await;
+    app.insert(
+        "('cb-32', 5000, 'KZT', 'A-32', now(), null), ('cb-33', 5000, 'KZT', 'A-33', now(), null)",
+    )
+    .await;
+    let endpoint = endpoint(&app).await;
+    let mut unreadable = paid("cb-32", "A-32");
+    unreadable[2].1 = "five thousand".to_owned();
+    let (status, text) = post(&endpoint.url, body_of(&unreadable, "s1")).await;
+    assert_eq!(status, 200, "{text}");
+    // A NUL in the order id of a payment matched by its id.
+    let with_nul = paid("cb-33", "A-\u{0}33");
+    let (status, text) = post(&endpoint.url, body_of(&with_nul, "s1")).await;
+    assert_eq!(status, 200, "{text}");
+
+    let rows: Vec<(i64, String, String)> =
+        sqlx::query_as("select id, payment_id, problem from recon.callbacks order by payment_id")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].2, "pg_amount: \"five thousand\" is not an amount");
+    assert_eq!(rows[1].2, "pg_order_id: holds a NUL");
+    for (id, payment_id, problem) in &rows {
+        assert_eq!(app.open_flags(payment_id).await, ["callback_unreadable"]);
+        let (expected, actual): (String, String) = sqlx::query_as(
+            "select expected, actual from recon.open_discrepancies where payment_id = $1",
+        )
+        .bind(payment_id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+        assert_eq!(expected, "a callback the daemon can read");
+        assert_eq!(actual, format!("callback #{id}: {problem}"));
+    }
+    // The poll still decides.
+    app.sweep().await;
+    assert_eq!(app.status("cb-32").await.as_deref(), Some("success"));
+}
+
+/// This process's `freedompay_recon_callbacks_untracked_capped`.
+fn untracked_capped() -> Option<f64> {
+    let text = freedompay_recon::monitoring::recorder().render();
+    text.lines()
+        .find_map(|line| line.strip_prefix("freedompay_recon_callbacks_untracked_capped "))
+        .map(|value| value.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_start_tracking_at_most_the_hourly_cap_and_the_rest_are_answered_503() {
+    const CAP: usize = 5;
+    freedompay_recon::monitoring::recorder();
+    let app = TestApp::with(
+        Scenario::new(),
+        &[("FREEDOMPAY_RECON__CALLBACKS__MAX_UNTRACKED_PER_HOUR", "5")],
+    )
+    .await;
+    let endpoint = endpoint(&app).await;
+    let capped = callbacks_counted("capped");
+    let mut statuses = Vec::new();
+    for i in 0..CAP + 5 {
+        let body = body_of(&paid(&format!("new-{i}"), &format!("N-{i}")), "s1");
+        statuses.push(post(&endpoint.url, body).await.0);
+    }
+    assert_eq!(statuses, [[200; CAP], [503; 5]].concat());
+    assert_eq!(
+        app.count("select count(*) from recon.payments").await,
+        CAP as i64
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.open_discrepancies where kind = 'untracked_payment'")
+            .await,
+        CAP as i64
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.callbacks").await,
+        CAP as i64,
+        "a capped callback writes nothing"
+    );
+    assert_eq!(callbacks_counted("capped") - capped, 5.0);
+    assert_eq!(untracked_capped(), Some(1.0));
+
+    // A payment already tracked is matched as ever while the cap holds.
+    let mut failed = paid("new-0", "N-0");
+    failed[4].1 = "0".to_owned();
+    assert_eq!(post(&endpoint.url, body_of(&failed, "s2")).await.0, 200);
+
+    // An hour later (the rows aged by hand: they are append-only), the provider's retry of a
+    // capped one starts tracking it, and the gauge says the cap is over.
+    let mut aged = app.pool().begin().await.unwrap();
+    sqlx::query("set local session_replication_role = replica")
+        .execute(&mut *aged)
+        .await
+        .unwrap();
+    sqlx::query("update recon.callbacks set received_at = received_at - interval '61 minutes'")
+        .execute(&mut *aged)
+        .await
+        .unwrap();
+    aged.commit().await.unwrap();
+    let retry = body_of(&paid(&format!("new-{CAP}"), &format!("N-{CAP}")), "s3");
+    assert_eq!(post(&endpoint.url, retry).await.0, 200);
+    assert_eq!(
+        app.open_flags(&format!("new-{CAP}")).await,
+        ["untracked_payment"]
+    );
+    assert_eq!(untracked_capped(), Some(0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_merchants_own_fields_are_accepted_once_configured_and_refused_before() {
+    let mut fields = paid("cb-40", "A-40");
+    fields.push(("basket_id", "B-1".to_owned()));
+    let body = body_of(&fields, "s1");
+    let refusing = TestApp::new(paid_scenario("cb-40")).await;
+    let at_first = endpoint(&refusing).await;
+    let (status, text) = post(&at_first.url, body.clone()).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("\"basket_id\""), "{text}");
+    assert_eq!(
+        refusing.count("select count(*) from recon.callbacks").await,
+        0
+    );
+
+    let app = TestApp::with(
+        paid_scenario("cb-40"),
+        &[("FREEDOMPAY_RECON__CALLBACKS__MERCHANT_FIELDS", "basket_id")],
+    )
+    .await;
+    app.insert("('cb-40', 5000, 'KZT', 'A-40', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    let (status, text) = post(&endpoint.url, body).await;
+    assert_eq!(status, 200, "{text}");
+    let fields: serde_json::Value = sqlx::query_scalar("select fields from recon.callbacks")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert!(
+        fields.to_string().contains(r#"["basket_id","B-1"]"#),
+        "{fields}"
+    );
+    // A signature that fails is a 403 whatever the fields: the field check only ever sees
+    // signed callbacks.
+    let forged = body_of(&fields_with_unknown(), "s1").replace("pg_amount=5000.00", "pg_amount=1");
+    assert_eq!(post(&endpoint.url, forged).await.0, 403);
+}
+
+fn fields_with_unknown() -> Vec<(&'static str, String)> {
+    let mut fields = paid("cb-40", "A-40");
+    fields.push(("pg_unheard_of", "1".to_owned()));
+    fields
 }
