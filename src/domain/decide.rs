@@ -1654,15 +1654,20 @@ mod tests {
     #[test]
     fn after_a_callback_not_found_is_looked_at_again_within_seconds_then_every_minute() {
         let called_back = t0() + TimeDelta::seconds(3);
-        let mut state = tracked();
-        state.callback = Some(CallbackClaim {
-            id: 7,
-            received_at: called_back,
-            paid: Some(true),
-            amount: None,
-            currency: None,
-            after_last_transition: true,
-        });
+        // A payment not polled yet whose callback, received then, says it was paid.
+        let called_back_paid = || {
+            let mut state = tracked();
+            state.callback = Some(CallbackClaim {
+                id: 7,
+                received_at: called_back,
+                paid: Some(true),
+                amount: None,
+                currency: None,
+                after_last_transition: true,
+            });
+            state
+        };
+        let mut state = called_back_paid();
         let policy = Policy::default();
         let mut now = called_back + TimeDelta::milliseconds(50);
         let mut looks = Vec::new();
@@ -1704,15 +1709,7 @@ mod tests {
         assert_eq!(v.next_check_at, Some(t0() + TimeDelta::seconds(33)));
 
         // Still in progress after a callback that says paid: the API lags it the same way.
-        let mut state = tracked();
-        state.callback = Some(CallbackClaim {
-            id: 8,
-            received_at: called_back,
-            paid: Some(true),
-            amount: None,
-            currency: None,
-            after_last_transition: true,
-        });
+        let mut state = called_back_paid();
         let in_progress = PollResult::Invoice(Box::new(invoice("process")));
         let v = decide(
             &state,

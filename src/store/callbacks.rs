@@ -175,15 +175,13 @@ pub async fn record(
     if let (Some(problem), Some((payment_id, _))) = (&claim.problem, &matched) {
         // The poll still decides the payment, but this claim cannot be checked against it
         // (callback_disagrees): a person compares the row's raw request with the answer.
-        sqlx::query!(
-            "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
-             select $1, 'callback_unreadable', 'a callback the daemon can read', $2, now()
-             where not exists (select 1 from recon.open_flags
-                               where payment_id = $1 and kind = 'callback_unreadable')",
+        open_flag_once(
+            &mut tx,
             payment_id,
-            format!("callback #{id}: {problem}"),
+            "callback_unreadable",
+            "a callback the daemon can read",
+            &format!("callback #{id}: {problem}"),
         )
-        .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
@@ -262,15 +260,36 @@ async fn track(
         .as_deref()
         .map(|o| format!(", order {}", crate::text::clean(o, 64)))
         .unwrap_or_default();
+    open_flag_once(
+        tx,
+        payment_id,
+        "untracked_payment",
+        "a payment the merchant enqueued",
+        &format!("a callback: {outcome}{amount}{order}"),
+    )
+    .await?;
+    Ok(payment_id.to_owned())
+}
+
+/// Opens a flag of `kind` on the payment (locked by the caller) unless one is open already.
+async fn open_flag_once(
+    tx: &mut sqlx::PgConnection,
+    payment_id: &str,
+    kind: &str,
+    expected: &str,
+    actual: &str,
+) -> Result<(), StoreError> {
     sqlx::query!(
         "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
-         select $1, 'untracked_payment', 'a payment the merchant enqueued', $2, now()
+         select $1, $2, $3, $4, now()
          where not exists (select 1 from recon.open_flags
-                           where payment_id = $1 and kind = 'untracked_payment')",
+                           where payment_id = $1 and kind = $2)",
         payment_id,
-        format!("a callback: {outcome}{amount}{order}"),
+        kind,
+        expected,
+        actual,
     )
     .execute(&mut *tx)
     .await?;
-    Ok(payment_id.to_owned())
+    Ok(())
 }

@@ -72,6 +72,35 @@ fn mix() -> Mix {
     }
 }
 
+/// Where the simulator sends told stories' callbacks: the daemon's `callbacks.listen`.
+fn callbacks_to(listen: &str, delay: Duration) -> CallbackPlan {
+    CallbackPlan {
+        url: format!("http://{listen}/freedompay/result")
+            .parse()
+            .unwrap(),
+        secret: SecretString::from(MERCHANT_KEY),
+        loss: 0.0,
+        duplicates: 0,
+        delay,
+        settle_after: Duration::ZERO,
+    }
+}
+
+/// Tells the simulator `id`'s story and tracks the payment, created at `created`, for
+/// 100.00 KZT (what the simulator answers).
+async fn track_told(app: &TestApp, id: &str, created: chrono::DateTime<chrono::Utc>, story: Story) {
+    app.sim.tell(id, created, story);
+    sqlx::query(
+        "insert into recon.payments (payment_id, expected_amount, expected_currency, created_at)
+         values ($1, 100.00, 'KZT', $2)",
+    )
+    .bind(id)
+    .bind(created)
+    .execute(app.pool())
+    .await
+    .unwrap();
+}
+
 /// What the daemon did with a day's stories.
 struct Ran {
     requests_per_payment: f64,
@@ -108,16 +137,7 @@ async fn run_against_plan(callbacks: bool) -> (Ran, capacity::Plan, PlanInput) {
 
     app.sim.tell_stories(
         input.mix.clone(),
-        callbacks.then(|| CallbackPlan {
-            url: format!("http://{listen}/freedompay/result")
-                .parse()
-                .unwrap(),
-            secret: SecretString::from(MERCHANT_KEY),
-            loss: 0.0,
-            duplicates: 0,
-            delay: input.mix.callback_delay,
-            settle_after: Duration::ZERO,
-        }),
+        callbacks.then(|| callbacks_to(&listen, input.mix.callback_delay)),
     );
     let daemon: Spawned = app.spawn_daemon(&env_refs);
     app.wait_for_daemon_connection().await;
@@ -130,17 +150,7 @@ async fn run_against_plan(callbacks: bool) -> (Ran, capacity::Plan, PlanInput) {
         let created = start + chrono::TimeDelta::from_std(story.created).unwrap();
         let wait = (created - chrono::Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(wait).await;
-        let id = format!("story-{k:04}");
-        app.sim.tell(&id, created, *story);
-        sqlx::query(
-            "insert into recon.payments (payment_id, expected_amount, expected_currency, created_at)
-             values ($1, 100.00, 'KZT', $2)",
-        )
-        .bind(&id)
-        .bind(created)
-        .execute(app.pool())
-        .await
-        .unwrap();
+        track_told(&app, &format!("story-{k:04}"), created, *story).await;
     }
     // Every story told to its end: no payment is due any more.
     let left = app
@@ -209,19 +219,8 @@ async fn a_callback_that_meets_an_api_still_saying_not_found_is_seen_within_a_mi
         callback_delay: Duration::from_millis(500),
         ..Mix::default()
     };
-    app.sim.tell_stories(
-        mix,
-        Some(CallbackPlan {
-            url: format!("http://{listen}/freedompay/result")
-                .parse()
-                .unwrap(),
-            secret: SecretString::from(MERCHANT_KEY),
-            loss: 0.0,
-            duplicates: 0,
-            delay: Duration::from_millis(500),
-            settle_after: Duration::ZERO,
-        }),
-    );
+    app.sim
+        .tell_stories(mix, Some(callbacks_to(&listen, Duration::from_millis(500))));
     let daemon = app.spawn_daemon(&[
         ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()),
         ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
@@ -234,23 +233,12 @@ async fn a_callback_that_meets_an_api_still_saying_not_found_is_seen_within_a_mi
     tokio::time::sleep(Duration::from_secs(1)).await;
     // Paid 500 ms after its creation, called back 500 ms later; the API knows it at 8.5 s.
     let created = chrono::Utc::now();
-    app.sim.tell(
-        "lagging-1",
-        created,
-        Story {
-            created: Duration::ZERO,
-            fate: capacity::Fate::Paid(Duration::from_millis(500)),
-            called_back: true,
-        },
-    );
-    sqlx::query(
-        "insert into recon.payments (payment_id, expected_amount, expected_currency, created_at)
-         values ('lagging-1', 100.00, 'KZT', $1)",
-    )
-    .bind(created)
-    .execute(app.pool())
-    .await
-    .unwrap();
+    let story = Story {
+        created: Duration::ZERO,
+        fate: capacity::Fate::Paid(Duration::from_millis(500)),
+        called_back: true,
+    };
+    track_told(&app, "lagging-1", created, story).await;
     let paid = app
         .wait_for(
             "select count(*) from recon.payments where payment_id = 'lagging-1' and status = 'success'",
