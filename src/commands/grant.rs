@@ -1,5 +1,6 @@
-//! `grant-reader` and `grant-daemon`: give a PostgreSQL role read-only access to the finance
-//! views, or what running the daemon needs.
+//! `grant-reader`, `grant-finance` and `grant-daemon`: give a PostgreSQL role read-only access
+//! to the finance views, what a person in finance needs (report, resolve flags), or what
+//! running the daemon needs.
 
 use std::process::ExitCode;
 
@@ -56,6 +57,54 @@ pub async fn grant_reader(settings: &Settings, args: GrantReaderArgs) -> anyhow:
         );
     } else {
         outln!("and no table: raw provider bodies stay out of its reach")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct GrantFinanceArgs {
+    /// One person's existing login role (e.g. `create role "anna" login password '…'`): the
+    /// audit trail records this role for what they resolve, so give each person their own.
+    pub role: String,
+}
+
+/// Run by the migrating role: a person's role may report and resolve flags, and nothing else.
+pub async fn grant_finance(
+    settings: &Settings,
+    args: GrantFinanceArgs,
+) -> anyhow::Result<ExitCode> {
+    use store::finance::{finance_grants, quote_ident, role_reach};
+
+    let pool = store::connect_to_schema(&settings.database).await?;
+    let role = crate::text::escape_invisible(&quote_ident(&args.role)).into_owned();
+    let reach = role_reach(&pool, &args.role).await?;
+    anyhow::ensure!(
+        reach.exists,
+        "role {role} does not exist; create one for the person, e.g. create role {role} login password '…'"
+    );
+    anyhow::ensure!(
+        !reach.built_in && !reach.superuser,
+        "role {role} is a superuser or one of PostgreSQL's built-in roles: it is no one person's,          and a trail naming it proves nothing; nothing was granted. Create a role for the person"
+    );
+    // A role others log in through records no one in particular: the trail names the role.
+    if !reach.login_members.is_empty() {
+        let members: Vec<String> = reach
+            .login_members
+            .iter()
+            .map(|m| crate::text::escape_invisible(&quote_ident(m)).into_owned())
+            .collect();
+        anyhow::bail!(
+            "role {role} has login roles as members ({}): the audit trail would record {role} for              any of them; nothing was granted. Grant to each person's own role",
+            members.join(", ")
+        );
+    }
+    store::finance::grant_finance(&pool, &args.role)
+        .await
+        .context(
+            "could not grant; run this as the role that ran `migrate` (it owns schema recon)",
+        )?;
+    for statement in finance_grants(&args.role) {
+        outln!("{};", crate::text::escape_invisible(&statement))?;
     }
     Ok(ExitCode::SUCCESS)
 }

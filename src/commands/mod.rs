@@ -52,7 +52,7 @@ pub use bench::BenchArgs;
 pub use demo::DemoArgs;
 pub use digest::DigestArgs;
 pub use enqueue::EnqueueArgs;
-pub use grant::{GrantDaemonArgs, GrantReaderArgs};
+pub use grant::{GrantDaemonArgs, GrantFinanceArgs, GrantReaderArgs};
 pub use import::ImportArgs;
 pub use plan::PlanArgs;
 pub use recheck::RecheckArgs;
@@ -141,6 +141,10 @@ pub enum Command {
     Recheck(RecheckArgs),
     /// Give a PostgreSQL role read-only access to the finance views and nothing else.
     GrantReader(GrantReaderArgs),
+    /// Give one person's PostgreSQL role what finance work needs: report and resolve flags,
+    /// and nothing else (no write to payments); what they resolve records that role. Run it
+    /// as the role that ran `migrate`. Prints the statements.
+    GrantFinance(GrantFinanceArgs),
     /// Give a PostgreSQL role what running the daemon needs (not `migrate`); run it as the
     /// role that ran `migrate`. Prints the statements.
     GrantDaemon(GrantDaemonArgs),
@@ -179,6 +183,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Resolve(args) => resolve::resolve(settings, args).await,
         Command::Recheck(args) => recheck::recheck(settings, args).await,
         Command::GrantReader(args) => grant::grant_reader(settings, args).await,
+        Command::GrantFinance(args) => grant::grant_finance(settings, args).await,
         Command::GrantDaemon(args) => grant::grant_daemon(settings, args).await,
         Command::Archive(args) => archive::archive(settings, args).await,
     }

@@ -19,12 +19,7 @@ pub async fn resolve_flag(
     // The payment first, then its flag: the order the daemon's writes take them in, so the
     // two never wait on each other in a circle.
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "select 1 as locked from recon.payments where payment_id = $1 for no key update",
-        payment_id.as_str(),
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
+    lock_payments(&mut tx, &[payment_id.as_str()]).await?;
     let result = sqlx::query!(
         "update recon.discrepancies
          set resolved_at = now(), resolved_by = $3, resolution = $4
@@ -38,6 +33,16 @@ pub async fn resolve_flag(
     .await?;
     tx.commit().await?;
     Ok(result.rows_affected() == 1)
+}
+
+/// Locks the payments (in id order) before their flags change: the order the daemon's writes
+/// take them in, so the two never wait on each other in a circle. Through
+/// `recon.lock_payments`, so a role that may resolve flags needs no write on payments.
+async fn lock_payments(conn: &mut sqlx::PgConnection, ids: &[&str]) -> Result<(), StoreError> {
+    sqlx::query!("select recon.lock_payments($1)", ids as &[&str])
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Which open flags `resolve --all` closes.
@@ -61,25 +66,15 @@ pub async fn resolve_selected(
     dry_run: bool,
 ) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
-    // The payments first, in one order, then their flags (as `resolve_flag`).
-    let ids: Vec<String> = sqlx::query_scalar!(
-        r#"select p.payment_id as "payment_id!"
-           from recon.payments p
-           where p.payment_id in (
-                   select d.payment_id from recon.discrepancies d
-                   where d.kind = $1 and d.resolved_at is null
-                     and d.detected_at >= coalesce(recon.day_start($3::date), '-infinity')
-                     and d.detected_at < coalesce(recon.day_start($4::date + 1), 'infinity'))
-             and ($2::text is null or coalesce(p.status, 'no_answer') = $2)
-           order by p.payment_id
-           for no key update"#,
-        selection.kind.as_str(),
-        selection.status.as_deref(),
-        selection.from,
-        selection.to,
+    // The payments first, in one order, then their flags (as `resolve_flag`); the selection
+    // is read again once they are locked, so it is the one the update applies to.
+    let candidates = selected_payments(&mut tx, selection).await?;
+    lock_payments(
+        &mut tx,
+        &candidates.iter().map(String::as_str).collect::<Vec<_>>(),
     )
-    .fetch_all(&mut *tx)
     .await?;
+    let ids = selected_payments(&mut tx, selection).await?;
     if dry_run {
         tx.rollback().await?;
         return Ok(ids.len() as u64);
@@ -101,6 +96,30 @@ pub async fn resolve_selected(
     .await?;
     tx.commit().await?;
     Ok(result.rows_affected())
+}
+
+/// The payments with an open flag `selection` matches, in id order.
+async fn selected_payments(
+    conn: &mut sqlx::PgConnection,
+    selection: &FlagSelection,
+) -> Result<Vec<String>, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"select p.payment_id as "payment_id!"
+           from recon.payments p
+           where p.payment_id in (
+                   select d.payment_id from recon.discrepancies d
+                   where d.kind = $1 and d.resolved_at is null
+                     and d.detected_at >= coalesce(recon.day_start($3::date), '-infinity')
+                     and d.detected_at < coalesce(recon.day_start($4::date + 1), 'infinity'))
+             and ($2::text is null or coalesce(p.status, 'no_answer') = $2)
+           order by p.payment_id"#,
+        selection.kind.as_str(),
+        selection.status.as_deref(),
+        selection.from,
+        selection.to,
+    )
+    .fetch_all(conn)
+    .await?)
 }
 
 /// One row of a list of flags to close (`resolve --from-csv`): the flag and why.
@@ -148,13 +167,7 @@ pub async fn resolve_listed(
     let flag_ids: Vec<Option<i64>> = rows.iter().map(|r| r.flag_id).collect();
     let notes: Vec<&str> = rows.iter().map(|r| r.note.as_str()).collect();
     let mut tx = pool.begin().await?;
-    sqlx::query!(
-        "select 1 as locked from recon.payments where payment_id = any($1)
-         order by payment_id for no key update",
-        &ids as &[&str],
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    lock_payments(&mut tx, &ids).await?;
     let matched = sqlx::query!(
         r#"select l.line as "line!", f.id as "flag_id?", f.resolved_by
            from unnest($1::int8[], $2::text[], $3::text[], $4::int8[], $5::text[])
@@ -359,17 +372,14 @@ pub async fn role_reach(pool: &PgPool, role: &str) -> Result<RoleReach, StoreErr
 /// everything is not limited by this.
 pub async fn grant_reader(pool: &PgPool, role: &str) -> Result<(), StoreError> {
     let quoted = quote_ident(role);
-    let mut tx = pool.begin().await?;
-    for statement in [
-        format!("grant usage on schema recon to {quoted}"),
-        format!("grant select on {} to {quoted}", READER_VIEWS.join(", ")),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
+    apply(
+        pool,
+        vec![
+            format!("grant usage on schema recon to {quoted}"),
+            format!("grant select on {} to {quoted}", READER_VIEWS.join(", ")),
+        ],
+    )
+    .await
 }
 
 /// The grants a role needs to run the daemon and the intake and finance commands (not
@@ -400,6 +410,8 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              lease_owner, lease_expires_at) on recon.events to {role}"
         ),
         format!("grant usage on sequence recon.lease_tokens to {role}"),
+        // `resolve` locks a flag's payment before the flag (migration `audit_trail`).
+        format!("grant execute on function recon.lock_payments(text[]) to {role}"),
         // Result-URL callbacks: stored by the listener, read by the claim (cross-check).
         format!("grant select, insert on recon.callbacks to {role}"),
         // Maintenance: monthly partitions ahead, event retention, the summary's rollup.
@@ -412,10 +424,43 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
     ]
 }
 
-/// Applies [`daemon_grants`] in one transaction.
-pub async fn grant_daemon(pool: &PgPool, role: &str) -> Result<(), StoreError> {
+/// The grants a person's role needs to report, resolve flags and close months, and nothing
+/// else: the finance views (as [`grant_reader`]), the flags themselves (read, and only their
+/// resolution written), the payment and transition columns the flag list reads (no raw
+/// provider body, no write), and locking a payment before its flag.
+/// Resolutions written through it record the role (`resolved_role`), whatever `--by` says.
+pub fn finance_grants(role: &str) -> Vec<String> {
+    let role = quote_ident(role);
+    vec![
+        format!("grant usage on schema recon to {role}"),
+        format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
+        format!("grant select on recon.discrepancies, recon.open_flags to {role}"),
+        // What the flag list and `resolve --all` read of a payment: never a raw body.
+        format!(
+            "grant select (payment_id, order_id, created_at, status, deadline_missed_at, \
+             expected_amount, expected_currency, amount, currency) on recon.payments to {role}"
+        ),
+        // A payment's status at the end of a day (`report --flags --as-of`).
+        format!(
+            "grant select (payment_id, observation_no, to_status, observed_at) \
+             on recon.status_transitions to {role}"
+        ),
+        format!(
+            "grant update (resolved_at, resolved_by, resolution) on recon.discrepancies to {role}"
+        ),
+        format!("grant execute on function recon.lock_payments(text[]) to {role}"),
+    ]
+}
+
+/// Applies [`finance_grants`] in one transaction.
+pub async fn grant_finance(pool: &PgPool, role: &str) -> Result<(), StoreError> {
+    apply(pool, finance_grants(role)).await
+}
+
+/// Runs grant statements in one transaction.
+async fn apply(pool: &PgPool, statements: Vec<String>) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
-    for statement in daemon_grants(role) {
+    for statement in statements {
         sqlx::query(sqlx::AssertSqlSafe(statement))
             .execute(&mut *tx)
             .await?;
@@ -424,8 +469,25 @@ pub async fn grant_daemon(pool: &PgPool, role: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Applies [`daemon_grants`] in one transaction.
+pub async fn grant_daemon(pool: &PgPool, role: &str) -> Result<(), StoreError> {
+    apply(pool, daemon_grants(role)).await
+}
+
 #[cfg(test)]
 mod tests {
+    /// docs/finance.md prints what `grant-finance` runs: it must not drift from the code.
+    #[test]
+    fn finance_md_shows_every_finance_grant() {
+        let doc = include_str!("../../docs/finance.md");
+        for statement in super::finance_grants("anna_finance") {
+            assert!(
+                doc.contains(&format!("{statement};\n")),
+                "docs/finance.md lacks: {statement};"
+            );
+        }
+    }
+
     /// docs/operations.md prints what `grant-daemon` runs: it must not drift from the code.
     #[test]
     fn operations_md_shows_every_daemon_grant() {

@@ -383,3 +383,124 @@ async fn grant_daemon_refuses_built_in_roles_superusers_and_shared_roles_unless_
     let TestApp { db, .. } = app;
     roles.drop_all(&db).await;
 }
+
+/// Issue 24, item 3: `grant-finance` lets one person's role report and resolve flags, and
+/// nothing else; what it resolves records that role whatever `--by` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finance_role_reports_and_resolves_recording_its_role_and_cannot_change_payments() {
+    let app = TestApp::new(Scenario::new()).await;
+    let roles = Roles::create(&app.db.pool, &["anna", "shared", "member"]).await;
+    let (anna, shared, member) = (
+        roles.names[0].clone(),
+        roles.names[1].clone(),
+        roles.names[2].clone(),
+    );
+    app.insert(
+        "('fin-1', 100, 'KZT', 'A-1', now(), null), ('fin-2', 100, 'KZT', 'A-2', now(), null), \
+         ('fin-3', 100, 'KZT', 'A-3', now(), null)",
+    )
+    .await;
+    sqlx::query(
+        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+         select payment_id, 'amount_mismatch', '100 KZT', '90 KZT', now()
+         from recon.payments where payment_id like 'fin-%'",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+
+    let granted = app.run(&["grant-finance", &anna]).await;
+    let statements = assert_ok(&granted, "grant-finance as the owner");
+    assert!(statements.contains("grant update (resolved_at, resolved_by, resolution)"));
+    // A role others log in through is no one person's.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "grant \"{shared}\" to \"{member}\""
+    )))
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let refused = app.run(&["grant-finance", &shared]).await;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("login roles as members"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let refused = app.run(&["grant-finance", "postgres"]).await;
+    assert_eq!(refused.status.code(), Some(1));
+
+    let as_anna = app.db.url_as(&anna);
+    let env = [("DATABASE_URL", as_anna.as_str())];
+    for args in [
+        &["report"][..],
+        &["report", "--detail", "--format", "csv"],
+        &["report", "--flags", "--format", "csv"],
+    ] {
+        assert_ok(&run_binary(args, &env).await, &args.join(" "));
+    }
+    let today = chrono::Utc::now().date_naive().to_string();
+    let as_of = ["report", "--flags", "--as-of", today.as_str()];
+    assert_ok(&run_binary(&as_of, &env).await, "report --flags --as-of");
+    let resolve = [
+        "resolve",
+        "fin-1",
+        "--kind",
+        "amount_mismatch",
+        "--note",
+        "customer paid the rest in cash",
+        "--by",
+        "b.sadykova",
+    ];
+    assert_ok(&run_binary(&resolve, &env).await, "resolve as anna");
+    let all = [
+        "resolve",
+        "--all",
+        "--kind",
+        "amount_mismatch",
+        "--note",
+        "agreed discount",
+    ];
+    assert_ok(&run_binary(&all, &env).await, "resolve --all as anna");
+
+    let recorded: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "select payment_id, resolved_by, resolved_role from recon.discrepancies
+         where payment_id like 'fin-%' order by payment_id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(recorded.len(), 3);
+    assert_eq!(
+        (recorded[0].1.as_str(), recorded[0].2.as_deref()),
+        ("b.sadykova", Some(anna.as_str())),
+        "the name given, on behalf of, beside the role that wrote it"
+    );
+    assert!(
+        recorded
+            .iter()
+            .all(|r| r.2.as_deref() == Some(anna.as_str()))
+    );
+
+    // Nothing else: no payment written, no event forged, no flag rewritten.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&as_anna)
+        .await
+        .unwrap();
+    for statement in [
+        "insert into recon.payments (payment_id) values ('forged')",
+        "update recon.payments set expected_amount = 1 where payment_id = 'fin-1'",
+        "insert into recon.events (type, payment_id, occurred_at, payload) values ('flag_opened', 'fin-1', now(), '{}')",
+        "update recon.discrepancies set actual = 'x' where payment_id = 'fin-2'",
+        "select last_body from recon.payments limit 1",
+    ] {
+        let error = sqlx::query(statement).execute(&pool).await.unwrap_err();
+        assert!(
+            error.to_string().contains("permission denied"),
+            "{statement}: {error}"
+        );
+    }
+    pool.close().await;
+    let app_db = app.db;
+    roles.drop_all(&app_db).await;
+}
