@@ -29,6 +29,10 @@ pub struct ReportArgs {
     /// cells and a decimal comma (implies --format csv).
     #[arg(long, conflicts_with = "format")]
     pub excel: bool,
+    /// A reporting month (YYYY-MM, in recon.timezone): the payments of that month (by the
+    /// day of --by); with --flags, the flags of that month's payments, whenever they opened.
+    #[arg(long, value_parser = crate::reporting::parse_month, conflicts_with_all = ["from", "to"])]
+    pub month: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
     /// First reporting day, inclusive (YYYY-MM-DD); with --flags, of the day a flag opened.
     #[arg(long, value_parser = crate::reporting::parse_date)]
     pub from: Option<chrono::NaiveDate>,
@@ -89,12 +93,18 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             to: args.to,
             status: args.status.clone(),
             currency,
+            payment_from: args.month.map(|(first, _)| first),
+            payment_to: args.month.map(|(_, last)| last),
         })
     } else {
+        let (from, to) = match args.month {
+            Some((first, last)) => (Some(first), Some(last)),
+            None => (args.from, args.to),
+        };
         let filter = ReportFilter {
             basis: args.by,
-            from: args.from,
-            to: args.to,
+            from,
+            to,
             currency,
             status: args.status.clone(),
             flag: args.flag,

@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use crate::store::StoreError;
 use crate::store::report::{
     AgeBuckets, ClassFilter, DayBasis, DetailRow, FlagFilter, FlagRow, ReportFilter, SummaryRow,
-    detail_rows, flag_rows, open_action_ages, summary_rows,
+    detail_rows, flag_rows, open_action_ages_of, summary_rows,
 };
 use crate::text::{escape_invisible, for_spreadsheet};
 
@@ -314,6 +314,7 @@ impl ReportRow for FlagRow {
         "received_currency",
         "invoice_amount",
         "invoice_currency",
+        "payment_day",
         "note",
     ];
     const TABLE: &'static [(&'static str, usize, Cell)] = &[
@@ -359,6 +360,7 @@ impl ReportRow for FlagRow {
             text(&self.received_currency),
             opt(self.invoice_amount, decimal),
             text(&self.invoice_currency),
+            self.payment_day.to_string(),
             // For a person's note: `resolve --from-csv` reads it back.
             String::new(),
         ]
@@ -556,9 +558,10 @@ pub async fn write_report<W: Write>(
             let empty = (sink.rows == 0).then(|| no_payments(filter));
             let mut footer: Vec<String> = empty.iter().cloned().collect();
             if format == Format::Table {
-                let ages = open_action_ages(pool).await?;
+                // What the filters select: the queue of the payments shown, not all of it.
+                let ages = open_action_ages_of(pool, filter).await?;
                 footer.push(format!(
-                    "open flags needing a person now: {} ({})",
+                    "open flags needing a person now, on these payments: {} ({})",
                     ages.total(),
                     ages.describe()
                 ));
@@ -623,10 +626,24 @@ fn describe_flags(filter: &FlagFilter) -> String {
         ClassFilter::All => "flags",
     };
     let kind = filter.kind.map_or(String::new(), |k| format!(" ({k})"));
+    let payments = match (filter.payment_from, filter.payment_to) {
+        (None, None) => String::new(),
+        (from, to) => format!(" on payments created{}", period(from, to)),
+    };
     match filter.as_of {
-        Some(day) => format!("{class}{kind} open at the end of {day}"),
-        None => format!("open {class}{kind}"),
+        Some(day) => format!("{class}{kind}{payments} open at the end of {day}"),
+        None => format!("open {class}{kind}{payments}"),
     }
+}
+
+/// `YYYY-MM`: the month's first and last day.
+pub fn parse_month(raw: &str) -> Result<(NaiveDate, NaiveDate), String> {
+    let first = NaiveDate::parse_from_str(&format!("{}-01", raw.trim()), "%Y-%m-%d")
+        .map_err(|_| "not a month; use YYYY-MM (e.g. 2026-11)".to_owned())?;
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .ok_or_else(|| "not a month; use YYYY-MM (e.g. 2026-11)".to_owned())?;
+    Ok((first, next.pred_opt().unwrap_or(first)))
 }
 
 /// `YYYY-MM-DD`.

@@ -143,6 +143,9 @@ pub struct FlagRow {
     pub actual: Option<String>,
     pub follows_id: Option<i64>,
     pub order_id: Option<String>,
+    /// The payment's reporting day (its `created_at` in the reporting zone): the day, and
+    /// month, whose figures the flag is about.
+    pub payment_day: NaiveDate,
     /// The payment's status then (now, or at the end of the `--as-of` day).
     pub status: Option<String>,
     pub outcome: String,
@@ -186,6 +189,10 @@ pub struct FlagFilter {
     pub to: Option<NaiveDate>,
     pub status: Option<String>,
     pub currency: Option<String>,
+    /// First and last reporting day of the flag's payment (`--month`), whenever the flag
+    /// opened.
+    pub payment_from: Option<NaiveDate>,
+    pub payment_to: Option<NaiveDate>,
 }
 
 /// How old open flags are: under 1 day, 1 to 3 days, 3 to 7 days, 7 days or more.
@@ -252,6 +259,62 @@ pub async fn open_action_ages(pool: &PgPool) -> Result<AgeBuckets, StoreError> {
     .await?)
 }
 
+/// Open `action` flags now, by age, of the payments `filter` selects (the summary's footer:
+/// what the report shows, not the whole queue). Without any filter, [`open_action_ages`].
+pub async fn open_action_ages_of(
+    pool: &PgPool,
+    filter: &ReportFilter,
+) -> Result<AgeBuckets, StoreError> {
+    let unfiltered = filter.from.is_none()
+        && filter.to.is_none()
+        && filter.currency.is_none()
+        && filter.status.is_none()
+        && filter.flag.is_none();
+    if unfiltered {
+        return open_action_ages(pool).await;
+    }
+    let [one, three, seven] = AgeBuckets::EDGES_DAYS.map(|d| d * 86_400);
+    Ok(sqlx::query_as!(
+        AgeBuckets,
+        r#"with selected as (
+               select d.detected_at
+               from recon.discrepancies d
+               join recon.flag_kinds k using (kind)
+               join recon.payments p using (payment_id)
+               cross join lateral (select case $4::text when 'settled' then p.settled_at
+                                                        else p.created_at end as at) b
+               where d.resolved_at is null and k.class = 'action'
+                 and b.at >= coalesce(recon.day_start($5::date), '-infinity')
+                 and b.at < coalesce(recon.day_start($6::date + 1), 'infinity')
+                 and ($7::text is null or $7 in (p.currency, p.expected_currency))
+                 and ($8::text is null or coalesce(p.status, 'no_answer') = $8)
+                 and ($9::text is null or $9 = any (p.open_flags))
+           )
+           select count(*) filter (where detected_at > now() - $1 * interval '1 second')
+                      as "under_1_day!",
+                  count(*) filter (where detected_at <= now() - $1 * interval '1 second'
+                                     and detected_at > now() - $2 * interval '1 second')
+                      as "days_1_to_3!",
+                  count(*) filter (where detected_at <= now() - $2 * interval '1 second'
+                                     and detected_at > now() - $3 * interval '1 second')
+                      as "days_3_to_7!",
+                  count(*) filter (where detected_at <= now() - $3 * interval '1 second')
+                      as "over_7_days!"
+           from selected"#,
+        one as f64,
+        three as f64,
+        seven as f64,
+        filter.basis.as_str(),
+        filter.from,
+        filter.to,
+        filter.currency.as_deref(),
+        filter.status.as_deref(),
+        filter.flag.map(FlagKind::as_str),
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// The first instant after a reporting day, in the reporting zone.
 pub async fn day_end(pool: &PgPool, day: NaiveDate) -> Result<DateTime<Utc>, StoreError> {
     Ok(
@@ -280,6 +343,8 @@ pub async fn flag_rows<'a>(
         filter.to,
         filter.status.as_deref(),
         filter.currency.as_deref(),
+        filter.payment_from,
+        filter.payment_to,
     )
     .fetch(pool))
 }

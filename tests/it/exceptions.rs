@@ -194,11 +194,17 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
         header,
         "flag_id,payment_id,kind,class,opened_at,opened_day,age_days,expected,actual,follows_id,\
          order_id,status,outcome,expected_amount,expected_currency,received_amount,\
-         received_currency,invoice_amount,invoice_currency,note"
+         received_currency,invoice_amount,invoice_currency,payment_day,note"
     );
     assert!(csv.contains(",short-1,amount_mismatch,action,"), "{csv}");
+    let today: String = sqlx::query_scalar("select recon.report_day(now())::text")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
     assert!(
-        csv.contains(",0,100,90.00,,-7781,success,paid,100,KZT,90.00,KZT,90.00,KZT,\r\n"),
+        csv.contains(&format!(
+            ",0,100,90.00,,-7781,success,paid,100,KZT,90.00,KZT,90.00,KZT,{today},\r\n"
+        )),
         "an order id that is a plain number is not guarded: {csv}"
     );
     assert!(!csv.contains("expired"), "not an exception: {csv}");
@@ -316,7 +322,7 @@ async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_n
     // One bad row: line-numbered, and no flag is closed.
     let bad = dir.path().join("bad.csv");
     let mut broken = with_notes(&text, ';');
-    broken.push_str("99;short-1;amount_mismatch;;;;;;;;;;;;;;;;;\r\n");
+    broken.push_str("99;short-1;amount_mismatch;;;;;;;;;;;;;;;;;;\r\n");
     std::fs::write(&bad, &broken).unwrap();
     let refused = app
         .run(&["resolve", "--from-csv", bad.to_str().unwrap()])

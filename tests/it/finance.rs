@@ -231,7 +231,7 @@ async fn the_daily_summary_in_csv_has_stable_columns_and_exact_sums() {
     );
     assert!(!text.contains("error"), "{text}");
     assert!(
-        text.contains("open flags needing a person now: 1 (under 1 day 1,"),
+        text.contains("open flags needing a person now, on these payments: 1 (under 1 day 1,"),
         "{text}"
     );
     let empty_table = run(&app, &["report", "--from", "2025-07-12"], None).await;

@@ -23,6 +23,7 @@ mod leases;
 mod listener;
 mod migrations;
 mod monitoring;
+mod month_end;
 mod output;
 mod pacing;
 mod partitions;

@@ -1,12 +1,14 @@
 -- Flags open now (`$1` null), or open at the instant `$1` (the end of a day: from history,
 -- with each payment's status at that instant), oldest first. `$2` class (null: any), `$3`
 -- kind, `$4`/`$5` first and last day the flag was opened (null: open), `$6` status, `$7`
--- currency (expected or invoiced).
+-- currency (expected or invoiced), `$8`/`$9` first and last day of the payment (its
+-- created_at's reporting day; null: open), whenever its flag opened.
 select d.id as "flag_id!", d.payment_id as "payment_id!", d.kind as "kind!",
        k.class as "class!", d.detected_at as "opened_at!",
        recon.report_day(d.detected_at) as "opened_day!",
        extract(epoch from coalesce($1, now()) - d.detected_at)::int8 as "age_seconds!",
        d.expected, d.actual, d.follows_id, p.order_id,
+       recon.report_day(p.created_at) as "payment_day!",
        s.status, recon.outcome(s.status, s.deadline_missed_at) as "outcome!",
        p.expected_amount, p.expected_currency,
        case when s.status = 'success' then p.amount end as received_amount,
@@ -33,4 +35,6 @@ where (($1::timestamptz is null and d.resolved_at is null)
   and d.detected_at < coalesce(recon.day_start($5::date + 1), 'infinity')
   and ($6::text is null or coalesce(s.status, 'no_answer') = $6)
   and ($7::text is null or $7 in (p.currency, p.expected_currency))
+  and p.created_at >= coalesce(recon.day_start($8::date), '-infinity')
+  and p.created_at < coalesce(recon.day_start($9::date + 1), 'infinity')
 order by d.detected_at, d.id
