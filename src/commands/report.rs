@@ -13,7 +13,7 @@ use crate::settings::Settings;
 use crate::store;
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("what").args(["detail", "flags"]))]
+#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions"]))]
 pub struct ReportArgs {
     /// List payments instead of the daily summary.
     #[arg(long)]
@@ -23,6 +23,11 @@ pub struct ReportArgs {
     /// `resolve --from-csv`).
     #[arg(long)]
     pub flags: bool,
+    /// List the flags resolved from --from to --to (the day they were resolved), in order:
+    /// the flag, its payment and kind, the database role that resolved it and the name it
+    /// was resolved on behalf of (--by), when and the note. For an auditor.
+    #[arg(long, conflicts_with_all = ["month", "by", "currency", "status", "flag", "class", "as_of"])]
+    pub resolutions: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::reporting::Format,
     /// CSV for Excel in Russian or Kazakh locales: a UTF-8 byte-order mark, `;` between
@@ -78,7 +83,12 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
     }
     let format = if args.excel { Format::Csv } else { args.format };
     let currency = args.currency.map(|c| c.to_string());
-    let kind = if args.flags {
+    let kind = if args.resolutions {
+        ReportKind::Resolutions {
+            from: args.from,
+            to: args.to,
+        }
+    } else if args.flags {
         use store::report::ClassFilter;
         // `--flag lifetime_exceeded` alone lists those flags, not an empty action queue.
         let class = args.class.unwrap_or(match args.flag.map(FlagKind::class) {

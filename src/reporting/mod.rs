@@ -22,8 +22,8 @@ use sqlx::PgPool;
 
 use crate::store::StoreError;
 use crate::store::report::{
-    AgeBuckets, ClassFilter, DayBasis, DetailRow, FlagFilter, FlagRow, ReportFilter, SummaryRow,
-    detail_rows, flag_rows, open_action_ages_of, summary_rows,
+    AgeBuckets, ClassFilter, DayBasis, DetailRow, FlagFilter, FlagRow, ReportFilter, ResolutionRow,
+    SummaryRow, detail_rows, flag_rows, open_action_ages_of, resolution_rows, summary_rows,
 };
 use crate::text::{escape_invisible, for_spreadsheet};
 
@@ -367,6 +367,63 @@ impl ReportRow for FlagRow {
     }
 }
 
+impl ReportRow for ResolutionRow {
+    const COLUMNS: &'static [&'static str] = &[
+        "flag_id",
+        "payment_id",
+        "payment_day",
+        "kind",
+        "class",
+        "opened_at",
+        "resolved_at",
+        "resolved_day",
+        "resolved_role",
+        "resolved_by",
+        "resolution",
+        "expected",
+        "actual",
+    ];
+    const TABLE: &'static [(&'static str, usize, Cell)] = &[
+        ("resolved_day", 12, Cell::Text),
+        ("payment_id", 22, Cell::Text),
+        ("kind", 20, Cell::Text),
+        ("role", 14, Cell::Text),
+        ("on behalf of", 14, Cell::Text),
+        ("note", 30, Cell::Text),
+    ];
+    const TEXT_COLUMNS: &'static [usize] = &[1, 3, 4, 8, 9, 10, 11, 12];
+    const AMOUNT_COLUMNS: &'static [usize] = &[];
+
+    fn table_cells(&self) -> Vec<String> {
+        vec![
+            self.resolved_day.to_string(),
+            self.payment_id.clone(),
+            self.kind.clone(),
+            text(&self.resolved_role),
+            self.resolved_by.clone(),
+            self.resolution.clone(),
+        ]
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.flag_id.to_string(),
+            self.payment_id.clone(),
+            self.payment_day.to_string(),
+            self.kind.clone(),
+            self.class.clone(),
+            timestamp(self.opened_at),
+            timestamp(self.resolved_at),
+            self.resolved_day.to_string(),
+            text(&self.resolved_role),
+            self.resolved_by.clone(),
+            self.resolution.clone(),
+            text(&self.expected),
+            text(&self.actual),
+        ]
+    }
+}
+
 /// How CSV is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CsvStyle {
@@ -513,6 +570,12 @@ pub enum ReportKind {
     Detail(ReportFilter),
     /// One line per flag: the exception queue, or the flags open at the end of a day.
     Flags(FlagFilter),
+    /// One line per resolved flag, resolved from the first to the last day given: the audit
+    /// trail of the exception queue.
+    Resolutions {
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    },
 }
 
 /// What to report.
@@ -581,6 +644,24 @@ pub async fn write_report<W: Write>(
             let footer = match &empty {
                 Some(line) => vec![line.clone()],
                 None => vec![format!("{} {what}: {}", ages.total(), ages.describe())],
+            };
+            (sink.finish(&footer)?, empty)
+        }
+        ReportKind::Resolutions { from, to } => {
+            let mut sink = Sink::new::<ResolutionRow>(format, style, out)?;
+            let mut rows = resolution_rows(pool, *from, *to);
+            while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+                sink.row(&row)?;
+            }
+            let empty =
+                (sink.rows == 0).then(|| format!("no flags resolved{}", period(*from, *to)));
+            let footer = match &empty {
+                Some(line) => vec![line.clone()],
+                None => vec![format!(
+                    "{} flags resolved{}",
+                    sink.rows,
+                    period(*from, *to)
+                )],
             };
             (sink.finish(&footer)?, empty)
         }

@@ -157,6 +157,28 @@ pub struct FlagRow {
     pub invoice_currency: Option<String>,
 }
 
+/// A resolved flag: who resolved it (the database role of the session that wrote it, and the
+/// name it was written on behalf of), when and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolutionRow {
+    pub flag_id: i64,
+    pub payment_id: String,
+    /// The payment's reporting day.
+    pub payment_day: NaiveDate,
+    pub kind: String,
+    pub class: String,
+    pub opened_at: DateTime<Utc>,
+    pub resolved_at: DateTime<Utc>,
+    pub resolved_day: NaiveDate,
+    /// `None` for resolutions written before the database recorded roles (migration
+    /// `audit_trail`).
+    pub resolved_role: Option<String>,
+    pub resolved_by: String,
+    pub resolution: String,
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+}
+
 /// Which flags to list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClassFilter {
@@ -347,6 +369,22 @@ pub async fn flag_rows<'a>(
         filter.payment_to,
     )
     .fetch(pool))
+}
+
+/// The flags resolved from `from` to `to` (reporting days of the resolution, inclusive), in
+/// the order they were resolved.
+pub fn resolution_rows<'a>(
+    pool: &'a PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> BoxStream<'a, Result<ResolutionRow, sqlx::Error>> {
+    sqlx::query_file_as!(
+        ResolutionRow,
+        "src/store/sql/report_resolutions.sql",
+        from,
+        to
+    )
+    .fetch(pool)
 }
 
 /// The daily summary, by day, currency and status.

@@ -79,7 +79,7 @@ async fn the_flags_of_a_months_payments_are_listed_whenever_they_opened_with_the
         ],
         "November's payments, by their Almaty day, and no other"
     );
-    assert_eq!(headers.iter().last(), Some("note"), "notes stay last");
+    assert_eq!(headers.iter().next_back(), Some("note"), "notes stay last");
 
     let table = ok(&app.run(&["report", "--flags", "--month", "2026-11"]).await);
     assert!(

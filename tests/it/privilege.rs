@@ -481,6 +481,66 @@ async fn a_finance_role_reports_and_resolves_recording_its_role_and_cannot_chang
             .all(|r| r.2.as_deref() == Some(anna.as_str()))
     );
 
+    // The period's resolutions, for an auditor: the role beside the name.
+    let today: String = sqlx::query_scalar("select recon.report_day(now())::text")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let export = assert_ok(
+        &run_binary(
+            &[
+                "report",
+                "--resolutions",
+                "--from",
+                &today,
+                "--to",
+                &today,
+                "--format",
+                "csv",
+            ],
+            &env,
+        )
+        .await,
+        "report --resolutions as anna",
+    );
+    let mut reader = csv::Reader::from_reader(export.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(
+        headers.iter().collect::<Vec<_>>(),
+        [
+            "flag_id",
+            "payment_id",
+            "payment_day",
+            "kind",
+            "class",
+            "opened_at",
+            "resolved_at",
+            "resolved_day",
+            "resolved_role",
+            "resolved_by",
+            "resolution",
+            "expected",
+            "actual"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3, "{export}");
+    assert_eq!(
+        (&rows[0][1], &rows[0][8], &rows[0][9], &rows[0][10]),
+        (
+            "fin-1",
+            anna.as_str(),
+            "b.sadykova",
+            "customer paid the rest in cash"
+        )
+    );
+    let none = run_binary(&["report", "--resolutions", "--to", "2020-01-01"], &env).await;
+    let none = assert_ok(&none, "report --resolutions, none");
+    assert!(
+        none.contains("no flags resolved until 2020-01-01"),
+        "{none}"
+    );
+
     // Nothing else: no payment written, no event forged, no flag rewritten.
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
