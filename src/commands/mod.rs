@@ -130,9 +130,10 @@ pub enum Command {
     /// Report for finance: a daily summary by currency and status (or, with --detail, the
     /// payments), as a table, CSV or JSON, streamed.
     Report(ReportArgs),
-    /// A summary for people of a period (default: yesterday in recon.timezone): payments
-    /// settled and failed by currency, flags opened and resolved, open flags by age and the
-    /// oldest ones; printed, or posted to a chat channel with --post.
+    /// A summary for people of a period (default: yesterday in recon.timezone): payments the
+    /// daemon first saw paid, failed or expired in it, by currency; flags opened and resolved,
+    /// open flags by age and the oldest ones; every time in recon.timezone with its offset.
+    /// Printed, or posted to a chat channel with --post.
     Digest(DigestArgs),
     /// Close an open flag by hand, recording who and why (a later observation may open it
     /// again).
