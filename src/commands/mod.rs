@@ -145,10 +145,11 @@ pub enum Command {
     /// Give a PostgreSQL role what running the daemon needs (not `migrate`); run it as the
     /// role that ran `migrate`. Prints the statements.
     GrantDaemon(GrantDaemonArgs),
-    /// Write one closed month (UTC) of transitions, flags and events to a compressed file
-    /// (a .tar.gz of CSV files and a manifest with row counts and SHA-256 checksums); with
-    /// --detach, then detach the month's partitions (kept, not dropped). Run it as the role
-    /// that ran `migrate`. Refuses the current month, and a month with open action flags
+    /// Write one closed reporting month (calendar days in recon.timezone) of transitions,
+    /// flags and events to a compressed file (a .tar.gz of CSV files and a manifest with row
+    /// counts and SHA-256 checksums), recorded in recon.archives; with --detach, then detach
+    /// the monthly partitions whose every row is archived (kept, not dropped). Run it as the
+    /// role that ran `migrate`. Refuses the current month, and a month with open action flags
     /// unless --allow-open-flags.
     Archive(ArchiveArgs),
 }
