@@ -1,11 +1,12 @@
-//! The archive of one closed month (`archive`): one file, a gzip-compressed tar, because one
+//! The archive of one closed reporting month (`archive`): one file, a gzip-compressed tar, because one
 //! `--to FILE` should be one artefact that finance and operations open with what they have
 //! (`tar xzf`, 7-Zip, Windows' and macOS's own archive tools). It holds a folder
 //! `recon-YYYY-MM/` with
 //!
-//! - `manifest.json` (first, so a reader meets it before the data): the month, its UTC
-//!   bounds, when the archive was made, the schema version, and per table its file, time
-//!   column, columns with their types, row count, size and the SHA-256 of its CSV;
+//! - `manifest.json` (first, so a reader meets it before the data): the reporting month, its
+//!   zone (`recon.timezone`) and bounds in that zone, when the archive was made, the schema
+//!   version, and per table its file, time column, columns with their types, row count, size
+//!   and the SHA-256 of its CSV;
 //! - `status_transitions.csv`, `discrepancies.csv`, `events.csv`: PostgreSQL's own CSV of
 //!   every row of the month (`COPY … (format csv, header)`, see
 //!   [`crate::store::archive::MonthSnapshot::copy_csv`]).
@@ -27,7 +28,8 @@ use sha2::{Digest as _, Sha256};
 use crate::store::archive::{Column, HISTORY, HistoryTable, Month, MonthSnapshot, MonthState};
 
 /// What the manifest's `format` says: a reader checks it before anything else.
-pub const FORMAT: &str = "freedompay-recon month archive, version 1";
+/// Version 2: the month is a reporting month in `timezone` (version 1's was a UTC month).
+pub const FORMAT: &str = "freedompay-recon month archive, version 2";
 
 /// How the CSV files are written, for whoever opens them.
 pub const CSV_DIALECT: &str = "PostgreSQL COPY CSV with a header row: comma-separated, UTF-8, \
@@ -38,9 +40,12 @@ pub const CSV_DIALECT: &str = "PostgreSQL COPY CSV with a header row: comma-sepa
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
-    /// `YYYY-MM`.
+    /// `YYYY-MM`: a reporting month, its days calendar days in `timezone`.
     pub month: String,
-    /// The month's first instant and the next month's (exclusive), RFC 3339 UTC.
+    /// The reporting zone (`recon.timezone`) the month is in.
+    pub timezone: String,
+    /// The month's first instant and the next month's (exclusive), RFC 3339 with the
+    /// zone's offset (`2026-11-01T00:00:00+05:00`).
     pub from: String,
     pub to: String,
     pub created_at: String,
@@ -143,11 +148,17 @@ pub async fn export(
         tables.push(entry(table, columns, rows, bytes, sha256));
         staged.push(file);
     }
+    let bounds = snapshot.bounds();
     let manifest = Manifest {
         format: FORMAT.to_owned(),
         month: month.to_string(),
-        from: rfc3339(month.start()),
-        to: rfc3339(month.end()),
+        timezone: bounds.zone.clone(),
+        from: bounds
+            .from
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        to: bounds
+            .to
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         created_at: rfc3339(state.now),
         schema_version: state.schema_version,
         csv: CSV_DIALECT.to_owned(),

@@ -84,6 +84,8 @@ pub struct CallbackListener {
     pub merchant_fields: Arc<[String]>,
     /// `callbacks.max_untracked_per_hour`.
     pub max_untracked_per_hour: u32,
+    /// The provider's zone (`provider.naive_utc_offset`): `pg_payment_date` carries none.
+    pub naive_offset: chrono::FixedOffset,
     /// Until when this listener was told the cap holds, while it does: [`UNTRACKED_CAPPED`]
     /// is 1 until then. Outer `None`: not capped; inner `None`: for good (a cap of 0).
     capped_until: Arc<Mutex<Option<Option<Instant>>>>,
@@ -94,11 +96,12 @@ pub struct CallbackListener {
 impl CallbackListener {
     pub fn new(engine: Engine, settings: &CallbackSettings) -> Self {
         Self {
-            engine,
+            engine: engine.clone(),
             script_name: settings.script_name().into(),
             secret: settings.secret.clone(),
             merchant_fields: settings.merchant_fields.clone().into(),
             max_untracked_per_hour: settings.max_untracked_per_hour,
+            naive_offset: engine.naive_offset(),
             capped_until: Arc::default(),
             refusals: Arc::default(),
             capped: Arc::default(),
@@ -206,7 +209,7 @@ async fn callback(
         }
         return (StatusCode::BAD_REQUEST, format!("refused: {refusal}\n")).into_response();
     }
-    let claim = Claim::read(&fields);
+    let claim = Claim::read(&fields, state.naive_offset);
     let received = Received {
         raw_query: query,
         raw_body: &body,

@@ -22,6 +22,7 @@ mod listener;
 pub mod signature;
 
 use base64::Engine as _;
+use chrono::{DateTime, FixedOffset, Utc};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 use sha2::{Digest as _, Sha256};
@@ -207,6 +208,11 @@ pub struct Claim {
     pub amount: Option<Decimal>,
     /// `pg_currency`, when it is three capital letters.
     pub currency: Option<String>,
+    /// `pg_payment_date` of a paid claim: when the provider says the payment was paid, read
+    /// in the provider's zone (`provider.naive_utc_offset`; the provider documents
+    /// `YYYY-MM-DD HH:MM:SS`). Kept as what the provider said (`provider_paid_at`), never a
+    /// verdict. Not read on other claims: a failed payment was never paid.
+    pub paid_at: Option<DateTime<Utc>>,
     /// What the callback gives that could not be read, e.g. `pg_amount: "ten" is not an
     /// amount; pg_order_id: holds a NUL`. Provider text in it is escaped and bounded.
     pub problem: Option<String>,
@@ -242,12 +248,13 @@ enum Canonical {
 
 impl Claim {
     /// Reads what `fields` claim and fingerprints it: sha256 over [`FINGERPRINT_V2`] and each
-    /// of [`CLAIMED`] as a tag (absent, read, raw) and length-prefixed bytes. Everything else
+    /// of [`CLAIMED`] as a tag (absent, read, raw) and length-prefixed bytes. A timestamp
+    /// without an offset is in `naive_offset` (the provider's zone). Everything else
     /// (`pg_salt`, `pg_sig`, `pg_can_reject`, which only the first call sets, card details,
     /// the merchant's fields, the fields' order and encoding) is left out: the provider's
     /// retries and any re-encoding of one claim are one observation, and a renamed or added
     /// field makes no new one.
-    pub fn read(fields: &[Field]) -> Self {
+    pub fn read(fields: &[Field], naive_offset: FixedOffset) -> Self {
         let mut problems = Vec::new();
         let mut canonical = Vec::with_capacity(CLAIMED.len());
         let mut claim = Self {
@@ -256,6 +263,7 @@ impl Claim {
             paid: None,
             amount: None,
             currency: None,
+            paid_at: None,
             problem: None,
             fingerprint: [0; 32],
         };
@@ -311,7 +319,23 @@ impl Claim {
                         Err(format!("{name}: {excerpt} is not a currency code"))
                     }
                 }
-                // Not read, only told apart: a date, a flag, a code, trimmed.
+                // Read only on a paid claim (pg_result comes first in CLAIMED), and told
+                // apart by its text, trimmed, either way: the fingerprint is what it was
+                // before the date was read, so a claim stored then is the same claim now.
+                "pg_payment_date" => {
+                    if claim.paid == Some(true) {
+                        match crate::domain::rules::parse_timestamp(text, naive_offset) {
+                            Some(at) if crate::domain::rules::timestamp_problem(at).is_none() => {
+                                claim.paid_at = Some(at);
+                            }
+                            _ => problems.push(format!(
+                                "{name}: {excerpt} is not a time (YYYY-MM-DD HH:MM:SS)"
+                            )),
+                        }
+                    }
+                    Ok(Some(text.to_owned()))
+                }
+                // Not read, only told apart: a flag, a code, trimmed.
                 _ => Ok(Some(text.to_owned())),
             };
             canonical.push(match read {
@@ -382,6 +406,11 @@ pub fn default_script_name(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The provider's zone, as `provider.naive_utc_offset` has it by default.
+    fn almaty() -> FixedOffset {
+        FixedOffset::east_opt(5 * 3600).unwrap()
+    }
 
     fn field(name: &str, value: &str) -> Field {
         (name.as_bytes().to_vec(), value.as_bytes().to_vec())
@@ -465,7 +494,7 @@ mod tests {
             None,
             b"pg_payment_id=%20123&pg_order_id=A-1&pg_result=1&pg_amount=100.50&pg_currency=KZT",
         );
-        let claim = Claim::read(&given);
+        let claim = Claim::read(&given, almaty());
         assert_eq!(claim.payment_id.unwrap().as_str(), "123");
         assert_eq!(claim.order_id.as_deref(), Some("A-1"));
         assert_eq!(claim.paid, Some(true));
@@ -473,10 +502,13 @@ mod tests {
         assert_eq!(claim.currency.as_deref(), Some("KZT"));
         assert_eq!(claim.problem, None);
 
-        let odd = Claim::read(&fields(
-            None,
-            b"pg_payment_id=%01&pg_order_id=A%00&pg_result=yes&pg_amount=ten&pg_currency=kzt",
-        ));
+        let odd = Claim::read(
+            &fields(
+                None,
+                b"pg_payment_id=%01&pg_order_id=A%00&pg_result=yes&pg_amount=ten&pg_currency=kzt",
+            ),
+            almaty(),
+        );
         assert_eq!(
             (
                 odd.payment_id,
@@ -497,18 +529,69 @@ mod tests {
                  pg_currency: \"kzt\" is not a currency code"
             )
         );
-        let not_utf8 = Claim::read(&fields(None, b"pg_payment_id=1&pg_amount=%FF"));
+        let not_utf8 = Claim::read(&fields(None, b"pg_payment_id=1&pg_amount=%FF"), almaty());
         assert_eq!(not_utf8.problem.as_deref(), Some("pg_amount: is not UTF-8"));
         // Absent and blank are not problems.
         assert_eq!(
-            Claim::read(&fields(None, b"pg_payment_id=1&pg_order_id=+")).problem,
+            Claim::read(&fields(None, b"pg_payment_id=1&pg_order_id=+"), almaty()).problem,
             None
         );
     }
 
     #[test]
+    fn a_paid_claims_payment_date_is_read_in_the_providers_zone_and_said_when_it_cannot_be() {
+        let paid = Claim::read(
+            &fields(
+                None,
+                b"pg_payment_id=1&pg_result=1&pg_amount=5000.00&pg_payment_date=2026-11-20+14%3A03%3A00",
+            ),
+            almaty(),
+        );
+        assert_eq!(
+            paid.paid_at,
+            Some("2026-11-20T09:03:00Z".parse().unwrap()),
+            "14:03 in Almaty (+05:00)"
+        );
+        assert_eq!(paid.problem, None);
+        // Its fingerprint is the one it had before the date was read (pinned from that
+        // encoding): a claim stored then is the same claim now.
+        assert_eq!(
+            hex::encode(paid.fingerprint),
+            "15f5771943e698f01530ec84b44658e1b0a5afaad849633e17be63dc79c5b798"
+        );
+
+        // A failed claim's date is no payment time: not read, not a problem.
+        let failed = Claim::read(
+            &fields(
+                None,
+                b"pg_payment_id=1&pg_result=0&pg_payment_date=0000-00-00",
+            ),
+            almaty(),
+        );
+        assert_eq!((failed.paid_at, failed.problem), (None, None));
+
+        let unreadable = Claim::read(
+            &fields(
+                None,
+                b"pg_payment_id=1&pg_result=1&pg_amount=5000.00&pg_payment_date=20.11.2026+14%3A03",
+            ),
+            almaty(),
+        );
+        assert_eq!(unreadable.paid_at, None);
+        assert_eq!(
+            unreadable.problem.as_deref(),
+            Some("pg_payment_date: \"20.11.2026 14:03\" is not a time (YYYY-MM-DD HH:MM:SS)")
+        );
+        assert_eq!(
+            hex::encode(unreadable.fingerprint),
+            "9b111c4d8fc43f2223c9bd7c102bd3728690d4bbbb7c7a8f38c8f041a71c4bbf",
+            "told apart by its text, as before"
+        );
+    }
+
+    #[test]
     fn one_claim_is_one_fingerprint_however_it_is_sent() {
-        let of = |body: &[u8]| Claim::read(&fields(None, body)).fingerprint;
+        let of = |body: &[u8]| Claim::read(&fields(None, body), almaty()).fingerprint;
         let first = of(
             b"pg_payment_id=1&pg_amount=5000.00&pg_result=1&pg_can_reject=1&pg_salt=x&pg_sig=s1",
         );

@@ -1,6 +1,9 @@
-//! `archive`: one closed month of history (transitions, flags, events) to one compressed
-//! file with a manifest; with `--detach`, the month's partitions leave the tables afterwards
-//! (kept, not dropped), and the command prints how to drop or reattach them.
+//! `archive`: one closed reporting month of history (transitions, flags, events; its days
+//! calendar days in `recon.timezone`, as every report's) to one compressed file with a
+//! manifest, recorded in `recon.archives`; with `--detach`, the monthly partitions whose
+//! every row is now in recorded archives leave the tables afterwards (kept, not dropped), and
+//! the command prints how to drop or reattach them, and which partitions wait for the next
+//! month's archive.
 //!
 //! Run it as the migrating role: it reads the tables themselves (not the finance views), and
 //! only their owner may detach partitions.
@@ -14,11 +17,12 @@ use clap::Args;
 use crate::archive;
 use crate::settings::Settings;
 use crate::store;
-use crate::store::archive::{DetachError, HISTORY, Month, MonthSnapshot, MonthState};
+use crate::store::archive::{Bounds, DetachError, HISTORY, Month, MonthSnapshot, MonthState};
 
 #[derive(Debug, Args)]
 pub struct ArchiveArgs {
-    /// The month (UTC) to archive, YYYY-MM; it must have ended.
+    /// The reporting month to archive, YYYY-MM: its days are calendar days in recon.timezone
+    /// (Asia/Almaty by default), as in every report; it must have ended there.
     #[arg(long, value_parser = parse_month)]
     pub month: Month,
     /// The archive to write: a gzip-compressed tar (e.g. recon-2026-10.tar.gz) holding
@@ -33,8 +37,11 @@ pub struct ArchiveArgs {
     /// open flag is refused all the same.
     #[arg(long)]
     pub allow_open_flags: bool,
-    /// Once FILE is written and read back, detach the month's partitions (the rows leave the
-    /// tables and views, kept in tables of their own) and print how to drop or reattach them.
+    /// Once FILE is written and read back, detach the monthly partitions (UTC months) every
+    /// row of which is now in archives (this one, and the neighbouring month's where a
+    /// partition holds the end of it): the rows leave the tables and views, kept in tables of
+    /// their own. Prints how to drop or reattach them, and which partitions wait for the next
+    /// month's archive.
     #[arg(long)]
     pub detach: bool,
 }
@@ -68,11 +75,12 @@ pub async fn archive(settings: &Settings, args: ArchiveArgs) -> anyhow::Result<E
     let only_finished = settings.webhook.enabled();
 
     let mut snapshot = MonthSnapshot::begin(&pool, month).await?;
+    let bounds = snapshot.bounds().clone();
     let state = snapshot
         .state()
         .await
         .context("cannot read the month's history; run archive as the role that ran `migrate`")?;
-    refuse(month, &state, &args, only_finished)?;
+    refuse(month, &bounds, &state, &args, only_finished)?;
     let export = archive::export(&mut snapshot, &state, &dir).await?;
     snapshot.close().await?;
     let manifest = export.manifest.clone();
@@ -87,19 +95,38 @@ pub async fn archive(settings: &Settings, args: ArchiveArgs) -> anyhow::Result<E
         "archived {month} to {file} ({size} bytes): {}",
         counts.join(", ")
     )?;
+    outln!("{month} in {}", describe(&bounds))?;
+    if args.detach {
+        let path = args.to.clone();
+        let expected = manifest.clone();
+        tokio::task::spawn_blocking(move || archive::verify(&path, month, &expected))
+            .await?
+            .with_context(|| format!("nothing was detached; {file} is not as written"))?;
+        outln!("{file} read back: row counts and SHA-256 match its manifest")?;
+    }
+    // Its rows can no longer change once no flag is open and no event is owed: then a later
+    // --detach may count on this file holding them.
+    let rows_final = state.open_flags == 0 && !(only_finished && state.undelivered_events > 0);
+    let manifest_json = serde_json::to_value(&manifest).context("the manifest as JSON")?;
+    let recorded = store::archive::record(
+        &pool,
+        month,
+        &bounds,
+        &state,
+        &file,
+        manifest_json,
+        rows_final,
+    )
+    .await
+    .with_context(|| {
+        format!("{file} is written, but could not be recorded in recon.archives; nothing detached")
+    })?;
     if !args.detach {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let path = args.to.clone();
-    let expected = manifest.clone();
-    tokio::task::spawn_blocking(move || archive::verify(&path, month, &expected))
-        .await?
-        .with_context(|| format!("nothing was detached; {file} is not as written"))?;
-    outln!("{file} read back: row counts and SHA-256 match its manifest")?;
-    let archived = state.rows;
-    let detached = match store::archive::detach(&pool, month, archived, only_finished).await {
-        Ok(detached) => detached,
+    let outcome = match store::archive::detach(&pool, recorded, only_finished).await {
+        Ok(outcome) => outcome,
         Err(DetachError::Store(e)) => {
             return Err(anyhow::Error::new(e).context(format!(
                 "nothing was detached ({file} is written); only the role that ran `migrate` \
@@ -111,8 +138,19 @@ pub async fn archive(settings: &Settings, args: ArchiveArgs) -> anyhow::Result<E
              --force to archive and detach the month afresh"
         ),
     };
+    for kept in &outcome.kept {
+        outln!(
+            "kept {} attached (UTC month {}): {}",
+            kept.partitions.join(", "),
+            kept.month,
+            kept.why
+        )?;
+    }
+    let detached = outcome.detached;
     if detached.is_empty() {
-        outln!("{month} has no partition to detach")?;
+        if outcome.kept.is_empty() {
+            outln!("{month} has no partition to detach")?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let names: Vec<String> = detached
@@ -124,41 +162,58 @@ pub async fn archive(settings: &Settings, args: ArchiveArgs) -> anyhow::Result<E
          (append-only, readable by their owner)",
         names.join(", ")
     )?;
-    outln!("to drop them for good ({file} keeps their rows):")?;
+    outln!("to drop them for good (the archives in recon.archives keep their rows):")?;
     outln!("  {}", store::archive::drop_statement(&detached))?;
     outln!("to put them back (in one transaction):")?;
-    for statement in store::archive::reattach_statements(month, &detached) {
+    for statement in store::archive::reattach_statements(&detached) {
         outln!("  {statement}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// "Asia/Almaty (recon.timezone): from 2026-11-01 00:00 +05:00 to 2026-12-01 00:00 +05:00
+/// (2026-10-31 19:00 to 2026-11-30 19:00 UTC)"
+fn describe(bounds: &Bounds) -> String {
+    let local = "%Y-%m-%d %H:%M %:z";
+    let utc = "%Y-%m-%d %H:%M";
+    format!(
+        "{} (recon.timezone): from {} to {} ({} to {} UTC)",
+        bounds.zone,
+        bounds.from.format(local),
+        bounds.to.format(local),
+        bounds.from_utc().format(utc),
+        bounds.to_utc().format(utc),
+    )
+}
+
 /// The refusals, before anything is written.
 fn refuse(
     month: Month,
+    bounds: &Bounds,
     state: &MonthState,
     args: &ArchiveArgs,
     only_finished: bool,
 ) -> anyhow::Result<()> {
     let nothing = "nothing was written";
-    if month.start() > state.now {
+    let zone = &bounds.zone;
+    if bounds.from_utc() > state.now {
         anyhow::bail!(
-            "--month {month} is in the future; only a month that has ended can be archived; \
-             {nothing}"
+            "--month {month} is in the future ({zone}); only a month that has ended can be \
+             archived; {nothing}"
         );
     }
-    if month.end() > state.now {
+    if bounds.to_utc() > state.now {
         anyhow::bail!(
-            "--month {month} is the current month (UTC); only a month that has ended can be \
-             archived, from {} on; {nothing}",
-            month.end().format("%Y-%m-%d %H:%M UTC")
+            "--month {month} is the current month in {zone} (recon.timezone); only a month \
+             that has ended can be archived, from {} on; {nothing}",
+            bounds.to.format("%Y-%m-%d %H:%M %:z")
         );
     }
     if let Some(name) = state.detached_already.first() {
         anyhow::bail!(
-            "--month {month} was detached already (recon.{name} is no partition now), so its \
-             rows are not all in the tables; reattach its partitions first (archive --detach \
-             printed how) or archive that table by hand; {nothing}"
+            "--month {month} was detached already (recon.{name} is no partition now and holds \
+             rows of it), so its rows are not all in the tables; reattach that partition first \
+             (archive --detach printed how) or archive that table by hand; {nothing}"
         );
     }
     if state.open_action_flags > 0 && !args.allow_open_flags {

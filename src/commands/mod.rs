@@ -130,9 +130,10 @@ pub enum Command {
     /// Report for finance: a daily summary by currency and status (or, with --detail, the
     /// payments), as a table, CSV or JSON, streamed.
     Report(ReportArgs),
-    /// A summary for people of a period (default: yesterday in recon.timezone): payments
-    /// settled and failed by currency, flags opened and resolved, open flags by age and the
-    /// oldest ones; printed, or posted to a chat channel with --post.
+    /// A summary for people of a period (default: yesterday in recon.timezone): payments the
+    /// daemon first saw paid, failed or expired in it, by currency; flags opened and resolved,
+    /// open flags by age and the oldest ones; every time in recon.timezone with its offset.
+    /// Printed, or posted to a chat channel with --post.
     Digest(DigestArgs),
     /// Close an open flag by hand, recording who and why (a later observation may open it
     /// again).
@@ -148,10 +149,11 @@ pub enum Command {
     /// Give a PostgreSQL role what running the daemon needs (not `migrate`); run it as the
     /// role that ran `migrate`. Prints the statements.
     GrantDaemon(GrantDaemonArgs),
-    /// Write one closed month (UTC) of transitions, flags and events to a compressed file
-    /// (a .tar.gz of CSV files and a manifest with row counts and SHA-256 checksums); with
-    /// --detach, then detach the month's partitions (kept, not dropped). Run it as the role
-    /// that ran `migrate`. Refuses the current month, and a month with open action flags
+    /// Write one closed reporting month (calendar days in recon.timezone) of transitions,
+    /// flags and events to a compressed file (a .tar.gz of CSV files and a manifest with row
+    /// counts and SHA-256 checksums), recorded in recon.archives; with --detach, then detach
+    /// the monthly partitions whose every row is archived (kept, not dropped). Run it as the
+    /// role that ran `migrate`. Refuses the current month, and a month with open action flags
     /// unless --allow-open-flags.
     Archive(ArchiveArgs),
 }

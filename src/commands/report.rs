@@ -44,7 +44,10 @@ pub struct ReportArgs {
     /// Last reporting day, inclusive (YYYY-MM-DD); with --flags, of the day a flag opened.
     #[arg(long, value_parser = crate::reporting::parse_date)]
     pub to: Option<chrono::NaiveDate>,
-    /// Which day a payment belongs to: the day it was created, or the day it settled.
+    /// Which day a payment is counted on: `created`, the day it was created in
+    /// recon.timezone (the day, and so the month, it belongs to), or `first-seen-settled`,
+    /// the day the daemon first saw it paid, failed or incomplete (when the daemon learned,
+    /// not when the payer paid; `settled` is its old name).
     #[arg(long, value_enum, default_value = "created", conflicts_with = "flags")]
     pub by: store::report::DayBasis,
     /// Only this currency (ISO 4217): expected or invoiced in it.

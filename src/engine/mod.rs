@@ -197,6 +197,12 @@ impl Engine {
         &self.inner.pool
     }
 
+    /// The provider's zone for times it sends without one (`provider.naive_utc_offset`):
+    /// its answers' and its callbacks' `pg_payment_date`.
+    pub fn naive_offset(&self) -> chrono::FixedOffset {
+        self.inner.provider.naive_offset()
+    }
+
     /// Asks for a sweep now (a callback made a payment due). Wakes that come while a sweep
     /// runs make one more sweep after it, never more.
     pub fn wake(&self) {

@@ -229,6 +229,11 @@ impl ProviderClient {
         })
     }
 
+    /// The zone of the provider's timestamps sent without one (`provider.naive_utc_offset`).
+    pub fn naive_offset(&self) -> FixedOffset {
+        self.limits.naive_offset
+    }
+
     /// `GET /v5/partner/invoice/info?payment_id=…`, signed, classified.
     pub async fn invoice_info(&self, payment_id: &PaymentId) -> Fetched {
         let started = Instant::now();

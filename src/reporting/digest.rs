@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -28,15 +28,19 @@ pub enum DigestFormat {
     Json,
 }
 
-/// Everything a digest says.
+/// Everything a digest says. Every time in it is in the reporting zone with that zone's
+/// offset, the heading's zone: `2026-11-20 14:03 +05:00` in text, RFC 3339 with the offset
+/// (`2026-11-20T14:03:00+05:00`) in JSON, which a program reads as the same instant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Digest {
     /// First and last reporting day, inclusive, in `timezone`.
     pub from: NaiveDate,
     pub to: NaiveDate,
+    /// The reporting zone (`recon.timezone`) its days and times are in.
     pub timezone: String,
-    pub generated_at: DateTime<Utc>,
-    /// Payments that reached an outcome in the period: paid, failed, expired unpaid.
+    pub generated_at: DateTime<FixedOffset>,
+    /// Payments the daemon first saw reach an outcome in the period: paid, failed, expired
+    /// unpaid.
     pub outcomes: Vec<Outcome>,
     pub flags_opened: Vec<(String, i64)>,
     pub flags_resolved: Vec<(String, i64)>,
@@ -54,16 +58,16 @@ impl Digest {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
     ) -> Result<Self, StoreError> {
-        let (timezone, yesterday) = store::digest::yesterday(pool).await?;
+        let zone = store::digest::zone_now(pool).await?;
         // One day unless a span is given: `--to` alone is that day.
-        let from = from.or(to).unwrap_or(yesterday);
+        let from = from.or(to).unwrap_or(zone.yesterday);
         let to = to.unwrap_or(from);
         let (flags_opened, flags_resolved) = store::digest::flag_changes(pool, from, to).await?;
         let mut digest = Self {
             from,
             to,
-            timezone,
-            generated_at: Utc::now(),
+            timezone: zone.timezone,
+            generated_at: zone.now,
             outcomes: store::digest::outcomes(pool, from, to).await?,
             flags_opened,
             flags_resolved,
@@ -153,7 +157,9 @@ impl Digest {
             writeln!(out, "{title}")
         };
 
-        heading(&mut out, "Outcomes in the period");
+        // By the day the daemon first saw each outcome: what it learned, not when the payer
+        // paid (docs/finance.md, "Which time decides a payment's month").
+        heading(&mut out, "Outcomes first seen in the period");
         if self.outcomes.is_empty() {
             let _ = writeln!(out, "{bullet}none");
         }
@@ -210,7 +216,7 @@ impl Digest {
                 let _ = writeln!(
                     out,
                     "{bullet}{} {} {} (status {}): expected {}, actual {}",
-                    flag.detected_at.format("%Y-%m-%d %H:%M UTC"),
+                    flag.detected_at.format("%Y-%m-%d %H:%M %:z"),
                     value(&flag.payment_id),
                     flag.kind,
                     value(&flag.status),

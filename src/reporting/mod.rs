@@ -22,7 +22,7 @@ use sqlx::PgPool;
 
 use crate::store::StoreError;
 use crate::store::report::{
-    AgeBuckets, ClassFilter, DayBasis, DetailRow, FlagFilter, FlagRow, ReportFilter, ResolutionRow,
+    AgeBuckets, ClassFilter, DetailRow, FlagFilter, FlagRow, ReportFilter, ResolutionRow,
     SummaryRow, detail_rows, flag_rows, open_action_ages_of, resolution_rows, summary_rows,
 };
 use crate::text::{escape_invisible, for_spreadsheet};
@@ -225,14 +225,15 @@ impl ReportRow for DetailRow {
         "discount",
         "created_at",
         "created_day",
-        "settled_at",
-        "settled_day",
+        "first_seen_settled_at",
+        "first_seen_settled_day",
         "expires_at",
         "expiry_source",
         "deadline_missed_at",
         "checks",
         "last_checked_at",
         "open_flags",
+        "provider_paid_at",
     ];
     const TABLE: &'static [(&'static str, usize, Cell)] = &[
         ("payment_id", 26, Cell::Text),
@@ -281,14 +282,15 @@ impl ReportRow for DetailRow {
             opt(self.discount, decimal),
             timestamp(self.created_at),
             self.created_day.to_string(),
-            opt(self.settled_at, timestamp),
-            opt(self.settled_day, |d| d.to_string()),
+            opt(self.first_seen_settled_at, timestamp),
+            opt(self.first_seen_settled_day, |d| d.to_string()),
             opt(self.expires_at, timestamp),
             text(&self.expiry_source),
             opt(self.deadline_missed_at, timestamp),
             self.checks.to_string(),
             opt(self.last_checked_at, timestamp),
             self.open_flags.join(";"),
+            opt(self.provider_paid_at, timestamp),
         ]
     }
 }
@@ -671,10 +673,7 @@ pub async fn write_report<W: Write>(
 
 /// "payments created from 2025-07-01 to 2025-07-31 with currency USD"
 fn no_payments(filter: &ReportFilter) -> String {
-    let basis = match filter.basis {
-        DayBasis::Created => "created",
-        DayBasis::Settled => "settled",
-    };
+    let basis = filter.basis.describe();
     let mut line = format!("no payments {basis}{}", period(filter.from, filter.to));
     if let Some(currency) = &filter.currency {
         line.push_str(&format!(", currency {currency}"));
@@ -756,14 +755,15 @@ mod tests {
             discount: None,
             created_at: "2025-07-11T11:19:49.5Z".parse().unwrap(),
             created_day: NaiveDate::from_ymd_opt(2025, 7, 11).unwrap(),
-            settled_at: None,
-            settled_day: None,
+            first_seen_settled_at: None,
+            first_seen_settled_day: None,
             expires_at: None,
             expiry_source: None,
             deadline_missed_at: None,
             checks: 2,
             last_checked_at: None,
             open_flags: vec!["amount_mismatch".into(), "order_mismatch".into()],
+            provider_paid_at: Some("2025-07-11T11:19:40Z".parse().unwrap()),
         }
     }
 
@@ -781,7 +781,8 @@ mod tests {
         assert_eq!(
             lines.next().unwrap(),
             "\"1,\"\"2\"\"\",-7781,,paid,success,1234567.50,KZT,1234567.5,KZT,0.00,1234567.5,KZT,,,\
-             2025-07-11T11:19:49.500Z,2025-07-11,,,,,,2,,amount_mismatch;order_mismatch"
+             2025-07-11T11:19:49.500Z,2025-07-11,,,,,,2,,amount_mismatch;order_mismatch,\
+             2025-07-11T11:19:40Z"
         );
     }
 
@@ -864,14 +865,15 @@ mod tests {
             discount: None,
             created_at: "2025-07-11T11:19:49Z".parse().unwrap(),
             created_day: NaiveDate::from_ymd_opt(2025, 7, 11).unwrap(),
-            settled_at: None,
-            settled_day: None,
+            first_seen_settled_at: None,
+            first_seen_settled_day: None,
             expires_at: None,
             expiry_source: None,
             deadline_missed_at: None,
             checks: 1,
             last_checked_at: None,
             open_flags: vec![],
+            provider_paid_at: None,
         }
     }
 

@@ -125,9 +125,17 @@ impl Outcome {
             "pg_result",
             Some(if self.paid { "1" } else { "0" }.to_owned()),
         );
+        // In the provider's own zone, without an offset, as Freedom Pay sends it (Almaty,
+        // provider.naive_utc_offset's default).
+        let almaty = chrono::FixedOffset::east_opt(5 * 3600).expect("a valid offset");
         push(
             "pg_payment_date",
-            Some(paid_at.format("%Y-%m-%d %H:%M:%S").to_string()),
+            Some(
+                paid_at
+                    .with_timezone(&almaty)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
+            ),
         );
         push("pg_can_reject", Some("0".to_owned()));
         push("pg_testing_mode", Some("1".to_owned()));

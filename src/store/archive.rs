@@ -1,6 +1,14 @@
-//! SQL behind `archive`: one closed month of history read in one snapshot (what decides
-//! whether it may be archived, and each table's rows as PostgreSQL's own CSV), and the
-//! month's partitions detached, re-checked under the locks the detach takes.
+//! SQL behind `archive`: one reporting month of history read in one snapshot (what decides
+//! whether it may be archived, and each table's rows as PostgreSQL's own CSV), the archive
+//! recorded in `recon.archives`, and the monthly partitions every row of which is in
+//! recorded archives detached, re-checked under the tables' locks.
+//!
+//! Two kinds of month meet here. `--month` is a reporting month: its days are calendar days
+//! in `recon.timezone` (Asia/Almaty by default), as every report's are, so its rows are those
+//! with `recon.day_start(first day) <= time < recon.day_start(next month's first day)`. The
+//! history tables are partitioned by UTC month, so a reporting month in another zone spans
+//! two partitions, and a partition holds the ends of two reporting months: it can be
+//! detached only once both are archived (see [`detach`]).
 //!
 //! Partition names are never taken from input: they are built from the table names below and
 //! a [`Month`] whose year and month are numbers, so the dynamic statements here hold no text
@@ -9,12 +17,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+use chrono::{DateTime, Datelike as _, FixedOffset, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::StoreError;
 
-/// A calendar month in UTC, the unit history is partitioned by (`--month YYYY-MM`).
+/// A calendar month (`--month YYYY-MM`): a reporting month, whose instants the database
+/// gives in `recon.timezone` ([`MonthSnapshot::begin`]), or the UTC month a history partition
+/// holds ([`Month::start`], [`Month::end`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Month {
     /// The first day of the month.
@@ -30,17 +40,47 @@ impl Month {
             .map(|first| Self { first })
     }
 
-    /// The month's first instant (inclusive), UTC.
+    /// The UTC month holding `at`.
+    pub fn of_utc(at: DateTime<Utc>) -> Self {
+        Self {
+            first: at
+                .date_naive()
+                .with_day(1)
+                .expect("every month has a first day"),
+        }
+    }
+
+    /// The month's first day.
+    pub fn first_day(&self) -> NaiveDate {
+        self.first
+    }
+
+    /// As a UTC month: its first instant (inclusive).
     pub fn start(&self) -> DateTime<Utc> {
         self.first.and_time(chrono::NaiveTime::MIN).and_utc()
     }
 
-    /// The next month's first instant (exclusive), UTC.
+    /// As a UTC month: the next month's first instant (exclusive).
     pub fn end(&self) -> DateTime<Utc> {
         self.next().start()
     }
 
-    fn next(&self) -> Self {
+    /// The UTC months (partitions) that hold some instant of `[from, to)`, in order.
+    pub fn utc_months_overlapping(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Self> {
+        let mut months = Vec::new();
+        let mut month = Self::of_utc(from);
+        while month.start() < to {
+            months.push(month);
+            let next = month.next();
+            if next == month {
+                break;
+            }
+            month = next;
+        }
+        months
+    }
+
+    pub fn next(&self) -> Self {
         let first = self
             .first
             .checked_add_months(chrono::Months::new(1))
@@ -60,9 +100,10 @@ impl Month {
     }
 
     /// A bound as a timestamptz literal with its offset, so it means the same instant
-    /// whatever the session's time zone (`'2026-10-01 00:00:00+00'`).
+    /// whatever the session's time zone (`'2026-10-01 00:00:00+00'`; microseconds when it
+    /// has them).
     pub fn literal(at: DateTime<Utc>) -> String {
-        format!("'{}'", at.format("%Y-%m-%d %H:%M:%S+00"))
+        format!("'{}'", at.format("%Y-%m-%d %H:%M:%S%.f+00"))
     }
 }
 
@@ -142,6 +183,32 @@ pub struct Column {
     pub type_name: String,
 }
 
+/// The instants a reporting month covers, in the zone it was read in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounds {
+    /// `recon.timezone` when it was read.
+    pub zone: String,
+    /// The month's first instant (inclusive) and the next month's (exclusive), in `zone`
+    /// with its offset at each.
+    pub from: DateTime<FixedOffset>,
+    pub to: DateTime<FixedOffset>,
+}
+
+impl Bounds {
+    pub fn from_utc(&self) -> DateTime<Utc> {
+        self.from.with_timezone(&Utc)
+    }
+
+    pub fn to_utc(&self) -> DateTime<Utc> {
+        self.to.with_timezone(&Utc)
+    }
+
+    /// The UTC months whose partitions hold rows of this reporting month.
+    pub fn partition_months(&self) -> Vec<Month> {
+        Month::utc_months_overlapping(self.from_utc(), self.to_utc())
+    }
+}
+
 /// What decides whether a month may be archived and detached, read in the export's snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MonthState {
@@ -149,8 +216,11 @@ pub struct MonthState {
     pub now: DateTime<Utc>,
     /// The last migration applied (`recon.schema_version()`).
     pub schema_version: i64,
-    /// Rows of the month per table, in [`HISTORY`] order (partition and DEFAULT partition).
+    /// Rows of the month per table, in [`HISTORY`] order (partitions and DEFAULT partition).
     pub rows: [i64; 3],
+    /// Of those, rows in each monthly (UTC) partition, by its name; rows still in a DEFAULT
+    /// partition are under the partition they belong in.
+    pub partition_rows: Vec<(String, i64)>,
     /// Of those, rows still in the table's DEFAULT partition (not moved out yet).
     pub waiting_in_default: [i64; 3],
     /// Flags detected in the month and still open, of class `action`.
@@ -159,7 +229,8 @@ pub struct MonthState {
     pub open_flags: i64,
     /// Events created in the month and not delivered, skipped or abandoned.
     pub undelivered_events: i64,
-    /// The month's tables that exist but are no partition of their table: detached before.
+    /// The month's partitions that exist but are no partition of their table (detached
+    /// before, with this month's archive or the one beside it) and hold rows of this month.
     pub detached_already: Vec<String>,
 }
 
@@ -178,9 +249,11 @@ pub enum CopyError {
 pub struct MonthSnapshot {
     tx: Transaction<'static, Postgres>,
     month: Month,
+    bounds: Bounds,
 }
 
 impl MonthSnapshot {
+    /// Begins the snapshot and reads the reporting month's bounds in `recon.timezone`.
     pub async fn begin(pool: &PgPool, month: Month) -> Result<Self, StoreError> {
         let mut tx = pool
             .begin_with("begin isolation level repeatable read, read only")
@@ -189,15 +262,41 @@ impl MonthSnapshot {
         sqlx::raw_sql("set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'")
             .execute(&mut *tx)
             .await?;
-        Ok(Self { tx, month })
+        let b = sqlx::query!(
+            r#"select recon.report_zone() as "zone!", f as "from!", t as "to!",
+                      extract(epoch from (f at time zone recon.report_zone())
+                                         - (f at time zone 'UTC'))::int as "from_offset!",
+                      extract(epoch from (t at time zone recon.report_zone())
+                                         - (t at time zone 'UTC'))::int as "to_offset!"
+               from (select recon.day_start($1) as f, recon.day_start($2) as t) b"#,
+            month.first_day(),
+            month.next().first_day(),
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let local = |at: DateTime<Utc>, seconds: i32| {
+            let offset = FixedOffset::east_opt(seconds)
+                .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
+            at.with_timezone(&offset)
+        };
+        let bounds = Bounds {
+            zone: b.zone,
+            from: local(b.from, b.from_offset),
+            to: local(b.to, b.to_offset),
+        };
+        Ok(Self { tx, month, bounds })
     }
 
     pub fn month(&self) -> Month {
         self.month
     }
 
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
     pub async fn state(&mut self) -> Result<MonthState, StoreError> {
-        let (from, to) = (self.month.start(), self.month.end());
+        let (from, to) = (self.bounds.from_utc(), self.bounds.to_utc());
         let s = sqlx::query!(
             r#"select now() as "now!",
                       recon.schema_version() as "schema_version!",
@@ -229,22 +328,46 @@ impl MonthSnapshot {
         )
         .fetch_one(&mut *self.tx)
         .await?;
-        let names: Vec<String> = HISTORY.iter().map(|t| self.month.partition(t)).collect();
-        let detached_already = sqlx::query_scalar!(
+        // Each partition's share of the month, read through the table (so rows waiting in
+        // its DEFAULT partition count where they belong): what --detach checks later.
+        let mut partition_rows = Vec::new();
+        let mut names = Vec::new();
+        for utc in self.bounds.partition_months() {
+            let (piece_from, piece_to) = (from.max(utc.start()), to.min(utc.end()));
+            for table in &HISTORY {
+                let rows =
+                    count_between(&mut self.tx, table.name, table, piece_from, piece_to).await?;
+                partition_rows.push((utc.partition(table), rows));
+                names.push((utc.partition(table), table, piece_from, piece_to));
+            }
+        }
+        let partitions: Vec<String> = names.iter().map(|(name, ..)| name.clone()).collect();
+        let detached = sqlx::query_scalar!(
             r#"select c.relname::text as "name!"
                from pg_class c
                join pg_namespace n on n.oid = c.relnamespace
                where n.nspname = 'recon' and c.relname = any($1::text[])
                  and not exists (select 1 from pg_inherits i where i.inhrelid = c.oid)
                order by 1"#,
-            &names,
+            &partitions,
         )
         .fetch_all(&mut *self.tx)
         .await?;
+        // A partition detached with the neighbouring month's archive may hold none of this
+        // month's rows (its share was empty then): only one that does keeps rows out of reach.
+        let mut detached_already = Vec::new();
+        for (name, table, piece_from, piece_to) in &names {
+            if detached.contains(name)
+                && count_between(&mut self.tx, name, table, *piece_from, *piece_to).await? > 0
+            {
+                detached_already.push(name.clone());
+            }
+        }
         Ok(MonthState {
             now: s.now,
             schema_version: s.schema_version,
             rows: [s.transitions, s.flags, s.events],
+            partition_rows,
             waiting_in_default: [s.transitions_waiting, s.flags_waiting, s.events_waiting],
             open_action_flags: s.open_action_flags,
             open_flags: s.open_flags,
@@ -285,14 +408,14 @@ impl MonthSnapshot {
         out: &mut impl std::io::Write,
     ) -> Result<(), CopyError> {
         use futures_util::TryStreamExt as _;
-        // COPY takes no parameters: the bounds are literals made from the month's numbers.
+        // COPY takes no parameters: the bounds are literals made from the month's instants.
         let statement = format!(
             "copy (select * from recon.{name} where {key} >= {from} and {key} < {to} \
              order by {order}) to stdout with (format csv, header true)",
             name = table.name,
             key = table.time_column,
-            from = Month::literal(self.month.start()),
-            to = Month::literal(self.month.end()),
+            from = Month::literal(self.bounds.from_utc()),
+            to = Month::literal(self.bounds.to_utc()),
             order = table.order_by,
         );
         let mut stream = self
@@ -312,6 +435,61 @@ impl MonthSnapshot {
     }
 }
 
+/// Rows of `relation` (in schema `recon`: a history table, or one of its partitions) whose
+/// time column is within `[from, to)`. Built from constants and instants.
+async fn count_between(
+    conn: &mut PgConnection,
+    relation: &str,
+    table: &HistoryTable,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select count(*) from recon.{relation} where {key} >= {from} and {key} < {to}",
+        key = table.time_column,
+        from = Month::literal(from),
+        to = Month::literal(to),
+    )))
+    .fetch_one(conn)
+    .await
+}
+
+/// Records an archive written to `file` (as given to `--to`) in `recon.archives`, with what
+/// `--detach` counts on later: its bounds, its rows per partition and whether they can still
+/// change (`rows_final`: no open flag, and, when a webhook is configured, no event still
+/// owed). Returns its id.
+pub async fn record(
+    pool: &PgPool,
+    month: Month,
+    bounds: &Bounds,
+    state: &MonthState,
+    file: &str,
+    manifest: serde_json::Value,
+    rows_final: bool,
+) -> Result<i64, StoreError> {
+    let partition_rows: serde_json::Map<String, serde_json::Value> = state
+        .partition_rows
+        .iter()
+        .map(|(name, rows)| (name.clone(), serde_json::Value::from(*rows)))
+        .collect();
+    Ok(sqlx::query_scalar!(
+        "insert into recon.archives
+             (month, zone, from_at, to_at, file, manifest, partition_rows, rows_final)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         returning id",
+        month.to_string(),
+        bounds.zone,
+        bounds.from_utc(),
+        bounds.to_utc(),
+        file,
+        manifest,
+        serde_json::Value::Object(partition_rows),
+        rows_final,
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// How long the detach waits for its locks before giving up (it takes ACCESS EXCLUSIVE on the
 /// three tables, and everyone reading or writing history queues behind a waiting request).
 pub const DETACH_LOCK_WAIT: &str = "5s";
@@ -320,6 +498,8 @@ pub const DETACH_LOCK_WAIT: &str = "5s";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detached {
     pub table: HistoryTable,
+    /// The UTC month it held.
+    pub month: Month,
     /// `status_transitions_2026_10`, in schema `recon`.
     pub partition: String,
     pub rows: i64,
@@ -333,6 +513,89 @@ impl Detached {
     }
 }
 
+/// The partitions of a UTC month `detach` left attached, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub month: Month,
+    /// Its partitions that exist, `recon.…`.
+    pub partitions: Vec<String>,
+    pub why: KeptBecause,
+}
+
+/// Why a month's partitions stay attached: some of their rows are in no archive that can
+/// stand for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptBecause {
+    /// Rows in no archive whose rows are final (usually the neighbouring reporting month's,
+    /// not archived yet): the first of them, in the reporting zone, and its reporting month.
+    Unarchived {
+        table: &'static str,
+        rows: i64,
+        first: String,
+        reporting_month: String,
+    },
+    /// An archive recorded fewer (or more) rows of the partition than it holds now: rows came
+    /// since it was written.
+    Changed {
+        table: &'static str,
+        archive_id: i64,
+        archive_month: String,
+        recorded: i64,
+        now: i64,
+    },
+    /// Open flags: `recon.open_flags` would point at flags no longer in the table.
+    OpenFlags(i64),
+    /// Events a configured webhook still owes.
+    Undelivered(i64),
+}
+
+impl fmt::Display for KeptBecause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unarchived {
+                table,
+                rows,
+                first,
+                reporting_month,
+            } => write!(
+                f,
+                "{rows} of recon.{table}'s rows in them, from {first} on, are in no archive yet; \
+                 they belong to reporting month {reporting_month}: archiving it with --detach \
+                 detaches these then"
+            ),
+            Self::Changed {
+                table,
+                archive_id,
+                archive_month,
+                recorded,
+                now,
+            } => write!(
+                f,
+                "they hold {now} rows of recon.{table} in the span of archive #{archive_id} \
+                 ({archive_month}), which holds {recorded}: rows came since it was written; \
+                 archive {archive_month} again"
+            ),
+            Self::OpenFlags(n) => write!(
+                f,
+                "they hold {n} open flags (recon.open_flags would point at flags no longer in \
+                 recon.discrepancies); resolve them, then archive again"
+            ),
+            Self::Undelivered(n) => write!(
+                f,
+                "they hold {n} events the webhook has not delivered, skipped or abandoned yet \
+                 (webhook.max_age at most)"
+            ),
+        }
+    }
+}
+
+/// What `detach` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DetachOutcome {
+    pub detached: Vec<Detached>,
+    pub kept: Vec<Kept>,
+}
+
 /// Why `detach` detached nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum DetachError {
@@ -341,57 +604,58 @@ pub enum DetachError {
     #[error("the history tables are busy (their locks were not granted within {DETACH_LOCK_WAIT})")]
     Busy,
     #[error(
-        "{rows} rows of recon.{table} for this month still wait in recon.{table}_default; run \
-         `freedompay-recon migrate` (or wait for the daemon's hourly maintenance), which moves \
-         them into the month's partition"
+        "{rows} rows of recon.{table} for {month} (UTC) still wait in recon.{table}_default; \
+         run `freedompay-recon migrate` (or wait for the daemon's hourly maintenance), which \
+         moves them into the month's partition"
     )]
-    WaitingInDefault { table: &'static str, rows: i64 },
+    WaitingInDefault {
+        table: &'static str,
+        month: Month,
+        rows: i64,
+    },
     #[error(
-        "recon.{table} holds {now} rows of this month and the archive {archived}: rows came \
-         or went since it was read"
+        "recon.{partition} holds {now} rows of this month and the archive {archived}: rows \
+         came or went since it was read"
     )]
     Changed {
-        table: &'static str,
+        partition: String,
         archived: i64,
         now: i64,
     },
-    #[error(
-        "the month holds {0} open flags: recon.open_flags would point at flags no longer in \
-         recon.discrepancies, and nobody could resolve them; resolve them first"
-    )]
-    OpenFlags(i64),
-    #[error(
-        "the month holds {0} events the webhook has not delivered, skipped or abandoned yet; \
-         detach it once they are (webhook.max_age at most)"
-    )]
-    Undelivered(i64),
 }
 
-/// Detaches the month's partitions of the three history tables (those that exist), in one
-/// transaction, then checks under the locks DETACH took (ACCESS EXCLUSIVE on each table, its
-/// month partition and its DEFAULT partition, held to the commit, so nothing can change in
-/// between) that they hold exactly the `archived` row counts, none waits in a DEFAULT
-/// partition, no flag is open and, when `only_finished` (a webhook is configured, as for
-/// event retention), every event was delivered, skipped or abandoned. Any difference rolls it
-/// all back: nothing is detached.
+/// Detaches, in one transaction, the monthly (UTC) partitions of the three history tables
+/// that hold rows of archive `archive_id` (just recorded) and every row of which is in
+/// recorded archives that can stand for them; the others stay attached, each month with why
+/// ([`Kept`]).
 ///
-/// Transitions are never changed and a flag or event changes only while open or undelivered,
-/// which the archive was refused with: so equal counts mean equal rows.
+/// The three tables are locked first (ACCESS EXCLUSIVE, held to the commit, waiting at most
+/// [`DETACH_LOCK_WAIT`]), so nothing changes between the checks and the detach:
+/// - every partition's share of this archive still holds the rows it archived, and no row of
+///   those months waits in a DEFAULT partition, else nothing is detached (an error);
+/// - a month's partitions are detached together, when each row of them is within an archive
+///   recorded with `rows_final` (its flags closed and events finished when it was written:
+///   such rows never change again), each such archive (the newest of its span) still counts
+///   the rows it held there, no flag in them is open and, when `only_finished` (a webhook is
+///   configured, as for event retention), every event was delivered, skipped or abandoned.
+///
+/// In the reporting zone UTC, a month's archive holds its partitions whole; in Almaty
+/// (+05:00), a partition holds the last five hours of the reporting month before it too, so
+/// it is detached with the second of the two archives.
 ///
 /// Each detached partition gets a `before update or delete` trigger refusing any change
 /// ([`Detached::frozen_trigger`]); the `before truncate` one it had stays.
 pub async fn detach(
     pool: &PgPool,
-    month: Month,
-    archived: [i64; 3],
+    archive_id: i64,
     only_finished: bool,
-) -> Result<Vec<Detached>, DetachError> {
+) -> Result<DetachOutcome, DetachError> {
     let mut tx = pool.begin().await.map_err(StoreError::from)?;
-    let result = detach_in(&mut tx, month, archived, only_finished).await;
+    let result = detach_in(&mut tx, archive_id, only_finished).await;
     match result {
-        Ok(detached) => {
+        Ok(outcome) => {
             tx.commit().await.map_err(StoreError::from)?;
-            Ok(detached)
+            Ok(outcome)
         }
         Err(e) => {
             tx.rollback().await.ok();
@@ -402,132 +666,203 @@ pub async fn detach(
 
 async fn detach_in(
     conn: &mut PgConnection,
-    month: Month,
-    archived: [i64; 3],
+    archive_id: i64,
     only_finished: bool,
-) -> Result<Vec<Detached>, DetachError> {
+) -> Result<DetachOutcome, DetachError> {
     let busy = |e: sqlx::Error| match e.as_database_error().and_then(|d| d.code()) {
         // lock_not_available
         Some(code) if code == "55P03" => DetachError::Busy,
         _ => DetachError::Store(e.into()),
     };
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "set local lock_timeout = '{DETACH_LOCK_WAIT}'"
+        "set local lock_timeout = '{DETACH_LOCK_WAIT}'; \
+         lock table only recon.status_transitions, recon.discrepancies, recon.events \
+         in access exclusive mode"
     )))
     .execute(&mut *conn)
     .await
     .map_err(busy)?;
-    let mut detached = Vec::new();
-    for (i, table) in HISTORY.iter().enumerate() {
-        let partition = month.partition(table);
-        let attached = sqlx::query_scalar!(
-            r#"select exists (select 1 from pg_inherits
-                              where inhparent = $1::text::regclass
-                                and inhrelid = to_regclass($2)) as "attached!""#,
-            format!("recon.{}", table.name),
-            format!("recon.{partition}"),
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(busy)?;
-        if attached {
+    let this = sqlx::query!(
+        "select from_at, to_at, partition_rows from recon.archives where id = $1",
+        archive_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(busy)?;
+    let recorded = |rows: &serde_json::Value, partition: &str| {
+        rows.get(partition)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+    };
+    let mut outcome = DetachOutcome::default();
+    for utc in Month::utc_months_overlapping(this.from_at, this.to_at) {
+        let mut attached = Vec::new();
+        for table in &HISTORY {
+            let partition = utc.partition(table);
+            let is_attached = sqlx::query_scalar!(
+                r#"select exists (select 1 from pg_inherits
+                                  where inhparent = $1::text::regclass
+                                    and inhrelid = to_regclass($2)) as "attached!""#,
+                format!("recon.{}", table.name),
+                format!("recon.{partition}"),
+            )
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(busy)?;
+            let default = format!("{}_default", table.name);
+            let waiting = count_between(conn, &default, table, utc.start(), utc.end())
+                .await
+                .map_err(busy)?;
+            if waiting > 0 {
+                return Err(DetachError::WaitingInDefault {
+                    table: table.name,
+                    month: utc,
+                    rows: waiting,
+                });
+            }
+            let share = if is_attached {
+                let (from, to) = (this.from_at.max(utc.start()), this.to_at.min(utc.end()));
+                count_between(conn, &partition, table, from, to)
+                    .await
+                    .map_err(busy)?
+            } else {
+                0
+            };
+            let archived = recorded(&this.partition_rows, &partition);
+            if share != archived {
+                return Err(DetachError::Changed {
+                    partition,
+                    archived,
+                    now: share,
+                });
+            }
+            if is_attached {
+                attached.push((table, partition));
+            }
+        }
+        if attached.is_empty() {
+            continue;
+        }
+        let mut why = None;
+        for (table, partition) in &attached {
+            why = kept_because(conn, utc, table, partition, only_finished).await?;
+            if why.is_some() {
+                break;
+            }
+        }
+        if let Some(why) = why {
+            outcome.kept.push(Kept {
+                month: utc,
+                partitions: attached.iter().map(|(_, p)| format!("recon.{p}")).collect(),
+                why,
+            });
+            continue;
+        }
+        for (table, partition) in attached {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "alter table recon.{} detach partition recon.{partition}",
+                "alter table recon.{} detach partition recon.{partition}; \
+                 create trigger {partition}_frozen before update or delete on recon.{partition} \
+                 for each row execute function recon.refuse_changing_history()",
                 table.name
             )))
             .execute(&mut *conn)
             .await
             .map_err(busy)?;
-        }
-        // The DEFAULT partition is locked too now (DETACH locks it), or, with no partition
-        // to detach, read under this lock.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "lock table recon.{}_default in share mode",
-            table.name
-        )))
-        .execute(&mut *conn)
-        .await
-        .map_err(busy)?;
-        let waiting: i64 = count(
-            conn,
-            &format!(
-                "select count(*) from recon.{name}_default where {key} >= {from} and {key} < {to}",
-                name = table.name,
-                key = table.time_column,
-                from = Month::literal(month.start()),
-                to = Month::literal(month.end()),
-            ),
-        )
-        .await?;
-        if waiting > 0 {
-            return Err(DetachError::WaitingInDefault {
-                table: table.name,
-                rows: waiting,
-            });
-        }
-        let rows = if attached {
-            count(conn, &format!("select count(*) from recon.{partition}")).await?
-        } else {
-            0
-        };
-        if rows != archived[i] {
-            return Err(DetachError::Changed {
-                table: table.name,
-                archived: archived[i],
-                now: rows,
-            });
-        }
-        if attached {
-            detached.push(Detached {
+            let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "select count(*) from recon.{partition}"
+            )))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(busy)?;
+            outcome.detached.push(Detached {
                 table: *table,
+                month: utc,
                 partition,
                 rows,
             });
         }
     }
-    for d in &detached {
-        let condition = match d.table.name {
-            "discrepancies" => "resolved_at is null",
-            "events" if only_finished => {
-                "delivered_at is null and abandoned_at is null and skipped_at is null"
-            }
-            _ => continue,
-        };
-        let n = count(
-            conn,
-            &format!(
-                "select count(*) from recon.{} where {condition}",
-                d.partition
-            ),
-        )
-        .await?;
-        if n > 0 {
-            return Err(match d.table.name {
-                "discrepancies" => DetachError::OpenFlags(n),
-                _ => DetachError::Undelivered(n),
-            });
-        }
-    }
-    for d in &detached {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "create trigger {trigger} before update or delete on recon.{partition} \
-             for each row execute function recon.refuse_changing_history()",
-            trigger = d.frozen_trigger(),
-            partition = d.partition,
-        )))
-        .execute(&mut *conn)
-        .await
-        .map_err(StoreError::from)?;
-    }
-    Ok(detached)
+    Ok(outcome)
 }
 
-/// A `select count(*)` built here from constants and a month.
-async fn count(conn: &mut PgConnection, sql: &str) -> Result<i64, DetachError> {
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(conn)
+/// Why `partition` (of `table`, holding UTC month `utc`) must stay attached, or `None` when
+/// every row of it is in an archive that stands for it (see [`detach`]).
+async fn kept_because(
+    conn: &mut PgConnection,
+    utc: Month,
+    table: &HistoryTable,
+    partition: &str,
+    only_finished: bool,
+) -> Result<Option<KeptBecause>, DetachError> {
+    let store = |e: sqlx::Error| DetachError::Store(e.into());
+    let key = table.time_column;
+    // Rows outside every final archive's span, the first of them for the message.
+    let (rows, first, reporting_month): (i64, Option<String>, Option<String>) =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select count(*),
+                    to_char(min({key}) at time zone recon.report_zone(), 'YYYY-MM-DD HH24:MI')
+                        || ' ' || recon.report_zone(),
+                    to_char(recon.report_day(min({key})), 'YYYY-MM')
+             from recon.{partition} r
+             where not exists (select 1 from recon.archives a
+                               where a.rows_final and r.{key} >= a.from_at and r.{key} < a.to_at)"
+        )))
+        .fetch_one(&mut *conn)
         .await
-        .map_err(StoreError::from)?)
+        .map_err(store)?;
+    if rows > 0 {
+        return Ok(Some(KeptBecause::Unarchived {
+            table: table.name,
+            rows,
+            first: first.unwrap_or_default(),
+            reporting_month: reporting_month.unwrap_or_default(),
+        }));
+    }
+    // Each final archive that overlaps the partition, the newest of its span (an archive of
+    // the same month written again stands for the earlier one), still counts its rows there.
+    let archives = sqlx::query!(
+        r#"select distinct on (from_at, to_at) id, month, from_at, to_at,
+                  coalesce((partition_rows ->> $3)::bigint, 0) as "recorded!"
+           from recon.archives
+           where rows_final and from_at < $2 and to_at > $1
+           order by from_at, to_at, id desc"#,
+        utc.start(),
+        utc.end(),
+        partition,
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(store)?;
+    for a in archives {
+        let (from, to) = (a.from_at.max(utc.start()), a.to_at.min(utc.end()));
+        let now = count_between(conn, partition, table, from, to)
+            .await
+            .map_err(store)?;
+        if now != a.recorded {
+            return Ok(Some(KeptBecause::Changed {
+                table: table.name,
+                archive_id: a.id,
+                archive_month: a.month,
+                recorded: a.recorded,
+                now,
+            }));
+        }
+    }
+    let (condition, why): (&str, fn(i64) -> KeptBecause) = match table.name {
+        "discrepancies" => ("resolved_at is null", KeptBecause::OpenFlags),
+        "events" if only_finished => (
+            "delivered_at is null and abandoned_at is null and skipped_at is null",
+            KeptBecause::Undelivered,
+        ),
+        _ => return Ok(None),
+    };
+    let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "select count(*) from recon.{partition} where {condition}"
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(store)?;
+    Ok((n > 0).then(|| why(n)))
 }
 
 /// The statements that drop detached partitions for good (one statement).
@@ -541,8 +876,8 @@ pub fn drop_statement(detached: &[Detached]) -> String {
 
 /// The statements that put detached partitions back, as they were: the freezing trigger
 /// goes (the table's own triggers come back with the partition), then the partition is
-/// attached for its month's bounds.
-pub fn reattach_statements(month: Month, detached: &[Detached]) -> Vec<String> {
+/// attached for its UTC month's bounds.
+pub fn reattach_statements(detached: &[Detached]) -> Vec<String> {
     detached
         .iter()
         .flat_map(|d| {
@@ -556,8 +891,8 @@ pub fn reattach_statements(month: Month, detached: &[Detached]) -> Vec<String> {
                     "alter table recon.{} attach partition recon.{} for values from ({}) to ({});",
                     d.table.name,
                     d.partition,
-                    Month::literal(month.start()),
-                    Month::literal(month.end()),
+                    Month::literal(d.month.start()),
+                    Month::literal(d.month.end()),
                 ),
             ]
         })
@@ -567,6 +902,34 @@ pub fn reattach_statements(month: Month, detached: &[Detached]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reporting_month_away_from_utc_spans_two_partitions_and_a_utc_one_its_own() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let months = |from, to| -> Vec<String> {
+            Month::utc_months_overlapping(at(from), at(to))
+                .iter()
+                .map(Month::to_string)
+                .collect()
+        };
+        // November in Almaty (+05:00), and in a zone behind UTC (-03:00).
+        assert_eq!(
+            months("2026-10-31T19:00:00Z", "2026-11-30T19:00:00Z"),
+            ["2026-10", "2026-11"]
+        );
+        assert_eq!(
+            months("2026-11-01T03:00:00Z", "2026-12-01T03:00:00Z"),
+            ["2026-11", "2026-12"]
+        );
+        assert_eq!(
+            months("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"),
+            ["2026-11"]
+        );
+        assert_eq!(
+            Month::literal(at("2026-10-31T19:00:00.25Z")),
+            "'2026-10-31 19:00:00.250+00'"
+        );
+    }
 
     #[test]
     fn a_month_is_yyyy_mm_exactly() {

@@ -65,8 +65,9 @@ pub enum Recorded {
 /// [`Claim::fingerprint`]), matched by payment id then order id, tracked when nobody did (with
 /// an `untracked_payment` flag; at most `max_untracked_per_hour` an hour, else
 /// [`Recorded::Capped`] and nothing written), its payment made due now and urgent (kept due if
-/// a poll is under way, as `recheck` does), a `callback_unreadable` flag opened on it when the
-/// claim could not be read whole, and every daemon woken through `NOTIFY`. A replay changes
+/// a poll is under way, as `recheck` does), the time a paid claim says it was paid kept as its
+/// `provider_paid_at` (the first such claim's), a `callback_unreadable` flag opened on it when
+/// the claim could not be read whole, and every daemon woken through `NOTIFY`. A replay changes
 /// nothing.
 pub async fn record(
     pool: &PgPool,
@@ -148,8 +149,8 @@ pub async fn record(
     let inserted = sqlx::query_scalar!(
         "insert into recon.callbacks
              (fields, fingerprint, pg_payment_id, pg_order_id, claims_paid, amount, currency,
-              payment_id, matched_by, raw_query, raw_body, problem)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+              payment_id, matched_by, raw_query, raw_body, problem, paid_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
          on conflict (fingerprint) do nothing
          returning id",
         crate::callbacks::fields_json(received.fields),
@@ -164,6 +165,7 @@ pub async fn record(
         received.raw_query,
         received.raw_body,
         claim.problem.as_deref(),
+        claim.paid_at,
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -172,6 +174,9 @@ pub async fn record(
         tx.rollback().await?;
         return Ok(Recorded::Replay);
     };
+    if let (Some(paid_at), Some((payment_id, _))) = (claim.paid_at, &matched) {
+        keep_provider_paid_at(&mut tx, payment_id, paid_at, id).await?;
+    }
     if let (Some(problem), Some((payment_id, _))) = (&claim.problem, &matched) {
         // The poll still decides the payment, but this claim cannot be checked against it
         // (callback_disagrees): a person compares the row's raw request with the answer.
@@ -186,6 +191,36 @@ pub async fn record(
     }
     tx.commit().await?;
     Ok(Recorded::New { id, matched })
+}
+
+/// Keeps the time a verified paid callback says the payment was paid as the payment's
+/// `provider_paid_at`, when none is kept yet: the first such callback's, never overwritten.
+/// The provider's payment happens once, and the first verified word of it is what the
+/// merchant's systems acted on; a later callback stating another time keeps it in its own
+/// row (`recon.callbacks.paid_at`), the evidence a person compares. What the provider said,
+/// not a verdict: the status still comes from the signed poll, which the view shows it
+/// beside (only once that poll says `success`).
+///
+/// Issue 26 (the status API's payment time) is meant to be the authority: it would replace a
+/// callback's time here, setting `provider_paid_callback_id` to null, rather than this
+/// function's "first one wins".
+async fn keep_provider_paid_at(
+    tx: &mut sqlx::PgConnection,
+    payment_id: &str,
+    paid_at: DateTime<Utc>,
+    callback_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "update recon.payments
+         set provider_paid_at = $2, provider_paid_callback_id = $3
+         where payment_id = $1 and provider_paid_at is null",
+        payment_id,
+        paid_at,
+        callback_id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// `payment_id`, locked for this transaction, when it is tracked.

@@ -1,6 +1,6 @@
 //! The queries behind `freedompay-recon digest`: what happened over a span of reporting days.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -28,21 +28,45 @@ pub struct OpenFlag {
     pub kind: String,
     pub expected: Option<String>,
     pub actual: Option<String>,
-    pub detected_at: DateTime<Utc>,
+    /// When it was opened, in the reporting zone (with its offset).
+    pub detected_at: DateTime<FixedOffset>,
     /// The payment's status now (`no_answer` before the first answer).
     pub status: String,
 }
 
-/// The reporting zone and yesterday in it.
-pub async fn yesterday(pool: &PgPool) -> Result<(String, NaiveDate), StoreError> {
+/// The reporting zone (`recon.timezone`), the time now in it, and yesterday there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneNow {
+    pub timezone: String,
+    pub now: DateTime<FixedOffset>,
+    pub yesterday: NaiveDate,
+}
+
+/// `at` in the reporting zone, given that zone's offset there in seconds east of UTC (the
+/// database's: its time zone rules are the ones reports use).
+fn in_zone(at: DateTime<Utc>, offset_seconds: i32) -> DateTime<FixedOffset> {
+    // An offset PostgreSQL accepts is always within a day; UTC if the impossible happens.
+    let offset = FixedOffset::east_opt(offset_seconds)
+        .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
+    at.with_timezone(&offset)
+}
+
+/// The reporting zone, now in it, and yesterday in it.
+pub async fn zone_now(pool: &PgPool) -> Result<ZoneNow, StoreError> {
     let row = sqlx::query!(
-        r#"select tz as "timezone!", ((now() at time zone tz)::date - 1) as "yesterday!"
-           from (select coalesce(nullif(current_setting('recon.timezone', true), ''),
-                                 'Asia/Almaty') as tz) zone"#
+        r#"select tz as "timezone!", now() as "now!",
+                  extract(epoch from (now() at time zone tz) - (now() at time zone 'UTC'))::int
+                      as "offset!",
+                  ((now() at time zone tz)::date - 1) as "yesterday!"
+           from (select recon.report_zone() as tz) zone"#
     )
     .fetch_one(pool)
     .await?;
-    Ok((row.timezone, row.yesterday))
+    Ok(ZoneNow {
+        timezone: row.timezone,
+        now: in_zone(row.now, row.offset),
+        yesterday: row.yesterday,
+    })
 }
 
 /// Payments that reached an outcome in the days `from..=to`: paid or failed, by the day it
@@ -123,17 +147,43 @@ pub async fn flag_changes(
     Ok((opened, resolved))
 }
 
-/// The `limit` oldest open flags a person must act on.
+/// The `limit` oldest open flags a person must act on, their times in the reporting zone.
 pub async fn oldest_open(pool: &PgPool, limit: i64) -> Result<Vec<OpenFlag>, StoreError> {
-    Ok(sqlx::query_as!(
-        OpenFlag,
+    let rows = sqlx::query!(
         r#"select payment_id as "payment_id!", kind as "kind!", expected, actual,
-                  detected_at as "detected_at!", coalesce(status, 'no_answer') as "status!"
+                  detected_at as "detected_at!",
+                  extract(epoch from (detected_at at time zone recon.report_zone())
+                                     - (detected_at at time zone 'UTC'))::int as "offset!",
+                  coalesce(status, 'no_answer') as "status!"
            from recon.open_discrepancies
            order by detected_at, id
            limit $1"#,
         limit,
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| OpenFlag {
+            payment_id: r.payment_id,
+            kind: r.kind,
+            expected: r.expected,
+            actual: r.actual,
+            detected_at: in_zone(r.detected_at, r.offset),
+            status: r.status,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_in_the_zone_is_the_same_instant_with_the_zones_offset() {
+        let at: DateTime<Utc> = "2026-11-20T09:03:00Z".parse().unwrap();
+        let almaty = in_zone(at, 5 * 3600);
+        assert_eq!(almaty.to_rfc3339(), "2026-11-20T14:03:00+05:00");
+        assert_eq!(almaty, at);
+    }
 }

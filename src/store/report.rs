@@ -9,20 +9,34 @@ use sqlx::PgPool;
 use super::StoreError;
 use crate::domain::{FlagClass, FlagKind};
 
-/// Which day a payment belongs to.
+/// Which day a report counts a payment on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DayBasis {
-    /// The day it was created (`created_at`).
+    /// The day it was created (created_at, in recon.timezone): the merchant's document date,
+    /// the day and month the payment belongs to.
     Created,
-    /// The day its terminal status was first seen (`settled_at`); unsettled payments are left out.
-    Settled,
+    /// The day the daemon first saw it paid, failed or incomplete (first_seen_settled_at):
+    /// when the daemon learned, not when the payer paid; unsettled payments are left out.
+    /// `settled` is its old name.
+    #[value(name = "first-seen-settled", alias = "settled")]
+    FirstSeenSettled,
 }
 
 impl DayBasis {
+    /// The basis as `recon.daily_summary` names it: `settled` there is first seen settled
+    /// (the value is kept for the BI tools that filter on it).
     fn as_str(self) -> &'static str {
         match self {
             Self::Created => "created",
-            Self::Settled => "settled",
+            Self::FirstSeenSettled => "settled",
+        }
+    }
+
+    /// For people: "created", "first seen settled".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::FirstSeenSettled => "first seen settled",
         }
     }
 }
@@ -118,14 +132,19 @@ pub struct DetailRow {
     pub created_at: DateTime<Utc>,
     /// The reporting day of `created_at`, in `recon.timezone`.
     pub created_day: NaiveDate,
-    pub settled_at: Option<DateTime<Utc>>,
-    pub settled_day: Option<NaiveDate>,
+    /// When the daemon first saw the current terminal status: an observation, not a payment
+    /// time.
+    pub first_seen_settled_at: Option<DateTime<Utc>>,
+    pub first_seen_settled_day: Option<NaiveDate>,
     pub expires_at: Option<DateTime<Utc>>,
     pub expiry_source: Option<String>,
     pub deadline_missed_at: Option<DateTime<Utc>>,
     pub checks: i32,
     pub last_checked_at: Option<DateTime<Utc>>,
     pub open_flags: Vec<String>,
+    /// When the provider says it was paid (its verified callback's `pg_payment_date`), only
+    /// once the poll says `success`.
+    pub provider_paid_at: Option<DateTime<Utc>>,
 }
 
 /// A flag, open now or at the end of a day, with its payment.
@@ -426,9 +445,9 @@ pub fn detail_rows<'a>(
             flag,
         )
         .fetch(pool),
-        DayBasis::Settled => sqlx::query_file_as!(
+        DayBasis::FirstSeenSettled => sqlx::query_file_as!(
             DetailRow,
-            "src/store/sql/report_detail_settled.sql",
+            "src/store/sql/report_detail_first_seen_settled.sql",
             from,
             to,
             currency,
@@ -447,7 +466,7 @@ pub const REPORT_SQL: [(&str, &str); 3] = [
         include_str!("sql/report_detail_created.sql"),
     ),
     (
-        "detail_settled",
-        include_str!("sql/report_detail_settled.sql"),
+        "detail_first_seen_settled",
+        include_str!("sql/report_detail_first_seen_settled.sql"),
     ),
 ];

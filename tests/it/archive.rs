@@ -556,3 +556,176 @@ async fn detach_takes_exactly_the_months_three_partitions_and_the_printed_statem
         |m: &Manifest| -> Vec<String> { m.tables.iter().map(|t| t.sha256.clone()).collect() };
     assert_eq!(checksums(&first), checksums(&second));
 }
+
+/// Transitions of payment `a` observed at `times` (UTC), numbered from `first_no`, moved
+/// into their month's partitions.
+async fn transitions_at(pool: &PgPool, first_no: i32, times: &[&str]) {
+    for (i, at) in times.iter().enumerate() {
+        sqlx::query(
+            "insert into recon.status_transitions
+                 (payment_id, observation_no, to_status, observed_at, body)
+             values ('a', $1, 'process', $2::timestamptz, '{}')",
+        )
+        .bind(first_no + i as i32)
+        .bind(at)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    maintenance::ensure_partitions(pool).await.unwrap();
+}
+
+/// The `observed_at` values an archive's transitions CSV holds, as PostgreSQL printed them.
+fn observed(path: &Path) -> Vec<String> {
+    let entries = entries(path);
+    let (header, rows) = csv_rows(&entries[1].1);
+    let at = header.iter().position(|h| h == "observed_at").unwrap();
+    rows.into_iter().map(|row| row[at].clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_is_the_reporting_month_in_almaty_and_its_partitions_go_once_both_ends_are_archived()
+ {
+    // The default reporting zone, Asia/Almaty (+05:00): its November is 2026-10-31 19:00 UTC
+    // to 2026-11-30 19:00 UTC, across the UTC partitions of October and November.
+    let app = app_with_payments().await;
+    let pool = app.pool();
+    transitions_at(
+        pool,
+        1,
+        &[
+            "2026-10-31 18:59:59Z", // 23:59:59 on 31 October in Almaty: October
+            "2026-10-31 19:00:00Z", // midnight, 1 November in Almaty: November
+            "2026-11-30 18:59:59Z", // 23:59:59 on 30 November: November
+            "2026-11-30 20:00:00Z", // 01:00 on 1 December: December
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("recon-2026-11.tar.gz");
+    let to = file.to_str().unwrap();
+
+    let out = archive(&app, "2026-11", to, &[]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(
+            "2026-11 in Asia/Almaty (recon.timezone): from 2026-11-01 00:00 +05:00 to \
+             2026-12-01 00:00 +05:00 (2026-10-31 19:00 to 2026-11-30 19:00 UTC)"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        observed(&file),
+        ["2026-10-31 19:00:00+00", "2026-11-30 18:59:59+00"],
+        "the Almaty November, not the UTC one"
+    );
+    let manifest: Manifest = serde_json::from_slice(&entries(&file)[0].1).unwrap();
+    assert_eq!(
+        (
+            manifest.timezone.as_str(),
+            manifest.from.as_str(),
+            manifest.to.as_str()
+        ),
+        (
+            "Asia/Almaty",
+            "2026-11-01T00:00:00+05:00",
+            "2026-12-01T00:00:00+05:00"
+        )
+    );
+
+    // Each partition also holds rows of a month not archived yet: both stay attached.
+    let out = archive(&app, "2026-11", to, &["--force", "--detach"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.contains(
+            "kept recon.status_transitions_2026_10 attached (UTC month 2026-10): 1 of \
+             recon.status_transitions's rows in them, from 2026-10-31 23:59 Asia/Almaty on, are \
+             in no archive yet; they belong to reporting month 2026-10"
+        ),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(
+            "kept recon.status_transitions_2026_11 attached (UTC month 2026-11): 1 of \
+             recon.status_transitions's rows in them, from 2026-12-01 01:00 Asia/Almaty on"
+        ),
+        "{printed}"
+    );
+    assert!(!printed.contains("detached recon."), "{printed}");
+    let partitions = attached(pool, "status_transitions").await;
+    for month in ["2026_10", "2026_11"] {
+        assert!(
+            partitions.contains(&format!("status_transitions_{month}")),
+            "{partitions:?}"
+        );
+    }
+
+    // A row arriving in November's span after its archive: that archive no longer stands
+    // for the October partition's share of November.
+    transitions_at(pool, 5, &["2026-10-31 21:00:00Z"]).await;
+    let october = dir.path().join("recon-2026-10.tar.gz");
+    let out = archive(&app, "2026-10", october.to_str().unwrap(), &["--detach"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out)
+            .contains("which holds 1: rows came since it was written; archive 2026-11 again"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        attached(pool, "status_transitions")
+            .await
+            .contains(&"status_transitions_2026_10".to_owned())
+    );
+
+    // November archived again: now every row of the October partition is in an archive
+    // (October's first hours in October's, its last five in November's), so it goes; the
+    // November partition waits for December's.
+    let out = archive(&app, "2026-11", to, &["--force"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(observed(&file).len(), 3);
+    let out = archive(
+        &app,
+        "2026-10",
+        october.to_str().unwrap(),
+        &["--force", "--detach"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert!(
+        printed.contains("detached recon.status_transitions_2026_10 (3 rows)"),
+        "{printed}"
+    );
+    let partitions = attached(pool, "status_transitions").await;
+    assert!(!partitions.contains(&"status_transitions_2026_10".to_owned()));
+    assert!(partitions.contains(&"status_transitions_2026_11".to_owned()));
+    assert_eq!(observed(&october), ["2026-10-31 18:59:59+00"]);
+    // The printed statements put it back for its UTC month's bounds.
+    assert!(
+        printed.contains(
+            "alter table recon.status_transitions attach partition \
+             recon.status_transitions_2026_10 for values from ('2026-10-01 00:00:00+00') to \
+             ('2026-11-01 00:00:00+00');"
+        ),
+        "{printed}"
+    );
+    // Every archive written is recorded, with what --detach counted on.
+    let recorded: Vec<(String, bool)> =
+        sqlx::query_as("select month, rows_final from recon.archives order by id")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        recorded,
+        [
+            ("2026-11".to_owned(), true),
+            ("2026-11".to_owned(), true),
+            ("2026-10".to_owned(), true),
+            ("2026-11".to_owned(), true),
+            ("2026-10".to_owned(), true),
+        ]
+    );
+}

@@ -476,6 +476,110 @@ async fn a_callback_the_signed_poll_contradicts_opens_callback_disagrees() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_callbacks_payment_date_is_kept_as_provider_paid_at_and_shown_once_paid() {
+    let app = TestApp::new(paid_scenario("cb-date")).await;
+    app.insert("('cb-date', 5000, 'KZT', 'A-D', now(), null)")
+        .await;
+    let endpoint = endpoint(&app).await;
+    // The provider's time, in its zone (Almaty, +05:00) without an offset, as it sends it.
+    let mut fields = paid("cb-date", "A-D");
+    fields.push(("pg_payment_date", "2026-11-20 14:03:00".to_owned()));
+    assert_eq!(post(&endpoint.url, body_of(&fields, "s1")).await.0, 200);
+
+    let first: i64 = sqlx::query_scalar("select id from recon.callbacks")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let said = "2026-11-20T09:03:00Z"
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .unwrap();
+    let kept = || async {
+        sqlx::query_as::<_, (Option<chrono::DateTime<chrono::Utc>>, Option<i64>)>(
+            "select provider_paid_at, provider_paid_callback_id from recon.payments
+             where payment_id = 'cb-date'",
+        )
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    assert_eq!(kept().await, (Some(said), Some(first)));
+    let in_view = || async {
+        sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+            "select provider_paid_at from recon.reconciliation where payment_id = 'cb-date'",
+        )
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+    };
+    // A claim, not a verdict: the view shows it once the signed poll says success.
+    assert_eq!(in_view().await, None);
+    app.sweep().await;
+    assert_eq!(app.status("cb-date").await.as_deref(), Some("success"));
+    assert_eq!(in_view().await, Some(said));
+    let (first_seen, first_seen_day, settled_at): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::NaiveDate>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "select first_seen_settled_at, first_seen_settled_day, settled_at
+         from recon.reconciliation where payment_id = 'cb-date'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(first_seen.is_some() && first_seen_day.is_some());
+    assert_eq!(
+        first_seen, settled_at,
+        "the old column is kept, with the same time"
+    );
+
+    // The detail report shows both times under names that say what they are.
+    let csv = app
+        .run(&[
+            "report",
+            "--detail",
+            "--format",
+            "csv",
+            "--by",
+            "first-seen-settled",
+        ])
+        .await;
+    assert!(
+        csv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&csv.stderr)
+    );
+    let mut reader = csv::Reader::from_reader(&csv.stdout[..]);
+    let header = reader.headers().unwrap().clone();
+    let row = reader.records().next().expect("one payment").unwrap();
+    let cell = |name: &str| {
+        let at = header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("{name}"));
+        row[at].to_owned()
+    };
+    assert_eq!(cell("provider_paid_at"), "2026-11-20T09:03:00Z");
+    assert!(cell("first_seen_settled_at").starts_with("20"), "{row:?}");
+    assert!(!header.iter().any(|h| h == "settled_at"), "{header:?}");
+
+    // A later callback stating another time is kept in its own row; the first stays.
+    let mut later = fields.clone();
+    later.last_mut().unwrap().1 = "2026-11-20 15:00:00".to_owned();
+    assert_eq!(post(&endpoint.url, body_of(&later, "s2")).await.0, 200);
+    let said_later: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        sqlx::query_scalar("select paid_at from recon.callbacks order by id")
+            .fetch_all(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        said_later,
+        [Some(said), Some("2026-11-20T10:00:00Z".parse().unwrap())]
+    );
+    assert_eq!(kept().await, (Some(said), Some(first)));
+}
+
 /// Enqueues `ids`, each expecting 5000.00 KZT.
 async fn enqueue_expecting_5000_kzt(app: &TestApp, ids: &[String]) {
     let values = ids

@@ -274,6 +274,48 @@ async fn help_explains_every_command() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_says_first_seen_settled_for_the_daemons_time_and_still_takes_settled() {
+    let app = TestApp::new(Scenario::new()).await;
+    // clap wraps help text at the terminal's width: one line per sentence part is enough.
+    let help = stdout(&app.run(&["report", "--help"]).await).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for words in [
+        "first-seen-settled",
+        "the day the daemon first saw it paid, failed or incomplete",
+        "not when the payer paid",
+        "the day, and so the month, it belongs to",
+    ] {
+        assert!(help.contains(words), "{words:?} is not in: {help}");
+    }
+    let by = |basis: &'static str| {
+        let app = &app;
+        async move {
+            app.run(&[
+                "report",
+                "--detail",
+                "--by",
+                basis,
+                "--from",
+                "2026-11-01",
+                "--to",
+                "2026-11-30",
+            ])
+            .await
+        }
+    };
+    let new = by("first-seen-settled").await;
+    assert!(new.status.success(), "{}", stderr(&new));
+    assert_eq!(
+        stdout(&new).lines().last(),
+        Some("no payments first seen settled from 2026-11-01 to 2026-11-30")
+    );
+    // The old name, which spreadsheets' scripts and cron lines may hold, is the same report.
+    let old = by("settled").await;
+    assert!(old.status.success(), "{}", stderr(&old));
+    assert_eq!(stdout(&old), stdout(&new));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_that_cannot_be_reached_is_named_by_its_url_and_setting() {
     // A port nobody listens on: bound for a moment, then let go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -63,7 +63,7 @@ async fn the_digest_of_a_known_day_reads_as_pinned() {
         String::from_utf8_lossy(&output.stdout),
         "Freedom Pay reconciliation digest: 2026-03-10 (UTC)
 
-Outcomes in the period
+Outcomes first seen in the period
   paid: 2 payments, received 7499.50 KZT
   paid: 1 payment, received 10 USD
   failed: 1 payment, invoiced 700 KZT
@@ -76,7 +76,7 @@ Flags
   open, needing a person: 1 (under 1 day 0, 1-3 days 0, 3-7 days 0, over 7 days 1)
 
 Oldest open flags needing a person
-  2026-03-10 23:59 UTC paid-2 amount_mismatch (status success): expected 2500, actual 2499.50 `＠here`
+  2026-03-10 23:59 +00:00 paid-2 amount_mismatch (status success): expected 2500, actual 2499.50 `＠here`
 "
     );
 
@@ -115,6 +115,54 @@ Oldest open flags needing a person
     assert!(
         String::from_utf8_lossy(&backwards.stderr)
             .contains("--from 2026-03-11 is after --to 2026-03-10")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_digests_times_are_in_its_zone_with_the_offset_in_text_and_json() {
+    // The default reporting zone, Asia/Almaty (+05:00).
+    let app = TestApp::new(Scenario::new()).await;
+    sqlx::raw_sql(
+        "insert into recon.payments (payment_id, status, amount, currency, settled_at,
+                                     next_check_at)
+         values ('paid-1', 'success', 5000, 'KZT', '2026-11-20 09:03Z', null);
+         insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+         values ('paid-1', 'amount_mismatch', '4000', '5000', '2026-11-20 09:03Z');",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
+    let text = app.run(&["digest", "--from", "2026-11-20"]).await;
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.starts_with("Freedom Pay reconciliation digest: 2026-11-20 (Asia/Almaty)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  2026-11-20 14:03 +05:00 paid-1 amount_mismatch (status success)"),
+        "the heading's zone, not UTC: {text}"
+    );
+    assert!(!text.contains("UTC"), "{text}");
+
+    let json = app
+        .run(&["digest", "--from", "2026-11-20", "--format", "json"])
+        .await;
+    let digest: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(digest["timezone"], "Asia/Almaty");
+    assert_eq!(
+        digest["oldest_open"][0]["detected_at"],
+        "2026-11-20T14:03:00+05:00"
+    );
+    let generated = digest["generated_at"].as_str().unwrap();
+    assert!(generated.ends_with("+05:00"), "{generated}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(generated).is_ok(),
+        "{generated}"
     );
 }
 

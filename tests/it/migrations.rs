@@ -6,6 +6,7 @@
 use freedompay_recon::store::{self, EARLIER_TEXTS, MIGRATOR, OLDEST_SERVER};
 
 use crate::helpers::{CONTAINER_TAG, TestDb, run_binary};
+use crate::privilege::Roles;
 
 async fn recorded_checksum(db: &TestDb, version: i64) -> String {
     sqlx::query_scalar(
@@ -100,6 +101,93 @@ async fn any_other_edit_of_a_landed_migration_is_refused_in_one_line_and_nothing
         "{stderr}"
     );
     assert_eq!(recorded_checksum(&db, 20261204000012).await, unknown);
+}
+
+/// The columns of `recon.reconciliation`, in order.
+async fn reconciliation_columns(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "select attname::text from pg_attribute
+         where attrelid = 'recon.reconciliation'::regclass and attnum > 0 order by attnum",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bi_reader_granted_before_the_times_migration_keeps_every_column_it_read_and_gets_the_new_ones()
+ {
+    let db = TestDb::unmigrated().await;
+    // A database as it was before migration 17, with a BI role granted the views then.
+    sqlx::query("create schema recon")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let mut before = sqlx::migrate::Migrator::with_migrations(
+        MIGRATOR
+            .iter()
+            .filter(|m| m.version < 20261206000017)
+            .cloned()
+            .collect(),
+    );
+    before.dangerous_set_table_name(store::MIGRATIONS_TABLE);
+    before.run(&db.pool).await.unwrap();
+    let roles = Roles::create(&db.pool, &["bi"]).await;
+    let bi = roles.names[0].clone();
+    store::finance::grant_reader(&db.pool, &bi).await.unwrap();
+    let old = reconciliation_columns(&db.pool).await;
+    assert!(old.contains(&"settled_at".to_owned()));
+
+    store::migrate(&db.pool).await.unwrap();
+    let new = reconciliation_columns(&db.pool).await;
+    assert_eq!(
+        new[..old.len()],
+        old[..],
+        "every column as it was, in its place"
+    );
+    assert_eq!(
+        new[old.len()..],
+        [
+            "first_seen_settled_at",
+            "first_seen_settled_day",
+            "provider_paid_at"
+        ]
+    );
+    sqlx::query(
+        "insert into recon.payments (payment_id, status, amount, currency, settled_at,
+                                     provider_paid_at)
+         values ('1', 'success', 10, 'KZT', '2026-11-30 20:00Z', '2026-11-30 18:30Z')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // The grant made before still covers the view, its new columns too.
+    let as_bi = sqlx::PgPool::connect(&db.url_as(&bi)).await.unwrap();
+    let row: (
+        chrono::DateTime<chrono::Utc>,
+        chrono::NaiveDate,
+        chrono::NaiveDate,
+        chrono::DateTime<chrono::Utc>,
+    ) = sqlx::query_as(
+        "select settled_at, settled_day, first_seen_settled_day, provider_paid_at
+         from recon.reconciliation",
+    )
+    .fetch_one(&as_bi)
+    .await
+    .unwrap();
+    let december = chrono::NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
+    assert_eq!(
+        row,
+        (
+            "2026-11-30T20:00:00Z".parse().unwrap(),
+            december,
+            december,
+            "2026-11-30T18:30:00Z".parse().unwrap()
+        ),
+        "first seen at 01:00 on 1 December in Almaty, paid at 23:30 on 30 November"
+    );
+    as_bi.close().await;
+    roles.drop_all(&db).await;
 }
 
 #[test]

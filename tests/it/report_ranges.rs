@@ -74,7 +74,7 @@ async fn a_day_range_is_read_through_the_basis_columns_index() {
         created.contains("payments_created_at_idx") && !created.contains("Seq Scan on payments"),
         "{created}"
     );
-    let settled = plan(&db, "detail_settled").await;
+    let settled = plan(&db, "detail_first_seen_settled").await;
     assert!(
         settled.contains("payments_settled_at_idx") && !settled.contains("Seq Scan on payments"),
         "{settled}"

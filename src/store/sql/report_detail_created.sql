@@ -4,9 +4,9 @@
 select payment_id as "payment_id!", order_id, provider_order_id, outcome as "outcome!", status,
        expected_amount, expected_currency, received_amount, received_currency, difference,
        invoice_amount, invoice_currency, fee, discount,
-       created_at as "created_at!", created_day as "created_day!", settled_at, settled_day,
-       expires_at, expiry_source, deadline_missed_at, checks as "checks!", last_checked_at,
-       open_flags as "open_flags!"
+       created_at as "created_at!", created_day as "created_day!", first_seen_settled_at,
+       first_seen_settled_day, expires_at, expiry_source, deadline_missed_at,
+       checks as "checks!", last_checked_at, open_flags as "open_flags!", provider_paid_at
 from recon.reconciliation
 where created_at >= coalesce(recon.day_start($1::date), '-infinity')
   and created_at < coalesce(recon.day_start($2::date + 1), 'infinity')
