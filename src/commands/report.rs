@@ -26,7 +26,8 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::reporting::Format,
     /// CSV for Excel in Russian or Kazakh locales: a UTF-8 byte-order mark, `;` between
-    /// cells and a decimal comma (implies --format csv).
+    /// cells, a decimal comma in every amount and times in the reporting zone to the second
+    /// (implies --format csv).
     #[arg(long, conflicts_with = "format")]
     pub excel: bool,
     /// First reporting day, inclusive (YYYY-MM-DD); with --flags, of the day a flag opened.

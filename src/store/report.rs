@@ -1,6 +1,6 @@
 //! The queries behind `freedompay-recon report`, streamed row by row.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -43,7 +43,7 @@ pub struct ReportFilter {
 /// A row of `recon.daily_summary`. Sums are PostgreSQL's exact `numeric` as text: a sum of
 /// many amounts may exceed what `Decimal` holds, and no sum is ever rounded. A sum over
 /// nothing is `None` (shown empty): no expected amount is not an expected amount of 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryRow {
     pub day: NaiveDate,
     pub currency: Option<String>,
@@ -95,8 +95,9 @@ impl SummaryRow {
     }
 }
 
-/// A payment, as `recon.reconciliation` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A payment, as `recon.reconciliation` shows it. Each `_local` field is the time beside it
+/// on the reporting zone's clock (`recon.timezone`), as PostgreSQL converts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetailRow {
     pub payment_id: String,
     pub order_id: Option<String>,
@@ -126,10 +127,15 @@ pub struct DetailRow {
     pub checks: i32,
     pub last_checked_at: Option<DateTime<Utc>>,
     pub open_flags: Vec<String>,
+    pub created_local: NaiveDateTime,
+    pub settled_local: Option<NaiveDateTime>,
+    pub expires_local: Option<NaiveDateTime>,
+    pub deadline_missed_local: Option<NaiveDateTime>,
+    pub last_checked_local: Option<NaiveDateTime>,
 }
 
 /// A flag, open now or at the end of a day, with its payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagRow {
     pub flag_id: i64,
     pub payment_id: String,
@@ -137,6 +143,8 @@ pub struct FlagRow {
     pub class: String,
     pub opened_at: DateTime<Utc>,
     pub opened_day: NaiveDate,
+    /// `opened_at` on the reporting zone's clock.
+    pub opened_local: NaiveDateTime,
     /// Seconds from opening to now (or to the end of the `--as-of` day).
     pub age_seconds: i64,
     pub expected: Option<String>,
