@@ -205,9 +205,11 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<tokio_util::sync::Cancellat
 
 /// Prints the line errors of a rejected CSV file (`import`, `resolve --from-csv`), those shown
 /// and how many more.
-fn print_line_errors(errors: &crate::intake::LineErrors) {
+/// Line errors, one a line; `unit` is what the file's rows are called (`line` in a CSV file,
+/// `row` in a sheet, as the spreadsheet numbers them).
+fn print_line_errors(errors: &crate::intake::LineErrors, unit: &str) {
     for error in &errors.shown {
-        eprintln!("{error}");
+        eprintln!("{unit} {}: {}: {}", error.line, error.column, error.problem);
     }
     let unshown = errors.total - errors.shown.len() as u64;
     if unshown > 0 {

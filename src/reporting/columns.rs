@@ -1,8 +1,8 @@
 //! The column table: each report row type declares its columns once (name, kind, and how to
 //! read the cell from a row), and every format is written from that one declaration. So a
 //! kind of value is written the same way wherever it appears: every amount gets `--excel`'s
-//! decimal comma, every time the reporting zone's clock where a person reads it, every text
-//! cell the spreadsheet guard. Adding a row type is declaring its
+//! decimal comma and xlsx's number format, every time the reporting zone's clock where a
+//! person reads it, every text cell the spreadsheet guard. Adding a row type is declaring its
 //! columns ([`super::rows`]); no format needs to know it.
 
 use std::borrow::Cow;
@@ -16,15 +16,16 @@ pub enum Kind {
     /// Text from outside (ids, statuses, currencies): guarded against formulas in CSV.
     Text,
     /// An exact decimal amount: a dot in CSV and JSON (as a string), a decimal comma with
-    /// `--excel`.
+    /// `--excel`, a number cell in xlsx where that is exact.
     Amount,
     /// A whole number of things.
     Count,
     /// A reporting day in `recon.timezone`.
     Day,
-    /// An instant: UTC in CSV and JSON, the reporting zone's clock in `--excel`.
+    /// An instant: UTC in CSV and JSON, the reporting zone's clock in `--excel` and xlsx.
     Time,
-    /// A list of names (a payment's open flags): `;`-separated in CSV, an array in JSON.
+    /// A list of names (a payment's open flags): `;`-separated in CSV and xlsx, an array in
+    /// JSON.
     List,
     /// What a flag compared: an amount for an amount flag, text (a currency, an order id, a
     /// status) for the others. Each cell is one or the other.
@@ -136,7 +137,7 @@ pub enum Layout {
 }
 
 /// A column of the terminal table, which shows the essentials for a person at a 120-column
-/// terminal (CSV and JSON carry every column).
+/// terminal (CSV, JSON and xlsx carry every column).
 pub struct TableColumn<R> {
     pub name: &'static str,
     pub width: usize,
@@ -146,6 +147,8 @@ pub struct TableColumn<R> {
 
 /// A row type of a report.
 pub trait ReportRow: Sized + 'static {
+    /// The name of the xlsx sheet that holds these rows.
+    const SHEET: &'static str;
     const COLUMNS: &'static [Column<Self>];
     const TABLE: &'static [TableColumn<Self>];
 }

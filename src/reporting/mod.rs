@@ -1,21 +1,22 @@
 //! Reports for finance: the daily summary, the payment list or the flags, as an aligned table,
-//! RFC 4180 CSV or JSON, written row by row as PostgreSQL streams them (a report over millions
-//! of payments never sits in memory).
+//! RFC 4180 CSV, JSON or an xlsx workbook, written row by row as PostgreSQL streams them (a
+//! report over millions of payments never sits in memory).
 //!
 //! Every row type declares its columns once ([`columns`], [`rows`]); each format writes a
 //! kind of column one way:
 //!
-//! | kind | CSV | `--excel` CSV | JSON |
-//! | --- | --- | --- | --- |
-//! | amount | `1234.50` | `1234,50` | `"1234.50"` |
-//! | time | UTC, RFC 3339 | reporting zone, `2025-07-11 16:19:49` | UTC, RFC 3339 |
-//! | day | `2025-07-11` | `2025-07-11` | `"2025-07-11"` |
-//! | text | formula-guarded | formula-guarded | a string |
+//! | kind | CSV | `--excel` CSV | JSON | xlsx |
+//! | --- | --- | --- | --- | --- |
+//! | amount | `1234.50` | `1234,50` | `"1234.50"` | a number, `#,##0.00`, where exact |
+//! | time | UTC, RFC 3339 | reporting zone, `2025-07-11 16:19:49` | UTC, RFC 3339 | a date cell, reporting zone |
+//! | day | `2025-07-11` | `2025-07-11` | `"2025-07-11"` | a date cell |
+//! | text | formula-guarded | formula-guarded | a string | a text cell |
 //!
 //! Text that came from outside (ids, order ids, statuses) is made safe for where it goes: in
 //! the table, control and invisible characters are escaped (no terminal escape sequence ever
 //! reaches the screen); in CSV, a text cell a spreadsheet would run as a formula gets a
-//! leading `'` (see [`crate::text::for_spreadsheet`]) unless `--raw` asks for the exact values.
+//! leading `'` (see [`crate::text::for_spreadsheet`]) unless `--raw` asks for the exact values;
+//! in xlsx, text is a text cell, which no spreadsheet runs.
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -24,6 +25,7 @@ use std::marker::PhantomData;
 pub mod columns;
 pub mod digest;
 mod rows;
+mod xlsx;
 
 use chrono::{NaiveDate, SecondsFormat};
 use futures_util::TryStreamExt as _;
@@ -38,6 +40,8 @@ use crate::store::report::{
 };
 use crate::text::{escape_invisible, for_spreadsheet};
 
+pub use self::xlsx::exact_number;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// Aligned columns for a person at a terminal.
@@ -46,6 +50,9 @@ pub enum Format {
     Csv,
     /// A JSON array of objects, amounts as strings (exact).
     Json,
+    /// An Excel workbook: amounts as numbers, days and local times as dates, the header row
+    /// frozen (needs --output).
+    Xlsx,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,13 @@ pub enum ReportError {
     Csv(csv::Error),
     #[error("cannot write the report: {0}")]
     Json(serde_json::Error),
+    #[error("cannot write the workbook: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
+    #[error(
+        "the report has more than {0} rows, more than a spreadsheet's sheet holds; narrow it \
+         (--from, --to, --currency) or write --format csv"
+    )]
+    TooManyRows(u64),
 }
 
 // A failed write stays an I/O error whichever writer saw it, so a closed pipe is recognised
@@ -152,6 +166,7 @@ enum Out<W: Write> {
     Table(W),
     Csv(Box<csv::Writer<W>>),
     Json(W),
+    Xlsx(Box<xlsx::Sheet>, W),
 }
 
 /// Writes rows of one type as they arrive.
@@ -186,6 +201,7 @@ impl<R: ReportRow, W: Write> Sink<R, W> {
                 writeln!(out, "{}", align(R::TABLE, &header))?;
                 Out::Table(out)
             }
+            Format::Xlsx => Out::Xlsx(Box::new(xlsx::Sheet::new::<R>()?), out),
         };
         Ok(Self {
             out,
@@ -213,6 +229,7 @@ impl<R: ReportRow, W: Write> Sink<R, W> {
                 let cells: Vec<String> = R::TABLE.iter().map(|c| (c.cell)(row)).collect();
                 writeln!(out, "{}", align(R::TABLE, &cells))?;
             }
+            Out::Xlsx(sheet, _) => sheet.row(row)?,
         }
         self.rows += 1;
         Ok(())
@@ -232,6 +249,7 @@ impl<R: ReportRow, W: Write> Sink<R, W> {
                 }
                 out.flush()?;
             }
+            Out::Xlsx(sheet, out) => sheet.finish(out)?,
         }
         Ok(self.rows)
     }
@@ -720,6 +738,45 @@ mod tests {
         assert_eq!(cells[at("received")], "1062072.45");
         assert_eq!(cells[at("fee")], "0.60");
         assert_eq!(cells[at("n_no_fee")], "100", "100 without a stated fee");
+    }
+
+    #[test]
+    fn an_xlsx_sheet_has_typed_cells_and_keeps_an_inexact_amount_as_text() {
+        use calamine::{Data, Reader as _};
+
+        let mut big = summary_row();
+        big.expected_amount = Some("1999999999999999999.99999998".into());
+        let bytes = written(Format::Xlsx, CsvStyle::default(), &[summary_row(), big]);
+        let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(book.sheet_names(), ["Summary"]);
+        let range = book.worksheet_range("Summary").unwrap();
+        let names: Vec<&str> = SummaryRow::COLUMNS.iter().map(|c| c.name).collect();
+        let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+        assert_eq!(
+            range.get((0, at("received_amount"))),
+            Some(&Data::String("received_amount".into()))
+        );
+        assert_eq!(
+            range.get((1, at("received_amount"))),
+            Some(&Data::Float(1_062_072.45))
+        );
+        assert_eq!(range.get((1, at("payments"))), Some(&Data::Float(102.0)));
+        assert_eq!(
+            range.get((1, at("currency"))),
+            Some(&Data::String("USD".into()))
+        );
+        let Some(Data::DateTime(day)) = range.get((1, at("day"))) else {
+            panic!("{:?}", range.get((1, at("day"))))
+        };
+        assert_eq!(
+            day.as_datetime().unwrap().to_string(),
+            "2025-07-11 00:00:00"
+        );
+        assert_eq!(
+            range.get((2, at("expected_amount"))),
+            Some(&Data::String("1999999999999999999.99999998".into())),
+            "no digit is rounded away"
+        );
     }
 
     #[test]

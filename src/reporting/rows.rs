@@ -54,6 +54,7 @@ const fn shown<R>(
 }
 
 impl ReportRow for SummaryRow {
+    const SHEET: &'static str = "Summary";
     const COLUMNS: &'static [Column<Self>] = &[
         column("day", Kind::Day, |r| Cell::Day(r.day)),
         column("currency", Kind::Text, |r| Cell::text(&r.currency)),
@@ -130,6 +131,7 @@ pub const SUMMARY_LEGEND: &str = "n_exp: payments expected in this currency, sum
      expected; n_no_fee: payments received without a stated fee";
 
 impl ReportRow for DetailRow {
+    const SHEET: &'static str = "Payments";
     const COLUMNS: &'static [Column<Self>] = &[
         column("payment_id", Kind::Text, |r| Cell::Text(&r.payment_id)),
         column("order_id", Kind::Text, |r| Cell::text(&r.order_id)),
@@ -217,6 +219,7 @@ fn compared<'a>(row: &FlagRow, value: &'a Option<String>) -> Cell<'a> {
 }
 
 impl ReportRow for FlagRow {
+    const SHEET: &'static str = "Flags";
     const COLUMNS: &'static [Column<Self>] = &[
         column("flag_id", Kind::Count, |r| Cell::Count(r.flag_id)),
         column("payment_id", Kind::Text, |r| Cell::Text(&r.payment_id)),
@@ -255,7 +258,7 @@ impl ReportRow for FlagRow {
         column("invoice_currency", Kind::Text, |r| {
             Cell::text(&r.invoice_currency)
         }),
-        // For a person's note: `resolve --from-csv` reads it back.
+        // For a person's note: `resolve --from-csv` and `--from-xlsx` read it back.
         column("note", Kind::Text, |_| Cell::Empty),
     ];
     const TABLE: &'static [TableColumn<Self>] = &[
