@@ -128,14 +128,15 @@ pub enum Command {
     /// imported in one transaction; a file with any bad row imports nothing.
     Import(ImportArgs),
     /// Report for finance: a daily summary by currency and status (or, with --detail, the
-    /// payments), as a table, CSV or JSON, streamed.
+    /// payments; with --flags, the open flags), as a table, CSV, JSON or an xlsx workbook,
+    /// streamed.
     Report(ReportArgs),
     /// A summary for people of a period (default: yesterday in recon.timezone): payments
     /// settled and failed by currency, flags opened and resolved, open flags by age and the
     /// oldest ones; printed, or posted to a chat channel with --post.
     Digest(DigestArgs),
     /// Close an open flag by hand, recording who and why (a later observation may open it
-    /// again).
+    /// again); or every flag of a kind, or those a CSV file or xlsx workbook lists with notes.
     Resolve(ResolveArgs),
     /// Make payments due for an immediate re-poll (after fixing a configuration problem, say).
     Recheck(RecheckArgs),
@@ -203,10 +204,9 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<tokio_util::sync::Cancellat
     Ok(token)
 }
 
-/// Prints the line errors of a rejected CSV file (`import`, `resolve --from-csv`), those shown
-/// and how many more.
-/// Line errors, one a line; `unit` is what the file's rows are called (`line` in a CSV file,
-/// `row` in a sheet, as the spreadsheet numbers them).
+/// Prints the line errors of a rejected file (`import`, `resolve --from-csv`,
+/// `resolve --from-xlsx`), those shown and how many more; `unit` is what the file's rows are
+/// called (`line` in a CSV file, `row` in a sheet, as the spreadsheet numbers them).
 fn print_line_errors(errors: &crate::intake::LineErrors, unit: &str) {
     for error in &errors.shown {
         eprintln!("{unit} {}: {}: {}", error.line, error.column, error.problem);
