@@ -100,7 +100,7 @@ pub fn for_spreadsheet(cell: &str) -> Cow<'_, str> {
 }
 
 /// `-7781`, `-12.50`: an optional minus, digits, and at most one dot between digits.
-fn is_plain_number(cell: &str) -> bool {
+pub(crate) fn is_plain_number(cell: &str) -> bool {
     let digits = cell.strip_prefix('-').unwrap_or(cell);
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "1"));
     let all_digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());

@@ -18,6 +18,10 @@ pub struct ImportArgs {
     /// CSV with a header row: payment_id (required), expected_amount, expected_currency,
     /// order_id, created_at, expires_at, in any order; `-` reads standard input.
     pub file: PathBuf,
+    /// The file's encoding: utf-8, or cp1251 for what Excel in Russian and Kazakh locales
+    /// saves as "CSV". Never guessed: a file that is not UTF-8 is refused, saying this.
+    #[arg(long, value_enum, default_value = "utf-8")]
+    pub encoding: crate::intake::encoding::Encoding,
 }
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -27,6 +31,7 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exi
     } else {
         Box::new(std::fs::File::open(&args.file).with_context(|| format!("cannot open {name}"))?)
     };
+    let input = args.encoding.reader(input);
     let offset = settings.provider.naive_offset()?;
     let pool = store::connect_to_schema(&settings.database).await?;
     match import_csv(&pool, input, offset).await {
@@ -40,7 +45,7 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         Err(ImportError::Rejected(errors)) => {
-            print_line_errors(&errors);
+            print_line_errors(&errors, "line");
             eprintln!(
                 "error: {name}: {}; nothing was imported. Fix them and import the file again.",
                 errors.summary()

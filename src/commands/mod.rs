@@ -128,7 +128,8 @@ pub enum Command {
     /// imported in one transaction; a file with any bad row imports nothing.
     Import(ImportArgs),
     /// Report for finance: a daily summary by currency and status (or, with --detail, the
-    /// payments), as a table, CSV or JSON, streamed.
+    /// payments; with --flags, the open flags), as a table, CSV, JSON or an xlsx workbook,
+    /// streamed.
     Report(ReportArgs),
     /// A summary for people of a period (default: yesterday in recon.timezone): payments the
     /// daemon first saw paid, failed or expired in it, by currency; flags opened and resolved,
@@ -136,7 +137,7 @@ pub enum Command {
     /// Printed, or posted to a chat channel with --post.
     Digest(DigestArgs),
     /// Close an open flag by hand, recording who and why (a later observation may open it
-    /// again).
+    /// again); or every flag of a kind, or those a CSV file or xlsx workbook lists with notes.
     Resolve(ResolveArgs),
     /// Make payments due for an immediate re-poll (after fixing a configuration problem, say).
     Recheck(RecheckArgs),
@@ -210,11 +211,12 @@ pub(crate) fn shutdown_on_signal() -> anyhow::Result<tokio_util::sync::Cancellat
     Ok(token)
 }
 
-/// Prints the line errors of a rejected CSV file (`import`, `resolve --from-csv`), those shown
-/// and how many more.
-fn print_line_errors(errors: &crate::intake::LineErrors) {
+/// Prints the line errors of a rejected file (`import`, `resolve --from-csv`,
+/// `resolve --from-xlsx`), those shown and how many more; `unit` is what the file's rows are
+/// called (`line` in a CSV file, `row` in a sheet, as the spreadsheet numbers them).
+fn print_line_errors(errors: &crate::intake::LineErrors, unit: &str) {
     for error in &errors.shown {
-        eprintln!("{error}");
+        eprintln!("{unit} {}: {}: {}", error.line, error.column, error.problem);
     }
     let unshown = errors.total - errors.shown.len() as u64;
     if unshown > 0 {

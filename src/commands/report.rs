@@ -1,7 +1,7 @@
-//! `report`: the daily summary, the payments or the open flags, as a table, CSV or JSON,
-//! streamed.
+//! `report`: the daily summary, the payments or the open flags, as a table, CSV, JSON or an
+//! xlsx workbook, streamed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -19,8 +19,8 @@ pub struct ReportArgs {
     #[arg(long)]
     pub detail: bool,
     /// List flags instead of the daily summary: the open flags a person must act on, oldest
-    /// first, with their age (CSV: add notes in the `note` column and give the file to
-    /// `resolve --from-csv`).
+    /// first, with their age (CSV or xlsx: add notes in the `note` column and give the file to
+    /// `resolve --from-csv` or `--from-xlsx`).
     #[arg(long)]
     pub flags: bool,
     /// List the flags resolved from --from to --to (the day they were resolved), in order:
@@ -31,7 +31,8 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::reporting::Format,
     /// CSV for Excel in Russian or Kazakh locales: a UTF-8 byte-order mark, `;` between
-    /// cells and a decimal comma (implies --format csv).
+    /// cells, a decimal comma in every amount and times in the reporting zone to the second
+    /// (implies --format csv).
     #[arg(long, conflicts_with = "format")]
     pub excel: bool,
     /// A reporting month (YYYY-MM, in recon.timezone): the payments of that month (by the
@@ -85,6 +86,12 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
     }
     let format = if args.excel { Format::Csv } else { args.format };
+    if format == Format::Xlsx && args.output.is_none() {
+        anyhow::bail!(
+            "--format xlsx writes a workbook, which is not text for a terminal or a pipe: give \
+             the file to write with --output FILE (e.g. --output report.xlsx)"
+        );
+    }
     let currency = args.currency.map(|c| c.to_string());
     let kind = if args.resolutions {
         ReportKind::Resolutions {
@@ -141,6 +148,11 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         check_status(&pool, status).await?;
     }
     let written = match &args.output {
+        Some(path) if format == Format::Xlsx => {
+            let written = write_whole(path, |file| write_report(&pool, &request, file)).await?;
+            eprintln!("{} written to {}", rows(written.rows), path.display());
+            written
+        }
         Some(path) => {
             let file = std::fs::File::create(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
@@ -163,4 +175,34 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         eprintln!("{empty}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `path` whole or not at all: into a temporary file beside it, renamed into place
+/// only when `write` succeeded, so a failed report never leaves half a workbook (nor replaces
+/// a good one).
+async fn write_whole<F, T>(path: &Path, write: impl FnOnce(std::fs::File) -> F) -> anyhow::Result<T>
+where
+    F: Future<Output = Result<T, crate::reporting::ReportError>>,
+{
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // The mode a plain create gives (0666 less the umask), not a temporary file's 0600.
+    let temp = tempfile::Builder::new()
+        .prefix(".freedompay-recon-")
+        .suffix(".part")
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    let file = temp
+        .as_file()
+        .try_clone()
+        .with_context(|| format!("cannot write to {}", dir.display()))?;
+    let written = write(file).await?;
+    temp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(written)
 }

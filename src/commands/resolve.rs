@@ -1,5 +1,5 @@
-//! `resolve`: close open flags by hand (one, every one of a kind, or those a CSV file lists),
-//! recording who and why.
+//! `resolve`: close open flags by hand (one, every one of a kind, or those a CSV file or an
+//! xlsx workbook lists), recording who and why.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -11,11 +11,12 @@ use clap::Args;
 use super::{check_status, parse_kind, print_line_errors};
 use crate::domain::{FlagKind, PaymentId};
 use crate::intake::ImportError;
+use crate::intake::encoding::Encoding;
 use crate::settings::Settings;
 use crate::store;
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("which").required(true).args(["payment_id", "all", "from_csv"]))]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["payment_id", "all", "from_csv", "from_xlsx"]))]
 pub struct ResolveArgs {
     /// The payment whose flag to close.
     #[arg(value_parser = super::enqueue::parse_payment_id)]
@@ -29,6 +30,14 @@ pub struct ResolveArgs {
     /// first; a row whose flag is already closed is reported and skipped.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kind", "note", "status", "from", "to"])]
     pub from_csv: Option<PathBuf>,
+    /// The encoding of the --from-csv file: utf-8, or cp1251 for what Excel in Russian and
+    /// Kazakh locales saves as "CSV". Never guessed.
+    #[arg(long, value_enum, default_value = "utf-8", requires = "from_csv")]
+    pub encoding: crate::intake::encoding::Encoding,
+    /// Close the flags listed in an xlsx workbook, as `report --flags --format xlsx` writes
+    /// it, with notes added (sheet Flags, or the only sheet); checked as --from-csv is.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kind", "note", "status", "from", "to"])]
+    pub from_xlsx: Option<PathBuf>,
     /// The flag kind, e.g. amount_mismatch.
     #[arg(long, value_parser = parse_kind)]
     pub kind: Option<FlagKind>,
@@ -95,7 +104,16 @@ fn flags(n: u64) -> String {
 pub async fn resolve(settings: &Settings, args: ResolveArgs) -> anyhow::Result<ExitCode> {
     let by = closed_by(args.by.as_deref())?;
     if let Some(file) = &args.from_csv {
-        return resolve_from_csv(settings, file, &by, args.dry_run).await;
+        return resolve_from_file(
+            settings,
+            Listing::Csv(file, args.encoding),
+            &by,
+            args.dry_run,
+        )
+        .await;
+    }
+    if let Some(file) = &args.from_xlsx {
+        return resolve_from_file(settings, Listing::Xlsx(file), &by, args.dry_run).await;
     }
     let note = args
         .note
@@ -146,24 +164,47 @@ pub async fn resolve(settings: &Settings, args: ResolveArgs) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-async fn resolve_from_csv(
+/// A file of resolutions.
+enum Listing<'a> {
+    Csv(&'a std::path::Path, Encoding),
+    Xlsx(&'a std::path::Path),
+}
+
+async fn resolve_from_file(
     settings: &Settings,
-    file: &std::path::Path,
+    listing: Listing<'_>,
     by: &str,
     dry_run: bool,
 ) -> anyhow::Result<ExitCode> {
-    use crate::intake::resolutions::read_resolutions;
+    use crate::intake::resolutions::{read_resolutions, read_resolutions_xlsx};
 
-    let name = file.display().to_string();
-    let input: Box<dyn Read + Send> = if name == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(std::fs::File::open(file).with_context(|| format!("cannot open {name}"))?)
+    let (file, unit) = match listing {
+        Listing::Csv(file, _) => (file, "line"),
+        // A sheet's rows are numbered as the spreadsheet shows them.
+        Listing::Xlsx(file) => (file, "row"),
     };
-    let rows = match tokio::task::spawn_blocking(move || read_resolutions(input)).await? {
+    let name = file.display().to_string();
+    let read = match listing {
+        Listing::Csv(file, encoding) => {
+            let input: Box<dyn Read + Send> = if name == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(std::fs::File::open(file).with_context(|| format!("cannot open {name}"))?)
+            };
+            let input = encoding.reader(input);
+            tokio::task::spawn_blocking(move || read_resolutions(input)).await?
+        }
+        Listing::Xlsx(file) => {
+            let input = std::io::BufReader::new(
+                std::fs::File::open(file).with_context(|| format!("cannot open {name}"))?,
+            );
+            tokio::task::spawn_blocking(move || read_resolutions_xlsx(input)).await?
+        }
+    };
+    let rows = match read {
         Ok(rows) => rows,
         Err(ImportError::Rejected(errors)) => {
-            print_line_errors(&errors);
+            print_line_errors(&errors, unit);
             eprintln!(
                 "error: {name}: {}; no flag was closed. Fix them and give the file again.",
                 errors.summary()
@@ -186,14 +227,14 @@ async fn resolve_from_csv(
         .chain(outcome.repeated.iter().map(|&(line, first)| {
             (
                 line,
-                format!("the same flag as line {first}; keep one of the two notes"),
+                format!("the same flag as {unit} {first}; keep one of the two notes"),
             )
         }))
         .collect();
     if !problems.is_empty() {
         problems.sort();
         for (line, problem) in problems.iter().take(crate::intake::SHOWN_ERRORS) {
-            eprintln!("line {line}: {problem}");
+            eprintln!("{unit} {line}: {problem}");
         }
         eprintln!(
             "error: {name}: {} of {} rows name no flag, or one another row names; no flag was \
@@ -205,7 +246,7 @@ async fn resolve_from_csv(
     }
     for (line, closed_by) in &outcome.already_closed {
         outln!(
-            "line {line}: already closed (by {}); left as it was",
+            "{unit} {line}: already closed (by {}); left as it was",
             crate::text::escape_invisible(closed_by)
         )?;
     }

@@ -115,6 +115,10 @@ pub enum ImportError {
     Rejected(LineErrors),
     #[error("cannot read the file: {0}")]
     Read(String),
+    /// The file is not text in the encoding it was read in: the whole file is refused, with
+    /// what to do.
+    #[error("{0}")]
+    Encoding(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -359,20 +363,30 @@ pub(crate) struct CsvRows<R: Read> {
 impl<R: Read> CsvRows<R> {
     pub fn open(input: R) -> Result<Self, ImportError> {
         let mut input = std::io::BufReader::with_capacity(64 * 1024, input);
-        let delimiter = detect_delimiter(
-            input
-                .fill_buf()
-                .map_err(|e| ImportError::Read(e.to_string()))?,
-        );
+        let start = input.fill_buf().map_err(|e| read_error(&e))?;
+        if start.starts_with(b"\xff\xfe") || start.starts_with(b"\xfe\xff") {
+            return Err(ImportError::Encoding(
+                "the file is UTF-16 text (Excel's \"Unicode Text\"); save it again as \"CSV \
+                 UTF-8 (Comma delimited)\""
+                    .into(),
+            ));
+        }
+        let delimiter = detect_delimiter(start);
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
             .delimiter(delimiter)
             .from_reader(RowBound::new(input, delimiter));
-        let header = reader
-            .headers()
-            .map_err(|e| ImportError::Header(e.to_string()))?
-            .clone();
+        let header = match reader.headers() {
+            Ok(header) => header.clone(),
+            Err(e) => {
+                return Err(match e.kind() {
+                    csv::ErrorKind::Utf8 { .. } => not_utf8(1),
+                    csv::ErrorKind::Io(io) => read_error(io),
+                    _ => ImportError::Header(e.to_string()),
+                });
+            }
+        };
         if header.is_empty() || header.iter().all(|h| h.trim().is_empty()) {
             return Err(ImportError::Header(
                 "the file is empty or has no header row".into(),
@@ -405,7 +419,9 @@ impl<R: Read> CsvRows<R> {
                     self.rows += 1;
                     let line = line_of(e.position(), self.rows);
                     let problem = match e.kind() {
-                        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_owned(),
+                        // One line in another encoding means the whole file is: every row
+                        // would be read wrong, so it is refused as a whole, with what to do.
+                        csv::ErrorKind::Utf8 { .. } => return Err(not_utf8(line)),
                         csv::ErrorKind::Io(io) => {
                             match io.get_ref().and_then(|e| e.downcast_ref::<RowTooLong>()) {
                                 // Reading stops here: the rest of the file is not looked at.
@@ -420,7 +436,7 @@ impl<R: Read> CsvRows<R> {
                                     self.stopped = true;
                                     return Ok(None);
                                 }
-                                None => return Err(ImportError::Read(io.to_string())),
+                                None => return Err(read_error(io)),
                             }
                         }
                         _ => e.to_string(),
@@ -486,6 +502,25 @@ impl<R: Read> CsvRows<R> {
              as the decimal mark ({whole}.{cents})",
             excerpt(&format!("{whole},{cents}"))
         ))
+    }
+}
+
+/// A file that is not UTF-8 (a line of it is not): what to do.
+fn not_utf8(line: u64) -> ImportError {
+    ImportError::Encoding(format!(
+        "line {line} is not UTF-8 text; {}",
+        super::encoding::NOT_UTF8_HELP
+    ))
+}
+
+/// A failed read: a file not in its encoding says so as such.
+fn read_error(e: &std::io::Error) -> ImportError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<super::encoding::NotInEncoding>())
+    {
+        Some(not_in_encoding) => ImportError::Encoding(not_in_encoding.to_string()),
+        None => ImportError::Read(e.to_string()),
     }
 }
 

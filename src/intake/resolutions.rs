@@ -1,13 +1,15 @@
-//! A spreadsheet of resolutions, read back: the open flags `report --flags --format csv`
-//! listed, with a note a person added to each row, for `resolve --from-csv`.
+//! A spreadsheet of resolutions, read back: the open flags `report --flags --format csv` (or
+//! `xlsx`) listed, with a note a person added to each row, for `resolve --from-csv` (or
+//! `--from-xlsx`).
 //!
 //! The file is read as `import` reads one (the same delimiters, the same bounds, line
 //! numbers), checked whole, and only then written: a file with any bad row closes nothing.
 //! Columns other than those below (the report's amounts, ages…) are there for the person and
 //! are not read.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use super::import::{CsvRows, ImportError, LineError, LineErrors, column_name};
 use crate::domain::{FlagKind, PaymentId};
@@ -34,33 +36,53 @@ pub fn note(raw: &str) -> Result<String, String> {
     Ok(crate::text::escape_invisible(note).into_owned())
 }
 
-/// Reads every row of a resolutions file; every problem, by line, or the rows.
-pub fn read_resolutions(input: impl Read) -> Result<Vec<Resolution>, ImportError> {
-    let mut rows = CsvRows::open(input)?;
-    let names: Vec<String> = rows.header.iter().map(column_name).collect();
-    let column = |name: &str| names.iter().position(|n| n == name);
-    let missing: Vec<&str> = REQUIRED_COLUMNS
-        .into_iter()
-        .filter(|name| column(name).is_none())
-        .collect();
-    if !missing.is_empty() {
-        return Err(ImportError::Header(format!(
-            "no {} column; a resolutions file has at least the columns {} (as `report --flags \
-             --format csv` writes them, with a note added to each row)",
-            missing.join(", "),
-            REQUIRED_COLUMNS.join(", ")
-        )));
-    }
-    let [payment_id, kind, note_at] = REQUIRED_COLUMNS.map(|name| column(name).unwrap_or(0));
-    let flag_id = column("flag_id");
+/// Checks a resolutions file row by row, whatever it came in (CSV or xlsx): every problem, by
+/// line, or the resolutions.
+struct Checker {
+    payment_id: usize,
+    kind: usize,
+    note: usize,
+    flag_id: Option<usize>,
+    /// What the file's rows are called in messages: `line` (CSV) or `row` (a sheet's).
+    unit: &'static str,
+    errors: LineErrors,
+    resolutions: Vec<Resolution>,
+    /// Each flag once: (payment, kind, flag id) -> its first line.
+    seen: HashMap<(String, FlagKind, Option<i64>), u64>,
+}
 
-    let mut errors = LineErrors::default();
-    let mut resolutions = Vec::new();
-    // Each flag once: (payment, kind, flag id) -> its first line.
-    let mut seen: HashMap<(String, FlagKind, Option<i64>), u64> = HashMap::new();
-    while let Some(line) = rows.next(&mut errors)? {
-        let record = &rows.record;
-        let cell = |index: usize| from_spreadsheet(record.get(index).unwrap_or_default().trim());
+impl Checker {
+    /// From the header's column names; `from` says what writes such a file.
+    fn new(names: &[String], from: &str, unit: &'static str) -> Result<Self, ImportError> {
+        let column = |name: &str| names.iter().position(|n| n == name);
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .into_iter()
+            .filter(|name| column(name).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ImportError::Header(format!(
+                "no {} column; a resolutions file has at least the columns {} (as `{from}` \
+                 writes them, with a note added to each row)",
+                missing.join(", "),
+                REQUIRED_COLUMNS.join(", ")
+            )));
+        }
+        let [payment_id, kind, note] = REQUIRED_COLUMNS.map(|name| column(name).unwrap_or(0));
+        Ok(Self {
+            payment_id,
+            kind,
+            note,
+            flag_id: column("flag_id"),
+            unit,
+            errors: LineErrors::default(),
+            resolutions: Vec::new(),
+            seen: HashMap::new(),
+        })
+    }
+
+    /// Checks the row on `line`, whose cells `cell` gives by column (empty when absent).
+    fn row<'c>(&mut self, line: u64, cell: impl Fn(usize) -> Cow<'c, str>) {
+        let errors = &mut self.errors;
         let mut bad = |column: &str, problem: String| {
             errors.push(LineError {
                 line,
@@ -68,41 +90,42 @@ pub fn read_resolutions(input: impl Read) -> Result<Vec<Resolution>, ImportError
                 problem,
             })
         };
-        let id = PaymentId::from_input(&cell(payment_id))
+        let id = PaymentId::from_input(cell(self.payment_id).trim())
             .map_err(|e| bad("payment_id", e.to_string()))
             .ok();
-        let kind = cell(kind)
+        let kind = cell(self.kind)
+            .trim()
             .parse::<FlagKind>()
             .map_err(|e| bad("kind", e.to_string()))
             .ok();
-        let flag = match flag_id.map(&cell).filter(|raw| !raw.is_empty()) {
+        let flag = match self.flag_id.map(&cell).filter(|raw| !raw.trim().is_empty()) {
             None => Some(None),
             Some(raw) => raw
+                .trim()
                 .parse::<i64>()
                 .map(Some)
                 .map_err(|_| bad("flag_id", format!("{} is not a flag id", excerpt(&raw))))
                 .ok(),
         };
-        let note = note(record.get(note_at).unwrap_or_default())
-            .map_err(|e| bad("note", e))
-            .ok();
+        let note = note(&cell(self.note)).map_err(|e| bad("note", e)).ok();
         let (Some(payment_id), Some(kind), Some(flag_id), Some(note)) = (id, kind, flag, note)
         else {
-            continue;
+            return;
         };
         let key = (payment_id.as_str().to_owned(), kind, flag_id);
-        if let Some(first) = seen.get(&key) {
+        if let Some(first) = self.seen.get(&key) {
             bad(
                 "payment_id",
                 format!(
-                    "the {kind} flag of {} is already on line {first} of this file",
-                    excerpt(payment_id.as_str())
+                    "the {kind} flag of {} is already on {} {first} of this file",
+                    excerpt(payment_id.as_str()),
+                    self.unit
                 ),
             );
-            continue;
+            return;
         }
-        seen.insert(key, line);
-        resolutions.push(Resolution {
+        self.seen.insert(key, line);
+        self.resolutions.push(Resolution {
             line,
             payment_id,
             kind,
@@ -110,10 +133,178 @@ pub fn read_resolutions(input: impl Read) -> Result<Vec<Resolution>, ImportError
             note,
         });
     }
-    if !errors.is_empty() {
-        return Err(ImportError::Rejected(errors));
+
+    fn finish(self) -> Result<Vec<Resolution>, ImportError> {
+        if !self.errors.is_empty() {
+            return Err(ImportError::Rejected(self.errors));
+        }
+        Ok(self.resolutions)
     }
-    Ok(resolutions)
+}
+
+/// Reads every row of a resolutions CSV file; every problem, by line, or the rows.
+pub fn read_resolutions(input: impl Read) -> Result<Vec<Resolution>, ImportError> {
+    let mut rows = CsvRows::open(input)?;
+    let names: Vec<String> = rows.header.iter().map(column_name).collect();
+    let mut checker = Checker::new(&names, "report --flags --format csv", "line")?;
+    let note_at = checker.note;
+    while let Some(line) = rows.next(&mut checker.errors)? {
+        let record = &rows.record;
+        checker.row(line, |index| {
+            let cell = record.get(index).unwrap_or_default();
+            if index == note_at {
+                // A person's note, as written.
+                Cow::Borrowed(cell)
+            } else {
+                // The `'` the report put before a formula-like value is taken off.
+                from_spreadsheet(cell.trim())
+            }
+        });
+    }
+    checker.finish()
+}
+
+/// The sheet a resolutions workbook is read from: the report's own (`Flags`), or the only one.
+pub const FLAGS_SHEET: &str = "Flags";
+
+/// Reads every row of a resolutions workbook (xlsx, as `report --flags --format xlsx` writes
+/// it, with notes added, in Excel or LibreOffice): the same checks as a CSV file, on the sheet
+/// `Flags` (or the only sheet). Lines are the sheet's row numbers. Cells are read as a person
+/// sees them: a number as written (`7`, `12.5`), a date as `2025-07-01` (with its time when it
+/// has one), text exactly.
+pub fn read_resolutions_xlsx(input: impl Read + Seek) -> Result<Vec<Resolution>, ImportError> {
+    use calamine::Reader as _;
+
+    let mut book = calamine::Xlsx::new(input).map_err(|e| {
+        ImportError::Read(format!("not an xlsx workbook ({e}); give an .xlsx file"))
+    })?;
+    let sheets = book.sheet_names();
+    let sheet = match sheets.iter().find(|name| *name == FLAGS_SHEET) {
+        Some(name) => name.clone(),
+        None if sheets.len() == 1 => sheets[0].clone(),
+        None => {
+            return Err(ImportError::Header(format!(
+                "no sheet named {FLAGS_SHEET} among {}; give the workbook `report --flags \
+                 --format xlsx` wrote, or keep only the sheet with the flags",
+                sheets
+                    .iter()
+                    .map(|s| excerpt(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    let mut cells = book
+        .worksheet_cells_reader(&sheet)
+        .map_err(|e| ImportError::Read(format!("the sheet {}: {e}", excerpt(&sheet))))?;
+    let unreadable = |e: calamine::XlsxError| ImportError::Read(e.to_string());
+
+    // Cells come row by row, left to right; empty ones may be left out.
+    let mut checker: Option<Checker> = None;
+    let mut row: Vec<Result<String, String>> = Vec::new();
+    let mut row_at: Option<u32> = None;
+    while let Some(cell) = cells.next_cell().map_err(unreadable)? {
+        let (at, column) = cell.get_position();
+        if row_at != Some(at) {
+            if let Some(previous) = row_at {
+                check_sheet_row(&mut checker, previous, std::mem::take(&mut row))?;
+            }
+            row_at = Some(at);
+        }
+        let column = column as usize;
+        if row.len() <= column {
+            row.resize(column + 1, Ok(String::new()));
+        }
+        row[column] = cell_text(cell.get_value());
+    }
+    if let Some(last) = row_at {
+        check_sheet_row(&mut checker, last, row)?;
+    }
+    checker
+        .ok_or_else(|| ImportError::Header("the sheet is empty or has no header row".into()))?
+        .finish()
+}
+
+/// One row of a sheet (0-based `at`): the header when there is none yet, else a resolution.
+fn check_sheet_row(
+    checker: &mut Option<Checker>,
+    at: u32,
+    cells: Vec<Result<String, String>>,
+) -> Result<(), ImportError> {
+    if cells
+        .iter()
+        .all(|c| matches!(c, Ok(text) if text.trim().is_empty()))
+    {
+        // A row a person emptied, as a blank line in CSV.
+        return Ok(());
+    }
+    let Some(checker) = checker else {
+        let names: Vec<String> = cells
+            .iter()
+            .map(|c| column_name(c.as_deref().unwrap_or_default()))
+            .collect();
+        *checker = Some(Checker::new(&names, "report --flags --format xlsx", "row")?);
+        return Ok(());
+    };
+    let line = u64::from(at) + 1;
+    // A cell that shows an error (`#N/A`) in a column that is read has no value to check.
+    let read = [
+        ("payment_id", Some(checker.payment_id)),
+        ("kind", Some(checker.kind)),
+        ("note", Some(checker.note)),
+        ("flag_id", checker.flag_id),
+    ];
+    let mut broken = false;
+    for (name, index) in read {
+        if let Some(Err(error)) = index.and_then(|i| cells.get(i)) {
+            broken = true;
+            checker.errors.push(LineError {
+                line,
+                column: name.to_owned(),
+                problem: format!("the cell shows the error {error}; write a value"),
+            });
+        }
+    }
+    if !broken {
+        checker.row(line, |index| match cells.get(index) {
+            Some(Ok(text)) => Cow::Borrowed(text.as_str()),
+            _ => Cow::Borrowed(""),
+        });
+    }
+    Ok(())
+}
+
+/// A cell's value as a person sees it; an error cell (`#N/A`) as `Err`.
+fn cell_text(value: &calamine::DataRef<'_>) -> Result<String, String> {
+    use calamine::DataRef;
+
+    Ok(match value {
+        DataRef::Empty => String::new(),
+        DataRef::String(text) => text.clone(),
+        DataRef::SharedString(text) => (*text).to_owned(),
+        DataRef::Int(n) => n.to_string(),
+        DataRef::Float(x) => number_text(*x),
+        DataRef::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
+        DataRef::DateTime(at) => match at.as_datetime() {
+            Some(at) if at.time() == chrono::NaiveTime::MIN => at.date().to_string(),
+            Some(at) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            None => number_text(at.as_f64()),
+        },
+        DataRef::DateTimeIso(text) | DataRef::DurationIso(text) => text.clone(),
+        DataRef::Error(error) => return Err(error.to_string()),
+    })
+}
+
+/// A number cell as written: `7`, not `7.0`; `12.5`.
+fn number_text(x: f64) -> String {
+    // Whole numbers below 2^53 are exact in a double and print as integers.
+    if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 {
+        #[allow(clippy::cast_possible_truncation)]
+        let whole = x as i64;
+        whole.to_string()
+    } else {
+        x.to_string()
+    }
 }
 
 #[cfg(test)]

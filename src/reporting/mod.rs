@@ -1,25 +1,38 @@
-//! Reports for finance: the daily summary or the payment list, as an aligned table, RFC 4180
-//! CSV or JSON, written row by row as PostgreSQL streams them (a report over millions of
-//! payments never sits in memory).
+//! Reports for finance: the daily summary, the payment list or the flags, as an aligned table,
+//! RFC 4180 CSV, JSON or an xlsx workbook, written row by row as PostgreSQL streams them (a
+//! report over millions of payments never sits in memory).
 //!
-//! Formats: decimals with a dot and no thousands separators (JSON carries them as strings, so
-//! they stay exact); timestamps RFC 3339 in UTC; column names are stable.
+//! Every row type declares its columns once ([`columns`], [`rows`]); each format writes a
+//! kind of column one way:
+//!
+//! | kind | CSV | `--excel` CSV | JSON | xlsx |
+//! | --- | --- | --- | --- | --- |
+//! | amount | `1234.50` | `1234,50` | `"1234.50"` | a number, `#,##0.00`, where exact |
+//! | time | UTC, RFC 3339 | reporting zone, `2025-07-11 16:19:49` | UTC, RFC 3339 | a date cell, reporting zone |
+//! | day | `2025-07-11` | `2025-07-11` | `"2025-07-11"` | a date cell |
+//! | text | formula-guarded | formula-guarded | a string | a text cell |
 //!
 //! Text that came from outside (ids, order ids, statuses) is made safe for where it goes: in
 //! the table, control and invisible characters are escaped (no terminal escape sequence ever
 //! reaches the screen); in CSV, a text cell a spreadsheet would run as a formula gets a
-//! leading `'` (see [`crate::text::for_spreadsheet`]) unless `--raw` asks for the exact values.
+//! leading `'` (see [`crate::text::for_spreadsheet`]) unless `--raw` asks for the exact values;
+//! in xlsx, text is a text cell, which no spreadsheet runs.
 
+use std::borrow::Cow;
 use std::io::Write;
+use std::marker::PhantomData;
 
+pub mod columns;
 pub mod digest;
+mod rows;
+mod xlsx;
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{NaiveDate, SecondsFormat};
 use futures_util::TryStreamExt as _;
-use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::ser::{Serialize, SerializeMap as _, Serializer};
 use sqlx::PgPool;
 
+use self::columns::{Cell, Layout, ReportRow, TableColumn};
 use crate::store::StoreError;
 use crate::store::report::{
     AgeBuckets, ClassFilter, DetailRow, FlagFilter, FlagRow, ReportFilter, ResolutionRow,
@@ -27,11 +40,19 @@ use crate::store::report::{
 };
 use crate::text::{escape_invisible, for_spreadsheet};
 
+pub use self::xlsx::exact_number;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Aligned columns for a person at a terminal.
     Table,
+    /// RFC 4180 CSV for programs: a dot for decimals, times in UTC.
     Csv,
+    /// A JSON array of objects, amounts as strings (exact).
     Json,
+    /// An Excel workbook: amounts as numbers, days and local times as dates, the header row
+    /// frozen (needs --output).
+    Xlsx,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +65,13 @@ pub enum ReportError {
     Csv(csv::Error),
     #[error("cannot write the report: {0}")]
     Json(serde_json::Error),
+    #[error("cannot write the workbook: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
+    #[error(
+        "the report has more than {0} rows, more than a spreadsheet's sheet holds; narrow it \
+         (--from, --to, --currency) or write --format csv"
+    )]
+    TooManyRows(u64),
 }
 
 // A failed write stays an I/O error whichever writer saw it, so a closed pipe is recognised
@@ -69,394 +97,90 @@ impl From<serde_json::Error> for ReportError {
     }
 }
 
-/// One output row: its cells as text (CSV, table) and as JSON.
-trait ReportRow: Serialize {
-    const COLUMNS: &'static [&'static str];
-    /// The table's own columns, for a person at a 120-column terminal: the essentials, each
-    /// `(name, width, cell)`. A longer text is cut with `…`; a number never is (it widens its
-    /// line). CSV and JSON carry every column.
-    const TABLE: &'static [(&'static str, usize, Cell)];
-    fn table_cells(&self) -> Vec<String>;
-    /// Columns holding text from outside (ids, statuses…), which CSV neutralises; the others
-    /// are numbers, dates and timestamps this program writes.
-    const TEXT_COLUMNS: &'static [usize];
-    /// Columns holding decimal amounts, which `--excel` writes with a decimal comma.
-    const AMOUNT_COLUMNS: &'static [usize];
-    fn cells(&self) -> Vec<String>;
-}
-
-/// How a table cell is laid out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cell {
-    /// Left-aligned, cut with `…` when longer than its width.
-    Text,
-    /// Right-aligned, never cut: an amount is shown whole.
-    Number,
-}
-
-/// `Decimal`'s own text: a dot, no thousands separators, the scale it was stored with.
-fn decimal(d: Decimal) -> String {
-    d.to_string()
-}
-
-fn opt<T>(value: Option<T>, show: impl Fn(T) -> String) -> String {
-    value.map(show).unwrap_or_default()
-}
-
-fn text(value: &Option<String>) -> String {
-    value.clone().unwrap_or_default()
-}
-
-fn timestamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-/// `5000.00 KZT`, or empty when there is no amount.
-fn money(amount: Option<&str>, currency: &Option<String>) -> String {
-    match amount {
-        Some(amount) => format!("{amount} {}", currency.as_deref().unwrap_or(""))
-            .trim_end()
-            .to_owned(),
-        None => String::new(),
-    }
-}
-
-/// An age for a person: `3d 4h`, `5h 10m`, `12m`.
-fn age(seconds: i64) -> String {
-    let minutes = seconds.max(0) / 60;
-    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
-    match (days, hours) {
-        (0, 0) => format!("{minutes}m"),
-        (0, _) => format!("{hours}h {minutes}m"),
-        _ => format!("{days}d {hours}h"),
-    }
-}
-
-impl ReportRow for SummaryRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "day",
-        "currency",
-        "outcome",
-        "status",
-        "payments",
-        "expected_payments",
-        "expected_amount",
-        "received_payments",
-        "received_amount",
-        "fee",
-        "payments_without_fee",
-        "difference",
-        "needs_action",
-        "amount_mismatch",
-        "currency_mismatch",
-        "order_mismatch",
-        "not_found",
-        "unknown_status",
-        "terminal_status_changed",
-        "polling_abandoned",
-        "paid_after_deadline",
-    ];
-    const TABLE: &'static [(&'static str, usize, Cell)] = &[
-        ("day", 10, Cell::Text),
-        ("currency", 8, Cell::Text),
-        ("outcome", 14, Cell::Text),
-        ("status", 10, Cell::Text),
-        ("payments", 8, Cell::Number),
-        ("expected_amount", 16, Cell::Number),
-        ("received_amount", 16, Cell::Number),
-        ("fee", 10, Cell::Number),
-        ("difference", 12, Cell::Number),
-        ("action", 6, Cell::Number),
-    ];
-    const TEXT_COLUMNS: &'static [usize] = &[1, 2, 3];
-    const AMOUNT_COLUMNS: &'static [usize] = &[6, 8, 9, 11];
-
-    fn table_cells(&self) -> Vec<String> {
-        vec![
-            self.day.to_string(),
-            text(&self.currency),
-            self.outcome.clone(),
-            self.status.clone(),
-            self.payments.to_string(),
-            text(&self.expected_amount),
-            text(&self.received_amount),
-            text(&self.fee),
-            text(&self.difference),
-            self.needs_action.to_string(),
-        ]
-    }
-
-    fn cells(&self) -> Vec<String> {
-        let mut cells = vec![
-            self.day.to_string(),
-            text(&self.currency),
-            self.outcome.clone(),
-            self.status.clone(),
-            self.payments.to_string(),
-            self.expected_payments.to_string(),
-            text(&self.expected_amount),
-            self.received_payments.to_string(),
-            text(&self.received_amount),
-            text(&self.fee),
-            self.payments_without_fee.to_string(),
-            text(&self.difference),
-            self.needs_action.to_string(),
-        ];
-        cells.extend(self.flag_counts().iter().map(|(_, n)| n.to_string()));
-        cells
-    }
-}
-
-impl ReportRow for DetailRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "payment_id",
-        "order_id",
-        "provider_order_id",
-        "outcome",
-        "status",
-        "expected_amount",
-        "expected_currency",
-        "received_amount",
-        "received_currency",
-        "difference",
-        "invoice_amount",
-        "invoice_currency",
-        "fee",
-        "discount",
-        "created_at",
-        "created_day",
-        "first_seen_settled_at",
-        "first_seen_settled_day",
-        "expires_at",
-        "expiry_source",
-        "deadline_missed_at",
-        "checks",
-        "last_checked_at",
-        "open_flags",
-        "provider_paid_at",
-    ];
-    const TABLE: &'static [(&'static str, usize, Cell)] = &[
-        ("payment_id", 26, Cell::Text),
-        ("status", 11, Cell::Text),
-        ("expected", 19, Cell::Number),
-        ("received", 19, Cell::Number),
-        ("difference", 14, Cell::Number),
-        ("open_flags", 25, Cell::Text),
-    ];
-    const TEXT_COLUMNS: &'static [usize] = &[0, 1, 2, 3, 4, 6, 8, 11, 19, 23];
-    const AMOUNT_COLUMNS: &'static [usize] = &[5, 7, 9, 10, 12, 13];
-
-    fn table_cells(&self) -> Vec<String> {
-        let amount = |a: Option<Decimal>| a.map(decimal);
-        vec![
-            self.payment_id.clone(),
-            text(&self.status),
-            money(
-                amount(self.expected_amount).as_deref(),
-                &self.expected_currency,
-            ),
-            money(
-                amount(self.received_amount).as_deref(),
-                &self.received_currency,
-            ),
-            opt(self.difference, decimal),
-            self.open_flags.join(" "),
-        ]
-    }
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.payment_id.clone(),
-            text(&self.order_id),
-            text(&self.provider_order_id),
-            self.outcome.clone(),
-            text(&self.status),
-            opt(self.expected_amount, decimal),
-            text(&self.expected_currency),
-            opt(self.received_amount, decimal),
-            text(&self.received_currency),
-            opt(self.difference, decimal),
-            opt(self.invoice_amount, decimal),
-            text(&self.invoice_currency),
-            opt(self.fee, decimal),
-            opt(self.discount, decimal),
-            timestamp(self.created_at),
-            self.created_day.to_string(),
-            opt(self.first_seen_settled_at, timestamp),
-            opt(self.first_seen_settled_day, |d| d.to_string()),
-            opt(self.expires_at, timestamp),
-            text(&self.expiry_source),
-            opt(self.deadline_missed_at, timestamp),
-            self.checks.to_string(),
-            opt(self.last_checked_at, timestamp),
-            self.open_flags.join(";"),
-            opt(self.provider_paid_at, timestamp),
-        ]
-    }
-}
-
-impl ReportRow for FlagRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "flag_id",
-        "payment_id",
-        "kind",
-        "class",
-        "opened_at",
-        "opened_day",
-        "age_days",
-        "expected",
-        "actual",
-        "follows_id",
-        "order_id",
-        "status",
-        "outcome",
-        "expected_amount",
-        "expected_currency",
-        "received_amount",
-        "received_currency",
-        "invoice_amount",
-        "invoice_currency",
-        "payment_day",
-        "note",
-    ];
-    const TABLE: &'static [(&'static str, usize, Cell)] = &[
-        ("payment_id", 26, Cell::Text),
-        ("kind", 23, Cell::Text),
-        ("age", 7, Cell::Number),
-        ("status", 10, Cell::Text),
-        ("expected", 24, Cell::Text),
-        ("actual", 24, Cell::Text),
-    ];
-    const TEXT_COLUMNS: &'static [usize] = &[1, 2, 3, 7, 8, 10, 11, 12, 14, 16, 18];
-    const AMOUNT_COLUMNS: &'static [usize] = &[13, 15, 17];
-
-    fn table_cells(&self) -> Vec<String> {
-        vec![
-            self.payment_id.clone(),
-            self.kind.clone(),
-            age(self.age_seconds),
-            self.status.clone().unwrap_or_else(|| "no_answer".into()),
-            text(&self.expected),
-            text(&self.actual),
-        ]
-    }
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.flag_id.to_string(),
-            self.payment_id.clone(),
-            self.kind.clone(),
-            self.class.clone(),
-            timestamp(self.opened_at),
-            self.opened_day.to_string(),
-            self.age_seconds.div_euclid(86_400).to_string(),
-            text(&self.expected),
-            text(&self.actual),
-            opt(self.follows_id, |id| id.to_string()),
-            text(&self.order_id),
-            text(&self.status),
-            self.outcome.clone(),
-            opt(self.expected_amount, decimal),
-            text(&self.expected_currency),
-            opt(self.received_amount, decimal),
-            text(&self.received_currency),
-            opt(self.invoice_amount, decimal),
-            text(&self.invoice_currency),
-            self.payment_day.to_string(),
-            // For a person's note: `resolve --from-csv` reads it back.
-            String::new(),
-        ]
-    }
-}
-
-impl ReportRow for ResolutionRow {
-    const COLUMNS: &'static [&'static str] = &[
-        "flag_id",
-        "payment_id",
-        "payment_day",
-        "kind",
-        "class",
-        "opened_at",
-        "resolved_at",
-        "resolved_day",
-        "resolved_role",
-        "resolved_by",
-        "resolution",
-        "expected",
-        "actual",
-    ];
-    const TABLE: &'static [(&'static str, usize, Cell)] = &[
-        ("resolved_day", 12, Cell::Text),
-        ("payment_id", 22, Cell::Text),
-        ("kind", 20, Cell::Text),
-        ("role", 14, Cell::Text),
-        ("on behalf of", 14, Cell::Text),
-        ("note", 30, Cell::Text),
-    ];
-    const TEXT_COLUMNS: &'static [usize] = &[1, 3, 4, 8, 9, 10, 11, 12];
-    const AMOUNT_COLUMNS: &'static [usize] = &[];
-
-    fn table_cells(&self) -> Vec<String> {
-        vec![
-            self.resolved_day.to_string(),
-            self.payment_id.clone(),
-            self.kind.clone(),
-            text(&self.resolved_role),
-            self.resolved_by.clone(),
-            self.resolution.clone(),
-        ]
-    }
-
-    fn cells(&self) -> Vec<String> {
-        vec![
-            self.flag_id.to_string(),
-            self.payment_id.clone(),
-            self.payment_day.to_string(),
-            self.kind.clone(),
-            self.class.clone(),
-            timestamp(self.opened_at),
-            timestamp(self.resolved_at),
-            self.resolved_day.to_string(),
-            text(&self.resolved_role),
-            self.resolved_by.clone(),
-            self.resolution.clone(),
-            text(&self.expected),
-            text(&self.actual),
-        ]
-    }
-}
-
 /// How CSV is written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CsvStyle {
     /// Text cells exactly as stored, formulas included.
     pub raw: bool,
-    /// For Excel in ru/kk locales: a UTF-8 byte-order mark, `;` between cells and a decimal
-    /// comma in amounts.
+    /// For Excel in ru/kk locales: a UTF-8 byte-order mark, `;` between cells, a decimal
+    /// comma in every amount, and times on the reporting zone's clock to the second.
     pub excel: bool,
 }
 
-/// Writes rows as they arrive, in one format.
-struct Sink<W: Write> {
-    format: Format,
-    style: CsvStyle,
-    csv: Option<csv::Writer<W>>,
-    out: Option<W>,
-    rows: u64,
+/// A CSV cell of any kind.
+fn csv_cell<'a>(cell: &'a Cell<'a>, style: CsvStyle) -> Cow<'a, str> {
+    let guard = |text: Cow<'a, str>| -> Cow<'a, str> {
+        if style.raw {
+            return text;
+        }
+        match for_spreadsheet(&text) {
+            Cow::Owned(safe) => Cow::Owned(safe),
+            Cow::Borrowed(_) => text,
+        }
+    };
+    match cell {
+        Cell::Empty => Cow::Borrowed(""),
+        Cell::Text(text) => guard(Cow::Borrowed(text)),
+        Cell::List(names) => guard(Cow::Owned(names.join(";"))),
+        Cell::Amount(amount) if style.excel => Cow::Owned(amount.text().replace('.', ",")),
+        Cell::Amount(amount) => amount.text(),
+        Cell::Count(n) => Cow::Owned(n.to_string()),
+        Cell::Day(day) => Cow::Owned(day.to_string()),
+        // Excel reads `2025-07-11 16:19:49` as a date and time; it cannot read a zone, and
+        // shows a fraction of a second as text.
+        Cell::Time(stamp) if style.excel => {
+            Cow::Owned(stamp.local.format("%Y-%m-%d %H:%M:%S").to_string())
+        }
+        Cell::Time(stamp) => Cow::Owned(stamp.utc.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+    }
 }
 
-impl<W: Write> Sink<W> {
-    fn new<R: ReportRow>(format: Format, style: CsvStyle, out: W) -> Result<Self, ReportError> {
-        let mut sink = Self {
-            format,
-            style,
-            csv: None,
-            out: None,
-            rows: 0,
-        };
-        match format {
+/// A row as a JSON object, keyed by column name: amounts as strings (exact), times in UTC,
+/// unknown values `null`.
+struct JsonRow<'r, R>(&'r R);
+
+impl<R: ReportRow> Serialize for JsonRow<'_, R> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(R::COLUMNS.len()))?;
+        for column in R::COLUMNS {
+            let name = column.name;
+            match (column.cell)(self.0) {
+                Cell::Empty => map.serialize_entry(name, &())?,
+                Cell::Text(text) => map.serialize_entry(name, text)?,
+                Cell::Amount(amount) => map.serialize_entry(name, &amount.text())?,
+                Cell::Count(n) => map.serialize_entry(name, &n)?,
+                Cell::Day(day) => map.serialize_entry(name, &day.to_string())?,
+                Cell::Time(stamp) => map.serialize_entry(
+                    name,
+                    &stamp.utc.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                )?,
+                Cell::List(names) => map.serialize_entry(name, names)?,
+            }
+        }
+        map.end()
+    }
+}
+
+/// Where rows go, in one format.
+enum Out<W: Write> {
+    Table(W),
+    Csv(Box<csv::Writer<W>>),
+    Json(W),
+    Xlsx(Box<xlsx::Sheet>, W),
+}
+
+/// Writes rows of one type as they arrive.
+struct Sink<R, W: Write> {
+    out: Out<W>,
+    style: CsvStyle,
+    rows: u64,
+    row_type: PhantomData<fn(&R)>,
+}
+
+impl<R: ReportRow, W: Write> Sink<R, W> {
+    fn new(format: Format, style: CsvStyle, mut out: W) -> Result<Self, ReportError> {
+        let out = match format {
             Format::Csv => {
-                let mut out = out;
                 if style.excel {
                     // Excel reads a file without it as the system's ANSI code page.
                     out.write_all("\u{feff}".as_bytes())?;
@@ -465,74 +189,67 @@ impl<W: Write> Sink<W> {
                     .terminator(csv::Terminator::CRLF)
                     .delimiter(if style.excel { b';' } else { b',' })
                     .from_writer(out);
-                csv.write_record(R::COLUMNS)?;
-                sink.csv = Some(csv);
+                csv.write_record(R::COLUMNS.iter().map(|c| c.name))?;
+                Out::Csv(Box::new(csv))
             }
             Format::Json => {
-                let mut out = out;
                 out.write_all(b"[")?;
-                sink.out = Some(out);
+                Out::Json(out)
             }
             Format::Table => {
-                let mut out = out;
-                let header: Vec<String> = R::TABLE.iter().map(|(c, ..)| c.to_string()).collect();
-                writeln!(out, "{}", align::<R>(&header))?;
-                sink.out = Some(out);
+                let header: Vec<String> = R::TABLE.iter().map(|c| c.name.to_owned()).collect();
+                writeln!(out, "{}", align(R::TABLE, &header))?;
+                Out::Table(out)
             }
-        }
-        Ok(sink)
+            Format::Xlsx => Out::Xlsx(Box::new(xlsx::Sheet::new::<R>()?), out),
+        };
+        Ok(Self {
+            out,
+            style,
+            rows: 0,
+            row_type: PhantomData,
+        })
     }
 
-    fn row<R: ReportRow>(&mut self, row: &R) -> Result<(), ReportError> {
-        match self.format {
-            Format::Csv => {
-                let mut cells = row.cells();
-                if !self.style.raw {
-                    for &column in R::TEXT_COLUMNS {
-                        if let std::borrow::Cow::Owned(safe) = for_spreadsheet(&cells[column]) {
-                            cells[column] = safe;
-                        }
-                    }
+    fn row(&mut self, row: &R) -> Result<(), ReportError> {
+        match &mut self.out {
+            Out::Csv(csv) => {
+                for column in R::COLUMNS {
+                    let cell = (column.cell)(row);
+                    csv.write_field(csv_cell(&cell, self.style).as_bytes())?;
                 }
-                if self.style.excel {
-                    for &column in R::AMOUNT_COLUMNS {
-                        cells[column] = cells[column].replace('.', ",");
-                    }
-                }
-                self.csv.as_mut().expect("csv").write_record(cells)?
+                // An empty record ends the one whose fields were just written.
+                csv.write_record(None::<&[u8]>)?;
             }
-            Format::Json => {
-                let out = self.out.as_mut().expect("out");
+            Out::Json(out) => {
                 out.write_all(if self.rows == 0 { b"\n" } else { b",\n" })?;
-                serde_json::to_writer(&mut *out, row)?;
+                serde_json::to_writer(&mut *out, &JsonRow(row))?;
             }
-            Format::Table => {
-                let out = self.out.as_mut().expect("out");
-                writeln!(out, "{}", align::<R>(&row.table_cells()))?;
+            Out::Table(out) => {
+                let cells: Vec<String> = R::TABLE.iter().map(|c| (c.cell)(row)).collect();
+                writeln!(out, "{}", align(R::TABLE, &cells))?;
             }
+            Out::Xlsx(sheet, _) => sheet.row(row)?,
         }
         self.rows += 1;
         Ok(())
     }
 
     /// Ends the output; a table gets `footer` lines after its rows.
-    fn finish(mut self, footer: &[String]) -> Result<u64, ReportError> {
-        match self.format {
-            Format::Csv => {
-                self.csv.take().expect("csv").flush()?;
-            }
-            Format::Json => {
-                let mut out = self.out.take().expect("out");
+    fn finish(self, footer: &[String]) -> Result<u64, ReportError> {
+        match self.out {
+            Out::Csv(mut csv) => csv.flush()?,
+            Out::Json(mut out) => {
                 out.write_all(if self.rows == 0 { b"]\n" } else { b"\n]\n" })?;
                 out.flush()?;
             }
-            Format::Table => {
-                let mut out = self.out.take().expect("out");
+            Out::Table(mut out) => {
                 for line in footer {
                     writeln!(out, "{line}")?;
                 }
                 out.flush()?;
             }
+            Out::Xlsx(sheet, out) => sheet.finish(out)?,
         }
         Ok(self.rows)
     }
@@ -540,15 +257,17 @@ impl<W: Write> Sink<W> {
 
 /// Pads cells to the table's widths (numbers right-aligned, text left-aligned), cuts a longer
 /// text with `…`, and escapes control and invisible characters.
-fn align<R: ReportRow>(cells: &[String]) -> String {
+fn align<R>(columns: &[TableColumn<R>], cells: &[String]) -> String {
     cells
         .iter()
-        .zip(R::TABLE)
-        .map(|(cell, &(_, width, kind))| {
+        .zip(columns)
+        .map(|(cell, column)| {
             let cell = escape_invisible(cell);
-            match kind {
-                Cell::Number => format!("{cell:>width$}"),
-                Cell::Text => match cell.char_indices().nth(width) {
+            let width = column.width;
+            match column.layout {
+                Layout::Number => format!("{cell:>width$}"),
+                Layout::Code => format!("{cell:<width$}"),
+                Layout::Text => match cell.char_indices().nth(width) {
                     Some(_) => {
                         let cut = cell.char_indices().nth(width - 1).map_or(0, |(i, _)| i);
                         format!("{}…", &cell[..cut])
@@ -606,7 +325,7 @@ pub async fn write_report<W: Write>(
     let (format, style) = (request.format, request.csv);
     let (rows, empty) = match &request.kind {
         ReportKind::Detail(filter) => {
-            let mut sink = Sink::new::<DetailRow>(format, style, out)?;
+            let mut sink = Sink::<DetailRow, W>::new(format, style, out)?;
             let mut rows = detail_rows(pool, filter);
             while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
                 sink.row(&row)?;
@@ -615,13 +334,16 @@ pub async fn write_report<W: Write>(
             (sink.finish(empty.as_slice())?, empty)
         }
         ReportKind::Summary(filter) => {
-            let mut sink = Sink::new::<SummaryRow>(format, style, out)?;
+            let mut sink = Sink::<SummaryRow, W>::new(format, style, out)?;
             let mut rows = summary_rows(pool, filter);
             while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
                 sink.row(&row)?;
             }
             let empty = (sink.rows == 0).then(|| no_payments(filter));
             let mut footer: Vec<String> = empty.iter().cloned().collect();
+            if sink.rows > 0 {
+                footer.push(rows::SUMMARY_LEGEND.to_owned());
+            }
             if format == Format::Table {
                 // What the filters select: the queue of the payments shown, not all of it.
                 let ages = open_action_ages_of(pool, filter).await?;
@@ -634,7 +356,7 @@ pub async fn write_report<W: Write>(
             (sink.finish(&footer)?, empty)
         }
         ReportKind::Flags(filter) => {
-            let mut sink = Sink::new::<FlagRow>(format, style, out)?;
+            let mut sink = Sink::<FlagRow, W>::new(format, style, out)?;
             let mut rows = flag_rows(pool, filter).await?;
             let mut ages = AgeBuckets::default();
             while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
@@ -650,7 +372,7 @@ pub async fn write_report<W: Write>(
             (sink.finish(&footer)?, empty)
         }
         ReportKind::Resolutions { from, to } => {
-            let mut sink = Sink::new::<ResolutionRow>(format, style, out)?;
+            let mut sink = Sink::<ResolutionRow, W>::new(format, style, out)?;
             let mut rows = resolution_rows(pool, *from, *to);
             while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
                 sink.row(&row)?;
@@ -736,6 +458,11 @@ pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
 mod tests {
     use super::*;
     use crate::domain::FlagKind;
+    use chrono::NaiveDateTime;
+
+    fn local(text: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").unwrap()
+    }
 
     fn paid_row() -> DetailRow {
         DetailRow {
@@ -764,20 +491,107 @@ mod tests {
             last_checked_at: None,
             open_flags: vec!["amount_mismatch".into(), "order_mismatch".into()],
             provider_paid_at: Some("2025-07-11T11:19:40Z".parse().unwrap()),
+            created_local: local("2025-07-11 16:19:49.5"),
+            first_seen_settled_local: None,
+            expires_local: None,
+            deadline_missed_local: None,
+            last_checked_local: None,
+            provider_paid_local: Some(local("2025-07-11 16:19:40")),
         }
     }
 
-    fn csv_of(row: &DetailRow, style: CsvStyle) -> String {
-        let mut sink = Sink::new::<DetailRow>(Format::Csv, style, Vec::new()).unwrap();
-        sink.row(row).unwrap();
-        String::from_utf8(sink.csv.take().unwrap().into_inner().unwrap()).unwrap()
+    fn summary_row() -> SummaryRow {
+        SummaryRow {
+            day: NaiveDate::from_ymd_opt(2025, 7, 11).unwrap(),
+            currency: Some("USD".into()),
+            outcome: "paid".into(),
+            status: "success".into(),
+            payments: 102,
+            expected_payments: 1,
+            expected_amount: Some("10.00".into()),
+            received_payments: 102,
+            received_amount: Some("1062072.45".into()),
+            fee: Some("0.60".into()),
+            payments_without_fee: 100,
+            difference: Some("0.00".into()),
+            needs_action: 101,
+            amount_mismatch: 0,
+            currency_mismatch: 101,
+            order_mismatch: 0,
+            paid_after_deadline: 0,
+            not_found: 0,
+            unknown_status: 0,
+            terminal_status_changed: 0,
+            polling_abandoned: 0,
+        }
+    }
+
+    fn flag_row(kind: FlagKind, expected: &str, actual: &str) -> FlagRow {
+        FlagRow {
+            flag_id: 7,
+            payment_id: "1001".into(),
+            kind: kind.to_string(),
+            class: "action".into(),
+            opened_at: "2025-07-31T19:30:00.123456Z".parse().unwrap(),
+            opened_day: NaiveDate::from_ymd_opt(2025, 8, 1).unwrap(),
+            opened_local: local("2025-08-01 00:30:00.123456"),
+            age_seconds: 3 * 86_400 + 5,
+            expected: Some(expected.into()),
+            actual: Some(actual.into()),
+            follows_id: None,
+            order_id: None,
+            payment_day: NaiveDate::from_ymd_opt(2025, 7, 30).unwrap(),
+            status: Some("success".into()),
+            outcome: "paid".into(),
+            expected_amount: Some("1300".parse().unwrap()),
+            expected_currency: Some("KZT".into()),
+            received_amount: Some("1234.50".parse().unwrap()),
+            received_currency: Some("KZT".into()),
+            invoice_amount: Some("1234.50".parse().unwrap()),
+            invoice_currency: Some("KZT".into()),
+        }
+    }
+
+    /// What `rows` give in `format`, whole.
+    fn written<R: ReportRow>(format: Format, style: CsvStyle, rows: &[R]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut sink = Sink::<R, _>::new(format, style, &mut out).unwrap();
+        for row in rows {
+            sink.row(row).unwrap();
+        }
+        sink.finish(&[]).unwrap();
+        out
+    }
+
+    fn text_of<R: ReportRow>(format: Format, style: CsvStyle, rows: &[R]) -> String {
+        String::from_utf8(written(format, style, rows)).unwrap()
+    }
+
+    const EXCEL: CsvStyle = CsvStyle {
+        raw: false,
+        excel: true,
+    };
+
+    #[test]
+    fn every_cell_is_of_its_columns_kind() {
+        fn check<R: ReportRow>(row: &R) {
+            for column in R::COLUMNS {
+                let cell = (column.cell)(row);
+                assert!(column.holds(&cell), "{}: {cell:?}", column.name);
+            }
+        }
+        check(&paid_row());
+        check(&summary_row());
+        check(&flag_row(FlagKind::AmountMismatch, "1300", "1234.50"));
+        check(&flag_row(FlagKind::CurrencyMismatch, "KZT", "USD"));
     }
 
     #[test]
     fn csv_is_rfc4180_with_crlf_quoting_and_plain_decimals() {
-        let text = csv_of(&paid_row(), CsvStyle::default());
+        let text = text_of(Format::Csv, CsvStyle::default(), &[paid_row()]);
         let mut lines = text.split("\r\n");
-        assert_eq!(lines.next().unwrap(), DetailRow::COLUMNS.join(","));
+        let names: Vec<&str> = DetailRow::COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(lines.next().unwrap(), names.join(","));
         assert_eq!(
             lines.next().unwrap(),
             "\"1,\"\"2\"\"\",-7781,,paid,success,1234567.50,KZT,1234567.5,KZT,0.00,1234567.5,KZT,,,\
@@ -787,14 +601,8 @@ mod tests {
     }
 
     #[test]
-    fn excel_csv_has_a_byte_order_mark_semicolons_and_decimal_commas() {
-        let text = csv_of(
-            &paid_row(),
-            CsvStyle {
-                raw: false,
-                excel: true,
-            },
-        );
+    fn excel_csv_has_a_byte_order_mark_semicolons_decimal_commas_and_local_times() {
+        let text = text_of(Format::Csv, EXCEL, &[paid_row()]);
         assert!(text.starts_with("\u{feff}payment_id;order_id;"), "{text}");
         let row = text.split("\r\n").nth(1).unwrap();
         assert!(
@@ -804,47 +612,62 @@ mod tests {
             "{row}"
         );
         assert!(
-            row.contains(";2025-07-11T11:19:49.500Z;2025-07-11;"),
-            "times keep their dot-free form: {row}"
+            row.contains(";2025-07-11 16:19:49;2025-07-11;"),
+            "the reporting zone's clock, to the second, as Excel reads it: {row}"
         );
     }
 
     #[test]
-    fn json_is_an_array_with_exact_amounts_as_strings() {
-        let mut sink =
-            Sink::new::<SummaryRow>(Format::Json, CsvStyle::default(), Vec::new()).unwrap();
-        assert_eq!(sink.rows, 0);
-        let row = SummaryRow {
-            day: NaiveDate::from_ymd_opt(2025, 7, 11).unwrap(),
-            currency: Some("KZT".into()),
-            outcome: "paid".into(),
-            status: "success".into(),
-            payments: 2,
-            expected_payments: 2,
-            expected_amount: Some("10.10".into()),
-            received_payments: 2,
-            received_amount: Some("10.1".into()),
-            fee: None,
-            payments_without_fee: 2,
-            difference: Some("0.00".into()),
-            needs_action: 0,
-            amount_mismatch: 0,
-            currency_mismatch: 0,
-            order_mismatch: 0,
-            paid_after_deadline: 0,
-            not_found: 0,
-            unknown_status: 0,
-            terminal_status_changed: 0,
-            polling_abandoned: 0,
-        };
-        sink.row(&row).unwrap();
-        let out = sink.out.take().unwrap();
-        let mut text = String::from_utf8(out).unwrap();
-        text.push_str("\n]");
+    fn excel_gives_every_amount_a_decimal_comma_what_a_flag_compared_included() {
+        let amounts = text_of(
+            Format::Csv,
+            EXCEL,
+            &[flag_row(FlagKind::AmountMismatch, "1300.00", "1234.50")],
+        );
+        let row = amounts.split("\r\n").nth(1).unwrap();
+        assert_eq!(
+            row,
+            "7;1001;amount_mismatch;action;2025-08-01 00:30:00;2025-08-01;3;1300,00;1234,50;;;\
+             success;paid;1300;KZT;1234,50;KZT;1234,50;KZT;2025-07-30;"
+        );
+        // Another flag's values are text: an order id `12.5` stays as it is.
+        let orders = text_of(
+            Format::Csv,
+            EXCEL,
+            &[flag_row(FlagKind::OrderMismatch, "12.5", "A-1")],
+        );
+        assert!(orders.contains(";3;12.5;A-1;"), "{orders}");
+        let plain = text_of(
+            Format::Csv,
+            CsvStyle::default(),
+            &[flag_row(FlagKind::AmountMismatch, "1300.00", "1234.50")],
+        );
+        assert!(
+            plain.contains(",2025-07-31T19:30:00.123456Z,2025-08-01,3,1300.00,1234.50,"),
+            "{plain}"
+        );
+    }
+
+    #[test]
+    fn json_is_an_array_of_the_columns_with_exact_amounts_as_strings() {
+        let text = text_of(Format::Json, CsvStyle::default(), &[summary_row()]);
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(parsed[0]["expected_amount"], "10.10");
+        assert_eq!(parsed[0]["expected_amount"], "10.00");
+        assert_eq!(parsed[0]["expected_payments"], 1);
         assert_eq!(parsed[0]["day"], "2025-07-11");
+        let mut unknown_fee = summary_row();
+        unknown_fee.fee = None;
+        let text = text_of(Format::Json, CsvStyle::default(), &[unknown_fee]);
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed[0]["fee"], serde_json::Value::Null, "unknown, not 0");
+
+        let text = text_of(Format::Json, CsvStyle::default(), &[paid_row()]);
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed[0]["created_at"], "2025-07-11T11:19:49.500Z");
+        assert_eq!(parsed[0]["open_flags"][1], "order_mismatch");
+        assert_eq!(parsed[0]["received_amount"], "1234567.5");
+        let keys: Vec<&String> = parsed[0].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), DetailRow::COLUMNS.len());
     }
 
     fn hostile_row() -> DetailRow {
@@ -861,25 +684,16 @@ mod tests {
             difference: Some("-5".parse().unwrap()),
             invoice_amount: Some("5".parse().unwrap()),
             invoice_currency: None,
-            fee: None,
-            discount: None,
-            created_at: "2025-07-11T11:19:49Z".parse().unwrap(),
-            created_day: NaiveDate::from_ymd_opt(2025, 7, 11).unwrap(),
-            first_seen_settled_at: None,
-            first_seen_settled_day: None,
-            expires_at: None,
-            expiry_source: None,
-            deadline_missed_at: None,
-            checks: 1,
-            last_checked_at: None,
             open_flags: vec![],
             provider_paid_at: None,
+            provider_paid_local: None,
+            ..paid_row()
         }
     }
 
     #[test]
     fn csv_neutralises_formulas_in_text_cells_unless_raw() {
-        let safe = csv_of(&hostile_row(), CsvStyle::default());
+        let safe = text_of(Format::Csv, CsvStyle::default(), &[hostile_row()]);
         let row = safe.split("\r\n").nth(1).unwrap();
         assert!(
             row.starts_with(
@@ -892,12 +706,13 @@ mod tests {
             row.contains(",10,,5,,-5,5,,,,"),
             "numbers are left alone: {row}"
         );
-        let raw = csv_of(
-            &hostile_row(),
+        let raw = text_of(
+            Format::Csv,
             CsvStyle {
                 raw: true,
                 excel: false,
             },
+            &[hostile_row()],
         );
         assert!(raw.contains("\r\n\"=HYPERLINK("), "{raw}");
     }
@@ -906,10 +721,7 @@ mod tests {
     fn the_table_escapes_control_characters() {
         let mut row = hostile_row();
         row.payment_id = "+1\u{1b}[2J".into();
-        let mut sink =
-            Sink::new::<DetailRow>(Format::Table, CsvStyle::default(), Vec::new()).unwrap();
-        sink.row(&row).unwrap();
-        let out = String::from_utf8(sink.out.take().unwrap()).unwrap();
+        let out = text_of(Format::Table, CsvStyle::default(), &[row]);
         assert!(!out.contains('\u{1b}'), "{out:?}");
         assert!(out.contains("+1\\u{1b}[2J"), "{out:?}");
     }
@@ -922,10 +734,11 @@ mod tests {
         row.expected_amount = Some("1234567.50".parse().unwrap());
         row.expected_currency = Some("KZT".into());
         let table = |row: &DetailRow| {
-            let mut sink =
-                Sink::new::<DetailRow>(Format::Table, CsvStyle::default(), Vec::new()).unwrap();
-            sink.row(row).unwrap();
-            String::from_utf8(sink.out.take().unwrap()).unwrap()
+            text_of(
+                Format::Table,
+                CsvStyle::default(),
+                std::slice::from_ref(row),
+            )
         };
         let out = table(&row);
         for line in out.lines() {
@@ -942,15 +755,70 @@ mod tests {
                 .starts_with(&format!("{}… ", "9".repeat(25)))
         );
         assert!(out.contains("1234567.50 KZT"), "{out}");
-        let summary: usize = SummaryRow::TABLE
-            .iter()
-            .map(|(_, width, _)| width + 1)
-            .sum();
+        let summary: usize = SummaryRow::TABLE.iter().map(|c| c.width + 1).sum();
         assert!(summary <= 121, "summary table {summary} wide");
+        let summary = text_of(Format::Table, CsvStyle::default(), &[summary_row()]);
+        for line in summary.lines().chain([rows::SUMMARY_LEGEND]) {
+            assert!(line.chars().count() <= 120, "{line}");
+        }
 
         // An amount is never cut: the largest one widens its line instead.
         row.expected_amount = Some("999999999999999999.99999999".parse().unwrap());
         assert!(table(&row).contains("999999999999999999.99999999 KZT"));
+    }
+
+    #[test]
+    fn the_summary_table_shows_the_counts_its_sums_are_read_with() {
+        let out = text_of(Format::Table, CsvStyle::default(), &[summary_row()]);
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let cells: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        assert_eq!(cells[at("payments")], "102");
+        assert_eq!(cells[at("n_exp")], "1", "one payment was expected in USD");
+        assert_eq!(cells[at("expected")], "10.00");
+        assert_eq!(cells[at("received")], "1062072.45");
+        assert_eq!(cells[at("fee")], "0.60");
+        assert_eq!(cells[at("n_no_fee")], "100", "100 without a stated fee");
+    }
+
+    #[test]
+    fn an_xlsx_sheet_has_typed_cells_and_keeps_an_inexact_amount_as_text() {
+        use calamine::{Data, Reader as _};
+
+        let mut big = summary_row();
+        big.expected_amount = Some("1999999999999999999.99999998".into());
+        let bytes = written(Format::Xlsx, CsvStyle::default(), &[summary_row(), big]);
+        let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+        assert_eq!(book.sheet_names(), ["Summary"]);
+        let range = book.worksheet_range("Summary").unwrap();
+        let names: Vec<&str> = SummaryRow::COLUMNS.iter().map(|c| c.name).collect();
+        let at = |name: &str| names.iter().position(|n| *n == name).unwrap();
+        assert_eq!(
+            range.get((0, at("received_amount"))),
+            Some(&Data::String("received_amount".into()))
+        );
+        assert_eq!(
+            range.get((1, at("received_amount"))),
+            Some(&Data::Float(1_062_072.45))
+        );
+        assert_eq!(range.get((1, at("payments"))), Some(&Data::Float(102.0)));
+        assert_eq!(
+            range.get((1, at("currency"))),
+            Some(&Data::String("USD".into()))
+        );
+        let Some(Data::DateTime(day)) = range.get((1, at("day"))) else {
+            panic!("{:?}", range.get((1, at("day"))))
+        };
+        assert_eq!(
+            day.as_datetime().unwrap().to_string(),
+            "2025-07-11 00:00:00"
+        );
+        assert_eq!(
+            range.get((2, at("expected_amount"))),
+            Some(&Data::String("1999999999999999999.99999998".into())),
+            "no digit is rounded away"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The queries behind `freedompay-recon report`, streamed row by row.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -57,7 +57,7 @@ pub struct ReportFilter {
 /// A row of `recon.daily_summary`. Sums are PostgreSQL's exact `numeric` as text: a sum of
 /// many amounts may exceed what `Decimal` holds, and no sum is ever rounded. A sum over
 /// nothing is `None` (shown empty): no expected amount is not an expected amount of 0.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SummaryRow {
     pub day: NaiveDate,
     pub currency: Option<String>,
@@ -109,8 +109,9 @@ impl SummaryRow {
     }
 }
 
-/// A payment, as `recon.reconciliation` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A payment, as `recon.reconciliation` shows it. Each `_local` field is the time beside it
+/// on the reporting zone's clock (`recon.timezone`), as PostgreSQL converts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetailRow {
     pub payment_id: String,
     pub order_id: Option<String>,
@@ -145,10 +146,16 @@ pub struct DetailRow {
     /// When the provider says it was paid (its verified callback's `pg_payment_date`), only
     /// once the poll says `success`.
     pub provider_paid_at: Option<DateTime<Utc>>,
+    pub created_local: NaiveDateTime,
+    pub first_seen_settled_local: Option<NaiveDateTime>,
+    pub expires_local: Option<NaiveDateTime>,
+    pub deadline_missed_local: Option<NaiveDateTime>,
+    pub last_checked_local: Option<NaiveDateTime>,
+    pub provider_paid_local: Option<NaiveDateTime>,
 }
 
 /// A flag, open now or at the end of a day, with its payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlagRow {
     pub flag_id: i64,
     pub payment_id: String,
@@ -156,6 +163,8 @@ pub struct FlagRow {
     pub class: String,
     pub opened_at: DateTime<Utc>,
     pub opened_day: NaiveDate,
+    /// `opened_at` on the reporting zone's clock.
+    pub opened_local: NaiveDateTime,
     /// Seconds from opening to now (or to the end of the `--as-of` day).
     pub age_seconds: i64,
     pub expected: Option<String>,
@@ -178,7 +187,7 @@ pub struct FlagRow {
 
 /// A resolved flag: who resolved it (the database role of the session that wrote it, and the
 /// name it was written on behalf of), when and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolutionRow {
     pub flag_id: i64,
     pub payment_id: String,
@@ -187,7 +196,9 @@ pub struct ResolutionRow {
     pub kind: String,
     pub class: String,
     pub opened_at: DateTime<Utc>,
+    pub opened_local: NaiveDateTime,
     pub resolved_at: DateTime<Utc>,
+    pub resolved_local: NaiveDateTime,
     pub resolved_day: NaiveDate,
     /// `None` for resolutions written before the database recorded roles (migration
     /// `audit_trail`).

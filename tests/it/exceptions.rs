@@ -152,7 +152,12 @@ async fn an_expired_unpaid_payment_is_an_outcome_and_never_waits_in_the_queue() 
         1,
         "its class is implied: {rows:#}"
     );
-    assert!(rows[0]["age_seconds"].as_i64().unwrap() >= 0, "{rows:#}");
+    // The same columns as CSV, so a flag's age in whole days.
+    assert_eq!(rows[0]["age_days"], 0, "{rows:#}");
+    assert!(
+        rows[0]["opened_at"].as_str().unwrap().ends_with('Z'),
+        "in UTC: {rows:#}"
+    );
 }
 
 /// A `note` filled in for every data row of a flags CSV (the report leaves it empty, last).
@@ -629,11 +634,14 @@ async fn report_columns_say_whose_money_in_every_format() {
         .await);
     let row = table.lines().nth(1).unwrap();
     assert!(row.contains("paid           success"), "{table}");
-    // No expected amount and no difference: empty, not 0 (the fee of 0 is the provider's).
+    // No expected amount and no difference: empty, not 0 (the fee of 0 is the provider's);
+    // none of the payment was expected in USD, and its fee was stated.
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(
         cells[1..],
-        ["USD", "paid", "success", "1", "14474.54", "0", "1"],
+        [
+            "USD", "paid", "success", "1", "0", "14474.54", "0", "0", "1"
+        ],
         "{table}"
     );
 }

@@ -226,7 +226,7 @@ async fn the_daily_summary_in_csv_has_stable_columns_and_exact_sums() {
     let text = out(&table);
     assert!(text.starts_with("day"), "{text}");
     assert!(
-        text.contains("2025-07-11 KZT      paid           success"),
+        text.contains("2025-07-11 KZT paid           success"),
         "{text}"
     );
     assert!(!text.contains("error"), "{text}");

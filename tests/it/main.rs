@@ -36,6 +36,7 @@ mod report_ranges;
 mod rollup;
 mod schedule;
 mod signoff;
+mod spreadsheets;
 mod statuses;
 mod systemd;
 mod webhook;

@@ -2,10 +2,12 @@
 -- with each payment's status at that instant), oldest first. `$2` class (null: any), `$3`
 -- kind, `$4`/`$5` first and last day the flag was opened (null: open), `$6` status, `$7`
 -- currency (expected or invoiced), `$8`/`$9` first and last day of the payment (its
--- created_at's reporting day; null: open), whenever its flag opened.
+-- created_at's reporting day; null: open), whenever its flag opened. `opened_local` is
+-- `opened_at` on the reporting zone's clock.
 select d.id as "flag_id!", d.payment_id as "payment_id!", d.kind as "kind!",
        k.class as "class!", d.detected_at as "opened_at!",
        recon.report_day(d.detected_at) as "opened_day!",
+       d.detected_at at time zone recon.report_zone() as "opened_local!",
        extract(epoch from coalesce($1, now()) - d.detected_at)::int8 as "age_seconds!",
        d.expected, d.actual, d.follows_id, p.order_id,
        recon.report_day(p.created_at) as "payment_day!",

@@ -4,7 +4,10 @@
 select d.id as "flag_id!", d.payment_id as "payment_id!",
        recon.report_day(p.created_at) as "payment_day!",
        d.kind as "kind!", k.class as "class!",
-       d.detected_at as "opened_at!", d.resolved_at as "resolved_at!",
+       d.detected_at as "opened_at!",
+       d.detected_at at time zone recon.report_zone() as "opened_local!",
+       d.resolved_at as "resolved_at!",
+       d.resolved_at at time zone recon.report_zone() as "resolved_local!",
        recon.report_day(d.resolved_at) as "resolved_day!",
        d.resolved_role, d.resolved_by as "resolved_by!", d.resolution as "resolution!",
        d.expected, d.actual

@@ -1,0 +1,318 @@
+//! The column tables of the report row types. Each column's name is stable (CSV headers,
+//! JSON keys, `resolve --from-csv` reads them back); its kind decides how every format writes
+//! it ([`super::columns`]).
+
+use super::columns::{Amount, Cell, Column, Kind, Layout, ReportRow, TableColumn};
+use crate::domain::FlagKind;
+use crate::store::report::{DetailRow, FlagRow, ResolutionRow, SummaryRow};
+
+/// `5000.00 KZT`, or empty when there is no amount.
+fn money(amount: Option<&str>, currency: &Option<String>) -> String {
+    match amount {
+        Some(amount) => format!("{amount} {}", currency.as_deref().unwrap_or(""))
+            .trim_end()
+            .to_owned(),
+        None => String::new(),
+    }
+}
+
+/// An age for a person: `3d 4h`, `5h 10m`, `12m`.
+fn age(seconds: i64) -> String {
+    let minutes = seconds.max(0) / 60;
+    let (days, hours, minutes) = (minutes / 1440, minutes / 60 % 24, minutes % 60);
+    match (days, hours) {
+        (0, 0) => format!("{minutes}m"),
+        (0, _) => format!("{hours}h {minutes}m"),
+        _ => format!("{days}d {hours}h"),
+    }
+}
+
+fn text(value: &Option<String>) -> String {
+    value.clone().unwrap_or_default()
+}
+
+const fn column<R>(
+    name: &'static str,
+    kind: Kind,
+    cell: for<'a> fn(&'a R) -> Cell<'a>,
+) -> Column<R> {
+    Column { name, kind, cell }
+}
+
+const fn shown<R>(
+    name: &'static str,
+    width: usize,
+    layout: Layout,
+    cell: fn(&R) -> String,
+) -> TableColumn<R> {
+    TableColumn {
+        name,
+        width,
+        layout,
+        cell,
+    }
+}
+
+impl ReportRow for SummaryRow {
+    const SHEET: &'static str = "Summary";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("day", Kind::Day, |r| Cell::Day(r.day)),
+        column("currency", Kind::Text, |r| Cell::text(&r.currency)),
+        column("outcome", Kind::Text, |r| Cell::Text(&r.outcome)),
+        column("status", Kind::Text, |r| Cell::Text(&r.status)),
+        column("payments", Kind::Count, |r| Cell::Count(r.payments)),
+        column("expected_payments", Kind::Count, |r| {
+            Cell::Count(r.expected_payments)
+        }),
+        column("expected_amount", Kind::Amount, |r| {
+            Cell::sum(&r.expected_amount)
+        }),
+        column("received_payments", Kind::Count, |r| {
+            Cell::Count(r.received_payments)
+        }),
+        column("received_amount", Kind::Amount, |r| {
+            Cell::sum(&r.received_amount)
+        }),
+        column("fee", Kind::Amount, |r| Cell::sum(&r.fee)),
+        column("payments_without_fee", Kind::Count, |r| {
+            Cell::Count(r.payments_without_fee)
+        }),
+        column("difference", Kind::Amount, |r| Cell::sum(&r.difference)),
+        column("needs_action", Kind::Count, |r| Cell::Count(r.needs_action)),
+        column("amount_mismatch", Kind::Count, |r| {
+            Cell::Count(r.amount_mismatch)
+        }),
+        column("currency_mismatch", Kind::Count, |r| {
+            Cell::Count(r.currency_mismatch)
+        }),
+        column("order_mismatch", Kind::Count, |r| {
+            Cell::Count(r.order_mismatch)
+        }),
+        column("not_found", Kind::Count, |r| Cell::Count(r.not_found)),
+        column("unknown_status", Kind::Count, |r| {
+            Cell::Count(r.unknown_status)
+        }),
+        column("terminal_status_changed", Kind::Count, |r| {
+            Cell::Count(r.terminal_status_changed)
+        }),
+        column("polling_abandoned", Kind::Count, |r| {
+            Cell::Count(r.polling_abandoned)
+        }),
+        column("paid_after_deadline", Kind::Count, |r| {
+            Cell::Count(r.paid_after_deadline)
+        }),
+    ];
+    // Each sum sits beside the count a reader needs to read it: `n_exp` payments were expected
+    // in the row's currency (the others, expected in another one, are not in `expected`), and
+    // `n_no_fee` payments were received without a stated fee (not in `fee`). The table ends
+    // with a line that says so.
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("day", 10, Layout::Text, |r| r.day.to_string()),
+        shown("cur", 3, Layout::Code, |r| text(&r.currency)),
+        shown("outcome", 14, Layout::Text, |r| r.outcome.clone()),
+        shown("status", 10, Layout::Text, |r| r.status.clone()),
+        shown("payments", 8, Layout::Number, |r| r.payments.to_string()),
+        shown("n_exp", 5, Layout::Number, |r| {
+            r.expected_payments.to_string()
+        }),
+        shown("expected", 12, Layout::Number, |r| text(&r.expected_amount)),
+        shown("received", 12, Layout::Number, |r| text(&r.received_amount)),
+        shown("fee", 10, Layout::Number, |r| text(&r.fee)),
+        shown("n_no_fee", 8, Layout::Number, |r| {
+            r.payments_without_fee.to_string()
+        }),
+        shown("difference", 11, Layout::Number, |r| text(&r.difference)),
+        shown("action", 6, Layout::Number, |r| r.needs_action.to_string()),
+    ];
+}
+
+/// What the summary table's count columns mean, said under it.
+pub const SUMMARY_LEGEND: &str = "n_exp: payments expected in this currency, summed in \
+     expected; n_no_fee: payments received without a stated fee";
+
+impl ReportRow for DetailRow {
+    const SHEET: &'static str = "Payments";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("payment_id", Kind::Text, |r| Cell::Text(&r.payment_id)),
+        column("order_id", Kind::Text, |r| Cell::text(&r.order_id)),
+        column("provider_order_id", Kind::Text, |r| {
+            Cell::text(&r.provider_order_id)
+        }),
+        column("outcome", Kind::Text, |r| Cell::Text(&r.outcome)),
+        column("status", Kind::Text, |r| Cell::text(&r.status)),
+        column("expected_amount", Kind::Amount, |r| {
+            Cell::amount(r.expected_amount)
+        }),
+        column("expected_currency", Kind::Text, |r| {
+            Cell::text(&r.expected_currency)
+        }),
+        column("received_amount", Kind::Amount, |r| {
+            Cell::amount(r.received_amount)
+        }),
+        column("received_currency", Kind::Text, |r| {
+            Cell::text(&r.received_currency)
+        }),
+        column("difference", Kind::Amount, |r| Cell::amount(r.difference)),
+        column("invoice_amount", Kind::Amount, |r| {
+            Cell::amount(r.invoice_amount)
+        }),
+        column("invoice_currency", Kind::Text, |r| {
+            Cell::text(&r.invoice_currency)
+        }),
+        column("fee", Kind::Amount, |r| Cell::amount(r.fee)),
+        column("discount", Kind::Amount, |r| Cell::amount(r.discount)),
+        column("created_at", Kind::Time, |r| {
+            Cell::time(Some(r.created_at), Some(r.created_local))
+        }),
+        column("created_day", Kind::Day, |r| Cell::Day(r.created_day)),
+        // When the daemon first saw the payment settled: an observation, not a payment time
+        // (that is `provider_paid_at`, when the provider said).
+        column("first_seen_settled_at", Kind::Time, |r| {
+            Cell::time(r.first_seen_settled_at, r.first_seen_settled_local)
+        }),
+        column("first_seen_settled_day", Kind::Day, |r| {
+            r.first_seen_settled_day.map_or(Cell::Empty, Cell::Day)
+        }),
+        column("expires_at", Kind::Time, |r| {
+            Cell::time(r.expires_at, r.expires_local)
+        }),
+        column("expiry_source", Kind::Text, |r| {
+            Cell::text(&r.expiry_source)
+        }),
+        column("deadline_missed_at", Kind::Time, |r| {
+            Cell::time(r.deadline_missed_at, r.deadline_missed_local)
+        }),
+        column("checks", Kind::Count, |r| Cell::Count(r.checks.into())),
+        column("last_checked_at", Kind::Time, |r| {
+            Cell::time(r.last_checked_at, r.last_checked_local)
+        }),
+        column("open_flags", Kind::List, |r| Cell::List(&r.open_flags)),
+        column("provider_paid_at", Kind::Time, |r| {
+            Cell::time(r.provider_paid_at, r.provider_paid_local)
+        }),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("payment_id", 26, Layout::Text, |r| r.payment_id.clone()),
+        shown("status", 11, Layout::Text, |r| text(&r.status)),
+        shown("expected", 19, Layout::Number, |r| {
+            let amount = r.expected_amount.map(|d| d.to_string());
+            money(amount.as_deref(), &r.expected_currency)
+        }),
+        shown("received", 19, Layout::Number, |r| {
+            let amount = r.received_amount.map(|d| d.to_string());
+            money(amount.as_deref(), &r.received_currency)
+        }),
+        shown("difference", 14, Layout::Number, |r| {
+            r.difference.map(|d| d.to_string()).unwrap_or_default()
+        }),
+        shown("open_flags", 25, Layout::Text, |r| r.open_flags.join(" ")),
+    ];
+}
+
+/// What an amount flag compared is a pair of amounts; any other flag's is text.
+fn compared<'a>(row: &FlagRow, value: &'a Option<String>) -> Cell<'a> {
+    match value.as_deref() {
+        None => Cell::Empty,
+        Some(amount)
+            if row.kind == FlagKind::AmountMismatch.as_str()
+                && crate::text::is_plain_number(amount) =>
+        {
+            Cell::Amount(Amount::Text(amount))
+        }
+        Some(text) => Cell::Text(text),
+    }
+}
+
+impl ReportRow for FlagRow {
+    const SHEET: &'static str = "Flags";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("flag_id", Kind::Count, |r| Cell::Count(r.flag_id)),
+        column("payment_id", Kind::Text, |r| Cell::Text(&r.payment_id)),
+        column("kind", Kind::Text, |r| Cell::Text(&r.kind)),
+        column("class", Kind::Text, |r| Cell::Text(&r.class)),
+        column("opened_at", Kind::Time, |r| {
+            Cell::time(Some(r.opened_at), Some(r.opened_local))
+        }),
+        column("opened_day", Kind::Day, |r| Cell::Day(r.opened_day)),
+        column("age_days", Kind::Count, |r| {
+            Cell::Count(r.age_seconds.div_euclid(86_400))
+        }),
+        column("expected", Kind::TextOrAmount, |r| compared(r, &r.expected)),
+        column("actual", Kind::TextOrAmount, |r| compared(r, &r.actual)),
+        column("follows_id", Kind::Count, |r| {
+            r.follows_id.map_or(Cell::Empty, Cell::Count)
+        }),
+        column("order_id", Kind::Text, |r| Cell::text(&r.order_id)),
+        column("status", Kind::Text, |r| Cell::text(&r.status)),
+        column("outcome", Kind::Text, |r| Cell::Text(&r.outcome)),
+        column("expected_amount", Kind::Amount, |r| {
+            Cell::amount(r.expected_amount)
+        }),
+        column("expected_currency", Kind::Text, |r| {
+            Cell::text(&r.expected_currency)
+        }),
+        column("received_amount", Kind::Amount, |r| {
+            Cell::amount(r.received_amount)
+        }),
+        column("received_currency", Kind::Text, |r| {
+            Cell::text(&r.received_currency)
+        }),
+        column("invoice_amount", Kind::Amount, |r| {
+            Cell::amount(r.invoice_amount)
+        }),
+        column("invoice_currency", Kind::Text, |r| {
+            Cell::text(&r.invoice_currency)
+        }),
+        // The payment's reporting day: the day, and month, whose figures the flag is about.
+        column("payment_day", Kind::Day, |r| Cell::Day(r.payment_day)),
+        // For a person's note: `resolve --from-csv` and `--from-xlsx` read it back.
+        column("note", Kind::Text, |_| Cell::Empty),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("payment_id", 26, Layout::Text, |r| r.payment_id.clone()),
+        shown("kind", 23, Layout::Text, |r| r.kind.clone()),
+        shown("age", 7, Layout::Number, |r| age(r.age_seconds)),
+        shown("status", 10, Layout::Text, |r| {
+            r.status.clone().unwrap_or_else(|| "no_answer".into())
+        }),
+        shown("expected", 24, Layout::Text, |r| text(&r.expected)),
+        shown("actual", 24, Layout::Text, |r| text(&r.actual)),
+    ];
+}
+
+impl ReportRow for ResolutionRow {
+    const SHEET: &'static str = "Resolutions";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("flag_id", Kind::Count, |r| Cell::Count(r.flag_id)),
+        column("payment_id", Kind::Text, |r| Cell::Text(&r.payment_id)),
+        column("payment_day", Kind::Day, |r| Cell::Day(r.payment_day)),
+        column("kind", Kind::Text, |r| Cell::Text(&r.kind)),
+        column("class", Kind::Text, |r| Cell::Text(&r.class)),
+        column("opened_at", Kind::Time, |r| {
+            Cell::time(Some(r.opened_at), Some(r.opened_local))
+        }),
+        column("resolved_at", Kind::Time, |r| {
+            Cell::time(Some(r.resolved_at), Some(r.resolved_local))
+        }),
+        column("resolved_day", Kind::Day, |r| Cell::Day(r.resolved_day)),
+        // The database role of the session that wrote it; `resolved_by` the name it was
+        // written on behalf of.
+        column("resolved_role", Kind::Text, |r| {
+            Cell::text(&r.resolved_role)
+        }),
+        column("resolved_by", Kind::Text, |r| Cell::Text(&r.resolved_by)),
+        column("resolution", Kind::Text, |r| Cell::Text(&r.resolution)),
+        column("expected", Kind::Text, |r| Cell::text(&r.expected)),
+        column("actual", Kind::Text, |r| Cell::text(&r.actual)),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("resolved_day", 12, Layout::Text, |r| {
+            r.resolved_day.to_string()
+        }),
+        shown("payment_id", 22, Layout::Text, |r| r.payment_id.clone()),
+        shown("kind", 20, Layout::Text, |r| r.kind.clone()),
+        shown("role", 14, Layout::Text, |r| text(&r.resolved_role)),
+        shown("on behalf of", 14, Layout::Text, |r| r.resolved_by.clone()),
+        shown("note", 30, Layout::Text, |r| r.resolution.clone()),
+    ];
+}
