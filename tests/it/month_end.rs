@@ -128,3 +128,26 @@ async fn the_summarys_open_flags_line_counts_the_payments_it_shows() {
         "{all}"
     );
 }
+
+/// `report --detail --as-of D` exited 0 and printed today: an option a report cannot honour
+/// is an error, never ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_on_a_report_that_cannot_honour_it_is_an_error_not_today() {
+    let app = TestApp::new(Scenario::new()).await;
+    november_and_december(&app).await;
+    for args in [
+        &["report", "--detail", "--as-of", "2026-12-05"][..],
+        &["report", "--as-of", "2026-12-05"],
+    ] {
+        let output = app.run(args).await;
+        assert_ne!(output.status.code(), Some(0), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}: nothing printed");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("--as-of"), "{stderr}");
+    }
+    let flags = app
+        .run(&["report", "--flags", "--as-of", "2026-12-05"])
+        .await;
+    assert!(flags.status.success());
+}
