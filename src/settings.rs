@@ -240,7 +240,12 @@ pub struct EventSettings {
 }
 
 /// The event types of `recon.events`, in the order a payment's life produces them.
-pub const EVENT_TYPES: [&str; 3] = ["status_changed", "flag_opened", "flag_resolved"];
+pub const EVENT_TYPES: [&str; 4] = [
+    "status_changed",
+    "flag_opened",
+    "flag_resolved",
+    "adjustment_booked",
+];
 
 /// Where events are POSTed (`docs/operations.md`, "Webhooks"). An empty URL turns delivery off.
 #[derive(Debug, Clone, Deserialize)]

@@ -28,6 +28,7 @@ pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
 mod archive;
 mod bench;
 mod check;
+mod close;
 mod demo;
 mod digest;
 mod enqueue;
@@ -49,6 +50,7 @@ use crate::settings::Settings;
 
 pub use archive::ArchiveArgs;
 pub use bench::BenchArgs;
+pub use close::CloseArgs;
 pub use demo::DemoArgs;
 pub use digest::DigestArgs;
 pub use enqueue::EnqueueArgs;
@@ -157,6 +159,10 @@ pub enum Command {
     /// role that ran `migrate`. Refuses the current month, and a month with open action flags
     /// unless --allow-open-flags.
     Archive(ArchiveArgs),
+    /// Close a reporting month: sign off its figures (by payment day, in recon.timezone),
+    /// which `report` prints from then on, unchanged; later changes to its payments are
+    /// booked as adjustments in the open period. Or reopen the latest closed month.
+    Close(CloseArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -189,6 +195,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::GrantFinance(args) => grant::grant_finance(settings, args).await,
         Command::GrantDaemon(args) => grant::grant_daemon(settings, args).await,
         Command::Archive(args) => archive::archive(settings, args).await,
+        Command::Close(args) => close::close(settings, args).await,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::settings::Settings;
 use crate::store;
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions"]))]
+#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions", "adjustments"]))]
 pub struct ReportArgs {
     /// List payments instead of the daily summary.
     #[arg(long)]
@@ -28,6 +28,12 @@ pub struct ReportArgs {
     /// was resolved on behalf of (--by), when and the note. For an auditor.
     #[arg(long, conflicts_with_all = ["month", "by", "currency", "status", "flag", "class", "as_of"])]
     pub resolutions: bool,
+    /// List the adjustments booked from --from to --to (the day they were observed): each
+    /// change to a closed month's figures since it was signed, its payment and original
+    /// day, the values before and after, and its cause (a transition, a flag, an intake
+    /// change).
+    #[arg(long, conflicts_with_all = ["month", "by", "currency", "status", "flag", "class", "as_of"])]
+    pub adjustments: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::reporting::Format,
     /// CSV for Excel in Russian or Kazakh locales: a UTF-8 byte-order mark, `;` between
@@ -106,6 +112,11 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             from: args.from,
             to: args.to,
         }
+    } else if args.adjustments {
+        ReportKind::Adjustments {
+            from: args.from,
+            to: args.to,
+        }
     } else if args.flags {
         use store::report::ClassFilter;
         // `--flag lifetime_exceeded` alone lists those flags, not an empty action queue.
@@ -154,6 +165,21 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
     let pool = store::connect_to_schema(&settings.database).await?;
     if let Some(status) = &args.status {
         check_status(&pool, status).await?;
+    }
+    // A closed month's figures are sums as signed: they cannot be narrowed to the payments
+    // with a flag (an option a report cannot honour is an error, never ignored).
+    if let ReportKind::Summary(filter) = &request.kind
+        && let Some(kind) = filter.flag
+        && filter.basis == store::report::DayBasis::Created
+    {
+        let closed = store::close::closed_months(&pool, filter.from, filter.to).await?;
+        if let Some(first) = closed.first() {
+            anyhow::bail!(
+                "--flag {kind}: {} is closed, and its figures are sums as signed, not payments; \
+                 use report --detail --flag {kind}, or a period after the closed months",
+                first.month.format("%Y-%m")
+            );
+        }
     }
     let written = match &args.output {
         Some(path) if format == Format::Xlsx => {

@@ -64,7 +64,7 @@ pub struct ResolveArgs {
 /// Who closes a flag: `--by`, else the login name of the user running the command, from the
 /// system's user database (cron jobs and containers often have no `$USER`), else `$USER`.
 /// Never a name the daemon uses for itself, and never a made-up `unknown`.
-fn closed_by(by: Option<&str>) -> anyhow::Result<String> {
+pub(super) fn closed_by(by: Option<&str>) -> anyhow::Result<String> {
     let name = match by {
         Some(by) => by.trim().to_owned(),
         None => login_name().ok_or_else(|| {

@@ -34,6 +34,7 @@ use sqlx::PgPool;
 
 use self::columns::{Cell, Layout, ReportRow, TableColumn};
 use crate::store::StoreError;
+use crate::store::close::{AdjustmentRow, adjustment_rows};
 use crate::store::report::{
     AgeBuckets, ClassFilter, DetailRow, FlagFilter, FlagRow, ReportFilter, ResolutionRow,
     SummaryRow, detail_rows, flag_rows, open_action_ages_of, resolution_rows, summary_rows,
@@ -297,6 +298,12 @@ pub enum ReportKind {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
     },
+    /// One line per adjustment booked from the first to the last day given: what changed
+    /// a closed month since it was signed, and why.
+    Adjustments {
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    },
 }
 
 /// What to report.
@@ -352,6 +359,9 @@ pub async fn write_report<W: Write>(
                     ages.total(),
                     ages.describe()
                 ));
+                if filter.basis == crate::store::report::DayBasis::Created {
+                    footer.extend(closed_lines(pool, filter.from, filter.to).await?);
+                }
             }
             (sink.finish(&footer)?, empty)
         }
@@ -389,8 +399,73 @@ pub async fn write_report<W: Write>(
             };
             (sink.finish(&footer)?, empty)
         }
+        ReportKind::Adjustments { from, to } => {
+            let mut sink = Sink::<AdjustmentRow, W>::new(format, style, out)?;
+            let mut rows = adjustment_rows(pool, *from, *to);
+            while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+                sink.row(&row)?;
+            }
+            let what = format!("adjustments to closed months booked{}", period(*from, *to));
+            let empty = (sink.rows == 0).then(|| format!("no {what}"));
+            let footer = match &empty {
+                Some(line) => vec![line.clone()],
+                None => vec![format!("{} {what}", sink.rows)],
+            };
+            (sink.finish(&footer)?, empty)
+        }
     };
     Ok(Written { rows, empty })
+}
+
+/// Under a summary by payment day: which of its months are closed (their rows are the
+/// figures signed then), and, apart, the adjustments booked in its period to closed months,
+/// by the month they change. None of them is in the rows above.
+async fn closed_lines(
+    pool: &PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<String>, ReportError> {
+    use crate::store::close::{adjustment_totals, closed_months};
+    let mut lines = Vec::new();
+    for closed in closed_months(pool, from, to).await? {
+        lines.push(format!(
+            "{} is closed: its rows are the figures signed {} by {} (on behalf of {}), sha256 \
+             {}; {} adjustments booked against it since (report --adjustments)",
+            closed.month.format("%Y-%m"),
+            closed.closed_local.format("%Y-%m-%d %H:%M"),
+            escape_invisible(&closed.db_role),
+            escape_invisible(&closed.on_behalf_of),
+            closed.sha256,
+            closed.adjustments
+        ));
+    }
+    let totals = adjustment_totals(pool, from, to).await?;
+    if !totals.is_empty() {
+        lines.push(format!(
+            "adjustments booked{} to closed months, not in the rows above:",
+            period(from, to)
+        ));
+        for total in totals {
+            let signed = |label: &str, value: &Option<String>| {
+                value.as_ref().map(|v| {
+                    let sign = if v.starts_with('-') { "" } else { "+" };
+                    format!(", {label} {sign}{v}")
+                })
+            };
+            lines.push(format!(
+                "  {} {}: {} adjustments, payments {:+}{}{}{}, needing a person {:+}",
+                total.month.format("%Y-%m"),
+                total.currency.as_deref().unwrap_or("(no currency)"),
+                total.adjustments,
+                total.payments,
+                signed("expected", &total.expected_amount).unwrap_or_default(),
+                signed("received", &total.received_amount).unwrap_or_default(),
+                signed("fee", &total.fee).unwrap_or_default(),
+                total.needs_action
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 /// "payments created from 2025-07-01 to 2025-07-31 with currency USD"

@@ -4,6 +4,7 @@
 
 use super::columns::{Amount, Cell, Column, Kind, Layout, ReportRow, TableColumn};
 use crate::domain::FlagKind;
+use crate::store::close::AdjustmentRow;
 use crate::store::report::{DetailRow, FlagRow, ResolutionRow, SummaryRow};
 
 /// `5000.00 KZT`, or empty when there is no amount.
@@ -314,5 +315,62 @@ impl ReportRow for ResolutionRow {
         shown("role", 14, Layout::Text, |r| text(&r.resolved_role)),
         shown("on behalf of", 14, Layout::Text, |r| r.resolved_by.clone()),
         shown("note", 30, Layout::Text, |r| r.resolution.clone()),
+    ];
+}
+
+impl ReportRow for AdjustmentRow {
+    const SHEET: &'static str = "Adjustments";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("adjustment_id", Kind::Count, |r| {
+            Cell::Count(r.adjustment_id)
+        }),
+        column("booked_day", Kind::Day, |r| Cell::Day(r.booked_day)),
+        column("booked_at", Kind::Time, |r| {
+            Cell::time(Some(r.booked_at), Some(r.booked_local))
+        }),
+        column("payment_id", Kind::Text, |r| Cell::Text(&r.payment_id)),
+        // The payment's day: the closed month whose figures it changes.
+        column("original_day", Kind::Day, |r| Cell::Day(r.original_day)),
+        column("cause_kind", Kind::Text, |r| Cell::Text(&r.cause_kind)),
+        column("cause", Kind::Text, |r| Cell::Text(&r.cause)),
+        column("old_status", Kind::Text, |r| Cell::text(&r.old_status)),
+        column("new_status", Kind::Text, |r| Cell::text(&r.new_status)),
+        column("old_amount", Kind::Amount, |r| Cell::amount(r.old_amount)),
+        column("new_amount", Kind::Amount, |r| Cell::amount(r.new_amount)),
+        column("old_currency", Kind::Text, |r| Cell::text(&r.old_currency)),
+        column("new_currency", Kind::Text, |r| Cell::text(&r.new_currency)),
+        column("old_fee", Kind::Amount, |r| Cell::amount(r.old_fee)),
+        column("new_fee", Kind::Amount, |r| Cell::amount(r.new_fee)),
+        column("old_expected_amount", Kind::Amount, |r| {
+            Cell::amount(r.old_expected_amount)
+        }),
+        column("new_expected_amount", Kind::Amount, |r| {
+            Cell::amount(r.new_expected_amount)
+        }),
+        column("old_expected_currency", Kind::Text, |r| {
+            Cell::text(&r.old_expected_currency)
+        }),
+        column("new_expected_currency", Kind::Text, |r| {
+            Cell::text(&r.new_expected_currency)
+        }),
+        column("old_open_flags", Kind::List, |r| {
+            Cell::List(&r.old_open_flags)
+        }),
+        column("new_open_flags", Kind::List, |r| {
+            Cell::List(&r.new_open_flags)
+        }),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("booked_day", 10, Layout::Text, |r| r.booked_day.to_string()),
+        shown("payment_id", 20, Layout::Text, |r| r.payment_id.clone()),
+        shown("original", 10, Layout::Text, |r| r.original_day.to_string()),
+        shown("status", 19, Layout::Text, |r| {
+            format!(
+                "{} → {}",
+                r.old_status.as_deref().unwrap_or("-"),
+                r.new_status.as_deref().unwrap_or("-")
+            )
+        }),
+        shown("cause", 55, Layout::Text, |r| r.cause.clone()),
     ];
 }

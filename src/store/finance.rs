@@ -420,6 +420,11 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              recon.drop_expired_event_partitions(interval, boolean), \
              recon.fold_summary_changes(), recon.rebuild_summary_if_zone_changed() to {role}"
         ),
+        // What `report` reads of closed months (the daemon's role runs it too).
+        format!(
+            "grant select on recon.period_closes, recon.adjustments, recon.payment_changes \
+             to {role}"
+        ),
         format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
     ]
 }
@@ -437,8 +442,9 @@ pub fn finance_grants(role: &str) -> Vec<String> {
         format!("grant select on recon.discrepancies, recon.open_flags to {role}"),
         // What the flag list and `resolve --all` read of a payment: never a raw body.
         format!(
-            "grant select (payment_id, order_id, created_at, status, deadline_missed_at, \
-             expected_amount, expected_currency, amount, currency) on recon.payments to {role}"
+            "grant select (payment_id, order_id, created_at, settled_at, status, deadline_missed_at, \
+             expected_amount, expected_currency, amount, currency, open_flags) on recon.payments \
+             to {role}"
         ),
         // A payment's status at the end of a day (`report --flags --as-of`).
         format!(
@@ -449,6 +455,16 @@ pub fn finance_grants(role: &str) -> Vec<String> {
             "grant update (resolved_at, resolved_by, resolution) on recon.discrepancies to {role}"
         ),
         format!("grant execute on function recon.lock_payments(text[]) to {role}"),
+        // Closing a month: the closes, the adjustments and intake changes they explain, and
+        // the two doors that write closes (migration `closing_a_month`).
+        format!(
+            "grant select on recon.period_closes, recon.adjustments, recon.payment_changes \
+             to {role}"
+        ),
+        format!(
+            "grant execute on function recon.close_month(date, text, text, boolean), \
+             recon.reopen_month(date, text, text) to {role}"
+        ),
     ]
 }
 

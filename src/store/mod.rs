@@ -5,6 +5,7 @@ pub mod archive;
 pub mod bench;
 pub mod callbacks;
 mod claim;
+pub mod close;
 pub mod digest;
 pub mod events;
 pub mod finance;

@@ -7,6 +7,7 @@ mod bench;
 mod boundaries;
 mod callbacks;
 mod cli;
+mod closing;
 mod config_file;
 mod daemon;
 mod demo;

@@ -435,6 +435,7 @@ async fn a_finance_role_reports_and_resolves_recording_its_role_and_cannot_chang
         &["report"][..],
         &["report", "--detail", "--format", "csv"],
         &["report", "--flags", "--format", "csv"],
+        &["report", "--month", "2026-11"],
     ] {
         assert_ok(&run_binary(args, &env).await, &args.join(" "));
     }
@@ -534,6 +535,23 @@ async fn a_finance_role_reports_and_resolves_recording_its_role_and_cannot_chang
             "customer paid the rest in cash"
         )
     );
+    // Closing a month: the role closes, and the close records it beside the name given.
+    let close = [
+        "close",
+        "--month",
+        "2020-01",
+        "--note",
+        "nothing that month",
+        "--by",
+        "b.sadykova",
+    ];
+    assert_ok(&run_binary(&close, &env).await, "close as anna");
+    let (role, by): (String, String) =
+        sqlx::query_as("select db_role, on_behalf_of from recon.period_closes")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!((role.as_str(), by.as_str()), (anna.as_str(), "b.sadykova"));
     let none = run_binary(&["report", "--resolutions", "--to", "2020-01-01"], &env).await;
     let none = assert_ok(&none, "report --resolutions, none");
     assert!(
@@ -552,6 +570,7 @@ async fn a_finance_role_reports_and_resolves_recording_its_role_and_cannot_chang
         "update recon.payments set expected_amount = 1 where payment_id = 'fin-1'",
         "insert into recon.events (type, payment_id, occurred_at, payload) values ('flag_opened', 'fin-1', now(), '{}')",
         "update recon.discrepancies set actual = 'x' where payment_id = 'fin-2'",
+        "insert into recon.period_closes (month, action, on_behalf_of, note, zone) values ('2020-02-01', 'reopen', 'x', 'x', 'UTC')",
         "select last_body from recon.payments limit 1",
     ] {
         let error = sqlx::query(statement).execute(&pool).await.unwrap_err();
