@@ -149,14 +149,15 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     };
     let first = receive(&socket);
     assert!(first.contains("READY=1"), "{first:?}");
-    // READY comes after migrations: the schema is there (13 tables: two of them the side
+    // READY comes after migrations: the schema is there (18 tables: two of them the side
     // tables of partitioned history, three the summary's rollup, its zone and its pending
-    // changes, one the callbacks, one the archives written; and the migrations record;
-    // partitions not counted).
+    // changes, one the callbacks, one the archives written, four of closing a month (closes,
+    // the closed period, adjustments, intake changes); and the migrations record; partitions
+    // not counted).
     assert_eq!(
         app.count("select count(*) from pg_class where relnamespace = 'recon'::regnamespace and relkind in ('r', 'p') and not relispartition")
             .await,
-        14
+        18
     );
     let mut pings = 0;
     while pings < 3 {
