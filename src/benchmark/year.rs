@@ -232,6 +232,7 @@ async fn time_summary_statement(
         currency: None,
         status: None,
         flag: None,
+        as_of: None,
     };
     let mut timings = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {

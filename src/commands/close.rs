@@ -57,6 +57,7 @@ pub async fn close(settings: &Settings, args: CloseArgs) -> anyhow::Result<ExitC
             currency: None,
             status: None,
             flag: None,
+            as_of: None,
         }),
         format: crate::reporting::Format::Table,
         csv: crate::reporting::CsvStyle::default(),

@@ -70,9 +70,10 @@ pub struct ReportArgs {
     /// that kind's class]
     #[arg(long, value_enum, requires = "flags")]
     pub class: Option<store::report::ClassFilter>,
-    /// With --flags: the flags that were open at the end of this reporting day (from
-    /// history), to close a month after the fact.
-    /// (Checked in `report`, in one line: clap's `requires` let `--detail --as-of` through.)
+    /// As they stood at the end of this reporting day (YYYY-MM-DD, recon.timezone), from
+    /// history: the summary and --detail recount every payment's status, amounts, fee and
+    /// flags then; --flags lists the flags open then. A day not yet ended, or before the
+    /// history began, is refused.
     #[arg(long, value_parser = crate::reporting::parse_date)]
     pub as_of: Option<chrono::NaiveDate>,
     /// Write to this file instead of standard output.
@@ -89,13 +90,6 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
     use crate::reporting::{CsvStyle, Format, ReportKind, ReportRequest, write_report};
     use store::report::{FlagFilter, ReportFilter};
 
-    // An option a report cannot honour is an error, never ignored (`--detail --as-of D`
-    // printed today).
-    if args.as_of.is_some() && !args.flags {
-        anyhow::bail!(
-            "--as-of works only with --flags (the flags open at the end of a day); the summary              and the payment list as of a past day are not available yet"
-        );
-    }
     if let (Some(from), Some(to)) = (args.from, args.to) {
         anyhow::ensure!(from <= to, "--from {from} is after --to {to}");
     }
@@ -147,6 +141,8 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             currency,
             status: args.status.clone(),
             flag: args.flag,
+            // Resolved below, against the database's history and clock.
+            as_of: None,
         };
         if args.detail {
             ReportKind::Detail(filter)
@@ -162,15 +158,23 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             excel: args.excel,
         },
     };
+    let mut request = request;
     let pool = store::connect_to_schema(&settings.database).await?;
     if let Some(status) = &args.status {
         check_status(&pool, status).await?;
+    }
+    if let Some(day) = args.as_of
+        && let ReportKind::Summary(filter) | ReportKind::Detail(filter) = &mut request.kind
+    {
+        let at = as_of(&pool, day).await?;
+        filter.as_of = Some(store::report::AsOf { at, day: Some(day) });
     }
     // A closed month's figures are sums as signed: they cannot be narrowed to the payments
     // with a flag (an option a report cannot honour is an error, never ignored).
     if let ReportKind::Summary(filter) = &request.kind
         && let Some(kind) = filter.flag
         && filter.basis == store::report::DayBasis::Created
+        && filter.as_of.is_none()
     {
         let closed = store::close::closed_months(&pool, filter.from, filter.to).await?;
         if let Some(first) = closed.first() {
@@ -209,6 +213,30 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         eprintln!("{empty}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The end of reporting day `day`, checked: a day that has not ended is refused (except today,
+/// whose figures as of its end are those of now), and so is a day that ended before the
+/// history of amounts began (`recon.payment_states`, kept since the upgrade that added it).
+async fn as_of(
+    pool: &sqlx::PgPool,
+    day: chrono::NaiveDate,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let today = store::report::today(pool).await?;
+    anyhow::ensure!(
+        day <= today,
+        "--as-of {day}: that day has not begun (today is {today} in recon.timezone); give a \
+         day up to today"
+    );
+    let end = store::report::day_end(pool, day).await?;
+    let since = store::report::states_since(pool).await?;
+    anyhow::ensure!(
+        end > since,
+        "--as-of {day}: the history of amounts begins at {since} (the upgrade that started \
+         keeping it), after that day ended; give a later day, or use report --flags --as-of \
+         {day} for the flags open then"
+    );
+    Ok(end)
 }
 
 /// Writes `path` whole or not at all: into a temporary file beside it, renamed into place

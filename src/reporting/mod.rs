@@ -351,7 +351,15 @@ pub async fn write_report<W: Write>(
             if sink.rows > 0 {
                 footer.push(rows::SUMMARY_LEGEND.to_owned());
             }
-            if format == Format::Table {
+            if format == Format::Table
+                && let Some(as_of) = filter.as_of
+            {
+                footer.push(format!(
+                    "{}, recounted from history: every payment as it stood then, closed \
+                     months included (their signed figures: report --month)",
+                    describe_as_of(&as_of)
+                ));
+            } else if format == Format::Table {
                 // What the filters select: the queue of the payments shown, not all of it.
                 let ages = open_action_ages_of(pool, filter).await?;
                 footer.push(format!(
@@ -481,7 +489,18 @@ fn no_payments(filter: &ReportFilter) -> String {
     if let Some(kind) = filter.flag {
         line.push_str(&format!(", with an open {kind} flag"));
     }
+    if let Some(as_of) = &filter.as_of {
+        line.push_str(&format!(", {}", describe_as_of(as_of)));
+    }
     line
+}
+
+/// "as of the end of 2026-11-30 (recon.timezone)", or "as of 2026-11-30 18:00:00 UTC".
+fn describe_as_of(as_of: &crate::store::report::AsOf) -> String {
+    match as_of.day {
+        Some(day) => format!("as of the end of {day} (recon.timezone)"),
+        None => format!("as of {}", as_of.at.format("%Y-%m-%d %H:%M:%S UTC")),
+    }
 }
 
 /// " on 2025-07-01", " from … to …", " since …", " until …", or "" for all time.
@@ -562,7 +581,7 @@ mod tests {
             expires_at: None,
             expiry_source: None,
             deadline_missed_at: None,
-            checks: 2,
+            checks: Some(2),
             last_checked_at: None,
             open_flags: vec!["amount_mismatch".into(), "order_mismatch".into()],
             provider_paid_at: Some("2025-07-11T11:19:40Z".parse().unwrap()),

@@ -183,7 +183,9 @@ impl ReportRow for DetailRow {
         column("deadline_missed_at", Kind::Time, |r| {
             Cell::time(r.deadline_missed_at, r.deadline_missed_local)
         }),
-        column("checks", Kind::Count, |r| Cell::Count(r.checks.into())),
+        column("checks", Kind::Count, |r| {
+            r.checks.map_or(Cell::Empty, |c| Cell::Count(c.into()))
+        }),
         column("last_checked_at", Kind::Time, |r| {
             Cell::time(r.last_checked_at, r.last_checked_local)
         }),

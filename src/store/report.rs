@@ -52,6 +52,16 @@ pub struct ReportFilter {
     /// The provider's status; `no_answer` for none yet.
     pub status: Option<String>,
     pub flag: Option<FlagKind>,
+    /// Each payment as it stood at this instant (from `recon.payment_states`) instead of now.
+    pub as_of: Option<AsOf>,
+}
+
+/// The instant a report is as of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AsOf {
+    pub at: DateTime<Utc>,
+    /// The reporting day whose end `at` is (for people), when it was given as a day.
+    pub day: Option<NaiveDate>,
 }
 
 /// A row of `recon.daily_summary`. Sums are PostgreSQL's exact `numeric` as text: a sum of
@@ -140,7 +150,9 @@ pub struct DetailRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub expiry_source: Option<String>,
     pub deadline_missed_at: Option<DateTime<Utc>>,
-    pub checks: i32,
+    /// Polls so far; unknown (`None`) in a report as of a past instant: not kept in history.
+    pub checks: Option<i32>,
+    /// Unknown in a report as of a past instant, as `checks`.
     pub last_checked_at: Option<DateTime<Utc>>,
     pub open_flags: Vec<String>,
     /// When the provider says it was paid (its verified callback's `pg_payment_date`), only
@@ -422,6 +434,20 @@ pub fn summary_rows<'a>(
     pool: &'a PgPool,
     filter: &'a ReportFilter,
 ) -> BoxStream<'a, Result<SummaryRow, sqlx::Error>> {
+    if let Some(as_of) = filter.as_of {
+        return sqlx::query_file_as!(
+            SummaryRow,
+            "src/store/sql/report_summary_as_of.sql",
+            as_of.at,
+            filter.basis.as_str(),
+            filter.from,
+            filter.to,
+            filter.currency.as_deref(),
+            filter.status.as_deref(),
+            filter.flag.map(FlagKind::as_str),
+        )
+        .fetch(pool);
+    }
     sqlx::query_file_as!(
         SummaryRow,
         "src/store/sql/report_summary.sql",
@@ -445,6 +471,20 @@ pub fn detail_rows<'a>(
     let currency = filter.currency.as_deref();
     let status = filter.status.as_deref();
     let flag = filter.flag.map(FlagKind::as_str);
+    if let Some(as_of) = filter.as_of {
+        return sqlx::query_file_as!(
+            DetailRow,
+            "src/store/sql/report_detail_as_of.sql",
+            as_of.at,
+            from,
+            to,
+            filter.basis == DayBasis::FirstSeenSettled,
+            currency,
+            status,
+            flag,
+        )
+        .fetch(pool);
+    }
     match filter.basis {
         DayBasis::Created => sqlx::query_file_as!(
             DetailRow,
@@ -469,8 +509,26 @@ pub fn detail_rows<'a>(
     }
 }
 
+/// The instant `recon.payment_states` begins: no report is computed as of before it.
+pub async fn states_since(pool: &PgPool) -> Result<DateTime<Utc>, StoreError> {
+    Ok(
+        sqlx::query_scalar!(r#"select recon.states_since() as "since!""#)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+/// The reporting day of now, in the reporting zone.
+pub async fn today(pool: &PgPool) -> Result<NaiveDate, StoreError> {
+    Ok(
+        sqlx::query_scalar!(r#"select recon.report_day(now()) as "today!""#)
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 /// The report statements, for plans and tests: `(name, SQL)`.
-pub const REPORT_SQL: [(&str, &str); 3] = [
+pub const REPORT_SQL: [(&str, &str); 5] = [
     ("summary", include_str!("sql/report_summary.sql")),
     (
         "detail_created",
@@ -480,4 +538,9 @@ pub const REPORT_SQL: [(&str, &str); 3] = [
         "detail_first_seen_settled",
         include_str!("sql/report_detail_first_seen_settled.sql"),
     ),
+    (
+        "summary_as_of",
+        include_str!("sql/report_summary_as_of.sql"),
+    ),
+    ("detail_as_of", include_str!("sql/report_detail_as_of.sql")),
 ];

@@ -2,6 +2,7 @@
 //! simulator on loopback, speaking the real protocol with signatures.
 
 mod archive;
+mod as_of;
 mod attacks;
 mod bench;
 mod boundaries;

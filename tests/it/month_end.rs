@@ -129,10 +129,10 @@ async fn the_summarys_open_flags_line_counts_the_payments_it_shows() {
     );
 }
 
-/// `report --detail --as-of D` exited 0 and printed today: an option a report cannot honour
-/// is an error, never ignored.
+/// `report --detail --as-of D` exited 0 and printed today: a day whose end the history of
+/// amounts does not cover is an error, never today's figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn as_of_on_a_report_that_cannot_honour_it_is_an_error_not_today() {
+async fn as_of_a_day_the_history_does_not_cover_is_an_error_not_today() {
     let app = TestApp::new(Scenario::new()).await;
     november_and_december(&app).await;
     for args in [
@@ -144,7 +144,12 @@ async fn as_of_on_a_report_that_cannot_honour_it_is_an_error_not_today() {
         assert!(output.stdout.is_empty(), "{args:?}: nothing printed");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-        assert!(stderr.contains("--as-of"), "{stderr}");
+        // The history of amounts begins with this database, after 2026-12-05 ended (it
+        // printed today's figures before amounts as of a date were kept).
+        assert!(
+            stderr.contains("--as-of 2026-12-05: the history of amounts begins at"),
+            "{stderr}"
+        );
     }
     let flags = app
         .run(&["report", "--flags", "--as-of", "2026-12-05"])

@@ -7,7 +7,7 @@ select payment_id as "payment_id!", order_id, provider_order_id, outcome as "out
        invoice_amount, invoice_currency, fee, discount,
        created_at as "created_at!", created_day as "created_day!", first_seen_settled_at,
        first_seen_settled_day, expires_at, expiry_source, deadline_missed_at,
-       checks as "checks!", last_checked_at, open_flags as "open_flags!", provider_paid_at,
+       checks, last_checked_at, open_flags as "open_flags!", provider_paid_at,
        created_at at time zone recon.report_zone() as "created_local!",
        first_seen_settled_at at time zone recon.report_zone() as first_seen_settled_local,
        expires_at at time zone recon.report_zone() as expires_local,
