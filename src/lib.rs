@@ -16,27 +16,32 @@
 //! recon.events ─► NOTIFY recon_events; POSTed, signed, to webhook.url   webhook
 //! ```
 //!
-//! Modules:
+//! Rooms, in floors: each uses only the rooms above it in this list (checked by
+//! [`structure`], which holds the same order).
 //! - [`domain`]: ids, money, statuses, flags and [`domain::decide`], the pure rules. No I/O.
-//! - [`provider`]: the Freedom Pay client: JWS signer, tolerant parser, error classification.
-//! - [`store`]: every SQL statement: intake, claim, record, release, migrations.
-//! - [`engine`]: one sweep (claim → pace → poll → decide → record) and the cron adapter.
-//! - [`settings`], [`telemetry`]: configuration layers and logging.
-//! - [`monitoring`]: the optional `/healthz`, `/readyz` and `/metrics` listener.
-//! - [`capacity`]: the capacity planner: the policy and `decide` on a simulated day.
-//! - [`simulator`]: a local stand-in for the provider, signature check included.
-//! - [`commands`]: one function per command-line command.
-//! - [`benchmark`]: the benchmark harness behind `freedompay-recon bench`.
-//! - [`intake`]: the rules every intake path shares, and bulk intake from CSV (validate
-//!   everything, then one transaction).
-//! - [`reporting`]: finance reports (summary or detail; table, CSV or JSON), streamed.
-//! - [`callbacks`]: the provider's Result-URL callbacks: verified, stored, and the payment
-//!   polled at once (a hint; the poll decides).
-//! - [`webhook`]: delivers the outbox's events (`recon.events`) to `webhook.url`, signed.
-//! - [`archive`]: one closed month of history as a .tar.gz of CSV files with a manifest,
-//!   written and read back.
 //! - [`text`]: untrusted text cleaned for storage, escaped for terminals, neutralised for
 //!   spreadsheets.
+//! - [`outbound`]: the one shape of an outbound HTTP client: no redirects, bounded reads.
+//! - [`settings`], [`telemetry`]: configuration layers (and the listeners' limits) and logging.
+//! - [`callbacks`]: a Result-URL callback, the pure part: its fields as received, `pg_sig`,
+//!   which fields it may carry and what it claims.
+//! - [`capacity`]: the capacity planner: the policy and `decide` on a simulated day.
+//! - [`provider`]: the Freedom Pay client: JWS signer, tolerant parser, error classification.
+//! - [`store`]: every SQL statement: intake, claim, record, release, reports, migrations.
+//! - [`intake`]: the rules every intake path shares, and bulk intake from CSV or a workbook
+//!   (validate everything, then one transaction).
+//! - [`reporting`]: finance reports (summary, detail, flags, resolutions, adjustments; table,
+//!   CSV, JSON or xlsx), streamed.
+//! - [`archive`]: one closed month of history as a .tar.gz of CSV files with a manifest,
+//!   written and read back.
+//! - [`webhook`]: delivers the outbox's events (`recon.events`) to `webhook.url`, signed.
+//! - [`engine`]: one sweep (claim → pace → poll → decide → record) and the cron adapter.
+//! - [`http`]: every listener: connection limits, `/healthz`, `/readyz`, `/metrics` and the
+//!   Result-URL callbacks endpoint (verified, stored, the payment polled at once: a hint; the
+//!   poll decides).
+//! - [`simulator`]: a local stand-in for the provider, signature check included.
+//! - [`benchmark`]: the benchmark harness behind `freedompay-recon bench`.
+//! - [`commands`]: one function per command-line command.
 
 #![forbid(unsafe_code)]
 
@@ -47,15 +52,15 @@ pub mod capacity;
 pub mod commands;
 pub mod domain;
 pub mod engine;
+pub mod http;
 pub mod intake;
-pub mod listener;
-pub mod monitoring;
 pub mod outbound;
 pub mod provider;
 pub mod reporting;
 pub mod settings;
 pub mod simulator;
 pub mod store;
+pub mod structure;
 pub mod telemetry;
 pub mod text;
 pub mod webhook;

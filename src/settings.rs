@@ -21,7 +21,6 @@ use serde::{Deserialize, Deserializer};
 use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::{AutoClose, Policy, Sweeps};
-use crate::listener::Limits;
 
 /// Where the daemon looks for its config file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/freedompay-recon/config.toml";
@@ -159,7 +158,7 @@ impl CallbackSettings {
     /// The script name signatures are made for.
     pub fn script_name(&self) -> &str {
         match self.script_name.trim() {
-            "" => crate::callbacks::default_script_name(&self.path),
+            "" => default_script_name(&self.path),
             name => name,
         }
     }
@@ -1460,6 +1459,40 @@ impl ProviderSettings {
     }
 }
 
+/// What one listener allows (`http.header_timeout`, `http.body_timeout`,
+/// `http.body_min_rate`, `http.max_connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// A connection that has not sent a whole request header this long after it opened, or
+    /// after its previous response, is closed: this is also the keep-alive idle timeout.
+    pub header_timeout: Duration,
+    /// A request's body must be whole this long after its header, however steadily it comes.
+    pub body_timeout: Duration,
+    /// Bytes a second a request body must average, counted from its header, once
+    /// [`crate::http::listener::RATE_GRACE`] is over; 0: no minimum rate, only `body_timeout`.
+    pub body_min_rate: u64,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            // Apache's mod_reqtimeout default (MinRate=500): a stall is closed within
+            // seconds, while a client on a poor line still gets a 16 KiB body through.
+            body_min_rate: 500,
+            max_connections: 128,
+        }
+    }
+}
+
+/// The script name `pg_sig` is made for by default: the last segment of `path`.
+pub fn default_script_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -1477,6 +1510,12 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(text.as_bytes()).unwrap();
         file
+    }
+
+    #[test]
+    fn the_default_script_name_is_the_paths_last_segment() {
+        assert_eq!(default_script_name("/freedompay/result"), "result");
+        assert_eq!(default_script_name("result"), "result");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! ([`signature`]), which fields a callback may carry ([`check_fields`]), what it claims and
 //! the fingerprint of that claim ([`Claim`]: retries, replays and re-encodings of one claim
 //! are one observation), how its fields are kept ([`fields_json`]) and the XML answer. The
-//! listener is [`serve`].
+//! endpoint is [`crate::http::callbacks`].
 //!
 //! Why the field check: `pg_sig` signs the values in the order of the names, not the names
 //! themselves. Renaming a field so that it still sorts where it did (`pg_salt` →
@@ -18,7 +18,6 @@
 //! documented name leave a captured callback a handful of variants instead of unlimited ones;
 //! docs/trust-boundaries.md says what remains.
 
-mod listener;
 pub mod signature;
 
 use base64::Engine as _;
@@ -26,10 +25,6 @@ use chrono::{DateTime, FixedOffset, Utc};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 use sha2::{Digest as _, Sha256};
-
-pub use listener::{
-    CALLBACKS, CALLBACKS_MATCHED, CallbackListener, UNTRACKED_CAPPED, describe, serve,
-};
 
 use crate::domain::{PaymentId, parse_amount};
 
@@ -398,11 +393,6 @@ pub fn ok_response(script: &str, secret: &SecretString) -> String {
     )
 }
 
-/// The script name `pg_sig` is made for by default: the last segment of `path`.
-pub fn default_script_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,11 +641,5 @@ mod tests {
             ("pg_sig".to_owned(), tag("pg_sig")),
         ];
         assert!(signature::verify("result", &answer, &secret), "{xml}");
-    }
-
-    #[test]
-    fn the_default_script_name_is_the_paths_last_segment() {
-        assert_eq!(default_script_name("/freedompay/result"), "result");
-        assert_eq!(default_script_name("result"), "result");
     }
 }

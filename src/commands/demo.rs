@@ -12,9 +12,9 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::callbacks::{self, CallbackListener};
 use crate::domain::{Currency, ExpectedValues, PaymentId};
 use crate::engine::{Engine, run_daemon};
+use crate::http::callbacks::{self, CallbackListener};
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
 use crate::simulator::{

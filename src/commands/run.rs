@@ -3,9 +3,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::callbacks;
 use crate::engine::{Engine, SweepStop, run_daemon};
-use crate::monitoring;
+use crate::http::callbacks;
+use crate::http::monitoring;
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
 use crate::store;

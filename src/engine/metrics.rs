@@ -1,5 +1,5 @@
 //! The engine's metric names, and what each one means. Counters and histograms are recorded
-//! where things happen (the sweep); the `/metrics` listener ([`crate::monitoring`]) only
+//! where things happen (the sweep); the `/metrics` listener ([`crate::http::monitoring`]) only
 //! exports them, so the names live with the code that records them.
 
 /// Polls by outcome: `answer`, `not_found`, `rejected`, `failed`, `rate_limited`, `fatal`.

@@ -15,7 +15,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Reply;
-use crate::callbacks::{default_script_name, signature};
+use crate::callbacks::signature;
+use crate::settings::default_script_name;
 
 /// When and how the simulator calls back.
 #[derive(Debug, Clone)]

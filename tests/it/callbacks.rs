@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use freedompay_recon::callbacks::{self, CallbackListener, signature};
+use freedompay_recon::callbacks::signature;
+use freedompay_recon::http::callbacks::{self, CallbackListener};
 use freedompay_recon::simulator::{Reply, Scenario};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
@@ -794,7 +795,7 @@ fn genuinely_signed(body: &str) -> bool {
 
 /// This process's `freedompay_recon_callbacks_total{outcome}` (0 before the first).
 fn callbacks_counted(outcome: &str) -> f64 {
-    let text = freedompay_recon::monitoring::recorder().render();
+    let text = freedompay_recon::http::monitoring::recorder().render();
     let sample = format!("freedompay_recon_callbacks_total{{outcome=\"{outcome}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&sample))
@@ -803,7 +804,7 @@ fn callbacks_counted(outcome: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_copies_with_a_renamed_field_are_refused_counted_and_leave_one_row() {
-    freedompay_recon::monitoring::recorder();
+    freedompay_recon::http::monitoring::recorder();
     let app = TestApp::new(paid_scenario("cb-20")).await;
     app.insert("('cb-20', 5000, 'KZT', 'A-20', now(), null)")
         .await;
@@ -1024,7 +1025,7 @@ async fn a_claim_the_daemon_cannot_read_is_recorded_answered_200_and_flags_its_p
 
 /// This process's `freedompay_recon_callbacks_untracked_capped`.
 fn untracked_capped() -> Option<f64> {
-    let text = freedompay_recon::monitoring::recorder().render();
+    let text = freedompay_recon::http::monitoring::recorder().render();
     text.lines()
         .find_map(|line| line.strip_prefix("freedompay_recon_callbacks_untracked_capped "))
         .map(|value| value.parse().unwrap())
@@ -1033,7 +1034,7 @@ fn untracked_capped() -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_start_tracking_at_most_the_hourly_cap_and_the_rest_are_answered_503() {
     const CAP: usize = 5;
-    freedompay_recon::monitoring::recorder();
+    freedompay_recon::http::monitoring::recorder();
     let app = TestApp::with(
         Scenario::new(),
         &[("FREEDOMPAY_RECON__CALLBACKS__MAX_UNTRACKED_PER_HOUR", "5")],

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use freedompay_recon::listener::Limits;
-use freedompay_recon::monitoring;
+use freedompay_recon::http::monitoring;
+use freedompay_recon::settings::Limits;
 use freedompay_recon::simulator::{Reply, Scenario};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;

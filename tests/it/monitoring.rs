@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use freedompay_recon::engine::Engine;
-use freedompay_recon::monitoring;
+use freedompay_recon::http::monitoring;
 use freedompay_recon::provider::ProviderClient;
 use freedompay_recon::simulator::{Reply, Scenario};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -23,7 +23,7 @@ async fn listen_caching(engine: Engine, shutdown: &CancellationToken, ttl: Durat
     tokio::spawn(monitoring::serve_with(
         listener,
         engine,
-        freedompay_recon::listener::Limits::default(),
+        freedompay_recon::settings::Limits::default(),
         shutdown.clone(),
         ttl,
     ));

@@ -180,7 +180,7 @@ async fn plan_with_callbacks_shows_the_safety_net_with_every_callback_lost() {
 async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
     use std::time::Duration;
 
-    use freedompay_recon::monitoring;
+    use freedompay_recon::http::monitoring;
     use tokio_util::sync::CancellationToken;
 
     monitoring::recorder();
@@ -215,7 +215,7 @@ async fn under_overload_deadline_checks_go_first_and_routine_rechecks_slip() {
     tokio::spawn(monitoring::serve_with(
         listener,
         app.engine.clone(),
-        freedompay_recon::listener::Limits::default(),
+        freedompay_recon::settings::Limits::default(),
         shutdown.clone(),
         Duration::ZERO,
     ));

@@ -757,7 +757,7 @@ async fn a_receivers_long_answer_is_cut_and_cleaned_before_it_is_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_webhook_backlog_when_a_webhook_is_configured() {
-    freedompay_recon::monitoring::recorder();
+    freedompay_recon::http::monitoring::recorder();
     let app = TestApp::with(
         Scenario::new(),
         &[
@@ -778,10 +778,10 @@ async fn metrics_show_the_webhook_backlog_when_a_webhook_is_configured() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(freedompay_recon::monitoring::serve_with(
+    tokio::spawn(freedompay_recon::http::monitoring::serve_with(
         listener,
         app.engine.clone(),
-        freedompay_recon::listener::Limits::default(),
+        freedompay_recon::settings::Limits::default(),
         shutdown.clone(),
         Duration::ZERO,
     ));

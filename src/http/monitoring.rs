@@ -28,7 +28,8 @@ use crate::engine::metrics::{
     CALLBACK_BUCKETS, CALLBACK_TO_TRANSITION, LATENCY_BUCKETS, PROVIDER_LATENCY, RATE_LIMIT_WAIT,
     SWEEP_BUCKETS, SWEEP_DURATION, describe,
 };
-use crate::listener::{self, Limits};
+use crate::http::listener;
+use crate::settings::Limits;
 use crate::store;
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
@@ -62,7 +63,7 @@ pub fn recorder() -> PrometheusHandle {
             describe();
             crate::webhook::describe();
             listener::describe();
-            crate::callbacks::describe();
+            crate::http::callbacks::describe();
             handle
         })
         .clone()

@@ -40,6 +40,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::settings::Limits;
+
 /// Connections the listener closed to stay within `max_connections`, by `reason`: `evicted`
 /// (the longest idle, to make room) or `refused` (every open one was busy).
 pub const CONNECTIONS_SHED: &str = "freedompay_recon_http_connections_shed_total";
@@ -73,35 +75,6 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// 200 ms at least, a second on a fresh connection), with room to spare. The bodies this
 /// listener takes (a callback's form, a few hundred bytes) arrive with their header.
 pub const RATE_GRACE: Duration = Duration::from_secs(2);
-
-/// What one listener allows (`http.header_timeout`, `http.body_timeout`,
-/// `http.body_min_rate`, `http.max_connections`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// A connection that has not sent a whole request header this long after it opened, or
-    /// after its previous response, is closed: this is also the keep-alive idle timeout.
-    pub header_timeout: Duration,
-    /// A request's body must be whole this long after its header, however steadily it comes.
-    pub body_timeout: Duration,
-    /// Bytes a second a request body must average, counted from its header, once
-    /// [`RATE_GRACE`] is over; 0: no minimum rate, only `body_timeout`.
-    pub body_min_rate: u64,
-    /// Connections open at once.
-    pub max_connections: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(10),
-            // Apache's mod_reqtimeout default (MinRate=500): a stall is closed within
-            // seconds, while a client on a poor line still gets a 16 KiB body through.
-            body_min_rate: 500,
-            max_connections: 128,
-        }
-    }
-}
 
 impl Limits {
     /// When a body whose header arrived at `header_at`, and which has brought `received`

@@ -1,5 +1,5 @@
 //! The callback endpoint: `POST` (or `GET`) `callbacks.path` on `callbacks.listen`, served
-//! with the same limits as `http.listen` ([`crate::listener`]).
+//! with the same limits as `http.listen` ([`crate::http::listener`]).
 //!
 //! Each request is checked in this order, and the first failure answers it with nothing
 //! written:
@@ -30,10 +30,11 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Claim, MAX_BODY_BYTES, check_fields, fields, ok_response, signature};
+use crate::callbacks::{Claim, MAX_BODY_BYTES, check_fields, fields, ok_response, signature};
 use crate::engine::Engine;
-use crate::listener::{self, Limits};
+use crate::http::listener;
 use crate::settings::CallbackSettings;
+use crate::settings::Limits;
 use crate::store::callbacks::{self as store, MatchedBy, Received, Recorded};
 
 /// Callbacks received, by `outcome`: `verified` (new), `replayed` (its claim seen before),
