@@ -39,6 +39,8 @@
 //! - [`http`]: every listener: connection limits, `/healthz`, `/readyz`, `/metrics` and the
 //!   Result-URL callbacks endpoint (verified, stored, the payment polled at once: a hint; the
 //!   poll decides).
+//! - [`startup`]: one wiring of pool, engine, listeners, deliverer and supervisor, shared by
+//!   `run`, `demo` and the tests.
 //! - [`simulator`]: a local stand-in for the provider, signature check included.
 //! - [`benchmark`]: the benchmark harness behind `freedompay-recon bench`.
 //! - [`commands`]: one function per command-line command.
@@ -59,6 +61,7 @@ pub mod provider;
 pub mod reporting;
 pub mod settings;
 pub mod simulator;
+pub mod startup;
 pub mod store;
 pub mod structure;
 pub mod telemetry;

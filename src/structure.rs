@@ -44,6 +44,10 @@ pub const FLOORS: &[(&str, &str)] = &[
         "http",
         "every listener: limits, health and metrics, the callbacks endpoint",
     ),
+    (
+        "startup",
+        "one wiring of pool, engine, listeners and supervisor",
+    ),
     ("simulator", "a local stand-in for the provider"),
     ("benchmark", "the measurements behind `bench`"),
     ("commands", "one function per command"),

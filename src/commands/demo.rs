@@ -13,13 +13,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Currency, ExpectedValues, PaymentId};
-use crate::engine::{Engine, run_daemon};
-use crate::http::callbacks::{self, CallbackListener};
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
 use crate::simulator::{
     Builtin, CallbackPlan, Credentials, Reply, Scenario, Simulator, expected_amount,
 };
+use crate::startup::{Daemon, Listeners};
 use crate::store::{self, NewPayment, summary};
 
 #[derive(Debug, Args)]
@@ -72,6 +71,8 @@ fn demo_settings(settings: &Settings, simulator: &Simulator) -> Settings {
     poll.not_found_grace = Duration::from_secs(3);
     poll.retry_min = Duration::from_secs(1);
     poll.retry_max = Duration::from_secs(2);
+    // The demo's events are its own: never delivered to a configured receiver.
+    demo.webhook.url = SecretString::from("");
     demo
 }
 
@@ -142,19 +143,14 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     enqueue_payments(&pool, &ids).await?;
     outln!("enqueued {} payments {prefix}0001..", args.payments)?;
 
-    let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, &demo);
+    let daemon = daemon(&pool, &demo, callback_listener)?;
     let shutdown = CancellationToken::new();
-    let listening = listen_for_callbacks(callback_listener, &demo, &engine, &shutdown);
-    let (daemon, finished) = tokio::join!(
-        run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
-        async {
-            let finished = watch_progress(&pool, prefix, args.timeout, true).await;
-            shutdown.cancel();
-            finished
-        }
-    );
-    daemon.context("the daemon stopped")?;
-    stopped(listening).await?;
+    let (daemon, finished) = tokio::join!(daemon.run_until_stopped(shutdown.clone()), async {
+        let finished = watch_progress(&pool, prefix, args.timeout, true).await;
+        shutdown.cancel();
+        finished
+    });
+    daemon?;
     let mut finished = finished?;
 
     // Detection lag and requests per payment, with callbacks and without, measured side by
@@ -248,7 +244,6 @@ async fn measure_detection(
     let (called, silent) = (plain("cb-"), plain("poll-"));
     enqueue_payments(&pool, &[called.clone(), silent.clone()].concat()).await?;
 
-    let engine = Engine::new(pool.clone(), ProviderClient::new(&demo.provider)?, demo);
     let shutdown = CancellationToken::new();
     // A fresh endpoint (the first stopped with its daemon), the plan sent there.
     let callback_listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -260,21 +255,17 @@ async fn measure_detection(
             .context("the callback URL")?,
         ..plan
     });
-    let listening = listen_for_callbacks(callback_listener, demo, &engine, &shutdown);
+    let daemon = daemon(&pool, demo, callback_listener)?;
     let started = Instant::now();
-    let (daemon, done) = tokio::join!(
-        run_daemon(engine, &demo.poll.schedule, shutdown.clone()),
-        async {
-            let mut done = watch_progress(&pool, "cb-", args.timeout, false).await;
-            if matches!(done, Ok(true)) {
-                done = watch_progress(&pool, "poll-", args.timeout, false).await;
-            }
-            shutdown.cancel();
-            done
+    let (daemon, done) = tokio::join!(daemon.run_until_stopped(shutdown.clone()), async {
+        let mut done = watch_progress(&pool, "cb-", args.timeout, false).await;
+        if matches!(done, Ok(true)) {
+            done = watch_progress(&pool, "poll-", args.timeout, false).await;
         }
-    );
-    daemon.context("the daemon stopped")?;
-    stopped(listening).await?;
+        shutdown.cancel();
+        done
+    });
+    daemon?;
     let finished = done?;
     outln!(
         "then, to measure detection, in a database of its own ({}, dropped afterwards): {count} \
@@ -294,25 +285,20 @@ async fn measure_detection(
     Ok((finished, with_callbacks, polling_only))
 }
 
-/// Serves `demo`'s callback endpoint on `listener` for `engine`, as `run` does, until
-/// `shutdown`.
-fn listen_for_callbacks(
-    listener: TcpListener,
-    demo: &Settings,
-    engine: &Engine,
-    shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let state = CallbackListener::new(engine.clone(), &demo.callbacks);
-    let path = demo.callbacks.path.clone();
-    let (limits, shutdown) = (demo.http.limits(), shutdown.clone());
-    tokio::spawn(async move { callbacks::serve(listener, &path, state, limits, shutdown).await })
-}
-
-async fn stopped(listening: tokio::task::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
-    listening
-        .await
-        .context("the callback listener stopped")?
-        .context("the callback listener stopped")
+/// The daemon `run` builds ([`crate::startup`]), on the demo's settings, serving Result-URL
+/// callbacks on `callbacks` (and no health listener, no webhook: the demo's events stay in
+/// its database).
+fn daemon(pool: &sqlx::PgPool, demo: &Settings, callbacks: TcpListener) -> anyhow::Result<Daemon> {
+    let listeners = Listeners {
+        http: None,
+        callbacks: Some(callbacks),
+    };
+    Daemon::build(
+        pool.clone(),
+        ProviderClient::new(&demo.provider)?,
+        demo,
+        listeners,
+    )
 }
 
 async fn enqueue_payments(pool: &sqlx::PgPool, ids: &[String]) -> anyhow::Result<()> {

@@ -4,22 +4,39 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use freedompay_recon::engine::run_daemon;
+use freedompay_recon::provider::ProviderClient;
 use freedompay_recon::simulator::{Reply, Scenario};
+use freedompay_recon::startup::{Daemon, Listeners};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Spawned, TestApp};
 
+/// The daemon as `run` and `demo` build it (`startup::Daemon`): its sweeps fire on the
+/// schedule, its listeners answer, and shutdown stops every part.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cron_schedule_fires_sweeps_until_shutdown() {
     let app =
         TestApp::new(Scenario::new().prefix("d-", [Reply::invoice("process", "1", "KZT")])).await;
     app.insert_ids(&["d-1", "d-2"]).await;
+    let mut settings = app.settings.clone();
+    settings.poll.schedule = "* * * * * *".into();
+    let listeners = Listeners {
+        http: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        callbacks: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+    };
+    let health = format!(
+        "http://{}/healthz",
+        listeners.http.as_ref().unwrap().local_addr().unwrap()
+    );
+    let callbacks = format!(
+        "http://{}{}",
+        listeners.callbacks.as_ref().unwrap().local_addr().unwrap(),
+        settings.callbacks.path
+    );
+    let provider = ProviderClient::new(&settings.provider).unwrap();
+    let daemon = Daemon::build(app.pool().clone(), provider, &settings, listeners).unwrap();
     let shutdown = CancellationToken::new();
-    let daemon = tokio::spawn(run_daemon(
-        app.engine.clone(),
-        "* * * * * *",
-        shutdown.clone(),
-    ));
+    let daemon = tokio::spawn(daemon.run_until_stopped(shutdown.clone()));
     let polled = app
         .wait_for(
             "select count(*) from recon.payments where checks = 1",
@@ -39,6 +56,18 @@ async fn the_cron_schedule_fires_sweeps_until_shutdown() {
         )
         .await;
     assert_eq!(polled, 3);
+    // Both listeners serve: health, and the callback endpoint (an unsigned call is refused).
+    let answer = reqwest::get(&health).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.text().await.unwrap(), "ok\n");
+    let refused = reqwest::Client::new()
+        .post(&callbacks)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("pg_payment_id=d-1")
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.status().is_client_error(), "{}", refused.status());
 
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), daemon)
@@ -46,6 +75,10 @@ async fn the_cron_schedule_fires_sweeps_until_shutdown() {
         .expect("the daemon stops promptly")
         .unwrap()
         .unwrap();
+    assert!(
+        reqwest::get(&health).await.is_err(),
+        "the listener stopped with it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
