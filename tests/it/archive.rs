@@ -12,7 +12,7 @@ use freedompay_recon::store::maintenance;
 use sha2::Digest as _;
 use sqlx::PgPool;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, stderr, stdout};
 
 /// The month `months_ago` months before this one (UTC), as `--month` takes it.
 async fn month(pool: &PgPool, months_ago: i32) -> String {
@@ -142,14 +142,6 @@ async fn archive(app: &TestApp, month: &str, to: &str, extra: &[&str]) -> std::p
     let mut args = vec!["archive", "--month", month, "--to", to];
     args.extend_from_slice(extra);
     app.run(&args).await
-}
-
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The month partitions attached to `table`.

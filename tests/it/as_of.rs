@@ -9,7 +9,7 @@ use freedompay_recon::store::report::{
 use futures_util::TryStreamExt as _;
 use rust_decimal::Decimal;
 
-use crate::helpers::{TestApp, TestDb};
+use crate::helpers::{self, TestApp, TestDb, ok};
 use freedompay_recon::simulator::Scenario;
 
 /// One day of a November in Almaty, as the database sees it: 12 payments created on day
@@ -199,26 +199,10 @@ async fn the_summary_and_the_list_as_of_an_instant_equal_a_recount_then() {
     }
 }
 
-fn ok(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
+/// Refused in one line ([`helpers::refused`]), with nothing printed.
 fn refused(output: &std::process::Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
     assert!(output.stdout.is_empty(), "nothing printed");
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    stderr
+    helpers::refused(output)
 }
 
 /// The CSV without the columns history does not keep (checks, last_checked_at).

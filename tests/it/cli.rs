@@ -1,18 +1,8 @@
 //! The command line, run as a real process.
 
-use std::process::Output;
-
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::TestApp;
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::helpers::{TestApp, stderr, stdout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enqueue_is_idempotent_and_reports_conflicts_without_overwriting() {

@@ -6,28 +6,7 @@
 use freedompay_recon::simulator::{Reply, Scenario};
 use serde_json::json;
 
-use crate::helpers::TestApp;
-
-fn ok(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn refused(output: &std::process::Output) -> String {
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    stderr
-}
+use crate::helpers::{TestApp, ok, refused};
 
 /// October 2026 in Almaty: a payment still in progress (paid late, after the close), one
 /// paid (reversed after it), one paid as expected (whose expected amount is changed by SQL

@@ -2,27 +2,12 @@
 //! spreadsheet, aging, report columns that cannot be misread, month-end truths, and the
 //! upgrade of a database whose queue was full of normal expiries.
 
-use std::process::Output;
-
 use freedompay_recon::simulator::{Reply, Scenario};
 use freedompay_recon::store;
 use serde_json::json;
 
 use crate::finance::login_name;
-use crate::helpers::{TestApp, TestDb, engine, run_binary};
-
-fn out(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn err(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(output.status.success(), "{}", err(output));
-    out(output)
-}
+use crate::helpers::{TestApp, TestDb, engine, ok, run_binary, stderr};
 
 /// `(kind, resolved_by, resolution)` of every flag of a payment, in order.
 async fn flags_of(app: &TestApp, id: &str) -> Vec<(String, Option<String>, Option<String>)> {
@@ -187,11 +172,11 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
             export.to_str().unwrap(),
         ])
         .await;
-    assert!(written.status.success(), "{}", err(&written));
+    assert!(written.status.success(), "{}", stderr(&written));
     assert!(
-        err(&written).contains("3 rows written to"),
+        stderr(&written).contains("3 rows written to"),
         "{}",
-        err(&written)
+        stderr(&written)
     );
     let csv = std::fs::read_to_string(&export).unwrap();
     let header = csv.lines().next().unwrap();
@@ -299,9 +284,9 @@ async fn open_flags_go_to_a_spreadsheet_and_come_back_resolved_with_their_notes(
         .await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        err(&refused).starts_with("line 3: the same flag as line 2; keep one of the two notes"),
+        stderr(&refused).starts_with("line 3: the same flag as line 2; keep one of the two notes"),
         "{}",
-        err(&refused)
+        stderr(&refused)
     );
     assert_eq!(queue(&app).await.len(), 1);
 }
@@ -334,7 +319,7 @@ async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_n
         .await;
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
-        err(&refused),
+        stderr(&refused),
         format!(
             "line 5: note: is empty; say why the flag is closed\n\
              error: {}: 1 problem in 1 row; no flag was closed. Fix them and give the file again.\n",
@@ -356,9 +341,9 @@ async fn an_excel_export_from_a_ru_locale_comes_back_too_and_a_bad_file_closes_n
         .await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        err(&refused).starts_with("line 3: no such flag"),
+        stderr(&refused).starts_with("line 3: no such flag"),
         "{}",
-        err(&refused)
+        stderr(&refused)
     );
     assert_eq!(queue(&app).await.len(), 3);
 
@@ -493,9 +478,9 @@ async fn a_class_of_flags_is_closed_in_one_step_with_a_reason() {
             .await;
         assert_eq!(refused.status.code(), Some(1), "{by}");
         assert!(
-            err(&refused).contains("give a person's name"),
+            stderr(&refused).contains("give a person's name"),
             "{}",
-            err(&refused)
+            stderr(&refused)
         );
     }
     assert_eq!(queue(&app).await.len(), 1);
@@ -692,7 +677,7 @@ async fn a_semicolon_spreadsheet_reads_decimal_commas_and_spaced_thousands() {
     .unwrap();
     let refused = app.run(&["import", file.to_str().unwrap()]).await;
     assert_eq!(refused.status.code(), Some(1));
-    let message = err(&refused);
+    let message = stderr(&refused);
     assert!(
         message.starts_with("line 2: expected_amount: \"1.234\" may use a dot between thousands"),
         "{message}"
@@ -704,11 +689,11 @@ async fn a_semicolon_spreadsheet_reads_decimal_commas_and_spaced_thousands() {
     std::fs::write(&file, "payment_id,expected_amount\r\nen-1,\"12,50\"\r\n").unwrap();
     let refused = app.run(&["import", file.to_str().unwrap()]).await;
     assert!(
-        err(&refused).starts_with(
+        stderr(&refused).starts_with(
             "line 2: expected_amount: \"12,50\" uses a comma; write a dot as the decimal separator"
         ),
         "{}",
-        err(&refused)
+        stderr(&refused)
     );
     assert_eq!(app.count("select count(*) from recon.payments").await, 4);
 }
@@ -740,7 +725,7 @@ async fn a_database_without_the_schema_gets_one_line_that_says_to_migrate() {
             "{args:?}: nothing else is printed"
         );
         assert_eq!(
-            err(&output),
+            stderr(&output),
             format!(
                 "error: database {} has no freedompay-recon schema; run `freedompay-recon \
                  migrate` with the same settings first (it creates schema recon)\n",
@@ -751,12 +736,10 @@ async fn a_database_without_the_schema_gets_one_line_that_says_to_migrate() {
     }
 
     // An older schema: the same, saying it is older.
-    let previous =
-        sqlx::migrate::Migrator::with_migrations(store::MIGRATOR.iter().take(8).cloned().collect());
-    previous.run(&db.pool).await.unwrap();
+    db.migrate_through(8).await;
     let output = run_binary(&["report"], &env).await;
     assert_eq!(output.status.code(), Some(1));
-    let message = err(&output);
+    let message = stderr(&output);
     assert_eq!(message.lines().count(), 1, "{message}");
     assert!(
         message.contains("has an older freedompay-recon schema than this version needs")
@@ -774,7 +757,7 @@ async fn a_database_without_the_schema_gets_one_line_that_says_to_migrate() {
     .await
     .unwrap();
     let output = run_binary(&["report"], &env).await;
-    let message = err(&output);
+    let message = stderr(&output);
     assert_eq!(
         message,
         "error: database error: function recon.daily_summary_between(timestamp with time \
@@ -976,10 +959,7 @@ async fn the_detail_export_carries_the_reporting_day_beside_the_utc_times() {
 /// becomes its own flag, and a reader's grants on the rebuilt views are kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_closes_the_open_expiries_by_the_rule_and_keeps_readers_grants() {
-    let db = TestDb::unmigrated().await;
-    let previous =
-        sqlx::migrate::Migrator::with_migrations(store::MIGRATOR.iter().take(8).cloned().collect());
-    previous.run(&db.pool).await.unwrap();
+    let db = TestDb::migrated_through(8).await;
     let roles = crate::privilege::Roles::create(&db.pool, &["reader"]).await;
     let reader = roles.names[0].clone();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

@@ -95,6 +95,23 @@ impl TestDb {
         store::migrate(&db.pool).await.expect("migrations apply");
         db
     }
+    /// A fresh database as an earlier release left it, for upgrade tests: its first `n`
+    /// migrations applied and recorded as sqlx records them by default
+    /// (`public._sqlx_migrations`, which `migrate` adopts).
+    pub async fn migrated_through(n: usize) -> Self {
+        let db = Self::unmigrated().await;
+        db.migrate_through(n).await;
+        db
+    }
+
+    /// Applies the first `n` migrations, as [`TestDb::migrated_through`].
+    pub async fn migrate_through(&self, n: usize) {
+        let migrations = freedompay_recon::store::MIGRATOR.iter().take(n).cloned();
+        sqlx::migrate::Migrator::with_migrations(migrations.collect())
+            .run(&self.pool)
+            .await
+            .expect("the earlier migrations apply");
+    }
 
     /// A database of its own with nothing in it yet.
     pub async fn unmigrated() -> Self {
@@ -153,6 +170,29 @@ pub fn binary(args: &[&str]) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn");
     command
+}
+/// A command's standard output.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A command's standard error.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A command's standard output, once it succeeded (its standard error shown when not).
+pub fn ok(output: &Output) -> String {
+    assert!(output.status.success(), "{}", stderr(output));
+    stdout(output)
+}
+
+/// A command's standard error, once it was refused: exit 1, one line saying why.
+pub fn refused(output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(output));
+    let said = stderr(output);
+    assert_eq!(said.trim().lines().count(), 1, "one line: {said}");
+    said
 }
 
 /// Runs `command` to its end (off the runtime's threads); returns its output.
@@ -533,6 +573,65 @@ impl TestApp {
     /// Starts the daemon ([`TestApp::daemon_command`]); it is killed if the test ends first.
     pub fn spawn_daemon(&self, env: &[(&str, &str)]) -> Spawned {
         Spawned::spawn(&mut self.daemon_command(env))
+    }
+}
+
+impl TestApp {
+    /// Claims the first due payment as an instance named `test` would (a 60 s lease, nothing
+    /// held back).
+    pub async fn claim_one(&self) -> store::Claimed {
+        let mut batch = store::claim_due(
+            self.pool(),
+            "test",
+            10,
+            Duration::from_secs(60),
+            None,
+            Duration::ZERO,
+            Duration::ZERO,
+        )
+        .await
+        .expect("the claim");
+        assert!(!batch.claims.is_empty(), "nothing was due");
+        batch.claims.remove(0)
+    }
+}
+
+/// What the daemon records for `claim` when the provider answers `reply` (an invoice): the
+/// body parsed as the daemon parses it, decided by `decide` with the default policy and no
+/// jitter, ready for [`store::record_verdicts`].
+pub fn recorded(
+    claim: &store::Claimed,
+    reply: freedompay_recon::simulator::Reply,
+) -> store::Recorded {
+    use freedompay_recon::domain::{Jitter, Policy, PollResult, decide};
+    use freedompay_recon::provider::{Body, parse_body};
+    let freedompay_recon::simulator::Reply::Json { body, .. } = reply else {
+        panic!("an answer with a body")
+    };
+    let raw = body.to_string();
+    let Body::Invoice(invoice) = parse_body(
+        raw.as_bytes(),
+        chrono::FixedOffset::east_opt(5 * 3600).unwrap(),
+    )
+    .expect("the body parses") else {
+        panic!("an invoice")
+    };
+    let verdict = decide(
+        &claim.tracked,
+        &PollResult::Invoice(invoice.clone()),
+        claim.claimed_at,
+        &Policy::default(),
+        Jitter::NONE,
+    );
+    store::Recorded {
+        payment_id: claim.tracked.payment_id.clone(),
+        lease_token: claim.lease_token,
+        verdict,
+        invoice: Some(*invoice),
+        raw_body: Some(raw),
+        error_body: None,
+        request_id: None,
+        before: claim.tracked.clone(),
     }
 }
 

@@ -277,10 +277,7 @@ async fn look_alike_ids_are_one_payment_or_refused() {
 /// are parked with the reason, never rewritten, and the rest are polled as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_one_id_migration_parks_look_alikes_without_rewriting_them() {
-    let db = TestDb::unmigrated().await;
-    let previous =
-        sqlx::migrate::Migrator::with_migrations(store::MIGRATOR.iter().take(9).cloned().collect());
-    previous.run(&db.pool).await.unwrap();
+    let db = TestDb::migrated_through(9).await;
     sqlx::query(
         "insert into recon.payments (payment_id, order_id)
          values ('caf\u{e9}-1', null), ($1, null), ($2, null), ('fine', $3)",
@@ -460,11 +457,8 @@ async fn imports_are_bounded_and_every_cell_postgresql_would_refuse_is_named() {
 /// parks them (values moved aside, never deleted) and every report and sweep works after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rules_migration_parks_rows_that_break_them_and_adopts_the_old_migrations_record() {
-    let db = TestDb::unmigrated().await;
     // The previous version: the first three migrations, recorded in public._sqlx_migrations.
-    let previous =
-        sqlx::migrate::Migrator::with_migrations(store::MIGRATOR.iter().take(3).cloned().collect());
-    previous.run(&db.pool).await.unwrap();
+    let db = TestDb::migrated_through(3).await;
     sqlx::query(
         "insert into recon.payments (payment_id, expected_amount, order_id, created_at, expires_at)
          values ('good', 10, 'A-1', now(), null),

@@ -3,16 +3,7 @@
 
 use freedompay_recon::simulator::Scenario;
 
-use crate::helpers::TestApp;
-
-fn ok(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use crate::helpers::{TestApp, ok};
 
 /// Payments either side of the end of November in Almaty (UTC+5), each with an open
 /// `amount_mismatch` flag opened in December: November's figures are closed by their

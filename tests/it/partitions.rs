@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use freedompay_recon::domain::{Jitter, Policy, PollResult, decide};
 use freedompay_recon::simulator::{Reply, Scenario};
-use freedompay_recon::store::{self, Recorded, maintenance};
+use freedompay_recon::store::{self, maintenance};
 use sqlx::PgPool;
 
-use crate::helpers::{TestApp, TestDb};
+use crate::helpers::{TestApp, TestDb, recorded};
 
 /// The partition a row of `table` matching `condition` sits in.
 async fn partition_of(pool: &PgPool, table: &str, condition: &str) -> String {
@@ -215,49 +214,8 @@ async fn a_replayed_verdict_doubles_nothing_and_a_kind_stays_open_once() {
     let app = TestApp::new(Scenario::new()).await;
     let pool = app.pool();
     app.insert("('r', 100, 'KZT', null, now(), null)").await;
-    let claim = store::claim_due(
-        pool,
-        "test",
-        10,
-        Duration::from_secs(60),
-        None,
-        Duration::ZERO,
-        Duration::ZERO,
-    )
-    .await
-    .unwrap()
-    .claims
-    .remove(0);
-    let Reply::Json { body, .. } = Reply::invoice("success", "90", "KZT") else {
-        unreachable!()
-    };
-    let raw = body.to_string();
-    let freedompay_recon::provider::Body::Invoice(invoice) =
-        freedompay_recon::provider::parse_body(
-            raw.as_bytes(),
-            chrono::FixedOffset::east_opt(5 * 3600).unwrap(),
-        )
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let verdict = decide(
-        &claim.tracked,
-        &PollResult::Invoice(invoice.clone()),
-        claim.claimed_at,
-        &Policy::default(),
-        Jitter::NONE,
-    );
-    let item = Recorded {
-        payment_id: claim.tracked.payment_id.clone(),
-        lease_token: claim.lease_token,
-        verdict,
-        invoice: Some(*invoice),
-        raw_body: Some(raw),
-        error_body: None,
-        request_id: None,
-        before: claim.tracked.clone(),
-    };
+    let claim = app.claim_one().await;
+    let item = recorded(&claim, Reply::invoice("success", "90", "KZT"));
     let first = store::record_verdicts(pool, std::slice::from_ref(&item))
         .await
         .unwrap();
@@ -461,14 +419,7 @@ async fn an_upgrade_to_partitioned_history_keeps_every_row_id_and_grant() {
         .iter()
         .position(|m| m.description.contains("partitioned history"))
         .expect("the partitioning migration");
-    let previous = sqlx::migrate::Migrator::with_migrations(
-        store::MIGRATOR
-            .iter()
-            .take(before_partitions)
-            .cloned()
-            .collect(),
-    );
-    previous.run(pool).await.unwrap();
+    db.migrate_through(before_partitions).await;
     sqlx::raw_sql(
         "insert into recon.payments (payment_id) select 'u' || g from generate_series(1, 300) g;
          insert into recon.status_transitions (payment_id, observation_no, to_status, observed_at, body)

@@ -15,20 +15,7 @@ use freedompay_recon::simulator::{Reply, Scenario};
 use serde_json::{Value, json};
 
 use crate::finance::login_name;
-use crate::helpers::TestApp;
-
-fn out(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn err(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn ok(output: &Output) -> String {
-    assert!(output.status.success(), "{}", err(output));
-    out(output)
-}
+use crate::helpers::{TestApp, ok, stderr};
 
 /// Whether python3 with openpyxl is here; when it is not, the reason, or a panic when the
 /// environment requires it.
@@ -178,9 +165,9 @@ async fn every_report_as_xlsx_has_number_and_date_cells_and_a_frozen_header() {
     let written = report_xlsx(&app, &["report", "--detail"], &payments).await;
     assert_eq!(ok(&written), "", "nothing on standard output");
     assert!(
-        err(&written).contains("3 rows written to"),
+        stderr(&written).contains("3 rows written to"),
         "{}",
-        err(&written)
+        stderr(&written)
     );
     let sheet = Sheet::read(&payments);
     assert_eq!(sheet.0["sheets"], json!(["Payments"]));
@@ -269,7 +256,7 @@ async fn an_xlsx_report_needs_a_file_and_a_failed_one_leaves_none() {
     let to_terminal = app.run(&["report", "--format", "xlsx"]).await;
     assert_eq!(to_terminal.status.code(), Some(1));
     assert_eq!(
-        err(&to_terminal),
+        stderr(&to_terminal),
         "error: --format xlsx writes a workbook, which is not text for a terminal or a pipe: \
          give the file to write with --output FILE (e.g. --output report.xlsx)\n"
     );
@@ -288,11 +275,11 @@ async fn an_xlsx_report_needs_a_file_and_a_failed_one_leaves_none() {
             taken.to_str().unwrap(),
         ])
         .await;
-    assert_eq!(failed.status.code(), Some(1), "{}", err(&failed));
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
     assert!(
-        err(&failed).starts_with(&format!("error: cannot write {}", taken.display())),
+        stderr(&failed).starts_with(&format!("error: cannot write {}", taken.display())),
         "{}",
-        err(&failed)
+        stderr(&failed)
     );
     let left: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -377,13 +364,13 @@ async fn flags_exported_as_xlsx_come_back_closed_with_the_notes_written_in_a_spr
     );
     let noted_row = python(FIND_ROW, &[file, "short-1"]);
     let refused = app.run(&["resolve", "--from-xlsx", file]).await;
-    assert_eq!(refused.status.code(), Some(1), "{}", err(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
     let empty: Vec<String> = (2..=4)
         .filter(|row| row.to_string() != noted_row.trim())
         .map(|row| format!("row {row}: note: is empty; say why the flag is closed\n"))
         .collect();
     assert_eq!(
-        err(&refused),
+        stderr(&refused),
         format!(
             "{}error: {file}: 2 problems in 2 rows; no flag was closed. Fix them and give the \
              file again.\n",
@@ -453,7 +440,7 @@ async fn a_windows_1251_csv_is_refused_naming_the_encoding_and_read_with_it() {
     let refused = app.run(&["import", &file]).await;
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
-        err(&refused),
+        stderr(&refused),
         format!(
             "error: {file}: nothing was imported: line 2 is not UTF-8 text; if Excel saved it \
              as \"CSV\" (Windows-1251, as in Russian and Kazakh locales), give --encoding \
@@ -478,9 +465,9 @@ async fn a_windows_1251_csv_is_refused_naming_the_encoding_and_read_with_it() {
         .await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        err(&refused).contains("line 2: the byte 0x98 is not a character in windows-1251"),
+        stderr(&refused).contains("line 2: the byte 0x98 is not a character in windows-1251"),
         "{}",
-        err(&refused)
+        stderr(&refused)
     );
 
     // The same for a resolutions file.
@@ -493,9 +480,9 @@ async fn a_windows_1251_csv_is_refused_naming_the_encoding_and_read_with_it() {
     let refused = app.run(&["resolve", "--from-csv", &notes]).await;
     assert_eq!(refused.status.code(), Some(1));
     assert!(
-        err(&refused).contains("give --encoding cp1251"),
+        stderr(&refused).contains("give --encoding cp1251"),
         "{}",
-        err(&refused)
+        stderr(&refused)
     );
     ok(&app
         .run(&["resolve", "--from-csv", &notes, "--encoding", "cp1251"])

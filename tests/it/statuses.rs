@@ -1,11 +1,10 @@
 //! Status paths and their history.
 
-use freedompay_recon::domain::{Jitter, Policy, PollResult, decide};
 use freedompay_recon::simulator::{Reply, Scenario};
-use freedompay_recon::store::{self, Recorded};
+use freedompay_recon::store;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, recorded};
 
 fn t(from: Option<&str>, to: &str) -> (Option<String>, String) {
     (from.map(str::to_owned), to.to_owned())
@@ -203,50 +202,8 @@ async fn a_retried_poll_after_a_server_error_records_one_transition() {
 async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('w', 100, 'KZT', null, now(), null)").await;
-    let claimed = store::claim_due(
-        app.pool(),
-        "test",
-        10,
-        std::time::Duration::from_secs(60),
-        None,
-        std::time::Duration::ZERO,
-        std::time::Duration::ZERO,
-    )
-    .await
-    .unwrap()
-    .claims;
-    let claim = &claimed[0];
-    let Reply::Json { body, .. } = Reply::invoice("success", "90", "KZT") else {
-        unreachable!()
-    };
-    let raw = body.to_string();
-    let freedompay_recon::provider::Body::Invoice(invoice) =
-        freedompay_recon::provider::parse_body(
-            raw.as_bytes(),
-            chrono::FixedOffset::east_opt(5 * 3600).unwrap(),
-        )
-        .unwrap()
-    else {
-        unreachable!()
-    };
-    let result = PollResult::Invoice(invoice.clone());
-    let verdict = decide(
-        &claim.tracked,
-        &result,
-        claim.claimed_at,
-        &Policy::default(),
-        Jitter::NONE,
-    );
-    let item = Recorded {
-        payment_id: claim.tracked.payment_id.clone(),
-        lease_token: claim.lease_token,
-        verdict,
-        invoice: Some(*invoice),
-        raw_body: Some(raw),
-        error_body: None,
-        request_id: None,
-        before: claim.tracked.clone(),
-    };
+    let claim = app.claim_one().await;
+    let item = recorded(&claim, Reply::invoice("success", "90", "KZT"));
 
     let first = store::record_verdicts(app.pool(), std::slice::from_ref(&item))
         .await

@@ -153,6 +153,16 @@ async fn receive(
     (StatusCode::NO_CONTENT, HeaderMap::new())
 }
 
+/// Serves `receiver` on a free loopback port until `stop` fires; its address.
+async fn listening(
+    receiver: &Receiver,
+    stop: &CancellationToken,
+) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (addr, serve(listener, receiver.clone(), stop.clone()))
+}
+
 /// Serves `receiver` on `listener` until `stop` fires.
 fn serve(
     listener: TcpListener,
@@ -216,14 +226,12 @@ async fn every_event_arrives_once_per_id_in_payment_order_across_failures_downti
     .await
     .unwrap();
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let receiver = Receiver {
         fail_every: 4,
         ..Receiver::new(WebhookFormat::Standard)
     };
     let receiver_stop = CancellationToken::new();
-    let server = serve(listener, receiver.clone(), receiver_stop.clone());
+    let (addr, server) = listening(&receiver, &receiver_stop).await;
 
     let url = format!("http://{addr}/hooks/recon");
     // No webhook.format: the default, standard.
@@ -401,11 +409,9 @@ async fn standard_deliveries_verify_with_the_standardwebhooks_crate_and_a_replay
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('w-1', 10, 'KZT', null, now(), null)").await;
     app.insert_first_transition("w-1").await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let receiver = Receiver::new(WebhookFormat::Standard);
     let stop = CancellationToken::new();
-    let _server = serve(listener, receiver.clone(), stop.clone());
+    let (addr, _server) = listening(&receiver, &stop).await;
 
     let settings = webhook_settings(addr);
     let deliverer = Deliverer::new(app.pool().clone(), &settings, "test:1").unwrap();
@@ -495,11 +501,9 @@ async fn the_github_format_is_signed_as_before_and_verifies_with_a_plain_hmac() 
     let app = TestApp::new(Scenario::new()).await;
     app.insert("('h-1', 10, 'KZT', null, now(), null)").await;
     app.insert_first_transition("h-1").await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let receiver = Receiver::new(WebhookFormat::Github);
     let stop = CancellationToken::new();
-    let _server = serve(listener, receiver.clone(), stop.clone());
+    let (addr, _server) = listening(&receiver, &stop).await;
 
     let settings = WebhookSettings {
         secret: SecretString::from(GITHUB_SECRET),
@@ -542,13 +546,11 @@ async fn a_redirect_is_a_failure_retried_later_and_never_followed() {
     let location: &'static str =
         Box::leak(format!("http://{elsewhere_addr}/hooks/recon").into_boxed_str());
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let redirecting = Receiver {
         answer: Some((StatusCode::TEMPORARY_REDIRECT, location)),
         ..Receiver::new(WebhookFormat::Standard)
     };
-    let _server = serve(listener, redirecting.clone(), stop.clone());
+    let (addr, _server) = listening(&redirecting, &stop).await;
 
     let deliverer = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "test:1").unwrap();
     let tally = deliverer
@@ -597,14 +599,12 @@ async fn other_types_are_skipped_and_max_age_counts_from_the_first_attempt() {
     .execute(app.pool())
     .await
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let receiver = Receiver {
         fail_every: 1,
         ..Receiver::new(WebhookFormat::Standard)
     };
     let stop = CancellationToken::new();
-    let _server = serve(listener, receiver.clone(), stop.clone());
+    let (addr, _server) = listening(&receiver, &stop).await;
 
     let mut settings = webhook_settings(addr);
     settings.types = vec!["flag_opened".into()];
@@ -683,11 +683,9 @@ async fn two_instances_delivering_at_once_never_send_an_event_twice_or_out_of_or
     .execute(app.pool())
     .await
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let receiver = Receiver::new(WebhookFormat::Standard);
     let stop = CancellationToken::new();
-    let _server = serve(listener, receiver.clone(), stop.clone());
+    let (addr, _server) = listening(&receiver, &stop).await;
 
     let settings = webhook_settings(addr);
     let a = Deliverer::new(app.pool().clone(), &settings, "host-a:1").unwrap();
@@ -930,10 +928,8 @@ async fn an_instance_sends_only_the_events_its_claim_still_holds() {
     );
 
     // B sends the rest, each once.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let receiver = Receiver::new(WebhookFormat::Standard);
-    let _server = serve(listener, receiver.clone(), stop.clone());
+    let (addr, _server) = listening(&receiver, &stop).await;
     let b = Deliverer::new(app.pool().clone(), &webhook_settings(addr), "host-b:2").unwrap();
     b.deliver_due(&CancellationToken::new()).await.unwrap();
     let by_b: HashSet<i64> = receiver
