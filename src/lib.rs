@@ -35,6 +35,8 @@
 //! - [`archive`]: one closed month of history as a .tar.gz of CSV files with a manifest,
 //!   written and read back.
 //! - [`webhook`]: delivers the outbox's events (`recon.events`) to `webhook.url`, signed.
+//! - [`maintenance`]: partitions ahead, event retention and the rollup's zone, after sweeps,
+//!   at most hourly per instance.
 //! - [`engine`]: one sweep (claim → pace → poll → decide → record) and the cron adapter.
 //! - [`http`]: every listener: connection limits, `/healthz`, `/readyz`, `/metrics` and the
 //!   Result-URL callbacks endpoint (verified, stored, the payment polled at once: a hint; the
@@ -56,6 +58,7 @@ pub mod domain;
 pub mod engine;
 pub mod http;
 pub mod intake;
+pub mod maintenance;
 pub mod outbound;
 pub mod provider;
 pub mod reporting;

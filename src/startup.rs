@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, run_daemon};
 use crate::http::{callbacks, monitoring};
+use crate::maintenance::Maintenance;
 use crate::provider::ProviderClient;
 use crate::settings::Settings;
 use crate::store;
@@ -128,7 +129,12 @@ impl Daemon {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, %path, "accepting Result-URL callbacks");
             }
-            let state = callbacks::CallbackListener::new(engine.clone(), &settings.callbacks);
+            let state = callbacks::CallbackListener::new(
+                engine.pool().clone(),
+                engine.waker(),
+                engine.naive_offset(),
+                &settings.callbacks,
+            );
             let shutdown = shutdown.clone();
             tasks.spawn("callback listener", async move {
                 Ok(callbacks::serve(listener, &path, state, limits, shutdown).await?)
@@ -144,9 +150,10 @@ impl Daemon {
             });
         }
         let schedule = settings.poll.schedule.clone();
+        let maintenance = Maintenance::new(engine.pool().clone(), &settings);
         tasks.spawn("sweeps", {
             let shutdown = shutdown.clone();
-            async move { Ok(run_daemon(engine, &schedule, shutdown).await?) }
+            async move { Ok(run_daemon(engine, maintenance, &schedule, shutdown).await?) }
         });
         tasks.wait(&shutdown).await
     }

@@ -39,6 +39,10 @@ pub const FLOORS: &[(&str, &str)] = &[
         "a closed month of history as a .tar.gz, written and read back",
     ),
     ("webhook", "the outbox's delivery"),
+    (
+        "maintenance",
+        "partitions ahead, event retention, the rollup's zone",
+    ),
     ("engine", "one sweep: claim, pace, poll, decide, record"),
     (
         "http",

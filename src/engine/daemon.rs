@@ -1,5 +1,5 @@
 //! The scheduled daemon: tokio-cron-scheduler fires [`Engine::reconcile_due`] on
-//! `poll.schedule`, then [`Engine::maintain_if_due`] (at most hourly per instance). A wake
+//! `poll.schedule`, then [`Maintenance::run_if_due`] (at most hourly per instance). A wake
 //! ([`Engine::wake`], or a `NOTIFY` on [`WAKE_CHANNEL`] from any instance, a callback or
 //! `recheck`) runs a sweep at once, between ticks. This adapter is the only code that knows
 //! about the scheduler.
@@ -12,6 +12,7 @@ use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, SweepStop};
+use crate::maintenance::Maintenance;
 use crate::store::callbacks::WAKE_CHANNEL;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +30,7 @@ pub enum DaemonError {
 /// it (as a wake does): sweeps never overlap, and none is lost.
 pub async fn run_daemon(
     engine: Engine,
+    maintenance: Maintenance,
     schedule: &str,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
@@ -40,6 +42,7 @@ pub async fn run_daemon(
         let shutdown = shutdown.clone();
         Job::new_async(schedule, move |_id, _scheduler| {
             let engine = engine.clone();
+            let maintenance = maintenance.clone();
             let running = Arc::clone(&running);
             let shutdown = shutdown.clone();
             Box::pin(async move {
@@ -64,7 +67,7 @@ pub async fn run_daemon(
                 }
                 // Maintenance after the sweep, at most hourly per instance: cheap when there
                 // is nothing to do (a catalog look-up per table).
-                match engine.maintain_if_due().await {
+                match maintenance.run_if_due().await {
                     Some(Ok(done))
                         if done.partitions_created > 0
                             || !done.event_partitions_dropped.is_empty()

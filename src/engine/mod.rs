@@ -123,17 +123,9 @@ struct Inner {
     /// The last confirming re-ask and when it was made (see [`Engine::confirm_credentials`]).
     /// The lock also makes concurrent doubts share one re-ask.
     credentials_checked: tokio::sync::Mutex<Option<(Instant, Credentials)>>,
-    /// `events.retention`: event partitions older than this are dropped by maintenance.
-    events_retention: Duration,
-    /// When this instance last ran maintenance (see [`Engine::maintain_if_due`]); the lock
-    /// also keeps two runs of one instance apart.
-    maintained_at: tokio::sync::Mutex<Option<Instant>>,
     /// Asks the daemon for a sweep now, not at the next tick (see [`Engine::wake`]).
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
 }
-
-/// Maintenance (partitions ahead, event retention) runs at most this often per instance.
-pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(3600);
 
 /// How long a re-ask that showed our credentials work answers later doubts.
 const CREDENTIALS_RECHECK_AFTER: Duration = Duration::from_secs(60);
@@ -152,6 +144,16 @@ enum Credentials {
     NotProven,
     /// The re-ask got no usable answer: try the payment again later.
     Inconclusive(String),
+}
+
+/// Wakes an engine for a sweep now ([`Engine::waker`]).
+#[derive(Clone)]
+pub struct Waker(Arc<tokio::sync::Notify>);
+
+impl Waker {
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
 }
 
 impl Engine {
@@ -186,9 +188,7 @@ impl Engine {
                 writes_failing: Mutex::new(None),
                 unready_after: settings.http.unready_after,
                 credentials_checked: tokio::sync::Mutex::new(None),
-                events_retention: settings.events.retention,
-                maintained_at: tokio::sync::Mutex::new(None),
-                wake: tokio::sync::Notify::new(),
+                wake: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -207,6 +207,12 @@ impl Engine {
     /// runs make one more sweep after it, never more.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// A handle that wakes this engine ([`Engine::wake`]) and nothing else: what a listener
+    /// needs of it.
+    pub fn waker(&self) -> Waker {
+        Waker(Arc::clone(&self.inner.wake))
     }
 
     /// Returns when someone called [`Engine::wake`] (at once if they did since the last time).
@@ -274,35 +280,6 @@ impl Engine {
     /// A claim or a write succeeded: the database takes our writes again.
     fn note_write_success(&self) {
         *self.inner.writes_failing.lock().expect("writes lock") = None;
-    }
-
-    /// One maintenance run, now: the monthly partitions ahead, then event retention (whole
-    /// event partitions older than `events.retention`; with a webhook configured, only those
-    /// whose every event was delivered, skipped or abandoned).
-    pub async fn maintain(&self) -> Result<store::maintenance::MaintenanceOutcome, StoreError> {
-        store::maintenance::maintain(
-            &self.inner.pool,
-            self.inner.events_retention,
-            self.inner.webhook_types.is_some(),
-        )
-        .await
-    }
-
-    /// [`Engine::maintain`], when this instance has not run it within [`MAINTENANCE_EVERY`]
-    /// (the first call runs it); `None` when not due. A failed run is tried again on the next
-    /// call: the lock waits, it does not stop anything.
-    pub async fn maintain_if_due(
-        &self,
-    ) -> Option<Result<store::maintenance::MaintenanceOutcome, StoreError>> {
-        let mut maintained_at = self.inner.maintained_at.lock().await;
-        if maintained_at.is_some_and(|at| at.elapsed() < MAINTENANCE_EVERY) {
-            return None;
-        }
-        let outcome = self.maintain().await;
-        if outcome.is_ok() {
-            *maintained_at = Some(Instant::now());
-        }
-        Some(outcome)
     }
 
     /// Claims every payment due now and reconciles it: the whole job of one scheduled run.

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::callbacks::{Claim, MAX_BODY_BYTES, check_fields, fields, ok_response, signature};
-use crate::engine::Engine;
+use crate::engine::Waker;
 use crate::http::listener;
 use crate::settings::CallbackSettings;
 use crate::settings::Limits;
@@ -74,10 +74,11 @@ pub fn describe() {
     metrics::gauge!(UNTRACKED_CAPPED).set(0.0);
 }
 
-/// What the endpoint needs.
+/// What the endpoint needs: the pool, a way to wake the sweeps, and its settings.
 #[derive(Clone)]
 pub struct CallbackListener {
-    pub engine: Engine,
+    pub pool: sqlx::PgPool,
+    pub waker: Waker,
     /// The script name `pg_sig` is made for (`callbacks.script_name`).
     pub script_name: Arc<str>,
     pub secret: SecretString,
@@ -95,14 +96,21 @@ pub struct CallbackListener {
 }
 
 impl CallbackListener {
-    pub fn new(engine: Engine, settings: &CallbackSettings) -> Self {
+    /// `naive_offset`: the provider's zone (`provider.naive_utc_offset`).
+    pub fn new(
+        pool: sqlx::PgPool,
+        waker: Waker,
+        naive_offset: chrono::FixedOffset,
+        settings: &CallbackSettings,
+    ) -> Self {
         Self {
-            engine: engine.clone(),
+            pool,
+            waker,
             script_name: settings.script_name().into(),
             secret: settings.secret.clone(),
             merchant_fields: settings.merchant_fields.clone().into(),
             max_untracked_per_hour: settings.max_untracked_per_hour,
-            naive_offset: engine.naive_offset(),
+            naive_offset,
             capped_until: Arc::default(),
             refusals: Arc::default(),
             capped: Arc::default(),
@@ -217,7 +225,7 @@ async fn callback(
         fields: &fields,
         claim: &claim,
     };
-    let recorded = store::record(state.engine.pool(), received, state.max_untracked_per_hour).await;
+    let recorded = store::record(&state.pool, received, state.max_untracked_per_hour).await;
     match recorded {
         Ok(Recorded::Replay) => {
             metrics::counter!(CALLBACKS, "outcome" => "replayed").increment(1);
@@ -254,7 +262,7 @@ async fn callback(
             match &matched {
                 Some((payment_id, by)) => {
                     tracing::info!(payment_id = %payment_id, matched_by = by.as_str(), "callback: payment due now");
-                    state.engine.wake();
+                    state.waker.wake();
                 }
                 None => tracing::warn!(
                     callback.id = id,

@@ -76,7 +76,12 @@ pub(crate) async fn endpoint(app: &TestApp) -> Endpoint {
     let stop = CancellationToken::new();
     let mut settings = app.settings.callbacks.clone();
     settings.secret = SecretString::from(MERCHANT_KEY.to_owned());
-    let state = CallbackListener::new(app.engine.clone(), &settings);
+    let state = CallbackListener::new(
+        app.pool().clone(),
+        app.engine.waker(),
+        app.engine.naive_offset(),
+        &settings,
+    );
     let limits = app.settings.http.limits();
     let token = stop.clone();
     tokio::spawn(async move {

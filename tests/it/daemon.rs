@@ -4,6 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use freedompay_recon::engine::run_daemon;
+use freedompay_recon::maintenance::Maintenance;
 use freedompay_recon::provider::ProviderClient;
 use freedompay_recon::simulator::{Reply, Scenario};
 use freedompay_recon::startup::{Daemon, Listeners};
@@ -84,9 +85,15 @@ async fn the_cron_schedule_fires_sweeps_until_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_schedule_is_named() {
     let app = TestApp::new(Scenario::new()).await;
-    let err = run_daemon(app.engine.clone(), "every minute", CancellationToken::new())
-        .await
-        .unwrap_err();
+    let maintenance = Maintenance::new(app.pool().clone(), &app.settings);
+    let err = run_daemon(
+        app.engine.clone(),
+        maintenance,
+        "every minute",
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     assert!(
         err.to_string().contains("poll.schedule \"every minute\""),
         "{err}"

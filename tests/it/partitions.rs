@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use freedompay_recon::maintenance::Maintenance;
 use freedompay_recon::simulator::{Reply, Scenario};
 use freedompay_recon::store::{self, maintenance};
 use sqlx::PgPool;
@@ -399,7 +400,8 @@ async fn without_a_webhook_the_daemons_maintenance_drops_old_months_whatever_the
     app.insert_first_transition("old").await;
     let five = month_name(pool, -5).await;
 
-    let done = app.engine.maintain_if_due().await.expect("due").unwrap();
+    let maintenance = Maintenance::new(app.pool().clone(), &app.settings);
+    let done = maintenance.run_if_due().await.expect("due").unwrap();
     assert_eq!(done.event_partitions_dropped, [format!("events_{five}")]);
     assert_eq!(app.count("select count(*) from recon.events").await, 1);
     assert_eq!(
@@ -408,7 +410,7 @@ async fn without_a_webhook_the_daemons_maintenance_drops_old_months_whatever_the
         1
     );
     // Within the hour, this instance does not run it again.
-    assert!(app.engine.maintain_if_due().await.is_none());
+    assert!(maintenance.run_if_due().await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

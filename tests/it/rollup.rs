@@ -273,12 +273,8 @@ async fn another_zone_reads_the_rows_until_the_rollup_is_rebuilt_in_it() {
     .unwrap();
 
     // The daemon's maintenance rebuilds the rollup in the database's zone.
-    let utc_db_engine = freedompay_recon::engine::Engine::new(
-        utc.clone(),
-        freedompay_recon::provider::ProviderClient::new(&app.settings.provider).unwrap(),
-        &app.settings,
-    );
-    let done = utc_db_engine.maintain().await.unwrap();
+    let maintenance = freedompay_recon::maintenance::Maintenance::new(utc.clone(), &app.settings);
+    let done = maintenance.run().await.unwrap();
     assert!(done.summary_rebuilt, "maintenance saw the zone change");
     assert_eq!(zone_of(utc.clone()).await.as_deref(), Some("UTC"));
     assert_exact(&utc, "rebuilt in UTC").await;
@@ -289,7 +285,7 @@ async fn another_zone_reads_the_rows_until_the_rollup_is_rebuilt_in_it() {
     .await
     .unwrap();
     assert_eq!(days_from_rollup, days_in_utc);
-    let again = utc_db_engine.maintain().await.unwrap();
+    let again = maintenance.run().await.unwrap();
     assert!(!again.summary_rebuilt, "nothing to rebuild the second time");
 }
 
