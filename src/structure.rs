@@ -140,6 +140,33 @@ mod tests {
         assert_eq!(rooms, named);
     }
 
+    /// The command line's framework stays at the edge: clap only in `commands` and `main.rs`.
+    #[test]
+    fn clap_is_only_in_commands() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        // This file names it only to look for it.
+        let edge = [
+            src.join("commands"),
+            src.join("main.rs"),
+            src.join("structure.rs"),
+        ];
+        let outside: Vec<String> = all
+            .iter()
+            .filter(|path| !edge.iter().any(|e| path.starts_with(e)))
+            .filter(|path| {
+                let source = std::fs::read_to_string(path).unwrap();
+                source.lines().any(|line| {
+                    let line = line.trim_start();
+                    !line.starts_with("//") && line.contains("clap::")
+                })
+            })
+            .map(|path| path.strip_prefix(&src).unwrap().display().to_string())
+            .collect();
+        assert!(outside.is_empty(), "clap outside commands: {outside:?}");
+    }
+
     #[test]
     fn the_scan_sees_a_use_and_skips_comments_and_tests() {
         let used = rooms_used(

@@ -40,6 +40,7 @@ mod report;
 mod resolve;
 mod run;
 mod simulate;
+mod values;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,14 +6,12 @@
 use std::io::Read;
 
 /// How a file's bytes are read as text.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Encoding {
     /// UTF-8, with or without a byte-order mark.
     #[default]
-    #[value(name = "utf-8", alias = "utf8")]
     Utf8,
     /// Windows-1251, what Excel in ru and kk locales saves as "CSV".
-    #[value(name = "cp1251", alias = "windows-1251")]
     Cp1251,
 }
 

@@ -21,7 +21,8 @@ use crate::text::{clean, without_mentions};
 /// How many of the oldest open flags are listed.
 pub const OLDEST_LISTED: i64 = 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How a digest is written (names on the command line: `commands::values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestFormat {
     Text,
     Markdown,

@@ -43,7 +43,8 @@ use crate::text::{escape_invisible, for_spreadsheet};
 
 pub use self::xlsx::exact_number;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// A report's format (names on the command line: `commands::values`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Aligned columns for a person at a terminal.
     Table,

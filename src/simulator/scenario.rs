@@ -15,7 +15,7 @@ use serde_json::json;
 use super::Reply;
 
 /// The built-in mixes, for ids no rule names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Builtin {
     /// A realistic mix: most payments go process → success; some fail, some expire unpaid,

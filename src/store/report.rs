@@ -10,7 +10,7 @@ use super::StoreError;
 use crate::domain::{FlagClass, FlagKind};
 
 /// Which day a report counts a payment on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DayBasis {
     /// The day it was created (created_at, in recon.timezone): the merchant's document date,
     /// the day and month the payment belongs to.
@@ -18,7 +18,6 @@ pub enum DayBasis {
     /// The day the daemon first saw it paid, failed or incomplete (first_seen_settled_at):
     /// when the daemon learned, not when the payer paid; unsettled payments are left out.
     /// `settled` is its old name.
-    #[value(name = "first-seen-settled", alias = "settled")]
     FirstSeenSettled,
 }
 
@@ -222,7 +221,7 @@ pub struct ResolutionRow {
 }
 
 /// Which flags to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClassFilter {
     /// Flags a person must act on (the exception queue).
     Action,
