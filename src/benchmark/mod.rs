@@ -644,6 +644,11 @@ impl BenchReport {
             per_10k(t.postgres_cpu),
             per_10k(t.simulator_cpu)
         );
+        let _ = writeln!(
+            out,
+            "| PostgreSQL CPU per payment reconciled (every postgres process on this machine) | **{:.0} µs** | |",
+            t.postgres_cpu.as_secs_f64() * 1e6 / f64::from(t.payments)
+        );
         let d = &self.delivery;
         let _ = writeln!(
             out,
