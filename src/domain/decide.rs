@@ -919,5 +919,62 @@ fn terminal_change_finding(change: Option<&StatusChange>) -> Finding {
     }
 }
 
+/// A verified callback as it arrived for a payment, with what recording it found: what
+/// [`callback_flags`] decides from.
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackArrival<'a> {
+    /// Its id in `recon.callbacks`.
+    pub callback_id: i64,
+    /// Nobody tracked the payment: the callback started tracking it.
+    pub started_tracking: bool,
+    /// `pg_result`: paid, failed, or `None` when unreadable.
+    pub paid: Option<bool>,
+    pub amount: Option<Decimal>,
+    pub currency: Option<&'a str>,
+    /// The order id it named, cleaned for display.
+    pub order_id: Option<&'a str>,
+    /// Why the claim could not be read whole, if it could not.
+    pub problem: Option<&'a str>,
+}
+
+/// The flags a callback's arrival opens on its payment, decided here as every other flag is
+/// (the shell opens each unless one of its kind is open). A callback is a hint, so these say
+/// only what a person must look at: a payment the merchant never enqueued
+/// (`untracked_payment`, with what the callback claimed) and a claim that could not be read
+/// whole (`callback_unreadable`: the poll still decides, but this claim cannot be checked
+/// against it, so a person compares the stored request with the answer).
+pub fn callback_flags(arrival: &CallbackArrival<'_>) -> Vec<NewFlag> {
+    let mut flags = Vec::new();
+    if arrival.started_tracking {
+        let outcome = match arrival.paid {
+            Some(true) => "paid",
+            Some(false) => "failed",
+            None => "an unreadable pg_result",
+        };
+        let amount = match (arrival.amount, arrival.currency) {
+            (Some(amount), Some(currency)) => format!(" {amount} {currency}"),
+            (Some(amount), None) => format!(" {amount}"),
+            _ => String::new(),
+        };
+        let order = arrival
+            .order_id
+            .map(|o| format!(", order {o}"))
+            .unwrap_or_default();
+        flags.push(NewFlag {
+            kind: FlagKind::UntrackedPayment,
+            expected: Some("a payment the merchant enqueued".to_owned()),
+            actual: Some(format!("a callback: {outcome}{amount}{order}")),
+        });
+    }
+    if let Some(problem) = arrival.problem {
+        flags.push(NewFlag {
+            kind: FlagKind::CallbackUnreadable,
+            expected: Some("a callback the daemon can read".to_owned()),
+            actual: Some(format!("callback #{}: {problem}", arrival.callback_id)),
+        });
+    }
+    flags
+}
+
 #[cfg(test)]
 mod tests;

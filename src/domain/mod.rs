@@ -8,7 +8,9 @@ pub mod rules;
 mod sweeps;
 mod types;
 
-pub use decide::{Jitter, Policy, PollResult, Verdict, callback_lag, decide};
+pub use decide::{
+    CallbackArrival, Jitter, Policy, PollResult, Verdict, callback_flags, callback_lag, decide,
+};
 pub use sweeps::{CLAIM_AHEAD_MAX, Sweeps};
 pub use types::{
     AutoClose, CallbackClaim, ClosedFlag, Currency, DecimalMark, ExpectedValues, Expiry, FlagClass,

@@ -11,14 +11,15 @@
 //! released at the end of the sweep, so nothing claimed is lost.
 
 mod daemon;
+mod health;
 pub mod metrics;
 mod pacing;
 mod sweep;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use rand::Rng as _;
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use daemon::{DaemonError, run_daemon};
+pub use health::Health;
 pub use pacing::Pacer;
 
 use sweep::Sweep;
@@ -82,17 +84,6 @@ pub enum EngineError {
     Store(#[from] StoreError),
 }
 
-/// After a fatal provider error, sweeps are skipped for this long, doubling up to the cap.
-const HALT_FIRST: Duration = Duration::from_secs(60);
-const HALT_MAX: Duration = Duration::from_secs(3600);
-
-#[derive(Debug)]
-struct Halt {
-    reason: String,
-    until: DateTime<Utc>,
-    next_wait: Duration,
-}
-
 /// Everything a sweep needs; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -114,12 +105,8 @@ struct Inner {
     instance: String,
     /// The event types the webhook sends, when one is configured.
     webhook_types: Option<Vec<String>>,
-    halt: Mutex<Option<Halt>>,
-    /// Since when, and why, the database refuses this daemon's writes (claims, verdicts);
-    /// `None` while they succeed. `/readyz` reads it.
-    writes_failing: Mutex<Option<(Instant, String)>>,
-    /// How long writes may fail before the daemon says it is not ready (`http.unready_after`).
-    unready_after: Duration,
+    /// The halt and readiness, which the monitoring listener reads through its own handle.
+    health: Health,
     /// The last confirming re-ask and when it was made (see [`Engine::confirm_credentials`]).
     /// The lock also makes concurrent doubts share one re-ask.
     credentials_checked: tokio::sync::Mutex<Option<(Instant, Credentials)>>,
@@ -184,9 +171,7 @@ impl Engine {
                     .webhook
                     .enabled()
                     .then(|| settings.webhook.types.clone()),
-                halt: Mutex::new(None),
-                writes_failing: Mutex::new(None),
-                unready_after: settings.http.unready_after,
+                health: Health::new(settings.http.unready_after),
                 credentials_checked: tokio::sync::Mutex::new(None),
                 wake: Arc::new(tokio::sync::Notify::new()),
             }),
@@ -240,46 +225,9 @@ impl Engine {
         self.inner.poll.rate_per_second
     }
 
-    /// The fatal provider error currently holding polling off, if any.
-    pub fn halted(&self) -> Option<String> {
-        let halt = self.inner.halt.lock().expect("halt lock");
-        halt.as_ref().map(|h| h.reason.clone())
-    }
-
-    /// How long, and why, the database has been refusing this daemon's writes; `None` while
-    /// they succeed.
-    pub fn writes_failing(&self) -> Option<(Duration, String)> {
-        let failing = self.inner.writes_failing.lock().expect("writes lock");
-        failing
-            .as_ref()
-            .map(|(since, reason)| (since.elapsed(), reason.clone()))
-    }
-
-    /// Why the daemon is not doing its job although its database answers: its writes have
-    /// been refused for `http.unready_after` or longer.
-    pub fn writes_refused(&self) -> Option<String> {
-        let (failing_for, reason) = self.writes_failing()?;
-        (failing_for >= self.inner.unready_after).then(|| {
-            format!(
-                "database writes have failed for {}s: {reason}",
-                failing_for.as_secs()
-            )
-        })
-    }
-
-    /// A claim or a write failed: the first failure starts the clock, later ones keep it.
-    fn note_write_failure(&self, reason: &dyn std::fmt::Display) {
-        let mut failing = self.inner.writes_failing.lock().expect("writes lock");
-        let reason = reason.to_string();
-        match failing.as_mut() {
-            Some((_, last)) => *last = reason,
-            None => *failing = Some((Instant::now(), reason)),
-        }
-    }
-
-    /// A claim or a write succeeded: the database takes our writes again.
-    fn note_write_success(&self) {
-        *self.inner.writes_failing.lock().expect("writes lock") = None;
+    /// The halt and readiness this engine keeps, for the monitoring listener.
+    pub fn health(&self) -> Health {
+        self.inner.health.clone()
     }
 
     /// Claims every payment due now and reconciles it: the whole job of one scheduled run.
@@ -291,7 +239,7 @@ impl Engine {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<SweepOutcome, EngineError> {
-        if let Some((reason, until)) = self.halted_until(Utc::now()) {
+        if let Some((reason, until)) = self.inner.health.halted_until(Utc::now()) {
             return Ok(SweepOutcome {
                 stop: SweepStop::Halted { reason, until },
                 ..SweepOutcome::default()
@@ -307,13 +255,13 @@ impl Engine {
         {
             Ok(outcome) => outcome,
             Err(e) => {
-                self.note_write_failure(&e);
+                self.inner.health.note_write_failure(&e);
                 return Err(e);
             }
         };
         // The claim (an update) went through; the writer reports its own writes.
         if outcome.claimed == 0 {
-            self.note_write_success();
+            self.inner.health.note_write_success();
         }
         // The summary's pending changes, this sweep's included, into its rollup: readers see
         // the same either way, so a failure here only means more rows for them to read.
@@ -355,30 +303,6 @@ impl Engine {
         match poll.rate_per_second {
             0 => batch,
             rate => batch.min((rate as usize).max(poll.concurrency)),
-        }
-    }
-
-    fn halted_until(&self, now: DateTime<Utc>) -> Option<(String, DateTime<Utc>)> {
-        let halt = self.inner.halt.lock().expect("halt lock");
-        halt.as_ref()
-            .filter(|h| h.until > now)
-            .map(|h| (h.reason.clone(), h.until))
-    }
-
-    fn record_fatal(&self, reason: &str) {
-        let mut halt = self.inner.halt.lock().expect("halt lock");
-        let wait = halt.as_ref().map_or(HALT_FIRST, |h| h.next_wait);
-        *halt = Some(Halt {
-            reason: reason.to_owned(),
-            until: Utc::now() + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX),
-            next_wait: (wait * 2).min(HALT_MAX),
-        });
-    }
-
-    fn clear_fatal(&self) {
-        let mut halt = self.inner.halt.lock().expect("halt lock");
-        if halt.take().is_some() {
-            tracing::info!("the provider accepts our requests again; polling resumed");
         }
     }
 

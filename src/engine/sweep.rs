@@ -163,12 +163,12 @@ impl Sweep {
             stop: SweepStop::Drained,
         };
         if let Some(reason) = polls.fatal {
-            self.engine.record_fatal(&reason);
+            self.engine.inner.health.record_fatal(&reason);
             outcome.stop = SweepStop::Fatal(reason);
         } else if self.shutdown.is_cancelled() {
             outcome.stop = SweepStop::Cancelled;
         } else if outcome.recorded > outcome.failed {
-            self.engine.clear_fatal();
+            self.engine.inner.health.clear_fatal();
         }
         claim_result?;
         Ok(outcome)
@@ -541,7 +541,7 @@ impl Sweep {
             };
             let e = match result {
                 Ok(mut written) => {
-                    self.engine.note_write_success();
+                    self.engine.inner.health.note_write_success();
                     let refused = std::mem::take(&mut written.refused);
                     writes.count(&written, failed, &callback_lags);
                     if refused.is_empty() {
@@ -568,7 +568,10 @@ impl Sweep {
                     continue;
                 }
                 Err(mut interrupted) => {
-                    self.engine.note_write_failure(&interrupted.error);
+                    self.engine
+                        .inner
+                        .health
+                        .note_write_failure(&interrupted.error);
                     // Refused verdicts go back with the rest, to be refused (and replaced) again.
                     let refused = std::mem::take(&mut interrupted.written.refused);
                     interrupted

@@ -23,11 +23,11 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::Engine;
 use crate::engine::metrics::{
     CALLBACK_BUCKETS, CALLBACK_TO_TRANSITION, LATENCY_BUCKETS, PROVIDER_LATENCY, RATE_LIMIT_WAIT,
     SWEEP_BUCKETS, SWEEP_DURATION, describe,
 };
+use crate::engine::{Engine, Health};
 use crate::http::listener;
 use crate::settings::Limits;
 use crate::store;
@@ -75,10 +75,37 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// How long database gauges are reused before they are read again.
 pub const GAUGE_TTL: Duration = Duration::from_secs(5);
 
+/// What the monitoring listener reads: the database (its gauges), the daemon's halt and
+/// readiness, and the two settings its metrics show. Not the engine: the listener only looks.
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub pool: PgPool,
+    pub health: Health,
+    /// The event types the webhook sends (the outbox gauges count only those).
+    pub webhook_types: Option<Vec<String>>,
+    pub rate_per_second: u32,
+}
+
+impl From<&Engine> for Watched {
+    fn from(engine: &Engine) -> Self {
+        Self {
+            pool: engine.pool().clone(),
+            health: engine.health(),
+            webhook_types: engine.webhook_types().map(<[String]>::to_vec),
+            rate_per_second: engine.rate_per_second(),
+        }
+    }
+}
+
+impl From<Engine> for Watched {
+    fn from(engine: Engine) -> Self {
+        Self::from(&engine)
+    }
+}
+
 #[derive(Clone)]
 struct Listener {
-    pool: PgPool,
-    engine: Engine,
+    watched: Watched,
     handle: PrometheusHandle,
     gauges: Arc<GaugeCache>,
 }
@@ -152,17 +179,17 @@ impl GaugeCache {
 /// fires.
 pub async fn serve(
     listener: TcpListener,
-    engine: Engine,
+    watched: impl Into<Watched>,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, engine, limits, shutdown, GAUGE_TTL).await
+    serve_with(listener, watched, limits, shutdown, GAUGE_TTL).await
 }
 
 /// As [`serve`], reusing database gauges for `gauge_ttl` (tests use zero).
 pub async fn serve_with(
     listener: TcpListener,
-    engine: Engine,
+    watched: impl Into<Watched>,
     limits: Limits,
     shutdown: CancellationToken,
     gauge_ttl: Duration,
@@ -184,8 +211,7 @@ pub async fn serve_with(
     };
     let _upkeep = tokio_util::task::AbortOnDropHandle::new(upkeep);
     let state = Listener {
-        pool: engine.pool().clone(),
-        engine,
+        watched: watched.into(),
         handle,
         gauges: Arc::new(GaugeCache::new(gauge_ttl)),
     };
@@ -219,15 +245,17 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// rows need a person, not a restart: they are reported in the body of a ready answer, from
 /// the last gauges read (readiness never waits for a gauge read).
 async fn readyz(State(state): State<Listener>) -> Response {
-    let database = tokio::time::timeout(Duration::from_secs(2), store::ping(&state.pool)).await;
+    let database =
+        tokio::time::timeout(Duration::from_secs(2), store::ping(&state.watched.pool)).await;
     let problem = match database {
         Err(_) => Some("database: no answer within 2 s".to_owned()),
         Ok(Err(e)) => Some(format!("database: {e}")),
         Ok(Ok(_)) => state
-            .engine
+            .watched
+            .health
             .halted()
             .map(|reason| format!("provider: polling halted: {reason}"))
-            .or_else(|| state.engine.writes_refused()),
+            .or_else(|| state.watched.health.writes_refused()),
     };
     match problem {
         None => {
@@ -235,7 +263,7 @@ async fn readyz(State(state): State<Listener>) -> Response {
                 Some(gauges) => gauges.parked,
                 None => state
                     .gauges
-                    .get(&state.pool, state.engine.webhook_types())
+                    .get(&state.watched.pool, state.watched.webhook_types.as_deref())
                     .await
                     .map_or(0, |g| g.parked),
             };
@@ -259,7 +287,7 @@ async fn readyz(State(state): State<Listener>) -> Response {
 
 async fn metrics(State(state): State<Listener>) -> Response {
     let mut body = state.handle.render();
-    let halted = u8::from(state.engine.halted().is_some());
+    let halted = u8::from(state.watched.health.halted().is_some());
     let _ = write!(
         body,
         "# HELP freedompay_recon_provider_halted 1 while a fatal provider error holds polling off.\n\
@@ -267,7 +295,8 @@ async fn metrics(State(state): State<Listener>) -> Response {
          freedompay_recon_provider_halted {halted}\n"
     );
     let failing = state
-        .engine
+        .watched
+        .health
         .writes_failing()
         .map_or(0.0, |(failing_for, _)| failing_for.as_secs_f64());
     let _ = write!(
@@ -278,10 +307,10 @@ async fn metrics(State(state): State<Listener>) -> Response {
     );
     if let Some(gauges) = state
         .gauges
-        .get(&state.pool, state.engine.webhook_types())
+        .get(&state.watched.pool, state.watched.webhook_types.as_deref())
         .await
     {
-        body.push_str(&render_gauges(&gauges, state.engine.rate_per_second()));
+        body.push_str(&render_gauges(&gauges, state.watched.rate_per_second));
     }
     (
         StatusCode::OK,

@@ -36,11 +36,9 @@ pub async fn reset_payments(pool: &PgPool, count: u32, due: u32) -> Result<(), S
     sqlx::query!("select set_config('recon.allow_truncate', 'on', true)")
         .fetch_one(&mut *tx)
         .await?;
-    sqlx::query(
-        "truncate recon.payments, recon.events, recon.transition_keys, recon.open_flags cascade",
-    )
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("truncate recon.payments, recon.events, recon.open_flags cascade")
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     sqlx::query!(
         "insert into recon.payments (payment_id, next_check_at)
@@ -124,10 +122,11 @@ pub async fn explain_claim(conn: &mut PgConnection, limit: u32) -> Result<String
 /// payment, and the events the outbox would have written for all of them, delivered. The
 /// outbox triggers are off while it runs (`session_replication_role = replica`, the
 /// scratch database's owner may) so events carry their own times, as a year of real ones
-/// would; the side tables those triggers keep (`recon.transition_keys`, `recon.open_flags`)
-/// are filled here instead (and the payments' open flags; the summary's rollup is left to
-/// [`rebuild_summary`]), and every month's partitions are made first, as the daemon's
-/// maintenance would have over the year. Returns the payments written.
+/// would; what those triggers keep (the payments' pointers to their latest transition and
+/// open flags, `recon.open_flags`, `recon.payment_states`) is written here instead (the
+/// summary's rollup is left to [`rebuild_summary`]), and every month's partitions are made
+/// first, as the daemon's maintenance would have over the year. Returns the payments
+/// written.
 pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i64, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -146,26 +145,17 @@ pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i
         "insert into recon.payments (
              payment_id, expected_amount, expected_currency, order_id, created_at, status,
              amount, currency, fee, provider_order_id, freedom_id, merchant_id, provider_dt,
-             lifetime_ends_at, lifetime_source, last_body, checks, first_checked_at,
-             last_checked_at, last_checked_by, settled_at, next_check_at, next_check_urgent)
+             lifetime_ends_at, lifetime_source, checks, first_checked_at,
+             last_checked_at, last_checked_by, settled_at, next_check_at, next_check_urgent,
+             last_transition_no, last_transition_at)
          select id, amount, 'KZT', 'order-' || g, created, status,
                 case when status = 'success' then amount - case when g % 100 = 0 then 1 else 0 end end,
                 case when status = 'success' then 'KZT' end,
                 case when status = 'success' then round(amount * 0.025, 2) end,
                 'order-' || g, (700000000 + g)::text, '545443', settled,
                 created + interval '24 hours', 'provider_seconds',
-                json_build_object(
-                    'code', 'success',
-                    'data', json_build_object(
-                        'paymentId', id, 'orderId', 'order-' || g, 'freedomId', 700000000 + g,
-                        'merchantId', 545443, 'paymentStatus', status,
-                        'amount', amount::text, 'currency', 'KZT',
-                        'fee', round(amount * 0.025, 2)::text, 'discount', '0.00',
-                        'dt', to_char(settled at time zone 'Asia/Almaty', 'YYYY-MM-DD HH24:MI:SS'),
-                        'lifetime', 86400, 'paymentMethod', 'bankcard',
-                        'cardPan', '4405-63XX-XXXX-' || lpad((g % 10000)::text, 4, '0'),
-                        'description', 'Order ' || g || ' at the merchant''s online shop')),
-                3, created + interval '30 seconds', settled, 'bench:1', settled, null, false
+                3, created + interval '30 seconds', settled, 'bench:1', settled, null, false,
+                2, settled
          from (select g, 'year-' || g as id,
                       date_trunc('day', now()) - make_interval(days => $2::int)
                           + make_interval(days => ((g - 1) / $1)::int)
@@ -186,16 +176,32 @@ pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i
     .await?
     .rows_affected();
     for statement in [
+        // Each transition carries the body that reported it, as the provider sends it: the
+        // first says `process` (no fee yet), the second the outcome.
         "insert into recon.status_transitions
              (payment_id, observation_no, from_status, to_status, observed_at, provider_dt, body,
               request_id)
-         select payment_id, 1, null, 'process', first_checked_at, created_at, last_body,
+         select p.payment_id, t.no, t.from_status, t.to_status, t.at, t.dt,
+                json_build_object(
+                    'code', 'success',
+                    'data', json_build_object(
+                        'paymentId', p.payment_id, 'orderId', p.order_id,
+                        'freedomId', p.freedom_id::int8, 'merchantId', 545443,
+                        'paymentStatus', t.to_status,
+                        'amount', case when t.no = 2 then coalesce(p.amount, p.expected_amount)
+                                       else p.expected_amount end::text,
+                        'currency', 'KZT',
+                        'fee', case when t.no = 2 then p.fee::text end, 'discount', '0.00',
+                        'dt', to_char(t.dt at time zone 'Asia/Almaty', 'YYYY-MM-DD HH24:MI:SS'),
+                        'lifetime', 86400, 'paymentMethod', 'bankcard',
+                        'cardPan', '4405-63XX-XXXX-' || right(p.freedom_id, 4),
+                        'description', 'Order ' || substr(p.order_id, 7)
+                                       || ' at the merchant''s online shop')),
                 gen_random_uuid()
-         from recon.payments
-         union all
-         select payment_id, 2, 'process', status, settled_at, settled_at, last_body,
-                gen_random_uuid()
-         from recon.payments",
+         from recon.payments p,
+              lateral (values (1, null, 'process', p.first_checked_at, p.created_at),
+                              (2, 'process', p.status, p.settled_at, p.settled_at))
+                  as t(no, from_status, to_status, at, dt)",
         "insert into recon.discrepancies
              (payment_id, kind, expected, actual, detected_at, resolved_at, resolved_by, resolution)
          select payment_id, 'lifetime_exceeded', 'settled by ' || lifetime_ends_at, 'process',
@@ -231,8 +237,24 @@ pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i
                                          'resolution', resolution)
                from recon.discrepancies where resolved_at is not null) e
          order by at, payment_id",
-        "insert into recon.transition_keys (payment_id, observation_no)
-         select payment_id, observation_no from recon.status_transitions",
+        // The states recon.record_summary_change appends: the payment as inserted, after its
+        // first answer and as it settled (with its open flags).
+        "insert into recon.payment_states
+             (payment_id, valid_from, created_at, settled_at, status, deadline_missed_at,
+              amount, currency, fee, expected_amount, expected_currency, open_flags)
+         select s.*
+         from recon.payments p,
+              lateral (values
+                  (p.payment_id, p.created_at, p.created_at, null::timestamptz, null::text,
+                   null::timestamptz, null::numeric, null::text, null::numeric,
+                   p.expected_amount, p.expected_currency, '{}'::text[]),
+                  (p.payment_id, p.first_checked_at, p.created_at, null, 'process', null,
+                   p.expected_amount, 'KZT', null, p.expected_amount, p.expected_currency, '{}'),
+                  (p.payment_id, p.settled_at, p.created_at, p.settled_at, p.status, null,
+                   p.amount, p.currency, p.fee, p.expected_amount, p.expected_currency,
+                   case when p.amount <> p.expected_amount then '{amount_mismatch}'
+                        else '{}' end::text[])) as s
+         order by 2",
         "insert into recon.open_flags (payment_id, kind, flag_id)
          select payment_id, kind, id from recon.discrepancies where resolved_at is null",
         "update recon.payments p set open_flags = f.kinds
@@ -262,8 +284,8 @@ pub async fn table_bytes(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError
                  from (select relid as r from pg_partition_tree(('recon.' || t.name)::regclass)
                        union
                        select ('recon.' || t.name)::regclass) parts)
-         from unnest(array['payments', 'status_transitions', 'transition_keys',
-                           'discrepancies', 'open_flags', 'events', 'summary_rollup'])
+         from unnest(array['payments', 'status_transitions', 'discrepancies', 'open_flags',
+                           'events', 'summary_rollup', 'payment_states'])
               with ordinality as t(name, n)
          order by t.n",
     )

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use super::StoreError;
 use crate::callbacks::{Claim, Field};
+use crate::domain::{CallbackArrival, NewFlag, callback_flags};
 
 /// The channel a daemon listens on to sweep at once (a callback, a `recheck`).
 pub const WAKE_CHANNEL: &str = "freedompay_recon_wake";
@@ -177,17 +178,20 @@ pub async fn record(
     if let (Some(paid_at), Some((payment_id, _))) = (claim.paid_at, &matched) {
         keep_provider_paid_at(&mut tx, payment_id, paid_at, id).await?;
     }
-    if let (Some(problem), Some((payment_id, _))) = (&claim.problem, &matched) {
-        // The poll still decides the payment, but this claim cannot be checked against it
-        // (callback_disagrees): a person compares the row's raw request with the answer.
-        open_flag_once(
-            &mut tx,
-            payment_id,
-            "callback_unreadable",
-            "a callback the daemon can read",
-            &format!("callback #{id}: {problem}"),
-        )
-        .await?;
+    if let Some((payment_id, by)) = &matched {
+        let order_id = claim.order_id.as_deref().map(|o| crate::text::clean(o, 64));
+        let arrival = CallbackArrival {
+            callback_id: id,
+            started_tracking: *by == MatchedBy::Untracked,
+            paid: claim.paid,
+            amount: claim.amount,
+            currency: claim.currency.as_deref(),
+            order_id: order_id.as_deref(),
+            problem: claim.problem.as_deref(),
+        };
+        for flag in callback_flags(&arrival) {
+            open_flag_once(&mut tx, payment_id, &flag).await?;
+        }
     }
     tx.commit().await?;
     Ok(Recorded::New { id, matched })
@@ -260,7 +264,7 @@ async fn untracked_capped(
 }
 
 /// Starts tracking a payment only a callback named (no expected amount: nobody said what to
-/// expect) and opens its `untracked_payment` flag, saying what the callback claimed.
+/// expect); its `untracked_payment` flag follows from [`callback_flags`].
 async fn track(
     tx: &mut sqlx::PgConnection,
     payment_id: &str,
@@ -280,39 +284,14 @@ async fn track(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let outcome = match claim.paid {
-        Some(true) => "paid",
-        Some(false) => "failed",
-        None => "an unreadable pg_result",
-    };
-    let amount = match (&claim.amount, &claim.currency) {
-        (Some(amount), Some(currency)) => format!(" {amount} {currency}"),
-        (Some(amount), None) => format!(" {amount}"),
-        _ => String::new(),
-    };
-    let order = claim
-        .order_id
-        .as_deref()
-        .map(|o| format!(", order {}", crate::text::clean(o, 64)))
-        .unwrap_or_default();
-    open_flag_once(
-        tx,
-        payment_id,
-        "untracked_payment",
-        "a payment the merchant enqueued",
-        &format!("a callback: {outcome}{amount}{order}"),
-    )
-    .await?;
     Ok(payment_id.to_owned())
 }
 
-/// Opens a flag of `kind` on the payment (locked by the caller) unless one is open already.
+/// Opens `flag` on the payment (locked by the caller) unless one of its kind is open.
 async fn open_flag_once(
     tx: &mut sqlx::PgConnection,
     payment_id: &str,
-    kind: &str,
-    expected: &str,
-    actual: &str,
+    flag: &NewFlag,
 ) -> Result<(), StoreError> {
     sqlx::query!(
         "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
@@ -320,9 +299,9 @@ async fn open_flag_once(
          where not exists (select 1 from recon.open_flags
                            where payment_id = $1 and kind = $2)",
         payment_id,
-        kind,
-        expected,
-        actual,
+        flag.kind.as_str(),
+        flag.expected.as_deref(),
+        flag.actual.as_deref(),
     )
     .execute(&mut *tx)
     .await?;

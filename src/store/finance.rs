@@ -393,9 +393,9 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant select on recon._sqlx_migrations to {role}"),
         format!("grant select, insert, update on recon.payments to {role}"),
         format!("grant select, insert on recon.status_transitions to {role}"),
-        // What history's writes are checked against (transitions are unique per
-        // observation, flags open once per kind: migration `partitioned_history`).
-        format!("grant select on recon.transition_keys, recon.open_flags to {role}"),
+        // What flags' writes are checked against (open once per kind: migration
+        // `partitioned_history`).
+        format!("grant select on recon.open_flags to {role}"),
         format!(
             "grant select, insert, update (resolved_at, resolved_by, resolution) \
              on recon.discrepancies to {role}"

@@ -3,9 +3,9 @@
 //!
 //! Every part is conditional on the claim's `lease_token`: a verdict whose lease was taken
 //! over, or one written twice, changes nothing. Transitions are also unique per observation
-//! number, and flags per open (payment, kind), so no replay can duplicate history (kept by the
-//! side tables `recon.transition_keys` and `recon.open_flags`: see migration
-//! `partitioned_history`).
+//! number (the transitions' key and the payment's pointer to its latest one: migration
+//! `evidence_stored_once`), and flags per open (payment, kind) (the side table
+//! `recon.open_flags`: migration `partitioned_history`), so no replay can duplicate history.
 //!
 //! [`record_isolated`] keeps one verdict the database refuses from taking the rest of its batch
 //! with it: it splits the batch until the refused verdict stands alone, and hands that one
@@ -74,7 +74,8 @@ struct PaymentColumns<'a> {
     provider_dt: Vec<Option<DateTime<Utc>>>,
     lifetime_ends_at: Vec<Option<DateTime<Utc>>>,
     lifetime_source: Vec<Option<&'static str>>,
-    body: Vec<Option<&'a str>>,
+    /// Whether the verdict appends a transition, which the payment then points at.
+    transitions: Vec<bool>,
     checks: Vec<i32>,
     attempts: Vec<i32>,
     last_error: Vec<Option<&'a str>>,
@@ -115,8 +116,7 @@ impl<'a> PaymentColumns<'a> {
         self.lifetime_ends_at.push(v.provider_expiry.map(|e| e.at));
         self.lifetime_source
             .push(v.provider_expiry.map(|e| e.source.as_str()));
-        self.body
-            .push(item.raw_body.as_deref().filter(|_| invoice.is_some()));
+        self.transitions.push(v.change.is_some());
         self.checks.push(v.checks);
         self.attempts.push(v.attempts);
         self.last_error.push(v.last_error.as_deref());
@@ -286,7 +286,13 @@ async fn update_payments(
              freedom_id        = case when v.has_invoice then v.freedom_id else p.freedom_id end,
              merchant_id       = case when v.has_invoice then v.merchant_id else p.merchant_id end,
              provider_dt       = case when v.has_invoice then v.provider_dt else p.provider_dt end,
-             last_body         = case when v.has_invoice then v.body::json else p.last_body end,
+             -- the transition appended below (its trigger refuses one that is not the next)
+             last_transition_no = case when v.transitions and (p.last_transition_no is null
+                                                               or p.last_transition_no < v.checks)
+                                       then v.checks else p.last_transition_no end,
+             last_transition_at = case when v.transitions and (p.last_transition_no is null
+                                                               or p.last_transition_no < v.checks)
+                                       then v.observed_at else p.last_transition_at end,
              lifetime_ends_at  = v.lifetime_ends_at,
              lifetime_source   = v.lifetime_source,
              checks            = v.checks,
@@ -312,13 +318,13 @@ async fn update_payments(
              $1::text[], $2::int8[], $3::bool[], $4::bool[], $5::timestamptz[],
              $6::text[], $7::numeric[], $8::text[], $9::numeric[], $10::numeric[],
              $11::text[], $12::text[], $13::text[], $14::timestamptz[],
-             $15::timestamptz[], $16::text[], $17::text[], $18::int4[], $19::int4[],
+             $15::timestamptz[], $16::text[], $17::bool[], $18::int4[], $19::int4[],
              $20::text[], $21::timestamptz[], $22::timestamptz[], $23::timestamptz[],
              $24::bool[], $25::uuid[], $26::text[], $27::timestamptz[])
          as v(payment_id, lease_token, has_invoice, answered, observed_at,
               status, amount, currency, fee, discount,
               provider_order_id, freedom_id, merchant_id, provider_dt,
-              lifetime_ends_at, lifetime_source, body, checks, attempts,
+              lifetime_ends_at, lifetime_source, transitions, checks, attempts,
               last_error, settled_at, not_found_since, next_check_at,
               next_check_urgent, request_id, error_body, deadline_missed_at)
          where p.payment_id = v.payment_id and p.lease_token = v.lease_token
@@ -339,7 +345,7 @@ async fn update_payments(
         &c.provider_dt as &[Option<DateTime<Utc>>],
         &c.lifetime_ends_at as &[Option<DateTime<Utc>>],
         &c.lifetime_source as &[Option<&str>],
-        &c.body as &[Option<&str>],
+        &c.transitions,
         &c.checks,
         &c.attempts,
         &c.last_error as &[Option<&str>],
@@ -355,12 +361,13 @@ async fn update_payments(
     .await?)
 }
 
-/// Appends transitions; one per (payment, observation), so a replay adds nothing. The
-/// transitions table is partitioned by month, so no unique index on it can say so: its
-/// trigger registers each (payment, observation) in `recon.transition_keys`, whose key refuses
-/// a second one, and this insert skips the ones registered already. It runs under the
-/// payments' row locks (taken by [`update_payments`] in the same transaction), so nobody can
-/// register one between the check and the insert. Returns the payments it appended one for.
+/// Appends transitions, each the one its payment now points at ([`update_payments`] moved
+/// the pointer in this transaction, under the payment's row lock). The transitions' key and
+/// their insert trigger refuse a second transition for an observation, or one below the
+/// payment's latest (migration `evidence_stored_once`): the batch then fails as a whole and
+/// [`record_isolated`] hands that verdict back. The same transition again (a verdict replayed
+/// whole, its lease restored) is skipped by its key. Returns the payments it appended one
+/// for.
 async fn insert_transitions(
     conn: &mut PgConnection,
     t: &TransitionColumns<'_>,
@@ -377,9 +384,7 @@ async fn insert_transitions(
                     with ordinality as u(payment_id, observation_no, from_status, to_status,
                                          observed_at, provider_dt, body, request_id, n)
                order by u.payment_id, u.observation_no, u.n) t
-         where not exists (select 1 from recon.transition_keys k
-                           where k.payment_id = t.payment_id
-                             and k.observation_no = t.observation_no)
+         on conflict do nothing
          returning payment_id as \"payment_id!\"",
         &t.payment_id as &[&str],
         &t.observation_no,

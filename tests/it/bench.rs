@@ -75,7 +75,16 @@ async fn the_year_benchmark_synthesizes_a_year_and_measures_it() {
         .find(|line| line.starts_with("| bytes per payment on disk"))
         .unwrap_or_else(|| panic!("no bytes row:\n{text}"));
     assert!(
-        !bytes.contains("| 0 (") && !bytes.contains("events 0"),
+        !bytes.contains("| 0 (")
+            && !bytes.contains("events 0")
+            && !bytes.contains("status_transitions 0,")
+            && !bytes.contains("payment_states 0"),
         "{bytes}"
     );
+    let evidence = text
+        .lines()
+        .find(|line| line.starts_with("| evidence per payment "))
+        .unwrap_or_else(|| panic!("no evidence row:\n{text}"));
+    let figure: u32 = evidence.split(" | ").nth(1).unwrap().parse().unwrap();
+    assert!(figure > 0, "{evidence}");
 }

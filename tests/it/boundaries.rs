@@ -463,7 +463,7 @@ async fn an_error_that_mentions_a_signature_halts_nothing_until_another_payment_
             .await
             .unwrap();
     assert_eq!(error, "provider error 55: Card signature check failed");
-    assert!(app.engine.halted().is_none());
+    assert!(app.engine.health().halted().is_none());
 
     // Now the provider refuses everything that way: the re-ask confirms it, polling halts.
     app.sim.set_scenario(Scenario::new().fallback([Reply::Json {

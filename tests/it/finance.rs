@@ -490,7 +490,7 @@ async fn a_reader_role_reads_the_views_and_nothing_else() {
     }
     for forbidden in [
         "select body from recon.status_transitions",
-        "select last_body from recon.payments",
+        "select last_error_body from recon.payments",
         "select * from recon.discrepancies",
         "insert into recon.payments (payment_id) values ('x')",
         "update recon.payments set expected_amount = 1",

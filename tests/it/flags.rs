@@ -278,7 +278,10 @@ async fn an_unknown_status_is_kept_verbatim_flagged_and_cleared_when_known() {
     assert_eq!(app.status("u").await.as_deref(), Some("refunded"));
     assert_eq!(app.open_flags("u").await, ["unknown_status"]);
     let extra: String = sqlx::query_scalar(
-        "select last_body->>'channel' from recon.payments where payment_id = 'u'",
+        "select t.body->>'channel' from recon.payments p
+         join recon.status_transitions t on t.payment_id = p.payment_id
+          and t.observation_no = p.last_transition_no and t.observed_at = p.last_transition_at
+         where p.payment_id = 'u'",
     )
     .fetch_one(app.pool())
     .await

@@ -96,8 +96,9 @@ impl TestDb {
         db
     }
     /// A fresh database as an earlier release left it, for upgrade tests: its first `n`
-    /// migrations applied and recorded as sqlx records them by default
-    /// (`public._sqlx_migrations`, which `migrate` adopts).
+    /// migrations applied and recorded where that release recorded them: sqlx's default
+    /// (`public._sqlx_migrations`, which `migrate` adopts) before migration
+    /// `20261206000015`, whose release moved the record into schema `recon`.
     pub async fn migrated_through(n: usize) -> Self {
         let db = Self::unmigrated().await;
         db.migrate_through(n).await;
@@ -106,8 +107,23 @@ impl TestDb {
 
     /// Applies the first `n` migrations, as [`TestDb::migrated_through`].
     pub async fn migrate_through(&self, n: usize) {
-        let migrations = freedompay_recon::store::MIGRATOR.iter().take(n).cloned();
-        sqlx::migrate::Migrator::with_migrations(migrations.collect())
+        let migrations: Vec<_> = freedompay_recon::store::MIGRATOR
+            .iter()
+            .take(n)
+            .cloned()
+            .collect();
+        let in_recon = migrations
+            .last()
+            .is_some_and(|m| m.version >= 20261206000015);
+        let mut migrator = sqlx::migrate::Migrator::with_migrations(migrations);
+        if in_recon {
+            sqlx::query("create schema if not exists recon")
+                .execute(&self.pool)
+                .await
+                .unwrap();
+            migrator.dangerous_set_table_name(freedompay_recon::store::MIGRATIONS_TABLE);
+        }
+        migrator
             .run(&self.pool)
             .await
             .expect("the earlier migrations apply");

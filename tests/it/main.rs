@@ -14,6 +14,7 @@ mod daemon;
 mod demo;
 mod digest;
 mod events;
+mod evidence;
 mod exceptions;
 mod faults;
 mod finance;

@@ -127,7 +127,7 @@ async fn a_rejected_signature_stops_the_sweep_and_holds_polling_off() {
         0,
         "nothing written, nothing held"
     );
-    assert!(engine.halted().is_some());
+    assert!(engine.health().halted().is_some());
 
     let before = app.sim.requests().len();
     let next = engine.reconcile_due(&token).await.unwrap();

@@ -571,7 +571,7 @@ async fn a_finance_role_reports_and_resolves_recording_its_role_and_cannot_chang
         "insert into recon.events (type, payment_id, occurred_at, payload) values ('flag_opened', 'fin-1', now(), '{}')",
         "update recon.discrepancies set actual = 'x' where payment_id = 'fin-2'",
         "insert into recon.period_closes (month, action, on_behalf_of, note, zone) values ('2020-02-01', 'reopen', 'x', 'x', 'UTC')",
-        "select last_body from recon.payments limit 1",
+        "select last_error_body from recon.payments limit 1",
     ] {
         let error = sqlx::query(statement).execute(&pool).await.unwrap_err();
         assert!(

@@ -1214,3 +1214,47 @@ fn an_open_flag_is_not_opened_twice() {
     let v = decide_at(&state, PollResult::Invoice(Box::new(invoice("process"))), 2);
     assert!(v.open.is_empty());
 }
+
+#[test]
+fn a_callback_flags_a_payment_nobody_tracked_and_a_claim_it_could_not_read() {
+    let arrival = CallbackArrival {
+        callback_id: 41,
+        started_tracking: true,
+        paid: Some(true),
+        amount: Some(Decimal::new(150000, 2)),
+        currency: Some("KZT"),
+        order_id: Some("o-7"),
+        problem: None,
+    };
+    let flags = callback_flags(&arrival);
+    assert_eq!(flags.len(), 1);
+    assert_eq!(flags[0].kind, FlagKind::UntrackedPayment);
+    assert_eq!(
+        flags[0].actual.as_deref(),
+        Some("a callback: paid 1500.00 KZT, order o-7")
+    );
+
+    let tracked_unreadable = CallbackArrival {
+        started_tracking: false,
+        paid: None,
+        problem: Some("pg_amount is not an amount"),
+        ..arrival
+    };
+    let flags = callback_flags(&tracked_unreadable);
+    assert_eq!(
+        flags
+            .iter()
+            .map(|f| (f.kind, f.actual.as_deref()))
+            .collect::<Vec<_>>(),
+        [(
+            FlagKind::CallbackUnreadable,
+            Some("callback #41: pg_amount is not an amount")
+        )]
+    );
+    let plain = CallbackArrival {
+        started_tracking: false,
+        problem: None,
+        ..arrival
+    };
+    assert!(callback_flags(&plain).is_empty());
+}
