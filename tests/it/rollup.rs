@@ -125,9 +125,17 @@ async fn the_rollup_equals_the_summary_from_the_rows_through_every_kind_of_chang
          values ('late-1', 10, 'KZT')",
     )
     .await;
+    // A payment whose id changed (no history holds it yet) is one removed and one added.
     execute(
         pool,
-        "delete from recon.payments where payment_id = 'late-1'",
+        "update recon.payments set payment_id = 'late-2', expected_amount = 11
+         where payment_id = 'late-1'",
+    )
+    .await;
+    assert_exact(pool, "after an id changed").await;
+    execute(
+        pool,
+        "delete from recon.payments where payment_id = 'late-2'",
     )
     .await;
     let pending: i64 = app
