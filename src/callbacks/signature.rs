@@ -29,15 +29,30 @@ pub fn sign<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     // A stable sort by the names' bytes (for UTF-8, the same order as by characters): fields
     // with the same name keep the order they came in.
     signed.sort_by(|a, b| a.0.cmp(b.0));
+    sign_in_order(script, signed.into_iter().map(|(_, value)| value), secret)
+}
+
+/// The signature of `values` taken in the order given (a caller that orders nested fields
+/// itself: the Merchant status API's answer).
+pub fn sign_in_order<V: AsRef<[u8]>>(
+    script: &str,
+    values: impl IntoIterator<Item = V>,
+    secret: &SecretString,
+) -> String {
     let mut hasher = Md5::new();
     hasher.update(script.as_bytes());
-    for (_, value) in signed {
+    for value in values {
         hasher.update(b";");
-        hasher.update(value);
+        hasher.update(value.as_ref());
     }
     hasher.update(b";");
     hasher.update(secret.expose_secret().as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// Whether `given` is `expected`, compared in constant time.
+pub fn same_signature(expected: &str, given: &[u8]) -> bool {
+    expected.as_bytes().ct_eq(given).into()
 }
 
 /// Whether `fields` carry exactly one `pg_sig`, and it is theirs. Compared in constant time;
@@ -53,8 +68,7 @@ pub fn verify<N: AsRef<[u8]>, V: AsRef<[u8]>>(
     let (Some((_, sig)), None) = (given.next(), given.next()) else {
         return false;
     };
-    let expected = sign(script, fields, secret);
-    expected.as_bytes().ct_eq(sig.as_ref()).into()
+    same_signature(&sign(script, fields, secret), sig.as_ref())
 }
 
 #[cfg(test)]

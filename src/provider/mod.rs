@@ -3,6 +3,7 @@
 
 mod client;
 mod jws;
+pub mod merchant_status;
 mod parse;
 
 pub use client::{

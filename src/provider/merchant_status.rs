@@ -1,0 +1,303 @@
+//! The Merchant status API, `POST {api}/get_status3.php` (docs/provider/MERCHANT_STATUS.md):
+//! the signed request form and a strict reader of its signed XML answer. Pure: no I/O.
+//!
+//! The request is signed as a Result-URL callback is (`pg_sig`, script `get_status3.php`).
+//! The answer is verified over every field, nested ones included: an element's children sort
+//! by their names where their parent sorts (stably, so same-name siblings such as several
+//! `pg_refund_payment` keep document order), a nested element contributes its leaves in that
+//! order, and an empty element is an empty value. Only a verified answer is read.
+//!
+//! Everything read is ready for PostgreSQL and a terminal: amounts exact (never a float),
+//! text cleaned and cut, times naive in the provider's zone. An unreadable field makes the
+//! whole answer unreadable, naming the field.
+
+use chrono::{DateTime, FixedOffset, Utc};
+use rust_decimal::Decimal;
+use secrecy::SecretString;
+
+use crate::callbacks::signature;
+use crate::domain::rules::{exact_amount, parse_timestamp};
+use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean, excerpt};
+
+/// The script name the request and its answer are signed with.
+pub const SCRIPT: &str = "get_status3.php";
+
+/// The largest answer read. A status with dozens of refunds is a few kilobytes.
+pub const ANSWER_MAX_BYTES: usize = 256 * 1024;
+
+/// How deep an answer's elements may nest (the documented answer nests three deep).
+const MAX_DEPTH: usize = 8;
+
+/// Which payment to ask about: by the provider's payment id, or by the merchant's order id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    PaymentId(String),
+    OrderId(String),
+}
+
+/// The signed form fields of a status request, `pg_sig` last.
+pub fn request_form(
+    merchant_id: &str,
+    lookup: &Lookup,
+    salt: &str,
+    secret: &SecretString,
+) -> Vec<(&'static str, String)> {
+    let mut fields = vec![("pg_merchant_id", merchant_id.to_owned())];
+    match lookup {
+        Lookup::PaymentId(id) => fields.push(("pg_payment_id", id.clone())),
+        Lookup::OrderId(id) => fields.push(("pg_order_id", id.clone())),
+    }
+    fields.push(("pg_salt", salt.to_owned()));
+    let sig = signature::sign(SCRIPT, &fields, secret);
+    fields.push((signature::SIG, sig));
+    fields
+}
+
+/// Why an answer was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the status answer is larger than {ANSWER_MAX_BYTES} bytes")]
+    TooLarge,
+    #[error("the status answer is not XML: {0}")]
+    NotXml(String),
+    #[error("the status answer nests deeper than {MAX_DEPTH} elements")]
+    TooDeep,
+    #[error("the status answer carries no pg_sig, or more than one")]
+    Unsigned,
+    #[error("the status answer's pg_sig is not ours: wrong secret key, or the answer was changed")]
+    BadSignature,
+    #[error("the status answer's {field} is unreadable: {problem}")]
+    Field { field: String, problem: String },
+}
+
+/// A refund, reversal or other child payment the answer lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    /// The list it came in (`pg_refund_payments`, `pg_revoked_payments`).
+    pub list: String,
+    pub payment_id: Option<String>,
+    pub status: Option<String>,
+    /// Signed as the provider sends it: negative for money returned.
+    pub amount: Option<Decimal>,
+    pub date: Option<DateTime<Utc>>,
+    pub reference: Option<String>,
+}
+
+/// A verified answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusAnswer {
+    /// `pg_status`: `ok`, or `error` with [`StatusAnswer::error`].
+    pub ok: bool,
+    pub error: Option<(Option<String>, Option<String>)>,
+    pub payment_id: Option<String>,
+    pub order_id: Option<String>,
+    pub amount: Option<Decimal>,
+    pub currency: Option<String>,
+    pub payment_status: Option<String>,
+    pub captured: Option<bool>,
+    pub clearing_amount: Option<Decimal>,
+    pub refund_amount: Option<Decimal>,
+    pub revoke_amount: Option<Decimal>,
+    /// Amount less the provider's commission, where the answer states it.
+    pub net_amount: Option<Decimal>,
+    pub payment_date: Option<DateTime<Utc>>,
+    pub children: Vec<Child>,
+}
+
+/// One element as the signature reads it: its name, and its text or its children.
+struct Node<'a> {
+    name: &'a str,
+    text: String,
+    children: Vec<Node<'a>>,
+}
+
+fn tree<'a>(element: roxmltree::Node<'a, 'a>, depth: usize) -> Result<Node<'a>, AnswerError> {
+    if depth > MAX_DEPTH {
+        return Err(AnswerError::TooDeep);
+    }
+    let children = element
+        .children()
+        .filter(|c| c.is_element())
+        .map(|c| tree(c, depth + 1))
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = if children.is_empty() {
+        element
+            .children()
+            .filter(|c| c.is_text())
+            .filter_map(|c| c.text())
+            .collect()
+    } else {
+        String::new()
+    };
+    Ok(Node {
+        name: element.tag_name().name(),
+        text,
+        children,
+    })
+}
+
+/// The leaves in signing order (see the module's documentation); the root's `pg_sig` is left
+/// out.
+fn signed_values<'n>(node: &'n Node<'_>, top: bool, out: &mut Vec<(&'n str, &'n str)>) {
+    let mut children: Vec<&Node<'_>> = node
+        .children
+        .iter()
+        .filter(|c| !(top && c.name == signature::SIG))
+        .collect();
+    children.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+    for child in children {
+        if child.children.is_empty() {
+            out.push((child.name, &child.text));
+        } else {
+            signed_values(child, false, out);
+        }
+    }
+}
+
+/// Verifies an answer's signature and reads it. `naive_offset` is the zone of the provider's
+/// naive times.
+pub fn read_answer(
+    bytes: &[u8],
+    secret: &SecretString,
+    naive_offset: FixedOffset,
+) -> Result<StatusAnswer, AnswerError> {
+    if bytes.len() > ANSWER_MAX_BYTES {
+        return Err(AnswerError::TooLarge);
+    }
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| AnswerError::NotXml(format!("not UTF-8 ({e})")))?;
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let document = roxmltree::Document::parse_with_options(text, options)
+        .map_err(|e| AnswerError::NotXml(clean(&e.to_string(), 200)))?;
+    let root = tree(document.root_element(), 0)?;
+
+    let sigs: Vec<&Node<'_>> = root
+        .children
+        .iter()
+        .filter(|c| c.name == signature::SIG)
+        .collect();
+    let [sig] = sigs.as_slice() else {
+        return Err(AnswerError::Unsigned);
+    };
+    let mut signed = Vec::new();
+    signed_values(&root, true, &mut signed);
+    let expected = signature::sign_in_order(SCRIPT, signed.iter().map(|(_, v)| v), secret);
+    if !signature::same_signature(&expected, sig.text.as_bytes()) {
+        return Err(AnswerError::BadSignature);
+    }
+    Reader { naive_offset }.answer(&root)
+}
+
+struct Reader {
+    naive_offset: FixedOffset,
+}
+
+fn field_error(field: &str, problem: impl Into<String>) -> AnswerError {
+    AnswerError::Field {
+        field: field.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+impl Reader {
+    fn leaf<'n>(node: &'n Node<'_>, name: &str) -> Result<Option<&'n str>, AnswerError> {
+        let mut found = node.children.iter().filter(|c| c.name == name);
+        match (found.next(), found.next()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => Err(field_error(name, "given more than once")),
+            (Some(leaf), None) if !leaf.children.is_empty() => {
+                Err(field_error(name, "is a list, not a value"))
+            }
+            (Some(leaf), None) => {
+                let value = leaf.text.trim();
+                Ok((!value.is_empty()).then_some(value))
+            }
+        }
+    }
+
+    fn text(node: &Node<'_>, name: &str) -> Result<Option<String>, AnswerError> {
+        Ok(Self::leaf(node, name)?.map(|v| clean(v, PROVIDER_TEXT_MAX_CHARS)))
+    }
+
+    fn amount(node: &Node<'_>, name: &str) -> Result<Option<Decimal>, AnswerError> {
+        Self::leaf(node, name)?
+            .map(|v| exact_amount(v).map_err(|problem| field_error(name, problem)))
+            .transpose()
+    }
+
+    fn time(&self, node: &Node<'_>, name: &str) -> Result<Option<DateTime<Utc>>, AnswerError> {
+        Self::leaf(node, name)?
+            .map(|v| {
+                parse_timestamp(v, self.naive_offset).ok_or_else(|| {
+                    field_error(name, format!("{} is not a date and time", excerpt(v)))
+                })
+            })
+            .transpose()
+    }
+
+    fn answer(&self, root: &Node<'_>) -> Result<StatusAnswer, AnswerError> {
+        let ok = match Self::leaf(root, "pg_status")? {
+            Some(s) if s.eq_ignore_ascii_case("ok") => true,
+            Some(s) if s.eq_ignore_ascii_case("error") => false,
+            Some(other) => {
+                return Err(field_error(
+                    "pg_status",
+                    format!("{} is neither ok nor error", excerpt(other)),
+                ));
+            }
+            None => return Err(field_error("pg_status", "missing")),
+        };
+        let captured = match Self::leaf(root, "pg_captured")? {
+            None => None,
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            Some(other) => {
+                return Err(field_error(
+                    "pg_captured",
+                    format!("{} is neither 1 nor 0", excerpt(other)),
+                ));
+            }
+        };
+        let mut children = Vec::new();
+        for list in root.children.iter().filter(|c| !c.children.is_empty()) {
+            for child in &list.children {
+                children.push(Child {
+                    list: clean(list.name, 64),
+                    payment_id: Self::text(child, "pg_payment_id")?,
+                    status: Self::text(child, "pg_payment_status")?,
+                    amount: Self::amount(child, "pg_amount")?,
+                    date: self.time(child, "pg_payment_date")?,
+                    reference: Self::text(child, "pg_reference")?,
+                });
+            }
+        }
+        let error = (!ok).then(|| {
+            (
+                Self::text(root, "pg_error_code").ok().flatten(),
+                Self::text(root, "pg_error_description").ok().flatten(),
+            )
+        });
+        Ok(StatusAnswer {
+            ok,
+            error,
+            payment_id: Self::text(root, "pg_payment_id")?,
+            order_id: Self::text(root, "pg_order_id")?,
+            amount: Self::amount(root, "pg_amount")?,
+            currency: Self::text(root, "pg_currency")?,
+            payment_status: Self::text(root, "pg_payment_status")?,
+            captured,
+            clearing_amount: Self::amount(root, "pg_clearing_amount")?,
+            refund_amount: Self::amount(root, "pg_refund_amount")?,
+            revoke_amount: Self::amount(root, "pg_revoke_amount")?,
+            net_amount: Self::amount(root, "pg_net_amount")?,
+            payment_date: self.time(root, "pg_payment_date")?,
+            children,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

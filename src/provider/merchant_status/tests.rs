@@ -1,0 +1,227 @@
+use chrono::TimeZone as _;
+use md5::{Digest as _, Md5};
+
+use super::*;
+
+fn secret() -> SecretString {
+    SecretString::from("k3y".to_owned())
+}
+
+fn almaty() -> FixedOffset {
+    FixedOffset::east_opt(5 * 3600).unwrap()
+}
+
+fn md5_hex(text: &str) -> String {
+    hex::encode(Md5::digest(text.as_bytes()))
+}
+
+/// MERCHANT_STATUS.md's example answer, signed as documented (its `pg_sig` is the MD5 of the
+/// string the document gives).
+const EXAMPLE: &str = r#"<response>
+  <pg_status>ok</pg_status>
+  <pg_payment_id>123456789</pg_payment_id>
+  <pg_amount>5000</pg_amount>
+  <pg_currency>KZT</pg_currency>
+  <pg_payment_status>success</pg_payment_status>
+  <pg_refund_payments>
+    <pg_refund_payment>
+      <pg_payment_id>123456790</pg_payment_id>
+      <pg_payment_status>success</pg_payment_status>
+      <pg_amount>-1500</pg_amount>
+      <pg_payment_date>2025-07-12 10:00:00</pg_payment_date>
+      <pg_reference>123456789012</pg_reference>
+    </pg_refund_payment>
+  </pg_refund_payments>
+  <pg_refund_amount>-1500</pg_refund_amount>
+  <pg_captured>1</pg_captured>
+  <pg_salt>xyz</pg_salt>
+  <pg_sig>bded753e2921990ae91060f5c16ee514</pg_sig>
+</response>"#;
+
+#[test]
+fn the_documented_example_is_signed_as_the_document_says() {
+    assert_eq!(
+        md5_hex(
+            "get_status3.php;5000;1;KZT;123456789;success;-1500;-1500;2025-07-12 10:00:00;\
+             123456790;success;123456789012;xyz;ok;k3y"
+        ),
+        "bded753e2921990ae91060f5c16ee514"
+    );
+}
+
+#[test]
+fn requests_are_signed_as_the_documented_examples() {
+    let by_payment = request_form(
+        "555555",
+        &Lookup::PaymentId("123456789".into()),
+        "abc",
+        &secret(),
+    );
+    assert_eq!(
+        by_payment.last().unwrap(),
+        &("pg_sig", "56dba0676f58bb4c46c2bde341ca1e0e".to_owned())
+    );
+    let by_order = request_form("555555", &Lookup::OrderId("A-1".into()), "abc", &secret());
+    assert_eq!(
+        by_order,
+        [
+            ("pg_merchant_id", "555555".to_owned()),
+            ("pg_order_id", "A-1".to_owned()),
+            ("pg_salt", "abc".to_owned()),
+            ("pg_sig", "1eec9256134a51a9709bd7caf3f7526f".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn the_example_answer_verifies_and_reads_exactly() {
+    let answer = read_answer(EXAMPLE.as_bytes(), &secret(), almaty()).expect("verified");
+    assert!(answer.ok);
+    assert_eq!(answer.payment_id.as_deref(), Some("123456789"));
+    assert_eq!(answer.amount, Some(Decimal::new(5000, 0)));
+    assert_eq!(answer.currency.as_deref(), Some("KZT"));
+    assert_eq!(answer.refund_amount, Some(Decimal::new(-1500, 0)));
+    assert_eq!(answer.captured, Some(true));
+    assert_eq!(answer.net_amount, None, "not in get_status3's answer");
+    assert_eq!(
+        answer.children,
+        [Child {
+            list: "pg_refund_payments".into(),
+            payment_id: Some("123456790".into()),
+            status: Some("success".into()),
+            amount: Some(Decimal::new(-1500, 0)),
+            date: Some(Utc.with_ymd_and_hms(2025, 7, 12, 5, 0, 0).unwrap()),
+            reference: Some("123456789012".into()),
+        }]
+    );
+}
+
+#[test]
+fn a_changed_answer_or_another_key_is_refused() {
+    let changed = EXAMPLE.replace(
+        "<pg_amount>-1500</pg_amount>",
+        "<pg_amount>-150</pg_amount>",
+    );
+    assert_eq!(
+        read_answer(changed.as_bytes(), &secret(), almaty()),
+        Err(AnswerError::BadSignature)
+    );
+    let other_key = SecretString::from("other".to_owned());
+    assert_eq!(
+        read_answer(EXAMPLE.as_bytes(), &other_key, almaty()),
+        Err(AnswerError::BadSignature)
+    );
+    let unsigned = EXAMPLE.replace("  <pg_sig>bded753e2921990ae91060f5c16ee514</pg_sig>\n", "");
+    assert_eq!(
+        read_answer(unsigned.as_bytes(), &secret(), almaty()),
+        Err(AnswerError::Unsigned)
+    );
+    let twice = EXAMPLE.replace(
+        "<pg_salt>",
+        "<pg_sig>bded753e2921990ae91060f5c16ee514</pg_sig><pg_salt>",
+    );
+    assert_eq!(
+        read_answer(twice.as_bytes(), &secret(), almaty()),
+        Err(AnswerError::Unsigned)
+    );
+}
+
+/// Two refunds: same-name siblings sign in document order, so swapping them breaks the
+/// signature; the root may be named otherwise (`<root>`); an empty element is an empty value.
+#[test]
+fn same_name_siblings_sign_in_document_order() {
+    let body = |first: (&str, &str), second: (&str, &str), sig: &str| {
+        format!(
+            "<root><pg_status>ok</pg_status><pg_amount>482.5</pg_amount><pg_failure_code/>\
+             <pg_refund_payments>\
+             <pg_refund_payment><pg_payment_id>{}</pg_payment_id><pg_amount>{}</pg_amount></pg_refund_payment>\
+             <pg_refund_payment><pg_payment_id>{}</pg_payment_id><pg_amount>{}</pg_amount></pg_refund_payment>\
+             </pg_refund_payments><pg_salt>s</pg_salt><pg_sig>{sig}</pg_sig></root>",
+            first.0, first.1, second.0, second.1
+        )
+    };
+    let sig = md5_hex("get_status3.php;482.5;;-100;11;-50.25;12;s;ok;k3y");
+    let answer = read_answer(
+        body(("11", "-100"), ("12", "-50.25"), &sig).as_bytes(),
+        &secret(),
+        almaty(),
+    )
+    .expect("verified");
+    assert_eq!(
+        answer
+            .children
+            .iter()
+            .map(|c| (c.payment_id.as_deref().unwrap(), c.amount.unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("11", Decimal::new(-100, 0)),
+            ("12", Decimal::new(-5025, 2))
+        ]
+    );
+    assert_eq!(
+        read_answer(
+            body(("12", "-50.25"), ("11", "-100"), &sig).as_bytes(),
+            &secret(),
+            almaty()
+        ),
+        Err(AnswerError::BadSignature)
+    );
+}
+
+/// Hostile answers are refused before anything is read: entities, depth, size, bytes.
+#[test]
+fn hostile_answers_are_refused_with_a_reason() {
+    let entity = "<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\">]><r><pg_status>&a;</pg_status></r>";
+    assert!(matches!(
+        read_answer(entity.as_bytes(), &secret(), almaty()),
+        Err(AnswerError::NotXml(_))
+    ));
+    let deep = format!("{}{}", "<a>".repeat(50), "</a>".repeat(50));
+    assert_eq!(
+        read_answer(deep.as_bytes(), &secret(), almaty()),
+        Err(AnswerError::TooDeep)
+    );
+    let large = format!("<r>{}</r>", "x".repeat(ANSWER_MAX_BYTES));
+    assert_eq!(
+        read_answer(large.as_bytes(), &secret(), almaty()),
+        Err(AnswerError::TooLarge)
+    );
+    assert!(matches!(
+        read_answer(b"<r>\xff</r>", &secret(), almaty()),
+        Err(AnswerError::NotXml(_))
+    ));
+    assert!(matches!(
+        read_answer(b"{\"pg_status\": \"ok\"}", &secret(), almaty()),
+        Err(AnswerError::NotXml(_))
+    ));
+}
+
+/// A signed answer with an unreadable amount names the field; its text is never echoed raw.
+#[test]
+fn a_signed_answer_with_an_unreadable_field_names_it() {
+    let sig = md5_hex("get_status3.php;1e999;s;ok;k3y");
+    let answer = format!(
+        "<response><pg_status>ok</pg_status><pg_amount>1e999</pg_amount>\
+         <pg_salt>s</pg_salt><pg_sig>{sig}</pg_sig></response>"
+    );
+    let error = read_answer(answer.as_bytes(), &secret(), almaty()).unwrap_err();
+    assert!(
+        matches!(&error, AnswerError::Field { field, .. } if field == "pg_amount"),
+        "{error:?}"
+    );
+    let sig = md5_hex("get_status3.php;7;Unknown\u{202e}payment;error;s;error;k3y");
+    let refused = format!(
+        "<response><pg_status>error</pg_status><pg_error_code>7</pg_error_code>\
+         <pg_error_description>Unknown\u{202e}payment</pg_error_description>\
+         <pg_payment_status>error</pg_payment_status>\
+         <pg_salt>s</pg_salt><pg_sig>{sig}</pg_sig></response>"
+    );
+    let answer = read_answer(refused.as_bytes(), &secret(), almaty()).expect("verified");
+    assert!(!answer.ok);
+    let (code, description) = answer.error.unwrap();
+    assert_eq!(code.as_deref(), Some("7"));
+    assert!(
+        !description.unwrap().contains('\u{202e}'),
+        "a direction override never reaches a terminal"
+    );
+}
