@@ -1,5 +1,6 @@
 //! The Merchant status API, `POST {api}/get_status3.php` (docs/provider/MERCHANT_STATUS.md):
-//! the signed request form and a strict reader of its signed XML answer. Pure: no I/O.
+//! the signed request form and a strict reader of its signed XML answer, both pure, and
+//! [`fetch_status`], which posts one and reads the other.
 //!
 //! The request is signed as a Result-URL callback is (`pg_sig`, script `get_status3.php`).
 //! The answer is verified over every field, nested ones included: an element's children sort
@@ -297,6 +298,65 @@ impl Reader {
             children,
         })
     }
+}
+
+/// The merchant asking: its id at the Merchant API and its secret key (never shown:
+/// `SecretString`'s `Debug` hides it).
+#[derive(Debug, Clone)]
+pub struct MerchantAccount {
+    pub id: String,
+    pub secret: SecretString,
+}
+
+/// Why a status request got no verified answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("the status API did not answer: {0}")]
+    Transport(String),
+    #[error("the status API answered HTTP {0}")]
+    Http(u16),
+    #[error(transparent)]
+    Answer(#[from] AnswerError),
+}
+
+/// Asks `{base_url}/get_status3.php` about `lookup` (a form, URL-encoded as Platron's SDK
+/// sends it; PHP reads it as it reads the documented multipart form) and reads the answer:
+/// at most [`ANSWER_MAX_BYTES`], verified before anything in it is believed. `client` must
+/// not follow redirects ([`crate::outbound::client`]).
+pub async fn fetch_status(
+    client: &reqwest::Client,
+    base_url: &str,
+    account: &MerchantAccount,
+    lookup: &Lookup,
+    naive_offset: FixedOffset,
+) -> Result<StatusAnswer, StatusError> {
+    let salt = format!("{:016x}", rand::random::<u64>());
+    let form = request_form(&account.id, lookup, &salt, &account.secret);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form.iter().map(|(n, v)| (*n, v.as_str())))
+        .finish();
+    let url = format!("{}/{SCRIPT}", base_url.trim_end_matches('/'));
+    let mut response = client
+        .post(url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| StatusError::Transport(crate::outbound::describe(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(StatusError::Http(status.as_u16()));
+    }
+    let read = crate::outbound::read_at_most(&mut response, ANSWER_MAX_BYTES)
+        .await
+        .map_err(StatusError::Transport)?;
+    if read.cut {
+        return Err(AnswerError::TooLarge.into());
+    }
+    Ok(read_answer(&read.bytes, &account.secret, naive_offset)?)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,9 +28,12 @@ use crate::provider::{INVOICE_INFO_PATH, ParamsMode, verify_detached};
 
 mod callbacks;
 mod scenario;
+mod status;
 pub mod stories;
 
+pub use crate::provider::merchant_status::MerchantAccount;
 pub use callbacks::CallbackPlan;
+pub use status::Refund;
 
 pub use scenario::{Builtin, Scenario, ScenarioError, expected_amount};
 
@@ -208,6 +211,10 @@ struct Shared {
     /// With a teller, payments told a story are answered by it ([`Simulator::tell`]).
     teller: Mutex<Option<Arc<stories::Teller>>>,
     told: Mutex<HashMap<String, stories::Told>>,
+    /// With an account, the Merchant status API answers ([`Simulator::merchant_account`]).
+    merchant: Mutex<Option<MerchantAccount>>,
+    /// Each payment's refunds, in the order made ([`Simulator::refund`]).
+    refunds: Mutex<HashMap<String, Vec<Refund>>>,
 }
 
 impl Shared {
@@ -306,10 +313,13 @@ impl Simulator {
                 .map_err(std::io::Error::other)?,
             teller: Mutex::new(None),
             told: Mutex::new(HashMap::new()),
+            merchant: Mutex::new(None),
+            refunds: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         let app = Router::new()
             .route(INVOICE_INFO_PATH, get(invoice_info))
+            .route(status::PATH, post(status::serve))
             .with_state(Arc::clone(&shared));
         let until = stop.clone();
         tokio::spawn(async move {
@@ -424,6 +434,22 @@ impl Simulator {
                 teller.mix.callback_delay,
             ));
         }
+    }
+
+    /// From now on, the Merchant status API answers for `account` (before: 404).
+    pub fn merchant_account(&self, account: MerchantAccount) {
+        *self.shared.merchant.lock().expect("merchant lock") = Some(account);
+    }
+
+    /// The provider refunds part or all of `payment_id`: its status answers list it from now.
+    pub fn refund(&self, payment_id: &str, refund: Refund) {
+        self.shared
+            .refunds
+            .lock()
+            .expect("refunds lock")
+            .entry(payment_id.to_owned())
+            .or_default()
+            .push(refund);
     }
 
     /// Replaces the scenario; per-id positions carry on.

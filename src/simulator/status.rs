@@ -1,0 +1,201 @@
+//! The Merchant status API as the simulator serves it: `POST /get_status3.php`, a form signed
+//! with the merchant's secret key, answered in XML signed the same way
+//! (docs/provider/MERCHANT_STATUS.md). A payment's status and amount are those of its latest
+//! `invoice/info` reply (its first, before any poll); its refunds are those
+//! [`super::Simulator::refund`] gave it.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use secrecy::SecretString;
+
+use super::{Reply, Shared};
+use crate::callbacks::signature;
+use crate::provider::merchant_status::SCRIPT;
+
+/// The path the simulator serves the status API on.
+pub const PATH: &str = "/get_status3.php";
+
+/// A refund the provider made of a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    /// Its own payment id.
+    pub payment_id: String,
+    /// Positive: the money returned (the answer shows it negative, as the provider does).
+    pub amount: String,
+    /// `YYYY-MM-DD HH:MM:SS`, naive, as the provider writes it.
+    pub date: String,
+}
+
+/// An element and its value, or its children.
+enum Xml {
+    Leaf(&'static str, String),
+    List(&'static str, Vec<Xml>),
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn write(node: &Xml, out: &mut String) {
+    match node {
+        Xml::Leaf(name, value) => {
+            out.push_str(&format!("<{name}>{}</{name}>", escape(value)));
+        }
+        Xml::List(name, children) => {
+            out.push_str(&format!("<{name}>"));
+            for child in children {
+                write(child, out);
+            }
+            out.push_str(&format!("</{name}>"));
+        }
+    }
+}
+
+/// The values in signing order: each level sorted by name, stably.
+fn signed<'a>(nodes: &'a [Xml], out: &mut Vec<&'a str>) {
+    let mut sorted: Vec<&Xml> = nodes.iter().collect();
+    let name = |n: &Xml| match n {
+        Xml::Leaf(name, _) | Xml::List(name, _) => *name,
+    };
+    sorted.sort_by_key(|n| name(n));
+    for node in sorted {
+        match node {
+            Xml::Leaf(_, value) => out.push(value),
+            Xml::List(_, children) => signed(children, out),
+        }
+    }
+}
+
+/// A signed `<response>` of `fields` (a fresh salt added).
+fn answer(fields: Vec<Xml>, secret: &SecretString) -> Response {
+    let mut fields = fields;
+    fields.push(Xml::Leaf(
+        "pg_salt",
+        format!("{:016x}", rand::random::<u64>()),
+    ));
+    let mut values = Vec::new();
+    signed(&fields, &mut values);
+    let sig = signature::sign_in_order(SCRIPT, values, secret);
+    fields.push(Xml::Leaf("pg_sig", sig));
+    let mut body = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><response>");
+    for field in &fields {
+        write(field, &mut body);
+    }
+    body.push_str("</response>");
+    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+}
+
+fn error(code: &str, description: &str, secret: &SecretString) -> Response {
+    answer(
+        vec![
+            Xml::Leaf("pg_status", "error".into()),
+            Xml::Leaf("pg_error_code", code.into()),
+            Xml::Leaf("pg_error_description", description.into()),
+        ],
+        secret,
+    )
+}
+
+pub(super) async fn serve(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Some(account) = shared.merchant.lock().expect("merchant lock").clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if field("pg_merchant_id") != Some(account.id.as_str()) {
+        // An unknown merchant: no key to sign with, so unsigned (RESULT_URL.md).
+        return (
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            "<response><pg_status>error</pg_status><pg_error_code>101</pg_error_code>\
+             <pg_error_description>Unknown merchant</pg_error_description></response>",
+        )
+            .into_response();
+    }
+    if !signature::verify(SCRIPT, &fields, &account.secret) {
+        return error("9998", "Incorrect signature", &account.secret);
+    }
+    let Some(payment_id) = field("pg_payment_id") else {
+        return error("9997", "pg_payment_id is required", &account.secret);
+    };
+    let served = shared
+        .calls
+        .lock()
+        .expect("calls lock")
+        .get(payment_id)
+        .copied()
+        .unwrap_or(0);
+    let reply = shared
+        .scenario
+        .lock()
+        .expect("scenario lock")
+        .reply(payment_id, served.saturating_sub(1));
+    let Reply::Json { body, .. } = reply else {
+        return error("340", "Payment not found", &account.secret);
+    };
+    let text = |name: &str| match &body[name] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    let Some(status) = text("paymentStatus") else {
+        return error("340", "Payment not found", &account.secret);
+    };
+    let mut fields = vec![
+        Xml::Leaf("pg_status", "ok".into()),
+        Xml::Leaf("pg_payment_id", payment_id.to_owned()),
+        Xml::Leaf("pg_payment_status", status),
+        Xml::Leaf("pg_captured", "1".into()),
+    ];
+    if let Some(order) = text("orderId") {
+        fields.push(Xml::Leaf("pg_order_id", order));
+    }
+    if let Some(amount) = text("amount") {
+        fields.push(Xml::Leaf("pg_amount", amount));
+    }
+    if let Some(currency) = text("currency") {
+        fields.push(Xml::Leaf("pg_currency", currency));
+    }
+    let refunds = shared
+        .refunds
+        .lock()
+        .expect("refunds lock")
+        .get(payment_id)
+        .cloned()
+        .unwrap_or_default();
+    if !refunds.is_empty() {
+        let total: rust_decimal::Decimal = refunds
+            .iter()
+            .filter_map(|r| r.amount.parse::<rust_decimal::Decimal>().ok())
+            .sum();
+        fields.push(Xml::Leaf("pg_refund_amount", format!("-{total}")));
+        fields.push(Xml::List(
+            "pg_refund_payments",
+            refunds
+                .into_iter()
+                .map(|r| {
+                    Xml::List(
+                        "pg_refund_payment",
+                        vec![
+                            Xml::Leaf("pg_payment_id", r.payment_id),
+                            Xml::Leaf("pg_payment_status", "success".into()),
+                            Xml::Leaf("pg_amount", format!("-{}", r.amount)),
+                            Xml::Leaf("pg_payment_date", r.date),
+                        ],
+                    )
+                })
+                .collect(),
+        ));
+    }
+    answer(fields, &account.secret)
+}
