@@ -322,6 +322,11 @@ pub async fn open_action_ages(pool: &PgPool) -> Result<AgeBuckets, StoreError> {
     .await?)
 }
 
+/// Ranges of at most this many reporting days are counted from their payments
+/// ([`open_action_ages_by_payments`]); wider ones, and none, from the open flags
+/// ([`open_action_ages_by_flags`]). Both count the same flags.
+pub const AGES_BY_PAYMENTS_MAX_DAYS: i64 = 7;
+
 /// Open `action` flags now, by age, of the payments `filter` selects (the summary's footer:
 /// what the report shows, not the whole queue). Without any filter, [`open_action_ages`].
 pub async fn open_action_ages_of(
@@ -336,6 +341,20 @@ pub async fn open_action_ages_of(
     if unfiltered {
         return open_action_ages(pool).await;
     }
+    match (filter.from, filter.to) {
+        (Some(from), Some(to)) if (to - from).num_days() < AGES_BY_PAYMENTS_MAX_DAYS => {
+            open_action_ages_by_payments(pool, filter).await
+        }
+        _ => open_action_ages_by_flags(pool, filter).await,
+    }
+}
+
+/// [`open_action_ages_of`] read from every open action flag, each joined to its payment: the
+/// cost of the whole queue whatever the range, so for wide ranges.
+pub async fn open_action_ages_by_flags(
+    pool: &PgPool,
+    filter: &ReportFilter,
+) -> Result<AgeBuckets, StoreError> {
     let [one, three, seven] = AgeBuckets::EDGES_DAYS.map(|d| d * 86_400);
     Ok(sqlx::query_as!(
         AgeBuckets,
@@ -376,6 +395,74 @@ pub async fn open_action_ages_of(
     )
     .fetch_one(pool)
     .await?)
+}
+
+/// [`open_action_ages_of`] read from the range's payments that have an open flag (found by
+/// the BRIN index of the basis' time), then those payments' open flags: the cost of the
+/// range, not of the whole queue, so for narrow ranges. Both bounds are required.
+pub async fn open_action_ages_by_payments(
+    pool: &PgPool,
+    filter: &ReportFilter,
+) -> Result<AgeBuckets, StoreError> {
+    let [one, three, seven] = AgeBuckets::EDGES_DAYS.map(|d| d * 86_400);
+    let (Some(from), Some(to)) = (filter.from, filter.to) else {
+        return open_action_ages_by_flags(pool, filter).await;
+    };
+    let (lo, hi) = (day_start(pool, from).await?, day_end(pool, to).await?);
+    Ok(sqlx::query_as!(
+        AgeBuckets,
+        r#"with flagged as materialized (
+               select p.payment_id
+               from recon.payments p
+               where (($4::text = 'settled' and p.settled_at >= $5 and p.settled_at < $6)
+                      or ($4::text <> 'settled' and p.created_at >= $5 and p.created_at < $6))
+                 and p.open_flags <> '{}'
+                 and ($7::text is null or $7 in (p.currency, p.expected_currency))
+                 and ($8::text is null or coalesce(p.status, 'no_answer') = $8)
+                 and ($9::text is null or $9 = any (p.open_flags))
+           ),
+           selected as (
+               select d.detected_at
+               from flagged f
+               cross join lateral (select d.detected_at, d.kind
+                                   from recon.discrepancies d
+                                   where d.payment_id = f.payment_id
+                                     and d.resolved_at is null) d
+               join recon.flag_kinds k on k.kind = d.kind
+               where k.class = 'action'
+           )
+           select count(*) filter (where detected_at > now() - $1 * interval '1 second')
+                      as "under_1_day!",
+                  count(*) filter (where detected_at <= now() - $1 * interval '1 second'
+                                     and detected_at > now() - $2 * interval '1 second')
+                      as "days_1_to_3!",
+                  count(*) filter (where detected_at <= now() - $2 * interval '1 second'
+                                     and detected_at > now() - $3 * interval '1 second')
+                      as "days_3_to_7!",
+                  count(*) filter (where detected_at <= now() - $3 * interval '1 second')
+                      as "over_7_days!"
+           from selected"#,
+        one as f64,
+        three as f64,
+        seven as f64,
+        filter.basis.as_str(),
+        lo,
+        hi,
+        filter.currency.as_deref(),
+        filter.status.as_deref(),
+        filter.flag.map(FlagKind::as_str),
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The first instant of a reporting day, in the reporting zone.
+pub async fn day_start(pool: &PgPool, day: NaiveDate) -> Result<DateTime<Utc>, StoreError> {
+    Ok(
+        sqlx::query_scalar!(r#"select recon.day_start($1::date) as "start!""#, day)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// The first instant after a reporting day, in the reporting zone.

@@ -144,3 +144,63 @@ async fn a_day_range_gives_exactly_the_views_rows_for_those_days_in_the_reportin
         assert_eq!(by_range, 96, "{zone}: a day of payments every 15 minutes");
     }
 }
+
+/// The footer's open-flag ages of a narrow range are counted from the range's payments, of a
+/// wide one from the open flags: both ways count the same flags, whatever the filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_flag_ages_are_the_same_counted_from_the_payments_or_from_the_flags() {
+    use freedompay_recon::domain::FlagKind;
+    use freedompay_recon::store::report::{
+        DayBasis, ReportFilter, open_action_ages_by_flags, open_action_ages_by_payments,
+    };
+    let db = seeded().await;
+    let pool = &db.pool;
+    sqlx::raw_sql(
+        "select recon.ensure_partitions(interval '1 month');
+         insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at)
+         select p.payment_id, k.kind, 'e', 'a', now() - (g % 10) * interval '1 day'
+         from recon.payments p
+         cross join lateral (select (regexp_replace(p.payment_id, '\\D', '', 'g'))::int as g) n
+         join (values ('amount_mismatch', 7), ('lifetime_exceeded', 5), ('not_found', 11)) k(kind, m)
+           on g % k.m = 0;
+         update recon.discrepancies set resolved_at = now(), resolved_by = 'finance'
+         where kind = 'not_found' and id % 2 = 0;",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let day = |d: u32| NaiveDate::from_ymd_opt(2026, 1, d).unwrap();
+    let mut filters = Vec::new();
+    for basis in [DayBasis::Created, DayBasis::FirstSeenSettled] {
+        for (from, to) in [(1, 1), (2, 4), (1, 7)] {
+            for (currency, status, flag) in [
+                (None, None, None),
+                (Some("KZT"), None, None),
+                (None, Some("no_answer"), None),
+                (None, Some("success"), Some(FlagKind::AmountMismatch)),
+                (Some("USD"), None, None),
+            ] {
+                filters.push(ReportFilter {
+                    basis,
+                    from: Some(day(from)),
+                    to: Some(day(to)),
+                    currency: currency.map(str::to_owned),
+                    status: status.map(str::to_owned),
+                    flag,
+                    as_of: None,
+                });
+            }
+        }
+    }
+    let mut counted = 0;
+    for filter in &filters {
+        let by_payments = open_action_ages_by_payments(pool, filter).await.unwrap();
+        let by_flags = open_action_ages_by_flags(pool, filter).await.unwrap();
+        assert_eq!(by_payments, by_flags, "{filter:?}");
+        counted += by_flags.total();
+    }
+    assert!(
+        counted > 100,
+        "the filters select open action flags: {counted}"
+    );
+}
