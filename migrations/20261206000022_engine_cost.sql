@@ -17,9 +17,8 @@
 --    statement's transition tables, not once per row: the same rows (for an update, only
 --    payments whose summary columns changed: as found with sign -1, as left with +1; a
 --    payment whose id changed counts as removed and added), in the same transaction, so the
---    rollup stays exact and the states complete. recon.record_summary_change (the row
---    trigger's function) is left in place for nothing to call; the three row triggers are
---    replaced by three statement triggers.
+--    rollup stays exact and the states complete. The three row triggers are replaced by
+--    three statement triggers, and their function, recon.record_summary_change, is dropped.
 --
 -- 3. The closed-period test of a changed payment (which queues its adjustment) asks once, of
 --    the earlier of its two created_at, instead of twice: the same answer (the earlier is
@@ -151,6 +150,7 @@ comment on function recon.record_summary_changes() is
 drop trigger payments_summarized_insert on recon.payments;
 drop trigger payments_summarized_delete on recon.payments;
 drop trigger payments_summarized_update on recon.payments;
+drop function recon.record_summary_change();
 
 create trigger payments_summarized_insert
     after insert on recon.payments

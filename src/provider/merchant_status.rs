@@ -106,13 +106,13 @@ pub struct StatusAnswer {
 }
 
 /// One element as the signature reads it: its name, and its text or its children.
-struct Node<'a> {
-    name: &'a str,
+struct Node {
+    name: String,
     text: String,
-    children: Vec<Node<'a>>,
+    children: Vec<Node>,
 }
 
-fn tree<'a>(element: roxmltree::Node<'a, 'a>, depth: usize) -> Result<Node<'a>, AnswerError> {
+fn tree(element: roxmltree::Node<'_, '_>, depth: usize) -> Result<Node, AnswerError> {
     if depth > MAX_DEPTH {
         return Err(AnswerError::TooDeep);
     }
@@ -131,16 +131,16 @@ fn tree<'a>(element: roxmltree::Node<'a, 'a>, depth: usize) -> Result<Node<'a>, 
         String::new()
     };
     Ok(Node {
-        name: element.tag_name().name(),
+        name: element.tag_name().name().to_owned(),
         text,
         children,
     })
 }
 
-/// The leaves in signing order (see the module's documentation); the root's `pg_sig` is left
-/// out.
-fn signed_values<'n>(node: &'n Node<'_>, top: bool, out: &mut Vec<(&'n str, &'n str)>) {
-    let mut children: Vec<&Node<'_>> = node
+/// The leaves' values in signing order (see the module's documentation); the root's `pg_sig`
+/// is left out.
+fn signed_values<'n>(node: &'n Node, top: bool, out: &mut Vec<&'n str>) {
+    let mut children: Vec<&Node> = node
         .children
         .iter()
         .filter(|c| !(top && c.name == signature::SIG))
@@ -148,20 +148,15 @@ fn signed_values<'n>(node: &'n Node<'_>, top: bool, out: &mut Vec<(&'n str, &'n 
     children.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     for child in children {
         if child.children.is_empty() {
-            out.push((child.name, &child.text));
+            out.push(&child.text);
         } else {
             signed_values(child, false, out);
         }
     }
 }
 
-/// Verifies an answer's signature and reads it. `naive_offset` is the zone of the provider's
-/// naive times.
-pub fn read_answer(
-    bytes: &[u8],
-    secret: &SecretString,
-    naive_offset: FixedOffset,
-) -> Result<StatusAnswer, AnswerError> {
+/// An answer parsed into the tree its signature is made over.
+fn parse(bytes: &[u8]) -> Result<Node, AnswerError> {
     if bytes.len() > ANSWER_MAX_BYTES {
         return Err(AnswerError::TooLarge);
     }
@@ -173,9 +168,27 @@ pub fn read_answer(
     };
     let document = roxmltree::Document::parse_with_options(text, options)
         .map_err(|e| AnswerError::NotXml(clean(&e.to_string(), 200)))?;
-    let root = tree(document.root_element(), 0)?;
+    tree(document.root_element(), 0)
+}
 
-    let sigs: Vec<&Node<'_>> = root
+/// The `pg_sig` an answer's fields call for (any `pg_sig` it carries ignored): how the
+/// provider signs, and how the simulator does.
+pub fn answer_signature(bytes: &[u8], secret: &SecretString) -> Result<String, AnswerError> {
+    let root = parse(bytes)?;
+    let mut signed = Vec::new();
+    signed_values(&root, true, &mut signed);
+    Ok(signature::sign_in_order(SCRIPT, signed, secret))
+}
+
+/// Verifies an answer's signature and reads it. `naive_offset` is the zone of the provider's
+/// naive times.
+pub fn read_answer(
+    bytes: &[u8],
+    secret: &SecretString,
+    naive_offset: FixedOffset,
+) -> Result<StatusAnswer, AnswerError> {
+    let root = parse(bytes)?;
+    let sigs: Vec<&Node> = root
         .children
         .iter()
         .filter(|c| c.name == signature::SIG)
@@ -185,7 +198,7 @@ pub fn read_answer(
     };
     let mut signed = Vec::new();
     signed_values(&root, true, &mut signed);
-    let expected = signature::sign_in_order(SCRIPT, signed.iter().map(|(_, v)| v), secret);
+    let expected = signature::sign_in_order(SCRIPT, signed, secret);
     if !signature::same_signature(&expected, sig.text.as_bytes()) {
         return Err(AnswerError::BadSignature);
     }
@@ -204,7 +217,7 @@ fn field_error(field: &str, problem: impl Into<String>) -> AnswerError {
 }
 
 impl Reader {
-    fn leaf<'n>(node: &'n Node<'_>, name: &str) -> Result<Option<&'n str>, AnswerError> {
+    fn leaf<'n>(node: &'n Node, name: &str) -> Result<Option<&'n str>, AnswerError> {
         let mut found = node.children.iter().filter(|c| c.name == name);
         match (found.next(), found.next()) {
             (None, _) => Ok(None),
@@ -219,17 +232,17 @@ impl Reader {
         }
     }
 
-    fn text(node: &Node<'_>, name: &str) -> Result<Option<String>, AnswerError> {
+    fn text(node: &Node, name: &str) -> Result<Option<String>, AnswerError> {
         Ok(Self::leaf(node, name)?.map(|v| clean(v, PROVIDER_TEXT_MAX_CHARS)))
     }
 
-    fn amount(node: &Node<'_>, name: &str) -> Result<Option<Decimal>, AnswerError> {
+    fn amount(node: &Node, name: &str) -> Result<Option<Decimal>, AnswerError> {
         Self::leaf(node, name)?
             .map(|v| exact_amount(v).map_err(|problem| field_error(name, problem)))
             .transpose()
     }
 
-    fn time(&self, node: &Node<'_>, name: &str) -> Result<Option<DateTime<Utc>>, AnswerError> {
+    fn time(&self, node: &Node, name: &str) -> Result<Option<DateTime<Utc>>, AnswerError> {
         Self::leaf(node, name)?
             .map(|v| {
                 parse_timestamp(v, self.naive_offset).ok_or_else(|| {
@@ -239,7 +252,7 @@ impl Reader {
             .transpose()
     }
 
-    fn answer(&self, root: &Node<'_>) -> Result<StatusAnswer, AnswerError> {
+    fn answer(&self, root: &Node) -> Result<StatusAnswer, AnswerError> {
         let ok = match Self::leaf(root, "pg_status")? {
             Some(s) if s.eq_ignore_ascii_case("ok") => true,
             Some(s) if s.eq_ignore_ascii_case("error") => false,
@@ -266,7 +279,7 @@ impl Reader {
         for list in root.children.iter().filter(|c| !c.children.is_empty()) {
             for child in &list.children {
                 children.push(Child {
-                    list: clean(list.name, 64),
+                    list: clean(&list.name, 64),
                     payment_id: Self::text(child, "pg_payment_id")?,
                     status: Self::text(child, "pg_payment_status")?,
                     amount: Self::amount(child, "pg_amount")?,

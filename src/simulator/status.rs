@@ -14,7 +14,7 @@ use secrecy::SecretString;
 
 use super::{Reply, Shared};
 use crate::callbacks::signature;
-use crate::provider::merchant_status::SCRIPT;
+use crate::provider::merchant_status::{SCRIPT, answer_signature};
 
 /// The path the simulator serves the status API on.
 pub const PATH: &str = "/get_status3.php";
@@ -57,38 +57,29 @@ fn write(node: &Xml, out: &mut String) {
     }
 }
 
-/// The values in signing order: each level sorted by name, stably.
-fn signed<'a>(nodes: &'a [Xml], out: &mut Vec<&'a str>) {
-    let mut sorted: Vec<&Xml> = nodes.iter().collect();
-    let name = |n: &Xml| match n {
-        Xml::Leaf(name, _) | Xml::List(name, _) => *name,
-    };
-    sorted.sort_by_key(|n| name(n));
-    for node in sorted {
-        match node {
-            Xml::Leaf(_, value) => out.push(value),
-            Xml::List(_, children) => signed(children, out),
-        }
-    }
-}
-
-/// A signed `<response>` of `fields` (a fresh salt added).
+/// A signed `<response>` of `fields` (a fresh salt added), signed as the provider signs
+/// ([`answer_signature`]).
 fn answer(fields: Vec<Xml>, secret: &SecretString) -> Response {
     let mut fields = fields;
     fields.push(Xml::Leaf(
         "pg_salt",
         format!("{:016x}", rand::random::<u64>()),
     ));
-    let mut values = Vec::new();
-    signed(&fields, &mut values);
-    let sig = signature::sign_in_order(SCRIPT, values, secret);
-    fields.push(Xml::Leaf("pg_sig", sig));
-    let mut body = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><response>");
+    let mut body = String::from("<response>");
     for field in &fields {
         write(field, &mut body);
     }
+    let sig = match answer_signature(format!("{body}</response>").as_bytes(), secret) {
+        Ok(sig) => sig,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    write(&Xml::Leaf("pg_sig", sig), &mut body);
     body.push_str("</response>");
-    ([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        format!("<?xml version=\"1.0\" encoding=\"utf-8\"?>{body}"),
+    )
+        .into_response()
 }
 
 fn error(code: &str, description: &str, secret: &SecretString) -> Response {

@@ -237,7 +237,7 @@ pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i
                                          'resolution', resolution)
                from recon.discrepancies where resolved_at is not null) e
          order by at, payment_id",
-        // The states recon.record_summary_change appends: the payment as inserted, after its
+        // The states recon.record_summary_changes appends: the payment as inserted, after its
         // first answer and as it settled (with its open flags).
         "insert into recon.payment_states
              (payment_id, valid_from, created_at, settled_at, status, deadline_missed_at,
