@@ -117,16 +117,16 @@ pub async fn explain_claim(conn: &mut PgConnection, limit: u32) -> Result<String
 /// Synthesizes a year of history directly in SQL: `per_day` payments a day for `days` days
 /// ending yesterday, with the default mix's outcomes (70 % paid, 1 in 100 of them short by
 /// one, 5 % failed, 25 % expired unpaid), two transitions each (`process`, then the outcome)
-/// carrying a body of about 330 bytes as the provider sends it, a `lifetime_exceeded` flag
-/// closed by the rule on every expiry and an open `amount_mismatch` flag on every short
-/// payment, and the events the outbox would have written for all of them, delivered. The
-/// outbox triggers are off while it runs (`session_replication_role = replica`, the
-/// scratch database's owner may) so events carry their own times, as a year of real ones
-/// would; what those triggers keep (the payments' pointers to their latest transition and
-/// open flags, `recon.open_flags`, `recon.payment_states`) is written here instead (the
-/// summary's rollup is left to [`rebuild_summary`]), and every month's partitions are made
-/// first, as the daemon's maintenance would have over the year. Returns the payments
-/// written.
+/// carrying the body that reported it (compact, in the documented shape: about 320 bytes), a
+/// `lifetime_exceeded` flag closed by the rule on every expiry and an open `amount_mismatch`
+/// flag on every short payment, and the events the outbox would have written for all of them,
+/// delivered. The outbox triggers are off while it runs (`session_replication_role =
+/// replica`, the scratch database's owner may) so events carry their own times, as a year of
+/// real ones would; what those triggers keep (the payments' pointers to their latest
+/// transition and open flags, `recon.open_flags`, `recon.payment_states`) is written here
+/// instead (the summary's rollup is left to [`rebuild_summary`]), and every month's
+/// partitions are made first, as the daemon's maintenance would have over the year. Returns
+/// the payments written.
 pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i64, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query(
@@ -178,30 +178,28 @@ pub async fn synthesize_year(pool: &PgPool, per_day: i64, days: i64) -> Result<i
     for statement in [
         // Each transition carries the body that reported it, as the provider sends it: the
         // first says `process` (no fee yet), the second the outcome.
-        "insert into recon.status_transitions
+        r#"insert into recon.status_transitions
              (payment_id, observation_no, from_status, to_status, observed_at, provider_dt, body,
               request_id)
          select p.payment_id, t.no, t.from_status, t.to_status, t.at, t.dt,
-                json_build_object(
-                    'code', 'success',
-                    'data', json_build_object(
-                        'paymentId', p.payment_id, 'orderId', p.order_id,
-                        'freedomId', p.freedom_id::int8, 'merchantId', 545443,
-                        'paymentStatus', t.to_status,
-                        'amount', case when t.no = 2 then coalesce(p.amount, p.expected_amount)
-                                       else p.expected_amount end::text,
-                        'currency', 'KZT',
-                        'fee', case when t.no = 2 then p.fee::text end, 'discount', '0.00',
-                        'dt', to_char(t.dt at time zone 'Asia/Almaty', 'YYYY-MM-DD HH24:MI:SS'),
-                        'lifetime', 86400, 'paymentMethod', 'bankcard',
-                        'cardPan', '4405-63XX-XXXX-' || right(p.freedom_id, 4),
-                        'description', 'Order ' || substr(p.order_id, 7)
-                                       || ' at the merchant''s online shop')),
+                -- compact, in the documented shape (responses/success-seed-example.json)
+                format('{"paymentStatus":"%s","amount":%s,"currency":"KZT","fee":%s,'
+                       '"discount":%s,"freedomId":"%s","orderId":"%s","merchantId":545443,'
+                       '"merchantName":"Merchant name","description":"Order %s",'
+                       '"lifetime":86400,"facilitatorIBAN":"KZ505518729251417KZT",'
+                       '"mcc":"5599","dt":"%s"}',
+                       t.to_status,
+                       case when t.no = 2 then coalesce(p.amount, p.expected_amount)
+                            else p.expected_amount end,
+                       case when t.no = 2 then coalesce(p.fee, 0)::text else 'null' end,
+                       case when t.no = 2 then '0' else 'null' end,
+                       p.freedom_id, p.order_id, substr(p.order_id, 7),
+                       to_char(t.dt at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"+00:00"'))::json,
                 gen_random_uuid()
          from recon.payments p,
               lateral (values (1, null, 'process', p.first_checked_at, p.created_at),
                               (2, 'process', p.status, p.settled_at, p.settled_at))
-                  as t(no, from_status, to_status, at, dt)",
+                  as t(no, from_status, to_status, at, dt)"#,
         "insert into recon.discrepancies
              (payment_id, kind, expected, actual, detected_at, resolved_at, resolved_by, resolution)
          select payment_id, 'lifetime_exceeded', 'settled by ' || lifetime_ends_at, 'process',
