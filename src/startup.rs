@@ -134,6 +134,7 @@ impl Daemon {
                 engine.waker(),
                 engine.naive_offset(),
                 &settings.callbacks,
+                settings.merchant.secret.clone(),
             );
             let shutdown = shutdown.clone();
             tasks.spawn("callback listener", async move {

@@ -115,11 +115,11 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     let callback_listener = TcpListener::bind("127.0.0.1:0").await?;
     let callback_addr = callback_listener.local_addr()?;
     demo.callbacks.listen = Some(callback_addr);
-    demo.callbacks.secret = SecretString::from(hex::encode(rand::random::<[u8; 16]>()));
+    demo.merchant.secret = SecretString::from(hex::encode(rand::random::<[u8; 16]>()));
     let callback_url = format!("http://{callback_addr}{}", demo.callbacks.path);
     let plan = CallbackPlan {
         url: callback_url.parse().context("the callback URL")?,
-        secret: demo.callbacks.secret.clone(),
+        secret: demo.merchant.secret.clone(),
         loss: CALLBACK_LOSS,
         duplicates: 0,
         delay: Duration::ZERO,

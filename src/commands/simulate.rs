@@ -28,11 +28,11 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "URL")]
     pub callback_url: Option<reqwest::Url>,
     /// The merchant's secret key the callbacks are signed with (the daemon's
-    /// callbacks.secret); read from FREEDOMPAY_RECON__CALLBACKS__SECRET when not given.
+    /// merchant.secret); read from FREEDOMPAY_RECON__MERCHANT__SECRET when not given.
     #[arg(
         long,
         value_name = "S",
-        env = "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+        env = "FREEDOMPAY_RECON__MERCHANT__SECRET",
         hide_env_values = true,
         requires = "callback_url"
     )]
@@ -93,7 +93,7 @@ pub async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result
         let secret = args
             .callback_secret
             .filter(|s| !s.trim().is_empty())
-            .context("--callback-url needs the merchant's secret key: --callback-secret or FREEDOMPAY_RECON__CALLBACKS__SECRET")?;
+            .context("--callback-url needs the merchant's secret key: --callback-secret or FREEDOMPAY_RECON__MERCHANT__SECRET")?;
         outln!("calling back to {url}")?;
         simulator.call_back(CallbackPlan {
             url,

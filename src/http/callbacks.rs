@@ -96,18 +96,20 @@ pub struct CallbackListener {
 }
 
 impl CallbackListener {
-    /// `naive_offset`: the provider's zone (`provider.naive_utc_offset`).
+    /// `naive_offset`: the provider's zone (`provider.naive_utc_offset`); `secret`: the
+    /// merchant's secret key (`merchant.secret`).
     pub fn new(
         pool: sqlx::PgPool,
         waker: Waker,
         naive_offset: chrono::FixedOffset,
         settings: &CallbackSettings,
+        secret: SecretString,
     ) -> Self {
         Self {
             pool,
             waker,
             script_name: settings.script_name().into(),
-            secret: settings.secret.clone(),
+            secret,
             merchant_fields: settings.merchant_fields.clone().into(),
             max_untracked_per_hour: settings.max_untracked_per_hour,
             naive_offset,

@@ -20,7 +20,8 @@ use crate::callbacks::signature;
 use crate::domain::rules::{exact_amount, parse_timestamp};
 use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean, excerpt};
 
-/// The script name the request and its answer are signed with.
+/// The documented status script (`merchant.status_script`'s default): its name is what the
+/// request and its answer are signed with.
 pub const SCRIPT: &str = "get_status3.php";
 
 /// The largest answer read. A status with dozens of refunds is a few kilobytes.
@@ -36,8 +37,10 @@ pub enum Lookup {
     OrderId(String),
 }
 
-/// The signed form fields of a status request, `pg_sig` last.
+/// The signed form fields of a status request to `script` (the name signed: the last segment
+/// of its path), `pg_sig` last.
 pub fn request_form(
+    script: &str,
     merchant_id: &str,
     lookup: &Lookup,
     salt: &str,
@@ -49,7 +52,7 @@ pub fn request_form(
         Lookup::OrderId(id) => fields.push(("pg_order_id", id.clone())),
     }
     fields.push(("pg_salt", salt.to_owned()));
-    let sig = signature::sign(SCRIPT, &fields, secret);
+    let sig = signature::sign(script, &fields, secret);
     fields.push((signature::SIG, sig));
     fields
 }
@@ -171,18 +174,23 @@ fn parse(bytes: &[u8]) -> Result<Node, AnswerError> {
     tree(document.root_element(), 0)
 }
 
-/// The `pg_sig` an answer's fields call for (any `pg_sig` it carries ignored): how the
+/// The `pg_sig` an answer from `script` calls for (any `pg_sig` it carries ignored): how the
 /// provider signs, and how the simulator does.
-pub fn answer_signature(bytes: &[u8], secret: &SecretString) -> Result<String, AnswerError> {
+pub fn answer_signature(
+    script: &str,
+    bytes: &[u8],
+    secret: &SecretString,
+) -> Result<String, AnswerError> {
     let root = parse(bytes)?;
     let mut signed = Vec::new();
     signed_values(&root, true, &mut signed);
-    Ok(signature::sign_in_order(SCRIPT, signed, secret))
+    Ok(signature::sign_in_order(script, signed, secret))
 }
 
-/// Verifies an answer's signature and reads it. `naive_offset` is the zone of the provider's
-/// naive times.
+/// Verifies the signature of an answer from `script` and reads it. `naive_offset` is the zone
+/// of the provider's naive times.
 pub fn read_answer(
+    script: &str,
     bytes: &[u8],
     secret: &SecretString,
     naive_offset: FixedOffset,
@@ -198,7 +206,7 @@ pub fn read_answer(
     };
     let mut signed = Vec::new();
     signed_values(&root, true, &mut signed);
-    let expected = signature::sign_in_order(SCRIPT, signed, secret);
+    let expected = signature::sign_in_order(script, signed, secret);
     if !signature::same_signature(&expected, sig.text.as_bytes()) {
         return Err(AnswerError::BadSignature);
     }
@@ -313,12 +321,31 @@ impl Reader {
     }
 }
 
-/// The merchant asking: its id at the Merchant API and its secret key (never shown:
-/// `SecretString`'s `Debug` hides it).
+/// The merchant asking: its id at the Merchant API, its secret key (never shown:
+/// `SecretString`'s `Debug` hides it) and the status script's path.
 #[derive(Debug, Clone)]
 pub struct MerchantAccount {
     pub id: String,
     pub secret: SecretString,
+    /// Relative to the provider's base URL (`merchant.status_script`).
+    pub script: String,
+}
+
+impl MerchantAccount {
+    /// The account `merchant` configures, or `None` when refunds are not watched (no id or
+    /// no secret key).
+    pub fn from_settings(merchant: &crate::settings::MerchantSettings) -> Option<Self> {
+        merchant.watches_refunds().then(|| Self {
+            id: merchant.id.trim().to_owned(),
+            secret: merchant.secret.clone(),
+            script: merchant.status_script.trim().to_owned(),
+        })
+    }
+
+    /// The name the request and its answer are signed with: the script path's last segment.
+    pub fn script_name(&self) -> &str {
+        crate::settings::default_script_name(&self.script)
+    }
 }
 
 /// Why a status request got no verified answer.
@@ -332,7 +359,7 @@ pub enum StatusError {
     Answer(#[from] AnswerError),
 }
 
-/// Asks `{base_url}/get_status3.php` about `lookup` (a form, URL-encoded as Platron's SDK
+/// Asks `{base_url}/{account.script}` (`get_status3.php`) about `lookup` (a form, URL-encoded as Platron's SDK
 /// sends it; PHP reads it as it reads the documented multipart form) and reads the answer:
 /// at most [`ANSWER_MAX_BYTES`], verified before anything in it is believed. `client` must
 /// not follow redirects ([`crate::outbound::client`]).
@@ -344,11 +371,17 @@ pub async fn fetch_status(
     naive_offset: FixedOffset,
 ) -> Result<StatusAnswer, StatusError> {
     let salt = format!("{:016x}", rand::random::<u64>());
-    let form = request_form(&account.id, lookup, &salt, &account.secret);
+    let form = request_form(
+        account.script_name(),
+        &account.id,
+        lookup,
+        &salt,
+        &account.secret,
+    );
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form.iter().map(|(n, v)| (*n, v.as_str())))
         .finish();
-    let url = format!("{}/{SCRIPT}", base_url.trim_end_matches('/'));
+    let url = format!("{}/{}", base_url.trim_end_matches('/'), account.script);
     let mut response = client
         .post(url)
         .header(
@@ -369,7 +402,12 @@ pub async fn fetch_status(
     if read.cut {
         return Err(AnswerError::TooLarge.into());
     }
-    Ok(read_answer(&read.bytes, &account.secret, naive_offset)?)
+    Ok(read_answer(
+        account.script_name(),
+        &read.bytes,
+        &account.secret,
+        naive_offset,
+    )?)
 }
 
 #[cfg(test)]

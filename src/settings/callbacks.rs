@@ -12,13 +12,6 @@ pub struct CallbackSettings {
     pub listen: Option<std::net::SocketAddr>,
     /// The path callbacks are sent to.
     pub path: String,
-    /// The merchant's secret key (its payment password, not the Partner API secret):
-    /// `pg_sig` is made with it. Never logged. At least [`CALLBACK_SECRET_MIN_CHARS`]
-    /// characters unless `allow_short_secret`.
-    pub secret: SecretString,
-    /// Accept a `secret` shorter than [`CALLBACK_SECRET_MIN_CHARS`]: for a key the provider
-    /// issued that short, which the merchant cannot lengthen on its own.
-    pub allow_short_secret: bool,
     /// The script name `pg_sig` is made for; empty: the last segment of `path`. Set it to the
     /// original Result URL's when the merchant's own handler forwards requests here.
     pub script_name: String,
@@ -30,6 +23,13 @@ pub struct CallbackSettings {
     /// How many payments callbacks may start tracking in an hour (`untracked_payment`); past
     /// it, a callback for a payment nobody tracks is answered 503 and changes nothing.
     pub max_untracked_per_hour: u32,
+    /// Moved to `merchant.secret` (one secret key signs callbacks and status requests): set
+    /// here, it is refused with a message saying where it goes now.
+    #[serde(default, rename = "secret")]
+    moved_secret: Option<SecretString>,
+    /// Moved to `merchant.allow_short_secret`, likewise.
+    #[serde(default, rename = "allow_short_secret")]
+    moved_allow_short_secret: Option<bool>,
 }
 
 impl CallbackSettings {
@@ -38,6 +38,16 @@ impl CallbackSettings {
         match self.script_name.trim() {
             "" => default_script_name(&self.path),
             name => name,
+        }
+    }
+
+    /// A key that moved to `[merchant]`, named with where it goes now: checked before
+    /// anything else, so its message is not a missing `merchant.secret`.
+    pub(super) fn check_moved(&self) -> Result<(), SettingsError> {
+        let set = [self.moved_secret.is_some(), self.moved_allow_short_secret.is_some()];
+        match MOVED.iter().zip(set).find(|(_, set)| *set) {
+            Some(((from, to), _)) => Err(invalid(from, moved(to))),
+            None => Ok(()),
         }
     }
 
@@ -75,38 +85,26 @@ impl CallbackSettings {
                 "must name the script the provider signs for, e.g. result (no ;)",
             ));
         }
-        if self.secret.expose_secret().trim().is_empty() {
-            return Err(invalid(
-                "callbacks.secret",
-                "must be set when callbacks.listen is: the merchant's secret key for the Result \
-                 URL (set FREEDOMPAY_RECON__CALLBACKS__SECRET; systemd: in the EnvironmentFile)",
-            ));
-        }
-        // `pg_sig` is an unsalted MD5 over fields the callback itself carries: one captured
-        // callback lets anyone try keys offline at billions a second, so a short key is
-        // found in minutes and then every forged callback verifies. Spaces at either end
-        // count for nothing, as for webhook.secret.
-        if self.secret.expose_secret().trim().chars().count() < CALLBACK_SECRET_MIN_CHARS
-            && !self.allow_short_secret
-        {
-            return Err(invalid(
-                "callbacks.secret",
-                format!(
-                    "is shorter than {CALLBACK_SECRET_MIN_CHARS} characters (spaces at either end \
-                     not counted): an MD5 signature over a key that short is brute-forced \
-                     offline from one captured callback; use a key of {CALLBACK_SECRET_MIN_CHARS} \
-                     or more characters (ask the provider for one), or, for a shorter key the \
-                     provider issued, set callbacks.allow_short_secret = true"
-                ),
-            ));
-        }
         Ok(())
     }
 }
 
-/// The fewest characters `callbacks.secret` may have without `callbacks.allow_short_secret`:
-/// as `webhook.secret` under the `github` format.
-pub const CALLBACK_SECRET_MIN_CHARS: usize = 16;
+/// Keys that moved to `[merchant]` in issue 26 (one secret key signs callbacks and status
+/// requests): from, to.
+pub(super) const MOVED: [(&str, &str); 2] = [
+    ("callbacks.secret", "merchant.secret"),
+    ("callbacks.allow_short_secret", "merchant.allow_short_secret"),
+];
+
+/// What to do about a key that moved to `to`.
+pub(super) fn moved(to: &str) -> String {
+    let variable = format!("{ENV_PREFIX}__{}", to.replace('.', "__")).to_ascii_uppercase();
+    format!(
+        "has moved to {to} (one secret key signs callbacks and status requests): set {variable} \
+         instead, or move the line to [merchant] as {}",
+        to.trim_start_matches("merchant.")
+    )
+}
 
 /// The script name `pg_sig` is made for by default: the last segment of `path`.
 pub fn default_script_name(path: &str) -> &str {

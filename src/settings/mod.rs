@@ -25,6 +25,7 @@ use crate::domain::{AutoClose, Policy, Sweeps};
 mod callbacks;
 mod database;
 mod http;
+mod merchant;
 mod poll;
 mod provider;
 mod values;
@@ -33,6 +34,7 @@ mod webhook;
 pub use self::callbacks::*;
 pub use self::database::*;
 pub use self::http::*;
+pub use self::merchant::*;
 pub use self::poll::*;
 pub use self::provider::*;
 use self::values::*;
@@ -64,6 +66,13 @@ max_body_bytes = 1048576
 naive_utc_offset = "+05:00"
 default_retry_after = "5s"
 max_retry_after = "5m"
+
+[merchant]
+id = ""
+secret = ""
+allow_short_secret = false
+status_script = "get_status3.php"
+lookup = "payment_id"
 
 [poll]
 schedule = "*/10 * * * * *"
@@ -103,8 +112,6 @@ max_connections = 128
 [callbacks]
 listen = ""
 path = "/freedompay/result"
-secret = ""
-allow_short_secret = false
 script_name = ""
 merchant_fields = []
 max_untracked_per_hour = 100
@@ -130,6 +137,7 @@ filter = "info,sqlx::postgres::notice=warn,sqlx::query=error,tokio_cron_schedule
 pub struct Settings {
     pub database: DatabaseSettings,
     pub provider: ProviderSettings,
+    pub merchant: MerchantSettings,
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
     pub flags: FlagSettings,
@@ -228,6 +236,19 @@ fn check_variable_names(env: &HashMap<String, String>) -> Result<(), SettingsErr
         })
         .collect();
     let prefix = format!("{ENV_PREFIX}__");
+    for (from, to) in MOVED {
+        let variable = format!("{ENV_PREFIX}__{}", from.replace('.', "__"));
+        if let Some((name, _)) = env
+            .iter()
+            .find(|(name, value)| !value.is_empty() && name.eq_ignore_ascii_case(&variable))
+        {
+            return Err(SettingsError::Invalid(format!(
+                "environment variable {}: {from} {}",
+                crate::text::clean(name, 80),
+                moved(to)
+            )));
+        }
+    }
     let mut unknown: Vec<&String> = env
         .iter()
         .filter(|(name, value)| {
@@ -440,6 +461,7 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
+        self.callbacks.check_moved()?;
         self.database.connect_options()?;
         self.check_credentials_set()?;
         self.check_bounds()?;
@@ -447,6 +469,7 @@ impl Settings {
         let poll = &self.poll;
         self.webhook.validate()?;
         self.callbacks.validate(self.http.listen)?;
+        self.merchant.validate(self.callbacks.listen.is_some())?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
         for (key, ladder) in [
             ("poll.recheck", &poll.recheck),
@@ -493,8 +516,8 @@ impl Settings {
         if self.webhook.enabled() && unset(&self.webhook.secret) {
             missing.push("webhook.secret");
         }
-        if self.callbacks.listen.is_some() && unset(&self.callbacks.secret) {
-            missing.push("callbacks.secret");
+        if self.callbacks.listen.is_some() && unset(&self.merchant.secret) {
+            missing.push("merchant.secret");
         }
         if missing.is_empty() {
             return Ok(());

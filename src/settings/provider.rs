@@ -52,9 +52,9 @@ pub(super) const CREDENTIALS: [(&str, &str, &str); 4] = [
         "the partner secret",
     ),
     (
-        "callbacks.secret",
-        "FREEDOMPAY_RECON__CALLBACKS__SECRET",
-        "the merchant's secret key for the Result URL, as callbacks.listen is set",
+        "merchant.secret",
+        "FREEDOMPAY_RECON__MERCHANT__SECRET",
+        "the merchant's secret key, as callbacks.listen is set",
     ),
     (
         "webhook.secret",

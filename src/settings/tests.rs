@@ -371,7 +371,7 @@ fn every_credential_not_set_is_named_in_one_message() {
     assert!(!e.contains('\n'), "one line: {e}");
     assert!(
         e.starts_with(
-            "configuration: provider.auth_id, provider.secret, callbacks.secret and \
+            "configuration: provider.auth_id, provider.secret, merchant.secret and \
              webhook.secret are not set: set FREEDOMPAY_RECON__PROVIDER__AUTH_ID (the \
              partner id"
         ),
@@ -379,7 +379,7 @@ fn every_credential_not_set_is_named_in_one_message() {
     );
     for variable in [
         "FREEDOMPAY_RECON__PROVIDER__SECRET (the partner secret)",
-        "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+        "FREEDOMPAY_RECON__MERCHANT__SECRET",
         "FREEDOMPAY_RECON__WEBHOOK__SECRET",
         "systemd: in the EnvironmentFile",
     ] {
@@ -648,7 +648,7 @@ fn callbacks_are_off_by_default_and_checked_when_on() {
         let mut pairs = vec![
             ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
             (
-                "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+                "FREEDOMPAY_RECON__MERCHANT__SECRET",
                 "merchant-key-0123456",
             ),
         ];
@@ -669,9 +669,9 @@ fn callbacks_are_off_by_default_and_checked_when_on() {
     );
     for (key, value, named) in [
         (
-            "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+            "FREEDOMPAY_RECON__MERCHANT__SECRET",
             " ",
-            "callbacks.secret",
+            "merchant.secret",
         ),
         (
             "FREEDOMPAY_RECON__HTTP__LISTEN",
@@ -696,35 +696,35 @@ fn callbacks_are_off_by_default_and_checked_when_on() {
 }
 
 #[test]
-fn a_callback_secret_shorter_than_sixteen_characters_is_refused_unless_allowed() {
+fn a_merchant_secret_shorter_than_sixteen_characters_is_refused_unless_allowed() {
     let load = |secret: &str, allow: Option<&str>| {
         let mut pairs = vec![
             ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-            ("FREEDOMPAY_RECON__CALLBACKS__SECRET", secret),
+            ("FREEDOMPAY_RECON__MERCHANT__SECRET", secret),
             ("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "1"),
             ("FREEDOMPAY_RECON__PROVIDER__SECRET", "partner-secret"),
         ];
-        pairs.extend(allow.map(|a| ("FREEDOMPAY_RECON__CALLBACKS__ALLOW_SHORT_SECRET", a)));
+        pairs.extend(allow.map(|a| ("FREEDOMPAY_RECON__MERCHANT__ALLOW_SHORT_SECRET", a)));
         Settings::load_from(None, env(&pairs))
     };
     for short in ["Q7", "0123456789abcde", "  0123456789abcd  "] {
         let e = load(short, None).unwrap_err().to_string();
         assert!(!e.contains('\n'), "one line: {e}");
         assert!(
-            e.starts_with("configuration: callbacks.secret: is shorter than 16 characters"),
+            e.starts_with("configuration: merchant.secret: is shorter than 16 characters"),
             "{e}"
         );
-        assert!(e.contains("callbacks.allow_short_secret = true"), "{e}");
+        assert!(e.contains("merchant.allow_short_secret = true"), "{e}");
         assert!(!e.contains(short.trim()), "the secret is never quoted: {e}");
         let allowed = load(short, Some("true")).unwrap();
-        assert!(allowed.callbacks.allow_short_secret);
+        assert!(allowed.merchant.allow_short_secret);
     }
     assert!(load("0123456789abcdef", None).is_ok());
     // Allowing a short key never allows none.
     let e = load(" ", Some("true")).unwrap_err().to_string();
-    assert!(e.contains("callbacks.secret: must be set"), "{e}");
+    assert!(e.contains("merchant.secret: must be set"), "{e}");
     // Off, a short or empty secret is nobody's concern.
-    let f = file("[callbacks]\nsecret = \"k\"\n");
+    let f = file("[merchant]\nsecret = \"k\"\n");
     assert!(Settings::load_from(Some(f.path()), env(&[])).is_ok());
 }
 
@@ -801,7 +801,7 @@ fn the_schedule_with_callbacks_is_the_daemons_when_callbacks_are_on_and_bounded_
         env(&[
             ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
             (
-                "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+                "FREEDOMPAY_RECON__MERCHANT__SECRET",
                 "merchant-key-0123456",
             ),
             ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "5m,1h"),
@@ -1038,4 +1038,92 @@ fn everything_run_and_plan_build(settings: &Settings) {
             assert!(plan.payments > 0);
         }
     }
+}
+
+#[test]
+fn the_merchant_section_reads_its_account_and_refuses_what_it_cannot_use() {
+    let defaults = Settings::load_from(None, env(&[])).unwrap();
+    assert_eq!(defaults.merchant.status_script_name(), "get_status3.php");
+    assert_eq!(defaults.merchant.lookup, MerchantLookup::PaymentId);
+    assert!(!defaults.merchant.watches_refunds());
+    let on = |pairs: &[(&'static str, &'static str)]| Settings::load_from(None, env(pairs));
+    let gateway = on(&[
+        ("FREEDOMPAY_RECON__MERCHANT__ID", "0545443"),
+        ("FREEDOMPAY_RECON__MERCHANT__SECRET", "merchant-key-of-16+"),
+        ("FREEDOMPAY_RECON__MERCHANT__STATUS_SCRIPT", "g2g/status_v2"),
+        ("FREEDOMPAY_RECON__MERCHANT__LOOKUP", "order_id"),
+    ])
+    .unwrap();
+    assert!(gateway.merchant.watches_refunds());
+    assert_eq!(gateway.merchant.id, "0545443", "leading zeros kept");
+    assert_eq!(gateway.merchant.status_script_name(), "status_v2");
+    assert_eq!(gateway.merchant.lookup, MerchantLookup::OrderId);
+    assert!(!format!("{gateway:?}").contains("merchant-key"));
+    for (pairs, named) in [
+        (
+            vec![("FREEDOMPAY_RECON__MERCHANT__ID", "545443")],
+            "merchant.secret: must be set when merchant.id is",
+        ),
+        (
+            vec![
+                ("FREEDOMPAY_RECON__MERCHANT__ID", "545443"),
+                ("FREEDOMPAY_RECON__MERCHANT__SECRET", "short"),
+            ],
+            "merchant.secret: is shorter than 16 characters",
+        ),
+        (
+            vec![("FREEDOMPAY_RECON__MERCHANT__ID", "m-545443")],
+            "merchant.id: \"m-545443\" is not a merchant id",
+        ),
+        (
+            vec![("FREEDOMPAY_RECON__MERCHANT__STATUS_SCRIPT", "/get_status3.php")],
+            "merchant.status_script:",
+        ),
+        (
+            vec![("FREEDOMPAY_RECON__MERCHANT__LOOKUP", "invoice_id")],
+            "merchant.lookup",
+        ),
+    ] {
+        let e = on(&pairs).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "one line: {e}");
+        assert!(e.contains(named), "{pairs:?}: {e}");
+    }
+}
+
+#[test]
+fn a_callback_secret_where_it_used_to_be_is_refused_with_where_it_goes_now() {
+    let e = Settings::load_from(
+        None,
+        env(&[("FREEDOMPAY_RECON__CALLBACKS__SECRET", "merchant-key-of-16+")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with(
+            "configuration: environment variable FREEDOMPAY_RECON__CALLBACKS__SECRET: \
+             callbacks.secret has moved to merchant.secret"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("FREEDOMPAY_RECON__MERCHANT__SECRET"), "{e}");
+    assert!(!e.contains("merchant-key"), "the secret is never quoted: {e}");
+    let f = file("[callbacks]\nallow_short_secret = true\n");
+    let e = Settings::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "callbacks.allow_short_secret: has moved to merchant.allow_short_secret (one secret \
+             key signs callbacks and status requests): set \
+             FREEDOMPAY_RECON__MERCHANT__ALLOW_SHORT_SECRET instead, or move the line to \
+             [merchant] as allow_short_secret"
+        ),
+        "{e}"
+    );
+    let f = file("[callbacks]\nsecret = \"merchant-key-of-16+\"\n");
+    let e = Settings::load_from(Some(f.path()), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("callbacks.secret: has moved to merchant.secret"), "{e}");
+    assert!(!e.contains("merchant-key"), "the secret is never quoted: {e}");
 }

@@ -23,7 +23,7 @@ use crate::settings::default_script_name;
 pub struct CallbackPlan {
     /// Where to POST (the daemon's `callbacks.listen` and `callbacks.path`).
     pub url: reqwest::Url,
-    /// The merchant's secret key (`callbacks.secret`).
+    /// The merchant's secret key (`merchant.secret`).
     pub secret: SecretString,
     /// The share of callbacks never sent (0 to 1).
     pub loss: f64,

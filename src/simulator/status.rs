@@ -69,7 +69,7 @@ fn answer(fields: Vec<Xml>, secret: &SecretString) -> Response {
     for field in &fields {
         write(field, &mut body);
     }
-    let sig = match answer_signature(format!("{body}</response>").as_bytes(), secret) {
+    let sig = match answer_signature(SCRIPT, format!("{body}</response>").as_bytes(), secret) {
         Ok(sig) => sig,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };

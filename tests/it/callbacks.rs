@@ -74,13 +74,12 @@ pub(crate) async fn endpoint(app: &TestApp) -> Endpoint {
         listener.local_addr().unwrap()
     );
     let stop = CancellationToken::new();
-    let mut settings = app.settings.callbacks.clone();
-    settings.secret = SecretString::from(MERCHANT_KEY.to_owned());
     let state = CallbackListener::new(
         app.pool().clone(),
         app.engine.waker(),
         app.engine.naive_offset(),
-        &settings,
+        &app.settings.callbacks,
+        SecretString::from(MERCHANT_KEY.to_owned()),
     );
     let limits = app.settings.http.limits();
     let token = stop.clone();
@@ -365,7 +364,7 @@ async fn a_running_daemon_polls_at_once_on_a_callback_or_on_recheck_from_any_pro
     // Sweeps once a year: only a wake can explain a prompt poll.
     let yearly = [
         ("FREEDOMPAY_RECON__POLL__SCHEDULE", "0 0 0 1 1 *"),
-        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+        ("FREEDOMPAY_RECON__MERCHANT__SECRET", MERCHANT_KEY),
     ];
     let mut with_listener = yearly.to_vec();
     with_listener.push(("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()));
@@ -636,7 +635,7 @@ async fn a_thousand_payments_called_back_are_confirmed_within_a_second_and_lost_
     // looks again after 20 s: anything found sooner was found by its callback.
     let daemon = app.spawn_daemon(&[
         ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()),
-        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+        ("FREEDOMPAY_RECON__MERCHANT__SECRET", MERCHANT_KEY),
         ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "20s"),
         ("FREEDOMPAY_RECON__POLL__CONFIRM_AFTER", "1h"),
     ]);
@@ -714,7 +713,7 @@ async fn two_instances_share_the_work_callbacks_bring() {
     enqueue_expecting_5000_kzt(&app, &ids).await;
     let listen = format!("127.0.0.1:{}", free_port());
     let common = [
-        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+        ("FREEDOMPAY_RECON__MERCHANT__SECRET", MERCHANT_KEY),
         ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "1h"),
         ("FREEDOMPAY_RECON__POLL__CONCURRENCY", "4"),
     ];

@@ -22,6 +22,7 @@ fn account(secret: &str) -> MerchantAccount {
     MerchantAccount {
         id: "555555".into(),
         secret: SecretString::from(secret.to_owned()),
+        script: "get_status3.php".into(),
     }
 }
 

@@ -454,7 +454,7 @@ async fn the_callback_to_transition_histogram_counts_the_transitions_callbacks_a
     let daemon = app.spawn_daemon(&[
         ("FREEDOMPAY_RECON__HTTP__LISTEN", http.as_str()),
         ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", callbacks.as_str()),
-        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+        ("FREEDOMPAY_RECON__MERCHANT__SECRET", MERCHANT_KEY),
     ]);
     let found = app
         .wait_for(

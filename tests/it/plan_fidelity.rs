@@ -50,7 +50,7 @@ fn policy_env(callbacks: Option<&str>) -> Vec<(&'static str, String)> {
     if let Some(listen) = callbacks {
         env.push(("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.to_owned()));
         env.push((
-            "FREEDOMPAY_RECON__CALLBACKS__SECRET",
+            "FREEDOMPAY_RECON__MERCHANT__SECRET",
             MERCHANT_KEY.to_owned(),
         ));
     }
@@ -223,7 +223,7 @@ async fn a_callback_that_meets_an_api_still_saying_not_found_is_seen_within_a_mi
         .tell_stories(mix, Some(callbacks_to(&listen, Duration::from_millis(500))));
     let daemon = app.spawn_daemon(&[
         ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", listen.as_str()),
-        ("FREEDOMPAY_RECON__CALLBACKS__SECRET", MERCHANT_KEY),
+        ("FREEDOMPAY_RECON__MERCHANT__SECRET", MERCHANT_KEY),
         (
             "FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER_WITH_CALLBACKS",
             "10m",

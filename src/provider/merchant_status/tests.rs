@@ -52,6 +52,7 @@ fn the_documented_example_is_signed_as_the_document_says() {
 #[test]
 fn requests_are_signed_as_the_documented_examples() {
     let by_payment = request_form(
+        SCRIPT,
         "555555",
         &Lookup::PaymentId("123456789".into()),
         "abc",
@@ -61,7 +62,7 @@ fn requests_are_signed_as_the_documented_examples() {
         by_payment.last().unwrap(),
         &("pg_sig", "56dba0676f58bb4c46c2bde341ca1e0e".to_owned())
     );
-    let by_order = request_form("555555", &Lookup::OrderId("A-1".into()), "abc", &secret());
+    let by_order = request_form(SCRIPT, "555555", &Lookup::OrderId("A-1".into()), "abc", &secret());
     assert_eq!(
         by_order,
         [
@@ -75,7 +76,7 @@ fn requests_are_signed_as_the_documented_examples() {
 
 #[test]
 fn the_example_answer_verifies_and_reads_exactly() {
-    let answer = read_answer(EXAMPLE.as_bytes(), &secret(), almaty()).expect("verified");
+    let answer = read_answer(SCRIPT, EXAMPLE.as_bytes(), &secret(), almaty()).expect("verified");
     assert!(answer.ok);
     assert_eq!(answer.payment_id.as_deref(), Some("123456789"));
     assert_eq!(answer.amount, Some(Decimal::new(5000, 0)));
@@ -103,17 +104,17 @@ fn a_changed_answer_or_another_key_is_refused() {
         "<pg_amount>-150</pg_amount>",
     );
     assert_eq!(
-        read_answer(changed.as_bytes(), &secret(), almaty()),
+        read_answer(SCRIPT, changed.as_bytes(), &secret(), almaty()),
         Err(AnswerError::BadSignature)
     );
     let other_key = SecretString::from("other".to_owned());
     assert_eq!(
-        read_answer(EXAMPLE.as_bytes(), &other_key, almaty()),
+        read_answer(SCRIPT, EXAMPLE.as_bytes(), &other_key, almaty()),
         Err(AnswerError::BadSignature)
     );
     let unsigned = EXAMPLE.replace("  <pg_sig>bded753e2921990ae91060f5c16ee514</pg_sig>\n", "");
     assert_eq!(
-        read_answer(unsigned.as_bytes(), &secret(), almaty()),
+        read_answer(SCRIPT, unsigned.as_bytes(), &secret(), almaty()),
         Err(AnswerError::Unsigned)
     );
     let twice = EXAMPLE.replace(
@@ -121,7 +122,7 @@ fn a_changed_answer_or_another_key_is_refused() {
         "<pg_sig>bded753e2921990ae91060f5c16ee514</pg_sig><pg_salt>",
     );
     assert_eq!(
-        read_answer(twice.as_bytes(), &secret(), almaty()),
+        read_answer(SCRIPT, twice.as_bytes(), &secret(), almaty()),
         Err(AnswerError::Unsigned)
     );
 }
@@ -141,7 +142,7 @@ fn same_name_siblings_sign_in_document_order() {
         )
     };
     let sig = md5_hex("get_status3.php;482.5;;-100;11;-50.25;12;s;ok;k3y");
-    let answer = read_answer(
+    let answer = read_answer(SCRIPT, 
         body(("11", "-100"), ("12", "-50.25"), &sig).as_bytes(),
         &secret(),
         almaty(),
@@ -159,7 +160,7 @@ fn same_name_siblings_sign_in_document_order() {
         ]
     );
     assert_eq!(
-        read_answer(
+        read_answer(SCRIPT, 
             body(("12", "-50.25"), ("11", "-100"), &sig).as_bytes(),
             &secret(),
             almaty()
@@ -173,25 +174,25 @@ fn same_name_siblings_sign_in_document_order() {
 fn hostile_answers_are_refused_with_a_reason() {
     let entity = "<!DOCTYPE r [<!ENTITY a \"aaaaaaaaaa\">]><r><pg_status>&a;</pg_status></r>";
     assert!(matches!(
-        read_answer(entity.as_bytes(), &secret(), almaty()),
+        read_answer(SCRIPT, entity.as_bytes(), &secret(), almaty()),
         Err(AnswerError::NotXml(_))
     ));
     let deep = format!("{}{}", "<a>".repeat(50), "</a>".repeat(50));
     assert_eq!(
-        read_answer(deep.as_bytes(), &secret(), almaty()),
+        read_answer(SCRIPT, deep.as_bytes(), &secret(), almaty()),
         Err(AnswerError::TooDeep)
     );
     let large = format!("<r>{}</r>", "x".repeat(ANSWER_MAX_BYTES));
     assert_eq!(
-        read_answer(large.as_bytes(), &secret(), almaty()),
+        read_answer(SCRIPT, large.as_bytes(), &secret(), almaty()),
         Err(AnswerError::TooLarge)
     );
     assert!(matches!(
-        read_answer(b"<r>\xff</r>", &secret(), almaty()),
+        read_answer(SCRIPT, b"<r>\xff</r>", &secret(), almaty()),
         Err(AnswerError::NotXml(_))
     ));
     assert!(matches!(
-        read_answer(b"{\"pg_status\": \"ok\"}", &secret(), almaty()),
+        read_answer(SCRIPT, b"{\"pg_status\": \"ok\"}", &secret(), almaty()),
         Err(AnswerError::NotXml(_))
     ));
 }
@@ -204,7 +205,7 @@ fn a_signed_answer_with_an_unreadable_field_names_it() {
         "<response><pg_status>ok</pg_status><pg_amount>1e999</pg_amount>\
          <pg_salt>s</pg_salt><pg_sig>{sig}</pg_sig></response>"
     );
-    let error = read_answer(answer.as_bytes(), &secret(), almaty()).unwrap_err();
+    let error = read_answer(SCRIPT, answer.as_bytes(), &secret(), almaty()).unwrap_err();
     assert!(
         matches!(&error, AnswerError::Field { field, .. } if field == "pg_amount"),
         "{error:?}"
@@ -216,7 +217,7 @@ fn a_signed_answer_with_an_unreadable_field_names_it() {
          <pg_payment_status>error</pg_payment_status>\
          <pg_salt>s</pg_salt><pg_sig>{sig}</pg_sig></response>"
     );
-    let answer = read_answer(refused.as_bytes(), &secret(), almaty()).expect("verified");
+    let answer = read_answer(SCRIPT, refused.as_bytes(), &secret(), almaty()).expect("verified");
     assert!(!answer.ok);
     let (code, description) = answer.error.unwrap();
     assert_eq!(code.as_deref(), Some("7"));
