@@ -4,6 +4,7 @@
 //! Nothing here performs I/O or reads a clock: time, randomness and settings are inputs.
 
 mod decide;
+pub mod money;
 pub mod rules;
 mod sweeps;
 mod types;

@@ -19,6 +19,8 @@ pub const TRANSITIONS: &str = "freedompay_recon_transitions_total";
 /// Flags raised and cleared by the daemon.
 pub const FLAGS_OPENED: &str = "freedompay_recon_flags_opened_total";
 pub const FLAGS_RESOLVED: &str = "freedompay_recon_flags_resolved_total";
+/// Money events written by the daemon (payments received, refunds).
+pub const MONEY_EVENTS: &str = "freedompay_recon_money_events_total";
 
 /// From a Result-URL callback's arrival to the transition its payment's poll recorded, once
 /// committed: see [`crate::domain::callback_lag`] for which transitions count.
@@ -57,6 +59,10 @@ pub fn describe() {
     describe_counter!(TRANSITIONS, "Status transitions recorded.");
     describe_counter!(FLAGS_OPENED, "Flags raised by the daemon.");
     describe_counter!(FLAGS_RESOLVED, "Flags cleared by a later observation.");
+    describe_counter!(
+        MONEY_EVENTS,
+        "Money events written: payments received, refunds and reversals (recon.money_events)."
+    );
     describe_histogram!(
         CALLBACK_TO_TRANSITION,
         Unit::Seconds,

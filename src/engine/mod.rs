@@ -52,6 +52,8 @@ pub struct SweepOutcome {
     pub transitions: u64,
     pub flags_opened: u64,
     pub flags_resolved: u64,
+    /// Money events written (payments received).
+    pub money_events: u64,
     /// Verdicts not written because their lease had been taken over meanwhile.
     pub stale: u64,
     /// Claims given back unpolled (shutdown, fatal error, lease running out).
@@ -283,6 +285,7 @@ impl Engine {
                 transitions = outcome.transitions,
                 flags_opened = outcome.flags_opened,
                 flags_resolved = outcome.flags_resolved,
+                money_events = outcome.money_events,
                 released = outcome.released,
                 recovered = outcome.recovered,
                 rate_limited = outcome.rate_limited,

@@ -77,6 +77,7 @@ struct Writes {
     transitions: u64,
     flags_opened: u64,
     flags_resolved: u64,
+    money_events: u64,
     /// Verdicts not written (the stop deadline passed, or the database stayed away until
     /// the lease ran out): their claims are released at the end.
     unwritten: Vec<Lease>,
@@ -157,6 +158,7 @@ impl Sweep {
             transitions: writes.transitions,
             flags_opened: writes.flags_opened,
             flags_resolved: writes.flags_resolved,
+            money_events: writes.money_events,
             stale: writes.stale,
             released,
             rate_limited: polls.rate_limited,
@@ -616,6 +618,7 @@ impl Writes {
         self.transitions += other.transitions;
         self.flags_opened += other.flags_opened;
         self.flags_resolved += other.flags_resolved;
+        self.money_events += other.money_events;
         self.unwritten.extend(other.unwritten);
     }
 
@@ -633,9 +636,11 @@ impl Writes {
         self.transitions += o.transitions;
         self.flags_opened += o.flags_opened;
         self.flags_resolved += o.flags_resolved;
+        self.money_events += o.money_events;
         ::metrics::counter!(metrics::TRANSITIONS).increment(o.transitions);
         ::metrics::counter!(metrics::FLAGS_OPENED).increment(o.flags_opened);
         ::metrics::counter!(metrics::FLAGS_RESOLVED).increment(o.flags_resolved);
+        ::metrics::counter!(metrics::MONEY_EVENTS).increment(o.money_events);
         for payment_id in &written.transitioned {
             if let Some(lag) = callback_lags.get(payment_id) {
                 ::metrics::histogram!(metrics::CALLBACK_TO_TRANSITION).record(lag.as_secs_f64());

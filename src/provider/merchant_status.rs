@@ -17,6 +17,8 @@ use rust_decimal::Decimal;
 use secrecy::SecretString;
 
 use crate::callbacks::signature;
+use crate::domain::Currency;
+use crate::domain::money::{MoneyFact, MoneyKind, MoneySource};
 use crate::domain::rules::{exact_amount, parse_timestamp};
 use crate::text::{PROVIDER_TEXT_MAX_CHARS, clean, excerpt};
 
@@ -318,6 +320,73 @@ impl Reader {
             payment_date: self.time(root, "pg_payment_date")?,
             children,
         })
+    }
+}
+
+impl StatusAnswer {
+    /// The money facts this answer states (MERCHANT_STATUS.md, "Decisions"), in the
+    /// answer's currency, else `fallback` (the payment's), else none at all:
+    /// - the payment received, when it says `success` or lists a refund that went through;
+    ///   never for a two-step hold not yet captured (`pg_captured` 0: nothing moved yet,
+    ///   and the reversal of such a hold returns nothing either);
+    /// - one fact per child that says `success`, in either list (`pg_refund_payments`:
+    ///   refund, `pg_revoked_payments`: reversal; other lists are not money we know);
+    /// - the commission, where a net below the amount is stated.
+    ///
+    /// An error answer states nothing.
+    pub fn money_facts(&self, fallback: Option<Currency>) -> Vec<MoneyFact> {
+        let currency = self
+            .currency
+            .as_deref()
+            .and_then(|c| c.parse::<Currency>().ok())
+            .or(fallback);
+        let (true, Some(currency)) = (self.ok, currency) else {
+            return Vec::new();
+        };
+        if self.captured == Some(false) {
+            return Vec::new();
+        }
+        let succeeded = |status: Option<&str>| status.is_some_and(|s| s.eq_ignore_ascii_case("success"));
+        let mut facts: Vec<MoneyFact> = self
+            .children
+            .iter()
+            .filter(|child| succeeded(child.status.as_deref()))
+            .filter_map(|child| {
+                let kind = match child.list.as_str() {
+                    "pg_refund_payments" => MoneyKind::Refund,
+                    "pg_revoked_payments" => MoneyKind::Reversal,
+                    _ => return None,
+                };
+                Some(MoneyFact::returned(
+                    kind,
+                    child.amount?,
+                    currency,
+                    child.payment_id.as_deref(),
+                    self.payment_id.as_deref(),
+                    child.status.as_deref(),
+                    child.date,
+                    MoneySource::StatusApi,
+                ))
+            })
+            .collect();
+        if let Some(amount) = self.amount {
+            if succeeded(self.payment_status.as_deref()) || !facts.is_empty() {
+                facts.insert(
+                    0,
+                    MoneyFact::payment(amount, currency, self.payment_date, MoneySource::StatusApi),
+                );
+            }
+            if let Some(net) = self.net_amount {
+                facts.extend(MoneyFact::commission(
+                    amount,
+                    net,
+                    currency,
+                    self.payment_date,
+                    MoneySource::StatusApi,
+                ));
+            }
+        }
+        facts
     }
 }
 

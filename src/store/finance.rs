@@ -306,7 +306,7 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
 
 /// The views a reader may query, and what the flag kinds mean; nothing else in the schema is
 /// granted.
-pub const READER_VIEWS: [&str; 8] = [
+pub const READER_VIEWS: [&str; 9] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -315,6 +315,7 @@ pub const READER_VIEWS: [&str; 8] = [
     "recon.parked_payments",
     "recon.event_log",
     "recon.flag_kinds",
+    "recon.payment_money",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.
@@ -412,6 +413,8 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant usage on sequence recon.lease_tokens to {role}"),
         // `resolve` locks a flag's payment before the flag (migration `audit_trail`).
         format!("grant execute on function recon.lock_payments(text[]) to {role}"),
+        // Money events: a payment received, written with its transition; refunds.
+        format!("grant select, insert on recon.money_events to {role}"),
         // Result-URL callbacks: stored by the listener, read by the claim (cross-check).
         format!("grant select, insert on recon.callbacks to {role}"),
         // Maintenance: monthly partitions ahead, event retention, the summary's rollup.

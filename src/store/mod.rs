@@ -13,6 +13,7 @@ pub mod import;
 mod intake;
 pub mod maintenance;
 mod migrations;
+pub mod money;
 pub mod rate;
 mod record;
 pub mod report;

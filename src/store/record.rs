@@ -1,5 +1,5 @@
-//! Writing verdicts: the payment's new state, its transition and its flag changes, for a
-//! whole batch of payments, in one transaction (one statement per table).
+//! Writing verdicts: the payment's new state, its transition, its flag changes and the money
+//! a payment received (`recon.money_events`), for a whole batch of payments, in one transaction (one statement per table).
 //!
 //! Every part is conditional on the claim's `lease_token`: a verdict whose lease was taken
 //! over, or one written twice, changes nothing. Transitions are also unique per observation
@@ -18,8 +18,10 @@ use std::collections::HashSet;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::money::MoneyColumns;
 use super::{Lease, StoreError};
-use crate::domain::{Invoice, PaymentId, Tracked, Verdict};
+use crate::domain::money::{MoneyFact, MoneySource};
+use crate::domain::{Invoice, PaymentId, ProviderStatus, Tracked, Verdict};
 use crate::text;
 
 /// Longest error body kept in `last_error_body`.
@@ -52,6 +54,8 @@ pub struct RecordOutcome {
     pub transitions: u64,
     pub flags_opened: u64,
     pub flags_resolved: u64,
+    /// Money events written (a payment received).
+    pub money_events: u64,
 }
 
 /// The payments' new state, one vector per column of `unnest`, borrowing from the verdicts
@@ -257,6 +261,34 @@ async fn write_listing(tx: &mut PgConnection, items: &[Recorded]) -> Result<List
     if !transitions.payment_id.is_empty() {
         transitioned = insert_transitions(&mut *tx, &transitions).await?;
         outcome.transitions = transitioned.len() as u64;
+    }
+    // The money a payment to `success` received, once, beside the transition that says so
+    // (a refund later never erases it: recon.money_events).
+    let paid: Vec<(&str, MoneyFact)> = applied_items()
+        .filter(|item| transitioned.iter().any(|id| id == item.payment_id.as_str()))
+        .filter(|item| {
+            item.verdict
+                .change
+                .as_ref()
+                .is_some_and(|change| change.to == ProviderStatus::Success)
+        })
+        .filter_map(|item| {
+            let invoice = item.invoice.as_ref()?;
+            let fact = MoneyFact::payment(
+                invoice.amount?,
+                invoice.currency?,
+                invoice.dt,
+                MoneySource::Poll,
+            );
+            Some((item.payment_id.as_str(), fact))
+        })
+        .collect();
+    if !paid.is_empty() {
+        let mut money = MoneyColumns::default();
+        for (id, fact) in &paid {
+            money.push(id, fact);
+        }
+        outcome.money_events = super::money::insert(&mut *tx, &money).await?;
     }
     if !opened.payment_id.is_empty() {
         outcome.flags_opened = open_flags(&mut *tx, &opened).await?;
@@ -529,6 +561,7 @@ impl RecordOutcome {
         self.transitions += other.transitions;
         self.flags_opened += other.flags_opened;
         self.flags_resolved += other.flags_resolved;
+        self.money_events += other.money_events;
     }
 }
 

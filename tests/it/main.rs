@@ -26,6 +26,7 @@ mod leases;
 mod listener;
 mod merchant_status;
 mod migrations;
+mod money;
 mod monitoring;
 mod month_end;
 mod output;

@@ -226,3 +226,86 @@ fn a_signed_answer_with_an_unreadable_field_names_it() {
         "a direction override never reaches a terminal"
     );
 }
+
+#[test]
+fn the_example_answer_states_the_payment_and_its_refund_signed_for_the_merchant() {
+    let answer = read_answer(SCRIPT, EXAMPLE.as_bytes(), &secret(), almaty()).expect("verified");
+    let facts = answer.money_facts(None);
+    let seen: Vec<_> = facts
+        .iter()
+        .map(|f| (f.kind, f.amount, f.key.as_str(), f.currency.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (MoneyKind::Payment, Decimal::new(5000, 0), "payment", "KZT"),
+            (MoneyKind::Refund, Decimal::new(-1500, 0), "child:123456790", "KZT"),
+        ]
+    );
+    let refund = &facts[1];
+    assert_eq!(refund.source, MoneySource::StatusApi);
+    assert_eq!(
+        refund.provider_at,
+        Some(Utc.with_ymd_and_hms(2025, 7, 12, 5, 0, 0).unwrap()),
+        "the provider's date, in its zone"
+    );
+}
+
+#[test]
+fn only_money_that_moved_is_a_fact() {
+    let kzt: Currency = "KZT".parse().unwrap();
+    let child = |list: &str, id: &str, status: &str, amount: i64| Child {
+        list: list.into(),
+        payment_id: Some(id.into()),
+        status: Some(status.into()),
+        amount: Some(Decimal::new(amount, 0)),
+        date: None,
+        reference: None,
+    };
+    let answer = StatusAnswer {
+        ok: true,
+        error: None,
+        payment_id: Some("9".into()),
+        order_id: None,
+        amount: Some(Decimal::new(500, 0)),
+        currency: None,
+        payment_status: Some("refunded".into()),
+        captured: Some(true),
+        clearing_amount: None,
+        refund_amount: None,
+        revoke_amount: None,
+        net_amount: Some(Decimal::new(4825, 1)),
+        payment_date: None,
+        children: vec![
+            child("pg_refund_payments", "10", "success", -100),
+            child("pg_refund_payments", "11", "error", -100),
+            child("pg_revoked_payments", "12", "success", 50),
+            child("pg_bonus_payments", "13", "success", -1),
+        ],
+    };
+    let kinds = |answer: &StatusAnswer, fallback| {
+        answer
+            .money_facts(fallback)
+            .into_iter()
+            .map(|f| (f.kind, f.amount))
+            .collect::<Vec<_>>()
+    };
+    // A refund that went through says the payment was received, whatever its status word;
+    // a failed refund and an unknown list are not money; a positive reversal is negated.
+    assert_eq!(
+        kinds(&answer, Some(kzt)),
+        [
+            (MoneyKind::Payment, Decimal::new(500, 0)),
+            (MoneyKind::Refund, Decimal::new(-100, 0)),
+            (MoneyKind::Reversal, Decimal::new(-50, 0)),
+            (MoneyKind::Commission, Decimal::new(-175, 1)),
+        ]
+    );
+    // No currency anywhere: nothing can be booked.
+    assert!(kinds(&answer, None).is_empty());
+    // A hold not captured moved nothing; an error answer states nothing.
+    let hold = StatusAnswer { captured: Some(false), ..answer.clone() };
+    assert!(kinds(&hold, Some(kzt)).is_empty());
+    let error = StatusAnswer { ok: false, ..answer };
+    assert!(kinds(&error, Some(kzt)).is_empty());
+}
