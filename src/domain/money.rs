@@ -166,6 +166,41 @@ impl MoneyFact {
     }
 }
 
+/// When a paid payment first seen paid at `since` is next asked about, after a look (or its
+/// enrolment) at `now`: the first point of `ladder` (delays from `since`) still ahead, within
+/// `watch_for`. `None`: the watch is over. Points missed while nobody looked (a daemon down,
+/// a backlog after an upgrade) are not made up: one look covers them.
+pub fn next_look(
+    ladder: &[std::time::Duration],
+    watch_for: std::time::Duration,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let at = |delay: std::time::Duration| {
+        chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| since.checked_add_signed(d))
+    };
+    let end = at(watch_for)?;
+    ladder
+        .iter()
+        .filter_map(|&delay| at(delay))
+        .find(|&look| look > now)
+        .filter(|&look| look <= end)
+}
+
+/// How long after the `attempts`-th failed ask in a row the next is made: 5 minutes,
+/// doubling, at most a day. A status API that is down is not asked in a loop.
+pub fn watch_retry_after(attempts: u32) -> std::time::Duration {
+    const FIRST: u64 = 5 * 60;
+    const MOST: u64 = 24 * 3600;
+    std::time::Duration::from_secs(
+        FIRST
+            .saturating_mul(1u64 << attempts.saturating_sub(1).min(20))
+            .min(MOST),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,17 +254,53 @@ mod tests {
             child(Some("123456789"), d("-1500.00")),
             "refund:2025-07-12T05:00:00+00:00:1500"
         );
-        assert_eq!(child(None, d("-1500")), child(Some("123456789"), d("-1500.0")));
+        assert_eq!(
+            child(None, d("-1500")),
+            child(Some("123456789"), d("-1500.0"))
+        );
         assert_ne!(child(None, d("-1500")), child(None, d("-1000")));
     }
 
     #[test]
     fn a_commission_is_booked_only_from_a_net_below_the_gross() {
-        let kept = MoneyFact::commission(d("500"), d("482.5"), kzt(), None, MoneySource::Poll)
-            .unwrap();
+        let kept =
+            MoneyFact::commission(d("500"), d("482.5"), kzt(), None, MoneySource::Poll).unwrap();
         assert_eq!((kept.amount, kept.key.as_str()), (d("-17.5"), "commission"));
-        assert!(MoneyFact::commission(d("500"), d("500"), kzt(), None, MoneySource::Poll).is_none());
-        assert!(MoneyFact::commission(d("500"), d("510"), kzt(), None, MoneySource::Poll).is_none());
+        assert!(
+            MoneyFact::commission(d("500"), d("500"), kzt(), None, MoneySource::Poll).is_none()
+        );
+        assert!(
+            MoneyFact::commission(d("500"), d("510"), kzt(), None, MoneySource::Poll).is_none()
+        );
         assert!(MoneyFact::commission(d("500"), d("-1"), kzt(), None, MoneySource::Poll).is_none());
+    }
+
+    #[test]
+    fn the_watch_looks_at_each_point_still_ahead_and_ends_with_its_horizon() {
+        use std::time::Duration as D;
+        let day = |n: u64| D::from_secs(n * 86400);
+        let ladder = [day(1), day(7), day(30), day(90)];
+        let since: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |n: i64| since + chrono::Duration::days(n);
+        assert_eq!(next_look(&ladder, day(180), since, since), Some(at(1)));
+        assert_eq!(next_look(&ladder, day(180), since, at(1)), Some(at(7)));
+        // Missed points are not made up: a look on day 40 is followed by day 90.
+        assert_eq!(next_look(&ladder, day(180), since, at(40)), Some(at(90)));
+        assert_eq!(next_look(&ladder, day(180), since, at(90)), None);
+        // The horizon cuts the ladder.
+        assert_eq!(next_look(&ladder, day(30), since, at(7)), Some(at(30)));
+        assert_eq!(next_look(&ladder, day(20), since, at(7)), None);
+    }
+
+    #[test]
+    fn a_failing_status_api_is_asked_less_and_less_often() {
+        let waits: Vec<u64> = (1..=12)
+            .map(|n| watch_retry_after(n).as_secs() / 60)
+            .collect();
+        assert_eq!(
+            waits,
+            [5, 10, 20, 40, 80, 160, 320, 640, 1280, 1440, 1440, 1440]
+        );
+        assert_eq!(watch_retry_after(u32::MAX).as_secs(), 86400);
     }
 }

@@ -15,6 +15,7 @@ mod health;
 pub mod metrics;
 mod pacing;
 mod sweep;
+mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use tracing::Instrument as _;
 pub use daemon::{DaemonError, run_daemon};
 pub use health::Health;
 pub use pacing::Pacer;
+pub use watch::WatchOutcome;
 
 use sweep::Sweep;
 
@@ -52,8 +54,10 @@ pub struct SweepOutcome {
     pub transitions: u64,
     pub flags_opened: u64,
     pub flags_resolved: u64,
-    /// Money events written (payments received).
+    /// Money events written (payments received; refunds the watch found).
     pub money_events: u64,
+    /// What the refund watch did after the polls.
+    pub watch: WatchOutcome,
     /// Verdicts not written because their lease had been taken over meanwhile.
     pub stale: u64,
     /// Claims given back unpolled (shutdown, fatal error, lease running out).
@@ -114,6 +118,11 @@ struct Inner {
     credentials_checked: tokio::sync::Mutex<Option<(Instant, Credentials)>>,
     /// Asks the daemon for a sweep now, not at the next tick (see [`Engine::wake`]).
     wake: Arc<tokio::sync::Notify>,
+    /// Watches paid payments for refunds; `None` without merchant credentials.
+    watcher: Option<watch::Watcher>,
+    /// When a payment booked paid is first looked at for refunds (`refunds.watch`'s first
+    /// step): it is enrolled with or without credentials, so setting them later watches it.
+    first_look: Duration,
 }
 
 /// How long a re-ask that showed our credentials work answers later doubts.
@@ -176,6 +185,13 @@ impl Engine {
                 health: Health::new(settings.http.unready_after),
                 credentials_checked: tokio::sync::Mutex::new(None),
                 wake: Arc::new(tokio::sync::Notify::new()),
+                watcher: watch::Watcher::new(settings),
+                first_look: settings
+                    .refunds
+                    .watch
+                    .first()
+                    .copied()
+                    .unwrap_or(settings.refunds.watch_for),
             }),
         }
     }
@@ -250,7 +266,7 @@ impl Engine {
         let sweep_id: u32 = rand::rng().random();
         let span = tracing::info_span!("sweep", sweep.id = %format_args!("{sweep_id:08x}"));
         let started = Instant::now();
-        let outcome = match Sweep::new(self.clone(), shutdown)
+        let mut outcome = match Sweep::new(self.clone(), shutdown)
             .run()
             .instrument(span.clone())
             .await
@@ -264,6 +280,12 @@ impl Engine {
         // The claim (an update) went through; the writer reports its own writes.
         if outcome.claimed == 0 {
             self.inner.health.note_write_success();
+        }
+        // Paid payments due a look for refunds, after the polls (which go first in the rate
+        // budget), unless polling stopped.
+        if !matches!(outcome.stop, SweepStop::Fatal(_)) {
+            outcome.watch = self.watch_refunds(shutdown).await;
+            outcome.money_events += outcome.watch.money_events;
         }
         // The summary's pending changes, this sweep's included, into its rollup: readers see
         // the same either way, so a failure here only means more rows for them to read.

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use super::{Credentials, Engine, EngineError, SweepOutcome, SweepStop, metrics};
+use super::{Credentials, Engine, EngineError, SweepOutcome, SweepStop, WatchOutcome, metrics};
 use crate::domain::{Jitter, PollResult, callback_lag, decide};
 use crate::provider::Classified;
 use crate::store::{self, Claimed, Lease, Recorded};
@@ -159,6 +159,7 @@ impl Sweep {
             flags_opened: writes.flags_opened,
             flags_resolved: writes.flags_resolved,
             money_events: writes.money_events,
+            watch: WatchOutcome::default(),
             stale: writes.stale,
             released,
             rate_limited: polls.rate_limited,
@@ -532,7 +533,7 @@ impl Sweep {
         loop {
             // Known before the write takes the batch: released if it never finishes.
             let leases: Vec<Lease> = pending.iter().map(Recorded::lease).collect();
-            let write = store::record_isolated(&inner.pool, pending);
+            let write = store::record_isolated(&inner.pool, pending, Some(inner.first_look));
             let result = tokio::select! {
                 result = write => result,
                 () = self.past_deadline() => {

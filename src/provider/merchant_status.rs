@@ -346,7 +346,8 @@ impl StatusAnswer {
         if self.captured == Some(false) {
             return Vec::new();
         }
-        let succeeded = |status: Option<&str>| status.is_some_and(|s| s.eq_ignore_ascii_case("success"));
+        let succeeded =
+            |status: Option<&str>| status.is_some_and(|s| s.eq_ignore_ascii_case("success"));
         let mut facts: Vec<MoneyFact> = self
             .children
             .iter()

@@ -44,7 +44,10 @@ impl CallbackSettings {
     /// A key that moved to `[merchant]`, named with where it goes now: checked before
     /// anything else, so its message is not a missing `merchant.secret`.
     pub(super) fn check_moved(&self) -> Result<(), SettingsError> {
-        let set = [self.moved_secret.is_some(), self.moved_allow_short_secret.is_some()];
+        let set = [
+            self.moved_secret.is_some(),
+            self.moved_allow_short_secret.is_some(),
+        ];
         match MOVED.iter().zip(set).find(|(_, set)| *set) {
             Some(((from, to), _)) => Err(invalid(from, moved(to))),
             None => Ok(()),
@@ -93,7 +96,10 @@ impl CallbackSettings {
 /// requests): from, to.
 pub(super) const MOVED: [(&str, &str); 2] = [
     ("callbacks.secret", "merchant.secret"),
-    ("callbacks.allow_short_secret", "merchant.allow_short_secret"),
+    (
+        "callbacks.allow_short_secret",
+        "merchant.allow_short_secret",
+    ),
 ];
 
 /// What to do about a key that moved to `to`.

@@ -28,6 +28,7 @@ mod http;
 mod merchant;
 mod poll;
 mod provider;
+mod refunds;
 mod values;
 mod webhook;
 
@@ -37,6 +38,7 @@ pub use self::http::*;
 pub use self::merchant::*;
 pub use self::poll::*;
 pub use self::provider::*;
+pub use self::refunds::*;
 use self::values::*;
 pub use self::webhook::*;
 
@@ -73,6 +75,10 @@ secret = ""
 allow_short_secret = false
 status_script = "get_status3.php"
 lookup = "payment_id"
+
+[refunds]
+watch = ["1d", "7d", "30d", "90d"]
+watch_for = "180days"
 
 [poll]
 schedule = "*/10 * * * * *"
@@ -138,6 +144,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub provider: ProviderSettings,
     pub merchant: MerchantSettings,
+    pub refunds: RefundSettings,
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
     pub flags: FlagSettings,
@@ -470,6 +477,7 @@ impl Settings {
         self.webhook.validate()?;
         self.callbacks.validate(self.http.listen)?;
         self.merchant.validate(self.callbacks.listen.is_some())?;
+        self.refunds.validate()?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
         for (key, ladder) in [
             ("poll.recheck", &poll.recheck),
@@ -607,6 +615,12 @@ impl Settings {
             ("http.unready_after", self.http.unready_after, NONE, DAY),
             ("events.retention", self.events.retention, DAY, 3650 * DAY),
             (
+                "refunds.watch_for",
+                self.refunds.watch_for,
+                SECOND,
+                3650 * DAY,
+            ),
+            (
                 "http.header_timeout",
                 self.http.header_timeout,
                 SECOND,
@@ -631,6 +645,12 @@ impl Settings {
             poll.recheck_with_callbacks
                 .iter()
                 .map(|&step| ("poll.recheck_with_callbacks", step, SECOND, 365 * DAY)),
+        )
+        .chain(
+            self.refunds
+                .watch
+                .iter()
+                .map(|&step| ("refunds.watch", step, SECOND, 3650 * DAY)),
         );
         for (key, value, min, max) in durations {
             if !(min..=max).contains(&value) {

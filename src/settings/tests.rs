@@ -647,10 +647,7 @@ fn callbacks_are_off_by_default_and_checked_when_on() {
     let on = |extra: &[(&str, &str)]| {
         let mut pairs = vec![
             ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-            (
-                "FREEDOMPAY_RECON__MERCHANT__SECRET",
-                "merchant-key-0123456",
-            ),
+            ("FREEDOMPAY_RECON__MERCHANT__SECRET", "merchant-key-0123456"),
         ];
         pairs.extend_from_slice(extra);
         Settings::load_from(None, env(&pairs))
@@ -668,11 +665,7 @@ fn callbacks_are_off_by_default_and_checked_when_on() {
         "payment_result.php"
     );
     for (key, value, named) in [
-        (
-            "FREEDOMPAY_RECON__MERCHANT__SECRET",
-            " ",
-            "merchant.secret",
-        ),
+        ("FREEDOMPAY_RECON__MERCHANT__SECRET", " ", "merchant.secret"),
         (
             "FREEDOMPAY_RECON__HTTP__LISTEN",
             "127.0.0.1:9188",
@@ -800,10 +793,7 @@ fn the_schedule_with_callbacks_is_the_daemons_when_callbacks_are_on_and_bounded_
         None,
         env(&[
             ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-            (
-                "FREEDOMPAY_RECON__MERCHANT__SECRET",
-                "merchant-key-0123456",
-            ),
+            ("FREEDOMPAY_RECON__MERCHANT__SECRET", "merchant-key-0123456"),
             ("FREEDOMPAY_RECON__POLL__RECHECK_WITH_CALLBACKS", "5m,1h"),
             (
                 "FREEDOMPAY_RECON__POLL__FIRST_POLL_AFTER_WITH_CALLBACKS",
@@ -1076,7 +1066,10 @@ fn the_merchant_section_reads_its_account_and_refuses_what_it_cannot_use() {
             "merchant.id: \"m-545443\" is not a merchant id",
         ),
         (
-            vec![("FREEDOMPAY_RECON__MERCHANT__STATUS_SCRIPT", "/get_status3.php")],
+            vec![(
+                "FREEDOMPAY_RECON__MERCHANT__STATUS_SCRIPT",
+                "/get_status3.php",
+            )],
             "merchant.status_script:",
         ),
         (
@@ -1106,7 +1099,10 @@ fn a_callback_secret_where_it_used_to_be_is_refused_with_where_it_goes_now() {
         "{e}"
     );
     assert!(e.contains("FREEDOMPAY_RECON__MERCHANT__SECRET"), "{e}");
-    assert!(!e.contains("merchant-key"), "the secret is never quoted: {e}");
+    assert!(
+        !e.contains("merchant-key"),
+        "the secret is never quoted: {e}"
+    );
     let f = file("[callbacks]\nallow_short_secret = true\n");
     let e = Settings::load_from(Some(f.path()), env(&[]))
         .unwrap_err()
@@ -1124,6 +1120,12 @@ fn a_callback_secret_where_it_used_to_be_is_refused_with_where_it_goes_now() {
     let e = Settings::load_from(Some(f.path()), env(&[]))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("callbacks.secret: has moved to merchant.secret"), "{e}");
-    assert!(!e.contains("merchant-key"), "the secret is never quoted: {e}");
+    assert!(
+        e.contains("callbacks.secret: has moved to merchant.secret"),
+        "{e}"
+    );
+    assert!(
+        !e.contains("merchant-key"),
+        "the secret is never quoted: {e}"
+    );
 }

@@ -43,8 +43,9 @@ impl<'a> MoneyColumns<'a> {
 
 /// Writes the facts not written yet (by payment and key; the first of a repeated key in
 /// `facts` wins) and returns how many. The caller holds the payments' row locks, or the
-/// table's trigger takes them (`recon.keep_money_event_unique`): a fact another writer
-/// stored first is skipped here, or refused there (23505) if it commits in between.
+/// table's trigger takes them (`recon.keep_money_events_unique`, once per statement): a
+/// fact another writer stored first is skipped here, or refused there (23505) if it commits
+/// in between.
 pub(super) async fn insert(
     conn: &mut PgConnection,
     facts: &MoneyColumns<'_>,
@@ -109,4 +110,162 @@ pub async fn record_facts(
     };
     tx.commit().await?;
     Ok(written)
+}
+
+/// Starts watching the payments of `paid` for refunds (`recon.refund_watch`): first seen paid
+/// when the poll observed it, first look `first_look` later. A payment watched already keeps
+/// its watch.
+pub(super) async fn watch(
+    conn: &mut PgConnection,
+    paid: &[(&str, MoneyFact)],
+    first_look: std::time::Duration,
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = paid.iter().map(|(id, _)| *id).collect();
+    sqlx::query!(
+        "insert into recon.refund_watch (payment_id, since, next_at)
+         select m.payment_id, m.observed_at, m.observed_at + $2::int8 * interval '1 millisecond'
+         from recon.money_events m
+         where m.payment_id = any($1) and m.fact_key = 'payment'
+         order by m.payment_id
+         on conflict (payment_id) do nothing",
+        &ids as &[&str],
+        i64::try_from(first_look.as_millis()).unwrap_or(i64::MAX),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A payment whose watch for refunds is due, claimed by this daemon.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    pub payment_id: String,
+    pub order_id: Option<String>,
+    /// The payment's currency, else the one expected: what a refund without one is in.
+    pub currency: Option<String>,
+    /// When it was first seen paid.
+    pub since: DateTime<Utc>,
+    /// Failed asks in a row so far.
+    pub attempts: i32,
+}
+
+/// Claims up to `limit` watches due now for `owner`, for `lease`.
+pub async fn claim_watches(
+    pool: &PgPool,
+    owner: &str,
+    lease: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<Watch>, StoreError> {
+    Ok(sqlx::query_as!(
+        Watch,
+        r#"with due as (
+               select payment_id from recon.refund_watch
+               where next_at <= now()
+                 and (lease_expires_at is null or lease_expires_at <= now())
+               order by next_at
+               limit $3
+               for update skip locked
+           )
+           update recon.refund_watch w
+           set lease_owner = $1,
+               lease_expires_at = now() + $2::int8 * interval '1 millisecond'
+           from due, recon.payments p
+           where w.payment_id = due.payment_id and p.payment_id = w.payment_id
+           returning w.payment_id, p.order_id,
+                     coalesce(p.currency, p.expected_currency) as currency, w.since,
+                     w.attempts"#,
+        owner,
+        i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+        limit,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Ends one look at a watched payment, in one transaction: `facts` booked, and the watch
+/// moved to `next` (or ended: `None`), if `owner` still holds its lease. Returns the facts
+/// written; a lease lost meanwhile writes nothing (`Ok(None)`).
+pub async fn finish_look(
+    pool: &PgPool,
+    payment_id: &str,
+    owner: &str,
+    facts: &[MoneyFact],
+    next: Option<DateTime<Utc>>,
+) -> Result<Option<u64>, StoreError> {
+    let mut tx = pool.begin().await?;
+    // The payment first, as every writer of its history locks it.
+    sqlx::query!(
+        "select 1 as \"one!\" from recon.payments where payment_id = $1 for no key update",
+        payment_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let held = sqlx::query_scalar!(
+        "select 1 as \"one!\" from recon.refund_watch
+         where payment_id = $1 and lease_owner = $2 and lease_expires_at > now()
+         for update",
+        payment_id,
+        owner
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if held.is_none() {
+        return Ok(None);
+    }
+    let mut columns = MoneyColumns::default();
+    for fact in facts {
+        columns.push(payment_id, fact);
+    }
+    let written = if columns.is_empty() {
+        0
+    } else {
+        insert(&mut tx, &columns).await?
+    };
+    match next {
+        Some(next_at) => {
+            sqlx::query!(
+                "update recon.refund_watch
+                 set looks = looks + 1, next_at = $2, attempts = 0, last_error = null,
+                     lease_owner = null, lease_expires_at = null
+                 where payment_id = $1",
+                payment_id,
+                next_at
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query!(
+                "delete from recon.refund_watch where payment_id = $1",
+                payment_id
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(written))
+}
+
+/// A look that got no verified answer: asked again at `retry_at`, `reason` kept.
+pub async fn fail_look(
+    pool: &PgPool,
+    payment_id: &str,
+    owner: &str,
+    retry_at: DateTime<Utc>,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "update recon.refund_watch
+         set attempts = attempts + 1, next_at = $3, last_error = $4,
+             lease_owner = null, lease_expires_at = null
+         where payment_id = $1 and lease_owner = $2",
+        payment_id,
+        owner,
+        retry_at,
+        crate::text::clean(reason, 500),
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }

@@ -14,6 +14,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::HashSet;
+use std::time::Duration;
 
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -172,12 +173,15 @@ struct ResolvedColumns<'a> {
     resolution: Vec<&'static str>,
 }
 
-/// Writes a batch of verdicts in one transaction. Returns what was applied.
+/// Writes a batch of verdicts in one transaction. Returns what was applied. A payment booked
+/// paid is watched for refunds from then, its first look `first_look` later (`None`: not
+/// watched).
 pub async fn record_verdicts(
     pool: &PgPool,
     items: &[Recorded],
+    first_look: Option<Duration>,
 ) -> Result<RecordOutcome, StoreError> {
-    Ok(record_listing(pool, items).await?.outcome)
+    Ok(record_listing(pool, items, first_look).await?.outcome)
 }
 
 /// What one write did, and which payments it appended a transition for.
@@ -186,7 +190,11 @@ struct Listed {
     transitioned: Vec<String>,
 }
 
-async fn record_listing(pool: &PgPool, items: &[Recorded]) -> Result<Listed, StoreError> {
+async fn record_listing(
+    pool: &PgPool,
+    items: &[Recorded],
+    first_look: Option<Duration>,
+) -> Result<Listed, StoreError> {
     if items.is_empty() {
         return Ok(Listed {
             outcome: RecordOutcome::default(),
@@ -194,7 +202,7 @@ async fn record_listing(pool: &PgPool, items: &[Recorded]) -> Result<Listed, Sto
         });
     }
     let mut tx = pool.begin().await?;
-    let listed = write_listing(&mut tx, items).await?;
+    let listed = write_listing(&mut tx, items, first_look).await?;
     tx.commit().await?;
     Ok(listed)
 }
@@ -202,7 +210,11 @@ async fn record_listing(pool: &PgPool, items: &[Recorded]) -> Result<Listed, Sto
 /// Writes a batch of verdicts inside the caller's transaction, one statement per table. Only
 /// verdicts whose claim still holds its lease are applied; their history follows them (the
 /// payment rows stay locked until the transaction ends, so no lease can change meanwhile).
-async fn write_listing(tx: &mut PgConnection, items: &[Recorded]) -> Result<Listed, StoreError> {
+async fn write_listing(
+    tx: &mut PgConnection,
+    items: &[Recorded],
+    first_look: Option<Duration>,
+) -> Result<Listed, StoreError> {
     let mut payments = PaymentColumns::default();
     for item in items {
         payments.push(item);
@@ -289,6 +301,9 @@ async fn write_listing(tx: &mut PgConnection, items: &[Recorded]) -> Result<List
             money.push(id, fact);
         }
         outcome.money_events = super::money::insert(&mut *tx, &money).await?;
+        if let Some(first_look) = first_look {
+            super::money::watch(&mut *tx, &paid, first_look).await?;
+        }
     }
     if !opened.payment_id.is_empty() {
         outcome.flags_opened = open_flags(&mut *tx, &opened).await?;
@@ -513,11 +528,15 @@ pub struct Interrupted {
 /// comes back in [`Isolated::refused`] with the reason. An error of any other kind (a lost
 /// connection, a timeout) stops the write: what is left comes back in
 /// [`Interrupted::remaining`], for the caller to retry.
-pub async fn record_isolated(pool: &PgPool, items: Vec<Recorded>) -> Result<Isolated, Interrupted> {
+pub async fn record_isolated(
+    pool: &PgPool,
+    items: Vec<Recorded>,
+    first_look: Option<Duration>,
+) -> Result<Isolated, Interrupted> {
     let mut written = Isolated::default();
     let mut stack = vec![items];
     while let Some(mut chunk) = stack.pop() {
-        let error = match record_listing(pool, &chunk).await {
+        let error = match record_listing(pool, &chunk, first_look).await {
             Ok(listed) => {
                 written.outcome.add(listed.outcome);
                 written.transitioned.extend(listed.transitioned);

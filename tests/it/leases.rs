@@ -156,7 +156,9 @@ async fn a_crashed_daemons_claims_are_taken_over_once_their_lease_expires() {
             before: claim.tracked.clone(),
         })
         .collect();
-    let written = store::record_verdicts(app.pool(), &stale).await.unwrap();
+    let written = store::record_verdicts(app.pool(), &stale, None)
+        .await
+        .unwrap();
     assert_eq!(written.applied, 0);
     assert_eq!(
         app.count("select count(*) from recon.payments where not_found_since is not null")
@@ -379,6 +381,7 @@ async fn a_recheck_asked_for_during_a_poll_is_kept_by_its_verdict() {
             request_id: None,
             before: claim.tracked.clone(),
         }],
+        None,
     )
     .await
     .unwrap();

@@ -59,7 +59,10 @@ async fn the_poll_that_sees_a_payment_paid_books_what_it_received_once() {
     let pool = app.pool();
     app.insert_ids(&["m1", "m2"]).await;
     app.sweep().await;
-    assert!(events(pool, "m1").await.is_empty(), "in progress: no money yet");
+    assert!(
+        events(pool, "m1").await.is_empty(),
+        "in progress: no money yet"
+    );
     app.fast_forward().await;
     let swept = app.sweep().await;
     assert_eq!(swept.money_events, 1, "{swept:?}");
@@ -70,22 +73,27 @@ async fn the_poll_that_sees_a_payment_paid_books_what_it_received_once() {
         "payment".to_owned(),
     )];
     assert_eq!(events(pool, "m1").await, booked);
-    assert!(events(pool, "m2").await.is_empty(), "a failed payment received nothing");
+    assert!(
+        events(pool, "m2").await.is_empty(),
+        "a failed payment received nothing"
+    );
     // The confirmation and later rechecks say success again: nothing more is booked.
     for _ in 0..2 {
         app.fast_forward().await;
         app.sweep().await;
     }
     assert_eq!(events(pool, "m1").await, booked);
-    assert_eq!(money(pool, "m1").await, (d("5000.50"), d("0"), d("5000.50")));
+    assert_eq!(
+        money(pool, "m1").await,
+        (d("5000.50"), d("0"), d("5000.50"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_the_status_api_lists_are_booked_once_and_never_erase_what_was_received() {
-    let app = TestApp::new(Scenario::new().payment(
-        "123456789",
-        [Reply::invoice("success", "5000", "KZT")],
-    ))
+    let app = TestApp::new(
+        Scenario::new().payment("123456789", [Reply::invoice("success", "5000", "KZT")]),
+    )
     .await;
     let pool = app.pool();
     app.insert_ids(&["123456789"]).await;
@@ -149,7 +157,11 @@ async fn refunds_the_status_api_lists_are_booked_once_and_never_erase_what_was_r
     .fetch_all(pool)
     .await
     .unwrap();
-    assert_eq!(refunded_at, ["2025-07-12 05:00", "2025-07-13 04:30"], "the provider's dates");
+    assert_eq!(
+        refunded_at,
+        ["2025-07-12 05:00", "2025-07-13 04:30"],
+        "the provider's dates"
+    );
     // A payment nobody tracks books nothing.
     assert_eq!(
         store::money::record_facts(pool, "unknown", &answer_facts_for_test())
@@ -187,10 +199,19 @@ async fn money_events_are_append_only_once_per_fact_and_signed_for_the_merchant(
     };
     insert("payment", "100", "payment").await.unwrap();
     // By hand, a second row for the same fact is refused as a unique violation.
-    assert_eq!(insert("payment", "100", "payment").await.unwrap_err(), "23505");
+    assert_eq!(
+        insert("payment", "100", "payment").await.unwrap_err(),
+        "23505"
+    );
     // Signs: money back is negative, received is positive.
-    assert_eq!(insert("refund", "10", "child:1").await.unwrap_err(), "23514");
-    assert_eq!(insert("payment", "-10", "payment:2").await.unwrap_err(), "23514");
+    assert_eq!(
+        insert("refund", "10", "child:1").await.unwrap_err(),
+        "23514"
+    );
+    assert_eq!(
+        insert("payment", "-10", "payment:2").await.unwrap_err(),
+        "23514"
+    );
     insert("refund", "-10", "child:1").await.unwrap();
     for change in [
         "update recon.money_events set amount = -1 where fact_key = 'child:1'",
@@ -201,4 +222,143 @@ async fn money_events_are_append_only_once_per_fact_and_signed_for_the_merchant(
         assert!(e.to_string().contains("append-only"), "{change}: {e}");
     }
     assert_eq!(money(pool, "h1").await, (d("100"), d("10"), d("90")));
+}
+
+const MERCHANT_SECRET: &str = "the-merchant-secret-key";
+
+/// A daemon with merchant credentials, watching on a ladder of seconds.
+async fn watching(scenario: Scenario, secret: &str) -> TestApp {
+    let app = TestApp::with(
+        scenario,
+        &[
+            ("FREEDOMPAY_RECON__MERCHANT__ID", "555555"),
+            ("FREEDOMPAY_RECON__MERCHANT__SECRET", secret),
+            ("FREEDOMPAY_RECON__REFUNDS__WATCH", "1h,2h"),
+            ("FREEDOMPAY_RECON__REFUNDS__WATCH_FOR", "3h"),
+        ],
+    )
+    .await;
+    app.sim.merchant_account(MerchantAccount {
+        id: "555555".into(),
+        secret: SecretString::from(MERCHANT_SECRET.to_owned()),
+        script: "get_status3.php".into(),
+    });
+    app
+}
+
+/// Time passes for the watch: every look is due now, as if `since` were `hours_ago`.
+async fn watch_time_passes(pool: &PgPool, hours_ago: i64) {
+    sqlx::query(
+        "update recon.refund_watch
+         set since = now() - make_interval(hours => $1::int), next_at = now()",
+    )
+    .bind(hours_ago as i32)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// (looks, attempts, seconds until the next look, last_error) of a payment's watch.
+async fn watch_row(pool: &PgPool, id: &str) -> Option<(i32, i32, i64, Option<String>)> {
+    sqlx::query_as(
+        "select looks, attempts, extract(epoch from next_at - now())::int8, last_error
+         from recon.refund_watch where payment_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_payment_is_watched_on_its_ladder_and_a_refund_found_is_booked_once() {
+    let app = watching(
+        Scenario::new().payment("555", [Reply::invoice("success", "900", "KZT")]),
+        MERCHANT_SECRET,
+    )
+    .await;
+    let pool = app.pool();
+    app.insert_ids(&["555"]).await;
+    let swept = app.sweep().await;
+    assert_eq!((swept.money_events, swept.watch.looks), (1, 0), "{swept:?}");
+    // Booked paid: watched, its first look an hour after it was seen paid.
+    let (looks, attempts, in_secs, _) = watch_row(pool, "555").await.expect("watched");
+    assert_eq!((looks, attempts), (0, 0));
+    assert!((3590..=3600).contains(&in_secs), "{in_secs}");
+
+    app.sim.refund(
+        "555",
+        Refund {
+            payment_id: "556".into(),
+            amount: "300".into(),
+            date: "2026-12-06 10:00:00".into(),
+        },
+    );
+    watch_time_passes(pool, 1).await;
+    let swept = app.sweep().await;
+    assert_eq!(
+        (swept.watch.looks, swept.watch.money_events, swept.money_events),
+        (1, 1, 1),
+        "{swept:?}"
+    );
+    let (looks, _, in_secs, _) = watch_row(pool, "555").await.expect("still watched");
+    assert_eq!(looks, 1);
+    assert!((3590..=3600).contains(&in_secs), "the 2 h look: {in_secs}");
+    assert_eq!(money(pool, "555").await, (d("900"), d("300"), d("600")));
+
+    // The last look finds the same refund: nothing doubled, and the watch ends.
+    watch_time_passes(pool, 2).await;
+    let swept = app.sweep().await;
+    assert_eq!((swept.watch.looks, swept.watch.money_events), (1, 0));
+    assert_eq!(watch_row(pool, "555").await, None, "the watch is over");
+    assert_eq!(money(pool, "555").await, (d("900"), d("300"), d("600")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_does_not_verify_is_no_evidence_and_is_asked_again_later() {
+    let app = watching(
+        Scenario::new().payment("777", [Reply::invoice("success", "100", "KZT")]),
+        "not-the-merchant-secret-key",
+    )
+    .await;
+    let pool = app.pool();
+    app.insert_ids(&["777"]).await;
+    app.sweep().await;
+    app.sim.refund(
+        "777",
+        Refund {
+            payment_id: "778".into(),
+            amount: "100".into(),
+            date: "2026-12-06 10:00:00".into(),
+        },
+    );
+    for attempt in 1..=2 {
+        watch_time_passes(pool, 1).await;
+        let swept = app.sweep().await;
+        assert_eq!((swept.watch.looks, swept.watch.failed), (0, 1), "{swept:?}");
+        let (looks, attempts, in_secs, error) = watch_row(pool, "777").await.unwrap();
+        assert_eq!((looks, attempts), (0, attempt));
+        // 5 minutes, then 10: backing off, never a loop.
+        let wait = 300 * (1 << (attempt - 1));
+        assert!((wait - 10..=wait).contains(&in_secs), "{attempt}: {in_secs}");
+        assert!(error.unwrap().contains("pg_sig"), "the reason is kept");
+    }
+    assert_eq!(money(pool, "777").await, (d("100"), d("0"), d("100")), "no refund booked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_merchant_credentials_paid_payments_wait_to_be_watched() {
+    let app = TestApp::new(Scenario::new().payment("888", [Reply::invoice("success", "50", "KZT")]))
+        .await;
+    let pool = app.pool();
+    app.insert_ids(&["888"]).await;
+    app.sweep().await;
+    watch_time_passes(pool, 1).await;
+    let swept = app.sweep().await;
+    assert_eq!(swept.watch, Default::default(), "nobody asks");
+    assert_eq!(
+        watch_row(pool, "888").await.map(|(looks, ..)| looks),
+        Some(0),
+        "enrolled, so credentials set later watch it"
+    );
 }

@@ -217,7 +217,7 @@ async fn a_replayed_verdict_doubles_nothing_and_a_kind_stays_open_once() {
     app.insert("('r', 100, 'KZT', null, now(), null)").await;
     let claim = app.claim_one().await;
     let item = recorded(&claim, Reply::invoice("success", "90", "KZT"));
-    let first = store::record_verdicts(pool, std::slice::from_ref(&item))
+    let first = store::record_verdicts(pool, std::slice::from_ref(&item), None)
         .await
         .unwrap();
     assert_eq!(
@@ -234,7 +234,7 @@ async fn a_replayed_verdict_doubles_nothing_and_a_kind_stays_open_once() {
     .execute(pool)
     .await
     .unwrap();
-    let again = store::record_verdicts(pool, &[item.clone(), item.clone()])
+    let again = store::record_verdicts(pool, &[item.clone(), item.clone()], None)
         .await
         .unwrap();
     assert_eq!(

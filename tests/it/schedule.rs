@@ -113,10 +113,7 @@ async fn plan_with_callbacks_shows_the_safety_net_with_every_callback_lost() {
         &args,
         &[
             ("FREEDOMPAY_RECON__CALLBACKS__LISTEN", "127.0.0.1:9188"),
-            (
-                "FREEDOMPAY_RECON__MERCHANT__SECRET",
-                "merchant-key-0123456",
-            ),
+            ("FREEDOMPAY_RECON__MERCHANT__SECRET", "merchant-key-0123456"),
         ],
     )
     .await;

@@ -205,14 +205,14 @@ async fn writing_the_same_verdict_twice_changes_nothing_the_second_time() {
     let claim = app.claim_one().await;
     let item = recorded(&claim, Reply::invoice("success", "90", "KZT"));
 
-    let first = store::record_verdicts(app.pool(), std::slice::from_ref(&item))
+    let first = store::record_verdicts(app.pool(), std::slice::from_ref(&item), None)
         .await
         .unwrap();
     assert_eq!(
         (first.applied, first.transitions, first.flags_opened),
         (1, 1, 1)
     );
-    let again = store::record_verdicts(app.pool(), &[item.clone(), item])
+    let again = store::record_verdicts(app.pool(), &[item.clone(), item], None)
         .await
         .unwrap();
     assert_eq!(again, store::RecordOutcome::default());

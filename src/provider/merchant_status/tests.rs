@@ -62,7 +62,13 @@ fn requests_are_signed_as_the_documented_examples() {
         by_payment.last().unwrap(),
         &("pg_sig", "56dba0676f58bb4c46c2bde341ca1e0e".to_owned())
     );
-    let by_order = request_form(SCRIPT, "555555", &Lookup::OrderId("A-1".into()), "abc", &secret());
+    let by_order = request_form(
+        SCRIPT,
+        "555555",
+        &Lookup::OrderId("A-1".into()),
+        "abc",
+        &secret(),
+    );
     assert_eq!(
         by_order,
         [
@@ -142,7 +148,8 @@ fn same_name_siblings_sign_in_document_order() {
         )
     };
     let sig = md5_hex("get_status3.php;482.5;;-100;11;-50.25;12;s;ok;k3y");
-    let answer = read_answer(SCRIPT, 
+    let answer = read_answer(
+        SCRIPT,
         body(("11", "-100"), ("12", "-50.25"), &sig).as_bytes(),
         &secret(),
         almaty(),
@@ -160,7 +167,8 @@ fn same_name_siblings_sign_in_document_order() {
         ]
     );
     assert_eq!(
-        read_answer(SCRIPT, 
+        read_answer(
+            SCRIPT,
             body(("12", "-50.25"), ("11", "-100"), &sig).as_bytes(),
             &secret(),
             almaty()
@@ -239,7 +247,12 @@ fn the_example_answer_states_the_payment_and_its_refund_signed_for_the_merchant(
         seen,
         [
             (MoneyKind::Payment, Decimal::new(5000, 0), "payment", "KZT"),
-            (MoneyKind::Refund, Decimal::new(-1500, 0), "child:123456790", "KZT"),
+            (
+                MoneyKind::Refund,
+                Decimal::new(-1500, 0),
+                "child:123456790",
+                "KZT"
+            ),
         ]
     );
     let refund = &facts[1];
@@ -304,8 +317,14 @@ fn only_money_that_moved_is_a_fact() {
     // No currency anywhere: nothing can be booked.
     assert!(kinds(&answer, None).is_empty());
     // A hold not captured moved nothing; an error answer states nothing.
-    let hold = StatusAnswer { captured: Some(false), ..answer.clone() };
+    let hold = StatusAnswer {
+        captured: Some(false),
+        ..answer.clone()
+    };
     assert!(kinds(&hold, Some(kzt)).is_empty());
-    let error = StatusAnswer { ok: false, ..answer };
+    let error = StatusAnswer {
+        ok: false,
+        ..answer
+    };
     assert!(kinds(&error, Some(kzt)).is_empty());
 }
