@@ -867,6 +867,14 @@ fn the_example_config_is_valid_and_matches_the_defaults() {
         format!("{:?}", defaults.callbacks)
     );
     assert_eq!(example.events.retention, defaults.events.retention);
+    assert_eq!(
+        format!("{:?}", example.refunds),
+        format!("{:?}", defaults.refunds)
+    );
+    assert_eq!(
+        format!("{:?}", example.merchant),
+        format!("{:?}", defaults.merchant)
+    );
     assert_eq!(example.http.limits(), defaults.http.limits());
     assert_eq!(
         (

@@ -297,7 +297,11 @@ async fn a_paid_payment_is_watched_on_its_ladder_and_a_refund_found_is_booked_on
     watch_time_passes(pool, 1).await;
     let swept = app.sweep().await;
     assert_eq!(
-        (swept.watch.looks, swept.watch.money_events, swept.money_events),
+        (
+            swept.watch.looks,
+            swept.watch.money_events,
+            swept.money_events
+        ),
         (1, 1, 1),
         "{swept:?}"
     );
@@ -340,16 +344,24 @@ async fn an_answer_that_does_not_verify_is_no_evidence_and_is_asked_again_later(
         assert_eq!((looks, attempts), (0, attempt));
         // 5 minutes, then 10: backing off, never a loop.
         let wait = 300 * (1 << (attempt - 1));
-        assert!((wait - 10..=wait).contains(&in_secs), "{attempt}: {in_secs}");
+        assert!(
+            (wait - 10..=wait).contains(&in_secs),
+            "{attempt}: {in_secs}"
+        );
         assert!(error.unwrap().contains("pg_sig"), "the reason is kept");
     }
-    assert_eq!(money(pool, "777").await, (d("100"), d("0"), d("100")), "no refund booked");
+    assert_eq!(
+        money(pool, "777").await,
+        (d("100"), d("0"), d("100")),
+        "no refund booked"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_merchant_credentials_paid_payments_wait_to_be_watched() {
-    let app = TestApp::new(Scenario::new().payment("888", [Reply::invoice("success", "50", "KZT")]))
-        .await;
+    let app =
+        TestApp::new(Scenario::new().payment("888", [Reply::invoice("success", "50", "KZT")]))
+            .await;
     let pool = app.pool();
     app.insert_ids(&["888"]).await;
     app.sweep().await;

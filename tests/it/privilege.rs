@@ -113,7 +113,8 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
     let statements = assert_ok(&granted, "grant-daemon as the migrating role");
     assert!(statements.contains("grant select, insert, update on recon.payments to"));
 
-    let sim = simulator(Scenario::new().fallback([Reply::invoice("process", "10", "KZT")])).await;
+    // Paid: the role books what was received and starts the refund watch too.
+    let sim = simulator(Scenario::new().fallback([Reply::invoice("success", "10", "KZT")])).await;
     // The running role's environment, with a rate limit: the deployment's shared request
     // budget is kept in the database, so its writes run under the role too.
     let mut daemon_env = binary_env(&as_daemon, &sim.base_url());
@@ -152,6 +153,15 @@ async fn migrate_run_import_and_report_work_under_least_privilege_roles() {
     );
     assert!(swept.starts_with("claimed 3, recorded 3"), "{swept}");
     assert!(swept.contains("webhook: delivered 0, failed 1"), "{swept}");
+    for (table, expected) in [("money_events", 3), ("refund_watch", 3)] {
+        let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select count(*) from recon.{table}"
+        )))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows, expected, "recon.{table}");
+    }
     let report = assert_ok(
         &run_binary(&["report", "--detail", "--format", "csv"], &daemon_env).await,
         "report",
