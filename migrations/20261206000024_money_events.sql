@@ -14,8 +14,8 @@
 --    `commission`, `child:<the provider's id>` for a refund or reversal with an id of its own,
 --    or `<kind>:<its time>:<its amount>` for one that repeats its parent's id (the
 --    documentation's XML example does). One row per (payment_id, fact_key): a partitioned
---    table can have no unique index across months, so recon.keep_money_events_unique keeps
---    that under the payments' row locks, once per statement, 23505 for a second writer.
+--    table can have no unique index across months, so each insert adds its keys to
+--    recon.money_event_keys, whose primary key refuses a second (23505).
 -- 2. The partition functions of migration partitioned_history, taught the new table
 --    (partitioned by observed_at), and this month's partitions and the next three made.
 --    Payments already paid are booked here, as the poll that saw them paid would have.
@@ -57,7 +57,7 @@ create table recon.money_events (
 
 create table recon.money_events_default partition of recon.money_events default;
 
-create index money_events_payment_idx on recon.money_events (payment_id, fact_key);
+create index money_events_payment_idx on recon.money_events (payment_id);
 
 comment on table recon.money_events is
     'Money the provider says moved for a payment, one row per fact, append-only: the payment received (+), each refund, reversal, chargeback and the commission (−, signed for the merchant). Key within a payment: fact_key. Partitioned by observed_at (UTC months).';
@@ -82,42 +82,49 @@ create trigger money_events_default_never_truncated
     before truncate on recon.money_events_default
     for each statement execute function recon.refuse_truncating_history();
 
--- Once per statement (a row trigger cost 57 µs a row, this one about 18): the payments the
--- statement wrote for are locked first, then their facts counted in the next statement, whose
--- snapshot holds every row committed by a writer that held those locks before; a writer
--- after this one waits for its commit and counts its rows in turn.
-create function recon.keep_money_events_unique() returns trigger
+-- The facts' keys, in a table of their own whose primary key refuses a second row for a fact
+-- (a partitioned table can have no unique index across its months). Every insert into
+-- recon.money_events adds its rows' keys here, once per statement: a duplicate is refused by
+-- the index (23505), concurrent writers of the same key wait for each other as with any
+-- unique index, and no lock or look-up is needed (a row trigger that locked the payment and
+-- looked the key up in every month cost 57 µs a row). Writers skip keys already here.
+create table recon.money_event_keys (
+    payment_id  text not null,
+    fact_key    text not null,
+    primary key (payment_id, fact_key)
+);
+
+comment on table recon.money_event_keys is
+    'The key of every row of recon.money_events (payment_id, fact_key), kept by its insert trigger: one row per provider fact.';
+
+create function recon.keep_money_event_keys() returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    twice record;
 begin
-    perform 1 from recon.payments p
-    where p.payment_id in (select payment_id from added)
-    order by p.payment_id
-    for no key update;
-    select a.payment_id, a.fact_key into twice
-    from added a
-    where (select count(*) from recon.money_events m
-           where m.payment_id = a.payment_id and m.fact_key = a.fact_key) > 1
-    limit 1;
-    if found then
-        raise exception 'payment % has money event % already', twice.payment_id, twice.fact_key
-            using errcode = 'unique_violation',
-                  hint = 'a money event is written once per (payment_id, fact_key)';
-    end if;
+    insert into recon.money_event_keys (payment_id, fact_key)
+    select payment_id, fact_key from added;
     return null;
+exception when unique_violation then
+    raise exception 'a money event is written once per (payment_id, fact_key): %', sqlerrm
+        using errcode = 'unique_violation';
 end
 $$;
 
-revoke all on function recon.keep_money_events_unique() from public;
+revoke all on function recon.keep_money_event_keys() from public;
 
 create trigger money_events_unique
     after insert on recon.money_events
     referencing new table as added
-    for each statement execute function recon.keep_money_events_unique();
+    for each statement execute function recon.keep_money_event_keys();
+
+create trigger money_event_keys_append_only
+    before update or delete on recon.money_event_keys
+    for each row execute function recon.refuse_changing_history();
+create trigger money_event_keys_never_truncated
+    before truncate on recon.money_event_keys
+    for each statement execute function recon.refuse_truncating_history();
 
 -- 2. Partitions --------------------------------------------------------------------------------
 create or replace function recon.create_month_partition(parent text, month date) returns boolean

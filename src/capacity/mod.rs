@@ -37,8 +37,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::{Rng as _, SeedableRng as _};
 
 mod mix;
+mod watch;
 
 pub use mix::Mix;
+pub use watch::WatchCost;
 
 pub use mix::ExpiredStatus;
 

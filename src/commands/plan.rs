@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Args;
 
-use crate::capacity::{Mix, PlanInput, render, render_lost, run};
+use crate::capacity::{Mix, PlanInput, WatchCost, render, render_lost, run};
 use crate::settings::Settings;
 
 #[derive(Debug, Args)]
@@ -75,20 +75,29 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
     if let Some(lost) = &lost {
         outln!("{}", render_lost(lost).trim_end())?;
     }
+    // Paid payments watched for refunds, in the same budget.
+    let watch = |plan: &crate::capacity::Plan| {
+        WatchCost::of(plan, &settings.refunds.watch, settings.refunds.watch_for)
+    };
+    outln!(
+        "{}",
+        watch(&plan).render(&plan, settings.merchant.watches_refunds())
+    )?;
     // The budget must hold the day when callbacks stop arriving too: that is when the ladder
     // has to do all the work.
     let Some(over) = [Some(&plan), lost.as_ref()]
         .into_iter()
         .flatten()
-        .find(|plan| !plan.fits())
+        .find(|plan| !plan.fits() || !watch(plan).fits(plan))
     else {
         return Ok(ExitCode::SUCCESS);
     };
     eprintln!(
         "error: {} payments a day need {:.1} requests/s{} and the budget is {}/s: raise \
-         poll.rate_per_second (if the provider allows it) or make the recheck schedule sparser",
+         poll.rate_per_second (if the provider allows it) or make the recheck schedule or \
+         refunds.watch sparser",
         over.payments,
-        over.needed_rate(),
+        watch(over).needed_rate(over),
         if std::ptr::eq(over, &plan) {
             ""
         } else {

@@ -415,6 +415,8 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant execute on function recon.lock_payments(text[]) to {role}"),
         // Money events: a payment received, written with its transition; refunds.
         format!("grant select, insert on recon.money_events to {role}"),
+        // What a writer skips (the insert's trigger adds the keys, as the schema's owner).
+        format!("grant select on recon.money_event_keys to {role}"),
         // The refund watch: a schedule, its rows added, moved and ended by the daemon.
         format!("grant select, insert, update, delete on recon.refund_watch to {role}"),
         // Result-URL callbacks: stored by the listener, read by the claim (cross-check).

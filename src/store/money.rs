@@ -20,10 +20,18 @@ pub(super) struct MoneyColumns<'a> {
     provider_at: Vec<Option<DateTime<Utc>>>,
     source: Vec<&'static str>,
     fact_key: Vec<&'a str>,
+    /// `None`: now.
+    observed_at: Vec<Option<DateTime<Utc>>>,
 }
 
 impl<'a> MoneyColumns<'a> {
-    pub(super) fn push(&mut self, payment_id: &'a str, fact: &'a MoneyFact) {
+    /// `observed_at`: when the answer stating it came (`None`: now).
+    pub(super) fn push(
+        &mut self,
+        payment_id: &'a str,
+        fact: &'a MoneyFact,
+        observed_at: Option<DateTime<Utc>>,
+    ) {
         self.payment_id.push(payment_id);
         self.kind.push(fact.kind.as_str());
         self.amount.push(fact.amount);
@@ -34,6 +42,7 @@ impl<'a> MoneyColumns<'a> {
         self.provider_at.push(fact.provider_at);
         self.source.push(fact.source.as_str());
         self.fact_key.push(&fact.key);
+        self.observed_at.push(observed_at);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -42,10 +51,9 @@ impl<'a> MoneyColumns<'a> {
 }
 
 /// Writes the facts not written yet (by payment and key; the first of a repeated key in
-/// `facts` wins) and returns how many. The caller holds the payments' row locks, or the
-/// table's trigger takes them (`recon.keep_money_events_unique`, once per statement): a
-/// fact another writer stored first is skipped here, or refused there (23505) if it commits
-/// in between.
+/// `facts` wins) and returns how many. A fact another writer stored first is skipped here,
+/// or refused by the keys' index (`recon.money_event_keys`, 23505) if it commits in between;
+/// the callers hold the payments' row locks, so that does not happen between them.
 pub(super) async fn insert(
     conn: &mut PgConnection,
     facts: &MoneyColumns<'_>,
@@ -53,18 +61,20 @@ pub(super) async fn insert(
     Ok(sqlx::query!(
         "insert into recon.money_events
              (payment_id, kind, amount, provider_amount, currency, provider_ref,
-              provider_status, provider_at, source, fact_key)
+              provider_status, provider_at, source, fact_key, observed_at)
          select f.payment_id, f.kind, f.amount, f.provider_amount, f.currency, f.provider_ref,
-                f.provider_status, f.provider_at, f.source, f.fact_key
+                f.provider_status, f.provider_at, f.source, f.fact_key,
+                coalesce(f.observed_at, now())
          from (select distinct on (u.payment_id, u.fact_key) u.*
                from unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::text[],
-                           $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[])
+                           $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
+                           $11::timestamptz[])
                     with ordinality as u(payment_id, kind, amount, provider_amount, currency,
                                          provider_ref, provider_status, provider_at, source,
-                                         fact_key, n)
+                                         fact_key, observed_at, n)
                order by u.payment_id, u.fact_key, u.n) f
-         where not exists (select 1 from recon.money_events m
-                           where m.payment_id = f.payment_id and m.fact_key = f.fact_key)
+         where not exists (select 1 from recon.money_event_keys k
+                           where k.payment_id = f.payment_id and k.fact_key = f.fact_key)
          order by f.payment_id",
         &facts.payment_id as &[&str],
         &facts.kind as &[&str],
@@ -76,6 +86,7 @@ pub(super) async fn insert(
         &facts.provider_at as &[Option<DateTime<Utc>>],
         &facts.source as &[&str],
         &facts.fact_key as &[&str],
+        &facts.observed_at as &[Option<DateTime<Utc>>],
     )
     .execute(conn)
     .await?
@@ -101,7 +112,7 @@ pub async fn record_facts(
     }
     let mut columns = MoneyColumns::default();
     for fact in facts {
-        columns.push(payment_id, fact);
+        columns.push(payment_id, fact, None);
     }
     let written = if columns.is_empty() {
         0
@@ -112,23 +123,23 @@ pub async fn record_facts(
     Ok(written)
 }
 
-/// Starts watching the payments of `paid` for refunds (`recon.refund_watch`): first seen paid
-/// when the poll observed it, first look `first_look` later. A payment watched already keeps
-/// its watch.
+/// Starts watching `paid` payments for refunds (`recon.refund_watch`), each first seen paid at
+/// its time, first look `first_look` later. A payment watched already keeps its watch.
 pub(super) async fn watch(
     conn: &mut PgConnection,
-    paid: &[(&str, MoneyFact)],
+    paid: &[(&str, DateTime<Utc>)],
     first_look: std::time::Duration,
 ) -> Result<(), StoreError> {
     let ids: Vec<&str> = paid.iter().map(|(id, _)| *id).collect();
+    let since: Vec<DateTime<Utc>> = paid.iter().map(|(_, at)| *at).collect();
     sqlx::query!(
         "insert into recon.refund_watch (payment_id, since, next_at)
-         select m.payment_id, m.observed_at, m.observed_at + $2::int8 * interval '1 millisecond'
-         from recon.money_events m
-         where m.payment_id = any($1) and m.fact_key = 'payment'
-         order by m.payment_id
+         select w.payment_id, w.since, w.since + $3::int8 * interval '1 millisecond'
+         from unnest($1::text[], $2::timestamptz[]) as w(payment_id, since)
+         order by w.payment_id
          on conflict (payment_id) do nothing",
         &ids as &[&str],
+        &since,
         i64::try_from(first_look.as_millis()).unwrap_or(i64::MAX),
     )
     .execute(conn)
@@ -214,7 +225,7 @@ pub async fn finish_look(
     }
     let mut columns = MoneyColumns::default();
     for fact in facts {
-        columns.push(payment_id, fact);
+        columns.push(payment_id, fact, None);
     }
     let written = if columns.is_empty() {
         0

@@ -276,7 +276,7 @@ async fn write_listing(
     }
     // The money a payment to `success` received, once, beside the transition that says so
     // (a refund later never erases it: recon.money_events).
-    let paid: Vec<(&str, MoneyFact)> = applied_items()
+    let paid: Vec<(&str, MoneyFact, DateTime<Utc>)> = applied_items()
         .filter(|item| transitioned.iter().any(|id| id == item.payment_id.as_str()))
         .filter(|item| {
             item.verdict
@@ -292,17 +292,19 @@ async fn write_listing(
                 invoice.dt,
                 MoneySource::Poll,
             );
-            Some((item.payment_id.as_str(), fact))
+            Some((item.payment_id.as_str(), fact, item.verdict.observed_at))
         })
         .collect();
     if !paid.is_empty() {
         let mut money = MoneyColumns::default();
-        for (id, fact) in &paid {
-            money.push(id, fact);
+        for (id, fact, observed_at) in &paid {
+            money.push(id, fact, Some(*observed_at));
         }
         outcome.money_events = super::money::insert(&mut *tx, &money).await?;
         if let Some(first_look) = first_look {
-            super::money::watch(&mut *tx, &paid, first_look).await?;
+            let since: Vec<(&str, DateTime<Utc>)> =
+                paid.iter().map(|(id, _, at)| (*id, *at)).collect();
+            super::money::watch(&mut *tx, &since, first_look).await?;
         }
     }
     if !opened.payment_id.is_empty() {
