@@ -123,28 +123,65 @@ pub async fn record_facts(
     Ok(written)
 }
 
-/// Starts watching `paid` payments for refunds (`recon.refund_watch`), each first seen paid at
-/// its time, first look `first_look` later. A payment watched already keeps its watch.
-pub(super) async fn watch(
+/// Writes the payments received that `paid` holds, as [`insert`] does, and starts watching
+/// each payment booked for refunds (`recon.refund_watch`): first seen paid at its
+/// observation, first look `first_look` later (`None`: not watched). One statement, for the
+/// engine's write path. Returns the money events written.
+pub(super) async fn insert_paid(
     conn: &mut PgConnection,
-    paid: &[(&str, DateTime<Utc>)],
-    first_look: std::time::Duration,
-) -> Result<(), StoreError> {
-    let ids: Vec<&str> = paid.iter().map(|(id, _)| *id).collect();
-    let since: Vec<DateTime<Utc>> = paid.iter().map(|(_, at)| *at).collect();
-    sqlx::query!(
-        "insert into recon.refund_watch (payment_id, since, next_at)
-         select w.payment_id, w.since, w.since + $3::int8 * interval '1 millisecond'
-         from unnest($1::text[], $2::timestamptz[]) as w(payment_id, since)
-         order by w.payment_id
-         on conflict (payment_id) do nothing",
-        &ids as &[&str],
-        &since,
-        i64::try_from(first_look.as_millis()).unwrap_or(i64::MAX),
+    paid: &MoneyColumns<'_>,
+    first_look: Option<std::time::Duration>,
+) -> Result<u64, StoreError> {
+    let first_look = first_look.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Ok(sqlx::query_scalar!(
+        r#"with booked as (
+               insert into recon.money_events
+                   (payment_id, kind, amount, provider_amount, currency, provider_ref,
+                    provider_status, provider_at, source, fact_key, observed_at)
+               select f.payment_id, f.kind, f.amount, f.provider_amount, f.currency,
+                      f.provider_ref, f.provider_status, f.provider_at, f.source, f.fact_key,
+                      coalesce(f.observed_at, now())
+               from (select distinct on (u.payment_id, u.fact_key) u.*
+                     from unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[],
+                                 $5::text[], $6::text[], $7::text[], $8::timestamptz[],
+                                 $9::text[], $10::text[], $11::timestamptz[])
+                          with ordinality as u(payment_id, kind, amount, provider_amount,
+                                               currency, provider_ref, provider_status,
+                                               provider_at, source, fact_key, observed_at, n)
+                     order by u.payment_id, u.fact_key, u.n) f
+               where not exists (select 1 from recon.money_event_keys k
+                                 where k.payment_id = f.payment_id
+                                   and k.fact_key = f.fact_key)
+               order by f.payment_id
+               returning payment_id, observed_at
+           ),
+           watched as (
+               insert into recon.refund_watch (payment_id, since, next_at)
+               select b.payment_id, b.observed_at,
+                      b.observed_at + $12::int8 * interval '1 millisecond'
+               from booked b
+               where $12::int8 is not null
+               order by b.payment_id
+               on conflict (payment_id) do nothing
+           )
+           select count(*) as "booked!" from booked"#,
+        &paid.payment_id as &[&str],
+        &paid.kind as &[&str],
+        &paid.amount,
+        &paid.provider_amount as &[Option<Decimal>],
+        &paid.currency as &[&str],
+        &paid.provider_ref as &[Option<&str>],
+        &paid.provider_status as &[Option<&str>],
+        &paid.provider_at as &[Option<DateTime<Utc>>],
+        &paid.source as &[&str],
+        &paid.fact_key as &[&str],
+        &paid.observed_at as &[Option<DateTime<Utc>>],
+        first_look as Option<i64>,
     )
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_one(conn)
+    .await?
+    .try_into()
+    .unwrap_or(0))
 }
 
 /// A payment whose watch for refunds is due, claimed by this daemon.

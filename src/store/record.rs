@@ -300,12 +300,7 @@ async fn write_listing(
         for (id, fact, observed_at) in &paid {
             money.push(id, fact, Some(*observed_at));
         }
-        outcome.money_events = super::money::insert(&mut *tx, &money).await?;
-        if let Some(first_look) = first_look {
-            let since: Vec<(&str, DateTime<Utc>)> =
-                paid.iter().map(|(id, _, at)| (*id, *at)).collect();
-            super::money::watch(&mut *tx, &since, first_look).await?;
-        }
+        outcome.money_events = super::money::insert_paid(&mut *tx, &money, first_look).await?;
     }
     if !opened.payment_id.is_empty() {
         outcome.flags_opened = open_flags(&mut *tx, &opened).await?;
