@@ -59,9 +59,13 @@ impl WatchCost {
 
     /// The watch's lines of the plan. `watched`: merchant credentials are set.
     pub fn render(&self, plan: &Plan, watched: bool) -> String {
-        let human = |d: Duration| humantime::format_duration(d).to_string();
+        // The ladder is written in days: say it in days, not in humantime's 30.44-day months.
+        let human = |d: Duration| match d.as_secs() {
+            s if s >= 86_400 && s % 86_400 == 0 => format!("{} days", s / 86_400),
+            _ => humantime::format_duration(d).to_string(),
+        };
         format!(
-            "refund watch{}: {} looks per paid payment, +{:.2} requests per payment ({} a day \
+            "refund watch{}: {} look{} per paid payment, +{:.2} requests per payment ({} a day \
              in steady state)\nwith the watch: requests per payment {:.2}, rate needed {:.2}/s{}\n\
              a refund is seen at most {} after it is made, up to {} after the payment; later \
              ones, and chargebacks, are not seen by the watch",
@@ -71,6 +75,7 @@ impl WatchCost {
                 " (merchant.id and merchant.secret not set: nothing is asked until they are)"
             },
             self.looks,
+            if self.looks == 1 { "" } else { "s" },
             self.per_payment(plan),
             self.requests,
             plan.requests_per_payment() + self.per_payment(plan),

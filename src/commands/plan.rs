@@ -88,7 +88,10 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
     let Some(over) = [Some(&plan), lost.as_ref()]
         .into_iter()
         .flatten()
-        .find(|plan| !plan.fits() || !watch(plan).fits(plan))
+        // The watch asks only with merchant credentials: then it shares the budget.
+        .find(|plan| {
+            !plan.fits() || (settings.merchant.watches_refunds() && !watch(plan).fits(plan))
+        })
     else {
         return Ok(ExitCode::SUCCESS);
     };
@@ -97,7 +100,11 @@ pub async fn plan(settings: &Settings, args: PlanArgs) -> anyhow::Result<ExitCod
          poll.rate_per_second (if the provider allows it) or make the recheck schedule or \
          refunds.watch sparser",
         over.payments,
-        watch(over).needed_rate(over),
+        if settings.merchant.watches_refunds() {
+            watch(over).needed_rate(over)
+        } else {
+            over.needed_rate()
+        },
         if std::ptr::eq(over, &plan) {
             ""
         } else {

@@ -77,7 +77,7 @@ status_script = "get_status3.php"
 lookup = "payment_id"
 
 [refunds]
-watch = ["1d", "7d", "30d", "90d"]
+watch = ["14d"]
 watch_for = "180days"
 
 [poll]

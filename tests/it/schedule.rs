@@ -351,3 +351,52 @@ async fn a_sweep_does_not_take_again_what_it_has_just_rescheduled() {
         .await;
     assert_eq!(rescheduled_within_the_window, 60);
 }
+
+/// Issue 26, item 4: the refund watch's looks are requests too. `plan` prints their cost,
+/// and with merchant credentials (then the watch asks) counts them against the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_counts_the_refund_watch_in_the_budget_once_it_asks() {
+    let plan = |env: &'static [(&'static str, &'static str)]| {
+        crate::helpers::run_binary(
+            &["plan", "--payments-per-day", "450000", "--callbacks"],
+            env,
+        )
+    };
+    let default = plan(&[]).await;
+    let text = String::from_utf8_lossy(&default.stdout);
+    assert!(default.status.success(), "{text}");
+    let per_payment = |text: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("with the watch: requests per payment "))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    // The target: with callbacks, the default watch keeps the whole at most 3 a payment.
+    assert!(per_payment(&text) <= 3.0, "{text}");
+    assert!(
+        text.contains("refund watch (merchant.id and merchant.secret not set: nothing is asked until they are): 1 look per paid payment, +0.70 requests per payment"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a refund is seen at most 14 days after it is made"),
+        "{text}"
+    );
+
+    const DENSE: [(&str, &str); 3] = [
+        ("FREEDOMPAY_RECON__REFUNDS__WATCH", "1d,7d,30d,90d"),
+        ("FREEDOMPAY_RECON__MERCHANT__ID", "545443"),
+        (
+            "FREEDOMPAY_RECON__MERCHANT__SECRET",
+            "merchant-secret-key-16+",
+        ),
+    ];
+    let dense = plan(&DENSE).await;
+    let text = String::from_utf8_lossy(&dense.stdout);
+    assert_eq!(dense.status.code(), Some(1), "{text}");
+    assert!((per_payment(&text) - 4.61).abs() < 0.01, "{text}");
+    let stderr = String::from_utf8_lossy(&dense.stderr);
+    assert!(stderr.contains("refunds.watch sparser"), "{stderr}");
+    // The same ladder without credentials asks nothing: the polls alone fit.
+    assert!(plan(&DENSE[..1]).await.status.success());
+}
