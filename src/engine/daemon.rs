@@ -35,6 +35,7 @@ pub async fn run_daemon(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let engine_claim_ahead = engine.claim_ahead();
+    let watches_refunds = engine.watches_refunds();
     let running = Arc::new(tokio::sync::Mutex::new(()));
     let (engine_for_wakes, engine_for_notify) = (engine.clone(), engine.clone());
     let job = {
@@ -111,6 +112,13 @@ pub async fn run_daemon(
         claim_ahead_ms = engine_claim_ahead.as_millis() as u64,
         "daemon started"
     );
+    if !watches_refunds {
+        tracing::warn!(
+            "refunds are not watched: merchant.id and merchant.secret are not set, so a refund \
+             of a paid payment goes unseen (paid payments are still enrolled; set both to watch \
+             them)"
+        );
+    }
     // The caller connected and migrated before calling us: we are ready.
     notify_systemd(NotifyState::Ready);
 

@@ -243,6 +243,11 @@ impl Engine {
         self.inner.poll.rate_per_second
     }
 
+    /// Whether paid payments are watched for refunds (merchant credentials set).
+    pub fn watches_refunds(&self) -> bool {
+        self.inner.watcher.is_some()
+    }
+
     /// The halt and readiness this engine keeps, for the monitoring listener.
     pub fn health(&self) -> Health {
         self.inner.health.clone()

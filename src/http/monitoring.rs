@@ -84,6 +84,8 @@ pub struct Watched {
     /// The event types the webhook sends (the outbox gauges count only those).
     pub webhook_types: Option<Vec<String>>,
     pub rate_per_second: u32,
+    /// Whether paid payments are watched for refunds (merchant credentials set).
+    pub watches_refunds: bool,
 }
 
 impl From<&Engine> for Watched {
@@ -93,6 +95,7 @@ impl From<&Engine> for Watched {
             health: engine.health(),
             webhook_types: engine.webhook_types().map(<[String]>::to_vec),
             rate_per_second: engine.rate_per_second(),
+            watches_refunds: engine.watches_refunds(),
         }
     }
 }
@@ -304,6 +307,13 @@ async fn metrics(State(state): State<Listener>) -> Response {
         "# HELP freedompay_recon_writes_failing_seconds How long this instance's database writes have been refused (0 while they succeed).\n\
          # TYPE freedompay_recon_writes_failing_seconds gauge\n\
          freedompay_recon_writes_failing_seconds {failing}\n"
+    );
+    let watching = u8::from(state.watched.watches_refunds);
+    let _ = write!(
+        body,
+        "# HELP freedompay_recon_refunds_watched 1 when paid payments are watched for refunds; 0 without merchant.id and merchant.secret: refunds go unseen.\n\
+         # TYPE freedompay_recon_refunds_watched gauge\n\
+         freedompay_recon_refunds_watched {watching}\n"
     );
     if let Some(gauges) = state
         .gauges

@@ -278,6 +278,7 @@ async fn a_paid_payment_is_watched_on_its_ladder_and_a_refund_found_is_booked_on
     )
     .await;
     let pool = app.pool();
+    assert!(app.engine.watches_refunds());
     app.insert_ids(&["555"]).await;
     let swept = app.sweep().await;
     assert_eq!((swept.money_events, swept.watch.looks), (1, 0), "{swept:?}");
@@ -367,6 +368,7 @@ async fn without_merchant_credentials_paid_payments_wait_to_be_watched() {
     app.sweep().await;
     watch_time_passes(pool, 1).await;
     let swept = app.sweep().await;
+    assert!(!app.engine.watches_refunds());
     assert_eq!(swept.watch, Default::default(), "nobody asks");
     assert_eq!(
         watch_row(pool, "888").await.map(|(looks, ..)| looks),

@@ -67,6 +67,8 @@ async fn health_readiness_and_metrics_describe_the_daemon_and_the_database() {
         "freedompay_recon_backlog_due 0",
         "freedompay_recon_oldest_due_age_seconds 0",
         "freedompay_recon_provider_halted 0",
+        // No merchant credentials in the test settings: refunds go unseen, and it says so.
+        "freedompay_recon_refunds_watched 0",
         "# TYPE freedompay_recon_polls_total counter",
         "# TYPE freedompay_recon_provider_request_duration_seconds histogram",
         "freedompay_recon_provider_request_duration_seconds_bucket{le=\"0.005\"}",

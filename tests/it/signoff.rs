@@ -433,6 +433,13 @@ async fn run_once_says_what_it_did_once_and_the_scheduler_keeps_quiet() {
     let (code, text) = daemon.stop().await;
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("daemon started"), "{text}");
+    // Without merchant credentials, it says refunds go unseen, once, at start.
+    assert_eq!(
+        text.matches("refunds are not watched: merchant.id and merchant.secret are not set")
+            .count(),
+        1,
+        "{text}"
+    );
     for chatter in ["Uninited", "Job creator created", "JobScheduler"] {
         assert!(!text.contains(chatter), "{chatter} in:\n{text}");
     }
