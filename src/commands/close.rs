@@ -61,6 +61,7 @@ pub async fn close(settings: &Settings, args: CloseArgs) -> anyhow::Result<ExitC
         }),
         format: crate::reporting::Format::Table,
         csv: crate::reporting::CsvStyle::default(),
+        refunds_watched: settings.merchant.watches_refunds(),
     };
     let stdout = std::io::BufWriter::new(std::io::stdout().lock());
     match crate::reporting::write_report(&pool, &request, stdout).await {

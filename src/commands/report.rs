@@ -157,6 +157,7 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             raw: args.raw,
             excel: args.excel,
         },
+        refunds_watched: settings.merchant.watches_refunds(),
     };
     let mut request = request;
     let pool = store::connect_to_schema(&settings.database).await?;

@@ -313,6 +313,22 @@ pub struct ReportRequest {
     pub kind: ReportKind,
     pub format: Format,
     pub csv: CsvStyle,
+    /// Whether paid payments are watched for refunds (merchant credentials set): a summary
+    /// table says which, so nobody reads its paid line as net of refunds it cannot see.
+    pub refunds_watched: bool,
+}
+
+/// The summary table's line on refunds: statuses are not money, and without merchant
+/// credentials refunds are not seen at all.
+fn refunds_line(watched: bool) -> &'static str {
+    if watched {
+        "refunds: paid payments are watched through the Merchant status API (refunds.watch); \
+         a refund is money of its own, not a status: received, refunded and net per payment \
+         in recon.payment_money"
+    } else {
+        "refunds: NOT watched (merchant.id and merchant.secret not set): a refund of a paid \
+         payment is not seen; paid counts what was received"
+    }
 }
 
 /// What a report wrote.
@@ -371,6 +387,7 @@ pub async fn write_report<W: Write>(
                 if filter.basis == crate::store::report::DayBasis::Created {
                     footer.extend(closed_lines(pool, filter.from, filter.to).await?);
                 }
+                footer.push(refunds_line(request.refunds_watched).to_owned());
             }
             (sink.finish(&footer)?, empty)
         }

@@ -234,6 +234,29 @@ async fn the_daily_summary_in_csv_has_stable_columns_and_exact_sums() {
         text.contains("open flags needing a person now, on these payments: 1 (under 1 day 1,"),
         "{text}"
     );
+    // No merchant credentials here: the summary says refunds go unseen.
+    assert!(
+        text.contains("refunds: NOT watched (merchant.id and merchant.secret not set)"),
+        "{text}"
+    );
+    let watched = app
+        .run_with(
+            &["report", "--status", "success"],
+            &[
+                ("FREEDOMPAY_RECON__MERCHANT__ID", "545443"),
+                (
+                    "FREEDOMPAY_RECON__MERCHANT__SECRET",
+                    "merchant-secret-key-16+",
+                ),
+            ],
+        )
+        .await;
+    let text = out(&watched);
+    assert!(
+        text.contains("refunds: paid payments are watched through the Merchant status API"),
+        "{text}"
+    );
+    assert!(!text.contains("NOT watched"), "{text}");
     let empty_table = run(&app, &["report", "--from", "2025-07-12"], None).await;
     assert!(
         out(&empty_table).contains("\nno payments created since 2025-07-12\n"),
