@@ -54,82 +54,14 @@ impl<'a> MoneyColumns<'a> {
 /// `facts` wins) and returns how many. A fact another writer stored first is skipped here,
 /// or refused by the keys' index (`recon.money_event_keys`, 23505) if it commits in between;
 /// the callers hold the payments' row locks, so that does not happen between them.
+///
+/// With `first_look`, each payment a fact was written for is also watched for refunds from
+/// then (`recon.refund_watch`: first seen paid at the fact's observation, first look that
+/// much later), in the same statement: the engine's write path, whose facts are payments
+/// received.
 pub(super) async fn insert(
     conn: &mut PgConnection,
     facts: &MoneyColumns<'_>,
-) -> Result<u64, StoreError> {
-    Ok(sqlx::query!(
-        "insert into recon.money_events
-             (payment_id, kind, amount, provider_amount, currency, provider_ref,
-              provider_status, provider_at, source, fact_key, observed_at)
-         select f.payment_id, f.kind, f.amount, f.provider_amount, f.currency, f.provider_ref,
-                f.provider_status, f.provider_at, f.source, f.fact_key,
-                coalesce(f.observed_at, now())
-         from (select distinct on (u.payment_id, u.fact_key) u.*
-               from unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::text[],
-                           $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
-                           $11::timestamptz[])
-                    with ordinality as u(payment_id, kind, amount, provider_amount, currency,
-                                         provider_ref, provider_status, provider_at, source,
-                                         fact_key, observed_at, n)
-               order by u.payment_id, u.fact_key, u.n) f
-         where not exists (select 1 from recon.money_event_keys k
-                           where k.payment_id = f.payment_id and k.fact_key = f.fact_key)
-         order by f.payment_id",
-        &facts.payment_id as &[&str],
-        &facts.kind as &[&str],
-        &facts.amount,
-        &facts.provider_amount as &[Option<Decimal>],
-        &facts.currency as &[&str],
-        &facts.provider_ref as &[Option<&str>],
-        &facts.provider_status as &[Option<&str>],
-        &facts.provider_at as &[Option<DateTime<Utc>>],
-        &facts.source as &[&str],
-        &facts.fact_key as &[&str],
-        &facts.observed_at as &[Option<DateTime<Utc>>],
-    )
-    .execute(conn)
-    .await?
-    .rows_affected())
-}
-
-/// Writes `facts` about one payment in one transaction, under its row lock, and returns how
-/// many were new. A payment nobody tracks writes nothing (`Ok(0)`).
-pub async fn record_facts(
-    pool: &PgPool,
-    payment_id: &str,
-    facts: &[MoneyFact],
-) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
-    let tracked = sqlx::query_scalar!(
-        "select 1 as \"one!\" from recon.payments where payment_id = $1 for no key update",
-        payment_id
-    )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if tracked.is_none() {
-        return Ok(0);
-    }
-    let mut columns = MoneyColumns::default();
-    for fact in facts {
-        columns.push(payment_id, fact, None);
-    }
-    let written = if columns.is_empty() {
-        0
-    } else {
-        insert(&mut tx, &columns).await?
-    };
-    tx.commit().await?;
-    Ok(written)
-}
-
-/// Writes the payments received that `paid` holds, as [`insert`] does, and starts watching
-/// each payment booked for refunds (`recon.refund_watch`): first seen paid at its
-/// observation, first look `first_look` later (`None`: not watched). One statement, for the
-/// engine's write path. Returns the money events written.
-pub(super) async fn insert_paid(
-    conn: &mut PgConnection,
-    paid: &MoneyColumns<'_>,
     first_look: Option<std::time::Duration>,
 ) -> Result<u64, StoreError> {
     let first_look = first_look.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -165,23 +97,53 @@ pub(super) async fn insert_paid(
                on conflict (payment_id) do nothing
            )
            select count(*) as "booked!" from booked"#,
-        &paid.payment_id as &[&str],
-        &paid.kind as &[&str],
-        &paid.amount,
-        &paid.provider_amount as &[Option<Decimal>],
-        &paid.currency as &[&str],
-        &paid.provider_ref as &[Option<&str>],
-        &paid.provider_status as &[Option<&str>],
-        &paid.provider_at as &[Option<DateTime<Utc>>],
-        &paid.source as &[&str],
-        &paid.fact_key as &[&str],
-        &paid.observed_at as &[Option<DateTime<Utc>>],
+        &facts.payment_id as &[&str],
+        &facts.kind as &[&str],
+        &facts.amount,
+        &facts.provider_amount as &[Option<Decimal>],
+        &facts.currency as &[&str],
+        &facts.provider_ref as &[Option<&str>],
+        &facts.provider_status as &[Option<&str>],
+        &facts.provider_at as &[Option<DateTime<Utc>>],
+        &facts.source as &[&str],
+        &facts.fact_key as &[&str],
+        &facts.observed_at as &[Option<DateTime<Utc>>],
         first_look as Option<i64>,
     )
     .fetch_one(conn)
     .await?
     .try_into()
     .unwrap_or(0))
+}
+
+/// Writes `facts` about one payment in one transaction, under its row lock, and returns how
+/// many were new. A payment nobody tracks writes nothing (`Ok(0)`).
+pub async fn record_facts(
+    pool: &PgPool,
+    payment_id: &str,
+    facts: &[MoneyFact],
+) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    let tracked = sqlx::query_scalar!(
+        "select 1 as \"one!\" from recon.payments where payment_id = $1 for no key update",
+        payment_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if tracked.is_none() {
+        return Ok(0);
+    }
+    let mut columns = MoneyColumns::default();
+    for fact in facts {
+        columns.push(payment_id, fact, None);
+    }
+    let written = if columns.is_empty() {
+        0
+    } else {
+        insert(&mut tx, &columns, None).await?
+    };
+    tx.commit().await?;
+    Ok(written)
 }
 
 /// A payment whose watch for refunds is due, claimed by this daemon.
@@ -267,7 +229,7 @@ pub async fn finish_look(
     let written = if columns.is_empty() {
         0
     } else {
-        insert(&mut tx, &columns).await?
+        insert(&mut tx, &columns, None).await?
     };
     match next {
         Some(next_at) => {

@@ -300,7 +300,7 @@ async fn write_listing(
         for (id, fact, observed_at) in &paid {
             money.push(id, fact, Some(*observed_at));
         }
-        outcome.money_events = super::money::insert_paid(&mut *tx, &money, first_look).await?;
+        outcome.money_events = super::money::insert(&mut *tx, &money, first_look).await?;
     }
     if !opened.payment_id.is_empty() {
         outcome.flags_opened = open_flags(&mut *tx, &opened).await?;
