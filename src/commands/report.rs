@@ -13,7 +13,7 @@ use crate::settings::Settings;
 use crate::store;
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions", "adjustments"]))]
+#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions", "adjustments", "money"]))]
 pub struct ReportArgs {
     /// List payments instead of the daily summary.
     #[arg(long)]
@@ -34,6 +34,13 @@ pub struct ReportArgs {
     /// change).
     #[arg(long, conflicts_with_all = ["month", "by", "currency", "status", "flag", "class", "as_of"])]
     pub adjustments: bool,
+    /// List the money that moved from --from to --to (or in --month), per day, currency and
+    /// kind (payment, refund, reversal, chargeback, commission): events, payments and the sum
+    /// signed for the merchant. A day is the one the provider moved it (a refund's date; not
+    /// said: the day seen); a fact for a month already closed counts on the open day it was
+    /// booked, its `adjusts_month` naming the month.
+    #[arg(long, conflicts_with_all = ["by", "currency", "status", "flag", "class", "as_of"])]
+    pub money: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::reporting::Format,
     /// CSV for Excel in Russian or Kazakh locales: a UTF-8 byte-order mark, `;` between
@@ -111,6 +118,12 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             from: args.from,
             to: args.to,
         }
+    } else if args.money {
+        let (from, to) = match args.month {
+            Some((first, last)) => (Some(first), Some(last)),
+            None => (args.from, args.to),
+        };
+        ReportKind::Money { from, to }
     } else if args.flags {
         use store::report::ClassFilter;
         // `--flag lifetime_exceeded` alone lists those flags, not an empty action queue.

@@ -43,6 +43,12 @@ pub struct Digest {
     /// Payments the daemon first saw reach an outcome in the period: paid, failed, expired
     /// unpaid.
     pub outcomes: Vec<Outcome>,
+    /// Money that moved in the period, per currency, by the day it counts on (a refund's
+    /// date): what was received, refunded, reversed, charged back, kept, and the net.
+    pub money: Vec<store::money::MoneyTotal>,
+    /// Payments with money back in the period, by what money has made of them now
+    /// (partially_refunded, refunded, reversed).
+    pub money_back: Vec<(String, i64)>,
     pub flags_opened: Vec<(String, i64)>,
     pub flags_resolved: Vec<(String, i64)>,
     /// Open flags a person must act on when the digest was made, by age.
@@ -70,6 +76,8 @@ impl Digest {
             timezone: zone.timezone,
             generated_at: zone.now,
             outcomes: store::digest::outcomes(pool, from, to).await?,
+            money: store::money::totals(pool, Some(from), Some(to)).await?,
+            money_back: store::money::return_outcomes(pool, Some(from), Some(to)).await?,
             flags_opened,
             flags_resolved,
             open: open_action_ages(pool).await?,
@@ -89,6 +97,9 @@ impl Digest {
         };
         for outcome in &mut self.outcomes {
             outcome.currency.as_mut().map(quiet);
+        }
+        for total in &mut self.money {
+            quiet(&mut total.currency);
         }
         for flag in &mut self.oldest_open {
             quiet(&mut flag.payment_id);
@@ -188,6 +199,27 @@ impl Digest {
                     "payments"
                 },
             );
+        }
+
+        // By the day the money moved (a refund's own date), not the payment's: a status is
+        // not money.
+        if !self.money.is_empty() {
+            heading(&mut out, "Money moved in the period");
+            for total in &self.money {
+                // The currency is a checked code (recon.money_events refuses anything else).
+                let _ = writeln!(out, "{bullet}{}", super::describe_money(total));
+            }
+            if !self.money_back.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{bullet}payments with money back, as they stand now: {}",
+                    self.money_back
+                        .iter()
+                        .map(|(outcome, n)| format!("{} {n}", outcome.replace('_', " ")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
         }
 
         let counts = |rows: &[(String, i64)]| {

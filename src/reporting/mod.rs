@@ -35,6 +35,7 @@ use sqlx::PgPool;
 use self::columns::{Cell, Layout, ReportRow, TableColumn};
 use crate::store::StoreError;
 use crate::store::close::{AdjustmentRow, adjustment_rows};
+use crate::store::money::MoneyDayRow;
 use crate::store::report::{
     AgeBuckets, ClassFilter, DetailRow, FlagFilter, FlagRow, ReportFilter, ResolutionRow,
     SummaryRow, detail_rows, flag_rows, open_action_ages_of, resolution_rows, summary_rows,
@@ -305,6 +306,11 @@ pub enum ReportKind {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
     },
+    /// Money moved from the first to the last day given, per day, currency and kind.
+    Money {
+        from: Option<NaiveDate>,
+        to: Option<NaiveDate>,
+    },
 }
 
 /// What to report.
@@ -329,6 +335,64 @@ fn refunds_line(watched: bool) -> &'static str {
         "refunds: NOT watched (merchant.id and merchant.secret not set): a refund of a paid \
          payment is not seen; paid counts what was received"
     }
+}
+
+/// Per currency, what moved from `from` to `to` (by the day it counts on), and the payments
+/// with money back by what money has made of them: lines under a summary or money report.
+pub async fn money_lines(
+    pool: &PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<String>, StoreError> {
+    let mut lines: Vec<String> = crate::store::money::totals(pool, from, to)
+        .await?
+        .iter()
+        .map(describe_money)
+        .collect();
+    let outcomes = crate::store::money::return_outcomes(pool, from, to).await?;
+    if !outcomes.is_empty() {
+        lines.push(format!(
+            "payments with money back on these days, as they stand now: {}",
+            outcomes
+                .iter()
+                .map(|(outcome, n)| format!("{outcome} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(lines)
+}
+
+/// `money moved, KZT: received 10000.00 (2 payments), refunded 1500.00 (1), …, net 8500.00`.
+pub fn describe_money(total: &crate::store::money::MoneyTotal) -> String {
+    let mut parts = Vec::new();
+    let mut part = |what: &str, amount: &Option<String>, n: Option<i64>| {
+        if let Some(amount) = amount {
+            parts.push(match n {
+                Some(n) => format!("{what} {amount} ({n})"),
+                None => format!("{what} {amount}"),
+            });
+        }
+    };
+    part("received", &total.received, Some(total.payments));
+    part("refunded", &total.refunded, Some(total.refunds));
+    part("reversed", &total.reversed, Some(total.reversals));
+    part("charged back", &total.charged_back, Some(total.chargebacks));
+    part("commission", &total.commission, None);
+    let adjustments = if total.adjustments > 0 {
+        format!(
+            "; {} of these events belong to closed months, booked here as adjustments",
+            total.adjustments
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "money moved, {}: {}, net {}{adjustments}",
+        escape_invisible(&total.currency),
+        parts.join(", "),
+        total.net
+    )
 }
 
 /// What a report wrote.
@@ -387,6 +451,8 @@ pub async fn write_report<W: Write>(
                 if filter.basis == crate::store::report::DayBasis::Created {
                     footer.extend(closed_lines(pool, filter.from, filter.to).await?);
                 }
+                // Money counts on the day it moved, whatever the filters: report --money.
+                footer.extend(money_lines(pool, filter.from, filter.to).await?);
                 footer.push(refunds_line(request.refunds_watched).to_owned());
             }
             (sink.finish(&footer)?, empty)
@@ -437,6 +503,22 @@ pub async fn write_report<W: Write>(
                 Some(line) => vec![line.clone()],
                 None => vec![format!("{} {what}", sink.rows)],
             };
+            (sink.finish(&footer)?, empty)
+        }
+        ReportKind::Money { from, to } => {
+            let mut sink = Sink::<MoneyDayRow, W>::new(format, style, out)?;
+            let mut rows = crate::store::money::day_rows(pool, *from, *to);
+            while let Some(row) = rows.try_next().await.map_err(StoreError::from)? {
+                sink.row(&row)?;
+            }
+            let empty = (sink.rows == 0).then(|| format!("no money moved{}", period(*from, *to)));
+            let mut footer: Vec<String> = empty.iter().cloned().collect();
+            if format == Format::Table && sink.rows > 0 {
+                footer.extend(money_lines(pool, *from, *to).await?);
+            }
+            if format == Format::Table {
+                footer.push(refunds_line(request.refunds_watched).to_owned());
+            }
             (sink.finish(&footer)?, empty)
         }
     };

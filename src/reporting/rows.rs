@@ -5,6 +5,7 @@
 use super::columns::{Amount, Cell, Column, Kind, Layout, ReportRow, TableColumn};
 use crate::domain::FlagKind;
 use crate::store::close::AdjustmentRow;
+use crate::store::money::MoneyDayRow;
 use crate::store::report::{DetailRow, FlagRow, ResolutionRow, SummaryRow};
 
 /// `5000.00 KZT`, or empty when there is no amount.
@@ -374,5 +375,37 @@ impl ReportRow for AdjustmentRow {
             )
         }),
         shown("cause", 55, Layout::Text, |r| r.cause.clone()),
+    ];
+}
+
+impl ReportRow for MoneyDayRow {
+    const SHEET: &'static str = "Money";
+    const COLUMNS: &'static [Column<Self>] = &[
+        // The day it counts on: the provider's date, or the day seen; for an adjustment, the
+        // open day it was booked on.
+        column("day", Kind::Day, |r| Cell::Day(r.day)),
+        column("currency", Kind::Text, |r| Cell::Text(&r.currency)),
+        column("kind", Kind::Text, |r| Cell::Text(&r.kind)),
+        column("events", Kind::Count, |r| Cell::Count(r.events)),
+        column("payments", Kind::Count, |r| Cell::Count(r.payments)),
+        // Signed for the merchant: + received, − refunded, reversed, charged back or kept.
+        column("amount", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.amount))
+        }),
+        column("adjusts_month", Kind::Day, |r| {
+            r.adjusts_month.map_or(Cell::Empty, Cell::Day)
+        }),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("day", 10, Layout::Text, |r| r.day.to_string()),
+        shown("currency", 8, Layout::Code, |r| r.currency.clone()),
+        shown("kind", 10, Layout::Text, |r| r.kind.clone()),
+        shown("events", 7, Layout::Number, |r| r.events.to_string()),
+        shown("payments", 8, Layout::Number, |r| r.payments.to_string()),
+        shown("amount", 16, Layout::Number, |r| r.amount.clone()),
+        shown("adjusts", 7, Layout::Text, |r| {
+            r.adjusts_month
+                .map_or(String::new(), |m| m.format("%Y-%m").to_string())
+        }),
     ];
 }

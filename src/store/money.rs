@@ -1,6 +1,7 @@
 //! Money events (`recon.money_events`): each provider fact about money written once.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::stream::BoxStream;
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 
@@ -278,4 +279,125 @@ pub async fn fail_look(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Money moved on one reporting day, in one currency, of one kind (`recon.money_by_day`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoneyDayRow {
+    /// The day it counts on: the provider's date, or the day observed; for an adjustment,
+    /// the open day it was booked on.
+    pub day: NaiveDate,
+    pub currency: String,
+    pub kind: String,
+    /// The closed month these events would have changed; `None` for the day's own.
+    pub adjusts_month: Option<NaiveDate>,
+    pub events: i64,
+    pub payments: i64,
+    /// Signed for the merchant, PostgreSQL's exact text.
+    pub amount: String,
+}
+
+/// Money moved from `from` to `to` (reporting days, inclusive; `None`: open), by day,
+/// currency and kind.
+pub fn day_rows<'a>(
+    pool: &'a PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> BoxStream<'a, Result<MoneyDayRow, sqlx::Error>> {
+    sqlx::query_as!(
+        MoneyDayRow,
+        r#"select day as "day!", currency as "currency!", kind as "kind!", adjusts_month,
+                  events as "events!", payments as "payments!", amount::text as "amount!"
+           from recon.money_by_day
+           where ($1::date is null or day >= $1) and ($2::date is null or day <= $2)
+           order by day, currency,
+                    array_position(array['payment', 'refund', 'reversal', 'chargeback',
+                                         'commission'], kind),
+                    adjusts_month nulls first"#,
+        from,
+        to,
+    )
+    .fetch(pool)
+}
+
+/// What moved from `from` to `to` in one currency: each kind's sum as a positive amount
+/// (`None`: nothing of it), and the net signed for the merchant.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MoneyTotal {
+    pub currency: String,
+    pub received: Option<String>,
+    /// Payments received.
+    pub payments: i64,
+    pub refunded: Option<String>,
+    pub refunds: i64,
+    pub reversed: Option<String>,
+    pub reversals: i64,
+    pub charged_back: Option<String>,
+    pub chargebacks: i64,
+    /// Only where the provider stated a net.
+    pub commission: Option<String>,
+    /// Everything above, signed: received less all that went back or was kept.
+    pub net: String,
+    /// Events booked on these days against closed months (included above).
+    pub adjustments: i64,
+}
+
+pub async fn totals(
+    pool: &PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<MoneyTotal>, StoreError> {
+    Ok(sqlx::query_as!(
+        MoneyTotal,
+        r#"select currency as "currency!",
+                  (sum(amount) filter (where kind = 'payment'))::text as received,
+                  coalesce(sum(events) filter (where kind = 'payment'), 0)::int8 as "payments!",
+                  (-sum(amount) filter (where kind = 'refund'))::text as refunded,
+                  coalesce(sum(events) filter (where kind = 'refund'), 0)::int8 as "refunds!",
+                  (-sum(amount) filter (where kind = 'reversal'))::text as reversed,
+                  coalesce(sum(events) filter (where kind = 'reversal'), 0)::int8 as "reversals!",
+                  (-sum(amount) filter (where kind = 'chargeback'))::text as charged_back,
+                  coalesce(sum(events) filter (where kind = 'chargeback'), 0)::int8
+                      as "chargebacks!",
+                  (-sum(amount) filter (where kind = 'commission'))::text as commission,
+                  sum(amount)::text as "net!",
+                  coalesce(sum(events) filter (where adjusts_month is not null), 0)::int8
+                      as "adjustments!"
+           from recon.money_by_day
+           where ($1::date is null or day >= $1) and ($2::date is null or day <= $2)
+           group by currency
+           order by currency"#,
+        from,
+        to,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Payments with money back (a refund, reversal or chargeback) counted from `from` to `to`,
+/// by what money has made of them now (`recon.payment_money.money_outcome`):
+/// `(outcome, payments)`, in the order partially_refunded, refunded, reversed.
+pub async fn return_outcomes(
+    pool: &PgPool,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query!(
+        r#"select m.money_outcome as "outcome!", count(*) as "payments!"
+           from recon.payment_money m
+           where m.money_outcome is not null and m.money_outcome <> 'paid'
+             and m.payment_id in (
+                 select e.payment_id from recon.money_events e
+                 where e.kind in ('refund', 'reversal', 'chargeback')
+                   and ($1::date is null or recon.money_day(e) >= $1)
+                   and ($2::date is null or recon.money_day(e) <= $2))
+           group by 1
+           order by array_position(array['partially_refunded', 'refunded', 'reversed'],
+                                   m.money_outcome)"#,
+        from,
+        to,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.outcome, r.payments)).collect())
 }

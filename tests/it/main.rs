@@ -27,6 +27,7 @@ mod listener;
 mod merchant_status;
 mod migrations;
 mod money;
+mod money_by_day;
 mod monitoring;
 mod month_end;
 mod output;

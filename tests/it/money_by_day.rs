@@ -1,0 +1,347 @@
+//! Money by day (issue 26, item 3): an event counts on the day the provider moved it, a late
+//! fact for a closed month is booked on an open day naming the month it adjusts, and what
+//! money makes of a paid payment (paid, partially refunded, refunded, reversed) is counted
+//! by `report --money`, the summary's footer and the digest.
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, ok};
+use freedompay_recon::simulator::Scenario;
+
+/// Books a money event by hand (source `manual`), as a person or another system would.
+async fn book(app: &TestApp, id: &str, kind: &str, amount: &str, at: &str, key: &str) {
+    sqlx::query(
+        "insert into recon.money_events
+             (payment_id, kind, amount, provider_amount, currency, provider_at, source, fact_key)
+         values ($1, $2, $3::numeric, $3::numeric, 'KZT', $4::timestamptz, 'manual', $5)",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(amount)
+    .bind(at)
+    .bind(key)
+    .execute(app.pool())
+    .await
+    .unwrap();
+}
+
+/// (counts_on, adjusts_month) of one event, as text.
+async fn dated(app: &TestApp, id: &str, key: &str) -> (String, Option<String>) {
+    sqlx::query_as(
+        "select counts_on::text, adjusts_month::text from recon.money_events
+         where payment_id = $1 and fact_key = $2",
+    )
+    .bind(id)
+    .bind(key)
+    .fetch_one(app.pool())
+    .await
+    .unwrap()
+}
+
+async fn outcome(app: &TestApp, id: &str) -> Option<String> {
+    sqlx::query_scalar("select money_outcome from recon.payment_money where payment_id = $1")
+        .bind(id)
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
+fn d(text: &str) -> Decimal {
+    text.parse().unwrap()
+}
+
+/// Four payments of October 2026 (Almaty), paid on the 10th: one kept, one partly refunded,
+/// one refunded in two parts, one whose hold was released.
+async fn october() -> TestApp {
+    let app = TestApp::new(Scenario::new()).await;
+    app.insert(
+        "('kept', 1000, 'KZT', null, '2026-10-10T10:00:00+05:00', null),
+         ('partly', 2000, 'KZT', null, '2026-10-10T11:00:00+05:00', null),
+         ('twice', 3000, 'KZT', null, '2026-10-10T12:00:00+05:00', null),
+         ('released', 4000, 'KZT', null, '2026-10-10T13:00:00+05:00', null)",
+    )
+    .await;
+    for (id, amount) in [
+        ("kept", "1000"),
+        ("partly", "2000"),
+        ("twice", "3000"),
+        ("released", "4000"),
+    ] {
+        book(
+            &app,
+            id,
+            "payment",
+            amount,
+            "2026-10-10T15:00:00+05:00",
+            "payment",
+        )
+        .await;
+    }
+    book(
+        &app,
+        "partly",
+        "refund",
+        "-500.50",
+        "2026-10-12T09:00:00+05:00",
+        "child:p1",
+    )
+    .await;
+    book(
+        &app,
+        "twice",
+        "refund",
+        "-1000",
+        "2026-10-13T09:00:00+05:00",
+        "child:t1",
+    )
+    .await;
+    // Late in the evening of the 14th in Almaty: still the 14th there, the 14th in UTC too.
+    book(
+        &app,
+        "twice",
+        "refund",
+        "-2000",
+        "2026-10-14T23:30:00+05:00",
+        "child:t2",
+    )
+    .await;
+    book(
+        &app,
+        "released",
+        "reversal",
+        "-4000",
+        "2026-10-11T09:00:00+05:00",
+        "child:r1",
+    )
+    .await;
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_made_of_it() {
+    let app = october().await;
+    assert_eq!(
+        dated(&app, "twice", "child:t2").await,
+        ("2026-10-14".to_owned(), None),
+        "the provider's date, in the reporting zone"
+    );
+    for (id, expected) in [
+        ("kept", "paid"),
+        ("partly", "partially_refunded"),
+        ("twice", "refunded"),
+        ("released", "reversed"),
+    ] {
+        assert_eq!(outcome(&app, id).await.as_deref(), Some(expected), "{id}");
+    }
+    // A refund never erases what was received.
+    let (received, refunded, net): (Decimal, Decimal, Decimal) = sqlx::query_as(
+        "select received, refunded, net_received from recon.payment_money
+         where payment_id = 'partly'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        (received, refunded, net),
+        (d("2000"), d("500.50"), d("1499.50"))
+    );
+
+    // By day: CSV rows are (day, currency, kind, events, payments, amount, adjusts_month).
+    let csv = ok(&app
+        .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
+        .await);
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows,
+        [
+            "day,currency,kind,events,payments,amount,adjusts_month",
+            "2026-10-10,KZT,payment,4,4,10000,",
+            "2026-10-11,KZT,reversal,1,1,-4000,",
+            "2026-10-12,KZT,refund,1,1,-500.50,",
+            "2026-10-13,KZT,refund,1,1,-1000,",
+            "2026-10-14,KZT,refund,1,1,-2000,",
+        ],
+        "{csv}"
+    );
+    // The net equals the events summed by hand.
+    let by_hand: Decimal = sqlx::query_scalar("select sum(amount) from recon.money_events")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(by_hand, d("2499.50"));
+    let table = ok(&app.run(&["report", "--money", "--month", "2026-10"]).await);
+    assert!(
+        table.contains(
+            "money moved, KZT: received 10000 (4), refunded 3500.50 (3), reversed 4000 (1), \
+             net 2499.50"
+        ),
+        "{table}"
+    );
+    assert!(
+        table.contains(
+            "payments with money back on these days, as they stand now: \
+             partially_refunded 1, refunded 1, reversed 1"
+        ),
+        "{table}"
+    );
+    // The summary by payment day says the same under its rows; a day with only the payments
+    // received counts no money back.
+    let summary = ok(&app.run(&["report", "--month", "2026-10"]).await);
+    assert!(summary.contains("net 2499.50"), "{summary}");
+    let first_day = ok(&app
+        .run(&["report", "--from", "2026-10-10", "--to", "2026-10-10"])
+        .await);
+    assert!(
+        first_day.contains("money moved, KZT: received 10000 (4), net 10000"),
+        "{first_day}"
+    );
+    assert!(!first_day.contains("money back"), "{first_day}");
+
+    // The digest of the 12th to the 14th: the refunds of those days, and their payments.
+    let digest = ok(&app
+        .run(&["digest", "--from", "2026-10-12", "--to", "2026-10-14"])
+        .await);
+    assert!(
+        digest.contains("money moved, KZT: refunded 3500.50 (3), net -3500.50"),
+        "{digest}"
+    );
+    assert!(
+        digest.contains(
+            "payments with money back, as they stand now: partially refunded 1, refunded 1"
+        ),
+        "{digest}"
+    );
+    let json: Value = serde_json::from_str(&ok(&app
+        .run(&[
+            "digest",
+            "--from",
+            "2026-10-11",
+            "--to",
+            "2026-10-11",
+            "--format",
+            "json",
+        ])
+        .await))
+    .unwrap();
+    assert_eq!(json["money"][0]["reversed"], "4000", "{json}");
+    assert_eq!(json["money"][0]["net"], "-4000", "{json}");
+    assert_eq!(
+        json["money_back"],
+        serde_json::json!([["reversed", 1]]),
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_money_fact_for_a_closed_month_is_booked_on_an_open_day_and_the_month_never_changes()
+{
+    let app = october().await;
+    let october_money = || async {
+        ok(&app
+            .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
+            .await)
+    };
+    ok(&app
+        .run(&[
+            "close",
+            "--month",
+            "2026-10",
+            "--note",
+            "money checked",
+            "--by",
+            "b.sadykova",
+        ])
+        .await);
+    let signed = october_money().await;
+
+    // The provider's refund of 20 October is seen only now: it counts today, adjusting October.
+    book(
+        &app,
+        "kept",
+        "refund",
+        "-250",
+        "2026-10-20T10:00:00+05:00",
+        "child:k1",
+    )
+    .await;
+    let today: String = sqlx::query_scalar("select recon.report_day(now())::text")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        dated(&app, "kept", "child:k1").await,
+        (today.clone(), Some("2026-10-01".to_owned()))
+    );
+    assert_eq!(
+        october_money().await,
+        signed,
+        "a closed month's money never changes"
+    );
+    assert_eq!(
+        outcome(&app, "kept").await.as_deref(),
+        Some("partially_refunded")
+    );
+    let booked_today = ok(&app
+        .run(&[
+            "report", "--money", "--from", &today, "--to", &today, "--format", "csv",
+        ])
+        .await);
+    assert!(
+        booked_today.contains(&format!("{today},KZT,refund,1,1,-250,2026-10-01")),
+        "{booked_today}"
+    );
+    let table = ok(&app.run(&["report", "--money", "--from", &today]).await);
+    assert!(
+        table.contains("1 of these events belong to closed months, booked here as adjustments"),
+        "{table}"
+    );
+
+    // A fact of an open month still counts on its own day.
+    app.insert("('november', 500, 'KZT', null, '2026-11-03T10:00:00+05:00', null)")
+        .await;
+    book(
+        &app,
+        "november",
+        "payment",
+        "500",
+        "2026-11-03T10:05:00+05:00",
+        "payment",
+    )
+    .await;
+    assert_eq!(
+        dated(&app, "november", "payment").await,
+        ("2026-11-03".to_owned(), None)
+    );
+
+    // Reopened, the month takes its own facts again; the one booked as an adjustment stays
+    // where it was booked (the record is append-only).
+    ok(&app
+        .run(&[
+            "close",
+            "--reopen",
+            "2026-10",
+            "--reason",
+            "late refund",
+            "--by",
+            "b.sadykova",
+        ])
+        .await);
+    book(
+        &app,
+        "partly",
+        "refund",
+        "-100",
+        "2026-10-21T10:00:00+05:00",
+        "child:p2",
+    )
+    .await;
+    assert_eq!(
+        dated(&app, "partly", "child:p2").await,
+        ("2026-10-21".to_owned(), None)
+    );
+    assert_eq!(
+        dated(&app, "kept", "child:k1").await,
+        (today, Some("2026-10-01".to_owned()))
+    );
+}
