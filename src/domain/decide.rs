@@ -151,6 +151,11 @@ pub struct Verdict {
     /// rule closes it as it opens): it is written open, then resolved.
     pub open: Vec<NewFlag>,
     pub resolve: Vec<(FlagKind, Resolver)>,
+    /// The answer is a word `invoice/info` does not document (`refunded`, `reversed`, …),
+    /// new for this payment: money may have moved, so the Merchant status API is asked at
+    /// once (its refund watch falls due now). A hint for the watch, not a fact: only what the
+    /// status API states is booked as money.
+    pub ask_what_money_moved: bool,
 }
 
 /// The detection lag of a transition a callback announced: `verdict`'s `observed_at` (the
@@ -264,6 +269,10 @@ pub fn decide(
         None => (None, false),
     };
     let (attempts, last_error, not_found_since) = attempts(before, result, now);
+    let ask_what_money_moved = observed
+        .change
+        .as_ref()
+        .is_some_and(|change| matches!(change.to, ProviderStatus::Other(_)));
     Verdict {
         observed_at: now,
         answered,
@@ -280,6 +289,23 @@ pub fn decide(
         deadline_missed_at: timeline.deadline_missed_at,
         open,
         resolve,
+        ask_what_money_moved,
+    }
+}
+
+/// The longest wait between looks at a payment whose status `invoice/info` does not document.
+pub const UNDOCUMENTED_BACKOFF_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// An answer whose status `invoice/info` does not document: it says nothing the schedule can
+/// act on, so it is looked at again on the retry backoff, as a failed poll is (never the
+/// routine ladder, which would ask every few seconds near the start of a payment's life).
+fn undocumented(result: &PollResult) -> Option<&str> {
+    match result {
+        PollResult::Invoice(invoice) => match &invoice.status {
+            ProviderStatus::Other(raw) => Some(raw),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -606,6 +632,20 @@ fn next_check(
                 .min(policy.retry_max);
             Some(cap(after(now, jitter.spread(backoff))))
         }
+        // A word nobody documented says nothing the schedule can act on, and may stay for
+        // good (`refunded`): each one in a row doubles the wait, from `retry_min` up to a
+        // day, and never sooner than the routine ladder. The money it may mean is the
+        // status API's to tell (`ask_what_money_moved`).
+        _ if undocumented(result).is_some() => {
+            let exponent = before.attempts.clamp(0, 20) as u32;
+            let index = (before.checks.max(0) as usize).min(policy.recheck.len() - 1);
+            let backoff = policy
+                .retry_min
+                .saturating_mul(1 << exponent)
+                .min(UNDOCUMENTED_BACKOFF_MAX)
+                .max(policy.recheck[index]);
+            Some(cap(after(now, jitter.spread(backoff))))
+        }
         _ => {
             let index = (before.checks.max(0) as usize).min(policy.recheck.len() - 1);
             Some(cap(after(now, policy.recheck[index])))
@@ -621,6 +661,15 @@ fn attempts(
     now: DateTime<Utc>,
 ) -> (i32, Option<String>, Option<DateTime<Utc>>) {
     let (attempts, last_error) = match result {
+        // Counted as attempts for the backoff; the word itself is the unknown_status flag's.
+        PollResult::Invoice(_) if undocumented(result).is_some() => (
+            before.attempts + 1,
+            Some(
+                "a status invoice/info does not document: looked at again on the retry \
+                 backoff; the Merchant status API is asked what money moved"
+                    .to_owned(),
+            ),
+        ),
         PollResult::Invoice(_) | PollResult::NotFound => (0, None),
         PollResult::Rejected { code, description } => (
             before.attempts + 1,
@@ -911,6 +960,12 @@ fn unknown_status_finding(result: &PollResult) -> Finding {
 /// daemon, only by hand.
 fn terminal_change_finding(change: Option<&StatusChange>) -> Finding {
     match change {
+        // A word nobody documented (`refunded` after `success`) is unknown_status's to tell:
+        // one flag for one answer, and the money it may mean is asked of the status API.
+        Some(StatusChange {
+            to: ProviderStatus::Other(_),
+            ..
+        }) => Finding::Unknown,
         Some(StatusChange {
             from: Some(from),
             to,

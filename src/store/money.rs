@@ -117,6 +117,26 @@ pub(super) async fn insert(
     .unwrap_or(0))
 }
 
+/// Makes the next refund-watch look of `payment_ids` due now: a hint (a status `invoice/info`
+/// does not document, a refund notification) that money may have moved. A payment not
+/// watched yet is watched from now.
+pub(super) async fn look_now(
+    conn: &mut PgConnection,
+    payment_ids: &[&str],
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        r#"insert into recon.refund_watch (payment_id, since, next_at)
+           select id, now(), now() from unnest($1::text[]) as u(id)
+           order by id
+           on conflict (payment_id) do update
+           set next_at = least(refund_watch.next_at, excluded.next_at)"#,
+        payment_ids as &[&str],
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Writes `facts` about one payment in one transaction, under its row lock, and returns how
 /// many were new. A payment nobody tracks writes nothing (`Ok(0)`).
 pub async fn record_facts(

@@ -302,6 +302,14 @@ async fn write_listing(
         }
         outcome.money_events = super::money::insert(&mut *tx, &money, first_look).await?;
     }
+    // A word invoice/info does not document: the status API is asked at once.
+    let ask: Vec<&str> = applied_items()
+        .filter(|item| item.verdict.ask_what_money_moved)
+        .map(|item| item.payment_id.as_str())
+        .collect();
+    if !ask.is_empty() {
+        super::money::look_now(&mut *tx, &ask).await?;
+    }
     if !opened.payment_id.is_empty() {
         outcome.flags_opened = open_flags(&mut *tx, &opened).await?;
     }

@@ -376,3 +376,79 @@ async fn without_merchant_credentials_paid_payments_wait_to_be_watched() {
         "enrolled, so credentials set later watch it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_word_invoice_info_does_not_document_asks_the_status_api_at_once_and_backs_off() {
+    let app = watching(
+        Scenario::new().payment(
+            "888",
+            [
+                Reply::invoice("success", "900", "KZT"),
+                Reply::invoice("refunded", "900", "KZT"),
+            ],
+        ),
+        MERCHANT_SECRET,
+    )
+    .await;
+    let pool = app.pool();
+    app.insert_ids(&["888"]).await;
+    app.sweep().await;
+    app.sim.refund(
+        "888",
+        Refund {
+            payment_id: "889".into(),
+            amount: "900".into(),
+            date: "2026-12-06 10:00:00".into(),
+        },
+    );
+    // The confirmation poll reads `refunded`: the watch looks in the same sweep, an hour
+    // before its ladder would have, and the status API's refund is booked.
+    app.fast_forward().await;
+    let swept = app.sweep().await;
+    assert_eq!(
+        (swept.watch.looks, swept.watch.money_events),
+        (1, 1),
+        "{swept:?}"
+    );
+    assert_eq!(app.status("888").await.as_deref(), Some("refunded"));
+    assert_eq!(app.open_flags("888").await, ["unknown_status"], "one flag");
+    let outcome: String = sqlx::query_scalar(
+        "select money_outcome from recon.payment_money where payment_id = '888'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "refunded");
+    assert_eq!(money(pool, "888").await, (d("900"), d("900"), d("0")));
+
+    // Not a tight loop: the next poll waits at least the ladder's step, longer each time.
+    let wait = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select extract(epoch from next_check_at - last_checked_at)::int8
+             from recon.payments where payment_id = '888'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let first = wait().await;
+    assert!(first >= 60, "{first}");
+    let checks = || app.count("select checks::int8 from recon.payments where payment_id = '888'");
+    let before = checks().await;
+    for _ in 0..5 {
+        app.sweep().await;
+    }
+    assert_eq!(checks().await, before, "nothing due meanwhile");
+    app.fast_forward().await;
+    let swept = app.sweep().await;
+    assert_eq!(
+        swept.watch.looks, 0,
+        "asked once, when the word appeared: {swept:?}"
+    );
+    assert!(wait().await >= first, "backs off");
+    assert_eq!(
+        money(pool, "888").await,
+        (d("900"), d("900"), d("0")),
+        "nothing doubled"
+    );
+}

@@ -943,6 +943,74 @@ fn an_unknown_status_is_kept_non_terminal_and_flagged_until_known() {
 }
 
 #[test]
+fn an_undocumented_word_backs_off_to_a_day_asks_the_status_api_once_and_flags_once() {
+    // Paid, then `refunded`: a word invoice/info does not document.
+    let mut state = apply(
+        &tracked(),
+        &decide_at(
+            &tracked(),
+            PollResult::Invoice(Box::new(invoice("success"))),
+            1,
+        ),
+    );
+    state.checks = 1;
+    let mut delays = Vec::new();
+    let mut asks = Vec::new();
+    let mut last_error = None;
+    for n in 0..20 {
+        let v = decide_at(
+            &state,
+            PollResult::Invoice(Box::new(invoice("refunded"))),
+            2 + n,
+        );
+        if n == 0 {
+            assert_eq!(
+                opened(&v),
+                vec![FlagKind::UnknownStatus],
+                "one flag: not terminal_status_changed as well"
+            );
+        } else {
+            assert!(v.open.is_empty(), "{n}: {:?}", v.open);
+        }
+        asks.push(v.ask_what_money_moved);
+        last_error = v.last_error.clone();
+        delays.push((v.next_check_at.unwrap() - at(2 + n)).num_seconds());
+        state = apply(&state, &v);
+    }
+    assert_eq!(
+        asks.iter().filter(|&&a| a).count(),
+        1,
+        "asked once, when it appeared"
+    );
+    assert!(asks[0]);
+    // Never sooner than the ladder (a minute for the second check, then up to an hour),
+    // doubling from 5 s until that passes the hour, and then to a day.
+    assert_eq!(&delays[..6], &[60, 300, 900, 3600, 3600, 3600]);
+    assert_eq!(delays[12], 5 << 12);
+    assert_eq!(*delays.last().unwrap(), 24 * 3600);
+    assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+    // Looks over a week: a bounded handful, where the hourly ladder alone would take 168.
+    let week: i64 = 7 * 24 * 3600;
+    let mut spent = 0;
+    let looks = delays.iter().take_while(|&&d| {
+        spent += d;
+        spent <= week
+    });
+    assert!(looks.count() < 25);
+    assert!(last_error.unwrap().contains("does not document"));
+    // A documented answer ends it: no backoff left, no ask.
+    let v = decide_at(
+        &state,
+        PollResult::Invoice(Box::new(invoice("success"))),
+        30,
+    );
+    assert_eq!(
+        (v.attempts, v.last_error.clone(), v.ask_what_money_moved),
+        (0, None, false)
+    );
+}
+
+#[test]
 fn failures_back_off_exponentially_with_jitter_and_keep_state() {
     let mut state = tracked();
     state.status = Some(ProviderStatus::Process);
