@@ -1,5 +1,6 @@
 //! `import`: start tracking every payment in a CSV file, all rows checked first, in one
-//! transaction.
+//! transaction; with `--refunds`, the refunds the merchant made (CSV or xlsx), each then
+//! looked for at the provider and matched to its refund.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -22,9 +23,18 @@ pub struct ImportArgs {
     /// saves as "CSV". Never guessed: a file that is not UTF-8 is refused, saying this.
     #[arg(long, value_enum, default_value = "utf-8")]
     pub encoding: crate::intake::encoding::Encoding,
+    /// The file lists refunds the merchant made, not payments: payment_id, amount,
+    /// currency, requested_at, reference (CSV, or an xlsx workbook when FILE ends in .xlsx).
+    /// Each is looked for through the Merchant status API 10 minutes, an hour and a day
+    /// after it was requested, and matched to the provider's refund.
+    #[arg(long)]
+    pub refunds: bool,
 }
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if args.refunds {
+        return import_refunds(settings, args).await;
+    }
     let name = args.file.display().to_string();
     let input: Box<dyn Read + Send> = if name == "-" {
         Box::new(std::io::stdin())
@@ -53,5 +63,89 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exi
             Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("{name}: nothing was imported"))),
+    }
+}
+
+async fn import_refunds(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use crate::intake::refunds::{read_refunds, read_refunds_xlsx};
+    use store::money::RequestsRefused;
+
+    let name = args.file.display().to_string();
+    let offset = settings.provider.naive_offset()?;
+    let xlsx = args
+        .file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
+    let read = if xlsx {
+        let file =
+            std::fs::File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
+        tokio::task::spawn_blocking(move || {
+            read_refunds_xlsx(std::io::BufReader::new(file), offset)
+        })
+        .await?
+    } else {
+        let input: Box<dyn Read + Send> = if name == "-" {
+            Box::new(std::io::stdin())
+        } else {
+            Box::new(
+                std::fs::File::open(&args.file).with_context(|| format!("cannot open {name}"))?,
+            )
+        };
+        let input = args.encoding.reader(input);
+        tokio::task::spawn_blocking(move || read_refunds(input, offset)).await?
+    };
+    let unit = if xlsx { "row" } else { "line" };
+    let refunds = match read {
+        Ok(refunds) => refunds,
+        Err(ImportError::Rejected(errors)) => {
+            print_line_errors(&errors, unit);
+            eprintln!(
+                "error: {name}: {}; nothing was imported. Fix them and import the file again.",
+                errors.summary()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("{name}: nothing was imported")));
+        }
+    };
+    let pool = store::connect_to_schema(&settings.database).await?;
+    match store::money::import_requests(&pool, &refunds).await {
+        Ok(outcome) => {
+            outln!(
+                "{name}: {}: {} refunds imported, {} already known (unchanged)",
+                rows(refunds.len() as u64),
+                outcome.imported,
+                outcome.already_known
+            )?;
+            if !settings.merchant.watches_refunds() {
+                eprintln!(
+                    "warning: merchant.id and merchant.secret are not set: the provider's \
+                     refunds are not watched, so these cannot be matched (each becomes \
+                     refund_missing once a daemon with credentials looks)"
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(RequestsRefused::Lines(lines)) => {
+            // One message: the first few lines, and how many more.
+            const SHOWN: usize = 5;
+            let mut said: Vec<String> = lines
+                .iter()
+                .take(SHOWN)
+                .map(|(line, problem)| format!("{unit} {line}: {problem}"))
+                .collect();
+            if lines.len() > SHOWN {
+                said.push(format!("and {} more", lines.len() - SHOWN));
+            }
+            eprintln!(
+                "error: {name}: {}; nothing was imported. Fix them and import the file again.",
+                said.join("; ")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Err(RequestsRefused::Store(e)) => {
+            anyhow::bail!("{name}: nothing was imported: {e}")
+        }
     }
 }

@@ -33,6 +33,18 @@ impl MoneyKind {
         }
     }
 
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Payment,
+            Self::Refund,
+            Self::Reversal,
+            Self::Chargeback,
+            Self::Commission,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == raw)
+    }
+
     /// Whether money of this kind comes in (the payment) rather than goes back.
     pub fn is_income(self) -> bool {
         self == Self::Payment
@@ -201,6 +213,193 @@ pub fn watch_retry_after(attempts: u32) -> std::time::Duration {
     )
 }
 
+/// When a refund the merchant made is looked for at the provider, after it was requested:
+/// soon, then an hour, then a day; not seen by the last look, it is `refund_missing`.
+pub const REQUEST_LOOKS: [std::time::Duration; 3] = [
+    std::time::Duration::from_secs(10 * 60),
+    std::time::Duration::from_secs(3600),
+    std::time::Duration::from_secs(24 * 3600),
+];
+
+/// A refund the merchant says it made (`import --refunds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub id: i64,
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub requested_at: DateTime<Utc>,
+    pub reference: String,
+    /// The provider's fact it was matched to, once it is.
+    pub matched: Option<String>,
+}
+
+/// Money the provider returned for the same payment (a refund, reversal or chargeback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Returned {
+    /// Its `fact_key`.
+    pub key: String,
+    pub kind: MoneyKind,
+    /// As a positive amount.
+    pub amount: Decimal,
+    pub currency: Currency,
+    /// When the provider says it happened, or when it was seen.
+    pub at: DateTime<Utc>,
+}
+
+/// A flag's expected and actual.
+pub type FlagText = (Option<String>, Option<String>);
+
+/// What matching a payment's refund requests to its returns found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RefundMatching {
+    /// (request id, fact key): new matches to write.
+    pub matches: Vec<(i64, String)>,
+    /// Per refund flag kind: `Some` holds (its expected and actual), `None` clears.
+    pub findings: Vec<(super::FlagKind, Option<FlagText>)>,
+    /// The next time a request not matched yet is to be looked for (its next step of
+    /// [`REQUEST_LOOKS`] after `now`).
+    pub next_look: Option<DateTime<Utc>>,
+}
+
+/// Matches a payment's refund requests to the money it got back, as of `now`: each request
+/// not matched yet takes a return nobody took, of its currency, a refund or reversal (a
+/// chargeback is never something a merchant asks for): first one of the same amount, then,
+/// for requests still unmatched, the earliest left; requests in the order they were made. Then three findings:
+/// `refund_amount_mismatch` (a match whose amounts differ), `refund_missing` (a request not
+/// matched by its last look), `unexpected_refund` (a return no request matches).
+pub fn match_refunds(
+    requests: &[RefundRequest],
+    returns: &[Returned],
+    now: DateTime<Utc>,
+) -> RefundMatching {
+    use super::FlagKind;
+
+    let mut taken: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r.matched.as_deref())
+        .collect();
+    let mut pairs: Vec<(&RefundRequest, &Returned)> = requests
+        .iter()
+        .filter_map(|r| {
+            let key = r.matched.as_deref()?;
+            Some((r, returns.iter().find(|x| x.key == key)?))
+        })
+        .collect();
+    let mut matching = RefundMatching::default();
+    let mut open: Vec<&RefundRequest> = requests.iter().filter(|r| r.matched.is_none()).collect();
+    open.sort_by_key(|r| (r.requested_at, r.id));
+    // The same amount first, for every request, then what is left by time: a request of
+    // 100 made earlier never takes the 400 another request of 400 was answered with.
+    let mut unmatched = Vec::new();
+    for exact in [true, false] {
+        for request in std::mem::take(&mut open) {
+            let found = returns
+                .iter()
+                .filter(|x| {
+                    x.kind != MoneyKind::Chargeback
+                        && x.currency == request.currency
+                        && (!exact || x.amount == request.amount)
+                        && !taken.contains(&x.key.as_str())
+                })
+                .min_by_key(|x| (x.at, x.key.as_str()));
+            match found {
+                Some(returned) => {
+                    taken.push(&returned.key);
+                    pairs.push((request, returned));
+                    matching.matches.push((request.id, returned.key.clone()));
+                }
+                None if exact => open.push(request),
+                None => unmatched.push(request),
+            }
+        }
+    }
+    matching.matches.sort();
+
+    let listed = |items: Vec<String>| (!items.is_empty()).then(|| bounded(items.join("; ")));
+    let differ: Vec<&(&RefundRequest, &Returned)> =
+        pairs.iter().filter(|(r, x)| r.amount != x.amount).collect();
+    let mismatch = listed(
+        differ
+            .iter()
+            .map(|(r, _)| format!("{} {} ({})", r.amount, r.currency, r.reference))
+            .collect(),
+    )
+    .map(|expected| {
+        let actual = differ
+            .iter()
+            .map(|(_, x)| format!("{} {} ({})", x.amount, x.currency, x.key))
+            .collect::<Vec<_>>()
+            .join("; ");
+        (Some(expected), Some(bounded(actual)))
+    });
+    let last_look =
+        |r: &RefundRequest| after(r.requested_at, REQUEST_LOOKS[REQUEST_LOOKS.len() - 1]);
+    let missing: Vec<&&RefundRequest> = unmatched.iter().filter(|r| now >= last_look(r)).collect();
+    let missing = listed(
+        missing
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} ({}, requested {})",
+                    r.amount,
+                    r.currency,
+                    r.reference,
+                    r.requested_at.to_rfc3339()
+                )
+            })
+            .collect(),
+    )
+    .map(|expected| (Some(expected), Some("not shown by the provider".to_owned())));
+    let unexpected = listed(
+        returns
+            .iter()
+            .filter(|x| !taken.contains(&x.key.as_str()))
+            .map(|x| {
+                format!(
+                    "{} {} {} ({})",
+                    x.kind.as_str(),
+                    x.amount,
+                    x.currency,
+                    x.key
+                )
+            })
+            .collect(),
+    )
+    .map(|actual| (Some("a refund the merchant made".to_owned()), Some(actual)));
+    matching.findings = vec![
+        (FlagKind::RefundAmountMismatch, mismatch),
+        (FlagKind::RefundMissing, missing),
+        (FlagKind::UnexpectedRefund, unexpected),
+    ];
+    matching.next_look = unmatched
+        .iter()
+        .filter_map(|r| {
+            REQUEST_LOOKS
+                .iter()
+                .map(|&delay| after(r.requested_at, delay))
+                .find(|&at| at > now)
+        })
+        .min();
+    matching
+}
+
+fn after(at: DateTime<Utc>, delay: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A flag's text is bounded: the first refunds listed, and how many more.
+fn bounded(text: String) -> String {
+    const MOST: usize = 400;
+    if text.chars().count() <= MOST {
+        return text;
+    }
+    let cut: String = text.chars().take(MOST).collect();
+    format!("{cut}…")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,5 +501,102 @@ mod tests {
             [5, 10, 20, 40, 80, 160, 320, 640, 1280, 1440, 1440, 1440]
         );
         assert_eq!(watch_retry_after(u32::MAX).as_secs(), 86400);
+    }
+
+    fn request(id: i64, amount: &str, minutes: i64) -> RefundRequest {
+        RefundRequest {
+            id,
+            amount: d(amount),
+            currency: kzt(),
+            requested_at: t(minutes),
+            reference: format!("R-{id}"),
+            matched: None,
+        }
+    }
+
+    fn returned(key: &str, kind: MoneyKind, amount: &str, minutes: i64) -> Returned {
+        Returned {
+            key: key.into(),
+            kind,
+            amount: d(amount),
+            currency: kzt(),
+            at: t(minutes),
+        }
+    }
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        "2026-12-01T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
+            + chrono::Duration::minutes(minutes)
+    }
+
+    fn holds(m: &RefundMatching) -> Vec<(&'static str, FlagText)> {
+        m.findings
+            .iter()
+            .filter_map(|(kind, f)| Some((kind.as_str(), f.clone()?)))
+            .collect()
+    }
+
+    #[test]
+    fn requests_take_the_same_amount_first_and_what_nobody_asked_for_is_unexpected() {
+        let requests = [request(1, "300", 0), request(2, "500", 5)];
+        let returns = [
+            returned("child:a", MoneyKind::Refund, "500", 20),
+            returned("child:b", MoneyKind::Refund, "300", 30),
+            returned("child:c", MoneyKind::Chargeback, "300", 40),
+        ];
+        let m = match_refunds(&requests, &returns, t(60));
+        assert_eq!(m.matches, [(1, "child:b".into()), (2, "child:a".into())]);
+        assert_eq!(
+            holds(&m),
+            [(
+                "unexpected_refund",
+                (
+                    Some("a refund the merchant made".into()),
+                    Some("chargeback 300 KZT (child:c)".into())
+                )
+            )],
+            "a chargeback is never what the merchant asked for"
+        );
+        assert_eq!(m.next_look, None, "everything asked for is found");
+    }
+
+    #[test]
+    fn a_request_not_seen_is_looked_for_on_its_steps_and_missing_after_the_last() {
+        let requests = [request(1, "300", 0)];
+        let m = match_refunds(&requests, &[], t(5));
+        assert_eq!(m.next_look, Some(t(10)));
+        assert!(holds(&m).is_empty());
+        let m = match_refunds(&requests, &[], t(10));
+        assert_eq!(m.next_look, Some(t(60)));
+        let m = match_refunds(&requests, &[], t(24 * 60));
+        assert_eq!(m.next_look, None);
+        assert_eq!(holds(&m)[0].0, "refund_missing");
+        // Seen later, with another amount: matched, missing clears, the amounts differ.
+        let returns = [returned("child:a", MoneyKind::Reversal, "250", 2000)];
+        let m = match_refunds(&requests, &returns, t(3000));
+        assert_eq!(m.matches, [(1, "child:a".into())]);
+        assert_eq!(
+            holds(&m),
+            [(
+                "refund_amount_mismatch",
+                (
+                    Some("300 KZT (R-1)".into()),
+                    Some("250 KZT (child:a)".into())
+                )
+            )]
+        );
+        let cleared: Vec<&str> = m
+            .findings
+            .iter()
+            .filter(|(_, f)| f.is_none())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(cleared, ["refund_missing", "unexpected_refund"]);
+        // Already matched: kept, nothing new.
+        let mut matched = requests.clone();
+        matched[0].matched = Some("child:a".into());
+        let again = match_refunds(&matched, &returns, t(3001));
+        assert!(again.matches.is_empty());
+        assert_eq!(holds(&again), holds(&m));
     }
 }

@@ -279,6 +279,13 @@ pub enum FlagKind {
     /// A signed callback's claim could not be read (`recon.callbacks.problem`), so it was
     /// never checked against the poll.
     CallbackUnreadable,
+    /// A refund the merchant made (`import --refunds`) the provider has not shown by its
+    /// last look.
+    RefundMissing,
+    /// The provider's refund matched to the merchant's returned another amount.
+    RefundAmountMismatch,
+    /// Money back (a refund, reversal or chargeback) no refund the merchant made matches.
+    UnexpectedRefund,
 }
 
 /// Whether a flag is an exception a person must act on, or an outcome worth recording.
@@ -301,7 +308,7 @@ impl FlagClass {
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 12] = [
+    pub const ALL: [FlagKind; 15] = [
         Self::AmountMismatch,
         Self::CurrencyMismatch,
         Self::OrderMismatch,
@@ -314,6 +321,9 @@ impl FlagKind {
         Self::UntrackedPayment,
         Self::CallbackDisagrees,
         Self::CallbackUnreadable,
+        Self::RefundMissing,
+        Self::RefundAmountMismatch,
+        Self::UnexpectedRefund,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -330,6 +340,9 @@ impl FlagKind {
             Self::UntrackedPayment => "untracked_payment",
             Self::CallbackDisagrees => "callback_disagrees",
             Self::CallbackUnreadable => "callback_unreadable",
+            Self::RefundMissing => "refund_missing",
+            Self::RefundAmountMismatch => "refund_amount_mismatch",
+            Self::UnexpectedRefund => "unexpected_refund",
         }
     }
 

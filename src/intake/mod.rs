@@ -5,7 +5,9 @@
 
 pub mod encoding;
 mod import;
+pub mod refunds;
 pub mod resolutions;
+mod sheet;
 
 use chrono::{DateTime, FixedOffset, Utc};
 

@@ -169,141 +169,39 @@ pub const FLAGS_SHEET: &str = "Flags";
 
 /// Reads every row of a resolutions workbook (xlsx, as `report --flags --format xlsx` writes
 /// it, with notes added, in Excel or LibreOffice): the same checks as a CSV file, on the sheet
-/// `Flags` (or the only sheet). Lines are the sheet's row numbers. Cells are read as a person
-/// sees them: a number as written (`7`, `12.5`), a date as `2025-07-01` (with its time when it
-/// has one), text exactly.
+/// `Flags` (or the only sheet). Lines are the sheet's row numbers.
 pub fn read_resolutions_xlsx(input: impl Read + Seek) -> Result<Vec<Resolution>, ImportError> {
-    use calamine::Reader as _;
-
-    let mut book = calamine::Xlsx::new(input).map_err(|e| {
-        ImportError::Read(format!("not an xlsx workbook ({e}); give an .xlsx file"))
-    })?;
-    let sheets = book.sheet_names();
-    let sheet = match sheets.iter().find(|name| *name == FLAGS_SHEET) {
-        Some(name) => name.clone(),
-        None if sheets.len() == 1 => sheets[0].clone(),
-        None => {
-            return Err(ImportError::Header(format!(
-                "no sheet named {FLAGS_SHEET} among {}; give the workbook `report --flags \
-                 --format xlsx` wrote, or keep only the sheet with the flags",
-                sheets
-                    .iter()
-                    .map(|s| excerpt(s))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-    };
-    let mut cells = book
-        .worksheet_cells_reader(&sheet)
-        .map_err(|e| ImportError::Read(format!("the sheet {}: {e}", excerpt(&sheet))))?;
-    let unreadable = |e: calamine::XlsxError| ImportError::Read(e.to_string());
-
-    // Cells come row by row, left to right; empty ones may be left out.
-    let mut checker: Option<Checker> = None;
-    let mut row: Vec<Result<String, String>> = Vec::new();
-    let mut row_at: Option<u32> = None;
-    while let Some(cell) = cells.next_cell().map_err(unreadable)? {
-        let (at, column) = cell.get_position();
-        if row_at != Some(at) {
-            if let Some(previous) = row_at {
-                check_sheet_row(&mut checker, previous, std::mem::take(&mut row))?;
-            }
-            row_at = Some(at);
-        }
-        let column = column as usize;
-        if row.len() <= column {
-            row.resize(column + 1, Ok(String::new()));
-        }
-        row[column] = cell_text(cell.get_value());
-    }
-    if let Some(last) = row_at {
-        check_sheet_row(&mut checker, last, row)?;
-    }
-    checker
-        .ok_or_else(|| ImportError::Header("the sheet is empty or has no header row".into()))?
-        .finish()
+    super::sheet::read_xlsx(
+        input,
+        FLAGS_SHEET,
+        "`report --flags --format xlsx` wrote",
+        |names| Checker::new(names, "report --flags --format xlsx", "row"),
+    )
 }
 
-/// One row of a sheet (0-based `at`): the header when there is none yet, else a resolution.
-fn check_sheet_row(
-    checker: &mut Option<Checker>,
-    at: u32,
-    cells: Vec<Result<String, String>>,
-) -> Result<(), ImportError> {
-    if cells
-        .iter()
-        .all(|c| matches!(c, Ok(text) if text.trim().is_empty()))
-    {
-        // A row a person emptied, as a blank line in CSV.
-        return Ok(());
-    }
-    let Some(checker) = checker else {
-        let names: Vec<String> = cells
-            .iter()
-            .map(|c| column_name(c.as_deref().unwrap_or_default()))
-            .collect();
-        *checker = Some(Checker::new(&names, "report --flags --format xlsx", "row")?);
-        return Ok(());
-    };
-    let line = u64::from(at) + 1;
-    // A cell that shows an error (`#N/A`) in a column that is read has no value to check.
-    let read = [
-        ("payment_id", Some(checker.payment_id)),
-        ("kind", Some(checker.kind)),
-        ("note", Some(checker.note)),
-        ("flag_id", checker.flag_id),
-    ];
-    let mut broken = false;
-    for (name, index) in read {
-        if let Some(Err(error)) = index.and_then(|i| cells.get(i)) {
-            broken = true;
-            checker.errors.push(LineError {
-                line,
-                column: name.to_owned(),
-                problem: format!("the cell shows the error {error}; write a value"),
-            });
-        }
-    }
-    if !broken {
-        checker.row(line, |index| match cells.get(index) {
-            Some(Ok(text)) => Cow::Borrowed(text.as_str()),
-            _ => Cow::Borrowed(""),
-        });
-    }
-    Ok(())
-}
+impl super::sheet::RowChecker for Checker {
+    type Output = Vec<Resolution>;
 
-/// A cell's value as a person sees it; an error cell (`#N/A`) as `Err`.
-fn cell_text(value: &calamine::DataRef<'_>) -> Result<String, String> {
-    use calamine::DataRef;
+    fn read_columns(&self) -> Vec<(&'static str, usize)> {
+        let mut read = vec![
+            ("payment_id", self.payment_id),
+            ("kind", self.kind),
+            ("note", self.note),
+        ];
+        read.extend(self.flag_id.map(|i| ("flag_id", i)));
+        read
+    }
 
-    Ok(match value {
-        DataRef::Empty => String::new(),
-        DataRef::String(text) => text.clone(),
-        DataRef::SharedString(text) => (*text).to_owned(),
-        DataRef::Int(n) => n.to_string(),
-        DataRef::Float(x) => number_text(*x),
-        DataRef::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
-        DataRef::DateTime(at) => match at.as_datetime() {
-            Some(at) if at.time() == chrono::NaiveTime::MIN => at.date().to_string(),
-            Some(at) => at.format("%Y-%m-%d %H:%M:%S").to_string(),
-            None => number_text(at.as_f64()),
-        },
-        DataRef::DateTimeIso(text) | DataRef::DurationIso(text) => text.clone(),
-        DataRef::Error(error) => return Err(error.to_string()),
-    })
-}
+    fn errors(&mut self) -> &mut LineErrors {
+        &mut self.errors
+    }
 
-/// A number cell as written: `7`, not `7.0`; `12.5`.
-fn number_text(x: f64) -> String {
-    // Whole numbers below 2^53 are exact in a double and print as integers.
-    if x.fract() == 0.0 && x.abs() < 9_007_199_254_740_992.0 {
-        #[allow(clippy::cast_possible_truncation)]
-        let whole = x as i64;
-        whole.to_string()
-    } else {
-        x.to_string()
+    fn row<'c>(&mut self, line: u64, cell: impl Fn(usize) -> Cow<'c, str>) {
+        Checker::row(self, line, cell);
+    }
+
+    fn finish(self) -> Result<Vec<Resolution>, ImportError> {
+        Checker::finish(self)
     }
 }
 
@@ -364,7 +262,8 @@ mod tests {
                 "line 2: note: is empty; say why the flag is closed",
                 "line 3: kind: unknown flag kind \"amount\"; expected one of amount_mismatch, \
                  currency_mismatch, order_mismatch, lifetime_exceeded, not_found, \
-                 unknown_status, terminal_status_changed, polling_abandoned, paid_after_deadline, untracked_payment, callback_disagrees, callback_unreadable",
+                 unknown_status, terminal_status_changed, polling_abandoned, paid_after_deadline, untracked_payment, callback_disagrees, callback_unreadable, refund_missing, \
+                 refund_amount_mismatch, unexpected_refund",
                 "line 5: payment_id: the not_found flag of \"1003\" is already on line 4 of this file",
             ]
         );

@@ -304,9 +304,9 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
     .await?)
 }
 
-/// The views a reader may query, and what the flag kinds mean; nothing else in the schema is
-/// granted.
-pub const READER_VIEWS: [&str; 9] = [
+/// The views a reader may query, what the flag kinds mean, and the money events and refund
+/// requests; nothing else in the schema is granted.
+pub const READER_VIEWS: [&str; 12] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -316,6 +316,11 @@ pub const READER_VIEWS: [&str; 9] = [
     "recon.event_log",
     "recon.flag_kinds",
     "recon.payment_money",
+    "recon.money_by_day",
+    // Two tables finance reads as they are: the money events (the evidence behind
+    // payment_money and money_by_day) and the refunds the merchant made.
+    "recon.money_events",
+    "recon.merchant_refunds",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.
@@ -419,6 +424,11 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant select on recon.money_event_keys to {role}"),
         // The refund watch: a schedule, its rows added, moved and ended by the daemon.
         format!("grant select, insert, update, delete on recon.refund_watch to {role}"),
+        // Refunds the merchant made: imported (`import --refunds`), matched by the daemon.
+        format!(
+            "grant select, insert, update (matched_key, matched_at) on recon.merchant_refunds \
+             to {role}"
+        ),
         // Result-URL callbacks: stored by the listener, read by the claim (cross-check).
         format!("grant select, insert on recon.callbacks to {role}"),
         // Maintenance: monthly partitions ahead, event retention, the summary's rollup.

@@ -163,8 +163,124 @@ pub async fn record_facts(
     } else {
         insert(&mut tx, &columns, None).await?
     };
+    settle_requests(&mut tx, payment_id).await?;
     tx.commit().await?;
     Ok(written)
+}
+
+/// Matches `payment_id`'s refund requests (`recon.merchant_refunds`) to the money it got back
+/// ([`crate::domain::money::match_refunds`], as of the database's clock), in the caller's
+/// transaction, which holds the payment's row lock: writes the new matches, opens the refund
+/// flags that hold (one open per kind; not again about what a person closed) and resolves
+/// those that clear. Returns when a request not matched yet is next to be looked for.
+pub(super) async fn settle_requests(
+    conn: &mut PgConnection,
+    payment_id: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    use crate::domain::money::{RefundRequest, Returned, match_refunds};
+
+    let now = sqlx::query_scalar!(r#"select now() as "now!""#)
+        .fetch_one(&mut *conn)
+        .await?;
+    let requests: Vec<RefundRequest> = sqlx::query!(
+        "select id, amount, currency, requested_at, reference, matched_key
+         from recon.merchant_refunds where payment_id = $1",
+        payment_id
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .filter_map(|r| {
+        Some(RefundRequest {
+            id: r.id,
+            amount: r.amount,
+            currency: r.currency.parse().ok()?,
+            requested_at: r.requested_at,
+            reference: r.reference,
+            matched: r.matched_key,
+        })
+    })
+    .collect();
+    let returns: Vec<Returned> = sqlx::query!(
+        r#"select fact_key, kind, -amount as "amount!", currency,
+                  coalesce(provider_at, observed_at) as "at!"
+           from recon.money_events
+           where payment_id = $1 and kind in ('refund', 'reversal', 'chargeback')"#,
+        payment_id
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .filter_map(|r| {
+        Some(Returned {
+            key: r.fact_key,
+            kind: crate::domain::money::MoneyKind::parse(&r.kind)?,
+            amount: r.amount,
+            currency: r.currency.parse().ok()?,
+            at: r.at,
+        })
+    })
+    .collect();
+    if requests.is_empty() && returns.is_empty() {
+        return Ok(None);
+    }
+    let matching = match_refunds(&requests, &returns, now);
+    let (ids, keys): (Vec<i64>, Vec<String>) = matching.matches.iter().cloned().unzip();
+    if !ids.is_empty() {
+        sqlx::query!(
+            "update recon.merchant_refunds r set matched_key = m.key, matched_at = now()
+             from unnest($1::int8[], $2::text[]) as m(id, key)
+             where r.id = m.id and r.matched_key is null",
+            &ids,
+            &keys,
+        )
+        .execute(&mut *conn)
+        .await?;
+    }
+    let mut hold = (Vec::new(), Vec::new(), Vec::new());
+    let mut clear = Vec::new();
+    for (kind, finding) in &matching.findings {
+        match finding {
+            Some((expected, actual)) => {
+                hold.0.push(kind.as_str());
+                hold.1.push(expected.as_deref());
+                hold.2.push(actual.as_deref());
+            }
+            None => clear.push(kind.as_str()),
+        }
+    }
+    sqlx::query!(
+        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at, follows_id)
+         select $1, h.kind, h.expected, h.actual, now(),
+                (select max(d.id) from recon.discrepancies d
+                 where d.payment_id = $1 and d.kind = h.kind)
+         from unnest($2::text[], $3::text[], $4::text[]) as h(kind, expected, actual)
+         where not exists (select 1 from recon.open_flags f
+                           where f.payment_id = $1 and f.kind = h.kind)
+           and not exists (select 1 from recon.discrepancies d
+                           where d.payment_id = $1 and d.kind = h.kind
+                             and d.expected is not distinct from h.expected
+                             and d.actual is not distinct from h.actual)",
+        payment_id,
+        &hold.0 as &[&str],
+        &hold.1 as &[Option<&str>],
+        &hold.2 as &[Option<&str>],
+    )
+    .execute(&mut *conn)
+    .await?;
+    let cleared = crate::domain::Resolver::Cleared;
+    sqlx::query!(
+        "update recon.discrepancies d
+         set resolved_at = now(), resolved_by = $3, resolution = $4
+         where d.payment_id = $1 and d.kind = any($2::text[]) and d.resolved_at is null",
+        payment_id,
+        &clear as &[&str],
+        cleared.resolved_by(),
+        cleared.note(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(matching.next_look)
 }
 
 /// A payment whose watch for refunds is due, claimed by this daemon.
@@ -251,6 +367,11 @@ pub async fn finish_look(
         0
     } else {
         insert(&mut tx, &columns, None).await?
+    };
+    // A refund the merchant made and not seen yet keeps the payment watched until its looks.
+    let next = match (next, settle_requests(&mut tx, payment_id).await?) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     };
     match next {
         Some(next_at) => {
@@ -420,4 +541,128 @@ pub async fn return_outcomes(
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().map(|r| (r.outcome, r.payments)).collect())
+}
+
+/// What `import --refunds` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestsImported {
+    pub imported: u64,
+    /// Already imported with the same values: left as they were.
+    pub already_known: u64,
+}
+
+/// Why `import --refunds` wrote nothing: the lines and what is wrong with each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestsRefused {
+    /// (line, problem).
+    Lines(Vec<(u64, String)>),
+    Store(String),
+}
+
+impl From<sqlx::Error> for RequestsRefused {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::from(e).to_string())
+    }
+}
+
+/// Stores the refunds the merchant made, all or none, in one transaction: each names a
+/// tracked payment, and a (payment, reference) already stored must have the same values.
+/// Each payment with a new refund is looked at through the status API at its refund's next
+/// look ([`crate::domain::money::REQUEST_LOOKS`] after it was requested; now, when those
+/// have passed), and matched there.
+pub async fn import_requests(
+    pool: &PgPool,
+    rows: &[crate::intake::refunds::RefundRow],
+) -> Result<RequestsImported, RequestsRefused> {
+    let line: Vec<i64> = rows.iter().map(|r| r.line as i64).collect();
+    let payment_id: Vec<&str> = rows.iter().map(|r| r.payment_id.as_str()).collect();
+    let amount: Vec<Decimal> = rows.iter().map(|r| r.amount).collect();
+    let currency: Vec<&str> = rows.iter().map(|r| r.currency.as_str()).collect();
+    let requested_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.requested_at).collect();
+    let reference: Vec<&str> = rows.iter().map(|r| r.reference.as_str()).collect();
+    let looks: Vec<i64> = crate::domain::money::REQUEST_LOOKS
+        .iter()
+        .map(|d| d.as_millis() as i64)
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    let problems = sqlx::query!(
+        r#"select u.line as "line!",
+                  case when p.payment_id is null
+                       then 'payment_id: no payment ' || quote_literal(u.payment_id)
+                            || ' is tracked; enqueue or import it first'
+                       else format('reference: %s of %s is stored already as %s %s requested %s; a refund is kept as first imported: give a changed one its own reference',
+                                   quote_literal(u.reference), quote_literal(u.payment_id),
+                                   r.amount, r.currency, r.requested_at)
+                  end as "problem!"
+           from unnest($1::int8[], $2::text[], $3::numeric[], $4::text[], $5::timestamptz[],
+                       $6::text[])
+                as u(line, payment_id, amount, currency, requested_at, reference)
+           left join recon.payments p on p.payment_id = u.payment_id
+           left join recon.merchant_refunds r
+                  on r.payment_id = u.payment_id and r.reference = u.reference
+           where p.payment_id is null
+              or (r.id is not null
+                  and (r.amount, r.currency, r.requested_at)
+                      is distinct from (u.amount, u.currency, u.requested_at))
+           order by u.line"#,
+        &line,
+        &payment_id as &[&str],
+        &amount,
+        &currency as &[&str],
+        &requested_at,
+        &reference as &[&str],
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    if !problems.is_empty() {
+        return Err(RequestsRefused::Lines(
+            problems
+                .into_iter()
+                .map(|p| (p.line as u64, p.problem))
+                .collect(),
+        ));
+    }
+    let imported = sqlx::query_scalar!(
+        r#"with added as (
+               insert into recon.merchant_refunds
+                   (payment_id, amount, currency, requested_at, reference)
+               select * from unnest($1::text[], $2::numeric[], $3::text[], $4::timestamptz[],
+                                    $5::text[])
+               order by 1, 5
+               on conflict (payment_id, reference) do nothing
+               returning payment_id, requested_at
+           ),
+           due as (
+               select a.payment_id,
+                      min(coalesce((select min(a.requested_at + l * interval '1 millisecond')
+                                    from unnest($6::int8[]) l
+                                    where a.requested_at + l * interval '1 millisecond' > now()),
+                                   now())) as next_at
+               from added a
+               group by a.payment_id
+           ),
+           watched as (
+               insert into recon.refund_watch (payment_id, since, next_at)
+               select payment_id, now(), next_at from due
+               order by payment_id
+               on conflict (payment_id) do update
+               set next_at = least(refund_watch.next_at, excluded.next_at)
+           )
+           select count(*) as "added!" from added"#,
+        &payment_id as &[&str],
+        &amount,
+        &currency as &[&str],
+        &requested_at,
+        &reference as &[&str],
+        &looks,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let imported = u64::try_from(imported).unwrap_or(0);
+    Ok(RequestsImported {
+        imported,
+        already_known: rows.len() as u64 - imported,
+    })
 }

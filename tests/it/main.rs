@@ -24,6 +24,7 @@ mod instances;
 mod intake;
 mod leases;
 mod listener;
+mod merchant_refunds;
 mod merchant_status;
 mod migrations;
 mod money;
