@@ -9,12 +9,14 @@
 --    money event it was matched to (matched_key, recon.money_events.fact_key of the same
 --    payment) once it is. Intake, as recon.payments is: rows come from outside; only the
 --    match columns are the daemon's to write, once.
--- 2. Three action flags:
+-- 2. Four action flags:
 --    refund_missing          requested, not shown by the provider at its last look (a day
 --                            after the request);
 --    refund_amount_mismatch  matched, but the provider returned another amount;
 --    unexpected_refund       money back (a refund, reversal or chargeback) that no refund
---                            imported here matches.
+--                            imported here matches;
+--    status_api_disagrees    the Merchant status API states another amount, currency or
+--                            order for the payment than invoice/info.
 
 set local search_path = pg_catalog;
 
@@ -24,7 +26,9 @@ insert into recon.flag_kinds (kind, class, meaning) values
     ('refund_amount_mismatch', 'action',
      'the provider''s refund matched to one the merchant made returned another amount: expected is what the merchant refunded, actual what the provider returned'),
     ('unexpected_refund', 'action',
-     'the provider returned money (a refund, reversal or chargeback) that no refund imported with import --refunds matches: find out who made it; it clears itself when a matching refund is imported');
+     'the provider returned money (a refund, reversal or chargeback) that no refund imported with import --refunds matches: find out who made it; it clears itself when a matching refund is imported'),
+    ('status_api_disagrees', 'action',
+     'the Merchant status API (get_status3.php) states another amount, currency or order for the payment than invoice/info does: its refunds are booked, but which answer is right is for a person to find out (is merchant.lookup asking for the right payment?)');
 
 create table recon.merchant_refunds (
     id            bigint generated always as identity primary key,

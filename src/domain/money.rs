@@ -221,7 +221,21 @@ pub const REQUEST_LOOKS: [std::time::Duration; 3] = [
     std::time::Duration::from_secs(24 * 3600),
 ];
 
-/// A refund the merchant says it made (`import --refunds`).
+/// One refund the merchant made, as a file (`import --refunds`) states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRow {
+    /// Its line (or sheet row) in the file.
+    pub line: u64,
+    pub payment_id: super::PaymentId,
+    /// What went back, positive.
+    pub amount: Decimal,
+    pub currency: Currency,
+    pub requested_at: DateTime<Utc>,
+    /// The merchant's own reference for it: one refund per payment and reference.
+    pub reference: String,
+}
+
+/// A refund the merchant says it made (`import --refunds`), as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
     pub id: i64,
@@ -244,6 +258,32 @@ pub struct Returned {
     pub currency: Currency,
     /// When the provider says it happened, or when it was seen.
     pub at: DateTime<Utc>,
+}
+
+/// What `invoice/info` says of a payment, against what the Merchant status API says:
+/// `Some((expected, actual))` when they name another amount, currency or order (each
+/// compared only when both state it), for `status_api_disagrees`; `None` when they agree.
+pub fn status_disagreement(
+    invoice: (Option<Decimal>, Option<&str>, Option<&str>),
+    status_api: (Option<Decimal>, Option<&str>, Option<&str>),
+) -> Option<FlagText> {
+    let differ = |a: Option<&str>, b: Option<&str>| matches!((a, b), (Some(a), Some(b)) if a != b);
+    let amounts = matches!((invoice.0, status_api.0), (Some(a), Some(b)) if a != b);
+    if !(amounts || differ(invoice.1, status_api.1) || differ(invoice.2, status_api.2)) {
+        return None;
+    }
+    let said = |(amount, currency, order): (Option<Decimal>, Option<&str>, Option<&str>)| {
+        format!(
+            "{} {}, order {}",
+            amount.map_or_else(|| "no amount".to_owned(), |a| a.to_string()),
+            currency.unwrap_or("(no currency)"),
+            order.map_or_else(|| "(none)".to_owned(), |o| format!("{o:?}"))
+        )
+    };
+    Some((
+        Some(format!("invoice/info: {}", said(invoice))),
+        Some(format!("status API: {}", said(status_api))),
+    ))
 }
 
 /// A flag's expected and actual.
@@ -598,5 +638,31 @@ mod tests {
         let again = match_refunds(&matched, &returns, t(3001));
         assert!(again.matches.is_empty());
         assert_eq!(holds(&again), holds(&m));
+    }
+
+    #[test]
+    fn the_status_api_disagrees_only_about_what_both_state() {
+        let order = Some("A-1");
+        let same = status_disagreement(
+            (Some(d("900")), Some("KZT"), order),
+            (Some(d("900.00")), Some("KZT"), None),
+        );
+        assert_eq!(
+            same, None,
+            "900 = 900.00, and an order one side does not state"
+        );
+        let (expected, actual) = status_disagreement(
+            (Some(d("900")), Some("KZT"), order),
+            (Some(d("1000")), Some("KZT"), Some("A-2")),
+        )
+        .unwrap();
+        assert_eq!(
+            expected.as_deref(),
+            Some("invoice/info: 900 KZT, order \"A-1\"")
+        );
+        assert_eq!(
+            actual.as_deref(),
+            Some("status API: 1000 KZT, order \"A-2\"")
+        );
     }
 }

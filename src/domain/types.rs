@@ -286,6 +286,8 @@ pub enum FlagKind {
     RefundAmountMismatch,
     /// Money back (a refund, reversal or chargeback) no refund the merchant made matches.
     UnexpectedRefund,
+    /// The Merchant status API states another amount, currency or order than `invoice/info`.
+    StatusApiDisagrees,
 }
 
 /// Whether a flag is an exception a person must act on, or an outcome worth recording.
@@ -308,7 +310,7 @@ impl FlagClass {
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 15] = [
+    pub const ALL: [FlagKind; 16] = [
         Self::AmountMismatch,
         Self::CurrencyMismatch,
         Self::OrderMismatch,
@@ -324,6 +326,7 @@ impl FlagKind {
         Self::RefundMissing,
         Self::RefundAmountMismatch,
         Self::UnexpectedRefund,
+        Self::StatusApiDisagrees,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -343,6 +346,7 @@ impl FlagKind {
             Self::RefundMissing => "refund_missing",
             Self::RefundAmountMismatch => "refund_amount_mismatch",
             Self::UnexpectedRefund => "unexpected_refund",
+            Self::StatusApiDisagrees => "status_api_disagrees",
         }
     }
 

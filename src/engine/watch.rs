@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, metrics};
 use crate::domain::Currency;
-use crate::domain::money::{next_look, watch_retry_after};
+use crate::domain::money::{next_look, status_disagreement, watch_retry_after};
 use crate::provider::merchant_status::{Lookup, MerchantAccount, StatusError, fetch_status};
 use crate::settings::{MerchantLookup, Settings};
 use crate::store::{self, money::Watch};
@@ -166,12 +166,25 @@ impl Engine {
                     .and_then(|c| c.parse::<Currency>().ok());
                 let facts = answer.money_facts(fallback);
                 let next = next_look(&watcher.ladder, watcher.watch_for, watch.since, now);
+                let disagreement = status_disagreement(
+                    (
+                        watch.invoice_amount,
+                        watch.invoice_currency.as_deref(),
+                        watch.invoice_order.as_deref(),
+                    ),
+                    (
+                        answer.amount,
+                        answer.currency.as_deref(),
+                        answer.order_id.as_deref(),
+                    ),
+                );
                 match store::money::finish_look(
                     &inner.pool,
                     &watch.payment_id,
                     &inner.instance,
                     &facts,
                     next,
+                    disagreement,
                 )
                 .await
                 {

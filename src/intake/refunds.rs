@@ -29,18 +29,7 @@ pub const COLUMNS: [&str; 5] = [
 /// Longest reference kept, in characters (the schema's bound).
 pub const REFERENCE_MAX_CHARS: usize = 128;
 
-/// One refund the merchant made, as read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RefundRow {
-    pub line: u64,
-    pub payment_id: PaymentId,
-    /// What went back, positive.
-    pub amount: Decimal,
-    pub currency: Currency,
-    pub requested_at: DateTime<Utc>,
-    /// The merchant's own reference for it: one refund per payment and reference.
-    pub reference: String,
-}
+pub use crate::domain::money::RefundRow;
 
 struct Checker {
     at: [usize; 5],

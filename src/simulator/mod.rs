@@ -215,6 +215,10 @@ struct Shared {
     merchant: Mutex<Option<MerchantAccount>>,
     /// Each payment's refunds, in the order made ([`Simulator::refund`]).
     refunds: Mutex<HashMap<String, Vec<Refund>>>,
+    /// Each payment's reversals ([`Simulator::reverse`]).
+    reversals: Mutex<HashMap<String, Vec<Refund>>>,
+    /// Amounts the status API states instead of the invoice's ([`Simulator::status_amount`]).
+    status_amounts: Mutex<HashMap<String, String>>,
 }
 
 impl Shared {
@@ -315,6 +319,8 @@ impl Simulator {
             told: Mutex::new(HashMap::new()),
             merchant: Mutex::new(None),
             refunds: Mutex::new(HashMap::new()),
+            reversals: Mutex::new(HashMap::new()),
+            status_amounts: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
         let app = Router::new()
@@ -450,6 +456,28 @@ impl Simulator {
             .entry(payment_id.to_owned())
             .or_default()
             .push(refund);
+    }
+
+    /// The provider releases (reverses) part or all of `payment_id`: its status answers list
+    /// it among `pg_revoked_payments` from now.
+    pub fn reverse(&self, payment_id: &str, reversal: Refund) {
+        self.shared
+            .reversals
+            .lock()
+            .expect("reversals lock")
+            .entry(payment_id.to_owned())
+            .or_default()
+            .push(reversal);
+    }
+
+    /// From now on the status API states `amount` for `payment_id`, whatever `invoice/info`
+    /// says: the two channels disagree.
+    pub fn status_amount(&self, payment_id: &str, amount: &str) {
+        self.shared
+            .status_amounts
+            .lock()
+            .expect("status amounts lock")
+            .insert(payment_id.to_owned(), amount.to_owned());
     }
 
     /// Replaces the scenario; per-id positions carry on.

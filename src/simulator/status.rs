@@ -1,10 +1,12 @@
 //! The Merchant status API as the simulator serves it: `POST /get_status3.php`, a form signed
 //! with the merchant's secret key, answered in XML signed the same way
 //! (docs/provider/MERCHANT_STATUS.md). A payment's status and amount are those of its latest
-//! `invoice/info` reply (its first, before any poll); its refunds are those
-//! [`super::Simulator::refund`] gave it.
+//! `invoice/info` reply (its first, before any poll; or the amount
+//! [`super::Simulator::status_amount`] set); its refunds and reversals are those
+//! [`super::Simulator::refund`] and [`super::Simulator::reverse`] gave it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -151,32 +153,54 @@ pub(super) async fn serve(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     if let Some(order) = text("orderId") {
         fields.push(Xml::Leaf("pg_order_id", order));
     }
-    if let Some(amount) = text("amount") {
+    let stated = shared
+        .status_amounts
+        .lock()
+        .expect("status amounts lock")
+        .get(payment_id)
+        .cloned();
+    if let Some(amount) = stated.or_else(|| text("amount")) {
         fields.push(Xml::Leaf("pg_amount", amount));
     }
     if let Some(currency) = text("currency") {
         fields.push(Xml::Leaf("pg_currency", currency));
     }
-    let refunds = shared
-        .refunds
-        .lock()
-        .expect("refunds lock")
-        .get(payment_id)
-        .cloned()
-        .unwrap_or_default();
-    if !refunds.is_empty() {
-        let total: rust_decimal::Decimal = refunds
+    let children = |list: &Mutex<HashMap<String, Vec<Refund>>>| {
+        list.lock()
+            .expect("children lock")
+            .get(payment_id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let lists = [
+        (
+            children(&shared.refunds),
+            "pg_refund_amount",
+            "pg_refund_payments",
+            "pg_refund_payment",
+        ),
+        (
+            children(&shared.reversals),
+            "pg_revoke_amount",
+            "pg_revoked_payments",
+            "pg_revoked_payment",
+        ),
+    ];
+    for (made, total_name, list_name, child_name) in lists {
+        if made.is_empty() {
+            continue;
+        }
+        let total: rust_decimal::Decimal = made
             .iter()
             .filter_map(|r| r.amount.parse::<rust_decimal::Decimal>().ok())
             .sum();
-        fields.push(Xml::Leaf("pg_refund_amount", format!("-{total}")));
+        fields.push(Xml::Leaf(total_name, format!("-{total}")));
         fields.push(Xml::List(
-            "pg_refund_payments",
-            refunds
-                .into_iter()
+            list_name,
+            made.into_iter()
                 .map(|r| {
                     Xml::List(
-                        "pg_refund_payment",
+                        child_name,
                         vec![
                             Xml::Leaf("pg_payment_id", r.payment_id),
                             Xml::Leaf("pg_payment_status", "success".into()),

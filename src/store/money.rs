@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
-use crate::domain::money::MoneyFact;
+use crate::domain::money::{FlagText, MoneyFact};
 
 /// Facts as columns, for one statement.
 #[derive(Default)]
@@ -237,49 +237,7 @@ pub(super) async fn settle_requests(
         .execute(&mut *conn)
         .await?;
     }
-    let mut hold = (Vec::new(), Vec::new(), Vec::new());
-    let mut clear = Vec::new();
-    for (kind, finding) in &matching.findings {
-        match finding {
-            Some((expected, actual)) => {
-                hold.0.push(kind.as_str());
-                hold.1.push(expected.as_deref());
-                hold.2.push(actual.as_deref());
-            }
-            None => clear.push(kind.as_str()),
-        }
-    }
-    sqlx::query!(
-        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at, follows_id)
-         select $1, h.kind, h.expected, h.actual, now(),
-                (select max(d.id) from recon.discrepancies d
-                 where d.payment_id = $1 and d.kind = h.kind)
-         from unnest($2::text[], $3::text[], $4::text[]) as h(kind, expected, actual)
-         where not exists (select 1 from recon.open_flags f
-                           where f.payment_id = $1 and f.kind = h.kind)
-           and not exists (select 1 from recon.discrepancies d
-                           where d.payment_id = $1 and d.kind = h.kind
-                             and d.expected is not distinct from h.expected
-                             and d.actual is not distinct from h.actual)",
-        payment_id,
-        &hold.0 as &[&str],
-        &hold.1 as &[Option<&str>],
-        &hold.2 as &[Option<&str>],
-    )
-    .execute(&mut *conn)
-    .await?;
-    let cleared = crate::domain::Resolver::Cleared;
-    sqlx::query!(
-        "update recon.discrepancies d
-         set resolved_at = now(), resolved_by = $3, resolution = $4
-         where d.payment_id = $1 and d.kind = any($2::text[]) and d.resolved_at is null",
-        payment_id,
-        &clear as &[&str],
-        cleared.resolved_by(),
-        cleared.note(),
-    )
-    .execute(&mut *conn)
-    .await?;
+    write_findings(&mut *conn, payment_id, &matching.findings).await?;
     Ok(matching.next_look)
 }
 
@@ -294,6 +252,10 @@ pub struct Watch {
     pub since: DateTime<Utc>,
     /// Failed asks in a row so far.
     pub attempts: i32,
+    /// What `invoice/info` last said: the amount, currency and order.
+    pub invoice_amount: Option<Decimal>,
+    pub invoice_currency: Option<String>,
+    pub invoice_order: Option<String>,
 }
 
 /// Claims up to `limit` watches due now for `owner`, for `lease`.
@@ -320,7 +282,8 @@ pub async fn claim_watches(
            where w.payment_id = due.payment_id and p.payment_id = w.payment_id
            returning w.payment_id, p.order_id,
                      coalesce(p.currency, p.expected_currency) as currency, w.since,
-                     w.attempts"#,
+                     w.attempts, p.amount as invoice_amount, p.currency as invoice_currency,
+                     coalesce(p.provider_order_id, p.order_id) as invoice_order"#,
         owner,
         i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
         limit,
@@ -338,6 +301,7 @@ pub async fn finish_look(
     owner: &str,
     facts: &[MoneyFact],
     next: Option<DateTime<Utc>>,
+    disagreement: Option<FlagText>,
 ) -> Result<Option<u64>, StoreError> {
     let mut tx = pool.begin().await?;
     // The payment first, as every writer of its history locks it.
@@ -368,6 +332,12 @@ pub async fn finish_look(
     } else {
         insert(&mut tx, &columns, None).await?
     };
+    write_findings(
+        &mut tx,
+        payment_id,
+        &[(crate::domain::FlagKind::StatusApiDisagrees, disagreement)],
+    )
+    .await?;
     // A refund the merchant made and not seen yet keeps the payment watched until its looks.
     let next = match (next, settle_requests(&mut tx, payment_id).await?) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -543,6 +513,59 @@ pub async fn return_outcomes(
     Ok(rows.into_iter().map(|r| (r.outcome, r.payments)).collect())
 }
 
+/// Opens the flags of `findings` that hold on `payment_id` (one open per kind; never again
+/// about what a closed one said) and resolves those that clear, as the daemon.
+async fn write_findings(
+    conn: &mut PgConnection,
+    payment_id: &str,
+    findings: &[(crate::domain::FlagKind, Option<FlagText>)],
+) -> Result<(), StoreError> {
+    let mut hold = (Vec::new(), Vec::new(), Vec::new());
+    let mut clear = Vec::new();
+    for (kind, finding) in findings {
+        match finding {
+            Some((expected, actual)) => {
+                hold.0.push(kind.as_str());
+                hold.1.push(expected.as_deref());
+                hold.2.push(actual.as_deref());
+            }
+            None => clear.push(kind.as_str()),
+        }
+    }
+    sqlx::query!(
+        "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at, follows_id)
+         select $1, h.kind, h.expected, h.actual, now(),
+                (select max(d.id) from recon.discrepancies d
+                 where d.payment_id = $1 and d.kind = h.kind)
+         from unnest($2::text[], $3::text[], $4::text[]) as h(kind, expected, actual)
+         where not exists (select 1 from recon.open_flags f
+                           where f.payment_id = $1 and f.kind = h.kind)
+           and not exists (select 1 from recon.discrepancies d
+                           where d.payment_id = $1 and d.kind = h.kind
+                             and d.expected is not distinct from h.expected
+                             and d.actual is not distinct from h.actual)",
+        payment_id,
+        &hold.0 as &[&str],
+        &hold.1 as &[Option<&str>],
+        &hold.2 as &[Option<&str>],
+    )
+    .execute(&mut *conn)
+    .await?;
+    let cleared = crate::domain::Resolver::Cleared;
+    sqlx::query!(
+        "update recon.discrepancies d
+         set resolved_at = now(), resolved_by = $3, resolution = $4
+         where d.payment_id = $1 and d.kind = any($2::text[]) and d.resolved_at is null",
+        payment_id,
+        &clear as &[&str],
+        cleared.resolved_by(),
+        cleared.note(),
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// What `import --refunds` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestsImported {
@@ -572,7 +595,7 @@ impl From<sqlx::Error> for RequestsRefused {
 /// have passed), and matched there.
 pub async fn import_requests(
     pool: &PgPool,
-    rows: &[crate::intake::refunds::RefundRow],
+    rows: &[crate::domain::money::RefundRow],
 ) -> Result<RequestsImported, RequestsRefused> {
     let line: Vec<i64> = rows.iter().map(|r| r.line as i64).collect();
     let payment_id: Vec<&str> = rows.iter().map(|r| r.payment_id.as_str()).collect();

@@ -457,3 +457,82 @@ async fn a_word_invoice_info_does_not_document_asks_the_status_api_at_once_and_b
         "nothing doubled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_is_money_back_and_a_status_answer_that_disagrees_is_flagged_once() {
+    let app = watching(
+        Scenario::new()
+            .payment("700", [Reply::invoice("success", "1200", "KZT")])
+            .payment("701", [Reply::invoice("success", "300", "KZT")]),
+        MERCHANT_SECRET,
+    )
+    .await;
+    let pool = app.pool();
+    app.insert_ids(&["700", "701"]).await;
+    app.sweep().await;
+    app.sim.reverse(
+        "700",
+        Refund {
+            payment_id: "7001".into(),
+            amount: "1200".into(),
+            date: "2026-12-06 11:00:00".into(),
+        },
+    );
+    app.sim.status_amount("701", "3000");
+    watch_time_passes(pool, 1).await;
+    let swept = app.sweep().await;
+    assert_eq!(swept.watch.looks, 2, "{swept:?}");
+    let kinds: Vec<(String, Decimal)> = sqlx::query_as(
+        "select kind, amount from recon.money_events where payment_id = '700' order by id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kinds,
+        [
+            ("payment".to_owned(), d("1200")),
+            ("reversal".to_owned(), d("-1200"))
+        ]
+    );
+    let outcome: String = sqlx::query_scalar(
+        "select money_outcome from recon.payment_money where payment_id = '700'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome, "reversed");
+    let flags: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "select kind, expected, actual from recon.discrepancies where payment_id = '701'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        flags,
+        [(
+            "status_api_disagrees".to_owned(),
+            Some("invoice/info: 300 KZT, order (none)".to_owned()),
+            Some("status API: 3000 KZT, order (none)".to_owned())
+        )]
+    );
+    // Asked again, the same disagreement: still one flag. Agreeing again clears it.
+    watch_time_passes(pool, 2).await;
+    app.sweep().await;
+    assert_eq!(
+        app.count("select count(*) from recon.discrepancies where payment_id = '701'")
+            .await,
+        1
+    );
+    app.sim.status_amount("701", "300");
+    sqlx::query("insert into recon.refund_watch (payment_id, since, next_at) values ('701', now(), now()) on conflict (payment_id) do update set next_at = now()")
+        .execute(pool)
+        .await
+        .unwrap();
+    app.sweep().await;
+    assert_eq!(
+        app.count("select count(*) from recon.open_flags where payment_id = '701'")
+            .await,
+        0
+    );
+}
