@@ -9,8 +9,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{Read, Seek};
 
-use chrono::{DateTime, FixedOffset, Utc};
-use rust_decimal::Decimal;
+use chrono::FixedOffset;
 
 use super::import::{CsvRows, ImportError, LineError, LineErrors, column_name, decimal_mark};
 use super::intake_timestamp;
@@ -222,6 +221,9 @@ pub fn read_refunds_xlsx(
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+    use rust_decimal::Decimal;
+
     use super::*;
 
     fn almaty() -> FixedOffset {
