@@ -126,6 +126,10 @@ impl Daemon {
         }
         if let Some(listener) = listeners.callbacks {
             let path = settings.callbacks.path.clone();
+            let refund_path = settings
+                .callbacks
+                .refund_route()
+                .map(|(path, _)| path.to_owned());
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, %path, "accepting Result-URL callbacks");
             }
@@ -138,7 +142,15 @@ impl Daemon {
             );
             let shutdown = shutdown.clone();
             tasks.spawn("callback listener", async move {
-                Ok(callbacks::serve(listener, &path, state, limits, shutdown).await?)
+                Ok(callbacks::serve(
+                    listener,
+                    &path,
+                    refund_path.as_deref(),
+                    state,
+                    limits,
+                    shutdown,
+                )
+                .await?)
             });
         }
         // Delivery runs beside the sweeps, on its own: a slow or dead receiver never holds up

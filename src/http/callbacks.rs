@@ -86,6 +86,8 @@ pub struct CallbackListener {
     pub merchant_fields: Arc<[String]>,
     /// `callbacks.max_untracked_per_hour`.
     pub max_untracked_per_hour: u32,
+    /// The script name refund notifications are signed for, when they are accepted.
+    pub refund_script: Option<Arc<str>>,
     /// The provider's zone (`provider.naive_utc_offset`): `pg_payment_date` carries none.
     pub naive_offset: chrono::FixedOffset,
     /// Until when this listener was told the cap holds, while it does: [`UNTRACKED_CAPPED`]
@@ -112,6 +114,7 @@ impl CallbackListener {
             secret,
             merchant_fields: settings.merchant_fields.clone().into(),
             max_untracked_per_hour: settings.max_untracked_per_hour,
+            refund_script: settings.refund_route().map(|(_, script)| script.into()),
             naive_offset,
             capped_until: Arc::default(),
             refusals: Arc::default(),
@@ -167,10 +170,12 @@ impl Throttle {
     }
 }
 
-/// Serves `path` on `listener` within `limits` until `shutdown` fires.
+/// Serves `path` (and, when set, `refund_path`) on `listener` within `limits` until
+/// `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
     path: &str,
+    refund_path: Option<&str>,
     state: CallbackListener,
     limits: Limits,
     shutdown: CancellationToken,
@@ -189,8 +194,11 @@ pub async fn serve(
         })
     };
     let _watch = tokio_util::task::AbortOnDropHandle::new(watch);
-    let app = Router::new()
-        .route(path, post(callback).get(callback))
+    let mut app = Router::new().route(path, post(callback).get(callback));
+    if let Some(refund_path) = refund_path {
+        app = app.route(refund_path, post(refund_hint).get(refund_hint));
+    }
+    let app = app
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     listener::serve(listener, app, limits, shutdown).await
@@ -286,6 +294,60 @@ async fn callback(
     (
         [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
         ok_response(&state.script_name, &state.secret),
+    )
+        .into_response()
+}
+
+/// A refund notification: signed by the merchant's key for the refund path's script, it names
+/// a payment (`pg_payment_id`, else a unique `pg_order_id`) whose refund watch then looks at
+/// once. Nothing it claims is recorded: the Merchant status API's answer decides.
+async fn refund_hint(
+    State(state): State<CallbackListener>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let Some(script) = state.refund_script.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let query = query.as_deref().map(str::as_bytes);
+    let fields = fields(query, &body);
+    if !signature::verify(&script, &fields, &state.secret) {
+        metrics::counter!(CALLBACKS, "outcome" => "rejected").increment(1);
+        return (StatusCode::FORBIDDEN, "pg_sig does not verify\n").into_response();
+    }
+    let text = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+    };
+    match crate::store::money::hint(&state.pool, text("pg_payment_id"), text("pg_order_id")).await {
+        Ok(Some(payment_id)) => {
+            metrics::counter!(CALLBACKS, "outcome" => "refund_hint").increment(1);
+            tracing::info!(payment_id = %crate::text::escape_invisible(&payment_id), "refund notification: the payment's refund watch looks now");
+            state.waker.wake();
+        }
+        Ok(None) => {
+            metrics::counter!(CALLBACKS, "outcome" => "refund_hint_unmatched").increment(1);
+            tracing::warn!(
+                "a verified refund notification names no tracked payment; nothing to look at"
+            );
+        }
+        Err(e) => {
+            metrics::counter!(CALLBACKS, "outcome" => "failed").increment(1);
+            tracing::error!(error = %e, "refund notification not taken; the provider may retry");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not taken; try again later\n",
+            )
+                .into_response();
+        }
+    }
+    (
+        [(header::CONTENT_TYPE, "application/xml; charset=utf-8")],
+        ok_response(&script, &state.secret),
     )
         .into_response()
 }

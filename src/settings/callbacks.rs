@@ -23,6 +23,10 @@ pub struct CallbackSettings {
     /// How many payments callbacks may start tracking in an hour (`untracked_payment`); past
     /// it, a callback for a payment nobody tracks is answered 503 and changes nothing.
     pub max_untracked_per_hour: u32,
+    /// Where a refund notification from the provider is accepted, if it sends one (empty:
+    /// off). Signed as a callback is, for the last segment of this path; only a hint: the
+    /// payment's refund watch looks at once, and the Merchant status API decides.
+    pub refund_path: String,
     /// Moved to `merchant.secret` (one secret key signs callbacks and status requests): set
     /// here, it is refused with a message saying where it goes now.
     #[serde(default, rename = "secret")]
@@ -33,6 +37,12 @@ pub struct CallbackSettings {
 }
 
 impl CallbackSettings {
+    /// The refund notifications' path and the script name they are signed for, when on.
+    pub fn refund_route(&self) -> Option<(&str, &str)> {
+        let path = self.refund_path.trim();
+        (!path.is_empty()).then(|| (path, default_script_name(path)))
+    }
+
     /// The script name signatures are made for.
     pub fn script_name(&self) -> &str {
         match self.script_name.trim() {
@@ -68,17 +78,32 @@ impl CallbackSettings {
                  /metrics must not",
             ));
         }
-        let path_ok = self.path.starts_with('/')
-            && self.path.len() > 1
-            && self.path.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~')
-            });
-        if !path_ok {
+        let path_ok = |path: &str| {
+            path.starts_with('/')
+                && path.len() > 1
+                && !path.ends_with('/')
+                && path.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.' | b'~')
+                })
+        };
+        if !path_ok(&self.path) {
             return Err(invalid(
                 "callbacks.path",
                 format!(
                     "{} is not a path like /freedompay/result (letters, digits, / - _ . ~)",
                     crate::text::excerpt(&self.path)
+                ),
+            ));
+        }
+        if let Some((refund_path, _)) = self.refund_route()
+            && (!path_ok(refund_path) || refund_path == self.path)
+        {
+            return Err(invalid(
+                "callbacks.refund_path",
+                format!(
+                    "{} is not a path like /freedompay/refund (letters, digits, / - _ . ~), \
+                     other than callbacks.path; empty turns refund notifications off",
+                    crate::text::excerpt(refund_path)
                 ),
             ));
         }

@@ -121,6 +121,7 @@ path = "/freedompay/result"
 script_name = ""
 merchant_fields = []
 max_untracked_per_hour = 100
+refund_path = "/freedompay/refund"
 
 [webhook]
 url = ""

@@ -137,6 +137,32 @@ pub(super) async fn look_now(
     Ok(())
 }
 
+/// A refund notification names `payment_id` (else a unique `order_id`): that payment's next
+/// refund-watch look is due now. Returns the payment's id, or `None` when it names none
+/// tracked.
+pub async fn hint(
+    pool: &PgPool,
+    payment_id: Option<&str>,
+    order_id: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let found = sqlx::query_scalar!(
+        r#"select coalesce(
+               (select p.payment_id from recon.payments p where p.payment_id = $1),
+               (select min(p.payment_id) from recon.payments p where p.order_id = $2
+                having count(*) = 1)) as found"#,
+        payment_id,
+        order_id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(id) = &found {
+        look_now(&mut tx, &[id.as_str()]).await?;
+    }
+    tx.commit().await?;
+    Ok(found)
+}
+
 /// Writes `facts` about one payment in one transaction, under its row lock, and returns how
 /// many were new. A payment nobody tracks writes nothing (`Ok(0)`).
 pub async fn record_facts(

@@ -16,12 +16,17 @@ pub(crate) const MERCHANT_KEY: &str = "merchant-key-for-tests";
 
 /// `fields` with `pg_salt` and a `pg_sig` made with `key` for script `result`, form-encoded.
 fn signed_body(fields: &[(&str, &str)], salt: &str, key: &str) -> String {
+    signed_for("result", fields, salt, key)
+}
+
+/// [`signed_body`] for `script`.
+fn signed_for(script: &str, fields: &[(&str, &str)], salt: &str, key: &str) -> String {
     let mut all: Vec<(String, String)> = fields
         .iter()
         .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
         .collect();
     all.push(("pg_salt".to_owned(), salt.to_owned()));
-    let sig = signature::sign("result", &all, &SecretString::from(key.to_owned()));
+    let sig = signature::sign(script, &all, &SecretString::from(key.to_owned()));
     all.push(("pg_sig".to_owned(), sig));
     form_urlencoded::Serializer::new(String::new())
         .extend_pairs(all)
@@ -84,9 +89,16 @@ pub(crate) async fn endpoint(app: &TestApp) -> Endpoint {
     let limits = app.settings.http.limits();
     let token = stop.clone();
     tokio::spawn(async move {
-        callbacks::serve(listener, "/freedompay/result", state, limits, token)
-            .await
-            .unwrap()
+        callbacks::serve(
+            listener,
+            "/freedompay/result",
+            Some("/freedompay/refund"),
+            state,
+            limits,
+            token,
+        )
+        .await
+        .unwrap()
     });
     Endpoint { url, stop }
 }
@@ -1138,4 +1150,63 @@ fn fields_with_unknown() -> Vec<(&'static str, String)> {
     let mut fields = paid("cb-40", "A-40");
     fields.push(("pg_unheard_of", "1".to_owned()));
     fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_refund_notification_makes_the_refund_watch_look_now_and_records_nothing() {
+    let app =
+        TestApp::new(Scenario::new().payment("5100", [Reply::invoice("success", "5000", "KZT")]))
+            .await;
+    app.insert_ids(&["5100"]).await;
+    app.sweep().await;
+    let due_in = || {
+        app.count(
+            "select extract(epoch from next_at - now())::int8 from recon.refund_watch
+             where payment_id = '5100'",
+        )
+    };
+    assert!(
+        due_in().await > 3600,
+        "the ladder's first look is days away"
+    );
+    let endpoint = endpoint(&app).await;
+    let url = endpoint.url.replace("/result", "/refund");
+    let fields = [("pg_payment_id", "5100"), ("pg_refund_amount", "-100")];
+    // Signed for the result script, or with another key: refused, nothing changes.
+    for body in [
+        signed_body(&fields, "s1", MERCHANT_KEY),
+        signed_for("refund", &fields, "s2", "another-key-of-some-length"),
+    ] {
+        assert_eq!(post(&url, body).await.0, 403);
+    }
+    assert!(due_in().await > 3600);
+    let (status, answer) = post(&url, signed_for("refund", &fields, "s3", MERCHANT_KEY)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer.contains("<pg_status>ok</pg_status>"), "{answer}");
+    assert!(due_in().await <= 0, "looked at now");
+    // A hint, not a fact: no money, no callback, no flag.
+    for table in ["recon.callbacks", "recon.discrepancies"] {
+        assert_eq!(
+            app.count(&format!("select count(*) from {table}")).await,
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        app.count("select count(*) from recon.money_events where kind <> 'payment'")
+            .await,
+        0
+    );
+    // A payment nobody tracks: answered, nothing to look at.
+    let unknown = [("pg_payment_id", "9999")];
+    assert_eq!(
+        post(&url, signed_for("refund", &unknown, "s4", MERCHANT_KEY))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.refund_watch").await,
+        1
+    );
 }
