@@ -116,6 +116,16 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     let callback_addr = callback_listener.local_addr()?;
     demo.callbacks.listen = Some(callback_addr);
     demo.merchant.secret = SecretString::from(hex::encode(rand::random::<[u8; 16]>()));
+    // The Merchant status API, with the same key: paid payments are watched for refunds on a
+    // ladder of seconds instead of days.
+    demo.merchant.id = DEMO_MERCHANT_ID.into();
+    demo.refunds.watch = vec![Duration::from_secs(1), Duration::from_secs(3)];
+    demo.refunds.watch_for = Duration::from_secs(10);
+    if let Some(account) =
+        crate::provider::merchant_status::MerchantAccount::from_settings(&demo.merchant)
+    {
+        simulator.merchant_account(account);
+    }
     let callback_url = format!("http://{callback_addr}{}", demo.callbacks.path);
     let plan = CallbackPlan {
         url: callback_url.parse().context("the callback URL")?,
@@ -142,11 +152,26 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
         .collect();
     enqueue_payments(&pool, &ids).await?;
     outln!("enqueued {} payments {prefix}0001..", args.payments)?;
+    let returns = plan_returns(&simulator, &ids);
+    let requested = request_refunds(&pool, &ids).await?;
+    outln!(
+        "the provider will refund or reverse {returns} of the paid payments (some in part, some \
+         twice); the merchant's own records list {requested} refunds (import --refunds)"
+    )?;
 
     let daemon = daemon(&pool, &demo, callback_listener)?;
     let shutdown = CancellationToken::new();
     let (daemon, finished) = tokio::join!(daemon.run_until_stopped(shutdown.clone()), async {
-        let finished = watch_progress(&pool, prefix, args.timeout, true).await;
+        let started = Instant::now();
+        let mut finished = watch_progress(&pool, prefix, started, args.timeout, true).await;
+        if let Ok(true) = finished {
+            let left = args.timeout.saturating_sub(started.elapsed());
+            finished = returns_found(&pool, returns, left).await;
+            // The last line says where everything ended, refund flags included.
+            if let Ok(true) = finished {
+                finished = watch_progress(&pool, prefix, started, Duration::ZERO, true).await;
+            }
+        }
         shutdown.cancel();
         finished
     });
@@ -189,7 +214,8 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
          export DATABASE_URL={url}\n  \
          {me} report --flags           # the flags that need a person, oldest first\n  \
          {me} report --detail --flag amount_mismatch\n  \
-         {me} report                   # the daily summary"
+         {me} report                   # the daily summary\n  \
+         {me} report --money           # money by day: received, refunded, reversed, net"
     )?;
     if finished {
         Ok(ExitCode::SUCCESS)
@@ -199,6 +225,108 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
             humantime::format_duration(args.timeout)
         );
         Ok(ExitCode::FAILURE)
+    }
+}
+
+const DEMO_MERCHANT_ID: &str = "demo-merchant";
+
+/// The demo's paid payments the provider gives money back for: every 10th of those that end
+/// paid in full is refunded in full, every 10th after the 4th in part (two refunds of a
+/// quarter each), every 20th after the 7th reversed. Returns how many returns are planned.
+fn plan_returns(simulator: &Simulator, ids: &[String]) -> usize {
+    use crate::simulator::Refund;
+
+    let scenario = Scenario::builtin(Builtin::Realistic);
+    let paid: Vec<&String> = ids
+        .iter()
+        .filter(|id| ends_paid_in_full(&scenario, id))
+        .collect();
+    let date = "2026-12-06 12:00:00".to_owned();
+    let mut planned = 0;
+    for (n, id) in paid.iter().enumerate() {
+        let amount = expected_amount(id);
+        let refund = |suffix: &str, amount: rust_decimal::Decimal| Refund {
+            payment_id: format!("{id}-{suffix}"),
+            amount: amount.to_string(),
+            date: date.clone(),
+        };
+        if n % 10 == 0 {
+            simulator.refund(id, refund("r1", amount));
+            planned += 1;
+        } else if n % 10 == 4 {
+            let quarter = (amount / rust_decimal::Decimal::from(4)).round_dp(2);
+            simulator.refund(id, refund("r1", quarter));
+            simulator.refund(id, refund("r2", quarter));
+            planned += 2;
+        } else if n % 20 == 7 {
+            simulator.reverse(id, refund("v1", amount));
+            planned += 1;
+        }
+    }
+    planned
+}
+
+/// The merchant's own record of the full refunds ([`plan_returns`]), as `import --refunds`
+/// stores it: matched when the provider's refund is seen; the others become
+/// `unexpected_refund`.
+async fn request_refunds(pool: &sqlx::PgPool, ids: &[String]) -> anyhow::Result<usize> {
+    let scenario = Scenario::builtin(Builtin::Realistic);
+    let rows: Vec<crate::domain::money::RefundRow> = ids
+        .iter()
+        .filter(|id| ends_paid_in_full(&scenario, id))
+        .step_by(10)
+        .enumerate()
+        .map(|(n, id)| crate::domain::money::RefundRow {
+            line: n as u64 + 2,
+            payment_id: PaymentId::parse(id).expect("a demo id"),
+            amount: expected_amount(id),
+            currency: "KZT".parse().expect("a currency"),
+            requested_at: chrono::Utc::now(),
+            reference: format!("refund-{id}"),
+        })
+        .collect();
+    match store::money::import_requests(pool, &rows).await {
+        Ok(_) => Ok(rows.len()),
+        Err(e) => anyhow::bail!("the demo's refund requests were not stored: {e:?}"),
+    }
+}
+
+/// Whether `id`'s script ends paid, the amount asked, in KZT.
+fn ends_paid_in_full(scenario: &Scenario, id: &str) -> bool {
+    match scenario.reply(id, usize::MAX) {
+        Reply::Json {
+            body,
+            http_status: 200,
+        } => {
+            let text = |name: &str| {
+                body.get(name)
+                    .map(|v| v.to_string().trim_matches('"').to_owned())
+            };
+            text("paymentStatus").as_deref() == Some("success")
+                && text("amount") == Some(expected_amount(id).to_string())
+                && text("currency").as_deref() == Some("KZT")
+        }
+        _ => false,
+    }
+}
+
+/// Waits, at most `timeout`, until the refund watch has booked the `planned` returns.
+async fn returns_found(
+    pool: &sqlx::PgPool,
+    planned: usize,
+    timeout: Duration,
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    loop {
+        let found = store::money::returns_booked(pool).await?;
+        if found >= planned as i64 {
+            outln!("the refund watch found all {planned} refunds and reversals")?;
+            return Ok(true);
+        }
+        if started.elapsed() >= timeout {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -258,9 +386,9 @@ async fn measure_detection(
     let daemon = daemon(&pool, demo, callback_listener)?;
     let started = Instant::now();
     let (daemon, done) = tokio::join!(daemon.run_until_stopped(shutdown.clone()), async {
-        let mut done = watch_progress(&pool, "cb-", args.timeout, false).await;
+        let mut done = watch_progress(&pool, "cb-", Instant::now(), args.timeout, false).await;
         if matches!(done, Ok(true)) {
-            done = watch_progress(&pool, "poll-", args.timeout, false).await;
+            done = watch_progress(&pool, "poll-", Instant::now(), args.timeout, false).await;
         }
         shutdown.cancel();
         done
@@ -321,15 +449,17 @@ async fn enqueue_payments(pool: &sqlx::PgPool, ids: &[String]) -> anyhow::Result
     Ok(())
 }
 
-/// Waits until every payment is settled or flagged, printing a progress line when `show`;
-/// false on timeout or Ctrl-C.
+/// Waits until every payment of `prefix` is settled or flagged (`true`), printing a progress
+/// line (timed from `started`) when `show`; false when `timeout` from now passes, or on
+/// Ctrl-C.
 async fn watch_progress(
     pool: &sqlx::PgPool,
     prefix: &str,
+    started: Instant,
     timeout: Duration,
     show: bool,
 ) -> anyhow::Result<bool> {
-    let started = Instant::now();
+    let timeout = timeout + started.elapsed();
     let interactive = show && std::io::stdout().is_terminal();
     let mut ticks = tokio::time::interval(Duration::from_millis(500));
     let shutdown = super::shutdown_on_signal()?;
@@ -570,6 +700,23 @@ async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> 
     }
     if without_fee > 0 {
         outln!("  ({without_fee} payments received without a stated fee: not in fees)")?;
+    }
+    outln!(
+        "\nmoney (by the day it moved; refunds and reversals are money of their own, never \
+         erasing what was received)"
+    )?;
+    for total in store::money::totals(pool, None, None).await? {
+        outln!("  {}", crate::reporting::describe_money(&total))?;
+    }
+    let back = store::money::return_outcomes(pool, None, None).await?;
+    if !back.is_empty() {
+        outln!(
+            "  paid payments with money back: {}",
+            back.iter()
+                .map(|(outcome, n)| format!("{outcome} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
     }
     outln!("\nopen flags needing a person, by kind")?;
     let flags = summary::open_flag_counts(pool, prefix).await?;

@@ -215,6 +215,8 @@ struct Shared {
     merchant: Mutex<Option<MerchantAccount>>,
     /// Each payment's refunds, in the order made ([`Simulator::refund`]).
     refunds: Mutex<HashMap<String, Vec<Refund>>>,
+    /// The invoice each payment was last answered with (a 200): what the status API states.
+    last_invoice: Mutex<HashMap<String, serde_json::Value>>,
     /// Each payment's reversals ([`Simulator::reverse`]).
     reversals: Mutex<HashMap<String, Vec<Refund>>>,
     /// Amounts the status API states instead of the invoice's ([`Simulator::status_amount`]).
@@ -320,6 +322,7 @@ impl Simulator {
             merchant: Mutex::new(None),
             refunds: Mutex::new(HashMap::new()),
             reversals: Mutex::new(HashMap::new()),
+            last_invoice: Mutex::new(HashMap::new()),
             status_amounts: Mutex::new(HashMap::new()),
         });
         let stop = CancellationToken::new();
@@ -596,6 +599,21 @@ async fn invoice_info(
         shared.count_until_outcome(&payment_id, now >= at);
     }
     shared.received.send_modify(|n| *n += 1);
+    let mut answered = &reply;
+    while let Reply::Delay { then, .. } = answered {
+        answered = then;
+    }
+    if let Reply::Json {
+        body,
+        http_status: 200,
+    } = answered
+    {
+        shared
+            .last_invoice
+            .lock()
+            .expect("last invoice lock")
+            .insert(payment_id.clone(), body.clone());
+    }
     let response = render(reply).await;
     if shared.keep_log.load(Ordering::Relaxed) {
         let status = response.status().as_u16();

@@ -1,7 +1,7 @@
 //! The Merchant status API as the simulator serves it: `POST /get_status3.php`, a form signed
 //! with the merchant's secret key, answered in XML signed the same way
-//! (docs/provider/MERCHANT_STATUS.md). A payment's status and amount are those of its latest
-//! `invoice/info` reply (its first, before any poll; or the amount
+//! (docs/provider/MERCHANT_STATUS.md). A payment's status and amount are those of the latest
+//! invoice `invoice/info` answered it with (its first reply, before any poll; or the amount
 //! [`super::Simulator::status_amount`] set); its refunds and reversals are those
 //! [`super::Simulator::refund`] and [`super::Simulator::reverse`] gave it.
 
@@ -121,20 +121,25 @@ pub(super) async fn serve(State(shared): State<Arc<Shared>>, body: Bytes) -> Res
     let Some(payment_id) = field("pg_payment_id") else {
         return error("9997", "pg_payment_id is required", &account.secret);
     };
-    let served = shared
-        .calls
+    // The invoice it was last answered with (an error invoice/info gave meanwhile is not the
+    // payment's state: the status API is another service); before any, its first reply.
+    let last = shared
+        .last_invoice
         .lock()
-        .expect("calls lock")
+        .expect("last invoice lock")
         .get(payment_id)
-        .copied()
-        .unwrap_or(0);
-    let reply = shared
-        .scenario
-        .lock()
-        .expect("scenario lock")
-        .reply(payment_id, served.saturating_sub(1));
-    let Reply::Json { body, .. } = reply else {
-        return error("340", "Payment not found", &account.secret);
+        .cloned();
+    let body = match last {
+        Some(body) => body,
+        None => match shared
+            .scenario
+            .lock()
+            .expect("scenario lock")
+            .reply(payment_id, 0)
+        {
+            Reply::Json { body, .. } => body,
+            _ => return error("340", "Payment not found", &account.secret),
+        },
     };
     let text = |name: &str| match &body[name] {
         serde_json::Value::String(s) => Some(s.clone()),

@@ -58,8 +58,8 @@ impl<'a> MoneyColumns<'a> {
 ///
 /// With `first_look`, each payment a fact was written for is also watched for refunds from
 /// then (`recon.refund_watch`: first seen paid at the fact's observation, first look that
-/// much later), in the same statement: the engine's write path, whose facts are payments
-/// received.
+/// much later, or sooner if a refund request or hint already made one due), in the same
+/// statement: the engine's write path, whose facts are payments received.
 pub(super) async fn insert(
     conn: &mut PgConnection,
     facts: &MoneyColumns<'_>,
@@ -95,7 +95,9 @@ pub(super) async fn insert(
                from booked b
                where $12::int8 is not null
                order by b.payment_id
-               on conflict (payment_id) do nothing
+               on conflict (payment_id) do update
+               set since = excluded.since,
+                   next_at = least(refund_watch.next_at, excluded.next_at)
            )
            select count(*) as "booked!" from booked"#,
         &facts.payment_id as &[&str],
@@ -714,4 +716,14 @@ pub async fn import_requests(
         imported,
         already_known: rows.len() as u64 - imported,
     })
+}
+
+/// How many refunds, reversals and chargebacks are booked.
+pub async fn returns_booked(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "n!" from recon.money_events
+           where kind in ('refund', 'reversal', 'chargeback')"#
+    )
+    .fetch_one(pool)
+    .await?)
 }
