@@ -38,6 +38,7 @@ mod plan_fidelity;
 mod privilege;
 mod provider_faults;
 mod readme;
+mod refund_quarter;
 mod replica;
 mod report_ranges;
 mod rollup;
