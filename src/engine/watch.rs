@@ -27,6 +27,8 @@ pub(super) struct Watcher {
     base_url: String,
     ladder: Vec<Duration>,
     watch_for: Duration,
+    /// `merchant.rate_per_second`, this instance's own limit, when set.
+    own_rate: Option<super::pacing::Pacer>,
 }
 
 impl Watcher {
@@ -45,6 +47,14 @@ impl Watcher {
             base_url: settings.provider.base_url.clone(),
             ladder: settings.refunds.watch.clone(),
             watch_for: settings.refunds.watch_for,
+            own_rate: (settings.merchant.rate_per_second > 0).then(|| {
+                super::pacing::Pacer::new(
+                    settings.merchant.rate_per_second,
+                    1,
+                    settings.poll.concurrency.max(1),
+                    None,
+                )
+            }),
         })
     }
 }
@@ -133,11 +143,18 @@ impl Engine {
                 Err("the payment has no order_id to ask by (merchant.lookup = order_id)".to_owned())
             }
             Some(lookup) => {
+                let own = match &watcher.own_rate {
+                    Some(own) => match own.ticket(stop).await {
+                        Some(ticket) => Some(ticket),
+                        None => return Looked::LeaseLost,
+                    },
+                    None => None,
+                };
                 let Some(_ticket) = inner.pacer.ticket(stop).await else {
                     // Stopping: the lease runs out and the look is made later.
                     return Looked::LeaseLost;
                 };
-                fetch_status(
+                let answer = fetch_status(
                     &watcher.client,
                     &watcher.base_url,
                     &watcher.account,
@@ -145,7 +162,9 @@ impl Engine {
                     self.naive_offset(),
                 )
                 .await
-                .map_err(|e| describe(&e))
+                .map_err(|e| describe(&e));
+                drop(own);
+                answer
             }
         };
         let answer = answer.and_then(|answer| match (answer.ok, &answer.error) {

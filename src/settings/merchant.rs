@@ -34,6 +34,9 @@ pub struct MerchantSettings {
     pub status_script: String,
     /// Which id a status request sends.
     pub lookup: MerchantLookup,
+    /// Status requests per second from this instance at most, besides the provider budget
+    /// they share with polls (`poll.rate_per_second`, deployment-wide); 0: only that.
+    pub rate_per_second: u32,
 }
 
 /// The fewest characters `merchant.secret` may have without `merchant.allow_short_secret`:

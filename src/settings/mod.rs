@@ -75,6 +75,7 @@ secret = ""
 allow_short_secret = false
 status_script = "get_status3.php"
 lookup = "payment_id"
+rate_per_second = 0
 
 [refunds]
 watch = ["14d"]
@@ -665,7 +666,7 @@ impl Settings {
                 ));
             }
         }
-        let counts: [(&str, u64, u64, u64); 10] = [
+        let counts: [(&str, u64, u64, u64); 11] = [
             (
                 "database.max_connections",
                 database.max_connections.into(),
@@ -702,6 +703,13 @@ impl Settings {
                 self.callbacks.max_untracked_per_hour.into(),
                 0,
                 1_000_000,
+            ),
+            // 0: status requests take only the shared provider budget.
+            (
+                "merchant.rate_per_second",
+                self.merchant.rate_per_second.into(),
+                0,
+                10_000,
             ),
         ];
         for (key, value, min, max) in counts {

@@ -536,3 +536,38 @@ async fn a_reversal_is_money_back_and_a_status_answer_that_disagrees_is_flagged_
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_requests_keep_to_their_own_limit_when_one_is_set() {
+    let ids: Vec<String> = (0..11).map(|n| format!("60{n:02}")).collect();
+    let mut scenario = Scenario::new();
+    for id in &ids {
+        scenario = scenario.payment(id, [Reply::invoice("success", "100", "KZT")]);
+    }
+    let app = TestApp::with(
+        scenario,
+        &[
+            ("FREEDOMPAY_RECON__MERCHANT__ID", "555555"),
+            ("FREEDOMPAY_RECON__MERCHANT__SECRET", MERCHANT_SECRET),
+            ("FREEDOMPAY_RECON__MERCHANT__RATE_PER_SECOND", "5"),
+            ("FREEDOMPAY_RECON__REFUNDS__WATCH", "1h,2h"),
+            ("FREEDOMPAY_RECON__REFUNDS__WATCH_FOR", "3h"),
+        ],
+    )
+    .await;
+    app.sim.merchant_account(MerchantAccount {
+        id: "555555".into(),
+        secret: SecretString::from(MERCHANT_SECRET.to_owned()),
+        script: "get_status3.php".into(),
+    });
+    app.insert_ids(&ids.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    app.sweep().await;
+    watch_time_passes(app.pool(), 1).await;
+    let started = std::time::Instant::now();
+    let swept = app.sweep().await;
+    let took = started.elapsed();
+    assert_eq!(swept.watch.looks, 11, "{swept:?}");
+    // Eleven requests at 5 a second: the first at once, ten more 200 ms apart.
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+}
