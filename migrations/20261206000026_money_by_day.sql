@@ -19,6 +19,9 @@
 --    among them: a hold released); null when nothing was received.
 -- 3. recon.money_by_day: per reporting day, currency and kind, the events, payments and the
 --    signed sum, and the closed month an adjustment changes.
+-- 4. recon.money_of(payment, until): one payment's money as recon.payment_money sums it,
+--    from the events observed until an instant: what `report --detail` shows, now or as of
+--    a day.
 
 set local search_path = pg_catalog;
 
@@ -126,3 +129,25 @@ group by 1, 2, 3, 4;
 
 comment on view recon.money_by_day is
     'Money moved per reporting day (the day it counts on: recon.money_day), currency and kind: events, payments and the sum signed for the merchant (+ received, − refunded, reversed, charged back or kept as commission). adjusts_month: the closed month these events would have changed, booked on this open day instead; null for the day''s own.';
+
+-- 4. One payment's money, until an instant ------------------------------------------------------
+create function recon.money_of(payment text, until timestamptz)
+returns table (received numeric, refunded numeric, net_received numeric, commission numeric,
+               net_to_merchant numeric, money_outcome text)
+language sql stable
+as $$
+    select coalesce(sum(e.amount) filter (where e.kind = 'payment'), 0),
+           coalesce(-sum(e.amount) filter (where e.kind in ('refund', 'reversal', 'chargeback')), 0),
+           coalesce(sum(e.amount) filter (where e.kind <> 'commission'), 0),
+           -sum(e.amount) filter (where e.kind = 'commission'),
+           case when bool_or(e.kind = 'commission') then sum(e.amount) end,
+           recon.money_outcome(
+               coalesce(sum(e.amount) filter (where e.kind = 'payment'), 0),
+               coalesce(-sum(e.amount) filter (where e.kind in ('refund', 'reversal', 'chargeback')), 0),
+               coalesce(bool_or(e.kind = 'reversal'), false))
+    from recon.money_events e
+    where e.payment_id = payment and e.observed_at <= until
+$$;
+
+comment on function recon.money_of(text, timestamptz) is
+    'One payment''s money from the events observed until an instant, as recon.payment_money sums it: received, refunded, net_received, commission and net_to_merchant (null without a stated net), money_outcome (null when nothing was received).';

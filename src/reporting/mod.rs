@@ -691,6 +691,11 @@ mod tests {
             deadline_missed_local: None,
             last_checked_local: None,
             provider_paid_local: Some(local("2025-07-11 16:19:40")),
+            refunded: Some("1500.00".parse().unwrap()),
+            net_received: Some("3500.00".parse().unwrap()),
+            commission: None,
+            net_to_merchant: None,
+            money_outcome: Some("partially_refunded".into()),
         }
     }
 
@@ -790,7 +795,7 @@ mod tests {
             lines.next().unwrap(),
             "\"1,\"\"2\"\"\",-7781,,paid,success,1234567.50,KZT,1234567.5,KZT,0.00,1234567.5,KZT,,,\
              2025-07-11T11:19:49.500Z,2025-07-11,,,,,,2,,amount_mismatch;order_mismatch,\
-             2025-07-11T11:19:40Z"
+             2025-07-11T11:19:40Z,1500.00,3500.00,,,partially_refunded"
         );
     }
 

@@ -194,6 +194,18 @@ impl ReportRow for DetailRow {
         column("provider_paid_at", Kind::Time, |r| {
             Cell::time(r.provider_paid_at, r.provider_paid_local)
         }),
+        // Money, not status (recon.payment_money): what went back, and what is left.
+        column("refunded", Kind::Amount, |r| Cell::amount(r.refunded)),
+        column("net_received", Kind::Amount, |r| {
+            Cell::amount(r.net_received)
+        }),
+        column("commission", Kind::Amount, |r| Cell::amount(r.commission)),
+        column("net_to_merchant", Kind::Amount, |r| {
+            Cell::amount(r.net_to_merchant)
+        }),
+        column("money_outcome", Kind::Text, |r| {
+            Cell::text(&r.money_outcome)
+        }),
     ];
     const TABLE: &'static [TableColumn<Self>] = &[
         shown("payment_id", 26, Layout::Text, |r| r.payment_id.clone()),

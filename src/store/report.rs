@@ -163,6 +163,15 @@ pub struct DetailRow {
     pub deadline_missed_local: Option<NaiveDateTime>,
     pub last_checked_local: Option<NaiveDateTime>,
     pub provider_paid_local: Option<NaiveDateTime>,
+    /// Money the provider gave back (refunds, reversals, chargebacks), positive; 0 when none.
+    pub refunded: Option<Decimal>,
+    /// What was received less what went back (`recon.payment_money`).
+    pub net_received: Option<Decimal>,
+    /// Only where the provider stated a net.
+    pub commission: Option<Decimal>,
+    pub net_to_merchant: Option<Decimal>,
+    /// paid, partially_refunded, refunded, reversed; empty when nothing was received.
+    pub money_outcome: Option<String>,
 }
 
 /// A flag, open now or at the end of a day, with its payment.

@@ -147,6 +147,27 @@ async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_
         (d("2000"), d("500.50"), d("1499.50"))
     );
 
+    // Per payment, in the detail report: refunded, net_received, commission,
+    // net_to_merchant, money_outcome close each row.
+    let detail = ok(&app
+        .run(&[
+            "report", "--detail", "--month", "2026-10", "--format", "csv",
+        ])
+        .await);
+    let partly = detail
+        .lines()
+        .find(|line| line.starts_with("partly,"))
+        .unwrap_or_else(|| panic!("{detail}"));
+    assert!(
+        partly.ends_with(",500.50,1499.50,,,partially_refunded"),
+        "{partly}"
+    );
+    let kept = detail
+        .lines()
+        .find(|line| line.starts_with("kept,"))
+        .unwrap();
+    assert!(kept.ends_with(",0,1000,,,paid"), "{kept}");
+
     // By day: CSV rows are (day, currency, kind, events, payments, amount, adjusts_month).
     let csv = ok(&app
         .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])

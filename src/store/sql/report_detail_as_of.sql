@@ -14,9 +14,11 @@ select payment_id as "payment_id!", order_id, provider_order_id, outcome as "out
        expires_at at time zone recon.report_zone() as expires_local,
        deadline_missed_at at time zone recon.report_zone() as deadline_missed_local,
        null::timestamp as last_checked_local,
-       provider_paid_at at time zone recon.report_zone() as provider_paid_local
+       provider_paid_at at time zone recon.report_zone() as provider_paid_local,
+       m.refunded, m.net_received, m.commission, m.net_to_merchant, m.money_outcome
 from recon.reconciliation_as_of($1::timestamptz, recon.day_start($2::date),
                                 recon.day_start($3::date + 1), $4::bool)
+left join lateral recon.money_of(payment_id, $1::timestamptz) m on true
 where ($5::text is null or $5 in (invoice_currency, expected_currency))
   and ($6::text is null or coalesce(status, 'no_answer') = $6)
   and ($7::text is null or $7 = any(open_flags))

@@ -13,8 +13,10 @@ select payment_id as "payment_id!", order_id, provider_order_id, outcome as "out
        expires_at at time zone recon.report_zone() as expires_local,
        deadline_missed_at at time zone recon.report_zone() as deadline_missed_local,
        last_checked_at at time zone recon.report_zone() as last_checked_local,
-       provider_paid_at at time zone recon.report_zone() as provider_paid_local
+       provider_paid_at at time zone recon.report_zone() as provider_paid_local,
+       m.refunded, m.net_received, m.commission, m.net_to_merchant, m.money_outcome
 from recon.reconciliation
+left join lateral recon.money_of(payment_id, 'infinity') m on true
 where created_at >= coalesce(recon.day_start($1::date), '-infinity')
   and created_at < coalesce(recon.day_start($2::date + 1), 'infinity')
   and ($3::text is null or $3 in (invoice_currency, expected_currency))
