@@ -363,7 +363,8 @@ pub async fn money_lines(
     Ok(lines)
 }
 
-/// `money moved, KZT: received 10000.00 (2 payments), refunded 1500.00 (1), …, net 8500.00`.
+/// `money moved, KZT: received 10000.00 (2), refunded 1500.00 (1), net received 8500.00`, and
+/// where the provider stated a net, the commission and the net to the merchant.
 pub fn describe_money(total: &crate::store::money::MoneyTotal) -> String {
     let mut parts = Vec::new();
     let mut part = |what: &str, amount: &Option<String>, n: Option<i64>| {
@@ -387,11 +388,15 @@ pub fn describe_money(total: &crate::store::money::MoneyTotal) -> String {
     } else {
         String::new()
     };
+    let to_merchant = total
+        .net_to_merchant
+        .as_ref()
+        .map_or(String::new(), |net| format!(", net to merchant {net}"));
     format!(
-        "money moved, {}: {}, net {}{adjustments}",
+        "money moved, {}: {}, net received {}{to_merchant}{adjustments}",
         escape_invisible(&total.currency),
         parts.join(", "),
-        total.net
+        total.net_received
     )
 }
 
@@ -783,6 +788,38 @@ mod tests {
         check(&summary_row());
         check(&flag_row(FlagKind::AmountMismatch, "1300", "1234.50"));
         check(&flag_row(FlagKind::CurrencyMismatch, "KZT", "USD"));
+    }
+
+    #[test]
+    fn money_lines_name_the_net_received_and_the_net_to_the_merchant_apart() {
+        let mut total = crate::store::money::MoneyTotal {
+            currency: "KZT".into(),
+            received: Some("5000".into()),
+            payments: 1,
+            refunded: Some("1500".into()),
+            refunds: 1,
+            reversed: None,
+            reversals: 0,
+            charged_back: None,
+            chargebacks: 0,
+            commission: None,
+            net_received: "3500".into(),
+            net_to_merchant: None,
+            adjustments: 0,
+        };
+        assert_eq!(
+            describe_money(&total),
+            "money moved, KZT: received 5000 (1), refunded 1500 (1), net received 3500"
+        );
+        total.commission = Some("175".into());
+        total.net_to_merchant = Some("3325".into());
+        total.adjustments = 1;
+        assert_eq!(
+            describe_money(&total),
+            "money moved, KZT: received 5000 (1), refunded 1500 (1), commission 175, net \
+             received 3500, net to merchant 3325; 1 of these events belong to closed months, \
+             booked here as adjustments"
+        );
     }
 
     #[test]

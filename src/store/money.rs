@@ -475,8 +475,10 @@ pub struct MoneyTotal {
     pub chargebacks: i64,
     /// Only where the provider stated a net.
     pub commission: Option<String>,
-    /// Everything above, signed: received less all that went back or was kept.
-    pub net: String,
+    /// Received less all that went back (refunds, reversals, chargebacks).
+    pub net_received: String,
+    /// `net_received` less the commission, only where the provider stated one.
+    pub net_to_merchant: Option<String>,
     /// Events booked on these days against closed months (included above).
     pub adjustments: i64,
 }
@@ -499,7 +501,10 @@ pub async fn totals(
                   coalesce(sum(events) filter (where kind = 'chargeback'), 0)::int8
                       as "chargebacks!",
                   (-sum(amount) filter (where kind = 'commission'))::text as commission,
-                  sum(amount)::text as "net!",
+                  coalesce(sum(amount) filter (where kind <> 'commission'), 0)::text
+                      as "net_received!",
+                  (case when bool_or(kind = 'commission') then sum(amount) end)::text
+                      as net_to_merchant,
                   coalesce(sum(events) filter (where adjusts_month is not null), 0)::int8
                       as "adjustments!"
            from recon.money_by_day

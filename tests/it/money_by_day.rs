@@ -195,7 +195,7 @@ async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_
     assert!(
         table.contains(
             "money moved, KZT: received 10000 (4), refunded 3500.50 (3), reversed 4000 (1), \
-             net 2499.50"
+             net received 2499.50"
         ),
         "{table}"
     );
@@ -209,12 +209,12 @@ async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_
     // The summary by payment day says the same under its rows; a day with only the payments
     // received counts no money back.
     let summary = ok(&app.run(&["report", "--month", "2026-10"]).await);
-    assert!(summary.contains("net 2499.50"), "{summary}");
+    assert!(summary.contains("net received 2499.50"), "{summary}");
     let first_day = ok(&app
         .run(&["report", "--from", "2026-10-10", "--to", "2026-10-10"])
         .await);
     assert!(
-        first_day.contains("money moved, KZT: received 10000 (4), net 10000"),
+        first_day.contains("money moved, KZT: received 10000 (4), net received 10000"),
         "{first_day}"
     );
     assert!(!first_day.contains("money back"), "{first_day}");
@@ -224,7 +224,7 @@ async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_
         .run(&["digest", "--from", "2026-10-12", "--to", "2026-10-14"])
         .await);
     assert!(
-        digest.contains("money moved, KZT: refunded 3500.50 (3), net -3500.50"),
+        digest.contains("money moved, KZT: refunded 3500.50 (3), net received -3500.50"),
         "{digest}"
     );
     assert!(
@@ -246,7 +246,7 @@ async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_
         .await))
     .unwrap();
     assert_eq!(json["money"][0]["reversed"], "4000", "{json}");
-    assert_eq!(json["money"][0]["net"], "-4000", "{json}");
+    assert_eq!(json["money"][0]["net_received"], "-4000", "{json}");
     assert_eq!(
         json["money_back"],
         serde_json::json!([["reversed", 1]]),
