@@ -8,6 +8,7 @@ mod import;
 pub mod refunds;
 pub mod resolutions;
 mod sheet;
+pub mod statement;
 
 use chrono::{DateTime, FixedOffset, Utc};
 
