@@ -27,13 +27,21 @@ pub struct ImportArgs {
     /// currency, requested_at, reference (CSV, or an xlsx workbook when FILE ends in .xlsx).
     /// Each is looked for through the Merchant status API 10 minutes, an hour and a day
     /// after it was requested, and matched to the provider's refund.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bank")]
     pub refunds: bool,
+    /// The file is the merchant's bank statement, a 1C exchange file
+    /// (1CClientBankExchange, in the encoding it names): each operation is kept once; a
+    /// credit from one of bank.provider_accounts is money the provider paid out.
+    #[arg(long)]
+    pub bank: bool,
 }
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
     if args.refunds {
         return import_refunds(settings, args).await;
+    }
+    if args.bank {
+        return import_bank(settings, args).await;
     }
     let name = args.file.display().to_string();
     let input: Box<dyn Read + Send> = if name == "-" {
@@ -148,4 +156,83 @@ async fn import_refunds(settings: &Settings, args: ImportArgs) -> anyhow::Result
             anyhow::bail!("{name}: nothing was imported: {e}")
         }
     }
+}
+
+async fn import_bank(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use crate::intake::statement::{MAX_STATEMENT_BYTES, StatementError, read_1c};
+    use store::bank::BankImported;
+
+    let name = args.file.display().to_string();
+    let bytes = if name == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .take(MAX_STATEMENT_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
+        bytes
+    } else {
+        let file =
+            std::fs::File::open(&args.file).with_context(|| format!("cannot open {name}"))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_STATEMENT_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {name}"))?;
+        bytes
+    };
+    let statement = match read_1c(&bytes) {
+        Ok(statement) => statement,
+        Err(StatementError::Lines(lines)) => {
+            const SHOWN: usize = 5;
+            let mut said: Vec<String> = lines
+                .iter()
+                .take(SHOWN)
+                .map(|(line, problem)| format!("line {line}: {problem}"))
+                .collect();
+            if lines.len() > SHOWN {
+                said.push(format!("and {} more", lines.len() - SHOWN));
+            }
+            eprintln!(
+                "error: {name}: {}; nothing was imported. Export the statement again, or ask \
+                 the bank why.",
+                said.join("; ")
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => anyhow::bail!("{name}: {e}; nothing was imported"),
+    };
+    let pool = store::connect_to_schema(&settings.database).await?;
+    let sha256 = store::bank::sha256_hex(&bytes);
+    let bank = &settings.bank;
+    let imported = store::bank::import_statement(&pool, &name, &sha256, &statement, |line| {
+        line.direction == crate::intake::statement::Direction::Credit
+            && bank.from_provider(line.payer_account.as_deref(), line.payer_tax_id.as_deref())
+    })
+    .await?;
+    match imported {
+        BankImported::Already { imported_at } => outln!(
+            "{name}: imported already on {} (the same file, SHA-256 {sha256}): nothing changed",
+            imported_at.format("%Y-%m-%d %H:%M UTC")
+        )?,
+        BankImported::New {
+            operations,
+            added,
+            from_provider,
+            from_provider_amount,
+        } => {
+            outln!(
+                "{name}: {operations} operations ({}), {added} new, {} in statements imported \
+                 before; {from_provider} of the new are credits from the provider ({} in all)",
+                statement.encoding,
+                operations - added,
+                from_provider_amount
+            )?;
+            if bank.provider_accounts.is_empty() {
+                eprintln!(
+                    "warning: bank.provider_accounts is empty: no credit is recognised as the \
+                     provider's payout; set the provider's IIK or BIN"
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 //!
 //! Nothing here performs I/O or reads a clock: time, randomness and settings are inputs.
 
+pub mod bank;
 mod decide;
 pub mod money;
 pub mod rules;

@@ -22,6 +22,7 @@ use sqlx::postgres::PgConnectOptions;
 
 use crate::domain::{AutoClose, Policy, Sweeps};
 
+mod bank;
 mod callbacks;
 mod database;
 mod http;
@@ -32,6 +33,7 @@ mod refunds;
 mod values;
 mod webhook;
 
+pub use self::bank::*;
 pub use self::callbacks::*;
 pub use self::database::*;
 pub use self::http::*;
@@ -80,6 +82,9 @@ rate_per_second = 0
 [refunds]
 watch = ["14d"]
 watch_for = "180days"
+
+[bank]
+provider_accounts = []
 
 [poll]
 schedule = "*/10 * * * * *"
@@ -147,6 +152,7 @@ pub struct Settings {
     pub provider: ProviderSettings,
     pub merchant: MerchantSettings,
     pub refunds: RefundSettings,
+    pub bank: BankSettings,
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
     pub flags: FlagSettings,
@@ -480,6 +486,7 @@ impl Settings {
         self.callbacks.validate(self.http.listen)?;
         self.merchant.validate(self.callbacks.listen.is_some())?;
         self.refunds.validate()?;
+        self.bank.validate()?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
         for (key, ladder) in [
             ("poll.recheck", &poll.recheck),

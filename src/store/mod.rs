@@ -2,6 +2,7 @@
 //! a caller's transaction, or the pool where they manage their own.
 
 pub mod archive;
+pub mod bank;
 pub mod bench;
 pub mod callbacks;
 mod claim;

@@ -4,6 +4,7 @@
 mod archive;
 mod as_of;
 mod attacks;
+mod bank;
 mod bench;
 mod boundaries;
 mod callbacks;
