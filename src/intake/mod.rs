@@ -6,6 +6,7 @@
 pub mod encoding;
 mod import;
 pub mod refunds;
+pub mod registry;
 pub mod resolutions;
 mod sheet;
 pub mod statement;
