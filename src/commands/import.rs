@@ -32,8 +32,16 @@ pub struct ImportArgs {
     /// The file is the merchant's bank statement, a 1C exchange file
     /// (1CClientBankExchange, in the encoding it names): each operation is kept once; a
     /// credit from one of bank.provider_accounts is money the provider paid out.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["refunds", "registry"])]
     pub bank: bool,
+    /// The file is the provider's registry of operations (CSV; `;` takes decimal commas),
+    /// read through the column map --map gives (TOML; default: the Tochka shape, see
+    /// docs/finance.md). Each operation is kept once.
+    #[arg(long, conflicts_with = "refunds")]
+    pub registry: bool,
+    /// With --registry: the column map, a TOML file.
+    #[arg(long, value_name = "FILE", requires = "registry")]
+    pub map: Option<PathBuf>,
 }
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
@@ -42,6 +50,9 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<Exi
     }
     if args.bank {
         return import_bank(settings, args).await;
+    }
+    if args.registry {
+        return import_registry(settings, args).await;
     }
     let name = args.file.display().to_string();
     let input: Box<dyn Read + Send> = if name == "-" {
@@ -233,6 +244,66 @@ async fn import_bank(settings: &Settings, args: ImportArgs) -> anyhow::Result<Ex
                 );
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import_registry(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    use crate::intake::registry::{DEFAULT_MAP, RegistryMap, read_registry};
+    use store::registry::RegistryImported;
+
+    let name = args.file.display().to_string();
+    let (map_text, map_name) = match &args.map {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the map {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (DEFAULT_MAP.to_owned(), "the default map".to_owned()),
+    };
+    let map = RegistryMap::parse(&map_text, &map_name)
+        .map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
+    let mut bytes = Vec::new();
+    if name == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read standard input")?;
+    } else {
+        std::fs::File::open(&args.file)
+            .with_context(|| format!("cannot open {name}"))?
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read {name}"))?;
+    }
+    let offset = settings.provider.naive_offset()?;
+    let input = args.encoding.reader(std::io::Cursor::new(bytes.clone()));
+    let rows = match tokio::task::spawn_blocking(move || read_registry(input, &map, offset)).await?
+    {
+        Ok(rows) => rows,
+        Err(ImportError::Rejected(errors)) => {
+            print_line_errors(&errors, "line");
+            eprintln!(
+                "error: {name}: {}; nothing was imported. Fix them (or the map) and import the \
+                 file again.",
+                errors.summary()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("{name}: nothing was imported")));
+        }
+    };
+    let pool = store::connect_to_schema(&settings.database).await?;
+    let sha256 = store::bank::sha256_hex(&bytes);
+    let map_sha256 = store::bank::sha256_hex(map_text.as_bytes());
+    match store::registry::import_registry(&pool, &name, &sha256, &map_sha256, &rows).await? {
+        RegistryImported::Already { imported_at } => outln!(
+            "{name}: imported already on {} (the same file, SHA-256 {sha256}): nothing changed",
+            imported_at.format("%Y-%m-%d %H:%M UTC")
+        )?,
+        RegistryImported::New { operations, added } => outln!(
+            "{name}: {operations} operations, {added} new, {} in registries imported before",
+            operations - added
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

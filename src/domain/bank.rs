@@ -1,7 +1,12 @@
-//! A bank statement's operations, as read from the merchant's bank (`intake::statement`).
+//! Money to the bank, as read: a bank statement's operations (`intake::statement`) and the
+//! provider's registry lines (`intake::registry`).
 
-use chrono::NaiveDate;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
+
+use super::Currency;
 
 /// Which way money went, for the statement's own account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,4 +52,45 @@ pub struct Statement {
     pub from: Option<NaiveDate>,
     pub to: Option<NaiveDate>,
     pub lines: Vec<BankLine>,
+}
+
+/// What a registry line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryKind {
+    Payment,
+    Refund,
+    Reversal,
+    Chargeback,
+    Fee,
+}
+
+/// One registry line, read through the map; `raw` keeps every cell by its header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRow {
+    pub line: u64,
+    pub operation_id: String,
+    pub parent_payment_id: Option<String>,
+    pub order_id: Option<String>,
+    pub kind: RegistryKind,
+    /// As the registry states it, sign included.
+    pub amount: Decimal,
+    pub commission: Option<Decimal>,
+    pub net: Option<Decimal>,
+    pub currency: Currency,
+    pub operation_at: DateTime<Utc>,
+    pub payout_reference: Option<String>,
+    pub payout_date: Option<NaiveDate>,
+    pub raw: BTreeMap<String, String>,
+}
+
+impl RegistryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payment => "payment",
+            Self::Refund => "refund",
+            Self::Reversal => "reversal",
+            Self::Chargeback => "chargeback",
+            Self::Fee => "fee",
+        }
+    }
 }

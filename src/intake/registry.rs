@@ -7,7 +7,7 @@
 //! Read as `import` reads a file (the same delimiters, bounds and line numbers), checked whole:
 //! any bad row, an operation id twice, or a header without a mapped column refuses the file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
 
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
@@ -132,34 +132,7 @@ impl RegistryMap {
     }
 }
 
-/// What a registry line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RegistryKind {
-    Payment,
-    Refund,
-    Reversal,
-    Chargeback,
-    Fee,
-}
-
-/// One registry line, read through the map; `raw` keeps every cell by its header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistryRow {
-    pub line: u64,
-    pub operation_id: String,
-    pub parent_payment_id: Option<String>,
-    pub order_id: Option<String>,
-    pub kind: RegistryKind,
-    /// As the registry states it, sign included.
-    pub amount: Decimal,
-    pub commission: Option<Decimal>,
-    pub net: Option<Decimal>,
-    pub currency: Currency,
-    pub operation_at: DateTime<Utc>,
-    pub payout_reference: Option<String>,
-    pub payout_date: Option<NaiveDate>,
-    pub raw: BTreeMap<String, String>,
-}
+pub use crate::domain::bank::{RegistryKind, RegistryRow};
 
 /// Reads every line of a registry CSV through `map` (times without an offset in
 /// `naive_offset`): every problem, by line, or the rows.

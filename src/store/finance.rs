@@ -305,8 +305,8 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
 }
 
 /// The views a reader may query, what the flag kinds mean, the money events, refund requests
-/// and bank statements; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 14] = [
+/// bank statements and registries; nothing else in the schema is granted.
+pub const READER_VIEWS: [&str; 16] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -321,9 +321,11 @@ pub const READER_VIEWS: [&str; 14] = [
     // payment_money and money_by_day) and the refunds the merchant made.
     "recon.money_events",
     "recon.merchant_refunds",
-    // And the bank statements imported, as read.
+    // And the bank statements and registries imported, as read.
     "recon.bank_files",
     "recon.bank_lines",
+    "recon.registry_files",
+    "recon.registry_lines",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.
@@ -429,6 +431,8 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant select, insert, update, delete on recon.refund_watch to {role}"),
         // Bank statements (`import --bank`): each file and operation once, as read.
         format!("grant select, insert on recon.bank_files, recon.bank_lines to {role}"),
+        // The provider's registries (`import --registry`), likewise.
+        format!("grant select, insert on recon.registry_files, recon.registry_lines to {role}"),
         // Refunds the merchant made: imported (`import --refunds`), matched by the daemon.
         format!(
             "grant select, insert, update (matched_key, matched_at) on recon.merchant_refunds \

@@ -17,6 +17,7 @@ mod migrations;
 pub mod money;
 pub mod rate;
 mod record;
+pub mod registry;
 pub mod report;
 pub mod summary;
 

@@ -94,3 +94,114 @@ async fn a_statement_is_kept_once_and_an_overlapping_one_adds_only_what_is_new()
         .await;
     assert!(changed.is_err());
 }
+
+fn registry_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::with_suffix(".csv").unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_is_kept_once_an_overlapping_one_adds_only_what_is_new_and_a_bad_one_nothing() {
+    let app = TestApp::new(Scenario::new()).await;
+    let header = "TRANS_DATE;TRANSACTION_ID;SUM;COMMISSION;PARENT_TRANSACTION_ID;TRANSACTION_TYPE;ORDER_UID\n";
+    let monday = registry_file(&format!(
+        "{header}2025-07-13 10:00:00;9001;5 000,00;175,00;;PAYMENT;o-1\n\
+         2025-07-13 18:30:00;9002;-1 500,00;0;9001;REFUND;o-1\n"
+    ));
+    let path = |f: &tempfile::NamedTempFile| f.path().to_str().unwrap().to_owned();
+    let said = ok(&app.run(&["import", "--registry", &path(&monday)]).await);
+    assert!(
+        said.contains("2 operations, 2 new, 0 in registries imported before"),
+        "{said}"
+    );
+    let again = ok(&app.run(&["import", "--registry", &path(&monday)]).await);
+    assert!(again.contains("imported already on"), "{again}");
+    // Monday's refund again, and Tuesday's payment.
+    let overlap = registry_file(&format!(
+        "{header}2025-07-13 18:30:00;9002;-1 500,00;0;9001;REFUND;o-1\n\
+         2025-07-14 09:00:00;9003;700,00;24,50;;PAYMENT;o-2\n"
+    ));
+    let said = ok(&app.run(&["import", "--registry", &path(&overlap)]).await);
+    assert!(
+        said.contains("2 operations, 1 new, 1 in registries imported before"),
+        "{said}"
+    );
+    let lines: Vec<(String, String, Decimal, Option<Decimal>, Option<String>)> = sqlx::query_as(
+        "select operation_id, kind, amount, commission, parent_payment_id
+         from recon.registry_lines order by operation_id",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        lines,
+        [
+            (
+                "9001".into(),
+                "payment".into(),
+                "5000.00".parse().unwrap(),
+                Some("175.00".parse().unwrap()),
+                None
+            ),
+            (
+                "9002".into(),
+                "refund".into(),
+                "-1500.00".parse().unwrap(),
+                Some("0".parse().unwrap()),
+                Some("9001".into())
+            ),
+            (
+                "9003".into(),
+                "payment".into(),
+                "700.00".parse().unwrap(),
+                Some("24.50".parse().unwrap()),
+                None
+            ),
+        ]
+    );
+    let raw: String = sqlx::query_scalar(
+        "select raw ->> 'order_uid' from recon.registry_lines where operation_id = '9003'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(raw, "o-2", "every cell kept by its header");
+
+    // One bad line: nothing of the file. A map that names a column the file lacks: said.
+    let bad = registry_file(&format!(
+        "{header}2025-07-15 10:00:00;9004;100,00;0;;PAYMENT;o\n2025-07-15 10:00:00;9005;сто;0;;PAYMENT;o\n"
+    ));
+    let output = app.run(&["import", "--registry", &path(&bad)]).await;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("line 3: amount:"), "{stderr}");
+    assert!(stderr.contains("nothing was imported"), "{stderr}");
+    let mut map = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    map.write_all(
+        b"currency = \"KZT\"\n[columns]\noperation_id = \"ID\"\ntype = \"TYPE\"\namount = \"SUM\"\noperation_time = \"TRANS_DATE\"\n[types]\npayment = [\"PAYMENT\"]\n",
+    )
+    .unwrap();
+    let said = refused(
+        &app.run(&[
+            "import",
+            "--registry",
+            &path(&bad),
+            "--map",
+            map.path().to_str().unwrap(),
+        ])
+        .await,
+    );
+    assert!(
+        said.contains("the file has no column \"ID\" (columns.operation_id)"),
+        "{said}"
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.registry_lines").await,
+        3
+    );
+    assert_eq!(
+        app.count("select count(*) from recon.registry_files").await,
+        2
+    );
+}
