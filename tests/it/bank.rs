@@ -95,6 +95,9 @@ async fn a_statement_is_kept_once_and_an_overlapping_one_adds_only_what_is_new()
     assert!(changed.is_err());
 }
 
+/// (operation_id, kind, amount, commission, parent_payment_id) of a registry line.
+type RegistryLine = (String, String, Decimal, Option<Decimal>, Option<String>);
+
 fn registry_file(text: &str) -> tempfile::NamedTempFile {
     let mut file = tempfile::NamedTempFile::with_suffix(".csv").unwrap();
     file.write_all(text.as_bytes()).unwrap();
@@ -127,7 +130,7 @@ async fn a_registry_is_kept_once_an_overlapping_one_adds_only_what_is_new_and_a_
         said.contains("2 operations, 1 new, 1 in registries imported before"),
         "{said}"
     );
-    let lines: Vec<(String, String, Decimal, Option<Decimal>, Option<String>)> = sqlx::query_as(
+    let lines: Vec<RegistryLine> = sqlx::query_as(
         "select operation_id, kind, amount, commission, parent_payment_id
          from recon.registry_lines order by operation_id",
     )
