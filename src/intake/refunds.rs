@@ -49,20 +49,15 @@ impl Checker {
         naive_offset: FixedOffset,
         unit: &'static str,
     ) -> Result<Self, ImportError> {
-        let column = |name: &str| names.iter().position(|n| n == name);
-        let missing: Vec<&str> = COLUMNS
-            .into_iter()
-            .filter(|name| column(name).is_none())
-            .collect();
-        if !missing.is_empty() {
-            return Err(ImportError::Header(format!(
+        let at = super::sheet::find_columns(names, COLUMNS).map_err(|missing| {
+            ImportError::Header(format!(
                 "no {} column; a refunds file has the columns {}",
                 missing.join(", "),
                 COLUMNS.join(", ")
-            )));
-        }
+            ))
+        })?;
         Ok(Self {
-            at: COLUMNS.map(|name| column(name).unwrap_or(0)),
+            at,
             mark,
             naive_offset,
             unit,

@@ -54,25 +54,20 @@ struct Checker {
 impl Checker {
     /// From the header's column names; `from` says what writes such a file.
     fn new(names: &[String], from: &str, unit: &'static str) -> Result<Self, ImportError> {
-        let column = |name: &str| names.iter().position(|n| n == name);
-        let missing: Vec<&str> = REQUIRED_COLUMNS
-            .into_iter()
-            .filter(|name| column(name).is_none())
-            .collect();
-        if !missing.is_empty() {
-            return Err(ImportError::Header(format!(
-                "no {} column; a resolutions file has at least the columns {} (as `{from}` \
-                 writes them, with a note added to each row)",
-                missing.join(", "),
-                REQUIRED_COLUMNS.join(", ")
-            )));
-        }
-        let [payment_id, kind, note] = REQUIRED_COLUMNS.map(|name| column(name).unwrap_or(0));
+        let [payment_id, kind, note] = super::sheet::find_columns(names, REQUIRED_COLUMNS)
+            .map_err(|missing| {
+                ImportError::Header(format!(
+                    "no {} column; a resolutions file has at least the columns {} (as `{from}` \
+                     writes them, with a note added to each row)",
+                    missing.join(", "),
+                    REQUIRED_COLUMNS.join(", ")
+                ))
+            })?;
         Ok(Self {
             payment_id,
             kind,
             note,
-            flag_id: column("flag_id"),
+            flag_id: names.iter().position(|n| n == "flag_id"),
             unit,
             errors: LineErrors::default(),
             resolutions: Vec::new(),

@@ -22,6 +22,23 @@ pub(crate) trait RowChecker: Sized {
     fn finish(self) -> Result<Self::Output, ImportError>;
 }
 
+/// Where each of `required` sits among a header's column `names`, or the names missing.
+pub(crate) fn find_columns<'a, const N: usize>(
+    names: &[String],
+    required: [&'a str; N],
+) -> Result<[usize; N], Vec<&'a str>> {
+    let column = |name: &str| names.iter().position(|n| n == name);
+    let missing: Vec<&str> = required
+        .into_iter()
+        .filter(|name| column(name).is_none())
+        .collect();
+    if missing.is_empty() {
+        Ok(required.map(|name| column(name).unwrap_or(0)))
+    } else {
+        Err(missing)
+    }
+}
+
 /// Reads the sheet `sheet` of a workbook (or its only sheet), its first non-empty row the
 /// header (`new` makes the checker from its column names); `writer` names what writes such
 /// a workbook, for a message. Lines are the sheet's row numbers.
