@@ -245,6 +245,7 @@ async fn import_bank(settings: &Settings, args: ImportArgs) -> anyhow::Result<Ex
             }
         }
     }
+    match_after_import(settings, &pool).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -305,5 +306,14 @@ async fn import_registry(settings: &Settings, args: ImportArgs) -> anyhow::Resul
             operations - added
         )?,
     }
+    match_after_import(settings, &pool).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a registry or a statement: match what it adds (`match`), and say what that did.
+async fn match_after_import(settings: &Settings, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let policy = super::matching::policy(settings)?;
+    let settled = store::settlement::settle(pool, &policy).await?;
+    outln!("then {}", super::matching::said(&settled))?;
+    Ok(())
 }

@@ -34,6 +34,7 @@ mod digest;
 mod enqueue;
 mod grant;
 mod import;
+mod matching;
 mod plan;
 mod recheck;
 mod report;
@@ -57,6 +58,7 @@ pub use digest::DigestArgs;
 pub use enqueue::EnqueueArgs;
 pub use grant::{GrantDaemonArgs, GrantFinanceArgs, GrantReaderArgs};
 pub use import::ImportArgs;
+pub use matching::MatchArgs;
 pub use plan::PlanArgs;
 pub use recheck::RecheckArgs;
 pub use report::ReportArgs;
@@ -164,6 +166,11 @@ pub enum Command {
     /// which `report` prints from then on, unchanged; later changes to its payments are
     /// booked as adjustments in the open period. Or reopen the latest closed month.
     Close(CloseArgs),
+    /// Match the provider's registries to the payments and its payouts to the bank credits
+    /// now (each import does it too); list the matches; undo a wrong one with a note (what
+    /// was matched after it is matched again); or close a flag about a registry line, a
+    /// payout or a bank credit by hand.
+    Match(MatchArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -197,6 +204,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::GrantDaemon(args) => grant::grant_daemon(settings, args).await,
         Command::Archive(args) => archive::archive(settings, args).await,
         Command::Close(args) => close::close(settings, args).await,
+        Command::Match(args) => matching::run_match(settings, args).await,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod bank;
 mod decide;
 pub mod money;
+pub mod settlement;
 pub mod rules;
 mod sweeps;
 mod types;

@@ -288,6 +288,17 @@ pub enum FlagKind {
     UnexpectedRefund,
     /// The Merchant status API states another amount, currency or order than `invoice/info`.
     StatusApiDisagrees,
+    /// Paid, and in no registry `registry.expect_within` after.
+    NotInRegistry,
+    /// A registry line states another amount, currency or commission for the payment.
+    RegistryAmountMismatch,
+    /// A registry line for a payment nobody tracks, or one not paid (`recon.settlement_flags`).
+    RegistryUnknown,
+    /// A payout at no bank credit within `bank.match_window`, or after it
+    /// (`recon.settlement_flags`).
+    PayoutNotAtBank,
+    /// A credit from the provider no payout explains (`recon.settlement_flags`).
+    BankCreditUnexplained,
 }
 
 /// Whether a flag is an exception a person must act on, or an outcome worth recording.
@@ -310,7 +321,7 @@ impl FlagClass {
 }
 
 impl FlagKind {
-    pub const ALL: [FlagKind; 16] = [
+    pub const ALL: [FlagKind; 21] = [
         Self::AmountMismatch,
         Self::CurrencyMismatch,
         Self::OrderMismatch,
@@ -327,6 +338,11 @@ impl FlagKind {
         Self::RefundAmountMismatch,
         Self::UnexpectedRefund,
         Self::StatusApiDisagrees,
+        Self::NotInRegistry,
+        Self::RegistryAmountMismatch,
+        Self::RegistryUnknown,
+        Self::PayoutNotAtBank,
+        Self::BankCreditUnexplained,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -347,6 +363,11 @@ impl FlagKind {
             Self::RefundAmountMismatch => "refund_amount_mismatch",
             Self::UnexpectedRefund => "unexpected_refund",
             Self::StatusApiDisagrees => "status_api_disagrees",
+            Self::NotInRegistry => "not_in_registry",
+            Self::RegistryAmountMismatch => "registry_amount_mismatch",
+            Self::RegistryUnknown => "registry_unknown",
+            Self::PayoutNotAtBank => "payout_not_at_bank",
+            Self::BankCreditUnexplained => "bank_credit_unexplained",
         }
     }
 

@@ -85,6 +85,13 @@ watch_for = "180days"
 
 [bank]
 provider_accounts = []
+match_window = "5d"
+tolerance = "0"
+currency = "KZT"
+
+[registry]
+expect_within = "3d"
+commission_percent = ""
 
 [poll]
 schedule = "*/10 * * * * *"
@@ -153,6 +160,7 @@ pub struct Settings {
     pub merchant: MerchantSettings,
     pub refunds: RefundSettings,
     pub bank: BankSettings,
+    pub registry: RegistrySettings,
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
     pub flags: FlagSettings,
@@ -487,6 +495,7 @@ impl Settings {
         self.merchant.validate(self.callbacks.listen.is_some())?;
         self.refunds.validate()?;
         self.bank.validate()?;
+        self.registry.validate()?;
         check_schedule(&poll.schedule, chrono::Utc::now())?;
         for (key, ladder) in [
             ("poll.recheck", &poll.recheck),

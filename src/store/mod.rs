@@ -19,6 +19,7 @@ pub mod rate;
 mod record;
 pub mod registry;
 pub mod report;
+pub mod settlement;
 pub mod summary;
 
 use std::time::Duration;

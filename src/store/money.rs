@@ -547,12 +547,13 @@ pub async fn return_outcomes(
 }
 
 /// Opens the flags of `findings` that hold on `payment_id` (one open per kind; never again
-/// about what a closed one said) and resolves those that clear, as the daemon.
-async fn write_findings(
+/// about what a closed one said) and resolves those that clear, as the daemon: how many
+/// opened, and how many cleared.
+pub(super) async fn write_findings(
     conn: &mut PgConnection,
     payment_id: &str,
     findings: &[(crate::domain::FlagKind, Option<FlagText>)],
-) -> Result<(), StoreError> {
+) -> Result<(u64, u64), StoreError> {
     let mut hold = (Vec::new(), Vec::new(), Vec::new());
     let mut clear = Vec::new();
     for (kind, finding) in findings {
@@ -565,7 +566,7 @@ async fn write_findings(
             None => clear.push(kind.as_str()),
         }
     }
-    sqlx::query!(
+    let opened = sqlx::query!(
         "insert into recon.discrepancies (payment_id, kind, expected, actual, detected_at, follows_id)
          select $1, h.kind, h.expected, h.actual, now(),
                 (select max(d.id) from recon.discrepancies d
@@ -583,20 +584,22 @@ async fn write_findings(
         &hold.2 as &[Option<&str>],
     )
     .execute(&mut *conn)
-    .await?;
-    let cleared = crate::domain::Resolver::Cleared;
-    sqlx::query!(
+    .await?
+    .rows_affected();
+    let resolver = crate::domain::Resolver::Cleared;
+    let cleared = sqlx::query!(
         "update recon.discrepancies d
          set resolved_at = now(), resolved_by = $3, resolution = $4
          where d.payment_id = $1 and d.kind = any($2::text[]) and d.resolved_at is null",
         payment_id,
         &clear as &[&str],
-        cleared.resolved_by(),
-        cleared.note(),
+        resolver.resolved_by(),
+        resolver.note(),
     )
     .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    Ok((opened, cleared))
 }
 
 /// What `import --refunds` did.
