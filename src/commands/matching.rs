@@ -77,8 +77,10 @@ pub async fn run_match(settings: &Settings, args: MatchArgs) -> anyhow::Result<E
                 m.matched_amount
                     .map_or_else(String::new, |a| format!("(matched {a})")),
                 crate::text::clean(&m.what, 400),
-                m.undone
-                    .map_or_else(String::new, |u| format!(" [{}]", crate::text::clean(&u, 400)))
+                m.undone.map_or_else(String::new, |u| format!(
+                    " [{}]",
+                    crate::text::clean(&u, 400)
+                ))
             )?;
         }
         return Ok(ExitCode::SUCCESS);

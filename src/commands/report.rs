@@ -13,7 +13,7 @@ use crate::settings::Settings;
 use crate::store;
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions", "adjustments", "money"]))]
+#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions", "adjustments", "money", "settlement"]))]
 pub struct ReportArgs {
     /// List payments instead of the daily summary.
     #[arg(long)]
@@ -41,6 +41,15 @@ pub struct ReportArgs {
     /// booked, its `adjusts_month` naming the month.
     #[arg(long, conflicts_with_all = ["by", "currency", "status", "flag", "class", "as_of"])]
     pub money: bool,
+    /// The money of --month from the payments to the bank, per currency: paid (gross),
+    /// refunds, reversals, chargebacks, commission, net due; in the registries, paid out,
+    /// withheld, arrived at the bank, in transit, and bank credits nothing explains.
+    #[arg(long, requires = "month", conflicts_with_all = ["by", "currency", "status", "flag", "class", "as_of"])]
+    pub settlement: bool,
+    /// With --settlement: every registry line, payout and bank credit of the month, with what
+    /// it was matched to and its open flags.
+    #[arg(long, requires = "settlement")]
+    pub lines: bool,
     #[arg(long, value_enum, default_value = "table")]
     pub format: crate::reporting::Format,
     /// CSV for Excel in Russian or Kazakh locales: a UTF-8 byte-order mark, `;` between
@@ -124,6 +133,14 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
             None => (args.from, args.to),
         };
         ReportKind::Money { from, to }
+    } else if args.settlement {
+        let (first, last) = args.month.context("--settlement needs --month")?;
+        ReportKind::Settlement {
+            first,
+            last,
+            lines: args.lines,
+            bank_currency: settings.bank.currency.clone(),
+        }
     } else if args.flags {
         use store::report::ClassFilter;
         // `--flag lifetime_exceeded` alone lists those flags, not an empty action queue.

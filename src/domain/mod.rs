@@ -6,8 +6,8 @@
 pub mod bank;
 mod decide;
 pub mod money;
-pub mod settlement;
 pub mod rules;
+pub mod settlement;
 mod sweeps;
 mod types;
 

@@ -200,12 +200,18 @@ impl<'a> Free<'a> {
                 .contains(&(payout.name.clone(), credit.id))
     }
 
-    fn take(&mut self, rule: Rule, payouts: Vec<&'a Payout>, credits: Vec<&'a Credit>) -> BankMatch {
+    fn take(
+        &mut self,
+        rule: Rule,
+        payouts: Vec<&'a Payout>,
+        credits: Vec<&'a Credit>,
+    ) -> BankMatch {
         let mut names: Vec<String> = payouts.iter().map(|p| p.name.clone()).collect();
         names.sort();
         let mut ids: Vec<i64> = credits.iter().map(|c| c.id).collect();
         ids.sort_unstable();
-        self.used_payouts.extend(payouts.iter().map(|p| p.name.as_str()));
+        self.used_payouts
+            .extend(payouts.iter().map(|p| p.name.as_str()));
         self.used_credits.extend(ids.iter().copied());
         BankMatch {
             rule,
@@ -379,7 +385,10 @@ pub fn bank_findings(
                 arrived.map(|day| {
                     (
                         expected.clone(),
-                        format!("arrived {day}, {} days after the window", (*day - due).num_days()),
+                        format!(
+                            "arrived {day}, {} days after the window",
+                            (*day - due).num_days()
+                        ),
                     )
                 })
             }
@@ -600,11 +609,17 @@ mod tests {
     fn a_line_brings_its_net_and_takes_what_goes_back() {
         use RegistryKind::*;
         assert_eq!(line_net(Payment, d("1000"), Some(d("25")), None), d("975"));
-        assert_eq!(line_net(Payment, d("1000"), Some(d("25")), Some(d("970"))), d("970"));
+        assert_eq!(
+            line_net(Payment, d("1000"), Some(d("25")), Some(d("970"))),
+            d("970")
+        );
         assert_eq!(line_net(Refund, d("-300"), None, None), d("-300"));
         assert_eq!(line_net(Refund, d("300"), Some(d("5")), None), d("-305"));
         assert_eq!(line_net(Fee, d("40"), None, None), d("-40"));
-        assert_eq!(payout_name("KZT", Some("PO-1"), Some(day(3))), "KZT:PO-1:2026-11-03");
+        assert_eq!(
+            payout_name("KZT", Some("PO-1"), Some(day(3))),
+            "KZT:PO-1:2026-11-03"
+        );
         assert_eq!(payout_name("KZT", None, Some(day(3))), "KZT:2026-11-03");
     }
 
@@ -630,7 +645,13 @@ mod tests {
         let found = match_bank(&payouts, &credits, &Standing::default(), &policy());
         let got: Vec<(Rule, Vec<&str>, Vec<i64>)> = found
             .iter()
-            .map(|m| (m.rule, m.payouts.iter().map(String::as_str).collect(), m.credits.clone()))
+            .map(|m| {
+                (
+                    m.rule,
+                    m.payouts.iter().map(String::as_str).collect(),
+                    m.credits.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             got,
@@ -654,7 +675,11 @@ mod tests {
         );
         let open: Vec<(&str, &str)> = findings
             .iter()
-            .filter_map(|f| f.holds.as_ref().map(|(_, a)| (f.subject.as_str(), a.as_str())))
+            .filter_map(|f| {
+                f.holds
+                    .as_ref()
+                    .map(|(_, a)| (f.subject.as_str(), a.as_str()))
+            })
             .collect();
         assert_eq!(
             open,
@@ -670,8 +695,14 @@ mod tests {
         standing.refused.insert(("a".into(), 1));
         let found = match_bank(&payouts, &credits, &standing, &policy());
         assert_eq!(found.len(), 2);
-        assert_eq!((found[0].payouts[0].as_str(), found[0].credits[0]), ("a", 2));
-        assert_eq!((found[1].payouts[0].as_str(), found[1].credits[0]), ("b", 1));
+        assert_eq!(
+            (found[0].payouts[0].as_str(), found[0].credits[0]),
+            ("a", 2)
+        );
+        assert_eq!(
+            (found[1].payouts[0].as_str(), found[1].credits[0]),
+            ("b", 1)
+        );
         standing.matched_credits.insert(2);
         standing.matched_payouts.insert("b".into());
         assert!(match_bank(&payouts, &credits, &standing, &policy()).is_empty());
@@ -744,18 +775,26 @@ mod tests {
             Some(("commission 20".into(), "commission 25".into()))
         );
         let short = line(RegistryKind::Payment, "990", None);
-        let Verdict::Matched { mismatch, commission, .. } = verdict(&short, Some(&paid), None)
+        let Verdict::Matched {
+            mismatch,
+            commission,
+            ..
+        } = verdict(&short, Some(&paid), None)
         else {
             panic!("matched")
         };
         assert_eq!(mismatch, Some(("1000 KZT".into(), "990 KZT".into())));
         assert_eq!(commission, None);
-        assert!(matches!(verdict(&pay, None, None), Verdict::Unknown(t) if t.contains("not tracked")));
+        assert!(
+            matches!(verdict(&pay, None, None), Verdict::Unknown(t) if t.contains("not tracked"))
+        );
         let unpaid = PaymentSide {
             status: "process".into(),
             ..PaymentSide::default()
         };
-        assert!(matches!(verdict(&pay, Some(&unpaid), None), Verdict::Unknown(t) if t.contains("not paid")));
+        assert!(
+            matches!(verdict(&pay, Some(&unpaid), None), Verdict::Unknown(t) if t.contains("not paid"))
+        );
         assert!(matches!(
             judge_line(&pay, Some(&paid), true, Decimal::ZERO, None),
             Verdict::Unknown(t) if t.contains("undone")
@@ -770,7 +809,8 @@ mod tests {
             received: Some((d("1000"), "KZT".into())),
             ..PaymentSide::default()
         };
-        let books = |p: &PaymentSide| match judge_line(&refund, Some(p), false, Decimal::ZERO, None) {
+        let books = |p: &PaymentSide| match judge_line(&refund, Some(p), false, Decimal::ZERO, None)
+        {
             Verdict::Matched { book_return, .. } => book_return,
             Verdict::Unknown(t) => panic!("{t}"),
         };
@@ -787,10 +827,16 @@ mod tests {
         let values: Vec<Decimal> = ["1", "2", "4", "8", "16"].iter().map(|v| d(v)).collect();
         assert_eq!(group_summing_to(&values, d("31"), &policy), None);
         policy.search.parts = 5;
-        assert_eq!(group_summing_to(&values, d("31"), &policy), Some(vec![0, 1, 2, 3, 4]));
+        assert_eq!(
+            group_summing_to(&values, d("31"), &policy),
+            Some(vec![0, 1, 2, 3, 4])
+        );
         assert_eq!(group_summing_to(&values, d("6"), &policy), Some(vec![1, 2]));
         policy.tolerance = d("0.5");
-        assert_eq!(group_summing_to(&values, d("6.5"), &policy), Some(vec![1, 2]));
+        assert_eq!(
+            group_summing_to(&values, d("6.5"), &policy),
+            Some(vec![1, 2])
+        );
         assert_eq!(group_summing_to(&values, d("100"), &policy), None);
     }
 }

@@ -258,7 +258,9 @@ mod tests {
                 "line 3: kind: unknown flag kind \"amount\"; expected one of amount_mismatch, \
                  currency_mismatch, order_mismatch, lifetime_exceeded, not_found, \
                  unknown_status, terminal_status_changed, polling_abandoned, paid_after_deadline, untracked_payment, callback_disagrees, callback_unreadable, refund_missing, \
-                 refund_amount_mismatch, unexpected_refund, status_api_disagrees",
+                 refund_amount_mismatch, unexpected_refund, status_api_disagrees, not_in_registry, \
+                 registry_amount_mismatch, registry_unknown, payout_not_at_bank, \
+                 bank_credit_unexplained",
                 "line 5: payment_id: the not_found flag of \"1003\" is already on line 4 of this file",
             ]
         );

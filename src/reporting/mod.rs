@@ -311,6 +311,14 @@ pub enum ReportKind {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
     },
+    /// A month's money from the payments to the bank, per currency; with `lines`, every
+    /// registry line, payout and bank credit behind it.
+    Settlement {
+        first: NaiveDate,
+        last: NaiveDate,
+        lines: bool,
+        bank_currency: String,
+    },
 }
 
 /// What to report.
@@ -525,6 +533,42 @@ pub async fn write_report<W: Write>(
                 footer.push(refunds_line(request.refunds_watched).to_owned());
             }
             (sink.finish(&footer)?, empty)
+        }
+        ReportKind::Settlement {
+            first,
+            last,
+            lines,
+            bank_currency,
+        } => {
+            use crate::store::settlement::{MoneyLine, MonthMoney, month_lines, month_money};
+            let month = first.format("%Y-%m");
+            let rows = if *lines {
+                let mut sink = Sink::<MoneyLine, W>::new(format, style, out)?;
+                for row in month_lines(pool, *first, *last, bank_currency).await? {
+                    sink.row(&row)?;
+                }
+                let empty = (sink.rows == 0)
+                    .then(|| format!("no registry line, payout or bank credit in {month}"));
+                (
+                    sink.finish(&empty.iter().cloned().collect::<Vec<_>>())?,
+                    empty,
+                )
+            } else {
+                let mut sink = Sink::<MonthMoney, W>::new(format, style, out)?;
+                for row in month_money(pool, *first, *last, bank_currency).await? {
+                    sink.row(&row)?;
+                }
+                let empty = (sink.rows == 0).then(|| format!("no money in {month}"));
+                let mut footer: Vec<String> = empty.iter().cloned().collect();
+                if format == Format::Table {
+                    footer.push(format!(
+                        "money by the day it moved; registry lines by operation day; payouts \
+                         and bank credits by their date ({month}); every line: --lines"
+                    ));
+                }
+                (sink.finish(&footer)?, empty)
+            };
+            rows
         }
     };
     Ok(Written { rows, empty })

@@ -7,6 +7,7 @@ use crate::domain::FlagKind;
 use crate::store::close::AdjustmentRow;
 use crate::store::money::MoneyDayRow;
 use crate::store::report::{DetailRow, FlagRow, ResolutionRow, SummaryRow};
+use crate::store::settlement::{MoneyLine, MonthMoney};
 
 /// `5000.00 KZT`, or empty when there is no amount.
 fn money(amount: Option<&str>, currency: &Option<String>) -> String {
@@ -419,5 +420,91 @@ impl ReportRow for MoneyDayRow {
             r.adjusts_month
                 .map_or(String::new(), |m| m.format("%Y-%m").to_string())
         }),
+    ];
+}
+
+impl ReportRow for MonthMoney {
+    const SHEET: &'static str = "Settlement";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("currency", Kind::Text, |r| Cell::Text(&r.currency)),
+        column("paid_gross", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.paid_gross))
+        }),
+        column("refunds", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.refunds))
+        }),
+        column("reversals", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.reversals))
+        }),
+        column("chargebacks", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.chargebacks))
+        }),
+        column("commission", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.commission))
+        }),
+        column("net_due", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.net_due))
+        }),
+        column("in_registries", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.in_registries))
+        }),
+        column("paid_out", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.paid_out))
+        }),
+        column("withheld", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.withheld))
+        }),
+        column("arrived_at_bank", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.arrived_at_bank))
+        }),
+        column("in_transit", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.in_transit))
+        }),
+        column("unexplained", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.unexplained))
+        }),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("currency", 8, Layout::Code, |r| r.currency.clone()),
+        shown("paid", 12, Layout::Number, |r| r.paid_gross.clone()),
+        shown("refunds", 10, Layout::Number, |r| r.refunds.clone()),
+        shown("reversals", 10, Layout::Number, |r| r.reversals.clone()),
+        shown("chargebacks", 11, Layout::Number, |r| r.chargebacks.clone()),
+        shown("commission", 10, Layout::Number, |r| r.commission.clone()),
+        shown("net due", 12, Layout::Number, |r| r.net_due.clone()),
+        shown("registries", 12, Layout::Number, |r| {
+            r.in_registries.clone()
+        }),
+        shown("paid out", 12, Layout::Number, |r| r.paid_out.clone()),
+        shown("withheld", 9, Layout::Number, |r| r.withheld.clone()),
+        shown("at bank", 12, Layout::Number, |r| r.arrived_at_bank.clone()),
+        shown("in transit", 10, Layout::Number, |r| r.in_transit.clone()),
+        shown("unexplained", 11, Layout::Number, |r| r.unexplained.clone()),
+    ];
+}
+
+impl ReportRow for MoneyLine {
+    const SHEET: &'static str = "Settlement lines";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("source", Kind::Text, |r| Cell::Text(&r.source)),
+        column("reference", Kind::Text, |r| Cell::Text(&r.reference)),
+        column("day", Kind::Day, |r| Cell::Day(r.day)),
+        column("currency", Kind::Text, |r| Cell::Text(&r.currency)),
+        column("kind", Kind::Text, |r| Cell::Text(&r.kind)),
+        column("amount", Kind::Amount, |r| {
+            Cell::Amount(Amount::Text(&r.amount))
+        }),
+        column("matched_to", Kind::Text, |r| Cell::Text(&r.matched_to)),
+        column("open_flags", Kind::Text, |r| Cell::Text(&r.flags)),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("source", 13, Layout::Text, |r| r.source.clone()),
+        shown("reference", 24, Layout::Text, |r| r.reference.clone()),
+        shown("day", 10, Layout::Text, |r| r.day.to_string()),
+        shown("currency", 8, Layout::Code, |r| r.currency.clone()),
+        shown("kind", 19, Layout::Text, |r| r.kind.clone()),
+        shown("amount", 12, Layout::Number, |r| r.amount.clone()),
+        shown("matched to", 30, Layout::Text, |r| r.matched_to.clone()),
+        shown("open flags", 24, Layout::Text, |r| r.flags.clone()),
     ];
 }

@@ -52,7 +52,10 @@ fn optional_decimal<'de, D: serde::Deserializer<'de>>(
 impl RegistrySettings {
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         if self.expect_within.is_zero() {
-            return Err(invalid("registry.expect_within", "must be longer than zero, e.g. \"3d\""));
+            return Err(invalid(
+                "registry.expect_within",
+                "must be longer than zero, e.g. \"3d\"",
+            ));
         }
         if self
             .commission_percent
@@ -83,7 +86,8 @@ impl BankSettings {
             ));
         }
         let day = 86_400;
-        if !self.match_window.as_secs().is_multiple_of(day) || self.match_window.subsec_nanos() != 0 {
+        if !self.match_window.as_secs().is_multiple_of(day) || self.match_window.subsec_nanos() != 0
+        {
             return Err(invalid(
                 "bank.match_window",
                 "must be whole days, e.g. \"5d\" (a statement dates its credits by day)",

@@ -306,7 +306,7 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
 
 /// The views a reader may query, what the flag kinds mean, the money events, refund requests
 /// bank statements and registries; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 16] = [
+pub const READER_VIEWS: [&str; 19] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -326,6 +326,10 @@ pub const READER_VIEWS: [&str; 16] = [
     "recon.bank_lines",
     "recon.registry_files",
     "recon.registry_lines",
+    // What was matched to what, the payouts, and the flags about lines and transfers.
+    "recon.settlement_matches",
+    "recon.payouts",
+    "recon.open_settlement_flags",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.
@@ -433,6 +437,16 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant select, insert on recon.bank_files, recon.bank_lines to {role}"),
         // The provider's registries (`import --registry`), likewise.
         format!("grant select, insert on recon.registry_files, recon.registry_lines to {role}"),
+        // Matching (`match`, and each import): matches made, and undone once; the flags about
+        // registry lines, payouts and credits, opened and resolved.
+        format!(
+            "grant select, insert, update (undone_at, undone_by, undo_note, undone_with) \
+             on recon.settlement_matches to {role}"
+        ),
+        format!(
+            "grant select, insert, update (resolved_at, resolved_by, resolution) \
+             on recon.settlement_flags to {role}"
+        ),
         // Refunds the merchant made: imported (`import --refunds`), matched by the daemon.
         format!(
             "grant select, insert, update (matched_key, matched_at) on recon.merchant_refunds \

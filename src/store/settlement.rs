@@ -65,9 +65,15 @@ pub async fn settle(pool: &PgPool, policy: &SettlePolicy) -> Result<Settled, Sto
 pub enum Undone {
     NoSuchMatch,
     /// It was undone before, by `by` at `at`.
-    Already { by: String, at: DateTime<Utc> },
+    Already {
+        by: String,
+        at: DateTime<Utc>,
+    },
     /// Undone; `with_it` matches made after it were undone with it, and the run after.
-    Done { with_it: u64, settled: Settled },
+    Done {
+        with_it: u64,
+        settled: Settled,
+    },
 }
 
 /// Undoes match `id` as `by`, with `note`: its pairs are never matched again by a rule, the
@@ -241,7 +247,8 @@ async fn match_registry(
                 if line.kind != RegistryKind::Payment {
                     side.matched_returns.push(line.amount.abs());
                     if book_return {
-                        side.returns.push((line.amount.abs(), line.currency.clone()));
+                        side.returns
+                            .push((line.amount.abs(), line.currency.clone()));
                         let kind = match line.kind {
                             RegistryKind::Reversal => MoneyKind::Reversal,
                             RegistryKind::Chargeback => MoneyKind::Chargeback,
@@ -611,8 +618,14 @@ async fn match_bank(
                 &m.payouts,
                 &m.credits,
                 policy.bank_currency.as_str(),
-                m.payouts.iter().filter_map(|p| net.get(p.as_str())).sum::<Decimal>(),
-                m.credits.iter().filter_map(|c| amount.get(c)).sum::<Decimal>(),
+                m.payouts
+                    .iter()
+                    .filter_map(|p| net.get(p.as_str()))
+                    .sum::<Decimal>(),
+                m.credits
+                    .iter()
+                    .filter_map(|c| amount.get(c))
+                    .sum::<Decimal>(),
             )
             .execute(&mut *conn)
             .await?;
@@ -811,4 +824,192 @@ pub async fn resolve_flag(
     .await?
     .rows_affected()
         == 1)
+}
+
+/// One currency's money for a month, from the payments to the bank (`report --settlement`).
+/// Amounts are positive, PostgreSQL's exact text; `None`: nothing of it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MonthMoney {
+    pub currency: String,
+    /// Payments received (gross), by the day the money moved (`recon.money_by_day`).
+    pub paid_gross: String,
+    pub refunds: String,
+    pub reversals: String,
+    pub chargebacks: String,
+    /// What the provider kept (stated by the poll, the status API or a registry).
+    pub commission: String,
+    /// Paid less everything that went back and the commission: what the provider owes.
+    pub net_due: String,
+    /// The nets of the registry lines of operations in the month.
+    pub in_registries: String,
+    /// The nets of the payouts dated in the month (those above zero).
+    pub paid_out: String,
+    /// Payouts of the month whose net is zero or less: withheld or carried forward.
+    pub withheld: String,
+    /// The credits matched to the month's payouts.
+    pub arrived_at_bank: String,
+    /// The month's payouts no credit is matched to yet.
+    pub in_transit: String,
+    /// Credits from the provider dated in the month that no payout explains.
+    pub unexplained: String,
+}
+
+/// The money of the month `first..=last` (reporting days in recon.timezone), per currency.
+pub async fn month_money(
+    pool: &PgPool,
+    first: NaiveDate,
+    last: NaiveDate,
+    bank_currency: &str,
+) -> Result<Vec<MonthMoney>, StoreError> {
+    Ok(sqlx::query_as!(
+        MonthMoney,
+        r#"with money as (
+               select currency,
+                      coalesce(sum(amount) filter (where kind = 'payment'), 0) as paid,
+                      coalesce(-sum(amount) filter (where kind = 'refund'), 0) as refunds,
+                      coalesce(-sum(amount) filter (where kind = 'reversal'), 0) as reversals,
+                      coalesce(-sum(amount) filter (where kind = 'chargeback'), 0) as chargebacks,
+                      coalesce(-sum(amount) filter (where kind = 'commission'), 0) as commission,
+                      coalesce(sum(amount), 0) as net
+               from recon.money_by_day where day between $1 and $2 group by currency
+           ),
+           registered as (
+               select currency,
+                      sum(recon.registry_net(kind, amount, commission, net)) as net
+               from recon.registry_lines
+               where (operation_at at time zone recon.report_zone())::date between $1 and $2
+               group by currency
+           ),
+           payouts as (
+               select p.currency,
+                      coalesce(sum(p.net) filter (where p.net > 0), 0) as paid_out,
+                      coalesce(-sum(p.net) filter (where p.net <= 0), 0) as withheld,
+                      coalesce(sum(p.net) filter (where p.net > 0 and p.bank_lines is null), 0)
+                          as in_transit,
+                      coalesce(sum((select sum(b.amount) from recon.bank_lines b
+                                    where b.id = any(p.bank_lines))), 0) as arrived
+               from recon.payouts p
+               where p.payout_date between $1 and $2
+               group by p.currency
+           ),
+           unexplained as (
+               select $3::text as currency, coalesce(sum(b.amount), 0) as amount
+               from recon.bank_lines b
+               where b.from_provider and b.direction = 'credit'
+                 and b.value_date between $1 and $2
+                 and not exists (select 1 from recon.settlement_matches m
+                                 where m.side = 'bank' and m.undone_at is null
+                                   and b.id = any(m.credits))
+               having count(*) > 0
+           ),
+           currencies as (
+               select currency from money union select currency from registered
+               union select currency from payouts union select currency from unexplained
+           )
+           select c.currency as "currency!",
+                  coalesce(m.paid, 0)::text as "paid_gross!",
+                  coalesce(m.refunds, 0)::text as "refunds!",
+                  coalesce(m.reversals, 0)::text as "reversals!",
+                  coalesce(m.chargebacks, 0)::text as "chargebacks!",
+                  coalesce(m.commission, 0)::text as "commission!",
+                  coalesce(m.net, 0)::text as "net_due!",
+                  coalesce(r.net, 0)::text as "in_registries!",
+                  coalesce(p.paid_out, 0)::text as "paid_out!",
+                  coalesce(p.withheld, 0)::text as "withheld!",
+                  coalesce(p.arrived, 0)::text as "arrived_at_bank!",
+                  coalesce(p.in_transit, 0)::text as "in_transit!",
+                  coalesce(u.amount, 0)::text as "unexplained!"
+           from currencies c
+           left join money m using (currency)
+           left join registered r using (currency)
+           left join payouts p using (currency)
+           left join unexplained u using (currency)
+           order by c.currency"#,
+        first,
+        last,
+        bank_currency,
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+/// One line behind the month's money table (`report --settlement --lines`): a registry line,
+/// a payout or a bank credit, and what it was matched to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MoneyLine {
+    /// `registry_line`, `payout` or `bank_credit`.
+    pub source: String,
+    /// The operation id, the payout's name, or the bank line's number.
+    pub reference: String,
+    pub day: NaiveDate,
+    pub currency: String,
+    /// Kind of operation (a registry line's), or the rule it was matched by.
+    pub kind: String,
+    /// Signed for the merchant (a registry line's net; a payout's net; a credit's amount).
+    pub amount: String,
+    /// The payment, the payouts or the credits it was matched to; empty: not matched.
+    pub matched_to: String,
+    /// Open flags about it.
+    pub flags: String,
+}
+
+/// Every line of the month `first..=last`: registry lines by operation day, payouts and
+/// credits by their date.
+pub async fn month_lines(
+    pool: &PgPool,
+    first: NaiveDate,
+    last: NaiveDate,
+    bank_currency: &str,
+) -> Result<Vec<MoneyLine>, StoreError> {
+    Ok(sqlx::query_as!(
+        MoneyLine,
+        r#"select 'registry_line' as "source!", l.operation_id as "reference!",
+                  (l.operation_at at time zone recon.report_zone())::date as "day!",
+                  l.currency as "currency!", l.kind as "kind!",
+                  recon.registry_net(l.kind, l.amount, l.commission, l.net)::text as "amount!",
+                  coalesce((select string_agg('payment ' || m.payment_id, ', ')
+                            from recon.settlement_matches m
+                            where m.registry_line_id = l.id and m.undone_at is null), '')
+                      as "matched_to!",
+                  coalesce((select string_agg(f.kind, ', ') from recon.open_settlement_flags f
+                            where f.subject = 'registry_line:' || l.operation_id), '')
+                      as "flags!"
+           from recon.registry_lines l
+           where (l.operation_at at time zone recon.report_zone())::date between $1 and $2
+           union all
+           select 'payout', p.payout, p.payout_date, p.currency,
+                  coalesce((select string_agg(distinct m.rule, ', ')
+                            from recon.settlement_matches m
+                            where m.side = 'bank' and m.undone_at is null
+                              and p.payout = any(m.payouts)),
+                           case when p.net <= 0 then 'withheld' else 'not matched' end),
+                  p.net::text,
+                  coalesce((select 'bank lines ' || string_agg(b.number, ', ' order by b.id)
+                            from recon.bank_lines b where b.id = any(p.bank_lines)), ''),
+                  coalesce((select string_agg(f.kind, ', ') from recon.open_settlement_flags f
+                            where f.subject = 'payout:' || p.payout), '')
+           from recon.payouts p
+           where p.payout_date between $1 and $2
+           union all
+           select 'bank_credit', coalesce(b.number, b.id::text), b.value_date, $3::text,
+                  coalesce((select string_agg(distinct m.rule, ', ')
+                            from recon.settlement_matches m
+                            where m.side = 'bank' and m.undone_at is null
+                              and b.id = any(m.credits)), 'not matched'),
+                  b.amount::text,
+                  coalesce((select 'payouts ' || string_agg(p, ', ')
+                            from recon.settlement_matches m, unnest(m.payouts) p
+                            where m.side = 'bank' and m.undone_at is null
+                              and b.id = any(m.credits)), ''),
+                  coalesce((select string_agg(f.kind, ', ') from recon.open_settlement_flags f
+                            where f.subject = 'bank_line:' || b.id), '')
+           from recon.bank_lines b
+           where b.from_provider and b.direction = 'credit' and b.value_date between $1 and $2
+           order by 1 desc, 3, 2"#,
+        first,
+        last,
+        bank_currency,
+    )
+    .fetch_all(pool)
+    .await?)
 }

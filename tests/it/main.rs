@@ -44,6 +44,7 @@ mod replica;
 mod report_ranges;
 mod rollup;
 mod schedule;
+mod settlement;
 mod signoff;
 mod spreadsheets;
 mod statuses;
