@@ -542,7 +542,7 @@ pub async fn write_report<W: Write>(
         } => {
             use crate::store::settlement::{MoneyLine, MonthMoney, month_lines, month_money};
             let month = first.format("%Y-%m");
-            let rows = if *lines {
+            if *lines {
                 let mut sink = Sink::<MoneyLine, W>::new(format, style, out)?;
                 for row in month_lines(pool, *first, *last, bank_currency).await? {
                     sink.row(&row)?;
@@ -567,8 +567,7 @@ pub async fn write_report<W: Write>(
                     ));
                 }
                 (sink.finish(&footer)?, empty)
-            };
-            rows
+            }
         }
     };
     Ok(Written { rows, empty })
