@@ -177,6 +177,11 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
     });
     daemon?;
     let mut finished = finished?;
+    if finished {
+        demo.bank.provider_accounts = vec![crate::simulator::settlement::PROVIDER_IIK.into()];
+        demo.registry.commission_percent = Some(DEMO_COMMISSION_PERCENT);
+        to_the_bank(&pool, &simulator, &demo).await?;
+    }
 
     // Detection lag and requests per payment, with callbacks and without, measured side by
     // side in one short run of its own: payments that settle plainly (in progress, then paid
@@ -215,7 +220,9 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
          {me} report --flags           # the flags that need a person, oldest first\n  \
          {me} report --detail --flag amount_mismatch\n  \
          {me} report                   # the daily summary\n  \
-         {me} report --money           # money by day: received, refunded, reversed, net"
+         {me} report --money           # money by day: received, refunded, reversed, net\n  \
+         {me} report --settlement --month {month}   # money to the bank: registries, payouts, credits",
+        month = chrono::Utc::now().format("%Y-%m")
     )?;
     if finished {
         Ok(ExitCode::SUCCESS)
@@ -229,6 +236,76 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
 }
 
 const DEMO_MERCHANT_ID: &str = "demo-merchant";
+
+/// The commission the demo's registries state, and its contract sets.
+const DEMO_COMMISSION_PERCENT: rust_decimal::Decimal =
+    rust_decimal::Decimal::from_parts(25, 0, 0, false, 1);
+
+/// The provider's registries and the merchant's bank statement for the demo's payments, as
+/// `simulate --registry` writes them (the first payout paid as two credits), imported
+/// and matched as `import --registry` and `import --bank` do.
+async fn to_the_bank(
+    pool: &sqlx::PgPool,
+    simulator: &Simulator,
+    demo: &Settings,
+) -> anyhow::Result<()> {
+    use crate::intake::registry::{RegistryMap, read_registry};
+    use crate::simulator::settlement::{Knobs, REGISTRY_MAP, write};
+
+    let (paid, returned) = simulator.settlement_ops();
+    let written = write(
+        &paid,
+        &returned,
+        DEMO_COMMISSION_PERCENT,
+        Knobs {
+            split_payouts: 1,
+            ..Knobs::default()
+        },
+    );
+    let dir = std::env::temp_dir().join(format!("freedompay-recon-demo-{}", std::process::id()));
+    let (registries, statement) = super::simulate::write_month(&dir, &written)?;
+    let map = RegistryMap::parse(REGISTRY_MAP, "the simulator's map")
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let offset = demo.provider.naive_offset()?;
+    let map_sha256 = store::bank::sha256_hex(REGISTRY_MAP.as_bytes());
+    for path in &registries {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let rows = read_registry(bytes.as_slice(), &map, offset)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let sha256 = store::bank::sha256_hex(&bytes);
+        store::registry::import_registry(
+            pool,
+            &path.display().to_string(),
+            &sha256,
+            &map_sha256,
+            &rows,
+        )
+        .await?;
+    }
+    let bytes = std::fs::read(&statement)?;
+    let read = crate::intake::statement::read_1c(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", statement.display()))?;
+    let bank = &demo.bank;
+    store::bank::import_statement(
+        pool,
+        &statement.display().to_string(),
+        &store::bank::sha256_hex(&bytes),
+        &read,
+        |line| bank.from_provider(line.payer_account.as_deref(), line.payer_tax_id.as_deref()),
+    )
+    .await?;
+    let settled = store::settlement::settle(pool, &super::matching::policy(demo)?).await?;
+    outln!(
+        "the provider's registries ({} days) and the bank statement ({} credits) written to {} \
+         and imported: {}",
+        registries.len(),
+        read.lines.len(),
+        dir.display(),
+        super::matching::said(&settled)
+    )?;
+    Ok(())
+}
 
 /// The demo's paid payments the provider gives money back for: every 10th of those that end
 /// paid in full is refunded in full, every 10th after the 4th in part (two refunds of a
@@ -716,6 +793,26 @@ async fn print_summary(pool: &sqlx::PgPool, prefix: &str) -> anyhow::Result<()> 
                 .map(|(outcome, n)| format!("{outcome} {n}"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        )?;
+    }
+    let today = chrono::Utc::now().date_naive().format("%Y-%m").to_string();
+    let (first, last) = crate::reporting::parse_month(&today).map_err(anyhow::Error::msg)?;
+    let month = store::settlement::month_money(pool, first, last, "KZT").await?;
+    if !month.is_empty() {
+        outln!("\nmoney to the bank in {today} (report --settlement --month {today})")?;
+    }
+    for m in month {
+        outln!(
+            "  {}: net due {}; in the registries {}; paid out {} (withheld {}); at the bank {}; \
+             in transit {}; unexplained {}",
+            crate::text::escape_invisible(&m.currency),
+            m.net_due,
+            m.in_registries,
+            m.paid_out,
+            m.withheld,
+            m.arrived_at_bank,
+            m.in_transit,
+            m.unexplained
         )?;
     }
     outln!("\nopen flags needing a person, by kind")?;

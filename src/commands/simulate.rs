@@ -50,6 +50,78 @@ pub struct SimulateArgs {
     /// times this, by id).
     #[arg(long, value_name = "D", default_value = "5s", value_parser = humantime::parse_duration, requires = "callback_url")]
     pub settle_after: std::time::Duration,
+    /// When stopped, write what the provider and the bank would about the payments answered
+    /// paid and the money given back: a registry CSV per day, the map that reads them
+    /// (map.toml) and the merchant's 1C statement (cp1251, Kazakh keys) with a credit per
+    /// payout, into DIR (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
+    #[command(flatten)]
+    pub month: MonthKnobs,
+}
+
+/// What the simulated month's registries and statement get wrong (`--registry`).
+#[derive(Debug, Clone, Args)]
+pub struct MonthKnobs {
+    /// The commission the registries state, in percent of each payment.
+    #[arg(long, value_name = "P", default_value = "2.5", requires = "registry")]
+    pub commission_percent: rust_decimal::Decimal,
+    /// Paid payments the registries leave out (each flagged not_in_registry).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "registry")]
+    pub missing_lines: usize,
+    /// Payment lines whose commission is one unit above the contract's
+    /// (registry_amount_mismatch).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "registry")]
+    pub wrong_commission: usize,
+    /// Payouts paid as two credits.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "registry")]
+    pub split_payouts: usize,
+    /// Pairs of payouts paid in one credit.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "registry")]
+    pub merged_payouts: usize,
+    /// Payouts paid --late-days after their day (payout_not_at_bank).
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "registry")]
+    pub late_payouts: usize,
+    #[arg(long, value_name = "DAYS", default_value_t = 9, requires = "registry")]
+    pub late_days: i64,
+}
+
+impl MonthKnobs {
+    pub(super) fn knobs(&self) -> crate::simulator::settlement::Knobs {
+        crate::simulator::settlement::Knobs {
+            missing_lines: self.missing_lines,
+            wrong_commission: self.wrong_commission,
+            split_payouts: self.split_payouts,
+            merged_payouts: self.merged_payouts,
+            late_payouts: self.late_payouts,
+            late_days: self.late_days,
+        }
+    }
+}
+
+/// Writes the registries, their map and the statement into `dir`; returns the paths of the
+/// registries and of the statement.
+pub(super) fn write_month(
+    dir: &std::path::Path,
+    written: &crate::simulator::settlement::Written,
+) -> anyhow::Result<(Vec<PathBuf>, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let write = |name: &str, bytes: &[u8]| -> anyhow::Result<PathBuf> {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
+    };
+    write(
+        "map.toml",
+        crate::simulator::settlement::REGISTRY_MAP.as_bytes(),
+    )?;
+    let registries = written
+        .registries
+        .iter()
+        .map(|(name, bytes)| write(name, bytes))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let statement = write(&written.statement.0, &written.statement.1)?;
+    Ok((registries, statement))
 }
 
 fn share(raw: &str) -> Result<f64, String> {
@@ -70,6 +142,10 @@ pub async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result
             "the simulator checks signatures with provider.auth_id and provider.secret; set both \
              (e.g. FREEDOMPAY_RECON__PROVIDER__AUTH_ID=demo FREEDOMPAY_RECON__PROVIDER__SECRET=demo-secret)"
         );
+    }
+    if let Some(dir) = &args.registry {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--registry {}: cannot create it", dir.display()))?;
     }
     let shutdown = super::shutdown_on_signal()?;
     let scenario = match &args.scenario {
@@ -112,5 +188,24 @@ pub async fn simulate(settings: &Settings, args: SimulateArgs) -> anyhow::Result
         "requests answered: {}",
         simulator.total_calls()
     );
+    if let Some(dir) = &args.registry {
+        let (paid, returned) = simulator.settlement_ops();
+        let written = crate::simulator::settlement::write(
+            &paid,
+            &returned,
+            args.month.commission_percent,
+            args.month.knobs(),
+        );
+        let (registries, statement) = write_month(dir, &written)?;
+        let _ = writeln!(
+            std::io::stdout(),
+            "wrote {} registries, their map and {} into {} ({} payments, {} returns)",
+            registries.len(),
+            statement.display(),
+            dir.display(),
+            paid.len(),
+            returned.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,6 +28,7 @@ use crate::provider::{INVOICE_INFO_PATH, ParamsMode, verify_detached};
 
 mod callbacks;
 mod scenario;
+pub mod settlement;
 mod status;
 pub mod stories;
 
@@ -481,6 +482,81 @@ impl Simulator {
             .lock()
             .expect("status amounts lock")
             .insert(payment_id.to_owned(), amount.to_owned());
+    }
+
+    /// What the provider would put in its registries: each payment last answered `success`
+    /// (its amount, currency, order and time as answered), and each refund and reversal made,
+    /// in its currency. Payments in order of id.
+    pub fn settlement_ops(&self) -> (Vec<settlement::Paid>, Vec<settlement::Returned>) {
+        let invoices = self
+            .shared
+            .last_invoice
+            .lock()
+            .expect("last invoice lock")
+            .clone();
+        let text = |v: &serde_json::Value, key: &str| match v.get(key) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        };
+        let mut paid: Vec<settlement::Paid> = invoices
+            .iter()
+            .filter(|(_, v)| text(v, "paymentStatus").as_deref() == Some("success"))
+            .filter_map(|(id, v)| {
+                Some(settlement::Paid {
+                    payment_id: id.clone(),
+                    order_id: text(v, "orderId"),
+                    amount: text(v, "amount")?.parse().ok()?,
+                    currency: text(v, "currency")?,
+                    at: text(v, "dt")
+                        .and_then(|dt| chrono::DateTime::parse_from_rfc3339(&dt).ok())
+                        .map_or_else(chrono::Utc::now, |dt| dt.to_utc()),
+                })
+            })
+            .collect();
+        paid.sort_by(|a, b| a.payment_id.cmp(&b.payment_id));
+        let zone = chrono::FixedOffset::east_opt(5 * 3600).expect("+05:00");
+        let mut returned = Vec::new();
+        for (reversal, made) in [
+            (
+                false,
+                self.shared.refunds.lock().expect("refunds lock").clone(),
+            ),
+            (
+                true,
+                self.shared
+                    .reversals
+                    .lock()
+                    .expect("reversals lock")
+                    .clone(),
+            ),
+        ] {
+            for (payment_id, list) in made {
+                let currency = invoices
+                    .get(&payment_id)
+                    .and_then(|v| text(v, "currency"))
+                    .unwrap_or_else(|| "KZT".into());
+                for r in list {
+                    let Ok(amount) = r.amount.parse() else {
+                        continue;
+                    };
+                    let at = chrono::NaiveDateTime::parse_from_str(&r.date, "%Y-%m-%d %H:%M:%S")
+                        .ok()
+                        .and_then(|t| t.and_local_timezone(zone).single())
+                        .map_or_else(chrono::Utc::now, |t| t.to_utc());
+                    returned.push(settlement::Returned {
+                        id: r.payment_id,
+                        payment_id: payment_id.clone(),
+                        reversal,
+                        amount,
+                        currency: currency.clone(),
+                        at,
+                    });
+                }
+            }
+        }
+        returned.sort_by(|a, b| a.id.cmp(&b.id));
+        (paid, returned)
     }
 
     /// Replaces the scenario; per-id positions carry on.

@@ -365,7 +365,8 @@ async fn payment_sides(
     ids: &[String],
 ) -> Result<HashMap<String, PaymentSide>, StoreError> {
     let mut sides: HashMap<String, PaymentSide> = sqlx::query!(
-        r#"select payment_id, status as "status!" from recon.payments where payment_id = any($1)"#,
+        r#"select payment_id, coalesce(status, 'no answer yet') as "status!"
+           from recon.payments where payment_id = any($1)"#,
         ids
     )
     .fetch_all(&mut *conn)
@@ -458,9 +459,9 @@ impl MatchColumns {
     }
 }
 
-/// Paid payments no registry lists `expect_within` after they were paid, since the
-/// registries began (the earliest operation any lists): `not_in_registry`; and those listed
-/// now, cleared.
+/// Paid payments no registry lists though the registries list operations `expect_within`
+/// after it was paid (and that long has passed), since the registries began (the reporting
+/// day of the earliest operation any lists): `not_in_registry`; and those listed now, cleared.
 async fn flag_not_in_registry(
     conn: &mut PgConnection,
     policy: &SettlePolicy,
@@ -484,15 +485,18 @@ async fn flag_not_in_registry(
     .rows_affected();
     settled.flags_cleared += cleared_now;
     let missing: Vec<(String, DateTime<Utc>)> = sqlx::query!(
-        r#"with since as (select min(operation_at) as at from recon.registry_lines)
+        r#"with reach as (
+               select date_trunc('day', min(operation_at), recon.report_zone()) as first,
+                      max(operation_at) as last
+               from recon.registry_lines)
            select e.payment_id, coalesce(e.provider_at, e.observed_at) as "paid_at!"
-           from recon.money_events e, since
+           from recon.money_events e, reach
            where e.kind = 'payment'
-             and since.at is not null
-             and e.observed_at >= since.at - interval '1 day'
-             and coalesce(e.provider_at, e.observed_at) >= since.at
-             and coalesce(e.provider_at, e.observed_at)
-                 < now() - $1::int8 * interval '1 millisecond'
+             and reach.first is not null
+             and e.observed_at >= reach.first - interval '1 day'
+             and coalesce(e.provider_at, e.observed_at) >= reach.first
+             and coalesce(e.provider_at, e.observed_at) + $1::int8 * interval '1 millisecond'
+                 <= least(reach.last, now())
              and not exists (select 1 from recon.settlement_matches m
                              join recon.registry_lines l on l.id = m.registry_line_id
                              where m.payment_id = e.payment_id and m.undone_at is null
@@ -846,7 +850,8 @@ pub struct MonthMoney {
     pub paid_out: String,
     /// Payouts of the month whose net is zero or less: withheld or carried forward.
     pub withheld: String,
-    /// The credits matched to the month's payouts.
+    /// The month's payouts matched to bank credits (their nets: a credit paying several
+    /// payouts, of this month and another, is counted by the payouts it paid).
     pub arrived_at_bank: String,
     /// The month's payouts no credit is matched to yet.
     pub in_transit: String,
@@ -886,8 +891,8 @@ pub async fn month_money(
                       coalesce(-sum(p.net) filter (where p.net <= 0), 0) as withheld,
                       coalesce(sum(p.net) filter (where p.net > 0 and p.bank_lines is null), 0)
                           as in_transit,
-                      coalesce(sum((select sum(b.amount) from recon.bank_lines b
-                                    where b.id = any(p.bank_lines))), 0) as arrived
+                      coalesce(sum(p.net) filter (where p.net > 0 and p.bank_lines is not null), 0)
+                          as arrived
                from recon.payouts p
                where p.payout_date between $1 and $2
                group by p.currency

@@ -189,6 +189,65 @@ async fn the_demo_creates_its_database_and_settles_every_payment_with_a_true_sum
     for d in [&callbacks, &polling] {
         assert!((1.5..8.0).contains(&d.requests), "{text}");
     }
+    // The money to the bank: every paid payment in a registry line matched to it, every
+    // payout of the bank's currency at the bank (the day's payout paid as two credits),
+    // and the money table's figures as hand SQL over the raw rows gives them.
+    assert!(text.contains("the bank statement ("), "{text}");
+    let unmatched_lines = count(
+        &pool,
+        "select count(*) from recon.registry_lines l where not exists
+             (select 1 from recon.settlement_matches m where m.registry_line_id = l.id)",
+    )
+    .await;
+    assert_eq!(unmatched_lines, 0, "{text}");
+    let rules: Vec<(String, i64)> = sqlx::query_as(
+        "select rule, count(*) from recon.settlement_matches where side = 'bank'
+         group by rule order by rule",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        rules
+            .iter()
+            .any(|(r, n)| r == "payout_many_credits" && *n == 1)
+            && rules.iter().all(|(r, _)| r != "late"),
+        "{rules:?}"
+    );
+    let unpaid_payouts = count(
+        &pool,
+        "select count(*) from recon.payouts where currency = 'KZT' and net > 0
+         and bank_lines is null",
+    )
+    .await;
+    assert_eq!(unpaid_payouts, 0);
+    let settlement_flags = count(&pool, "select count(*) from recon.settlement_flags").await;
+    assert_eq!(settlement_flags, 0, "{text}");
+    let (paid_out, at_bank): (String, String) = sqlx::query_as(
+        "select (select sum(s.net)::text from (
+                     select sum(case when kind = 'payment' then amount - coalesce(commission, 0)
+                                     else -abs(amount) end) as net
+                     from recon.registry_lines where currency = 'KZT'
+                       and payout_date between date_trunc('month', now())::date
+                                           and (date_trunc('month', now()) + interval '1 month - 1 day')::date
+                     group by payout_reference, payout_date) s where s.net > 0),
+                (select sum(amount)::text from recon.bank_lines where from_provider
+                   and value_date between date_trunc('month', now())::date
+                                      and (date_trunc('month', now()) + interval '1 month - 1 day')::date)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("KZT: net due"))
+        .unwrap_or_else(|| panic!("no money-to-the-bank line in:\n{text}"));
+    assert!(
+        line.contains(&format!("paid out {paid_out} "))
+            && line.contains(&format!("at the bank {at_bank};")),
+        "{line} / paid out {paid_out}, at the bank {at_bank}"
+    );
+
     // The merchant secret made for the run is never shown (32 hex digits).
     assert!(
         !text
@@ -299,4 +358,8 @@ async fn simulate_serves_signed_requests_and_refuses_bad_signatures() {
         "requests answered: 1",
         "the refused request is not counted"
     );
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }

@@ -45,6 +45,7 @@ mod report_ranges;
 mod rollup;
 mod schedule;
 mod settlement;
+mod settlement_month;
 mod signoff;
 mod spreadsheets;
 mod statuses;

@@ -45,10 +45,10 @@ fn dmy(day: NaiveDate) -> String {
     day.format("%d.%m.%Y").to_string()
 }
 
-/// A registry: (id, parent, type, sum, commission, payout, payout day) per line, all made
-/// yesterday.
+/// A registry: (id, parent, type, sum, commission, payout, payout day) per line, all made a
+/// minute from now (written as the registry does, without an offset: +05:00).
 fn registry(lines: &[(&str, &str, &str, &str, &str, &str, NaiveDate)]) -> String {
-    let made = (Utc::now() - Duration::days(1)).format("%Y-%m-%d %H:%M:%S");
+    let made = (Utc::now() + Duration::hours(5) + Duration::minutes(1)).format("%Y-%m-%d %H:%M:%S");
     let mut text = String::from(
         "TRANSACTION_ID;PARENT_TRANSACTION_ID;TRANSACTION_TYPE;SUM;COMMISSION;TRANS_DATE;PAYOUT_ID;PAYOUT_DATE\n",
     );
@@ -294,7 +294,7 @@ async fn registry_lines_meet_their_payments_payouts_their_credits_and_each_probl
         table.lines().collect::<Vec<_>>(),
         [
             "currency,paid_gross,refunds,reversals,chargebacks,commission,net_due,in_registries,paid_out,withheld,arrived_at_bank,in_transit,unexplained",
-            "KZT,4200,100,0,0,87,4013,4385.5,3997.5,0,3997.50,0,5000.00",
+            "KZT,4200,100,0,0,87,4013,4385.5,3997.5,0,3997.5,0,5000.00",
         ]
     );
     let lines = ok(&app
