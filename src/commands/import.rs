@@ -276,8 +276,20 @@ async fn import_registry(settings: &Settings, args: ImportArgs) -> anyhow::Resul
             .with_context(|| format!("cannot read {name}"))?;
     }
     let offset = settings.provider.naive_offset()?;
+    let xlsx = args
+        .file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
     let input = args.encoding.reader(std::io::Cursor::new(bytes.clone()));
-    let rows = match tokio::task::spawn_blocking(move || read_registry(input, &map, offset)).await?
+    let workbook = std::io::Cursor::new(bytes.clone());
+    let rows = match tokio::task::spawn_blocking(move || {
+        if xlsx {
+            crate::intake::registry::read_registry_xlsx(workbook, &map, offset)
+        } else {
+            read_registry(input, &map, offset)
+        }
+    })
+    .await?
     {
         Ok(rows) => rows,
         Err(ImportError::Rejected(errors)) => {

@@ -134,161 +134,207 @@ impl RegistryMap {
 
 pub use crate::domain::bank::{RegistryKind, RegistryRow};
 
-/// Reads every line of a registry CSV through `map` (times without an offset in
-/// `naive_offset`): every problem, by line, or the rows.
-pub fn read_registry(
-    input: impl Read,
-    map: &RegistryMap,
+/// Where the map's columns sit in a file's header.
+struct At {
+    operation_id: usize,
+    kind: usize,
+    amount: usize,
+    operation_time: usize,
+    parent_payment_id: Option<usize>,
+    order_id: Option<usize>,
+    commission: Option<usize>,
+    net: Option<usize>,
+    currency: Option<usize>,
+    payout_reference: Option<usize>,
+    payout_date: Option<usize>,
+}
+
+/// Checks a registry's rows through a map, whatever file they came in.
+struct Registry<'m> {
+    map: &'m RegistryMap,
+    names: Vec<String>,
+    at: At,
+    mark: crate::domain::DecimalMark,
     naive_offset: FixedOffset,
-) -> Result<Vec<RegistryRow>, ImportError> {
-    let mut rows = CsvRows::open(input)?;
-    let names: Vec<String> = rows.header.iter().map(column_name).collect();
-    let at = |name: &str| names.iter().position(|n| *n == column_name(name));
-    let c = &map.columns;
-    let required = [
-        ("operation_id", &c.operation_id),
-        ("type", &c.kind),
-        ("amount", &c.amount),
-        ("operation_time", &c.operation_time),
-    ];
-    let optional = [
-        ("parent_payment_id", &c.parent_payment_id),
-        ("order_id", &c.order_id),
-        ("commission", &c.commission),
-        ("net", &c.net),
-        ("currency", &c.currency),
-        ("payout_reference", &c.payout_reference),
-        ("payout_date", &c.payout_date),
-    ];
-    let missing: Vec<String> = required
-        .iter()
-        .map(|(key, name)| (*key, Some(*name)))
-        .chain(optional.iter().map(|(key, name)| (*key, name.as_ref())))
-        .filter_map(|(key, name)| {
-            let name = name?;
-            at(name)
-                .is_none()
-                .then(|| format!("{} (columns.{key})", excerpt(name)))
+    errors: LineErrors,
+    read: Vec<RegistryRow>,
+    seen: HashMap<String, u64>,
+}
+
+impl<'m> Registry<'m> {
+    /// Finds the map's columns among a header's `names`: every column the map names must be
+    /// there.
+    fn new(
+        names: &[String],
+        map: &'m RegistryMap,
+        mark: crate::domain::DecimalMark,
+        naive_offset: FixedOffset,
+    ) -> Result<Self, ImportError> {
+        let find = |name: &str| names.iter().position(|n| *n == column_name(name));
+        let c = &map.columns;
+        let named = [
+            ("operation_id", Some(&c.operation_id)),
+            ("type", Some(&c.kind)),
+            ("amount", Some(&c.amount)),
+            ("operation_time", Some(&c.operation_time)),
+            ("parent_payment_id", c.parent_payment_id.as_ref()),
+            ("order_id", c.order_id.as_ref()),
+            ("commission", c.commission.as_ref()),
+            ("net", c.net.as_ref()),
+            ("currency", c.currency.as_ref()),
+            ("payout_reference", c.payout_reference.as_ref()),
+            ("payout_date", c.payout_date.as_ref()),
+        ];
+        let missing: Vec<String> = named
+            .iter()
+            .filter_map(|(key, name)| {
+                let name = (*name)?;
+                find(name)
+                    .is_none()
+                    .then(|| format!("{} (columns.{key})", excerpt(name)))
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(ImportError::Header(format!(
+                "the file has no column {}; the map names it (give the registry's own header \
+                 in --map)",
+                missing.join(", ")
+            )));
+        }
+        if c.currency.is_none() && map.currency.is_none() {
+            return Err(ImportError::Header(
+                "the map names no currency column and no currency for the file".into(),
+            ));
+        }
+        let optional = |name: &Option<String>| name.as_deref().and_then(find);
+        let at = At {
+            operation_id: find(&c.operation_id).unwrap_or(0),
+            kind: find(&c.kind).unwrap_or(0),
+            amount: find(&c.amount).unwrap_or(0),
+            operation_time: find(&c.operation_time).unwrap_or(0),
+            parent_payment_id: optional(&c.parent_payment_id),
+            order_id: optional(&c.order_id),
+            commission: optional(&c.commission),
+            net: optional(&c.net),
+            currency: optional(&c.currency),
+            payout_reference: optional(&c.payout_reference),
+            payout_date: optional(&c.payout_date),
+        };
+        Ok(Self {
+            map,
+            names: names.to_vec(),
+            at,
+            mark,
+            naive_offset,
+            errors: LineErrors::default(),
+            read: Vec::new(),
+            seen: HashMap::new(),
         })
-        .collect();
-    if !missing.is_empty() {
-        return Err(ImportError::Header(format!(
-            "the file has no column {}; the map names it (give the registry's own header in \
-             --map)",
-            missing.join(", ")
-        )));
     }
-    if c.currency.is_none() && map.currency.is_none() {
-        return Err(ImportError::Header(
-            "the map names no currency column and no currency for the file".into(),
-        ));
-    }
-    let index = |name: &Option<String>| name.as_deref().and_then(at);
-    let mark = decimal_mark(rows.delimiter);
-    let mut errors = LineErrors::default();
-    let mut read = Vec::new();
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    while let Some(line) = rows.next(&mut errors)? {
-        let record = &rows.record;
+
+    fn check(&mut self, line: u64, cells: &[String]) {
+        let at = &self.at;
         let cell = |i: Option<usize>| {
-            i.and_then(|i| record.get(i))
-                .map(str::trim)
+            i.and_then(|i| cells.get(i))
+                .map(|v| v.trim())
                 .filter(|v| !v.is_empty())
         };
-        let mut bad = |column: &str, problem: String| {
-            errors.push(LineError {
-                line,
-                column: column.to_owned(),
-                problem,
-            })
-        };
-        let text = |i: Option<usize>, column: &str, bad: &mut dyn FnMut(&str, String)| {
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        let mut text = |i: Option<usize>, column: &'static str| {
             let value = cell(i)?;
             if value.chars().count() > 128 || value.chars().any(char::is_control) {
-                bad(column, format!("{} is not an id", excerpt(value)));
+                problems.push((column, format!("{} is not an id", excerpt(value))));
                 return None;
             }
             Some(value.to_owned())
         };
-        let operation_id = match text(at(&c.operation_id), "operation_id", &mut bad) {
-            Some(id) => Some(id),
-            None => {
-                if cell(at(&c.operation_id)).is_none() {
-                    bad("operation_id", "is empty".into());
+        let operation_id = text(Some(at.operation_id), "operation_id");
+        let parent_payment_id = text(at.parent_payment_id, "parent_payment_id");
+        let order_id = text(at.order_id, "order_id");
+        let payout_reference = text(at.payout_reference, "payout_reference");
+        if operation_id.is_none() && cell(Some(at.operation_id)).is_none() {
+            problems.push(("operation_id", "is empty".into()));
+        }
+        let kind = match cell(Some(at.kind)) {
+            Some(word) => {
+                let kind = self.map.kind(word);
+                if kind.is_none() {
+                    problems.push((
+                        "type",
+                        format!("{} is no type the map knows", excerpt(word)),
+                    ));
                 }
+                kind
+            }
+            None => {
+                problems.push(("type", "is empty".into()));
                 None
             }
         };
-        let kind = match cell(at(&c.kind)) {
-            Some(word) => match map.kind(word) {
-                Some(kind) => Some(kind),
-                None => {
-                    bad(
-                        "type",
-                        format!("{} is no type the map knows", excerpt(word)),
-                    );
+        let mark = self.mark;
+        let mut money = |i: Option<usize>, column: &'static str, required: bool| match cell(i) {
+            Some(raw) => match signed_amount(raw, mark) {
+                Ok(amount) => Some(Some(amount)),
+                Err(e) => {
+                    problems.push((column, e));
                     None
                 }
             },
-            None => {
-                bad("type", "is empty".into());
-                None
-            }
-        };
-        let mut money = |i: Option<usize>, column: &str, required: bool| match cell(i) {
-            Some(raw) => signed_amount(raw, mark)
-                .map(Some)
-                .map_err(|e| bad(column, e))
-                .ok(),
             None if required => {
-                bad(column, "is empty".into());
+                problems.push((column, "is empty".into()));
                 None
             }
             None => Some(None),
         };
-        let amount = money(at(&c.amount), "amount", true).flatten();
-        let commission = money(index(&c.commission), "commission", false);
-        let net = money(index(&c.net), "net", false);
-        let mut bad = |column: &str, problem: String| {
-            errors.push(LineError {
-                line,
-                column: column.to_owned(),
-                problem,
-            })
-        };
-        let currency = match cell(index(&c.currency)).or(map.currency.as_deref()) {
-            Some(raw) => raw
-                .parse::<Currency>()
-                .map_err(|e| bad("currency", e.to_string()))
-                .ok(),
+        let amount = money(Some(at.amount), "amount", true).flatten();
+        let commission = money(at.commission, "commission", false);
+        let net = money(at.net, "net", false);
+        let currency = match cell(at.currency).or(self.map.currency.as_deref()) {
+            Some(raw) => match raw.parse::<Currency>() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    problems.push(("currency", e.to_string()));
+                    None
+                }
+            },
             None => {
-                bad("currency", "is empty".into());
+                problems.push(("currency", "is empty".into()));
                 None
             }
         };
-        let operation_at = match cell(at(&c.operation_time)) {
-            Some(raw) => time(raw, naive_offset)
-                .map_err(|e| bad("operation_time", e))
-                .ok(),
+        let operation_at = match cell(Some(at.operation_time)) {
+            Some(raw) => match time(raw, self.naive_offset) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    problems.push(("operation_time", e));
+                    None
+                }
+            },
             None => {
-                bad("operation_time", "is empty".into());
+                problems.push(("operation_time", "is empty".into()));
                 None
             }
         };
-        let payout_date = match cell(index(&c.payout_date)) {
+        let payout_date = match cell(at.payout_date) {
             Some(raw) => match day(raw) {
                 Some(d) => Some(Some(d)),
                 None => {
-                    bad("payout_date", format!("{} is not a date", excerpt(raw)));
+                    problems.push(("payout_date", format!("{} is not a date", excerpt(raw))));
                     None
                 }
             },
             None => Some(None),
         };
-        let parent_payment_id = text(index(&c.parent_payment_id), "parent_payment_id", &mut bad);
-        let order_id = text(index(&c.order_id), "order_id", &mut bad);
-        let payout_reference = text(index(&c.payout_reference), "payout_reference", &mut bad);
+        let fine = problems.is_empty();
+        for (column, problem) in problems {
+            self.errors.push(LineError {
+                line,
+                column: column.to_owned(),
+                problem,
+            });
+        }
         let (
+            true,
             Some(operation_id),
             Some(kind),
             Some(amount),
@@ -298,6 +344,7 @@ pub fn read_registry(
             Some(operation_at),
             Some(payout_date),
         ) = (
+            fine,
             operation_id,
             kind,
             amount,
@@ -308,25 +355,27 @@ pub fn read_registry(
             payout_date,
         )
         else {
-            continue;
+            return;
         };
-        if let Some(first) = seen.get(&operation_id) {
-            bad(
-                "operation_id",
-                format!(
+        if let Some(first) = self.seen.get(&operation_id) {
+            self.errors.push(LineError {
+                line,
+                column: "operation_id".into(),
+                problem: format!(
                     "{} is already on line {first} of this file",
                     excerpt(&operation_id)
                 ),
-            );
-            continue;
+            });
+            return;
         }
-        seen.insert(operation_id.clone(), line);
-        let raw = names
+        self.seen.insert(operation_id.clone(), line);
+        let raw = self
+            .names
             .iter()
-            .zip(record.iter())
-            .map(|(name, value)| (name.clone(), value.to_owned()))
+            .zip(cells.iter())
+            .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        read.push(RegistryRow {
+        self.read.push(RegistryRow {
             line,
             operation_id,
             parent_payment_id,
@@ -342,10 +391,87 @@ pub fn read_registry(
             raw,
         });
     }
-    if !errors.is_empty() {
-        return Err(ImportError::Rejected(errors));
+}
+
+impl super::sheet::RowChecker for Registry<'_> {
+    type Output = Vec<RegistryRow>;
+
+    fn read_columns(&self) -> Vec<(&'static str, usize)> {
+        let at = &self.at;
+        [
+            ("operation_id", Some(at.operation_id)),
+            ("type", Some(at.kind)),
+            ("amount", Some(at.amount)),
+            ("operation_time", Some(at.operation_time)),
+            ("parent_payment_id", at.parent_payment_id),
+            ("order_id", at.order_id),
+            ("commission", at.commission),
+            ("net", at.net),
+            ("currency", at.currency),
+            ("payout_reference", at.payout_reference),
+            ("payout_date", at.payout_date),
+        ]
+        .into_iter()
+        .filter_map(|(key, at)| Some((key, at?)))
+        .collect()
     }
-    Ok(read)
+
+    fn errors(&mut self) -> &mut LineErrors {
+        &mut self.errors
+    }
+
+    fn row<'c>(&mut self, line: u64, cell: impl Fn(usize) -> std::borrow::Cow<'c, str>) {
+        let cells: Vec<String> = (0..self.names.len())
+            .map(|i| cell(i).into_owned())
+            .collect();
+        self.check(line, &cells);
+    }
+
+    fn finish(self) -> Result<Vec<RegistryRow>, ImportError> {
+        if !self.errors.is_empty() {
+            return Err(ImportError::Rejected(self.errors));
+        }
+        Ok(self.read)
+    }
+}
+
+/// Reads every line of a registry CSV through `map` (times without an offset in
+/// `naive_offset`): every problem, by line, or the rows.
+pub fn read_registry(
+    input: impl Read,
+    map: &RegistryMap,
+    naive_offset: FixedOffset,
+) -> Result<Vec<RegistryRow>, ImportError> {
+    use super::sheet::RowChecker as _;
+
+    let mut rows = CsvRows::open(input)?;
+    let names: Vec<String> = rows.header.iter().map(column_name).collect();
+    let mut registry = Registry::new(&names, map, decimal_mark(rows.delimiter), naive_offset)?;
+    while let Some(line) = rows.next(&mut registry.errors)? {
+        let cells: Vec<String> = (0..names.len())
+            .map(|i| rows.record.get(i).unwrap_or_default().to_owned())
+            .collect();
+        registry.check(line, &cells);
+    }
+    registry.finish()
+}
+
+/// The sheet a registry workbook is read from: `Registry`, or the only one.
+pub const REGISTRY_SHEET: &str = "Registry";
+
+/// Reads every row of a registry workbook (xlsx) through `map`: the same checks as a CSV
+/// file. A number cell is read as the spreadsheet shows it (`1234.5`).
+pub fn read_registry_xlsx(
+    input: impl Read + std::io::Seek,
+    map: &RegistryMap,
+    naive_offset: FixedOffset,
+) -> Result<Vec<RegistryRow>, ImportError> {
+    super::sheet::read_xlsx(
+        input,
+        REGISTRY_SHEET,
+        "with the operations on a sheet named Registry",
+        |names| Registry::new(names, map, crate::domain::DecimalMark::Dot, naive_offset),
+    )
 }
 
 /// An amount with its sign (a refund's may be negative): the rules of every amount read,
@@ -474,6 +600,86 @@ mod tests {
             problem.starts_with("map.toml is not a registry map"),
             "{problem}"
         );
+    }
+
+    #[test]
+    fn a_registry_workbook_reads_as_its_csv_does() {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet().set_name("Registry").unwrap();
+        let rows: [[&str; 7]; 3] = [
+            [
+                "TRANSACTION_ID",
+                "PARENT_TRANSACTION_ID",
+                "TRANSACTION_TYPE",
+                "SUM",
+                "COMMISSION",
+                "TRANS_DATE",
+                "ORDER_UID",
+            ],
+            [
+                "9001",
+                "",
+                "PAYMENT",
+                "",
+                "",
+                "2025-07-13 10:00:00",
+                "order-1",
+            ],
+            ["9002", "9001", "REFUND", "", "", "13.07.2025 18:30:00", ""],
+        ];
+        for (r, row) in rows.iter().enumerate() {
+            for (c, value) in row.iter().enumerate() {
+                let (r, c) = (u32::try_from(r).unwrap(), u16::try_from(c).unwrap());
+                if !value.is_empty() {
+                    sheet.write_string(r, c, *value).unwrap();
+                }
+            }
+        }
+        sheet.write_number(1, 3, 5000.0).unwrap();
+        sheet.write_number(1, 4, 175.5).unwrap();
+        sheet.write_number(2, 3, -1500.0).unwrap();
+        let bytes = book.save_to_buffer().unwrap();
+        let read = read_registry_xlsx(
+            std::io::Cursor::new(bytes),
+            &RegistryMap::default_map(),
+            almaty(),
+        )
+        .unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (read[0].line, read[0].amount, read[0].commission),
+            (2, d("5000"), Some(d("175.5")))
+        );
+        assert_eq!(
+            (
+                read[1].kind,
+                read[1].amount,
+                read[1].parent_payment_id.as_deref()
+            ),
+            (RegistryKind::Refund, d("-1500"), Some("9001"))
+        );
+        // A bad cell is named by the sheet's row, and nothing is read.
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        for (c, name) in rows[0].iter().enumerate() {
+            sheet
+                .write_string(0, u16::try_from(c).unwrap(), *name)
+                .unwrap();
+        }
+        sheet.write_string(1, 0, "9003").unwrap();
+        sheet.write_string(1, 2, "PAYMENT").unwrap();
+        sheet.write_string(1, 3, "five").unwrap();
+        sheet.write_string(1, 5, "2025-07-13 10:00:00").unwrap();
+        let Err(ImportError::Rejected(errors)) = read_registry_xlsx(
+            std::io::Cursor::new(book.save_to_buffer().unwrap()),
+            &RegistryMap::default_map(),
+            almaty(),
+        ) else {
+            panic!("refused")
+        };
+        let shown: Vec<String> = errors.shown.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 1, "{shown:?}");
+        assert!(shown[0].starts_with("line 2: amount:"), "{shown:?}");
     }
 
     #[test]
