@@ -25,6 +25,8 @@
 --    and kind); recon.open_settlement_flags lists the open ones for finance.
 -- 4. recon.payouts: each payout the registries name, per currency: its lines, gross, refunds,
 --    commission and net, and the credits it was matched to.
+-- 5. recon.bank_files.format may also be 'xlsx': a statement workbook read through a column
+--    map (import --bank FILE.xlsx --map MAP), besides a 1C exchange file.
 
 set local search_path = pg_catalog;
 
@@ -233,3 +235,8 @@ from (
 
 comment on view recon.payouts is
     'Each payout the registries name (payout: currency:reference:date), per currency: its lines, gross payments, money returned, commission (stated and fees), net (what the provider owes for it; 0 or less: withheld or carried forward, never matched to the bank), and the bank lines it was matched to.';
+
+-- 5. Statement workbooks ----------------------------------------------------------------------
+alter table recon.bank_files drop constraint bank_files_format_check;
+alter table recon.bank_files add constraint bank_files_format_check
+    check (format in ('1c', 'xlsx'));

@@ -30,8 +30,9 @@ pub struct ImportArgs {
     #[arg(long, conflicts_with = "bank")]
     pub refunds: bool,
     /// The file is the merchant's bank statement, a 1C exchange file
-    /// (1CClientBankExchange, in the encoding it names): each operation is kept once; a
-    /// credit from one of bank.provider_accounts is money the provider paid out.
+    /// (1CClientBankExchange, in the encoding it names), or an xlsx workbook read through
+    /// --map: each operation is kept once; a credit from one of bank.provider_accounts is
+    /// money the provider paid out.
     #[arg(long, conflicts_with_all = ["refunds", "registry"])]
     pub bank: bool,
     /// The file is the provider's registry of operations (CSV; `;` takes decimal commas),
@@ -39,12 +40,16 @@ pub struct ImportArgs {
     /// docs/finance.md). Each operation is kept once.
     #[arg(long, conflicts_with = "refunds")]
     pub registry: bool,
-    /// With --registry: the column map, a TOML file.
-    #[arg(long, value_name = "FILE", requires = "registry")]
+    /// With --registry, or --bank and an xlsx workbook: the column map, a TOML file
+    /// (docs/finance.md, "Money to the bank").
+    #[arg(long, value_name = "FILE")]
     pub map: Option<PathBuf>,
 }
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if args.map.is_some() && !args.bank && !args.registry {
+        anyhow::bail!("--map is for --registry, or --bank with an xlsx statement");
+    }
     if args.refunds {
         return import_refunds(settings, args).await;
     }
@@ -190,26 +195,65 @@ async fn import_bank(settings: &Settings, args: ImportArgs) -> anyhow::Result<Ex
             .with_context(|| format!("cannot read {name}"))?;
         bytes
     };
-    let statement = match read_1c(&bytes) {
-        Ok(statement) => statement,
-        Err(StatementError::Lines(lines)) => {
-            const SHOWN: usize = 5;
-            let mut said: Vec<String> = lines
-                .iter()
-                .take(SHOWN)
-                .map(|(line, problem)| format!("line {line}: {problem}"))
-                .collect();
-            if lines.len() > SHOWN {
-                said.push(format!("and {} more", lines.len() - SHOWN));
-            }
-            eprintln!(
-                "error: {name}: {}; nothing was imported. Export the statement again, or ask \
-                 the bank why.",
-                said.join("; ")
+    let xlsx = args
+        .file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xlsx"));
+    let statement = if xlsx {
+        use crate::intake::bank_sheet::{BankMap, read_statement_xlsx};
+        let Some(map_path) = &args.map else {
+            anyhow::bail!(
+                "{name}: an xlsx statement is read through a column map: give it with --map \
+                 FILE (docs/finance.md, \"The bank statement\"); nothing was imported"
             );
-            return Ok(ExitCode::FAILURE);
+        };
+        let text = std::fs::read_to_string(map_path)
+            .with_context(|| format!("cannot read the map {}", map_path.display()))?;
+        let map = BankMap::parse(&text, &map_path.display().to_string())
+            .map_err(|e| anyhow::anyhow!("{e}; nothing was imported"))?;
+        match read_statement_xlsx(std::io::Cursor::new(bytes.clone()), &map) {
+            Ok(statement) => statement,
+            Err(ImportError::Rejected(errors)) => {
+                print_line_errors(&errors, "row");
+                eprintln!(
+                    "error: {name}: {}; nothing was imported. Fix them (or the map) and \
+                     import the file again.",
+                    errors.summary()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("{name}: nothing was imported")));
+            }
         }
-        Err(e) => anyhow::bail!("{name}: {e}; nothing was imported"),
+    } else {
+        if args.map.is_some() {
+            anyhow::bail!(
+                "--map: a 1C statement names its own fields; a map is for an xlsx statement \
+                 or a registry"
+            );
+        }
+        match read_1c(&bytes) {
+            Ok(statement) => statement,
+            Err(StatementError::Lines(lines)) => {
+                const SHOWN: usize = 5;
+                let mut said: Vec<String> = lines
+                    .iter()
+                    .take(SHOWN)
+                    .map(|(line, problem)| format!("line {line}: {problem}"))
+                    .collect();
+                if lines.len() > SHOWN {
+                    said.push(format!("and {} more", lines.len() - SHOWN));
+                }
+                eprintln!(
+                    "error: {name}: {}; nothing was imported. Export the statement again, or ask \
+                 the bank why.",
+                    said.join("; ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => anyhow::bail!("{name}: {e}; nothing was imported"),
+        }
     };
     let pool = store::connect_to_schema(&settings.database).await?;
     let sha256 = store::bank::sha256_hex(&bytes);

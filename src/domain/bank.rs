@@ -45,7 +45,9 @@ pub struct BankLine {
 /// A statement read whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
-    /// The encoding it was decoded from (`windows-1251`, `IBM866`, `UTF-8`).
+    /// `1c` (an exchange file) or `xlsx` (a workbook read through a map).
+    pub format: &'static str,
+    /// The encoding it was decoded from (`windows-1251`, `IBM866`, `UTF-8`; `xlsx`).
     pub encoding: &'static str,
     /// The account it is for (`РасчСчет` of the header or its balance section).
     pub account: Option<String>,

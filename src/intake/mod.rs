@@ -3,6 +3,7 @@
 //! ([`crate::domain::rules`], [`intake_timestamp`]), the rules the schema's CHECK constraints
 //! enforce, so PostgreSQL never refuses what intake let through.
 
+pub mod bank_sheet;
 pub mod encoding;
 mod import;
 pub mod refunds;

@@ -123,6 +123,7 @@ impl<'t> Fields<'t> {
 
 fn parse(text: &str, encoding: &'static str) -> Result<Statement, StatementError> {
     let mut statement = Statement {
+        format: "1c",
         encoding,
         account: None,
         from: None,

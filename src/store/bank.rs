@@ -67,7 +67,7 @@ pub async fn import_statement(
     let file = sqlx::query_scalar!(
         "insert into recon.bank_files
              (sha256, name, format, encoding, account, period_from, period_to, operations)
-         values ($1, $2, '1c', $3, $4, $5, $6, $7)
+         values ($1, $2, $8, $3, $4, $5, $6, $7)
          on conflict (sha256) do nothing
          returning id",
         sha256,
@@ -77,6 +77,7 @@ pub async fn import_statement(
         statement.from,
         statement.to,
         i32::try_from(statement.lines.len()).unwrap_or(i32::MAX),
+        statement.format,
     )
     .fetch_optional(&mut *tx)
     .await?;

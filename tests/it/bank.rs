@@ -208,3 +208,132 @@ async fn a_registry_is_kept_once_an_overlapping_one_adds_only_what_is_new_and_a_
         2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xlsx_statement_is_read_through_its_map_and_refused_without_one() {
+    use freedompay_recon::intake::bank_sheet::EXAMPLE_MAP;
+
+    let app = TestApp::new(Scenario::new()).await;
+    let provider = [(
+        "FREEDOMPAY_RECON__BANK__PROVIDER_ACCOUNTS",
+        "KZ009999999999999999",
+    )];
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet().set_name("Statement").unwrap();
+    let rows: [[&str; 6]; 3] = [
+        [
+            "Дата операции",
+            "Номер документа",
+            "Дебет",
+            "Кредит",
+            "Счет корреспондента",
+            "Назначение платежа",
+        ],
+        [
+            "14.07.2025",
+            "5521",
+            "",
+            "",
+            "KZ009999999999999999",
+            "Возмещение по реестру",
+        ],
+        [
+            "14.07.2025",
+            "5522",
+            "",
+            "",
+            "KZ550000000000000001",
+            "Аренда за июль",
+        ],
+    ];
+    for (r, row) in rows.iter().enumerate() {
+        for (c, value) in row.iter().enumerate() {
+            if !value.is_empty() {
+                sheet
+                    .write_string(u32::try_from(r).unwrap(), u16::try_from(c).unwrap(), *value)
+                    .unwrap();
+            }
+        }
+    }
+    sheet.write_number(1, 3, 96525.0).unwrap();
+    sheet.write_number(2, 2, 1500.0).unwrap();
+    let file = tempfile::NamedTempFile::with_suffix(".xlsx").unwrap();
+    book.save(file.path()).unwrap();
+    let path = file.path().to_str().unwrap();
+
+    let without = refused(&app.run_with(&["import", "--bank", path], &provider).await);
+    assert!(
+        without.contains("read through a column map: give it with --map"),
+        "{without}"
+    );
+    assert_eq!(app.count("select count(*) from recon.bank_files").await, 0);
+
+    // The example map names columns this export lacks (КНП, БИН/ИИН): refused by name.
+    let mut map = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    map.write_all(EXAMPLE_MAP.as_bytes()).unwrap();
+    let lacking = refused(
+        &app.run_with(
+            &[
+                "import",
+                "--bank",
+                path,
+                "--map",
+                map.path().to_str().unwrap(),
+            ],
+            &provider,
+        )
+        .await,
+    );
+    assert!(
+        lacking.contains("(columns.counterparty_tax_id)"),
+        "{lacking}"
+    );
+
+    let own = EXAMPLE_MAP
+        .lines()
+        .filter(|l| !l.starts_with("counterparty_tax_id") && !l.starts_with("knp"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut map = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    map.write_all(own.as_bytes()).unwrap();
+    let said = ok(&app
+        .run_with(
+            &[
+                "import",
+                "--bank",
+                path,
+                "--map",
+                map.path().to_str().unwrap(),
+            ],
+            &provider,
+        )
+        .await);
+    assert!(
+        said.contains("2 operations (xlsx), 2 new, 0 in statements imported before; 1 of the new are credits from the provider (96525 in all)"),
+        "{said}"
+    );
+    let stored: Vec<(String, String, Decimal, bool)> = sqlx::query_as(
+        "select f.format, l.direction, l.amount, l.from_provider
+         from recon.bank_lines l join recon.bank_files f on f.id = l.file_id order by l.line",
+    )
+    .fetch_all(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        stored,
+        [
+            (
+                "xlsx".into(),
+                "credit".into(),
+                "96525".parse().unwrap(),
+                true
+            ),
+            (
+                "xlsx".into(),
+                "debit".into(),
+                "1500".parse().unwrap(),
+                false
+            ),
+        ]
+    );
+}
