@@ -360,6 +360,84 @@ async fn simulate_serves_signed_requests_and_refuses_bad_signatures() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_writes_a_registry_and_a_statement_for_what_it_answered_paid_when_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Spawned::spawn(
+        binary(&[
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--builtin",
+            "paid",
+            "--registry",
+            dir.path().to_str().unwrap(),
+            "--missing-lines",
+            "1",
+        ])
+        .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "demo")
+        .env("FREEDOMPAY_RECON__PROVIDER__SECRET", "demo-secret")
+        .stdout(Stdio::piped()),
+    );
+    let mut stdout = BufReader::new(server.take_stdout());
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    let base_url = first_line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    for id in ["5001", "5002", "5003"] {
+        let mut command = binary(&["check", id]);
+        command
+            .env("FREEDOMPAY_RECON__PROVIDER__BASE_URL", &base_url)
+            .env("FREEDOMPAY_RECON__PROVIDER__AUTH_ID", "demo")
+            .env("FREEDOMPAY_RECON__PROVIDER__SECRET", "demo-secret");
+        assert!(output(command).await.status.success());
+    }
+    let (code, _) = server.stop().await;
+    assert_eq!(code, Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(
+        rest.contains("wrote 1 registries, their map and "),
+        "{rest}"
+    );
+    assert!(rest.contains("(3 payments, 0 returns)"), "{rest}");
+
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names[0], "map.toml");
+    let registry = std::fs::read_to_string(dir.path().join(&names[1])).unwrap();
+    let lines: Vec<&str> = registry.lines().skip(1).collect();
+    assert_eq!(lines.len(), 2, "one of the three left out: {registry}");
+    let net: rust_decimal::Decimal = lines
+        .iter()
+        .map(|l| {
+            let cells: Vec<&str> = l.split(';').collect();
+            let n = |i: usize| {
+                cells[i]
+                    .replace(',', ".")
+                    .parse::<rust_decimal::Decimal>()
+                    .unwrap()
+            };
+            n(4) - n(5)
+        })
+        .sum();
+    let statement = freedompay_recon::intake::statement::read_1c(
+        &std::fs::read(dir.path().join(&names[2])).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(statement.encoding, "windows-1251");
+    assert_eq!(statement.lines.len(), 1);
+    assert_eq!(statement.lines[0].amount, net);
+    assert_eq!(statement.lines[0].knp.as_deref(), Some("119"));
+}
+
 async fn count(pool: &sqlx::PgPool, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
