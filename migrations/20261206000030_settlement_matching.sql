@@ -27,6 +27,10 @@
 --    commission and net, and the credits it was matched to.
 -- 5. recon.bank_files.format may also be 'xlsx': a statement workbook read through a column
 --    map (import --bank FILE.xlsx --map MAP), besides a 1C exchange file.
+-- 6. recon.settlement_closes: a close (recon.period_closes) also signs the month's money to
+--    the bank as it stood (report --settlement), in the same transaction; report prints those
+--    figures for the closed month from then on, and what registries and statements imported
+--    later changed, apart.
 
 set local search_path = pg_catalog;
 
@@ -240,3 +244,23 @@ comment on view recon.payouts is
 alter table recon.bank_files drop constraint bank_files_format_check;
 alter table recon.bank_files add constraint bank_files_format_check
     check (format in ('1c', 'xlsx'));
+
+-- 6. The month's money to the bank, as signed ---------------------------------------------------
+create table recon.settlement_closes (
+    close_id        bigint primary key references recon.period_closes (id),
+    month           date not null check (month = date_trunc('month', month)::date),
+    bank_currency   text not null check (bank_currency ~ '^[A-Z]{3}$'),
+    -- the rows of report --settlement for the month as they stood at the close
+    figures         jsonb not null,
+    figures_sha256  text not null check (figures_sha256 ~ '^[0-9a-f]{64}$')
+);
+
+comment on table recon.settlement_closes is
+    'For each close (recon.period_closes), the month''s money to the bank as it stood then (the rows of report --settlement) and the SHA-256 of their text: report prints them for the closed month (append-only).';
+
+create trigger settlement_closes_append_only
+    before update or delete on recon.settlement_closes
+    for each row execute function recon.refuse_changing_history();
+create trigger settlement_closes_never_truncated
+    before truncate on recon.settlement_closes
+    for each statement execute function recon.refuse_truncating_history();

@@ -47,7 +47,15 @@ pub async fn close(settings: &Settings, args: CloseArgs) -> anyhow::Result<ExitC
     let (Some((first, last)), Some(note)) = (args.month, &args.note) else {
         unreachable!("clap requires --month with --note, or --reopen with --reason");
     };
-    let signed = store::close::close_month(&pool, first, note, &by, args.dry_run).await?;
+    let signed = store::close::close_month(
+        &pool,
+        first,
+        note,
+        &by,
+        args.dry_run,
+        &settings.bank.currency,
+    )
+    .await?;
     // The month's summary, as `report --month` prints it (from now on, from the figures).
     let request = crate::reporting::ReportRequest {
         kind: crate::reporting::ReportKind::Summary(store::report::ReportFilter {

@@ -555,11 +555,41 @@ pub async fn write_report<W: Write>(
                 )
             } else {
                 let mut sink = Sink::<MonthMoney, W>::new(format, style, out)?;
-                for row in month_money(pool, *first, *last, bank_currency).await? {
-                    sink.row(&row)?;
+                let now = month_money(pool, *first, *last, bank_currency).await?;
+                let signed = crate::store::settlement::signed_month_money(pool, *first).await?;
+                let rows = signed.as_ref().map_or(&now, |s| &s.figures);
+                for row in rows {
+                    sink.row(row)?;
                 }
                 let empty = (sink.rows == 0).then(|| format!("no money in {month}"));
                 let mut footer: Vec<String> = empty.iter().cloned().collect();
+                if let Some(signed) = &signed {
+                    footer.push(format!(
+                        "{month} is closed: these are its figures as signed {} on behalf of {}, \
+                         sha256 {}",
+                        signed.closed_at.format("%Y-%m-%d %H:%M UTC"),
+                        escape_invisible(&signed.on_behalf_of),
+                        signed.sha256
+                    ));
+                    if signed.figures != now {
+                        footer.push(format!(
+                            "since then, registries, statements and matches imported or made \
+                             later give {month}: {}",
+                            now.iter()
+                                .map(|m| format!(
+                                    "{} paid out {}, at the bank {}, in transit {}, \
+                                     unexplained {}",
+                                    escape_invisible(&m.currency),
+                                    m.paid_out,
+                                    m.arrived_at_bank,
+                                    m.in_transit,
+                                    m.unexplained
+                                ))
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        ));
+                    }
+                }
                 if format == Format::Table {
                     footer.push(format!(
                         "money by the day it moved; registry lines by operation day; payouts \

@@ -21,13 +21,19 @@ pub struct Signed {
 /// Closes `month` (its first day) with `note`, on behalf of `by`; with `dry_run`, only says
 /// what it would sign. The database keeps the order (a month that ended, the one after the
 /// last closed) and refuses in words.
+///
+/// The same transaction signs the month's money to the bank as it stands
+/// (`recon.settlement_closes`: the rows of `report --settlement`, `bank_currency` its
+/// account's).
 pub async fn close_month(
     pool: &PgPool,
     month: NaiveDate,
     note: &str,
     by: &str,
     dry_run: bool,
+    bank_currency: &str,
 ) -> Result<Signed, StoreError> {
+    let mut tx = pool.begin().await?;
     let row = sqlx::query!(
         r#"select id, jsonb_array_length(figures) as "rows!", figures_sha256 as "sha256!"
            from recon.close_month($1, $2, $3, $4)"#,
@@ -36,8 +42,27 @@ pub async fn close_month(
         by,
         dry_run,
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
+    if let Some(id) = row.id {
+        let last = month
+            .checked_add_months(chrono::Months::new(1))
+            .and_then(|next| next.pred_opt())
+            .unwrap_or(month);
+        let figures = super::settlement::month_money(&mut *tx, month, last, bank_currency).await?;
+        let figures = serde_json::to_value(&figures).unwrap_or_default();
+        sqlx::query!(
+            "insert into recon.settlement_closes (close_id, month, bank_currency, figures, figures_sha256)
+             values ($1, $2, $3, $4, encode(sha256(convert_to($4::jsonb::text, 'UTF8')), 'hex'))",
+            id,
+            month,
+            bank_currency,
+            figures,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
     Ok(Signed {
         id: row.id,
         rows: usize::try_from(row.rows).unwrap_or_default(),

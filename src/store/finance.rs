@@ -466,6 +466,8 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              to {role}"
         ),
         format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
+        // A close signs the month's money to the bank too (`close`, as the daemon's role).
+        format!("grant select, insert on recon.settlement_closes to {role}"),
     ]
 }
 
@@ -505,6 +507,8 @@ pub fn finance_grants(role: &str) -> Vec<String> {
             "grant execute on function recon.close_month(date, text, text, boolean), \
              recon.reopen_month(date, text, text) to {role}"
         ),
+        // A close signs the month's money to the bank too, in the same transaction.
+        format!("grant select, insert on recon.settlement_closes to {role}"),
     ]
 }
 

@@ -831,8 +831,8 @@ pub async fn resolve_flag(
 }
 
 /// One currency's money for a month, from the payments to the bank (`report --settlement`).
-/// Amounts are positive, PostgreSQL's exact text; `None`: nothing of it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+/// Amounts are positive, PostgreSQL's exact text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MonthMoney {
     pub currency: String,
     /// Payments received (gross), by the day the money moved (`recon.money_by_day`).
@@ -860,8 +860,8 @@ pub struct MonthMoney {
 }
 
 /// The money of the month `first..=last` (reporting days in recon.timezone), per currency.
-pub async fn month_money(
-    pool: &PgPool,
+pub async fn month_money<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     first: NaiveDate,
     last: NaiveDate,
     bank_currency: &str,
@@ -934,8 +934,44 @@ pub async fn month_money(
         last,
         bank_currency,
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?)
+}
+
+/// The month's money to the bank as a close signed it, when `first`'s month is closed now:
+/// the figures, when and by whom, and their SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedMoney {
+    pub figures: Vec<MonthMoney>,
+    pub closed_at: DateTime<Utc>,
+    pub on_behalf_of: String,
+    pub sha256: String,
+}
+
+pub async fn signed_month_money(
+    pool: &PgPool,
+    first: NaiveDate,
+) -> Result<Option<SignedMoney>, StoreError> {
+    let row = sqlx::query!(
+        r#"select s.figures, s.figures_sha256, c.at, c.on_behalf_of
+           from recon.period_state st
+           join lateral (select c.* from recon.period_closes c
+                         where c.month = $1 and c.action = 'close'
+                         order by c.id desc limit 1) c on true
+           join recon.settlement_closes s on s.close_id = c.id
+           where st.closed_through >= $1"#,
+        first,
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.and_then(|r| {
+        Some(SignedMoney {
+            figures: serde_json::from_value(r.figures).ok()?,
+            closed_at: r.at,
+            on_behalf_of: r.on_behalf_of,
+            sha256: r.figures_sha256,
+        })
+    }))
 }
 
 /// One line behind the month's money table (`report --settlement --lines`): a registry line,

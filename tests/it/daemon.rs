@@ -189,18 +189,19 @@ async fn systemd_hears_ready_watchdog_pings_and_stopping() {
     };
     let first = receive(&socket);
     assert!(first.contains("READY=1"), "{first:?}");
-    // READY comes after migrations: the schema is there (30 tables: two of them the side
+    // READY comes after migrations: the schema is there (31 tables: two of them the side
     // tables of partitioned history, three the summary's rollup, its zone and its pending
     // changes, one the callbacks, one the archives written, four of closing a month (closes,
     // the closed period, adjustments, intake changes), two of amounts as of a date (the
     // payments' states and when they begin), four of money (its events and their keys, the
     // refund watch, the refunds the merchant made), two of bank statements and two of
-    // registries (files and operations), two of matching (matches, flags without a payment);
+    // registries (files and operations), three of matching (matches, flags without a payment,
+    // the money to the bank a close signed);
     // and the migrations record; partitions not counted).
     assert_eq!(
         app.count("select count(*) from pg_class where relnamespace = 'recon'::regnamespace and relkind in ('r', 'p') and not relispartition")
             .await,
-        30
+        31
     );
     let mut pings = 0;
     while pings < 3 {

@@ -343,4 +343,78 @@ async fn a_simulated_month_is_matched_to_the_bank_with_each_injected_error_flagg
     assert_eq!(row[10], Decimal::ZERO, "{table}");
     assert_eq!(row[11], hand.5, "{table}");
     assert_eq!(hand.5, Decimal::ZERO);
+
+    // Closed is closed: November signed, a match undone after, and the month's money as
+    // signed is what report prints; what changed since is said apart.
+    ok(&app
+        .run_with(
+            &[
+                "close",
+                "--month",
+                "2026-11",
+                "--note",
+                "registries and bank agree",
+                "--by",
+                "aigerim",
+            ],
+            &ENV,
+        )
+        .await);
+    let exact: i64 = sqlx::query_scalar(
+        "select min(id) from recon.settlement_matches where rule = 'exact' and undone_at is null",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    ok(&app
+        .run_with(
+            &[
+                "match",
+                "--undo",
+                &exact.to_string(),
+                "--note",
+                "wrong credit",
+                "--by",
+                "aigerim",
+            ],
+            &ENV,
+        )
+        .await);
+    let after = ok(&app
+        .run_with(
+            &[
+                "report",
+                "--settlement",
+                "--month",
+                "2026-11",
+                "--format",
+                "csv",
+            ],
+            &ENV,
+        )
+        .await);
+    assert_eq!(
+        after, table,
+        "a closed month's money to the bank never changes"
+    );
+    let said = ok(&app
+        .run_with(&["report", "--settlement", "--month", "2026-11"], &ENV)
+        .await);
+    assert!(
+        said.contains("2026-11 is closed: these are its figures as signed")
+            && said.contains("on behalf of aigerim"),
+        "{said}"
+    );
+    let moved: Decimal = sqlx::query_scalar(
+        "select p.net from recon.payouts p, recon.settlement_matches m
+         where m.id = $1 and p.payout = m.payouts[1]",
+    )
+    .bind(exact)
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    assert!(
+        said.contains(&format!("in transit {moved}")),
+        "the undone payout is in transit now, said apart: {said}"
+    );
 }
