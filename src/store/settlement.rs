@@ -283,13 +283,34 @@ async fn match_registry(
             columns.push(payment_id, fact, None);
         }
         settled.booked = insert(conn, &columns, None).await?;
-        let mut booked_for: Vec<&str> = facts.iter().map(|(p, _)| p.as_str()).collect();
+        // Money back may answer a refund the merchant made (or be one nobody made).
+        let mut booked_for: Vec<&str> = facts
+            .iter()
+            .filter(|(_, f)| f.kind != MoneyKind::Commission)
+            .map(|(p, _)| p.as_str())
+            .collect();
         booked_for.sort_unstable();
         booked_for.dedup();
         for payment_id in booked_for {
             settle_requests(conn, payment_id).await?;
         }
     }
+    // A line that agrees clears the payment's flag only where one is open: most have none.
+    let agreeing: Vec<String> = findings
+        .iter()
+        .filter(|(_, f)| f.is_none())
+        .map(|(p, _)| p.clone())
+        .collect();
+    let open: HashSet<String> = sqlx::query_scalar!(
+        "select payment_id from recon.open_flags
+         where kind = 'registry_amount_mismatch' and payment_id = any($1)",
+        &agreeing,
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    findings.retain(|p, f| f.is_some() || open.contains(p));
     for (payment_id, finding) in &findings {
         let (opened, cleared) = write_findings(
             conn,
