@@ -29,6 +29,7 @@ mod archive;
 mod bench;
 mod check;
 mod close;
+mod console;
 mod demo;
 mod digest;
 mod enqueue;
@@ -53,6 +54,7 @@ use crate::settings::Settings;
 pub use archive::ArchiveArgs;
 pub use bench::BenchArgs;
 pub use close::CloseArgs;
+pub use console::ConsoleArgs;
 pub use demo::DemoArgs;
 pub use digest::DigestArgs;
 pub use enqueue::EnqueueArgs;
@@ -171,6 +173,10 @@ pub enum Command {
     /// was matched after it is matched again); or close a flag about a registry line, a
     /// payout or a bank credit by hand.
     Match(MatchArgs),
+    /// Serve read-only pages for finance on console.listen (127.0.0.1:8090): find a payment,
+    /// its whole story, the queue of flags that need a person. Connects with a reader role
+    /// (grant-reader) and refuses one that can write.
+    Console(ConsoleArgs),
 }
 
 /// Runs a parsed command with loaded settings. Errors are reported by the caller, in one line.
@@ -205,6 +211,7 @@ pub async fn execute(command: Command, settings: &Settings) -> anyhow::Result<Ex
         Command::Archive(args) => archive::archive(settings, args).await,
         Command::Close(args) => close::close(settings, args).await,
         Command::Match(args) => matching::run_match(settings, args).await,
+        Command::Console(args) => console::console(settings, args).await,
     }
 }
 

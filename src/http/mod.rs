@@ -5,5 +5,6 @@
 //! what they need, never a command's wiring; no room below this one serves HTTP.
 
 pub mod callbacks;
+pub mod console;
 pub mod listener;
 pub mod monitoring;

@@ -67,3 +67,12 @@ impl Default for Limits {
         }
     }
 }
+
+/// `[console]`: the read-only pages for finance (`console`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// Where `console` serves; put it behind a reverse proxy that authenticates
+    /// (docs/operations.md).
+    pub listen: std::net::SocketAddr,
+}

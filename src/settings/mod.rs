@@ -93,6 +93,9 @@ currency = "KZT"
 expect_within = "3d"
 commission_percent = ""
 
+[console]
+listen = "127.0.0.1:8090"
+
 [poll]
 schedule = "*/10 * * * * *"
 rate_per_second = 20
@@ -161,6 +164,7 @@ pub struct Settings {
     pub refunds: RefundSettings,
     pub bank: BankSettings,
     pub registry: RegistrySettings,
+    pub console: ConsoleSettings,
     pub poll: PollSettings,
     pub reconcile: ReconcileSettings,
     pub flags: FlagSettings,

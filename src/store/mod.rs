@@ -7,6 +7,7 @@ pub mod bench;
 pub mod callbacks;
 mod claim;
 pub mod close;
+pub mod console;
 pub mod digest;
 pub mod events;
 pub mod finance;

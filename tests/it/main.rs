@@ -11,6 +11,7 @@ mod callbacks;
 mod cli;
 mod closing;
 mod config_file;
+mod console;
 mod daemon;
 mod demo;
 mod digest;

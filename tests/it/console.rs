@@ -1,0 +1,133 @@
+//! The console (issue 28, in part): read-only pages on a reader role; a role that can write
+//! is refused; GET and HEAD only; every value escaped; the usual headers on every answer.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::Stdio;
+
+use freedompay_recon::simulator::{Reply, Scenario};
+
+use crate::helpers::{Spawned, TestApp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes_and_markup() {
+    let app =
+        TestApp::new(Scenario::new().payment("900", [Reply::invoice("success", "990.00", "KZT")]))
+            .await;
+    app.insert("('900', 1000.00, 'KZT', 'order-900', now(), null)")
+        .await;
+    app.sweep().await;
+
+    // A role that can write is refused before anything is served.
+    let writer = app.run(&["console", "--listen", "127.0.0.1:0"]).await;
+    assert_eq!(writer.status.code(), Some(1));
+    let said = crate::helpers::stderr(&writer);
+    assert!(
+        said.contains("is a superuser") && said.contains("grant-reader"),
+        "{said}"
+    );
+
+    let role = format!("fpr_console_{}", std::process::id());
+    for statement in [
+        format!("drop role if exists {role}"),
+        format!("create role {role} login"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(app.pool())
+            .await
+            .unwrap();
+    }
+    assert!(app.run(&["grant-reader", &role]).await.status.success());
+    let mut command = app.command(&["console", "--listen", "127.0.0.1:0"]);
+    command
+        .env("DATABASE_URL", app.db.url_as(&role))
+        .stdout(Stdio::piped());
+    let mut console = Spawned::spawn(&mut command);
+    let mut first = String::new();
+    BufReader::new(console.take_stdout())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("console on ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{base}{path}")).send();
+
+    // One payment's story: what was expected, the provider's answer, the flag.
+    let story = get("/payment/900").await.unwrap();
+    assert_eq!(story.status(), 200);
+    let headers = story.headers().clone();
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    let text = story.text().await.unwrap();
+    assert!(
+        text.contains("1000.00 KZT") && text.contains("990.00 KZT"),
+        "{text}"
+    );
+    assert!(text.contains("(first answer) → success"), "{text}");
+    assert!(
+        text.contains("flag opened") && text.contains("amount_mismatch: expected 1000.00"),
+        "{text}"
+    );
+
+    // Find by order id; the queue links each flag to its payment.
+    let found = get("/find?q=order-900")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(found.contains("href=\"/payment/900\""), "{found}");
+    let queue = get("/queue").await.unwrap().text().await.unwrap();
+    assert!(
+        queue.contains("amount_mismatch") && queue.contains("href=\"/payment/900\""),
+        "{queue}"
+    );
+    let bad_kind = get("/queue?kind=nonsense").await.unwrap();
+    assert_eq!(bad_kind.status(), 400);
+
+    // Markup in what a visitor types comes back as text.
+    let markup = get("/find?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        .await
+        .unwrap();
+    assert_eq!(markup.status(), 404);
+    let text = markup.text().await.unwrap();
+    assert!(!text.contains("<script>"), "{text}");
+    assert!(
+        text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{text}"
+    );
+    let markup = get("/payment/%3Cb%3Ebold%3C%2Fb%3E").await.unwrap();
+    assert_eq!(markup.status(), 404);
+    assert!(
+        markup
+            .text()
+            .await
+            .unwrap()
+            .contains("&lt;b&gt;bold&lt;/b&gt;")
+    );
+
+    // GET and HEAD only.
+    let post = client
+        .post(format!("{base}/find"))
+        .body("q=900")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 405);
+    assert!(post.headers().contains_key("content-security-policy"));
+    let head = client.head(format!("{base}/")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    let css = get("/style.css").await.unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+
+    console.stop().await;
+}
