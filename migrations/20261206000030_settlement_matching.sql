@@ -31,6 +31,8 @@
 --    the bank as it stood (report --settlement), in the same transaction; report prints those
 --    figures for the closed month from then on, and what registries and statements imported
 --    later changed, apart.
+-- 7. recon.month_closes: each month closed now, for readers (the console's month page): when,
+--    on whose behalf, the note, and the figures signed with their SHA-256.
 
 set local search_path = pg_catalog;
 
@@ -264,3 +266,18 @@ create trigger settlement_closes_append_only
 create trigger settlement_closes_never_truncated
     before truncate on recon.settlement_closes
     for each statement execute function recon.refuse_truncating_history();
+
+-- 7. Closed months, for readers --------------------------------------------------------------
+create view recon.month_closes as
+select c.month, c.at as closed_at, c.db_role, c.on_behalf_of, c.note, c.zone,
+       c.figures, c.figures_sha256,
+       s.figures as settlement_figures, s.figures_sha256 as settlement_sha256
+from recon.period_state st
+join lateral (select distinct on (pc.month) pc.*
+              from recon.period_closes pc
+              where pc.action = 'close' and pc.month <= st.closed_through
+              order by pc.month, pc.id desc) c on true
+left join recon.settlement_closes s on s.close_id = c.id;
+
+comment on view recon.month_closes is
+    'Each month closed now (through recon.period_state.closed_through): its latest close, when and on whose behalf, the note, the summary figures signed and the money to the bank signed, each with its SHA-256.';

@@ -35,7 +35,10 @@ pub async fn console(settings: &Settings, args: ConsoleArgs) -> anyhow::Result<E
     let shutdown = super::shutdown_on_signal()?;
     crate::http::listener::serve(
         listener,
-        crate::http::console::router(pool),
+        crate::http::console::router(crate::http::console::Console {
+            pool,
+            bank_currency: settings.bank.currency.clone(),
+        }),
         settings.http.limits(),
         shutdown,
     )

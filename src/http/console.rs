@@ -4,8 +4,8 @@
 //! Content-Security-Policy and the usual headers. Served by the listener of `http.listen`,
 //! with its limits, on a reader role (`grant-reader`): `console` refuses one that can write.
 //!
-//! Built so far: find a payment, one payment's story, the queue. Not yet: the month page,
-//! downloads, filters by currency and month, the browser test.
+//! Built so far: the month, find a payment, one payment's story, the queue. Not yet:
+//! downloads, the month's adjustments, filters by currency and month, the browser test.
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -16,7 +16,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use crate::store::console::{PaymentLine, QueueLine, Story, find, queue, story};
+use crate::store::console::{Month, PaymentLine, QueueLine, Story, find, month, queue, story};
 
 /// Flags shown per page of the queue.
 const PER_PAGE: i64 = 100;
@@ -26,17 +26,31 @@ const STYLE: &str = include_str!("console.css");
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's routes over `pool` (a reader role's).
-pub fn router(pool: PgPool) -> Router {
+/// What the pages read with: a reader role's pool, and the bank statement's currency.
+#[derive(Clone)]
+pub struct Console {
+    pub pool: PgPool,
+    pub bank_currency: String,
+}
+
+impl axum::extract::FromRef<Console> for PgPool {
+    fn from_ref(console: &Console) -> PgPool {
+        console.pool.clone()
+    }
+}
+
+/// The console's routes.
+pub fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(home))
+        .route("/month/{month}", get(month_page))
         .route("/find", get(find_page))
         .route("/payment/{id}", get(payment_page))
         .route("/queue", get(queue_page))
         .route("/style.css", get(style))
         .fallback(not_found)
         .layer(axum::middleware::map_response(safe_headers))
-        .with_state(pool)
+        .with_state(console)
 }
 
 async fn safe_headers(mut response: Response) -> Response {
@@ -65,6 +79,8 @@ fn page(title: &str, body: Markup) -> Markup {
             }
             body {
                 nav {
+                    a href=(format!("/month/{}", chrono::Utc::now().format("%Y-%m"))) { "This month" }
+                    " · "
                     a href="/" { "Find" }
                     " · "
                     a href="/queue" { "Queue" }
@@ -303,6 +319,95 @@ async fn queue_page(State(pool): State<PgPool>, Query(query): Query<QueueQuery>)
                 ),
             )
         }
+        Err(e) => failed(&e),
+    }
+}
+
+fn month_view(label: &str, m: &Month) -> Markup {
+    page(
+        &format!("The month {label}"),
+        html! {
+            @match &m.closed {
+                Some(c) => p class="closed" {
+                    "Closed " (c.at.format("%Y-%m-%d %H:%M UTC")) " on behalf of " (c.on_behalf_of)
+                    ": " (c.note) ". The figures below are those signed (sha256 " code { (c.sha256) } ")."
+                },
+                None => p { "Open: the figures below are as they stand now." },
+            }
+            h2 { "Payments by currency and outcome (by the day created)" }
+            @if m.outcomes.is_empty() { p { "No payments were created in " (label) "." } }
+            @else {
+                table {
+                    thead { tr {
+                        th { "currency" } th { "outcome" } th class="number" { "payments" }
+                        th class="number" { "expected" } th class="number" { "received payments" }
+                        th class="number" { "received" } th class="number" { "need a person" }
+                    } }
+                    tbody {
+                        @for o in &m.outcomes {
+                            tr {
+                                td { (o.currency) } td { (o.outcome) }
+                                td class="number" { (o.payments) }
+                                td class="number" { (o.expected_amount) }
+                                td class="number" { (o.received_payments) }
+                                td class="number" { (o.received_amount) }
+                                td class="number" { (o.needs_action) }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Money, from the payments to the bank" }
+            @if m.money.is_empty() { p { "No money moved in " (label) "." } }
+            @else {
+                table {
+                    thead { tr {
+                        th { "currency" } th class="number" { "paid" } th class="number" { "refunds" }
+                        th class="number" { "reversals" } th class="number" { "chargebacks" }
+                        th class="number" { "commission" } th class="number" { "net due" }
+                        th class="number" { "in registries" } th class="number" { "paid out" }
+                        th class="number" { "at the bank" } th class="number" { "in transit" }
+                        th class="number" { "unexplained" }
+                    } }
+                    tbody {
+                        @for x in &m.money {
+                            tr {
+                                td { (x.currency) }
+                                td class="number" { (x.paid_gross) }
+                                td class="number" { (x.refunds) }
+                                td class="number" { (x.reversals) }
+                                td class="number" { (x.chargebacks) }
+                                td class="number" { (x.commission) }
+                                td class="number" { (x.net_due) }
+                                td class="number" { (x.in_registries) }
+                                td class="number" { (x.paid_out) }
+                                td class="number" { (x.arrived_at_bank) }
+                                td class="number" { (x.in_transit) }
+                                td class="number" { (x.unexplained) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+async fn month_page(State(console): State<Console>, Path(label): Path<String>) -> Response {
+    let Ok((first, last)) = crate::reporting::parse_month(&label) else {
+        return html_response(
+            StatusCode::BAD_REQUEST,
+            page(
+                "The month",
+                html! { p { code { (label) } " is not a month: use YYYY-MM." } },
+            ),
+        );
+    };
+    match month(&console.pool, first, last, &console.bank_currency).await {
+        Ok(m) => html_response(
+            StatusCode::OK,
+            month_view(&first.format("%Y-%m").to_string(), &m),
+        ),
         Err(e) => failed(&e),
     }
 }

@@ -203,3 +203,111 @@ pub async fn queue(
     })
     .collect())
 }
+
+/// One currency and outcome of a month's payments (by the day created).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeLine {
+    pub currency: String,
+    pub outcome: String,
+    pub payments: i64,
+    pub expected_amount: String,
+    pub received_payments: i64,
+    pub received_amount: String,
+    pub needs_action: i64,
+}
+
+/// A month closed: when, on whose behalf, why, and the SHA-256 of what was signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub at: DateTime<Utc>,
+    pub on_behalf_of: String,
+    pub note: String,
+    pub sha256: String,
+}
+
+/// The month page: its payments by currency and outcome (as signed, when closed), its money
+/// to the bank (likewise), and its close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Month {
+    pub closed: Option<Closed>,
+    pub outcomes: Vec<OutcomeLine>,
+    pub money: Vec<super::settlement::MonthMoney>,
+}
+
+/// The month `first..=last` (reporting days in recon.timezone).
+pub async fn month(
+    pool: &PgPool,
+    first: chrono::NaiveDate,
+    last: chrono::NaiveDate,
+    bank_currency: &str,
+) -> Result<Month, StoreError> {
+    let mut tx = reading(pool).await?;
+    let closed = sqlx::query!(
+        r#"select closed_at as "closed_at!", on_behalf_of as "on_behalf_of!", note as "note!",
+                  figures_sha256 as "sha256!", settlement_figures
+           from recon.month_closes where month = $1"#,
+        first
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let outcomes = sqlx::query!(
+        r#"with signed as (
+               select f.* from recon.month_closes c,
+                    jsonb_to_recordset(c.figures) as f(currency text, outcome text,
+                        payments int8, expected_amount numeric, received_payments int8,
+                        received_amount numeric, needs_action int8)
+               where c.month = $1
+           ),
+           live as (
+               select currency, outcome, payments, expected_amount, received_payments,
+                      received_amount, needs_action
+               from recon.daily_summary
+               where basis = 'created' and day between $1 and $2
+                 and not exists (select 1 from recon.month_closes where month = $1)
+           )
+           select coalesce(currency, '-') as "currency!", coalesce(outcome, '-') as "outcome!",
+                  coalesce(sum(payments), 0)::int8 as "payments!",
+                  coalesce(sum(expected_amount), 0)::text as "expected_amount!",
+                  coalesce(sum(received_payments), 0)::int8 as "received_payments!",
+                  coalesce(sum(received_amount), 0)::text as "received_amount!",
+                  coalesce(sum(needs_action), 0)::int8 as "needs_action!"
+           from (select * from signed union all select * from live) f
+           group by currency, outcome
+           order by currency,
+                    array_position(array['paid', 'failed', 'expired_unpaid', 'in_progress'],
+                                   outcome)"#,
+        first,
+        last,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| OutcomeLine {
+        currency: r.currency,
+        outcome: r.outcome,
+        payments: r.payments,
+        expected_amount: r.expected_amount,
+        received_payments: r.received_payments,
+        received_amount: r.received_amount,
+        needs_action: r.needs_action,
+    })
+    .collect();
+    let signed_money = closed
+        .as_ref()
+        .and_then(|c| c.settlement_figures.clone())
+        .and_then(|f| serde_json::from_value(f).ok());
+    let money = match signed_money {
+        Some(money) => money,
+        None => super::settlement::month_money(&mut *tx, first, last, bank_currency).await?,
+    };
+    Ok(Month {
+        closed: closed.map(|c| Closed {
+            at: c.closed_at,
+            on_behalf_of: c.on_behalf_of,
+            note: c.note,
+            sha256: c.sha256,
+        }),
+        outcomes,
+        money,
+    })
+}

@@ -306,7 +306,7 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
 
 /// The views a reader may query, what the flag kinds mean, the money events, refund requests
 /// bank statements and registries; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 19] = [
+pub const READER_VIEWS: [&str; 20] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -330,6 +330,8 @@ pub const READER_VIEWS: [&str; 19] = [
     "recon.settlement_matches",
     "recon.payouts",
     "recon.open_settlement_flags",
+    // The months closed now, with the figures signed (the console's month page).
+    "recon.month_closes",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.

@@ -115,6 +115,36 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
             .contains("&lt;b&gt;bold&lt;/b&gt;")
     );
 
+    // The month: payments by currency and outcome, as report prints them, and open.
+    let label = chrono::Utc::now().format("%Y-%m").to_string();
+    let month = get(&format!("/month/{label}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        month.contains("Open: the figures below are as they stand now."),
+        "{month}"
+    );
+    let report = crate::helpers::ok(
+        &app.run(&["report", "--month", &label, "--format", "csv"])
+            .await,
+    );
+    let paid = report
+        .lines()
+        .find(|l| l.contains(",paid,"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        paid.contains("1000.00") && paid.contains("990.00"),
+        "{paid}"
+    );
+    assert!(
+        month.contains("<td>KZT</td><td>paid</td><td class=\"number\">1</td><td class=\"number\">1000.00</td><td class=\"number\">1</td><td class=\"number\">990.00</td><td class=\"number\">1</td>"),
+        "{month}"
+    );
+    assert_eq!(get("/month/2026-13").await.unwrap().status(), 400);
+
     // GET and HEAD only.
     let post = client
         .post(format!("{base}/find"))

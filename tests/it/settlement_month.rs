@@ -360,6 +360,16 @@ async fn a_simulated_month_is_matched_to_the_bank_with_each_injected_error_flagg
             &ENV,
         )
         .await);
+    assert_eq!(
+        app.count(
+            "select count(*) from recon.month_closes where month = '2026-11-01'
+             and on_behalf_of = 'aigerim' and settlement_sha256 is not null
+             and jsonb_array_length(settlement_figures) = 1"
+        )
+        .await,
+        1,
+        "readers see the close and what it signed"
+    );
     let exact: i64 = sqlx::query_scalar(
         "select min(id) from recon.settlement_matches where rule = 'exact' and undone_at is null",
     )
