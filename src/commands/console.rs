@@ -38,6 +38,7 @@ pub async fn console(settings: &Settings, args: ConsoleArgs) -> anyhow::Result<E
         crate::http::console::router(crate::http::console::Console {
             pool,
             bank_currency: settings.bank.currency.clone(),
+            locale: settings.console.locale,
         }),
         settings.http.limits(),
         shutdown,

@@ -16,7 +16,9 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use crate::store::console::{Month, PaymentLine, QueueLine, Story, find, month, queue, story};
+use crate::store::console::{
+    Month, PaymentLine, QueueFilter, QueueLine, Story, find, month, queue, story,
+};
 
 /// Flags shown per page of the queue.
 const PER_PAGE: i64 = 100;
@@ -31,6 +33,39 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 pub struct Console {
     pub pool: PgPool,
     pub bank_currency: String,
+    pub locale: crate::settings::ConsoleLocale,
+}
+
+/// An exact amount as PostgreSQL writes it (`-1234567.5`), grouped and marked for `locale`:
+/// `-1 234 567,5` (a no-break space) or `-1,234,567.5`. Anything else is left as it is.
+pub fn localised(amount: &str, locale: crate::settings::ConsoleLocale) -> String {
+    let (sign, digits) = match amount.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", amount),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return amount.to_owned();
+    }
+    let (group, mark) = match locale {
+        crate::settings::ConsoleLocale::Ru => ('\u{a0}', ','),
+        crate::settings::ConsoleLocale::En => (',', '.'),
+    };
+    let mut out = String::from(sign);
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(group);
+        }
+        out.push(digit);
+    }
+    if !fraction.is_empty() {
+        out.push(mark);
+        out.push_str(fraction);
+    }
+    out
 }
 
 impl axum::extract::FromRef<Console> for PgPool {
@@ -214,7 +249,7 @@ fn story_page(story: &Story) -> Markup {
             (payments_table(std::slice::from_ref(p)))
             h2 { "What happened" }
             table {
-                thead { tr { th { "when (UTC)" } th { "what" } th { "detail" } } }
+                thead { tr { th { "when (" (story.zone) ")" } th { "what" } th { "detail" } } }
                 tbody {
                     @for m in &story.moments {
                         tr {
@@ -251,15 +286,43 @@ struct QueueQuery {
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
+    currency: Option<String>,
+    /// The payment's month, YYYY-MM.
+    #[serde(default)]
+    month: Option<String>,
+    #[serde(default)]
     page: Option<i64>,
 }
 
-fn queue_table(lines: &[QueueLine]) -> Markup {
+fn queue_form(filter: &QueueFilter, month: &str) -> Markup {
+    html! {
+        form method="get" action="/queue" {
+            label for="kind" { "Flag" } " "
+            select id="kind" name="kind" {
+                option value="" { "every kind" }
+                @for k in crate::domain::FlagKind::ALL.iter().filter(|k| k.class() == crate::domain::FlagClass::Action) {
+                    @if filter.kind.as_deref() == Some(k.as_str()) {
+                        option value=(k.as_str()) selected { (k.as_str()) }
+                    } @else {
+                        option value=(k.as_str()) { (k.as_str()) }
+                    }
+                }
+            }
+            " " label for="currency" { "Currency" } " "
+            input id="currency" name="currency" size="3" maxlength="3" value=(filter.currency.as_deref().unwrap_or(""));
+            " " label for="month" { "Payment's month" } " "
+            input id="month" name="month" size="7" maxlength="7" placeholder="YYYY-MM" value=(month);
+            " " button type="submit" { "Show" }
+        }
+    }
+}
+
+fn queue_table(lines: &[QueueLine], zone: &str) -> Markup {
     html! {
         table {
             thead { tr {
                 th { "payment" } th { "flag" } th { "expected" } th { "actual" }
-                th { "currency" } th { "opened (UTC)" } th class="number" { "days open" }
+                th { "currency" } th { "opened (" (zone) ")" } th class="number" { "days open" }
             } }
             tbody {
                 @for l in lines {
@@ -269,7 +332,7 @@ fn queue_table(lines: &[QueueLine]) -> Markup {
                         td { (l.expected.as_deref().unwrap_or("")) }
                         td { (l.actual.as_deref().unwrap_or("")) }
                         td { (l.currency.as_deref().unwrap_or("")) }
-                        td { (l.detected_at.format("%Y-%m-%d %H:%M")) }
+                        td { (l.detected_local.format("%Y-%m-%d %H:%M")) }
                         td class="number" { (l.age_days) }
                     }
                 }
@@ -279,38 +342,85 @@ fn queue_table(lines: &[QueueLine]) -> Markup {
 }
 
 async fn queue_page(State(pool): State<PgPool>, Query(query): Query<QueueQuery>) -> Response {
-    let kind = query
-        .kind
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty());
-    if let Some(kind) = kind
-        && kind.parse::<crate::domain::FlagKind>().is_err()
+    let text = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
+    let mut problems = Vec::new();
+    let kind = text(&query.kind);
+    if let Some(k) = &kind
+        && k.parse::<crate::domain::FlagKind>().is_err()
     {
+        problems.push(format!("no flag kind {k}"));
+    }
+    let currency = text(&query.currency).map(|c| c.to_ascii_uppercase());
+    if let Some(c) = &currency
+        && c.parse::<crate::domain::Currency>().is_err()
+    {
+        problems.push(format!("{c} is not a currency code (KZT)"));
+    }
+    let month_text = text(&query.month).unwrap_or_default();
+    let month = if month_text.is_empty() {
+        None
+    } else {
+        match crate::reporting::parse_month(&month_text) {
+            Ok(m) => Some(m),
+            Err(_) => {
+                problems.push(format!("{month_text} is not a month (YYYY-MM)"));
+                None
+            }
+        }
+    };
+    let filter = QueueFilter {
+        kind,
+        currency,
+        month,
+    };
+    let title = "The queue: open flags that need a person, oldest first";
+    if !problems.is_empty() {
         return html_response(
             StatusCode::BAD_REQUEST,
             page(
-                "The queue",
-                html! { p { "No flag kind " code { (kind) } "." } },
+                title,
+                html! {
+                    @for p in &problems { p { (p) "." } }
+                    (queue_form(&QueueFilter::default(), ""))
+                },
             ),
         );
     }
     let at = query.page.unwrap_or(0).clamp(0, 100_000);
-    match queue(&pool, kind, at, PER_PAGE + 1).await {
+    let zone = match crate::store::console::zone(&pool).await {
+        Ok(zone) => zone,
+        Err(e) => return failed(&e),
+    };
+    match queue(&pool, &filter, at, PER_PAGE + 1).await {
         Ok(mut lines) => {
             let more = lines.len() as i64 > PER_PAGE;
             lines.truncate(usize::try_from(PER_PAGE).unwrap_or(100));
-            let link = |n: i64| match kind {
-                Some(k) => format!("/queue?kind={}&page={n}", urlencoding(k)),
-                None => format!("/queue?page={n}"),
+            let link = |n: i64| {
+                let mut link = format!("/queue?page={n}");
+                for (key, value) in [
+                    ("kind", filter.kind.as_deref()),
+                    ("currency", filter.currency.as_deref()),
+                    ("month", Some(month_text.as_str()).filter(|m| !m.is_empty())),
+                ] {
+                    if let Some(value) = value {
+                        link.push_str(&format!("&{key}={}", urlencoding(value)));
+                    }
+                }
+                link
             };
             html_response(
                 StatusCode::OK,
                 page(
-                    "The queue: open flags that need a person, oldest first",
+                    title,
                     html! {
+                        (queue_form(&filter, &month_text))
                         @if lines.is_empty() { p { "Nothing waits for a person." } }
-                        @else { (queue_table(&lines)) }
+                        @else { (queue_table(&lines, &zone)) }
                         p {
                             @if at > 0 { a href=(link(at - 1)) { "← newer" } " " }
                             @if more { a href=(link(at + 1)) { "older →" } }
@@ -323,7 +433,8 @@ async fn queue_page(State(pool): State<PgPool>, Query(query): Query<QueueQuery>)
     }
 }
 
-fn month_view(label: &str, m: &Month) -> Markup {
+fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) -> Markup {
+    let n = |amount: &str| localised(amount, locale);
     page(
         &format!("The month {label}"),
         html! {
@@ -348,9 +459,9 @@ fn month_view(label: &str, m: &Month) -> Markup {
                             tr {
                                 td { (o.currency) } td { (o.outcome) }
                                 td class="number" { (o.payments) }
-                                td class="number" { (o.expected_amount) }
+                                td class="number" { (n(&o.expected_amount)) }
                                 td class="number" { (o.received_payments) }
-                                td class="number" { (o.received_amount) }
+                                td class="number" { (n(&o.received_amount)) }
                                 td class="number" { (o.needs_action) }
                             }
                         }
@@ -373,17 +484,17 @@ fn month_view(label: &str, m: &Month) -> Markup {
                         @for x in &m.money {
                             tr {
                                 td { (x.currency) }
-                                td class="number" { (x.paid_gross) }
-                                td class="number" { (x.refunds) }
-                                td class="number" { (x.reversals) }
-                                td class="number" { (x.chargebacks) }
-                                td class="number" { (x.commission) }
-                                td class="number" { (x.net_due) }
-                                td class="number" { (x.in_registries) }
-                                td class="number" { (x.paid_out) }
-                                td class="number" { (x.arrived_at_bank) }
-                                td class="number" { (x.in_transit) }
-                                td class="number" { (x.unexplained) }
+                                td class="number" { (n(&x.paid_gross)) }
+                                td class="number" { (n(&x.refunds)) }
+                                td class="number" { (n(&x.reversals)) }
+                                td class="number" { (n(&x.chargebacks)) }
+                                td class="number" { (n(&x.commission)) }
+                                td class="number" { (n(&x.net_due)) }
+                                td class="number" { (n(&x.in_registries)) }
+                                td class="number" { (n(&x.paid_out)) }
+                                td class="number" { (n(&x.arrived_at_bank)) }
+                                td class="number" { (n(&x.in_transit)) }
+                                td class="number" { (n(&x.unexplained)) }
                             }
                         }
                     }
@@ -406,7 +517,7 @@ async fn month_page(State(console): State<Console>, Path(label): Path<String>) -
     match month(&console.pool, first, last, &console.bank_currency).await {
         Ok(m) => html_response(
             StatusCode::OK,
-            month_view(&first.format("%Y-%m").to_string(), &m),
+            month_view(&first.format("%Y-%m").to_string(), &m, console.locale),
         ),
         Err(e) => failed(&e),
     }
@@ -428,6 +539,20 @@ fn urlencoding(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_written_with_the_locales_separators() {
+        use crate::settings::ConsoleLocale::{En, Ru};
+        assert_eq!(localised("-1234567.50", Ru), "-1\u{a0}234\u{a0}567,50");
+        assert_eq!(localised("1234567.50", En), "1,234,567.50");
+        assert_eq!(localised("999", Ru), "999");
+        assert_eq!(localised("0.5", Ru), "0,5");
+        assert_eq!(
+            localised("1000.00 KZT", Ru),
+            "1000.00 KZT",
+            "not an amount alone: as it is"
+        );
+    }
 
     #[test]
     fn markup_in_a_value_is_escaped_and_links_are_encoded() {

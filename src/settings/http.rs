@@ -75,4 +75,14 @@ pub struct ConsoleSettings {
     /// Where `console` serves; put it behind a reverse proxy that authenticates
     /// (docs/operations.md).
     pub listen: std::net::SocketAddr,
+    /// How amounts are written: `ru` (also for Kazakh: `1 234 567,89`) or `en`
+    /// (`1,234,567.89`).
+    pub locale: ConsoleLocale,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleLocale {
+    Ru,
+    En,
 }

@@ -95,6 +95,7 @@ commission_percent = ""
 
 [console]
 listen = "127.0.0.1:8090"
+locale = "ru"
 
 [poll]
 schedule = "*/10 * * * * *"

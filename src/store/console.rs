@@ -95,7 +95,8 @@ pub async fn find(pool: &PgPool, q: &str) -> Result<Vec<PaymentLine>, StoreError
 /// One moment of a payment's story.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moment {
-    pub at: DateTime<Utc>,
+    /// On the reporting zone's clock.
+    pub at: chrono::NaiveDateTime,
     /// `status`, `flag opened`, `flag resolved`, `money`.
     pub what: String,
     pub detail: String,
@@ -106,6 +107,8 @@ pub struct Moment {
 pub struct Story {
     pub payment: PaymentLine,
     pub moments: Vec<Moment>,
+    /// The reporting zone the moments' times are on.
+    pub zone: String,
 }
 
 /// The story of payment `id`; `None` when nobody tracks it.
@@ -119,7 +122,8 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
     };
     let mut tx = reading(pool).await?;
     let moments = sqlx::query!(
-        r#"select at as "at!", what as "what!", detail as "detail!" from (
+        r#"select (at at time zone recon.report_zone()) as "at!", what as "what!",
+                  detail as "detail!" from (
                select observed_at as at, 'status' as what,
                       coalesce(from_status, '(first answer)') || ' → ' || to_status
                       || coalesce(', the provider''s time ' || provider_dt::text, '') as detail
@@ -151,7 +155,14 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
         detail: r.detail,
     })
     .collect();
-    Ok(Some(Story { payment, moments }))
+    let zone = sqlx::query_scalar!(r#"select recon.report_zone() as "zone!""#)
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(Some(Story {
+        payment,
+        moments,
+        zone,
+    }))
 }
 
 /// An open flag in the queue.
@@ -161,31 +172,49 @@ pub struct QueueLine {
     pub kind: String,
     pub expected: Option<String>,
     pub actual: Option<String>,
-    pub detected_at: DateTime<Utc>,
+    /// When it opened, on the reporting zone's clock.
+    pub detected_local: chrono::NaiveDateTime,
     /// Whole days open.
     pub age_days: i64,
     pub currency: Option<String>,
 }
 
-/// The open action flags (of `kind`, when given), oldest first: `page` (from 0) of
-/// `per_page`.
+/// Which open flags the queue shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueFilter {
+    pub kind: Option<String>,
+    /// Expected or received in it.
+    pub currency: Option<String>,
+    /// The payment's month (by the day it was created): its first and last day.
+    pub month: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
+}
+
+/// The open action flags `filter` keeps, oldest first: `page` (from 0) of `per_page`.
 pub async fn queue(
     pool: &PgPool,
-    kind: Option<&str>,
+    filter: &QueueFilter,
     page: i64,
     per_page: i64,
 ) -> Result<Vec<QueueLine>, StoreError> {
     let mut tx = reading(pool).await?;
     Ok(sqlx::query!(
-        r#"select payment_id as "payment_id!", kind as "kind!", expected, actual,
-                  detected_at as "detected_at!",
-                  extract(day from age)::int8 as "age_days!",
-                  coalesce(expected_currency, received_currency) as currency
-           from recon.open_discrepancies
-           where $1::text is null or kind = $1
-           order by detected_at, id
-           limit $2 offset $3"#,
-        kind,
+        r#"select d.payment_id as "payment_id!", d.kind as "kind!", d.expected, d.actual,
+                  (d.detected_at at time zone recon.report_zone()) as "detected_local!",
+                  extract(day from d.age)::int8 as "age_days!",
+                  coalesce(d.expected_currency, d.received_currency) as currency
+           from recon.open_discrepancies d
+           where ($1::text is null or d.kind = $1)
+             and ($2::text is null or d.expected_currency = $2 or d.received_currency = $2)
+             and ($3::date is null
+                  or exists (select 1 from recon.reconciliation r
+                             where r.payment_id = d.payment_id
+                               and r.created_day between $3 and $4))
+           order by d.detected_at, d.id
+           limit $5 offset $6"#,
+        filter.kind.as_deref(),
+        filter.currency.as_deref(),
+        filter.month.map(|(first, _)| first),
+        filter.month.map(|(_, last)| last),
         per_page,
         page.saturating_mul(per_page),
     )
@@ -197,11 +226,20 @@ pub async fn queue(
         kind: r.kind,
         expected: r.expected,
         actual: r.actual,
-        detected_at: r.detected_at,
+        detected_local: r.detected_local,
         age_days: r.age_days,
         currency: r.currency,
     })
     .collect())
+}
+
+/// The reporting zone (`recon.timezone`), as the pages name their times.
+pub async fn zone(pool: &PgPool) -> Result<String, StoreError> {
+    Ok(
+        sqlx::query_scalar!(r#"select recon.report_zone() as "zone!""#)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// One currency and outcome of a month's payments (by the day created).

@@ -93,6 +93,35 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
     );
     let bad_kind = get("/queue?kind=nonsense").await.unwrap();
     assert_eq!(bad_kind.status(), 400);
+    // Filtered by currency and by the payment's month; times on the reporting zone's clock.
+    let label = chrono::Utc::now().format("%Y-%m").to_string();
+    let kzt = get(&format!(
+        "/queue?currency=kzt&month={label}&kind=amount_mismatch"
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        kzt.contains("href=\"/payment/900\"") && kzt.contains("opened (Asia/Almaty)"),
+        "{kzt}"
+    );
+    let usd = get("/queue?currency=USD")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(usd.contains("Nothing waits for a person."), "{usd}");
+    let earlier = get("/queue?month=2020-01")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(earlier.contains("Nothing waits for a person."), "{earlier}");
+    assert_eq!(get("/queue?month=2026-13").await.unwrap().status(), 400);
 
     // Markup in what a visitor types comes back as text.
     let markup = get("/find?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
@@ -115,8 +144,8 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
             .contains("&lt;b&gt;bold&lt;/b&gt;")
     );
 
-    // The month: payments by currency and outcome, as report prints them, and open.
-    let label = chrono::Utc::now().format("%Y-%m").to_string();
+    // The month: payments by currency and outcome, as report prints them (amounts with the
+    // locale's separators: console.locale = "ru"), and open.
     let month = get(&format!("/month/{label}"))
         .await
         .unwrap()
@@ -140,7 +169,7 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         "{paid}"
     );
     assert!(
-        month.contains("<td>KZT</td><td>paid</td><td class=\"number\">1</td><td class=\"number\">1000.00</td><td class=\"number\">1</td><td class=\"number\">990.00</td><td class=\"number\">1</td>"),
+        month.contains("<td>KZT</td><td>paid</td><td class=\"number\">1</td><td class=\"number\">1\u{a0}000,00</td><td class=\"number\">1</td><td class=\"number\">990,00</td><td class=\"number\">1</td>"),
         "{month}"
     );
     assert_eq!(get("/month/2026-13").await.unwrap().status(), 400);
