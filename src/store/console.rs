@@ -23,28 +23,44 @@ async fn reading(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreE
     Ok(tx)
 }
 
-/// What the connected role could write, in words (`None`: nothing): a superuser, or a
-/// table of schema `recon` it may insert into, update, delete from or truncate.
+/// What the connected role could write, in words (`None`: nothing): a superuser; a table of
+/// schema `recon` it may insert into, update (any column), delete from or truncate; or a
+/// function of `recon` that writes as its owner (security definer) it may call.
 pub async fn can_write(pool: &PgPool) -> Result<Option<String>, StoreError> {
     let row = sqlx::query!(
         r#"select current_user as "role!",
                   (select rolsuper or rolbypassrls from pg_roles where rolname = current_user)
                       as "superuser!",
-                  (select string_agg(c.relname, ', ' order by c.relname)
+                  (select string_agg('recon.' || c.relname, ', ' order by c.relname)
                    from pg_class c
                    where c.relnamespace = 'recon'::regnamespace and c.relkind in ('r', 'p')
-                     and (has_table_privilege(c.oid, 'insert')
-                          or has_table_privilege(c.oid, 'update')
+                     and (has_any_column_privilege(c.oid, 'insert')
+                          or has_any_column_privilege(c.oid, 'update')
                           or has_table_privilege(c.oid, 'delete')
-                          or has_table_privilege(c.oid, 'truncate'))) as writable"#
+                          or has_table_privilege(c.oid, 'truncate'))) as tables,
+                  (select string_agg('recon.' || p.proname || '()', ', ' order by p.proname)
+                   from pg_proc p
+                   where p.pronamespace = 'recon'::regnamespace and p.prosecdef
+                     and p.provolatile = 'v' and p.prorettype <> 'trigger'::regtype
+                     and has_function_privilege(p.oid, 'execute')) as functions"#
     )
     .fetch_one(pool)
     .await?;
     Ok(if row.superuser {
         Some(format!("{} is a superuser", row.role))
     } else {
-        row.writable
-            .map(|tables| format!("{} may write to recon.{tables}", row.role))
+        match (row.tables, row.functions) {
+            (None, None) => None,
+            (tables, functions) => Some(format!(
+                "{} may write to {}",
+                row.role,
+                [tables, functions]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     })
 }
 

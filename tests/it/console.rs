@@ -36,6 +36,28 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
             .await
             .unwrap();
     }
+    // A finance role (resolve and close: a column grant and security-definer functions) is
+    // refused too.
+    assert!(app.run(&["grant-finance", &role]).await.status.success());
+    let mut finance = app.command(&["console", "--listen", "127.0.0.1:0"]);
+    finance.env("DATABASE_URL", app.db.url_as(&role));
+    let finance = crate::helpers::output(finance).await;
+    assert_eq!(finance.status.code(), Some(1));
+    let said = crate::helpers::stderr(&finance);
+    assert!(
+        said.contains("may write to recon.") && said.contains("recon.close_month()"),
+        "{said}"
+    );
+    for statement in [
+        format!("drop owned by {role}"),
+        format!("drop role {role}"),
+        format!("create role {role} login"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(app.pool())
+            .await
+            .unwrap();
+    }
     assert!(app.run(&["grant-reader", &role]).await.status.success());
     let mut command = app.command(&["console", "--listen", "127.0.0.1:0"]);
     command
