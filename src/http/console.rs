@@ -79,6 +79,7 @@ pub fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(home))
         .route("/month/{month}", get(month_page))
+        .route("/month/{month}/{file}", get(month_download))
         .route("/find", get(find_page))
         .route("/payment/{id}", get(payment_page))
         .route("/queue", get(queue_page))
@@ -446,6 +447,14 @@ fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) ->
                 None => p { "Open: the figures below are as they stand now." },
             }
             h2 { "Payments by currency and outcome (by the day created)" }
+            p class="downloads" {
+                "As report writes them: the summary by day "
+                a href=(format!("/month/{label}/summary.csv")) { "CSV" } ", "
+                a href=(format!("/month/{label}/summary.xlsx")) { "xlsx" }
+                "; the money to the bank "
+                a href=(format!("/month/{label}/settlement.csv")) { "CSV" } ", "
+                a href=(format!("/month/{label}/settlement.xlsx")) { "xlsx" }
+            }
             @if m.outcomes.is_empty() { p { "No payments were created in " (label) "." } }
             @else {
                 table {
@@ -520,6 +529,85 @@ async fn month_page(State(console): State<Console>, Path(label): Path<String>) -
             month_view(&first.format("%Y-%m").to_string(), &m, console.locale),
         ),
         Err(e) => failed(&e),
+    }
+}
+
+/// `summary.csv`, `settlement.xlsx`, …: the file `report --month M` (or `report --settlement
+/// --month M`) writes, as a download.
+async fn month_download(
+    State(console): State<Console>,
+    Path((label, file)): Path<(String, String)>,
+) -> Response {
+    use crate::reporting::{CsvStyle, Format, ReportKind, ReportRequest, write_report};
+
+    let Ok((first, last)) = crate::reporting::parse_month(&label) else {
+        return not_found().await;
+    };
+    let (kind, format, content_type) = match file.as_str() {
+        "summary.csv" | "summary.xlsx" | "settlement.csv" | "settlement.xlsx" => {
+            let kind = if file.starts_with("summary") {
+                ReportKind::Summary(crate::store::report::ReportFilter {
+                    basis: crate::store::report::DayBasis::Created,
+                    from: Some(first),
+                    to: Some(last),
+                    currency: None,
+                    status: None,
+                    flag: None,
+                    as_of: None,
+                })
+            } else {
+                ReportKind::Settlement {
+                    first,
+                    last,
+                    lines: false,
+                    bank_currency: console.bank_currency.clone(),
+                }
+            };
+            if file.ends_with(".csv") {
+                (kind, Format::Csv, "text/csv; charset=utf-8")
+            } else {
+                (
+                    kind,
+                    Format::Xlsx,
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                )
+            }
+        }
+        _ => return not_found().await,
+    };
+    let request = ReportRequest {
+        kind,
+        format,
+        csv: CsvStyle::default(),
+        refunds_watched: false,
+    };
+    let mut bytes = Vec::new();
+    match write_report(&console.pool, &request, &mut bytes).await {
+        Ok(_) => (
+            [
+                (header::CONTENT_TYPE, content_type.to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!(
+                        "attachment; filename=\"{}-{}\"",
+                        first.format("%Y-%m"),
+                        file
+                    ),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::warn!(%error, "console: a download failed");
+            html_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                page(
+                    "Not available",
+                    html! { p { "The file could not be written. Try again in a moment." } },
+                ),
+            )
+        }
     }
 }
 

@@ -195,6 +195,48 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         "{month}"
     );
     assert_eq!(get("/month/2026-13").await.unwrap().status(), 400);
+    // Its tables download as the very files report writes, read as the reader.
+    for (file, args) in [
+        (
+            "summary.csv",
+            vec!["report", "--month", &label, "--format", "csv"],
+        ),
+        (
+            "settlement.csv",
+            vec![
+                "report",
+                "--settlement",
+                "--month",
+                &label,
+                "--format",
+                "csv",
+            ],
+        ),
+    ] {
+        let download = get(&format!("/month/{label}/{file}")).await.unwrap();
+        assert_eq!(download.status(), 200);
+        assert_eq!(
+            download.headers()["content-disposition"],
+            format!("attachment; filename=\"{label}-{file}\"").as_str()
+        );
+        let body = download.text().await.unwrap();
+        assert_eq!(body, crate::helpers::ok(&app.run(&args).await), "{file}");
+    }
+    let xlsx = get(&format!("/month/{label}/settlement.xlsx"))
+        .await
+        .unwrap();
+    assert_eq!(xlsx.status(), 200);
+    assert!(
+        xlsx.bytes().await.unwrap().starts_with(b"PK"),
+        "a zip: an xlsx workbook"
+    );
+    assert_eq!(
+        get(&format!("/month/{label}/passwords.csv"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     // GET and HEAD only.
     let post = client
