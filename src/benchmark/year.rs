@@ -41,6 +41,11 @@ pub struct Pass {
     pub day_detail: Duration,
     pub day_digest: Duration,
     pub history: (Duration, Duration),
+    /// The console's pages, their queries in this process (p50/p99): server time.
+    pub console_month: (Duration, Duration),
+    pub console_story: (Duration, Duration),
+    pub console_find: (Duration, Duration),
+    pub console_queue: (Duration, Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -166,7 +171,47 @@ async fn measure(pool: &PgPool, url: &str, payments: i64) -> anyhow::Result<Pass
             d(day),
         ])?,
         history: time_histories(pool, payments).await?,
+        console_month: time_console(|_| async move {
+            store::console::month(pool, month_start, month_end, "KZT")
+                .await
+                .map(|m| !m.outcomes.is_empty())
+        })
+        .await?,
+        console_story: time_console(|k| async move {
+            let id = format!("year-{}", 1 + (k * 7_919 * 4 + 75) % payments);
+            store::console::story(pool, &id).await.map(|s| s.is_some())
+        })
+        .await?,
+        console_find: time_console(|k| async move {
+            let id = format!("year-{}", 1 + (k * 7_919 * 4 + 75) % payments);
+            store::console::find(pool, &id).await.map(|f| f.len() == 1)
+        })
+        .await?,
+        console_queue: time_console(|k| async move {
+            let filter = store::console::QueueFilter::default();
+            store::console::queue(pool, &filter, k % 5, 101)
+                .await
+                .map(|_| true)
+        })
+        .await?,
     })
+}
+
+/// A console page's queries, [`SAMPLES`] times (the `k`-th asks about sample `k`): p50 and
+/// p99. Each must find what it looks for.
+async fn time_console<F, Fut>(page: F) -> anyhow::Result<(Duration, Duration)>
+where
+    F: Fn(i64) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, store::StoreError>>,
+{
+    let mut timings = Vec::with_capacity(SAMPLES);
+    for k in 0..SAMPLES as i64 {
+        let started = Instant::now();
+        let found = page(k).await?;
+        timings.push(started.elapsed());
+        ensure!(found, "a console page found nothing for sample {k}");
+    }
+    Ok(percentiles(timings))
 }
 
 /// Runs this binary's `args` against the scratch database, its output discarded; the wall
@@ -279,7 +324,7 @@ impl YearReport {
             "| measure | as written | after vacuum | target at scale 0.1 |"
         );
         let _ = writeln!(out, "| --- | --- | --- | --- |");
-        let rows: [(&str, String, String, &str); 8] = [
+        let rows: [(&str, String, String, &str); 12] = [
             (
                 "claim of 100 due, p50 / p99",
                 pair(b.claim),
@@ -327,6 +372,30 @@ impl YearReport {
                 pair(b.history),
                 pair(a.history),
                 "≤ 5 ms",
+            ),
+            (
+                "console: the month, p50 / p99",
+                pair(b.console_month),
+                pair(a.console_month),
+                "≤ 100 ms",
+            ),
+            (
+                "console: one payment's story, p50 / p99",
+                pair(b.console_story),
+                pair(a.console_story),
+                "≤ 100 ms",
+            ),
+            (
+                "console: find by id, p50 / p99",
+                pair(b.console_find),
+                pair(a.console_find),
+                "≤ 100 ms",
+            ),
+            (
+                "console: a page of the queue, p50 / p99",
+                pair(b.console_queue),
+                pair(a.console_queue),
+                "≤ 100 ms",
             ),
         ];
         for (what, before, after, target) in rows {
