@@ -86,6 +86,19 @@ pub struct RegistryRow {
 }
 
 impl RegistryKind {
+    pub const ALL: [RegistryKind; 5] = [
+        Self::Payment,
+        Self::Refund,
+        Self::Reversal,
+        Self::Chargeback,
+        Self::Fee,
+    ];
+
+    /// The kind [`RegistryKind::as_str`] names.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Payment => "payment",

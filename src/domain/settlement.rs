@@ -53,38 +53,6 @@ impl Default for Search {
     }
 }
 
-/// A line's net, signed for the merchant (as `recon.registry_net`): a payment brings its
-/// stated net, else its amount less its commission; a fee takes its net, else its amount; a
-/// refund, reversal or chargeback takes its net, else its amount and its commission.
-pub fn line_net(
-    kind: RegistryKind,
-    amount: Decimal,
-    commission: Option<Decimal>,
-    net: Option<Decimal>,
-) -> Decimal {
-    let commission = commission.map_or(Decimal::ZERO, |c| c.abs());
-    match (kind, net) {
-        (RegistryKind::Payment, Some(net)) => net.abs(),
-        (RegistryKind::Payment, None) => amount.abs() - commission,
-        (_, Some(net)) => -net.abs(),
-        (RegistryKind::Fee, None) => -amount.abs(),
-        (_, None) => -(amount.abs() + commission),
-    }
-}
-
-/// The name of a payout (as `recon.payout_name`): `KZT:PO-17:2026-11-03`.
-pub fn payout_name(currency: &str, reference: Option<&str>, day: Option<NaiveDate>) -> String {
-    let mut name = currency.to_owned();
-    for part in [reference.map(str::to_owned), day.map(|d| d.to_string())]
-        .into_iter()
-        .flatten()
-    {
-        name.push(':');
-        name.push_str(&part);
-    }
-    name
-}
-
 /// A payout as the registries state it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payout {
@@ -603,24 +571,6 @@ mod tests {
             tolerance: Decimal::ZERO,
             search: Search::default(),
         }
-    }
-
-    #[test]
-    fn a_line_brings_its_net_and_takes_what_goes_back() {
-        use RegistryKind::*;
-        assert_eq!(line_net(Payment, d("1000"), Some(d("25")), None), d("975"));
-        assert_eq!(
-            line_net(Payment, d("1000"), Some(d("25")), Some(d("970"))),
-            d("970")
-        );
-        assert_eq!(line_net(Refund, d("-300"), None, None), d("-300"));
-        assert_eq!(line_net(Refund, d("300"), Some(d("5")), None), d("-305"));
-        assert_eq!(line_net(Fee, d("40"), None, None), d("-40"));
-        assert_eq!(
-            payout_name("KZT", Some("PO-1"), Some(day(3))),
-            "KZT:PO-1:2026-11-03"
-        );
-        assert_eq!(payout_name("KZT", None, Some(day(3))), "KZT:2026-11-03");
     }
 
     #[test]

@@ -137,11 +137,9 @@ fn amount(raw: &str) -> Result<Decimal, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A day, a time after it ignored.
 fn day(raw: &str) -> Option<NaiveDate> {
-    let date = raw.split([' ', 'T']).next().unwrap_or(raw);
-    NaiveDate::parse_from_str(date, "%Y-%m-%d")
-        .or_else(|_| NaiveDate::parse_from_str(date, "%d.%m.%Y"))
-        .ok()
+    super::registry::day(raw.split([' ', 'T']).next().unwrap_or(raw))
 }
 
 impl super::sheet::RowChecker for Checker {

@@ -497,7 +497,8 @@ fn time(raw: &str, naive_offset: FixedOffset) -> Result<DateTime<Utc>, String> {
     })
 }
 
-fn day(raw: &str) -> Option<NaiveDate> {
+/// A day as registries and statements write it: `YYYY-MM-DD` or `DD.MM.YYYY`.
+pub(super) fn day(raw: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(raw, "%Y-%m-%d")
         .or_else(|_| NaiveDate::parse_from_str(raw, "%d.%m.%Y"))
         .ok()

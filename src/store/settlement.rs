@@ -162,7 +162,7 @@ async fn match_registry(
         Some(RegistryLine {
             id: r.id,
             operation_id: r.operation_id,
-            kind: parse_kind(&r.kind)?,
+            kind: RegistryKind::parse(&r.kind)?,
             amount: r.amount,
             commission: r.commission,
             net: r.net,
@@ -366,18 +366,6 @@ fn line_payment(unknown: &[(&RegistryLine, String)]) -> HashMap<String, String> 
             ))
         })
         .collect()
-}
-
-fn parse_kind(raw: &str) -> Option<RegistryKind> {
-    [
-        RegistryKind::Payment,
-        RegistryKind::Refund,
-        RegistryKind::Reversal,
-        RegistryKind::Chargeback,
-        RegistryKind::Fee,
-    ]
-    .into_iter()
-    .find(|k| k.as_str() == raw)
 }
 
 /// What is recorded of `ids`: every one tracked gets an entry.
