@@ -148,17 +148,19 @@ pub async fn run_bench(
     database: &DatabaseSettings,
     options: &BenchOptions,
 ) -> anyhow::Result<BenchReport> {
-    on_scratch_database(database, "bench", |db| async move {
+    on_scratch_database(database, "bench", false, |db| async move {
         run_phases(&db, options).await
     })
     .await
 }
 
 /// Runs `work` on a scratch database `freedompay_recon_{label}_{pid}` on the server
-/// `database` names, created for it and dropped afterwards, whatever `work` returned.
+/// `database` names, created for it and dropped afterwards (unless `keep`), whatever `work`
+/// returned.
 async fn on_scratch_database<T, F, Fut>(
     database: &DatabaseSettings,
     label: &str,
+    keep: bool,
     work: F,
 ) -> anyhow::Result<T>
 where
@@ -175,7 +177,11 @@ where
         .with_context(|| format!("cannot connect to PostgreSQL at {}", database.describe()))?;
     store::bench::create_scratch_database(&mut admin, &scratch).await?;
     let result = work(server.database(&scratch)).await;
-    store::bench::drop_scratch_database(&mut admin, &scratch).await?;
+    if keep {
+        eprintln!("bench: kept database {scratch}; drop it with `dropdb {scratch}`");
+    } else {
+        store::bench::drop_scratch_database(&mut admin, &scratch).await?;
+    }
     result
 }
 

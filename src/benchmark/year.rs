@@ -64,9 +64,17 @@ pub struct YearReport {
     pub retention_dropped: Vec<String>,
 }
 
-/// Runs the year benchmark on a scratch database next to `database` (created, then dropped).
-pub async fn run_year(database: &DatabaseSettings, scale: f64) -> anyhow::Result<YearReport> {
-    super::on_scratch_database(database, "year", |db| async move { year(&db, scale).await }).await
+/// Runs the year benchmark on a scratch database next to `database` (created, then dropped
+/// unless `keep`).
+pub async fn run_year(
+    database: &DatabaseSettings,
+    scale: f64,
+    keep: bool,
+) -> anyhow::Result<YearReport> {
+    super::on_scratch_database(database, "year", keep, |db| async move {
+        year(&db, scale).await
+    })
+    .await
 }
 
 async fn year(db: &PgConnectOptions, scale: f64) -> anyhow::Result<YearReport> {

@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// payments).
     #[arg(long, requires = "year", default_value_t = 0.02, value_parser = scale)]
     pub scale: f64,
+    /// With --year: keep the year's database afterwards (its name is printed), to look at
+    /// plans with psql; drop it with `dropdb` when done.
+    #[arg(long, requires = "year")]
+    pub keep: bool,
 }
 
 /// A share of a full year, more than 0 and at most 1.
@@ -53,7 +57,8 @@ fn scale(raw: &str) -> Result<f64, String> {
 pub async fn bench(settings: &Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let command: Vec<String> = std::env::args().skip(1).collect();
     if args.year {
-        let report = crate::benchmark::year::run_year(&settings.database, args.scale).await?;
+        let report =
+            crate::benchmark::year::run_year(&settings.database, args.scale, args.keep).await?;
         outln!(
             "{}",
             report

@@ -515,7 +515,10 @@ async fn enqueue_payments(pool: &sqlx::PgPool, ids: &[String]) -> anyhow::Result
             expected: ExpectedValues {
                 amount: Some(expected_amount(id)),
                 currency: Some(kzt),
-                order_id: None,
+                // The merchant's order, as a shop would give it (`order-demo-0001`): the
+                // console finds a payment by it. The simulator states no order, so none is
+                // compared.
+                order_id: Some(format!("order-{id}")),
             },
             created_at: None,
             expires_at: None,

@@ -4,8 +4,9 @@
 //! Content-Security-Policy and the usual headers. Served by the listener of `http.listen`,
 //! with its limits, on a reader role (`grant-reader`): `console` refuses one that can write.
 //!
-//! Built so far: the month, find a payment, one payment's story, the queue. Not yet:
-//! downloads, the month's adjustments, filters by currency and month, the browser test.
+//! The pages: the month (its figures as `report` prints them, its close and adjustments, its
+//! tables as downloads), the queue, one payment's story, and find. Amounts, counts and times
+//! are written for `console.locale`, times on the reporting zone's clock (`recon.timezone`).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -16,8 +17,10 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use sqlx::PgPool;
 
+use crate::settings::ConsoleLocale;
 use crate::store::console::{
-    Month, PaymentLine, QueueFilter, QueueLine, Story, find, month, queue, story,
+    ADJUSTMENTS_SHOWN, Change, Moment, MomentKind, Month, PaymentLine, QueueFilter, QueueLine,
+    Story, find, month, queue, story,
 };
 
 /// Flags shown per page of the queue.
@@ -38,7 +41,7 @@ pub struct Console {
 
 /// An exact amount as PostgreSQL writes it (`-1234567.5`), grouped and marked for `locale`:
 /// `-1 234 567,5` (a no-break space) or `-1,234,567.5`. Anything else is left as it is.
-pub fn localised(amount: &str, locale: crate::settings::ConsoleLocale) -> String {
+pub fn localised(amount: &str, locale: ConsoleLocale) -> String {
     let (sign, digits) = match amount.strip_prefix('-') {
         Some(rest) => ("-", rest),
         None => ("", amount),
@@ -51,8 +54,8 @@ pub fn localised(amount: &str, locale: crate::settings::ConsoleLocale) -> String
         return amount.to_owned();
     }
     let (group, mark) = match locale {
-        crate::settings::ConsoleLocale::Ru => ('\u{a0}', ','),
-        crate::settings::ConsoleLocale::En => (',', '.'),
+        ConsoleLocale::Ru => ('\u{a0}', ','),
+        ConsoleLocale::En => (',', '.'),
     };
     let mut out = String::from(sign);
     for (i, digit) in whole.chars().enumerate() {
@@ -68,9 +71,31 @@ pub fn localised(amount: &str, locale: crate::settings::ConsoleLocale) -> String
     out
 }
 
-impl axum::extract::FromRef<Console> for PgPool {
-    fn from_ref(console: &Console) -> PgPool {
-        console.pool.clone()
+/// A count, grouped for `locale`.
+fn count(n: i64, locale: ConsoleLocale) -> String {
+    localised(&n.to_string(), locale)
+}
+
+/// A day as `locale` writes it: `31.12.2026` or `2026-12-31`.
+fn day(d: chrono::NaiveDate, locale: ConsoleLocale) -> String {
+    match locale {
+        ConsoleLocale::Ru => d.format("%d.%m.%Y").to_string(),
+        ConsoleLocale::En => d.format("%Y-%m-%d").to_string(),
+    }
+}
+
+/// A time of day on the reporting zone's clock as `locale` writes it, to the minute or (with
+/// `seconds`) to the second.
+fn when(t: chrono::NaiveDateTime, locale: ConsoleLocale, seconds: bool) -> String {
+    let clock = if seconds { "%H:%M:%S" } else { "%H:%M" };
+    format!("{} {}", day(t.date(), locale), t.format(clock))
+}
+
+/// `1000.00 KZT` as `locale` writes it: `1 000,00 KZT`.
+fn money(text: &str, locale: ConsoleLocale) -> String {
+    match text.rsplit_once(' ') {
+        Some((amount, currency)) => format!("{} {currency}", localised(amount, locale)),
+        None => localised(text, locale),
     }
 }
 
@@ -186,13 +211,13 @@ struct FindQuery {
     q: String,
 }
 
-fn payments_table(payments: &[PaymentLine]) -> Markup {
+fn payments_table(payments: &[PaymentLine], zone: &str, locale: ConsoleLocale) -> Markup {
     html! {
         table {
             thead { tr {
                 th { "payment" } th { "order" } th { "outcome" } th { "status" }
                 th class="number" { "expected" } th class="number" { "received" }
-                th { "created (UTC)" } th { "open flags" }
+                th { "created (" (zone) ")" } th { "open flags" }
             } }
             tbody {
                 @for p in payments {
@@ -201,9 +226,9 @@ fn payments_table(payments: &[PaymentLine]) -> Markup {
                         td { (p.order_id.as_deref().unwrap_or("")) }
                         td { (p.outcome.as_deref().unwrap_or("")) }
                         td { (p.status.as_deref().unwrap_or("no answer yet")) }
-                        td class="number" { (p.expected.as_deref().unwrap_or("")) }
-                        td class="number" { (p.received.as_deref().unwrap_or("")) }
-                        td { (p.created_at.map_or_else(String::new, |t| t.format("%Y-%m-%d %H:%M").to_string())) }
+                        td class="number" { (p.expected.as_deref().map(|a| money(a, locale)).unwrap_or_default()) }
+                        td class="number" { (p.received.as_deref().map(|a| money(a, locale)).unwrap_or_default()) }
+                        td { (p.created_local.map(|t| when(t, locale, false)).unwrap_or_default()) }
                         td { (p.open_flags.join(", ")) }
                     }
                 }
@@ -212,7 +237,7 @@ fn payments_table(payments: &[PaymentLine]) -> Markup {
     }
 }
 
-async fn find_page(State(pool): State<PgPool>, Query(query): Query<FindQuery>) -> Response {
+async fn find_page(State(console): State<Console>, Query(query): Query<FindQuery>) -> Response {
     let q = query.q.trim();
     if q.is_empty() || q.chars().count() > 128 {
         return html_response(
@@ -223,40 +248,49 @@ async fn find_page(State(pool): State<PgPool>, Query(query): Query<FindQuery>) -
             ),
         );
     }
-    match find(&pool, q).await {
-        Ok(found) if found.is_empty() => html_response(
+    let found = match find(&console.pool, q).await {
+        Ok(found) => found,
+        Err(e) => return failed(&e),
+    };
+    if found.is_empty() {
+        return html_response(
             StatusCode::NOT_FOUND,
             page(
                 "Find a payment",
                 html! { p { "No payment or order " code { (q) } " is tracked." } (find_form(q)) },
             ),
-        ),
-        Ok(found) => html_response(
+        );
+    }
+    match crate::store::console::zone(&console.pool).await {
+        Ok(zone) => html_response(
             StatusCode::OK,
             page(
                 "Find a payment",
-                html! { (find_form(q)) (payments_table(&found)) },
+                html! {
+                    (find_form(q))
+                    div id="found" { (payments_table(&found, &zone, console.locale)) }
+                },
             ),
         ),
         Err(e) => failed(&e),
     }
 }
 
-fn story_page(story: &Story) -> Markup {
+fn story_page(story: &Story, locale: ConsoleLocale) -> Markup {
     let p = &story.payment;
     page(
         &format!("Payment {}", p.payment_id),
         html! {
-            (payments_table(std::slice::from_ref(p)))
+            (payments_table(std::slice::from_ref(p), &story.zone, locale))
             h2 { "What happened" }
-            table {
+            table id="story" {
                 thead { tr { th { "when (" (story.zone) ")" } th { "what" } th { "detail" } } }
                 tbody {
                     @for m in &story.moments {
                         tr {
-                            td { (m.at.format("%Y-%m-%d %H:%M:%S")) }
-                            td { (m.what) }
-                            td { (m.detail) }
+                            td { (when(m.at, locale, true)) }
+                            td { (m.what.as_str()) }
+                            td { (moment_words(m, locale)) }
                         }
                     }
                 }
@@ -265,12 +299,57 @@ fn story_page(story: &Story) -> Markup {
     )
 }
 
-async fn payment_page(State(pool): State<PgPool>, Path(id): Path<String>) -> Response {
+/// What a moment of the story says, amounts and times written for `locale`: `process →
+/// success, the provider's time 06.12.2026 21:13:17`, `amount_mismatch: expected 14 139,42,
+/// actual 14 039,42`, `refund -500,50 KZT (status_api)`.
+fn moment_words(m: &Moment, locale: ConsoleLocale) -> String {
+    let mut words = m.subject.clone();
+    let mut push = |label: &str, value: String| {
+        words.push_str(label);
+        words.push_str(&value);
+    };
+    match m.what {
+        MomentKind::Status => {}
+        MomentKind::FlagOpened => {
+            if let Some(expected) = &m.expected {
+                push(": expected ", localised(expected, locale));
+            }
+            if let Some(actual) = &m.actual {
+                push(", actual ", localised(actual, locale));
+            }
+        }
+        MomentKind::FlagResolved => {
+            if let Some(by) = &m.by {
+                push(" by ", by.clone());
+            }
+            if let Some(note) = &m.note {
+                push(": ", note.clone());
+            }
+        }
+        MomentKind::Money => {
+            if let Some(amount) = &m.amount {
+                push(" ", localised(amount, locale));
+            }
+            if let Some(currency) = &m.currency {
+                push(" ", currency.clone());
+            }
+            if let Some(by) = &m.by {
+                push(" (", format!("{by})"));
+            }
+        }
+    }
+    if let Some(at) = m.provider_at {
+        push(", the provider's time ", when(at, locale, true));
+    }
+    words
+}
+
+async fn payment_page(State(console): State<Console>, Path(id): Path<String>) -> Response {
     if id.chars().count() > 128 {
         return not_found().await;
     }
-    match story(&pool, &id).await {
-        Ok(Some(story)) => html_response(StatusCode::OK, story_page(&story)),
+    match story(&console.pool, &id).await {
+        Ok(Some(story)) => html_response(StatusCode::OK, story_page(&story, console.locale)),
         Ok(None) => html_response(
             StatusCode::NOT_FOUND,
             page(
@@ -318,9 +397,9 @@ fn queue_form(filter: &QueueFilter, month: &str) -> Markup {
     }
 }
 
-fn queue_table(lines: &[QueueLine], zone: &str) -> Markup {
+fn queue_table(lines: &[QueueLine], zone: &str, locale: ConsoleLocale) -> Markup {
     html! {
-        table {
+        table id="queue" {
             thead { tr {
                 th { "payment" } th { "flag" } th { "expected" } th { "actual" }
                 th { "currency" } th { "opened (" (zone) ")" } th class="number" { "days open" }
@@ -330,11 +409,11 @@ fn queue_table(lines: &[QueueLine], zone: &str) -> Markup {
                     tr {
                         td { a href=(format!("/payment/{}", urlencoding(&l.payment_id))) { (l.payment_id) } }
                         td { (l.kind) }
-                        td { (l.expected.as_deref().unwrap_or("")) }
-                        td { (l.actual.as_deref().unwrap_or("")) }
+                        td { (l.expected.as_deref().map(|v| localised(v, locale)).unwrap_or_default()) }
+                        td { (l.actual.as_deref().map(|v| localised(v, locale)).unwrap_or_default()) }
                         td { (l.currency.as_deref().unwrap_or("")) }
-                        td { (l.detected_local.format("%Y-%m-%d %H:%M")) }
-                        td class="number" { (l.age_days) }
+                        td { (when(l.detected_local, locale, false)) }
+                        td class="number" { (count(l.age_days, locale)) }
                     }
                 }
             }
@@ -342,7 +421,8 @@ fn queue_table(lines: &[QueueLine], zone: &str) -> Markup {
     }
 }
 
-async fn queue_page(State(pool): State<PgPool>, Query(query): Query<QueueQuery>) -> Response {
+async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQuery>) -> Response {
+    let pool = &console.pool;
     let text = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)
@@ -393,11 +473,11 @@ async fn queue_page(State(pool): State<PgPool>, Query(query): Query<QueueQuery>)
         );
     }
     let at = query.page.unwrap_or(0).clamp(0, 100_000);
-    let zone = match crate::store::console::zone(&pool).await {
+    let zone = match crate::store::console::zone(pool).await {
         Ok(zone) => zone,
         Err(e) => return failed(&e),
     };
-    match queue(&pool, &filter, at, PER_PAGE + 1).await {
+    match queue(pool, &filter, at, PER_PAGE + 1).await {
         Ok(mut lines) => {
             let more = lines.len() as i64 > PER_PAGE;
             lines.truncate(usize::try_from(PER_PAGE).unwrap_or(100));
@@ -421,7 +501,7 @@ async fn queue_page(State(pool): State<PgPool>, Query(query): Query<QueueQuery>)
                     html! {
                         (queue_form(&filter, &month_text))
                         @if lines.is_empty() { p { "Nothing waits for a person." } }
-                        @else { (queue_table(&lines, &zone)) }
+                        @else { (queue_table(&lines, &zone, console.locale)) }
                         p {
                             @if at > 0 { a href=(link(at - 1)) { "← newer" } " " }
                             @if more { a href=(link(at + 1)) { "older →" } }
@@ -434,17 +514,19 @@ async fn queue_page(State(pool): State<PgPool>, Query(query): Query<QueueQuery>)
     }
 }
 
-fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) -> Markup {
+fn month_view(first: chrono::NaiveDate, m: &Month, zone: &str, locale: ConsoleLocale) -> Markup {
     let n = |amount: &str| localised(amount, locale);
+    let label = first.format("%Y-%m").to_string();
+    let label = label.as_str();
     page(
         &format!("The month {label}"),
         html! {
             @match &m.closed {
-                Some(c) => p class="closed" {
-                    "Closed " (c.at.format("%Y-%m-%d %H:%M UTC")) " on behalf of " (c.on_behalf_of)
+                Some(c) => p id="status" class="closed" {
+                    "Closed " (when(c.at, locale, false)) " (" (zone) ") on behalf of " (c.on_behalf_of)
                     ": " (c.note) ". The figures below are those signed (sha256 " code { (c.sha256) } ")."
                 },
-                None => p { "Open: the figures below are as they stand now." },
+                None => p id="status" { "Open: the figures below are as they stand now." },
             }
             h2 { "Payments by currency and outcome (by the day created)" }
             p class="downloads" {
@@ -457,7 +539,7 @@ fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) ->
             }
             @if m.outcomes.is_empty() { p { "No payments were created in " (label) "." } }
             @else {
-                table {
+                table id="outcomes" {
                     thead { tr {
                         th { "currency" } th { "outcome" } th class="number" { "payments" }
                         th class="number" { "expected" } th class="number" { "received payments" }
@@ -467,11 +549,11 @@ fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) ->
                         @for o in &m.outcomes {
                             tr {
                                 td { (o.currency) } td { (o.outcome) }
-                                td class="number" { (o.payments) }
+                                td class="number" { (count(o.payments, locale)) }
                                 td class="number" { (n(&o.expected_amount)) }
-                                td class="number" { (o.received_payments) }
+                                td class="number" { (count(o.received_payments, locale)) }
                                 td class="number" { (n(&o.received_amount)) }
-                                td class="number" { (o.needs_action) }
+                                td class="number" { (count(o.needs_action, locale)) }
                             }
                         }
                     }
@@ -480,14 +562,11 @@ fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) ->
             h2 { "Money, from the payments to the bank" }
             @if m.money.is_empty() { p { "No money moved in " (label) "." } }
             @else {
-                table {
+                table id="money" {
                     thead { tr {
                         th { "currency" } th class="number" { "paid" } th class="number" { "refunds" }
                         th class="number" { "reversals" } th class="number" { "chargebacks" }
                         th class="number" { "commission" } th class="number" { "net due" }
-                        th class="number" { "in registries" } th class="number" { "paid out" }
-                        th class="number" { "at the bank" } th class="number" { "in transit" }
-                        th class="number" { "unexplained" }
                     } }
                     tbody {
                         @for x in &m.money {
@@ -499,8 +578,24 @@ fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) ->
                                 td class="number" { (n(&x.chargebacks)) }
                                 td class="number" { (n(&x.commission)) }
                                 td class="number" { (n(&x.net_due)) }
+                            }
+                        }
+                    }
+                }
+                table id="bank" {
+                    thead { tr {
+                        th { "currency" } th class="number" { "in registries" }
+                        th class="number" { "paid out" } th class="number" { "withheld" }
+                        th class="number" { "at the bank" } th class="number" { "in transit" }
+                        th class="number" { "unexplained at the bank" }
+                    } }
+                    tbody {
+                        @for x in &m.money {
+                            tr {
+                                td { (x.currency) }
                                 td class="number" { (n(&x.in_registries)) }
                                 td class="number" { (n(&x.paid_out)) }
+                                td class="number" { (n(&x.withheld)) }
                                 td class="number" { (n(&x.arrived_at_bank)) }
                                 td class="number" { (n(&x.in_transit)) }
                                 td class="number" { (n(&x.unexplained)) }
@@ -509,8 +604,94 @@ fn month_view(label: &str, m: &Month, locale: crate::settings::ConsoleLocale) ->
                     }
                 }
             }
+            h2 { "Adjustments" }
+            p {
+                "What changed after a month was closed is booked on an open day instead: a \
+                 closed month's figures never change. Below, what belongs to " (label)
+                " but was booked later, and what was booked in " (label)
+                " for a month closed before. As report writes them: the changes to payments "
+                a href=(format!("/month/{label}/adjustments.csv")) { "CSV" } ", "
+                a href=(format!("/month/{label}/adjustments.xlsx")) { "xlsx" }
+                " (booked in " (label) "); money by day "
+                a href=(format!("/month/{label}/money.csv")) { "CSV" } ", "
+                a href=(format!("/month/{label}/money.xlsx")) { "xlsx" }
+            }
+            @if m.adjustments.is_empty() { p id="no-adjustments" { "None." } }
+            @else {
+                table id="adjustments" {
+                    thead { tr {
+                        th { "payment" } th { "belongs to" } th { "booked on" }
+                        th { "what changed" } th { "cause" }
+                    } }
+                    tbody {
+                        @for a in &m.adjustments {
+                            tr class=(if chrono::Datelike::with_day(&a.belongs_to, 1) == Some(first) { "late" } else { "booked-here" }) {
+                                td { a href=(format!("/payment/{}", urlencoding(&a.payment_id))) { (a.payment_id) } }
+                                td { (day(a.belongs_to, locale)) }
+                                td { (day(a.booked_on, locale)) }
+                                @let (what, cause) = change_words(&a.change, locale);
+                                td { (what) }
+                                td { (cause) }
+                            }
+                        }
+                    }
+                }
+                @if m.more_adjustments {
+                    p { "The first " (ADJUSTMENTS_SHOWN) " of each only: the downloads list them all." }
+                }
+            }
         },
     )
+}
+
+/// An adjustment's change and cause, in words: `status success → error; amount 1 000,00 KZT →
+/// 900,00 KZT`.
+fn change_words(change: &Change, locale: ConsoleLocale) -> (String, String) {
+    match change {
+        Change::Figures {
+            status,
+            amount,
+            expected,
+            fee,
+            flags,
+            cause,
+        } => {
+            let side = |v: &Option<String>| {
+                v.as_deref()
+                    .map_or_else(|| "none".to_owned(), |v| money(v, locale))
+            };
+            let words = [
+                ("status", status, false),
+                ("amount", amount, true),
+                ("expected", expected, true),
+                ("fee", fee, true),
+                ("open flags", flags, false),
+            ]
+            .into_iter()
+            .filter_map(|(name, pair, amount)| {
+                pair.as_ref().map(|(old, new)| {
+                    if amount {
+                        format!("{name} {} → {}", side(old), side(new))
+                    } else {
+                        let word = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+                        format!("{name} {} → {}", word(old), word(new))
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+            (words, cause.clone())
+        }
+        Change::Money {
+            kind,
+            amount,
+            currency,
+            source,
+        } => (
+            format!("{kind} {} {currency}", localised(amount, locale)),
+            format!("money recorded after the close ({source})"),
+        ),
+    }
 }
 
 async fn month_page(State(console): State<Console>, Path(label): Path<String>) -> Response {
@@ -523,17 +704,19 @@ async fn month_page(State(console): State<Console>, Path(label): Path<String>) -
             ),
         );
     };
+    let zone = match crate::store::console::zone(&console.pool).await {
+        Ok(zone) => zone,
+        Err(e) => return failed(&e),
+    };
     match month(&console.pool, first, last, &console.bank_currency).await {
-        Ok(m) => html_response(
-            StatusCode::OK,
-            month_view(&first.format("%Y-%m").to_string(), &m, console.locale),
-        ),
+        Ok(m) => html_response(StatusCode::OK, month_view(first, &m, &zone, console.locale)),
         Err(e) => failed(&e),
     }
 }
 
-/// `summary.csv`, `settlement.xlsx`, …: the file `report --month M` (or `report --settlement
-/// --month M`) writes, as a download.
+/// `summary.csv`, `settlement.xlsx`, …: the file `report` writes for the month, as a download:
+/// `report --month M` (summary), `report --settlement --month M`, `report --money --month M`,
+/// `report --adjustments` from the month's first day to its last (adjustments booked in it).
 async fn month_download(
     State(console): State<Console>,
     Path((label, file)): Path<(String, String)>,
@@ -543,36 +726,41 @@ async fn month_download(
     let Ok((first, last)) = crate::reporting::parse_month(&label) else {
         return not_found().await;
     };
-    let (kind, format, content_type) = match file.as_str() {
-        "summary.csv" | "summary.xlsx" | "settlement.csv" | "settlement.xlsx" => {
-            let kind = if file.starts_with("summary") {
-                ReportKind::Summary(crate::store::report::ReportFilter {
-                    basis: crate::store::report::DayBasis::Created,
-                    from: Some(first),
-                    to: Some(last),
-                    currency: None,
-                    status: None,
-                    flag: None,
-                    as_of: None,
-                })
-            } else {
-                ReportKind::Settlement {
-                    first,
-                    last,
-                    lines: false,
-                    bank_currency: console.bank_currency.clone(),
-                }
-            };
-            if file.ends_with(".csv") {
-                (kind, Format::Csv, "text/csv; charset=utf-8")
-            } else {
-                (
-                    kind,
-                    Format::Xlsx,
-                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                )
-            }
-        }
+    let Some((name, extension)) = file.rsplit_once('.') else {
+        return not_found().await;
+    };
+    let kind = match name {
+        "summary" => ReportKind::Summary(crate::store::report::ReportFilter {
+            basis: crate::store::report::DayBasis::Created,
+            from: Some(first),
+            to: Some(last),
+            currency: None,
+            status: None,
+            flag: None,
+            as_of: None,
+        }),
+        "settlement" => ReportKind::Settlement {
+            first,
+            last,
+            lines: false,
+            bank_currency: console.bank_currency.clone(),
+        },
+        "money" => ReportKind::Money {
+            from: Some(first),
+            to: Some(last),
+        },
+        "adjustments" => ReportKind::Adjustments {
+            from: Some(first),
+            to: Some(last),
+        },
+        _ => return not_found().await,
+    };
+    let (format, content_type) = match extension {
+        "csv" => (Format::Csv, "text/csv; charset=utf-8"),
+        "xlsx" => (
+            Format::Xlsx,
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
         _ => return not_found().await,
     };
     let request = ReportRequest {
@@ -627,7 +815,7 @@ mod tests {
 
     #[test]
     fn amounts_are_written_with_the_locales_separators() {
-        use crate::settings::ConsoleLocale::{En, Ru};
+        use ConsoleLocale::{En, Ru};
         assert_eq!(localised("-1234567.50", Ru), "-1\u{a0}234\u{a0}567,50");
         assert_eq!(localised("1234567.50", En), "1,234,567.50");
         assert_eq!(localised("999", Ru), "999");
@@ -637,6 +825,14 @@ mod tests {
             "1000.00 KZT",
             "not an amount alone: as it is"
         );
+        assert_eq!(money("1000.00 KZT", Ru), "1\u{a0}000,00 KZT");
+        assert_eq!(count(12345, En), "12,345");
+        let t = chrono::NaiveDate::from_ymd_opt(2026, 12, 31)
+            .unwrap()
+            .and_hms_opt(23, 5, 9)
+            .unwrap();
+        assert_eq!(when(t, Ru, false), "31.12.2026 23:05");
+        assert_eq!(when(t, En, true), "2026-12-31 23:05:09");
     }
 
     #[test]
@@ -648,10 +844,10 @@ mod tests {
             status: None,
             expected: None,
             received: None,
-            created_at: None,
+            created_local: None,
             open_flags: vec![],
         };
-        let text = payments_table(&[line]).into_string();
+        let text = payments_table(&[line], "Asia/Almaty", ConsoleLocale::Ru).into_string();
         assert!(!text.contains("<script>"), "{text}");
         assert!(
             text.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),

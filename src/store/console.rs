@@ -1,7 +1,6 @@
 //! What the console's pages read (issue 28), through the finance views a reader role is
 //! granted (`grant-reader`), each statement within a time limit.
 
-use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::StoreError;
@@ -73,7 +72,8 @@ pub struct PaymentLine {
     pub status: Option<String>,
     pub expected: Option<String>,
     pub received: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
+    /// When it was created, on the reporting zone's clock.
+    pub created_local: Option<chrono::NaiveDateTime>,
     pub open_flags: Vec<String>,
 }
 
@@ -84,7 +84,8 @@ pub async fn find(pool: &PgPool, q: &str) -> Result<Vec<PaymentLine>, StoreError
         r#"select payment_id as "payment_id!", order_id, outcome, status,
                   expected_amount::text || ' ' || coalesce(expected_currency, '') as expected,
                   received_amount::text || ' ' || coalesce(received_currency, '') as received,
-                  created_at, coalesce(open_flags, '{}') as "open_flags!"
+                  created_at at time zone recon.report_zone() as created_local,
+                  coalesce(open_flags, '{}') as "open_flags!"
            from recon.reconciliation
            where payment_id = $1 or order_id = $1
            order by created_at, payment_id
@@ -102,7 +103,7 @@ pub async fn find(pool: &PgPool, q: &str) -> Result<Vec<PaymentLine>, StoreError
             status: r.status,
             expected: r.expected,
             received: r.received,
-            created_at: r.created_at,
+            created_local: r.created_local,
             open_flags: r.open_flags,
         })
         .collect())
@@ -113,9 +114,42 @@ pub async fn find(pool: &PgPool, q: &str) -> Result<Vec<PaymentLine>, StoreError
 pub struct Moment {
     /// On the reporting zone's clock.
     pub at: chrono::NaiveDateTime,
-    /// `status`, `flag opened`, `flag resolved`, `money`.
-    pub what: String,
-    pub detail: String,
+    pub what: MomentKind,
+    /// The status change (`process → success`, `(first answer) → process`), the flag's kind,
+    /// or the money's kind.
+    pub subject: String,
+    /// A flag's expected and actual values, as the flag states them.
+    pub expected: Option<String>,
+    pub actual: Option<String>,
+    /// Money: the amount, signed for the merchant, and its currency.
+    pub amount: Option<String>,
+    pub currency: Option<String>,
+    /// Who: the money's source (poll, callback, registry…), or who resolved a flag.
+    pub by: Option<String>,
+    /// A resolution's note.
+    pub note: Option<String>,
+    /// When the provider says it happened, on the reporting zone's clock.
+    pub provider_at: Option<chrono::NaiveDateTime>,
+}
+
+/// What a moment is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MomentKind {
+    Status,
+    FlagOpened,
+    FlagResolved,
+    Money,
+}
+
+impl MomentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::FlagOpened => "flag opened",
+            Self::FlagResolved => "flag resolved",
+            Self::Money => "money",
+        }
+    }
 }
 
 /// A payment and everything that happened to it, in time order.
@@ -139,24 +173,25 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
     let mut tx = reading(pool).await?;
     let moments = sqlx::query!(
         r#"select (at at time zone recon.report_zone()) as "at!", what as "what!",
-                  detail as "detail!" from (
-               select observed_at as at, 'status' as what,
-                      coalesce(from_status, '(first answer)') || ' → ' || to_status
-                      || coalesce(', the provider''s time ' || provider_dt::text, '') as detail
+                  subject as "subject!", expected, actual, amount, currency, by, note,
+                  provider_at at time zone recon.report_zone() as provider_at
+           from (
+               select observed_at as at, 1 as what,
+                      coalesce(from_status, '(first answer)') || ' → ' || to_status as subject,
+                      null::text as expected, null::text as actual, null::text as amount,
+                      null::text as currency, null::text as by, null::text as note,
+                      provider_dt as provider_at
                from recon.status_history where payment_id = $1
                union all
-               select detected_at, 'flag opened',
-                      kind || coalesce(': expected ' || expected, '')
-                      || coalesce(', actual ' || actual, '')
+               select detected_at, 2, kind, expected, actual, null, null, null, null, null
                from recon.discrepancy_history where payment_id = $1
                union all
-               select resolved_at, 'flag resolved',
-                      kind || ' by ' || resolved_by || coalesce(': ' || resolution, '')
+               select resolved_at, 3, kind, null, null, null, null, resolved_by, resolution,
+                      null
                from recon.discrepancy_history where payment_id = $1 and resolved_at is not null
                union all
-               select observed_at, 'money',
-                      kind || ' ' || amount::text || ' ' || currency || ' (' || source
-                      || coalesce(', the provider''s time ' || provider_at::text, '') || ')'
+               select observed_at, 4, kind, null, null, amount::text, currency, source, null,
+                      provider_at
                from recon.money_events where payment_id = $1
            ) m
            order by at, what"#,
@@ -167,8 +202,20 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
     .into_iter()
     .map(|r| Moment {
         at: r.at,
-        what: r.what,
-        detail: r.detail,
+        what: match r.what {
+            1 => MomentKind::Status,
+            2 => MomentKind::FlagOpened,
+            3 => MomentKind::FlagResolved,
+            _ => MomentKind::Money,
+        },
+        subject: r.subject,
+        expected: r.expected,
+        actual: r.actual,
+        amount: r.amount,
+        currency: r.currency,
+        by: r.by,
+        note: r.note,
+        provider_at: r.provider_at,
     })
     .collect();
     let zone = sqlx::query_scalar!(r#"select recon.report_zone() as "zone!""#)
@@ -273,7 +320,8 @@ pub struct OutcomeLine {
 /// A month closed: when, on whose behalf, why, and the SHA-256 of what was signed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Closed {
-    pub at: DateTime<Utc>,
+    /// On the reporting zone's clock.
+    pub at: chrono::NaiveDateTime,
     pub on_behalf_of: String,
     pub note: String,
     pub sha256: String,
@@ -286,6 +334,53 @@ pub struct Month {
     pub closed: Option<Closed>,
     pub outcomes: Vec<OutcomeLine>,
     pub money: Vec<super::settlement::MonthMoney>,
+    /// What changed after a month was closed: what belongs to this month but was booked in
+    /// a later, open one, and what was booked in this month for an earlier one, by the day
+    /// booked; of each kind (figures, money) at most [`ADJUSTMENTS_SHOWN`].
+    pub adjustments: Vec<Adjustment>,
+    /// There are more than those.
+    pub more_adjustments: bool,
+}
+
+/// The most adjustments of each kind the month page lists (`report --adjustments` and
+/// `report --money` list them all).
+pub const ADJUSTMENTS_SHOWN: usize = 200;
+
+/// A change to a closed month's figures, booked in a later, open one instead (a closed
+/// month's figures never change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    pub payment_id: String,
+    /// The reporting day it belongs to (the payment's, or the day the money moved).
+    pub belongs_to: chrono::NaiveDate,
+    /// The open day it is booked on.
+    pub booked_on: chrono::NaiveDate,
+    pub change: Change,
+}
+
+/// What an adjustment changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A payment's figures (`recon.adjustments`): each before and after, amounts with their
+    /// currency; `None` where it did not change.
+    Figures {
+        status: Option<(Option<String>, Option<String>)>,
+        amount: Option<(Option<String>, Option<String>)>,
+        expected: Option<(Option<String>, Option<String>)>,
+        fee: Option<(Option<String>, Option<String>)>,
+        /// The open flags, comma separated (`None` within: none open).
+        flags: Option<(Option<String>, Option<String>)>,
+        /// What caused it: a transition, a flag, an intake change…
+        cause: String,
+    },
+    /// Money recorded after the close (`recon.money_events.adjusts_month`): its kind, the
+    /// amount signed for the merchant and its currency, and who said so.
+    Money {
+        kind: String,
+        amount: String,
+        currency: String,
+        source: String,
+    },
 }
 
 /// The month `first..=last` (reporting days in recon.timezone).
@@ -297,7 +392,7 @@ pub async fn month(
 ) -> Result<Month, StoreError> {
     let mut tx = reading(pool).await?;
     let closed = sqlx::query!(
-        r#"select closed_at as "closed_at!", on_behalf_of as "on_behalf_of!", note as "note!",
+        r#"select closed_at at time zone recon.report_zone() as "closed_at!", on_behalf_of as "on_behalf_of!", note as "note!",
                   figures_sha256 as "sha256!", settlement_figures
            from recon.month_closes where month = $1"#,
         first
@@ -354,7 +449,95 @@ pub async fn month(
         Some(money) => money,
         None => super::settlement::month_money(&mut *tx, first, last, bank_currency).await?,
     };
+    let shown = ADJUSTMENTS_SHOWN as i64 + 1;
+    let mut adjustments: Vec<Adjustment> = sqlx::query!(
+        r#"select a.payment_id as "payment_id!", a.original_day as "belongs_to!",
+                  a.booked_day as "booked_on!", a.cause as "cause!",
+                  a.old_status is distinct from a.new_status as "status_changed!",
+                  a.old_status, a.new_status,
+                  (a.old_amount, a.old_currency) is distinct from (a.new_amount, a.new_currency)
+                      as "amount_changed!",
+                  a.old_amount::text || ' ' || a.old_currency as old_amount,
+                  a.new_amount::text || ' ' || a.new_currency as new_amount,
+                  (a.old_expected_amount, a.old_expected_currency)
+                      is distinct from (a.new_expected_amount, a.new_expected_currency)
+                      as "expected_changed!",
+                  a.old_expected_amount::text || ' ' || a.old_expected_currency as old_expected,
+                  a.new_expected_amount::text || ' ' || a.new_expected_currency as new_expected,
+                  a.old_fee is distinct from a.new_fee as "fee_changed!",
+                  a.old_fee::text as old_fee, a.new_fee::text as new_fee,
+                  coalesce(a.old_open_flags, '{}') <> coalesce(a.new_open_flags, '{}')
+                      as "flags_changed!",
+                  nullif(array_to_string(a.old_open_flags, ', '), '') as old_flags,
+                  nullif(array_to_string(a.new_open_flags, ', '), '') as new_flags
+           from recon.adjustments a
+           where a.original_day between $1 and $2 or a.booked_day between $1 and $2
+           order by a.booked_day, a.id
+           limit $3"#,
+        first,
+        last,
+        shown,
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| {
+        let pair = |changed: bool, old, new| changed.then_some((old, new));
+        Adjustment {
+            payment_id: r.payment_id,
+            belongs_to: r.belongs_to,
+            booked_on: r.booked_on,
+            change: Change::Figures {
+                status: pair(r.status_changed, r.old_status, r.new_status),
+                amount: pair(r.amount_changed, r.old_amount, r.new_amount),
+                expected: pair(r.expected_changed, r.old_expected, r.new_expected),
+                fee: pair(r.fee_changed, r.old_fee, r.new_fee),
+                flags: pair(r.flags_changed, r.old_flags, r.new_flags),
+                cause: r.cause,
+            },
+        }
+    })
+    .collect();
+    let late_money = sqlx::query!(
+        r#"select payment_id, kind, amount::text as "amount!", currency, source,
+                  recon.report_day(coalesce(provider_at, observed_at)) as "belongs_to!",
+                  counts_on as "booked_on!"
+           from recon.money_events
+           where adjusts_month is not null
+             and (adjusts_month = $1 or counts_on between $1 and $2)
+           order by counts_on, observed_at, id
+           limit $3"#,
+        first,
+        last,
+        shown,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut more_adjustments = late_money.len() > ADJUSTMENTS_SHOWN;
+    if adjustments.len() > ADJUSTMENTS_SHOWN {
+        adjustments.truncate(ADJUSTMENTS_SHOWN);
+        more_adjustments = true;
+    }
+    adjustments.extend(
+        late_money
+            .into_iter()
+            .take(ADJUSTMENTS_SHOWN)
+            .map(|r| Adjustment {
+                payment_id: r.payment_id,
+                belongs_to: r.belongs_to,
+                booked_on: r.booked_on,
+                change: Change::Money {
+                    kind: r.kind,
+                    amount: r.amount,
+                    currency: r.currency,
+                    source: r.source,
+                },
+            }),
+    );
+    adjustments.sort_by_key(|a| a.booked_on);
     Ok(Month {
+        adjustments,
+        more_adjustments,
         closed: closed.map(|c| Closed {
             at: c.closed_at,
             on_behalf_of: c.on_behalf_of,

@@ -306,7 +306,7 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
 
 /// The views a reader may query, what the flag kinds mean, the money events, refund requests
 /// bank statements and registries; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 20] = [
+pub const READER_VIEWS: [&str; 21] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -330,8 +330,10 @@ pub const READER_VIEWS: [&str; 20] = [
     "recon.settlement_matches",
     "recon.payouts",
     "recon.open_settlement_flags",
-    // The months closed now, with the figures signed (the console's month page).
+    // The months closed now, with the figures signed, and what changed them after (the
+    // console's month page; `report --adjustments`).
     "recon.month_closes",
+    "recon.adjustments",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.
@@ -462,11 +464,9 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
              recon.drop_expired_event_partitions(interval, boolean), \
              recon.fold_summary_changes(), recon.rebuild_summary_if_zone_changed() to {role}"
         ),
-        // What `report` reads of closed months (the daemon's role runs it too).
-        format!(
-            "grant select on recon.period_closes, recon.adjustments, recon.payment_changes \
-             to {role}"
-        ),
+        // What `report` reads of closed months (the daemon's role runs it too; the
+        // adjustments are among the reader's).
+        format!("grant select on recon.period_closes, recon.payment_changes to {role}"),
         format!("grant select on {} to {role}", READER_VIEWS.join(", ")),
         // A close signs the month's money to the bank too (`close`, as the daemon's role).
         format!("grant select, insert on recon.settlement_closes to {role}"),
@@ -499,12 +499,9 @@ pub fn finance_grants(role: &str) -> Vec<String> {
             "grant update (resolved_at, resolved_by, resolution) on recon.discrepancies to {role}"
         ),
         format!("grant execute on function recon.lock_payments(text[]) to {role}"),
-        // Closing a month: the closes, the adjustments and intake changes they explain, and
-        // the two doors that write closes (migration `closing_a_month`).
-        format!(
-            "grant select on recon.period_closes, recon.adjustments, recon.payment_changes \
-             to {role}"
-        ),
+        // Closing a month: the closes, the intake changes adjustments name, and the two
+        // doors that write closes (migration `closing_a_month`).
+        format!("grant select on recon.period_closes, recon.payment_changes to {role}"),
         format!(
             "grant execute on function recon.close_month(date, text, text, boolean), \
              recon.reopen_month(date, text, text) to {role}"

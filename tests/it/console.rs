@@ -6,7 +6,37 @@ use std::process::Stdio;
 
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::{Spawned, TestApp};
+use crate::helpers::{Spawned, TestApp, ok};
+
+/// The console on a new reader role `role` (`grant-reader`), and its address.
+async fn reader_console(app: &TestApp, role: &str) -> (Spawned, String) {
+    for statement in [
+        format!("drop role if exists {role}"),
+        format!("create role {role} login"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(app.pool())
+            .await
+            .unwrap();
+    }
+    assert!(app.run(&["grant-reader", role]).await.status.success());
+    let mut command = app.command(&["console", "--listen", "127.0.0.1:0"]);
+    command
+        .env("DATABASE_URL", app.db.url_as(role))
+        .stdout(Stdio::piped());
+    let mut console = Spawned::spawn(&mut command);
+    let mut first = String::new();
+    BufReader::new(console.take_stdout())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("console on ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    (console, base)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes_and_markup() {
@@ -48,32 +78,13 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         said.contains("may write to recon.") && said.contains("recon.close_month()"),
         "{said}"
     );
-    for statement in [
-        format!("drop owned by {role}"),
-        format!("drop role {role}"),
-        format!("create role {role} login"),
-    ] {
+    for statement in [format!("drop owned by {role}"), format!("drop role {role}")] {
         sqlx::query(sqlx::AssertSqlSafe(statement))
             .execute(app.pool())
             .await
             .unwrap();
     }
-    assert!(app.run(&["grant-reader", &role]).await.status.success());
-    let mut command = app.command(&["console", "--listen", "127.0.0.1:0"]);
-    command
-        .env("DATABASE_URL", app.db.url_as(&role))
-        .stdout(Stdio::piped());
-    let mut console = Spawned::spawn(&mut command);
-    let mut first = String::new();
-    BufReader::new(console.take_stdout())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .trim()
-        .strip_prefix("console on ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .trim_end_matches('/')
-        .to_owned();
+    let (console, base) = reader_console(&app, &role).await;
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("{base}{path}")).send();
 
@@ -91,12 +102,13 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
     assert_eq!(headers["x-frame-options"], "DENY");
     let text = story.text().await.unwrap();
     assert!(
-        text.contains("1000.00 KZT") && text.contains("990.00 KZT"),
+        text.contains("1\u{a0}000,00 KZT") && text.contains("990,00 KZT"),
         "{text}"
     );
     assert!(text.contains("(first answer) → success"), "{text}");
     assert!(
-        text.contains("flag opened") && text.contains("amount_mismatch: expected 1000.00"),
+        text.contains("flag opened")
+            && text.contains("amount_mismatch: expected 1\u{a0}000,00, actual 990,00"),
         "{text}"
     );
 
@@ -253,4 +265,97 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
 
     console.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_month_shows_its_signature_and_the_money_booked_after_it_as_adjustments() {
+    let app = crate::money_by_day::october().await;
+    ok(&app
+        .run(&[
+            "close",
+            "--month",
+            "2026-10",
+            "--note",
+            "money checked",
+            "--by",
+            "b.sadykova",
+        ])
+        .await);
+    let sha256: String = sqlx::query_scalar(
+        "select figures_sha256 from recon.month_closes where month = '2026-10-01'",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    // The provider's refund of 20 October is seen only now: booked today, adjusting October.
+    crate::money_by_day::book(
+        &app,
+        "kept",
+        "refund",
+        "-250",
+        "2026-10-20T10:00:00+05:00",
+        "child:k1",
+    )
+    .await;
+    // An expected amount changed by hand after the close: an adjustment of October's figures.
+    sqlx::query("update recon.payments set expected_amount = 2500 where payment_id = 'partly'")
+        .execute(app.pool())
+        .await
+        .unwrap();
+    let role = format!("fpr_console_month_{}", std::process::id());
+    let (console, base) = reader_console(&app, &role).await;
+    let get = |path: String| {
+        let url = format!("{base}{path}");
+        async move {
+            let answer = reqwest::get(&url).await.unwrap();
+            assert_eq!(answer.status(), 200, "{url}");
+            answer.text().await.unwrap()
+        }
+    };
+
+    let october = get("/month/2026-10".into()).await;
+    assert!(
+        october.contains("on behalf of b.sadykova: money checked")
+            && october.contains(&format!("<code>{sha256}</code>")),
+        "{october}"
+    );
+    let today: (String, String) = sqlx::query_as(
+        "select to_char(recon.report_day(now()), 'DD.MM.YYYY'),
+                to_char(recon.report_day(now()), 'YYYY-MM')",
+    )
+    .fetch_one(app.pool())
+    .await
+    .unwrap();
+    let late = format!(
+        "<tr class=\"late\"><td><a href=\"/payment/kept\">kept</a></td><td>20.10.2026</td>\
+         <td>{}</td><td>refund -250 KZT</td><td>money recorded after the close (manual)</td></tr>",
+        today.0
+    );
+    assert!(october.contains(&late), "{late} in {october}");
+    let changed = format!(
+        "<tr class=\"late\"><td><a href=\"/payment/partly\">partly</a></td><td>10.10.2026</td>\
+         <td>{}</td><td>expected 2\u{a0}000 KZT → 2\u{a0}500 KZT</td><td>",
+        today.0
+    );
+    assert!(october.contains(&changed), "{changed} in {october}");
+    // The month it was booked in lists it too, as booked there for October.
+    let this_month = get(format!("/month/{}", today.1)).await;
+    assert!(
+        this_month.contains("<tr class=\"booked-here\"><td><a href=\"/payment/kept\">kept</a>"),
+        "{this_month}"
+    );
+    // September has none.
+    assert!(
+        get("/month/2026-09".into())
+            .await
+            .contains("<p id=\"no-adjustments\">None.</p>")
+    );
+
+    console.stop().await;
+    for statement in [format!("drop owned by {role}"), format!("drop role {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(app.pool())
+            .await
+            .unwrap();
+    }
 }

@@ -342,6 +342,16 @@ impl MissingDb {
             .await
             .expect("the database exists now")
     }
+
+    /// This database's URL as another role (trust authentication: no password).
+    pub fn url_as(&self, role: &str) -> String {
+        self.server
+            .clone()
+            .database(&self.name)
+            .username(role)
+            .to_url_lossy()
+            .to_string()
+    }
 }
 
 impl Drop for MissingDb {

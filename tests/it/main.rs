@@ -7,6 +7,7 @@ mod attacks;
 mod bank;
 mod bench;
 mod boundaries;
+mod browser;
 mod callbacks;
 mod cli;
 mod closing;

@@ -10,7 +10,7 @@ use crate::helpers::{TestApp, ok};
 use freedompay_recon::simulator::Scenario;
 
 /// Books a money event by hand (source `manual`), as a person or another system would.
-async fn book(app: &TestApp, id: &str, kind: &str, amount: &str, at: &str, key: &str) {
+pub async fn book(app: &TestApp, id: &str, kind: &str, amount: &str, at: &str, key: &str) {
     sqlx::query(
         "insert into recon.money_events
              (payment_id, kind, amount, provider_amount, currency, provider_at, source, fact_key)
@@ -53,7 +53,7 @@ fn d(text: &str) -> Decimal {
 
 /// Four payments of October 2026 (Almaty), paid on the 10th: one kept, one partly refunded,
 /// one refunded in two parts, one whose hold was released.
-async fn october() -> TestApp {
+pub async fn october() -> TestApp {
     let app = TestApp::new(Scenario::new()).await;
     app.insert(
         "('kept', 1000, 'KZT', null, '2026-10-10T10:00:00+05:00', null),
