@@ -5,8 +5,9 @@
 //! with its limits, on a reader role (`grant-reader`): `console` refuses one that can write.
 //!
 //! The pages: the month (its figures as `report` prints them, its close and adjustments, its
-//! tables as downloads), the queue, one payment's story, and find. Amounts, counts and times
-//! are written for `console.locale`, times on the reporting zone's clock (`recon.timezone`).
+//! tables as downloads), the queue (and its download, as `report --flags`), one payment's
+//! story, and find. Amounts, counts and days are written for `console.locale`, times on the
+//! reporting zone's clock (`recon.timezone`).
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
@@ -108,6 +109,7 @@ pub fn router(console: Console) -> Router {
         .route("/find", get(find_page))
         .route("/payment/{id}", get(payment_page))
         .route("/queue", get(queue_page))
+        .route("/queue/{file}", get(queue_download))
         .route("/style.css", get(style))
         .fallback(not_found)
         .layer(axum::middleware::map_response(safe_headers))
@@ -421,8 +423,8 @@ fn queue_table(lines: &[QueueLine], zone: &str, locale: ConsoleLocale) -> Markup
     }
 }
 
-async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQuery>) -> Response {
-    let pool = &console.pool;
+/// The queue's filter from its query, and what is wrong with it.
+fn queue_filter(query: &QueueQuery) -> (QueueFilter, String, Vec<String>) {
     let text = |v: &Option<String>| {
         v.as_deref()
             .map(str::trim)
@@ -459,6 +461,40 @@ async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQue
         currency,
         month,
     };
+    (filter, month_text, problems)
+}
+
+/// `queue.csv`, `queue.xlsx`: what `report --flags` writes for the same filter (`--flag`,
+/// `--currency`, `--month`), as a download.
+async fn queue_download(
+    State(console): State<Console>,
+    Path(file): Path<String>,
+    Query(query): Query<QueueQuery>,
+) -> Response {
+    let (filter, _, problems) = queue_filter(&query);
+    if !problems.is_empty() {
+        return html_response(
+            StatusCode::BAD_REQUEST,
+            page("The queue", html! { @for p in &problems { p { (p) "." } } }),
+        );
+    }
+    let kind = crate::reporting::ReportKind::Flags(crate::store::report::FlagFilter {
+        as_of: None,
+        class: crate::store::report::ClassFilter::Action,
+        kind: filter.kind.as_deref().and_then(|k| k.parse().ok()),
+        from: None,
+        to: None,
+        status: None,
+        currency: filter.currency.clone(),
+        payment_from: filter.month.map(|(first, _)| first),
+        payment_to: filter.month.map(|(_, last)| last),
+    });
+    download(&console, kind, "queue", &file, "open-flags").await
+}
+
+async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQuery>) -> Response {
+    let pool = &console.pool;
+    let (filter, month_text, problems) = queue_filter(&query);
     let title = "The queue: open flags that need a person, oldest first";
     if !problems.is_empty() {
         return html_response(
@@ -481,18 +517,22 @@ async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQue
         Ok(mut lines) => {
             let more = lines.len() as i64 > PER_PAGE;
             lines.truncate(usize::try_from(PER_PAGE).unwrap_or(100));
-            let link = |n: i64| {
-                let mut link = format!("/queue?page={n}");
-                for (key, value) in [
-                    ("kind", filter.kind.as_deref()),
-                    ("currency", filter.currency.as_deref()),
-                    ("month", Some(month_text.as_str()).filter(|m| !m.is_empty())),
-                ] {
-                    if let Some(value) = value {
-                        link.push_str(&format!("&{key}={}", urlencoding(value)));
-                    }
+            let mut filters = String::new();
+            for (key, value) in [
+                ("kind", filter.kind.as_deref()),
+                ("currency", filter.currency.as_deref()),
+                ("month", Some(month_text.as_str()).filter(|m| !m.is_empty())),
+            ] {
+                if let Some(value) = value {
+                    filters.push_str(&format!("&{key}={}", urlencoding(value)));
                 }
-                link
+            }
+            let link = |n: i64| format!("/queue?page={n}{filters}");
+            let file = |extension: &str| {
+                format!(
+                    "/queue/queue.{extension}?{}",
+                    filters.trim_start_matches('&')
+                )
             };
             html_response(
                 StatusCode::OK,
@@ -500,6 +540,11 @@ async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQue
                     title,
                     html! {
                         (queue_form(&filter, &month_text))
+                        p class="downloads" {
+                            "Every flag shown here, as " code { "report --flags" } " writes them: "
+                            a href=(file("csv")) { "CSV" } ", " a href=(file("xlsx")) { "xlsx" }
+                            " (give it back, with notes, to " code { "resolve --from-csv" } ")"
+                        }
                         @if lines.is_empty() { p { "Nothing waits for a person." } }
                         @else { (queue_table(&lines, &zone, console.locale)) }
                         p {
@@ -721,15 +766,15 @@ async fn month_download(
     State(console): State<Console>,
     Path((label, file)): Path<(String, String)>,
 ) -> Response {
-    use crate::reporting::{CsvStyle, Format, ReportKind, ReportRequest, write_report};
+    use crate::reporting::ReportKind;
 
     let Ok((first, last)) = crate::reporting::parse_month(&label) else {
         return not_found().await;
     };
-    let Some((name, extension)) = file.rsplit_once('.') else {
+    let Some((stem, _)) = file.rsplit_once('.') else {
         return not_found().await;
     };
-    let kind = match name {
+    let kind = match stem {
         "summary" => ReportKind::Summary(crate::store::report::ReportFilter {
             basis: crate::store::report::DayBasis::Created,
             from: Some(first),
@@ -755,10 +800,26 @@ async fn month_download(
         },
         _ => return not_found().await,
     };
-    let (format, content_type) = match extension {
-        "csv" => (Format::Csv, "text/csv; charset=utf-8"),
-        "xlsx" => (
+    let name = format!("{}-{stem}", first.format("%Y-%m"));
+    download(&console, kind, stem, &file, &name).await
+}
+
+/// `file` (`{stem}.csv` or `{stem}.xlsx`) as `report` writes `kind`, named `{name}.csv` or
+/// `.xlsx` for the browser; read as the console's reader.
+async fn download(
+    console: &Console,
+    kind: crate::reporting::ReportKind,
+    stem: &str,
+    file: &str,
+    name: &str,
+) -> Response {
+    use crate::reporting::{CsvStyle, Format, ReportRequest, write_report};
+
+    let (format, extension, content_type) = match file.strip_prefix(stem) {
+        Some(".csv") => (Format::Csv, "csv", "text/csv; charset=utf-8"),
+        Some(".xlsx") => (
             Format::Xlsx,
+            "xlsx",
             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         ),
         _ => return not_found().await,
@@ -776,11 +837,7 @@ async fn month_download(
                 (header::CONTENT_TYPE, content_type.to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!(
-                        "attachment; filename=\"{}-{}\"",
-                        first.format("%Y-%m"),
-                        file
-                    ),
+                    format!("attachment; filename=\"{name}.{extension}\""),
                 ),
             ],
             bytes,

@@ -246,7 +246,7 @@ pub struct QueueLine {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueFilter {
     pub kind: Option<String>,
-    /// Expected or received in it.
+    /// Expected or invoiced in it (as `report --flags --currency`).
     pub currency: Option<String>,
     /// The payment's month (by the day it was created): its first and last day.
     pub month: Option<(chrono::NaiveDate, chrono::NaiveDate)>,
@@ -260,20 +260,36 @@ pub async fn queue(
     per_page: i64,
 ) -> Result<Vec<QueueLine>, StoreError> {
     let mut tx = reading(pool).await?;
+    // The page is found in the open flags' index alone (recon.discrepancy_history, with the
+    // payments a filter keeps from recon.flagged_payments), then only its rows are read whole;
+    // see migration console_reads.
     Ok(sqlx::query!(
-        r#"select d.payment_id as "payment_id!", d.kind as "kind!", d.expected, d.actual,
+        r#"with flagged as materialized (
+               select f.payment_id from recon.flagged_payments f
+               where ($2::text is not null or $3::date is not null)
+                 and ($2::text is null or f.expected_currency = $2 or f.invoice_currency = $2)
+                 and ($3::date is null or f.created_day between $3 and $4)
+           ),
+           page as (
+               select h.id, h.detected_at from recon.discrepancy_history h
+               where h.resolved_at is null and h.class = 'action'
+                 and ($1::text is null or h.kind = $1)
+                 and (($2::text is null and $3::date is null)
+                      or h.payment_id in (select payment_id from flagged))
+               order by h.detected_at, h.id
+               limit $5 offset $6
+           )
+           select d.payment_id as "payment_id!", d.kind as "kind!", d.expected, d.actual,
                   (d.detected_at at time zone recon.report_zone()) as "detected_local!",
                   extract(day from d.age)::int8 as "age_days!",
                   coalesce(d.expected_currency, d.received_currency) as currency
-           from recon.open_discrepancies d
-           where ($1::text is null or d.kind = $1)
-             and ($2::text is null or d.expected_currency = $2 or d.received_currency = $2)
-             and ($3::date is null
-                  or exists (select 1 from recon.reconciliation r
-                             where r.payment_id = d.payment_id
-                               and r.created_day between $3 and $4))
-           order by d.detected_at, d.id
-           limit $5 offset $6"#,
+           from page
+           cross join lateral (
+               select * from recon.open_discrepancies o
+               where o.id = page.id and o.detected_at = page.detected_at
+               limit 1
+           ) d
+           order by page.detected_at, page.id"#,
         filter.kind.as_deref(),
         filter.currency.as_deref(),
         filter.month.map(|(first, _)| first),

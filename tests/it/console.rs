@@ -141,6 +141,42 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         kzt.contains("href=\"/payment/900\"") && kzt.contains("opened (Asia/Almaty)"),
         "{kzt}"
     );
+    // The queue downloads as report --flags writes it, with the page's filters, read as the
+    // reader.
+    let download = get(&format!(
+        "/queue/queue.csv?kind=amount_mismatch&currency=KZT&month={label}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(
+        download.headers()["content-disposition"],
+        "attachment; filename=\"open-flags.csv\""
+    );
+    let body = download.text().await.unwrap();
+    assert!(body.contains(",900,amount_mismatch,"), "{body}");
+    let flags = ok(&app
+        .run(&[
+            "report",
+            "--flags",
+            "--flag",
+            "amount_mismatch",
+            "--currency",
+            "KZT",
+            "--month",
+            &label,
+            "--format",
+            "csv",
+        ])
+        .await);
+    assert_eq!(body, flags);
+    assert_eq!(
+        get("/queue/queue.xlsx?month=2026-13")
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
     let usd = get("/queue?currency=USD")
         .await
         .unwrap()
