@@ -199,7 +199,9 @@ async fn measure(pool: &PgPool, url: &str, payments: i64) -> anyhow::Result<Pass
         })
         .await?,
         console_queue: time_console(|k| async move {
+            // The page's two reads: the flags by kind and age, and a page of them.
             let filter = store::console::QueueFilter::default();
+            store::console::queue_ages(pool).await?;
             store::console::queue(pool, &filter, k % 5, 101)
                 .await
                 .map(|_| true)

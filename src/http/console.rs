@@ -399,6 +399,29 @@ fn queue_form(filter: &QueueFilter, month: &str) -> Markup {
     }
 }
 
+/// Every open action flag by kind and age, each kind linking to its queue.
+fn ages_table(ages: &[crate::store::console::KindAges], locale: ConsoleLocale) -> Markup {
+    html! {
+        table id="ages" {
+            thead { tr {
+                th { "flag" } th class="number" { "under 1 day" } th class="number" { "1 to 7 days" }
+                th class="number" { "8 to 30 days" } th class="number" { "over 30 days" }
+            } }
+            tbody {
+                @for a in ages {
+                    tr {
+                        td { a href=(format!("/queue?kind={}", urlencoding(&a.kind))) { (a.kind) } }
+                        td class="number" { (count(a.under_1_day, locale)) }
+                        td class="number" { (count(a.days_1_to_7, locale)) }
+                        td class="number" { (count(a.days_8_to_30, locale)) }
+                        td class="number" { (count(a.over_30_days, locale)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn queue_table(lines: &[QueueLine], zone: &str, locale: ConsoleLocale) -> Markup {
     html! {
         table id="queue" {
@@ -513,6 +536,10 @@ async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQue
         Ok(zone) => zone,
         Err(e) => return failed(&e),
     };
+    let ages = match crate::store::console::queue_ages(pool).await {
+        Ok(ages) => ages,
+        Err(e) => return failed(&e),
+    };
     match queue(pool, &filter, at, PER_PAGE + 1).await {
         Ok(mut lines) => {
             let more = lines.len() as i64 > PER_PAGE;
@@ -539,6 +566,7 @@ async fn queue_page(State(console): State<Console>, Query(query): Query<QueueQue
                 page(
                     title,
                     html! {
+                        @if !ages.is_empty() { (ages_table(&ages, console.locale)) }
                         (queue_form(&filter, &month_text))
                         p class="downloads" {
                             "Every flag shown here, as " code { "report --flags" } " writes them: "

@@ -312,6 +312,41 @@ pub async fn queue(
     .collect())
 }
 
+/// Open action flags of one kind, by how long they have been open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KindAges {
+    pub kind: String,
+    pub under_1_day: i64,
+    pub days_1_to_7: i64,
+    pub days_8_to_30: i64,
+    pub over_30_days: i64,
+}
+
+/// Every open action flag, counted by kind and age (read from the open flags' index alone).
+pub async fn queue_ages(pool: &PgPool) -> Result<Vec<KindAges>, StoreError> {
+    let mut tx = reading(pool).await?;
+    Ok(sqlx::query_as!(
+        KindAges,
+        r#"select h.kind as "kind!",
+                  count(*) filter (where h.detected_at > now() - interval '1 day')
+                      as "under_1_day!",
+                  count(*) filter (where h.detected_at <= now() - interval '1 day'
+                                     and h.detected_at > now() - interval '7 days')
+                      as "days_1_to_7!",
+                  count(*) filter (where h.detected_at <= now() - interval '7 days'
+                                     and h.detected_at > now() - interval '30 days')
+                      as "days_8_to_30!",
+                  count(*) filter (where h.detected_at <= now() - interval '30 days')
+                      as "over_30_days!"
+           from recon.discrepancy_history h
+           where h.resolved_at is null and h.class = 'action'
+           group by h.kind
+           order by count(*) desc, h.kind"#
+    )
+    .fetch_all(&mut *tx)
+    .await?)
+}
+
 /// The reporting zone (`recon.timezone`), as the pages name their times.
 pub async fn zone(pool: &PgPool) -> Result<String, StoreError> {
     Ok(

@@ -125,6 +125,15 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         queue.contains("amount_mismatch") && queue.contains("href=\"/payment/900\""),
         "{queue}"
     );
+    // Every open flag that needs a person, by kind and age: one amount_mismatch, under a day.
+    assert!(
+        queue.contains(
+            "<tr><td><a href=\"/queue?kind=amount_mismatch\">amount_mismatch</a></td>\
+             <td class=\"number\">1</td><td class=\"number\">0</td>\
+             <td class=\"number\">0</td><td class=\"number\">0</td></tr>"
+        ),
+        "{queue}"
+    );
     let bad_kind = get("/queue?kind=nonsense").await.unwrap();
     assert_eq!(bad_kind.status(), 400);
     // Filtered by currency and by the payment's month; times on the reporting zone's clock.
