@@ -5,18 +5,18 @@
 --    it for months closed before. Few events are ever booked so, and without an index each
 --    read went through a year of money events: a partial index holds only those.
 --
--- 2. The queue (open action flags, oldest first, a page at a time) sorted every open flag of
---    the year before it could show the first 100: bench --year --scale 0.02 (32,850 open
---    flags over 13 monthly partitions), 320 ms a page. discrepancies_open_queue_idx holds the
---    open flags in the queue's order, with the payment and kind, so that a page is read from
---    the index alone and stops after its rows (2 ms); only those rows are then read whole.
+-- 2. The queue (open action flags, oldest first, a page at a time) joined every open flag of
+--    the year to its payment before it could show the first 100: bench --year --scale 0.02
+--    (32,850 open flags over 13 monthly partitions), 320 ms a page. discrepancies_open_queue_idx
+--    holds the open flags in the queue's order with their payment and kind, so the order is
+--    read from that index alone (about 14 ms a page) and only a page's rows are read whole.
 --    discrepancies_open_age_idx (kind, detected_at) stays: the ages by kind read it alone.
 --
 -- 3. The queue filtered by currency or by the payment's month read every open flag's payment
 --    (330 to 440 ms). recon.flagged_payments lists the payments with an open flag (of any
 --    class) with what those filters read, the currency expected and the one invoiced (as
 --    `report --flags --currency` filters); payments_flagged_idx holds just those payments (one
---    in a hundred), so a filter is read from that index alone (12 to 40 ms a page). Granted
+--    in a hundred), so a filter is read from that index alone (15 to 40 ms a page). Granted
 --    to readers (grant-reader) with the other finance views.
 --
 -- Nothing else changes; no row is rewritten.

@@ -13,7 +13,7 @@ use crate::settings::Settings;
 use crate::store;
 
 #[derive(Debug, Args)]
-#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions", "adjustments", "money", "settlement"]))]
+#[command(group = clap::ArgGroup::new("what").args(["detail", "flags", "resolutions", "adjustments", "money", "settlement", "story"]))]
 pub struct ReportArgs {
     /// List payments instead of the daily summary.
     #[arg(long)]
@@ -46,6 +46,11 @@ pub struct ReportArgs {
     /// withheld, arrived at the bank, in transit, and bank credits nothing explains.
     #[arg(long, requires = "month", conflicts_with_all = ["by", "currency", "status", "flag", "class", "as_of"])]
     pub settlement: bool,
+    /// One payment's story, in time order: every status change, flag opened and resolved (who,
+    /// why) and money event, with the provider's own time where it gave one (the console's
+    /// payment page).
+    #[arg(long, value_name = "PAYMENT_ID", conflicts_with_all = ["month", "from", "to", "by", "currency", "status", "flag", "class", "as_of"])]
+    pub story: Option<String>,
     /// With --settlement: every registry line, payout and bank credit of the month, with what
     /// it was matched to and its open flags.
     #[arg(long, requires = "settlement")]
@@ -117,7 +122,11 @@ pub async fn report(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exi
         );
     }
     let currency = args.currency.map(|c| c.to_string());
-    let kind = if args.resolutions {
+    let kind = if let Some(payment_id) = &args.story {
+        ReportKind::Story {
+            payment_id: payment_id.clone(),
+        }
+    } else if args.resolutions {
         ReportKind::Resolutions {
             from: args.from,
             to: args.to,

@@ -108,6 +108,7 @@ pub fn router(console: Console) -> Router {
         .route("/month/{month}/{file}", get(month_download))
         .route("/find", get(find_page))
         .route("/payment/{id}", get(payment_page))
+        .route("/payment/{id}/{file}", get(story_download))
         .route("/queue", get(queue_page))
         .route("/queue/{file}", get(queue_download))
         .route("/style.css", get(style))
@@ -285,6 +286,11 @@ fn story_page(story: &Story, locale: ConsoleLocale) -> Markup {
         html! {
             (payments_table(std::slice::from_ref(p), &story.zone, locale))
             h2 { "What happened" }
+            p class="downloads" {
+                "As " code { "report --story" } " writes it: "
+                a href=(format!("/payment/{}/story.csv", urlencoding(&p.payment_id))) { "CSV" } ", "
+                a href=(format!("/payment/{}/story.xlsx", urlencoding(&p.payment_id))) { "xlsx" }
+            }
             table id="story" {
                 thead { tr { th { "when (" (story.zone) ")" } th { "what" } th { "detail" } } }
                 tbody {
@@ -344,6 +350,29 @@ fn moment_words(m: &Moment, locale: ConsoleLocale) -> String {
         push(", the provider's time ", when(at, locale, true));
     }
     words
+}
+
+/// `story.csv`, `story.xlsx`: what `report --story ID` writes, as a download.
+async fn story_download(
+    State(console): State<Console>,
+    Path((id, file)): Path<(String, String)>,
+) -> Response {
+    if id.chars().count() > 128 {
+        return not_found().await;
+    }
+    match story(&console.pool, &id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return not_found().await,
+        Err(e) => return failed(&e),
+    }
+    // A name for the browser's file from the id's safe characters only.
+    let safe: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    let kind = crate::reporting::ReportKind::Story { payment_id: id };
+    download(&console, kind, "story", &file, &format!("payment-{safe}")).await
 }
 
 async fn payment_page(State(console): State<Console>, Path(id): Path<String>) -> Response {

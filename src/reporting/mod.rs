@@ -311,6 +311,8 @@ pub enum ReportKind {
         from: Option<NaiveDate>,
         to: Option<NaiveDate>,
     },
+    /// One payment's story: its status changes, flags and money events, in time order.
+    Story { payment_id: String },
     /// A month's money from the payments to the bank, per currency; with `lines`, every
     /// registry line, payout and bank credit behind it.
     Settlement {
@@ -515,6 +517,23 @@ pub async fn write_report<W: Write>(
             let footer = match &empty {
                 Some(line) => vec![line.clone()],
                 None => vec![format!("{} {what}", sink.rows)],
+            };
+            (sink.finish(&footer)?, empty)
+        }
+        ReportKind::Story { payment_id } => {
+            let mut sink = Sink::<crate::store::console::Moment, W>::new(format, style, out)?;
+            let story = crate::store::console::story(pool, payment_id).await?;
+            for moment in story.iter().flat_map(|s| &s.moments) {
+                sink.row(moment)?;
+            }
+            let empty = match &story {
+                None => Some(format!("no payment {payment_id} is tracked")),
+                Some(_) if sink.rows == 0 => Some(format!("nothing happened to {payment_id} yet")),
+                Some(_) => None,
+            };
+            let footer = match &empty {
+                Some(line) => vec![line.clone()],
+                None => vec![format!("{} moments of payment {payment_id}", sink.rows)],
             };
             (sink.finish(&footer)?, empty)
         }

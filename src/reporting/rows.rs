@@ -5,6 +5,7 @@
 use super::columns::{Amount, Cell, Column, Kind, Layout, ReportRow, TableColumn};
 use crate::domain::FlagKind;
 use crate::store::close::AdjustmentRow;
+use crate::store::console::Moment;
 use crate::store::money::MoneyDayRow;
 use crate::store::report::{DetailRow, FlagRow, ResolutionRow, SummaryRow};
 use crate::store::settlement::{MoneyLine, MonthMoney};
@@ -506,5 +507,49 @@ impl ReportRow for MoneyLine {
         shown("amount", 12, Layout::Number, |r| r.amount.clone()),
         shown("matched to", 30, Layout::Text, |r| r.matched_to.clone()),
         shown("open flags", 24, Layout::Text, |r| r.flags.clone()),
+    ];
+}
+
+impl ReportRow for Moment {
+    const SHEET: &'static str = "Story";
+    const COLUMNS: &'static [Column<Self>] = &[
+        column("at", Kind::Time, |r| Cell::time(Some(r.at_utc), Some(r.at))),
+        column("what", Kind::Text, |r| Cell::Text(r.what.as_str())),
+        // The status change, or the flag's or the money's kind.
+        column("subject", Kind::Text, |r| Cell::Text(&r.subject)),
+        column("expected", Kind::Text, |r| Cell::text(&r.expected)),
+        column("actual", Kind::Text, |r| Cell::text(&r.actual)),
+        column("amount", Kind::Amount, |r| {
+            r.amount
+                .as_deref()
+                .map_or(Cell::Empty, |a| Cell::Amount(Amount::Text(a)))
+        }),
+        column("currency", Kind::Text, |r| Cell::text(&r.currency)),
+        // The money's source, or who resolved the flag.
+        column("by", Kind::Text, |r| Cell::text(&r.by)),
+        column("note", Kind::Text, |r| Cell::text(&r.note)),
+        column("provider_at", Kind::Time, |r| {
+            Cell::time(r.provider_utc, r.provider_at)
+        }),
+    ];
+    const TABLE: &'static [TableColumn<Self>] = &[
+        shown("at", 19, Layout::Text, |r| {
+            r.at.format("%Y-%m-%d %H:%M:%S").to_string()
+        }),
+        shown("what", 13, Layout::Text, |r| r.what.as_str().to_owned()),
+        shown("subject", 26, Layout::Text, |r| r.subject.clone()),
+        shown("detail", 40, Layout::Text, |r| {
+            [
+                r.expected.as_ref().map(|e| format!("expected {e}")),
+                r.actual.as_ref().map(|a| format!("actual {a}")),
+                r.amount.as_ref().map(|a| money(Some(a), &r.currency)),
+                r.by.clone(),
+                r.note.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ")
+        }),
     ];
 }

@@ -112,7 +112,8 @@ pub async fn find(pool: &PgPool, q: &str) -> Result<Vec<PaymentLine>, StoreError
 /// One moment of a payment's story.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Moment {
-    /// On the reporting zone's clock.
+    /// When it was recorded, and the same on the reporting zone's clock.
+    pub at_utc: chrono::DateTime<chrono::Utc>,
     pub at: chrono::NaiveDateTime,
     pub what: MomentKind,
     /// The status change (`process → success`, `(first answer) → process`), the flag's kind,
@@ -128,7 +129,8 @@ pub struct Moment {
     pub by: Option<String>,
     /// A resolution's note.
     pub note: Option<String>,
-    /// When the provider says it happened, on the reporting zone's clock.
+    /// When the provider says it happened, and the same on the reporting zone's clock.
+    pub provider_utc: Option<chrono::DateTime<chrono::Utc>>,
     pub provider_at: Option<chrono::NaiveDateTime>,
 }
 
@@ -172,8 +174,9 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
     };
     let mut tx = reading(pool).await?;
     let moments = sqlx::query!(
-        r#"select (at at time zone recon.report_zone()) as "at!", what as "what!",
-                  subject as "subject!", expected, actual, amount, currency, by, note,
+        r#"select at as "at_utc!", (at at time zone recon.report_zone()) as "at!",
+                  what as "what!", subject as "subject!", expected, actual, amount, currency,
+                  by, note, provider_at as provider_utc,
                   provider_at at time zone recon.report_zone() as provider_at
            from (
                select observed_at as at, 1 as what,
@@ -201,6 +204,7 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
     .await?
     .into_iter()
     .map(|r| Moment {
+        at_utc: r.at_utc,
         at: r.at,
         what: match r.what {
             1 => MomentKind::Status,
@@ -215,6 +219,7 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
         currency: r.currency,
         by: r.by,
         note: r.note,
+        provider_utc: r.provider_utc,
         provider_at: r.provider_at,
     })
     .collect();
@@ -271,12 +276,18 @@ pub async fn queue(
                  and ($3::date is null or f.created_day between $3 and $4)
            ),
            page as (
-               select h.id, h.detected_at from recon.discrepancy_history h
-               where h.resolved_at is null and h.class = 'action'
-                 and ($1::text is null or h.kind = $1)
-                 and (($2::text is null and $3::date is null)
-                      or h.payment_id in (select payment_id from flagged))
-               order by h.detected_at, h.id
+               -- `offset 0` keeps the filter out of each partition's scan: the payments it
+               -- keeps are hashed once, not once a partition.
+               select s.id, s.detected_at from (
+                   select h.id, h.detected_at, h.payment_id from recon.discrepancy_history h
+                   where h.resolved_at is null and h.class = 'action'
+                     and ($1::text is null or h.kind = $1)
+                   order by h.detected_at, h.id
+                   offset 0
+               ) s
+               where (($2::text is null and $3::date is null)
+                      or s.payment_id in (select payment_id from flagged))
+               order by s.detected_at, s.id
                limit $5 offset $6
            )
            select d.payment_id as "payment_id!", d.kind as "kind!", d.expected, d.actual,

@@ -112,6 +112,29 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         "{text}"
     );
 
+    // The story downloads as report --story writes it.
+    let download = get("/payment/900/story.csv").await.unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(
+        download.headers()["content-disposition"],
+        "attachment; filename=\"payment-900.csv\""
+    );
+    let body = download.text().await.unwrap();
+    assert!(
+        body.contains(",flag opened,amount_mismatch,1000.00,990.00,"),
+        "{body}"
+    );
+    assert_eq!(
+        body,
+        ok(&app
+            .run(&["report", "--story", "900", "--format", "csv"])
+            .await)
+    );
+    assert_eq!(
+        get("/payment/nobody/story.csv").await.unwrap().status(),
+        404
+    );
+
     // Find by order id; the queue links each flag to its payment.
     let found = get("/find?q=order-900")
         .await
