@@ -19,6 +19,14 @@
 --    in a hundred), so a filter is read from that index alone (15 to 40 ms a page). Granted
 --    to readers (grant-reader) with the other finance views.
 --
+-- 4. One payment's story in the console tells every provider answer with the amount it
+--    stated, and every callback. Readers may not read the provider's bodies or the callbacks'
+--    fields; two views give them what the story shows and nothing raw:
+--    recon.provider_answers (each status transition, with the amount and currency its answer
+--    stated, as written, when they read as an amount and a currency code) and
+--    recon.callback_history (each verified callback matched to a payment: paid or failed,
+--    amount, currency, how it was matched). Granted to readers (grant-reader).
+--
 -- Nothing else changes; no row is rewritten.
 
 set local search_path = pg_catalog;
@@ -45,3 +53,33 @@ where open_flags <> '{}';
 
 comment on view recon.flagged_payments is
     'The payments with at least one open flag (of any class): when created (created_day in recon.timezone), the currency expected and the invoice''s. What the console''s queue filters by.';
+
+create view recon.provider_answers as
+select t.payment_id,
+       t.observation_no,
+       t.from_status,
+       t.to_status,
+       t.observed_at,
+       t.provider_dt,
+       case when json_typeof(t.body -> 'amount') in ('number', 'string')
+                 and (t.body ->> 'amount') ~ '^-?[0-9]{1,18}([.][0-9]{1,8})?$'
+            then t.body ->> 'amount' end                              as stated_amount,
+       case when (t.body ->> 'currency') ~ '^[A-Z]{3}$'
+            then t.body ->> 'currency' end                            as stated_currency
+from recon.status_transitions t;
+
+comment on view recon.provider_answers is
+    'Each status transition (recon.status_history) with the amount and currency the provider''s answer stated, as written, when they read as an amount and a three-letter code (otherwise empty); never the raw body.';
+
+create view recon.callback_history as
+select c.payment_id,
+       c.received_at,
+       c.claims_paid,
+       c.amount,
+       c.currency,
+       c.matched_by
+from recon.callbacks c
+where c.payment_id is not null;
+
+comment on view recon.callback_history is
+    'Each verified Result-URL callback matched to a payment: when it came, whether it said paid (true) or failed (false; empty: unreadable), the amount and currency it stated, and how it was matched (payment_id, order_id, untracked). A callback is a hint: the poll decides what is recorded.';

@@ -308,8 +308,8 @@ fn story_page(story: &Story, locale: ConsoleLocale) -> Markup {
 }
 
 /// What a moment of the story says, amounts and times written for `locale`: `process →
-/// success, the provider's time 06.12.2026 21:13:17`, `amount_mismatch: expected 14 139,42,
-/// actual 14 039,42`, `refund -500,50 KZT (status_api)`.
+/// success, 14 039,42 KZT, the provider's time 06.12.2026 21:13:17`, `amount_mismatch:
+/// expected 14 139,42, actual 14 039,42`, `refund, -500,50 KZT (status_api)`.
 fn moment_words(m: &Moment, locale: ConsoleLocale) -> String {
     let mut words = m.subject.clone();
     let mut push = |label: &str, value: String| {
@@ -317,7 +317,6 @@ fn moment_words(m: &Moment, locale: ConsoleLocale) -> String {
         words.push_str(&value);
     };
     match m.what {
-        MomentKind::Status => {}
         MomentKind::FlagOpened => {
             if let Some(expected) = &m.expected {
                 push(": expected ", localised(expected, locale));
@@ -334,15 +333,20 @@ fn moment_words(m: &Moment, locale: ConsoleLocale) -> String {
                 push(": ", note.clone());
             }
         }
-        MomentKind::Money => {
+        MomentKind::Status | MomentKind::Callback | MomentKind::Money => {
             if let Some(amount) = &m.amount {
-                push(" ", localised(amount, locale));
-            }
-            if let Some(currency) = &m.currency {
-                push(" ", currency.clone());
+                push(", ", localised(amount, locale));
+                if let Some(currency) = &m.currency {
+                    push(" ", currency.clone());
+                }
             }
             if let Some(by) = &m.by {
                 push(" (", format!("{by})"));
+            }
+        }
+        MomentKind::Adjustment => {
+            if let Some(note) = &m.note {
+                push(": ", note.clone());
             }
         }
     }

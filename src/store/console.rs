@@ -116,18 +116,20 @@ pub struct Moment {
     pub at_utc: chrono::DateTime<chrono::Utc>,
     pub at: chrono::NaiveDateTime,
     pub what: MomentKind,
-    /// The status change (`process → success`, `(first answer) → process`), the flag's kind,
-    /// or the money's kind.
+    /// The status change (`process → success`, `(first answer) → process`), what a callback
+    /// said, the flag's kind, the money's kind, or the closed month an adjustment changed.
     pub subject: String,
     /// A flag's expected and actual values, as the flag states them.
     pub expected: Option<String>,
     pub actual: Option<String>,
-    /// Money: the amount, signed for the merchant, and its currency.
+    /// The amount an answer or a callback stated, or money's (signed for the merchant), and
+    /// its currency.
     pub amount: Option<String>,
     pub currency: Option<String>,
-    /// Who: the money's source (poll, callback, registry…), or who resolved a flag.
+    /// Who: the money's source (poll, callback, registry…), who resolved a flag, how a
+    /// callback was matched, or an adjustment's cause kind.
     pub by: Option<String>,
-    /// A resolution's note.
+    /// A resolution's note, or an adjustment's cause.
     pub note: Option<String>,
     /// When the provider says it happened, and the same on the reporting zone's clock.
     pub provider_utc: Option<chrono::DateTime<chrono::Utc>>,
@@ -137,19 +139,26 @@ pub struct Moment {
 /// What a moment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MomentKind {
+    /// A provider answer that changed the status (with the amount it stated).
     Status,
+    /// A Result-URL callback: a hint, what it said.
+    Callback,
     FlagOpened,
     FlagResolved,
     Money,
+    /// A change to a closed month's figures, booked in an open one.
+    Adjustment,
 }
 
 impl MomentKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Status => "status",
+            Self::Callback => "callback",
             Self::FlagOpened => "flag opened",
             Self::FlagResolved => "flag resolved",
             Self::Money => "money",
+            Self::Adjustment => "adjustment",
         }
     }
 }
@@ -181,21 +190,34 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
            from (
                select observed_at as at, 1 as what,
                       coalesce(from_status, '(first answer)') || ' → ' || to_status as subject,
-                      null::text as expected, null::text as actual, null::text as amount,
-                      null::text as currency, null::text as by, null::text as note,
-                      provider_dt as provider_at
-               from recon.status_history where payment_id = $1
+                      null::text as expected, null::text as actual,
+                      stated_amount as amount, stated_currency as currency,
+                      null::text as by, null::text as note, provider_dt as provider_at
+               from recon.provider_answers where payment_id = $1
                union all
-               select detected_at, 2, kind, expected, actual, null, null, null, null, null
+               select received_at, 2,
+                      case claims_paid when true then 'said paid' when false then 'said failed'
+                                       else 'said nothing readable' end,
+                      null, null, amount::text, currency, 'matched by ' || matched_by, null,
+                      null
+               from recon.callback_history where payment_id = $1
+               union all
+               select detected_at, 3, kind, expected, actual, null, null, null, null, null
                from recon.discrepancy_history where payment_id = $1
                union all
-               select resolved_at, 3, kind, null, null, null, null, resolved_by, resolution,
+               select resolved_at, 4, kind, null, null, null, null, resolved_by, resolution,
                       null
                from recon.discrepancy_history where payment_id = $1 and resolved_at is not null
                union all
-               select observed_at, 4, kind, null, null, amount::text, currency, source, null,
+               select observed_at, 5, kind, null, null, amount::text, currency, source, null,
                       provider_at
                from recon.money_events where payment_id = $1
+               union all
+               select booked_at, 6,
+                      'of ' || to_char(original_day, 'YYYY-MM') || ' (closed), booked '
+                      || to_char(booked_day, 'YYYY-MM-DD'),
+                      null, null, null, null, cause_kind, cause, null
+               from recon.adjustments where payment_id = $1
            ) m
            order by at, what"#,
         id
@@ -208,9 +230,11 @@ pub async fn story(pool: &PgPool, id: &str) -> Result<Option<Story>, StoreError>
         at: r.at,
         what: match r.what {
             1 => MomentKind::Status,
-            2 => MomentKind::FlagOpened,
-            3 => MomentKind::FlagResolved,
-            _ => MomentKind::Money,
+            2 => MomentKind::Callback,
+            3 => MomentKind::FlagOpened,
+            4 => MomentKind::FlagResolved,
+            5 => MomentKind::Money,
+            _ => MomentKind::Adjustment,
         },
         subject: r.subject,
         expected: r.expected,

@@ -306,7 +306,7 @@ pub async fn status_seen(pool: &PgPool, status: &str) -> Result<bool, StoreError
 
 /// The views a reader may query, what the flag kinds mean, the money events, refund requests
 /// bank statements and registries; nothing else in the schema is granted.
-pub const READER_VIEWS: [&str; 22] = [
+pub const READER_VIEWS: [&str; 24] = [
     "recon.reconciliation",
     "recon.open_discrepancies",
     "recon.daily_summary",
@@ -334,8 +334,11 @@ pub const READER_VIEWS: [&str; 22] = [
     // console's month page; `report --adjustments`).
     "recon.month_closes",
     "recon.adjustments",
-    // The payments with an open flag (what the console's queue filters by).
+    // The payments with an open flag (what the console's queue filters by), and each
+    // provider answer and callback with what it stated (a payment's story), nothing raw.
     "recon.flagged_payments",
+    "recon.provider_answers",
+    "recon.callback_history",
 ];
 
 /// A role's name as an SQL identifier, always quoted: safe to paste into SQL.

@@ -46,6 +46,16 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
     app.insert("('900', 1000.00, 'KZT', 'order-900', now(), null)")
         .await;
     app.sweep().await;
+    // A verified Result-URL callback for it, as the listener stores one.
+    sqlx::query(
+        "insert into recon.callbacks
+             (fields, fingerprint, pg_payment_id, claims_paid, amount, currency, payment_id,
+              matched_by)
+         values ('[]', '\\x01', '900', true, 990.00, 'KZT', '900', 'payment_id')",
+    )
+    .execute(app.pool())
+    .await
+    .unwrap();
 
     // A role that can write is refused before anything is served.
     let writer = app.run(&["console", "--listen", "127.0.0.1:0"]).await;
@@ -105,7 +115,15 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         text.contains("1\u{a0}000,00 KZT") && text.contains("990,00 KZT"),
         "{text}"
     );
-    assert!(text.contains("(first answer) → success"), "{text}");
+    // Each answer with the amount it stated; each callback with what it said.
+    assert!(
+        text.contains("(first answer) → success, 990,00 KZT"),
+        "{text}"
+    );
+    assert!(
+        text.contains("<td>callback</td><td>said paid, 990,00 KZT (matched by payment_id)</td>"),
+        "{text}"
+    );
     assert!(
         text.contains("flag opened")
             && text.contains("amount_mismatch: expected 1\u{a0}000,00, actual 990,00"),
