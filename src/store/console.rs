@@ -300,19 +300,29 @@ pub async fn queue(
                  and ($3::date is null or f.created_day between $3 and $4)
            ),
            page as (
-               -- `offset 0` keeps the filter out of each partition's scan: the payments it
-               -- keeps are hashed once, not once a partition.
-               select s.id, s.detected_at from (
-                   select h.id, h.detected_at, h.payment_id from recon.discrepancy_history h
-                   where h.resolved_at is null and h.class = 'action'
-                     and ($1::text is null or h.kind = $1)
-                   order by h.detected_at, h.id
-                   offset 0
-               ) s
-               where (($2::text is null and $3::date is null)
-                      or s.payment_id in (select payment_id from flagged))
-               order by s.detected_at, s.id
-               limit $5 offset $6
+               -- No filter by payment: the open flags' index in the queue's order, read until
+               -- the page is full.
+               (select h.id, h.detected_at from recon.discrepancy_history h
+                where $2::text is null and $3::date is null
+                  and h.resolved_at is null and h.class = 'action'
+                  and ($1::text is null or h.kind = $1)
+                order by h.detected_at, h.id
+                limit $5 offset $6)
+               union all
+               -- A filter by payment: the payments it keeps are hashed once (`offset 0`
+               -- keeps it out of each partition's scan, which would hash them again).
+               (select s.id, s.detected_at from (
+                    select h.id, h.detected_at, h.payment_id
+                    from recon.discrepancy_history h
+                    where ($2::text is not null or $3::date is not null)
+                      and h.resolved_at is null and h.class = 'action'
+                      and ($1::text is null or h.kind = $1)
+                    order by h.detected_at, h.id
+                    offset 0
+                ) s
+                where s.payment_id in (select payment_id from flagged)
+                order by s.detected_at, s.id
+                limit $5 offset $6)
            )
            select d.payment_id as "payment_id!", d.kind as "kind!", d.expected, d.actual,
                   (d.detected_at at time zone recon.report_zone()) as "detected_local!",
