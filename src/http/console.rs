@@ -104,6 +104,7 @@ fn money(text: &str, locale: ConsoleLocale) -> String {
 pub fn router(console: Console) -> Router {
     Router::new()
         .route("/", get(home))
+        .route("/month", get(this_month))
         .route("/month/{month}", get(month_page))
         .route("/month/{month}/{file}", get(month_download))
         .route("/find", get(find_page))
@@ -143,7 +144,7 @@ fn page(title: &str, body: Markup) -> Markup {
             }
             body {
                 nav {
-                    a href=(format!("/month/{}", chrono::Utc::now().format("%Y-%m"))) { "This month" }
+                    a href="/month" { "This month" }
                     " · "
                     a href="/" { "Find" }
                     " · "
@@ -797,6 +798,15 @@ fn change_words(change: &Change, locale: ConsoleLocale) -> (String, String) {
             format!("{kind} {} {currency}", localised(amount, locale)),
             format!("money recorded after the close ({source})"),
         ),
+    }
+}
+
+/// This month in the reporting zone: a redirect to its page.
+async fn this_month(State(console): State<Console>) -> Response {
+    match crate::store::console::this_month(&console.pool).await {
+        Ok(first) => axum::response::Redirect::to(&format!("/month/{}", first.format("%Y-%m")))
+            .into_response(),
+        Err(e) => failed(&e),
     }
 }
 

@@ -401,6 +401,15 @@ pub async fn zone(pool: &PgPool) -> Result<String, StoreError> {
     )
 }
 
+/// The first day of this month in the reporting zone.
+pub async fn this_month(pool: &PgPool) -> Result<chrono::NaiveDate, StoreError> {
+    Ok(sqlx::query_scalar!(
+        r#"select date_trunc('month', recon.report_day(now()))::date as "first!""#
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
 /// One currency and outcome of a month's payments (by the day created).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutcomeLine {

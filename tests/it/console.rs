@@ -293,6 +293,16 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         "{month}"
     );
     assert_eq!(get("/month/2026-13").await.unwrap().status(), 400);
+    // "This month" is the reporting zone's.
+    let this_month: String =
+        sqlx::query_scalar("select to_char(recon.report_day(now()), 'YYYY-MM')")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        get("/month").await.unwrap().url().path(),
+        format!("/month/{this_month}")
+    );
     // Its tables download as the very files report writes, read as the reader.
     for (file, args) in [
         (
