@@ -305,15 +305,7 @@ async fn time_summary_statement(
     day: NaiveDate,
 ) -> anyhow::Result<(Duration, Duration)> {
     use futures_util::TryStreamExt as _;
-    let filter = store::report::ReportFilter {
-        basis: store::report::DayBasis::Created,
-        from: Some(day),
-        to: Some(day),
-        currency: None,
-        status: None,
-        flag: None,
-        as_of: None,
-    };
+    let filter = store::report::ReportFilter::created_between(day, day);
     let mut timings = Vec::with_capacity(SAMPLES);
     for _ in 0..SAMPLES {
         let started = Instant::now();

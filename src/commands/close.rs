@@ -58,15 +58,9 @@ pub async fn close(settings: &Settings, args: CloseArgs) -> anyhow::Result<ExitC
     .await?;
     // The month's summary, as `report --month` prints it (from now on, from the figures).
     let request = crate::reporting::ReportRequest {
-        kind: crate::reporting::ReportKind::Summary(store::report::ReportFilter {
-            basis: store::report::DayBasis::Created,
-            from: Some(first),
-            to: Some(last),
-            currency: None,
-            status: None,
-            flag: None,
-            as_of: None,
-        }),
+        kind: crate::reporting::ReportKind::Summary(store::report::ReportFilter::created_between(
+            first, last,
+        )),
         format: crate::reporting::Format::Table,
         csv: crate::reporting::CsvStyle::default(),
         refunds_watched: settings.merchant.watches_refunds(),

@@ -846,15 +846,9 @@ async fn month_download(
         return not_found().await;
     };
     let kind = match stem {
-        "summary" => ReportKind::Summary(crate::store::report::ReportFilter {
-            basis: crate::store::report::DayBasis::Created,
-            from: Some(first),
-            to: Some(last),
-            currency: None,
-            status: None,
-            flag: None,
-            as_of: None,
-        }),
+        "summary" => ReportKind::Summary(crate::store::report::ReportFilter::created_between(
+            first, last,
+        )),
         "settlement" => ReportKind::Settlement {
             first,
             last,

@@ -55,6 +55,22 @@ pub struct ReportFilter {
     pub as_of: Option<AsOf>,
 }
 
+impl ReportFilter {
+    /// Every payment created from `first` to `last` (reporting days, inclusive), as it stands
+    /// now: what `report --month` (or `--from --to`) reads with no other filter.
+    pub fn created_between(first: NaiveDate, last: NaiveDate) -> Self {
+        Self {
+            basis: DayBasis::Created,
+            from: Some(first),
+            to: Some(last),
+            currency: None,
+            status: None,
+            flag: None,
+            as_of: None,
+        }
+    }
+}
+
 /// The instant a report is as of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AsOf {

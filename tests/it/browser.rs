@@ -7,7 +7,6 @@
 //! saved under `target/console-screenshots/` (docs/finance.md shows them).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,7 +15,9 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use rust_decimal::Decimal;
 
-use crate::helpers::{MissingDb, Spawned, binary, ok, output};
+use crate::helpers::{
+    MissingDb, Spawned, binary, drop_role, fresh_login_role, ok, output, spawn_console,
+};
 
 /// chromedriver on a free loopback port, or `None` (the test skips) where it is missing and
 /// not required.
@@ -168,35 +169,13 @@ async fn a_controller_reads_the_demos_month_follows_a_flag_and_finds_an_order_in
 
     // The console on a reader role.
     let role = format!("fpr_browser_{}", std::process::id());
-    for statement in [
-        format!("drop role if exists {role}"),
-        format!("create role {role} login"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    fresh_login_role(&pool, &role).await;
     let mut grant = binary(&["grant-reader", &role]);
     grant.env("DATABASE_URL", &db.url);
     ok(&output(grant).await);
-    let reader_url = db.url_as(&role);
     let mut command = binary(&["console", "--listen", "127.0.0.1:0"]);
-    command
-        .env("DATABASE_URL", &reader_url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut console = Spawned::spawn(&mut command);
-    let mut first = String::new();
-    BufReader::new(console.take_stdout())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .trim()
-        .strip_prefix("console on ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .trim_end_matches('/')
-        .to_owned();
+    command.env("DATABASE_URL", db.url_as(&role));
+    let (console, base) = spawn_console(&mut command);
 
     let profile = tempfile::tempdir().unwrap();
     let client = browser(&webdriver, profile.path()).await;
@@ -380,10 +359,5 @@ async fn a_controller_reads_the_demos_month_follows_a_flag_and_finds_an_order_in
 
     client.close().await.unwrap();
     console.stop().await;
-    for statement in [format!("drop owned by {role}"), format!("drop role {role}")] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(&pool)
-            .await
-            .unwrap();
-    }
+    drop_role(&pool, &role).await;
 }

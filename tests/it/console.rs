@@ -1,41 +1,17 @@
-//! The console (issue 28, in part): read-only pages on a reader role; a role that can write
+//! The console (issue 28): read-only pages on a reader role; a role that can write
 //! is refused; GET and HEAD only; every value escaped; the usual headers on every answer.
-
-use std::io::{BufRead as _, BufReader};
-use std::process::Stdio;
 
 use freedompay_recon::simulator::{Reply, Scenario};
 
-use crate::helpers::{Spawned, TestApp, ok};
+use crate::helpers::{Spawned, TestApp, drop_role, fresh_login_role, ok, spawn_console};
 
 /// The console on a new reader role `role` (`grant-reader`), and its address.
 async fn reader_console(app: &TestApp, role: &str) -> (Spawned, String) {
-    for statement in [
-        format!("drop role if exists {role}"),
-        format!("create role {role} login"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(app.pool())
-            .await
-            .unwrap();
-    }
+    fresh_login_role(app.pool(), role).await;
     assert!(app.run(&["grant-reader", role]).await.status.success());
     let mut command = app.command(&["console", "--listen", "127.0.0.1:0"]);
-    command
-        .env("DATABASE_URL", app.db.url_as(role))
-        .stdout(Stdio::piped());
-    let mut console = Spawned::spawn(&mut command);
-    let mut first = String::new();
-    BufReader::new(console.take_stdout())
-        .read_line(&mut first)
-        .unwrap();
-    let base = first
-        .trim()
-        .strip_prefix("console on ")
-        .unwrap_or_else(|| panic!("{first:?}"))
-        .trim_end_matches('/')
-        .to_owned();
-    (console, base)
+    command.env("DATABASE_URL", app.db.url_as(role));
+    spawn_console(&mut command)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,15 +43,7 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
     );
 
     let role = format!("fpr_console_{}", std::process::id());
-    for statement in [
-        format!("drop role if exists {role}"),
-        format!("create role {role} login"),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(app.pool())
-            .await
-            .unwrap();
-    }
+    fresh_login_role(app.pool(), &role).await;
     // A finance role (resolve and close: a column grant and security-definer functions) is
     // refused too.
     assert!(app.run(&["grant-finance", &role]).await.status.success());
@@ -88,12 +56,7 @@ async fn the_console_reads_as_a_reader_shows_a_payments_story_and_refuses_writes
         said.contains("may write to recon.") && said.contains("recon.close_month()"),
         "{said}"
     );
-    for statement in [format!("drop owned by {role}"), format!("drop role {role}")] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(app.pool())
-            .await
-            .unwrap();
-    }
+    drop_role(app.pool(), &role).await;
     let (console, base) = reader_console(&app, &role).await;
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("{base}{path}")).send();
@@ -448,10 +411,5 @@ async fn a_closed_month_shows_its_signature_and_the_money_booked_after_it_as_adj
     );
 
     console.stop().await;
-    for statement in [format!("drop owned by {role}"), format!("drop role {role}")] {
-        sqlx::query(sqlx::AssertSqlSafe(statement))
-            .execute(app.pool())
-            .await
-            .unwrap();
-    }
+    drop_role(app.pool(), &role).await;
 }

@@ -163,17 +163,64 @@ impl TestDb {
 
     /// This database's URL as another role (trust authentication: no password).
     pub fn url_as(&self, role: &str) -> String {
-        self.server
-            .clone()
-            .database(&self.name)
-            .username(role)
-            .to_url_lossy()
-            .to_string()
+        url_as(&self.server, &self.name, role)
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// Database `name` on `server` as `role` (trust authentication: no password).
+fn url_as(server: &PgConnectOptions, name: &str, role: &str) -> String {
+    server
+        .clone()
+        .database(name)
+        .username(role)
+        .to_url_lossy()
+        .to_string()
+}
+
+/// A new login role `role` (dropped first, should an earlier run have left it).
+pub async fn fresh_login_role(pool: &PgPool, role: &str) {
+    for statement in [
+        format!("drop role if exists {role}"),
+        format!("create role {role} login"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// Drops `role`, and what it was granted in `pool`'s database.
+pub async fn drop_role(pool: &PgPool, role: &str) {
+    for statement in [format!("drop owned by {role}"), format!("drop role {role}")] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// Starts `console --listen 127.0.0.1:0` as `command` (its environment set by the caller);
+/// the process and the address it says it serves on.
+pub fn spawn_console(command: &mut Command) -> (Spawned, String) {
+    use std::io::{BufRead as _, BufReader};
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut console = Spawned::spawn(command);
+    let mut first = String::new();
+    BufReader::new(console.take_stdout())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("console on ")
+        .unwrap_or_else(|| panic!("{first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    (console, base)
 }
 
 /// The binary with `args`, and nothing from the test's environment but PATH; logging at
@@ -345,12 +392,7 @@ impl MissingDb {
 
     /// This database's URL as another role (trust authentication: no password).
     pub fn url_as(&self, role: &str) -> String {
-        self.server
-            .clone()
-            .database(&self.name)
-            .username(role)
-            .to_url_lossy()
-            .to_string()
+        url_as(&self.server, &self.name, role)
     }
 }
 
