@@ -82,9 +82,14 @@ pub(super) async fn insert(
                                                currency, provider_ref, provider_status,
                                                provider_at, source, fact_key, observed_at, n)
                      order by u.payment_id, u.fact_key, u.n) f
-               where not exists (select 1 from recon.money_event_keys k
-                                 where k.payment_id = f.payment_id
-                                   and k.fact_key = f.fact_key)
+               -- A fact already booked is skipped: one look-up of its key each, whatever the
+               -- keys table's statistics say (an anti-join may hash the whole table instead).
+               left join lateral (select true as booked
+                                  from recon.money_event_keys k
+                                  where k.payment_id = f.payment_id
+                                    and k.fact_key = f.fact_key
+                                  limit 1) known on true
+               where known.booked is null
                order by f.payment_id
                returning payment_id, observed_at
            ),
