@@ -20,9 +20,11 @@
 -- 3. A transition is accepted as its payment's next one, or as the one it already points at,
 --    by a statement trigger over the statement's new rows instead of a row trigger per
 --    transition (a security-definer PL/pgSQL call, its search_path set and reset, and a
---    look-up, for every row). The rule is the same, checked set-wise after the insert under
---    the payments' row locks, so two writers racing for one observation are still decided by
---    the lock: the second waits and is refused (23505). One difference, where no writer goes:
+--    look-up, for every row). The rule is the same, checked set-wise after the insert: the
+--    daemon's transitions, each the one its payment already points at, with one read; any
+--    other under the payments' row locks, so two writers racing for one observation are still
+--    decided by the lock: the second waits and is refused (23505). One difference, where no
+--    writer goes:
 --    several new transitions of one payment in one statement are accepted when each is after
 --    the payment's latest (with distinct observation numbers), in any order; the row trigger
 --    took them in the order the rows came. Like the outbox's trigger and the money events'
@@ -103,8 +105,22 @@ as $$
 declare
     refused record;
 begin
-    -- The payments' pointers, under their row locks (a writer racing for the same
-    -- observation waits here, then reads what the other wrote).
+    -- The daemon's case: each new transition is the one its payment already points at
+    -- (written with the payment's state, under its row lock, in this transaction). Read
+    -- without a lock: a pointer that names a transition another transaction wrote names one
+    -- that is committed, and the transitions' key refuses it twice.
+    perform 1
+    from added a
+    join recon.payments p using (payment_id)
+    where a.observation_no is distinct from p.last_transition_no
+       or a.observed_at is distinct from p.last_transition_at
+    limit 1;
+    if not found then
+        return null;
+    end if;
+    -- Otherwise each payment's pointer is read under its row lock (a writer racing for the
+    -- same observation waits here, then reads what the other wrote): a new transition is
+    -- the one it points at, or after its latest, once.
     with latest as materialized (
         select p.payment_id, p.last_transition_no, p.last_transition_at
         from recon.payments p
@@ -112,8 +128,6 @@ begin
         order by p.payment_id
         for update
     ),
-    -- Each new transition: the one its payment points at already (written with the
-    -- payment's state, in this transaction), or after its latest.
     judged as (
         select a.payment_id, a.observation_no,
                (a.observation_no = l.last_transition_no and a.observed_at = l.last_transition_at)

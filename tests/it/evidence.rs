@@ -121,6 +121,35 @@ async fn each_body_is_kept_once_with_its_transition_which_the_payment_points_at(
             .await,
         4
     );
+
+    // The rule is checked once per statement (migration `engine_cost_per_statement`): several
+    // transitions after the latest, in any order, are taken and the pointer goes to the last;
+    // one below it refuses the whole statement, and one observation twice is refused.
+    sqlx::raw_sql(
+        "insert into recon.status_transitions (payment_id, observation_no, to_status, observed_at, body)
+         values ('e1', 10, 'success', now() + interval '42 days', '{}'),
+                ('e1', 9, 'error', now() + interval '41 days', '{}')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(latest_by_pointer(pool, "e1").await.0, 10);
+    for sql in [
+        "insert into recon.status_transitions (payment_id, observation_no, to_status, observed_at, body)
+         values ('e1', 11, 'error', now() + interval '43 days', '{}'),
+                ('e1', 6, 'error', now() + interval '43 days', '{}')",
+        "insert into recon.status_transitions (payment_id, observation_no, to_status, observed_at, body)
+         values ('e1', 12, 'error', now() + interval '44 days', '{}'),
+                ('e1', 12, 'success', now() + interval '45 days', '{}')",
+    ] {
+        assert_eq!(sql_error_code(pool, sql).await, "23505", "{sql}");
+    }
+    assert_eq!(
+        app.count("select count(*) from recon.status_transitions where payment_id = 'e1'")
+            .await,
+        6
+    );
+    assert_eq!(latest_by_pointer(pool, "e1").await.0, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
