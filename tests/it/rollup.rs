@@ -164,6 +164,67 @@ async fn the_rollup_equals_the_summary_from_the_rows_through_every_kind_of_chang
     assert_eq!(open_on_rows, open_in_table);
 }
 
+/// The fold adds identical changes up before it computes their legs (migration
+/// `fold_net_changes`): more identical changes than a smallint counts (one intake statement,
+/// one creation time), and values found and left again, which cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_changes_in_their_tens_of_thousands_fold_exactly() {
+    let app = TestApp::new(Scenario::new()).await;
+    let pool = app.pool();
+    fold(pool).await;
+    execute(
+        pool,
+        "insert into recon.payments (payment_id, expected_amount, expected_currency, created_at)
+         select 'same-' || g, 250.50, 'KZT', timestamptz '2026-11-30 10:00:00+00'
+         from generate_series(1, 33000) g",
+    )
+    .await;
+    // Paid at one instant, half of them; a tenth paid a different amount, then corrected
+    // back (that change and its reverse cancel in the fold); one more in another currency.
+    execute(
+        pool,
+        "update recon.payments set status = 'success', amount = 250.50, currency = 'KZT',
+                                   fee = 2.5, settled_at = timestamptz '2026-12-01 09:00:00+00'
+         where payment_id::text ~ '[02468]$'",
+    )
+    .await;
+    execute(
+        pool,
+        "update recon.payments set amount = 250.00 where payment_id::text ~ '0$'",
+    )
+    .await;
+    execute(
+        pool,
+        "update recon.payments set amount = 250.50 where payment_id::text ~ '0$'",
+    )
+    .await;
+    execute(
+        pool,
+        "update recon.payments set status = 'success', amount = 3, currency = 'USD',
+                                   settled_at = now()
+         where payment_id = 'same-1'",
+    )
+    .await;
+    let pending: i64 = app
+        .count("select count(*) from recon.summary_changes")
+        .await;
+    assert_eq!(pending, 33000 + 2 * 16500 + 4 * 3300 + 2);
+    assert_eq!(fold(pool).await, pending, "every change is folded");
+    assert_exact(pool, "after folding identical changes").await;
+    let (payments, received): (i64, rust_decimal::Decimal) = sqlx::query_as(
+        "select sum(payments)::int8, sum(received_amount) from recon.summary_rollup
+         where basis = 'created' and currency = 'KZT'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(payments, 32999);
+    assert_eq!(
+        received,
+        rust_decimal::Decimal::new(25_050, 2) * rust_decimal::Decimal::from(16_500)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writers_and_folds_interleaved_lose_and_double_nothing() {
     let app = TestApp::new(Scenario::new()).await;

@@ -54,6 +54,30 @@ claimed as (
               coalesce('expected_amount ' || recon.amount_problem(p.expected_amount),
                        'created_at ' || recon.timestamp_problem(p.created_at),
                        'expires_at ' || recon.timestamp_problem(p.expires_at)) as problem
+),
+-- The latest flag of each kind of every claimed payment: open, or closed by whom with what
+-- values (a flag a person or a rule closed is not opened again for the same finding). Looked
+-- up for the whole claim at once (one index scan a month of flags), not payment by payment.
+latest_flags as (
+    select f.payment_id,
+           -- As JSON text: [[kind, open, resolved_by, expected, actual], ...].
+           json_agg(json_build_array(f.kind, f.resolved_at is null, f.resolved_by, f.expected,
+                                     f.actual) order by f.kind)::text as latest
+    from (select distinct on (d.payment_id, d.kind) d.payment_id, d.kind, d.resolved_at,
+                 d.resolved_by, d.expected, d.actual
+          from recon.discrepancies d
+          where d.payment_id = any (array(select payment_id from claimed))
+          order by d.payment_id, d.kind, d.id desc) f
+    group by f.payment_id
+),
+-- The latest verified callback of every claimed payment: a claim this poll checks
+-- (`callback_disagrees`).
+latest_callbacks as (
+    select distinct on (cb.payment_id) cb.payment_id, cb.id, cb.received_at, cb.claims_paid,
+           cb.amount, cb.currency
+    from recon.callbacks cb
+    where cb.payment_id = any (array(select payment_id from claimed))
+    order by cb.payment_id, cb.id desc
 )
 -- A value that could not be decoded (see `problem`) is not read at all: the row is parked.
 select c.payment_id as "payment_id!", c.lease_token as "lease_token!", c.problem,
@@ -65,17 +89,8 @@ select c.payment_id as "payment_id!", c.lease_token as "lease_token!", c.problem
        c.lifetime_source as "lifetime_source?", c.checks as "checks!", c.attempts as "attempts!",
        c.not_found_since as "not_found_since?", c.settled_at as "settled_at?",
        c.deadline_missed_at as "deadline_missed_at?",
-       -- The latest flag of each kind: open, or closed by whom with what values (a flag a
-       -- person or a rule closed is not opened again for the same finding). As JSON text:
-       -- [[kind, open, resolved_by, expected, actual], ...], null when there is none.
-       (select json_agg(json_build_array(f.kind, f.resolved_at is null, f.resolved_by,
-                                         f.expected, f.actual))::text
-        from (select distinct on (d.kind) d.kind, d.resolved_at, d.resolved_by, d.expected,
-                     d.actual
-              from recon.discrepancies d
-              where d.payment_id = c.payment_id
-              order by d.kind, d.id desc) f) as "latest_flags?",
-       -- The latest verified callback: a claim this poll checks (`callback_disagrees`).
+       -- null when there is none
+       f.latest as "latest_flags?",
        cb.id as "callback_id?", cb.received_at as "callback_received_at?",
        -- (the amount as text: read in Rust, where a value past Decimal is dropped, not fatal)
        cb.claims_paid as "callback_paid?", cb.amount::text as "callback_amount?",
@@ -93,9 +108,6 @@ select c.payment_id as "payment_id!", c.lease_token as "lease_token!", c.problem
        due.previous_token is not null as "recovered!"
 from claimed c
 join due using (payment_id)
-left join lateral (select id, received_at, claims_paid, amount, currency
-                   from recon.callbacks
-                   where payment_id = c.payment_id
-                   order by id desc
-                   limit 1) cb on true
+left join latest_flags f using (payment_id)
+left join latest_callbacks cb using (payment_id)
 order by due.urgent desc, due.next_check_at
