@@ -438,6 +438,9 @@ pub fn daemon_grants(role: &str) -> Vec<String> {
         format!("grant execute on function recon.lock_payments(text[]) to {role}"),
         // Money events: a payment received, written with its transition; refunds.
         format!("grant select, insert on recon.money_events to {role}"),
+        // Where the closed period ends, under the lock a close waits for: each statement
+        // that books money dates its events with it (migration `money_dated_per_statement`).
+        format!("grant execute on function recon.money_dating_cutoff() to {role}"),
         // What a writer skips (the insert's trigger adds the keys, as the schema's owner).
         format!("grant select on recon.money_event_keys to {role}"),
         // The refund watch: a schedule, its rows added, moved and ended by the daemon.

@@ -67,14 +67,22 @@ pub(super) async fn insert(
 ) -> Result<u64, StoreError> {
     let first_look = first_look.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     Ok(sqlx::query_scalar!(
-        r#"with booked as (
+        r#"with cutoff as materialized (
+               -- Where the closed period ends, read once under the lock a close waits for.
+               select recon.money_dating_cutoff() as at
+           ),
+           booked as (
                insert into recon.money_events
                    (payment_id, kind, amount, provider_amount, currency, provider_ref,
-                    provider_status, provider_at, source, fact_key, observed_at)
+                    provider_status, provider_at, source, fact_key, observed_at,
+                    counts_on, adjusts_month)
                select f.payment_id, f.kind, f.amount, f.provider_amount, f.currency,
                       f.provider_ref, f.provider_status, f.provider_at, f.source, f.fact_key,
-                      coalesce(f.observed_at, now())
-               from (select distinct on (u.payment_id, u.fact_key) u.*
+                      f.observed_at, d.counts_on, d.adjusts_month
+               from (select distinct on (u.payment_id, u.fact_key)
+                            u.payment_id, u.kind, u.amount, u.provider_amount, u.currency,
+                            u.provider_ref, u.provider_status, u.provider_at, u.source,
+                            u.fact_key, coalesce(u.observed_at, now()) as observed_at
                      from unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[],
                                  $5::text[], $6::text[], $7::text[], $8::timestamptz[],
                                  $9::text[], $10::text[], $11::timestamptz[])
@@ -82,6 +90,10 @@ pub(super) async fn insert(
                                                currency, provider_ref, provider_status,
                                                provider_at, source, fact_key, observed_at, n)
                      order by u.payment_id, u.fact_key, u.n) f
+               -- Dated here, once per statement, by the rule its trigger checks.
+               cross join cutoff c
+               cross join lateral recon.money_event_day(coalesce(f.provider_at, f.observed_at),
+                                                        c.at) d
                -- A fact already booked is skipped: one look-up of its key each, whatever the
                -- keys table's statistics say (an anti-join may hash the whole table instead).
                left join lateral (select true as booked

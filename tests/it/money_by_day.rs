@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, ok};
 use freedompay_recon::simulator::Scenario;
+use freedompay_recon::store;
 
 /// Books a money event by hand (source `manual`), as a person or another system would.
 pub async fn book(app: &TestApp, id: &str, kind: &str, amount: &str, at: &str, key: &str) {
@@ -364,5 +365,122 @@ async fn a_late_money_fact_for_a_closed_month_is_booked_on_an_open_day_and_the_m
     assert_eq!(
         dated(&app, "kept", "child:k1").await,
         (today, Some("2026-10-01".to_owned()))
+    );
+}
+
+/// What the daemon books (each statement dates its events itself, migration
+/// `money_dated_per_statement`) counts by the rule a hand insert is dated by; a writer that
+/// names a day the rule does not give is refused, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn money_the_daemon_books_is_dated_by_the_rule_and_no_writer_names_its_own_day() {
+    use freedompay_recon::domain::money::{MoneyFact, MoneyKind, MoneySource};
+
+    let app = october().await;
+    ok(&app
+        .run(&[
+            "close",
+            "--month",
+            "2026-10",
+            "--note",
+            "money checked",
+            "--by",
+            "b.sadykova",
+        ])
+        .await);
+    let signed = ok(&app
+        .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
+        .await);
+    let today: String = sqlx::query_scalar("select recon.report_day(now())::text")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    let kzt = "KZT".parse().unwrap();
+    let at = |text: &str| Some(text.parse().unwrap());
+
+    // The status API tells of two refunds: one of 20 October (closed), one of today.
+    let late = MoneyFact::returned(
+        MoneyKind::Refund,
+        d("300"),
+        kzt,
+        Some("k9"),
+        Some("kept"),
+        Some("success"),
+        at("2026-10-20T10:00:00+05:00"),
+        MoneySource::StatusApi,
+    );
+    let written = store::money::record_facts(app.pool(), "kept", &[late])
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    assert_eq!(
+        dated(&app, "kept", "child:k9").await,
+        (today.clone(), Some("2026-10-01".to_owned())),
+        "a late fact for a closed month counts today, adjusting the month"
+    );
+    let now_fact = MoneyFact::returned(
+        MoneyKind::Refund,
+        d("100"),
+        kzt,
+        Some("p9"),
+        Some("partly"),
+        Some("success"),
+        None,
+        MoneySource::StatusApi,
+    );
+    store::money::record_facts(app.pool(), "partly", &[now_fact])
+        .await
+        .unwrap();
+    assert_eq!(
+        dated(&app, "partly", "child:p9").await,
+        (today.clone(), None),
+        "a fact of an open day counts on it"
+    );
+
+    // A writer naming its own day: the closed month's, or today without the month it adjusts.
+    for (counts_on, adjusts) in [("2026-10-20", None::<&str>), (today.as_str(), None)] {
+        let refused = sqlx::query(
+            "insert into recon.money_events
+                 (payment_id, kind, amount, provider_amount, currency, provider_at, source,
+                  fact_key, counts_on, adjusts_month)
+             values ('twice', 'refund', -10, -10, 'KZT', '2026-10-21T10:00:00+05:00', 'manual',
+                     'child:t9', $1::date, $2::date)",
+        )
+        .bind(counts_on)
+        .bind(adjusts)
+        .execute(app.pool())
+        .await
+        .unwrap_err();
+        let db = refused.as_database_error().unwrap();
+        assert_eq!(db.code().as_deref(), Some("23514"), "{db}");
+        assert!(
+            db.message()
+                .contains("leave counts_on and adjusts_month empty"),
+            "{db}"
+        );
+    }
+    let kept: i64 =
+        sqlx::query_scalar("select count(*) from recon.money_events where fact_key = 'child:t9'")
+            .fetch_one(app.pool())
+            .await
+            .unwrap();
+    assert_eq!(kept, 0, "a refused statement writes nothing");
+    // Naming the day the rule gives is accepted.
+    sqlx::query(
+        "insert into recon.money_events
+             (payment_id, kind, amount, provider_amount, currency, provider_at, source,
+              fact_key, counts_on, adjusts_month)
+         values ('twice', 'refund', -10, -10, 'KZT', '2026-10-21T10:00:00+05:00', 'manual',
+                 'child:t9', $1::date, '2026-10-01')",
+    )
+    .bind(&today)
+    .execute(app.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        ok(&app
+            .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
+            .await),
+        signed,
+        "a closed month's money never changes"
     );
 }
