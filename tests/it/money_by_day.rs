@@ -119,6 +119,37 @@ pub async fn october() -> TestApp {
     app
 }
 
+/// October's money as `report --money` prints it (CSV).
+async fn october_money(app: &TestApp) -> String {
+    ok(&app
+        .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
+        .await)
+}
+
+/// Closes October as finance does; returns its money as signed.
+async fn close_october(app: &TestApp) -> String {
+    ok(&app
+        .run(&[
+            "close",
+            "--month",
+            "2026-10",
+            "--note",
+            "money checked",
+            "--by",
+            "b.sadykova",
+        ])
+        .await);
+    october_money(app).await
+}
+
+/// Today, in the reporting zone.
+async fn today(app: &TestApp) -> String {
+    sqlx::query_scalar("select recon.report_day(now())::text")
+        .fetch_one(app.pool())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_made_of_it() {
     let app = october().await;
@@ -259,23 +290,7 @@ async fn money_counts_on_the_day_it_moved_and_each_paid_payment_gets_what_money_
 async fn a_late_money_fact_for_a_closed_month_is_booked_on_an_open_day_and_the_month_never_changes()
 {
     let app = october().await;
-    let october_money = || async {
-        ok(&app
-            .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
-            .await)
-    };
-    ok(&app
-        .run(&[
-            "close",
-            "--month",
-            "2026-10",
-            "--note",
-            "money checked",
-            "--by",
-            "b.sadykova",
-        ])
-        .await);
-    let signed = october_money().await;
+    let signed = close_october(&app).await;
 
     // The provider's refund of 20 October is seen only now: it counts today, adjusting October.
     book(
@@ -287,16 +302,13 @@ async fn a_late_money_fact_for_a_closed_month_is_booked_on_an_open_day_and_the_m
         "child:k1",
     )
     .await;
-    let today: String = sqlx::query_scalar("select recon.report_day(now())::text")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let today = today(&app).await;
     assert_eq!(
         dated(&app, "kept", "child:k1").await,
         (today.clone(), Some("2026-10-01".to_owned()))
     );
     assert_eq!(
-        october_money().await,
+        october_money(&app).await,
         signed,
         "a closed month's money never changes"
     );
@@ -376,24 +388,8 @@ async fn money_the_daemon_books_is_dated_by_the_rule_and_no_writer_names_its_own
     use freedompay_recon::domain::money::{MoneyFact, MoneyKind, MoneySource};
 
     let app = october().await;
-    ok(&app
-        .run(&[
-            "close",
-            "--month",
-            "2026-10",
-            "--note",
-            "money checked",
-            "--by",
-            "b.sadykova",
-        ])
-        .await);
-    let signed = ok(&app
-        .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
-        .await);
-    let today: String = sqlx::query_scalar("select recon.report_day(now())::text")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let signed = close_october(&app).await;
+    let today = today(&app).await;
     let kzt = "KZT".parse().unwrap();
     let at = |text: &str| Some(text.parse().unwrap());
 
@@ -477,9 +473,7 @@ async fn money_the_daemon_books_is_dated_by_the_rule_and_no_writer_names_its_own
     .await
     .unwrap();
     assert_eq!(
-        ok(&app
-            .run(&["report", "--money", "--month", "2026-10", "--format", "csv"])
-            .await),
+        october_money(&app).await,
         signed,
         "a closed month's money never changes"
     );
